@@ -1,0 +1,63 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+// Dependencies point down: C shims, then CorralCore, then transports and engine,
+// then sandboxes and sessions, then the harness, then the command line.
+let package = Package(
+    name: "corral",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "corral", targets: ["corral"]),
+        .executable(name: "corral-init", targets: ["corral-init"]),
+        .executable(name: "corral-bench", targets: ["corral-bench"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+    ],
+    targets: [
+        .systemLibrary(name: "CCurl", pkgConfig: "libcurl", providers: [.apt(["libcurl4-openssl-dev"])]),
+        .systemLibrary(name: "CArchive", pkgConfig: "libarchive", providers: [.apt(["libarchive-dev"])]),
+        .target(
+            name: "CorralCore",
+            dependencies: [.product(name: "Logging", package: "swift-log")],
+            exclude: ["README.md"]
+        ),
+        .target(name: "CurlHTTP", dependencies: ["CCurl", "CorralCore"], exclude: ["README.md"]),
+        .target(name: "TarArchive", dependencies: ["CArchive", "CorralCore"], exclude: ["README.md"]),
+        .target(name: "DockerEngine", dependencies: ["CurlHTTP", "TarArchive"], exclude: ["README.md"]),
+        .target(name: "CorralSandbox", dependencies: ["DockerEngine"], exclude: ["README.md"]),
+        .target(name: "CorralSession", dependencies: ["CorralCore"], exclude: ["README.md"]),
+        .target(
+            name: "CorralCLI",
+            dependencies: [
+                "CorralSandbox", "CorralSession",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .target(
+            name: "CorralBench",
+            dependencies: [
+                "CorralSandbox", "CorralSession",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .executableTarget(name: "corral", dependencies: ["CorralCLI"]),
+        .executableTarget(name: "corral-bench", dependencies: ["CorralBench"]),
+        // PID 1 inside every sandbox: Glibc only, linked fully static so that it runs in any
+        // image, a busybox-only rootfs included. lld, because gold warns about glibc's
+        // dlopen in every static link.
+        .executableTarget(
+            name: "corral-init",
+            linkerSettings: [.unsafeFlags(["-static-executable", "-use-ld=lld"])]
+        ),
+        .target(name: "TestSupport", dependencies: ["CorralCore"], path: "Tests/TestSupport"),
+        .testTarget(name: "CorralCoreTests", dependencies: ["CorralCore"]),
+        .testTarget(name: "CurlHTTPTests", dependencies: ["CurlHTTP", "TestSupport"]),
+        .testTarget(name: "TarArchiveTests", dependencies: ["TarArchive", "TestSupport"]),
+        .testTarget(name: "DockerEngineTests", dependencies: ["DockerEngine", "TestSupport"]),
+        .testTarget(name: "CorralSandboxTests", dependencies: ["CorralSandbox", "TestSupport"]),
+        .testTarget(name: "CorralSessionTests", dependencies: ["CorralSession", "TestSupport"]),
+        .testTarget(name: "CorralCLITests", dependencies: ["CorralCLI", "TestSupport"]),
+    ]
+)

@@ -1,0 +1,44 @@
+import ArgumentParser
+import CorralCore
+import Foundation
+
+/// Options every command shares: where the engine is, where state lives.
+public struct GlobalOptions: ParsableArguments, Sendable {
+    @Option(name: .long, help: ArgumentHelp("Engine endpoint: unix:///path or tcp://host:port (env CORRAL_ENGINE).", valueName: "URL"))
+    public var engine: String?
+
+    @Option(name: .customLong("tls-ca"), help: ArgumentHelp("CA certificate that signs the engine's certificate.", valueName: "FILE"))
+    public var tlsCA: String?
+
+    @Option(name: .customLong("tls-cert"), help: ArgumentHelp("Client certificate for a TLS engine.", valueName: "FILE"))
+    public var tlsCert: String?
+
+    @Option(name: .customLong("tls-key"), help: ArgumentHelp("Client key for a TLS engine.", valueName: "FILE"))
+    public var tlsKey: String?
+
+    @Option(name: .customLong("state-dir"), help: ArgumentHelp("Where corral keeps its state (env CORRAL_STATE_DIR).", valueName: "DIR"))
+    public var stateDir: String?
+
+    public init() {}
+
+    public var environment: [String: String] { ProcessInfo.processInfo.environment }
+
+    /// `--engine`, else `CORRAL_ENGINE`, else the local docker socket.
+    public var engineEndpoint: String {
+        engine ?? environment["CORRAL_ENGINE"] ?? "unix:///var/run/docker.sock"
+    }
+
+    /// `--state-dir`, else `CORRAL_STATE_DIR`, else `/var/lib/corral` for root and
+    /// `$XDG_STATE_HOME/corral` (or `~/.local/state/corral`) for everyone else.
+    public var stateDirectory: URL {
+        if let path = stateDir ?? environment["CORRAL_STATE_DIR"], !path.isEmpty {
+            return URL(fileURLWithPath: path, isDirectory: true)
+        }
+        if geteuid() == 0 { return URL(fileURLWithPath: "/var/lib/corral", isDirectory: true) }
+        if let xdg = environment["XDG_STATE_HOME"], !xdg.isEmpty {
+            return URL(fileURLWithPath: xdg, isDirectory: true).appendingPathComponent("corral", isDirectory: true)
+        }
+        return FileManager.default.homeDirectoryForCurrentUser
+            .appendingPathComponent(".local/state/corral", isDirectory: true)
+    }
+}

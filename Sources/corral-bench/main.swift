@@ -1,0 +1,3 @@
+import CorralBench
+
+await BenchCommand.main()

@@ -1,0 +1,3 @@
+import CorralCLI
+
+await CorralCommand.runAndExit()

@@ -1,0 +1,66 @@
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// What the tests may assume about the machine they run on.
+///
+/// Tests that need a container engine call `TestEnvironment.engineTrait`: the test runs
+/// when an engine answers, or when `CORRAL_REQUIRE_ENGINE=1` (CI) asks for it, in which case
+/// a missing engine is a failure, not a skip. Otherwise it is skipped with the reason printed.
+public enum TestEnvironment {
+    public static var engineRequired: Bool {
+        ProcessInfo.processInfo.environment["CORRAL_REQUIRE_ENGINE"] == "1"
+    }
+
+    /// The engine endpoint the tests use: `CORRAL_ENGINE`, else the default docker socket.
+    public static var engineEndpoint: String {
+        ProcessInfo.processInfo.environment["CORRAL_ENGINE"] ?? "unix:///var/run/docker.sock"
+    }
+
+    /// True when a unix-socket engine endpoint accepts a connection right now.
+    public static var engineReachable: Bool {
+        let endpoint = engineEndpoint
+        guard endpoint.hasPrefix("unix://") else { return true }  // TCP: let the test find out
+        return unixSocketAccepts(path: String(endpoint.dropFirst("unix://".count)))
+    }
+
+    /// Whether engine tests should run: reachable, or required (and then they fail loudly).
+    public static var shouldRunEngineTests: Bool { engineReachable || engineRequired }
+
+    public static var engineSkipReason: String {
+        "no container engine answers at \(engineEndpoint); start one with `make engine` (set CORRAL_REQUIRE_ENGINE=1 to make this a failure)"
+    }
+
+    /// The base image the engine tests use.
+    public static var baseImage: String {
+        ProcessInfo.processInfo.environment["CORRAL_TEST_IMAGE"] ?? "corral/base:bookworm"
+    }
+
+    public static func unixSocketAccepts(path: String) -> Bool {
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(path.utf8)
+        guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else { return false }
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            for (index, byte) in bytes.enumerated() { raw[index] = byte }
+        }
+        let result = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+            }
+        }
+        return result == 0
+    }
+}
+
+/// A temporary directory removed when the closure returns.
+public func withTemporaryDirectory<T>(_ body: (URL) async throws -> T) async throws -> T {
+    let url = FileManager.default.temporaryDirectory.appendingPathComponent("corral-test-\(UUID().uuidString)")
+    try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+    defer { try? FileManager.default.removeItem(at: url) }
+    return try await body(url)
+}
