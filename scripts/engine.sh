@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# scripts/engine.sh up|down|status: the container engine corral's tests, image builds and
+# scripts/engine.sh up|down|status|env: the container engine corral's tests, image builds and
 # demo run against.
 #
 #   up      Nothing to do when an engine already answers at CORRAL_ENGINE (default
@@ -10,6 +10,9 @@
 #           on tcp://127.0.0.1:2376 with --tlsverify. Waits until /_ping answers.
 #   down    Stops the dockerd that `up` started (pid file), and nothing else.
 #   status  Whether an engine answers, its API version, runtimes, TLS endpoint, base image.
+#   env     Prints `export` lines for the TLS endpoint when it answers (CORRAL_TEST_TLS_ENGINE,
+#           CORRAL_TEST_TLS_CA, CORRAL_TEST_TLS_CERT, CORRAL_TEST_TLS_KEY), for
+#           `eval "$(scripts/engine.sh env)"`; prints nothing otherwise.
 #
 # Files (CORRAL_ENGINE_HOME, default /var/lib/corral-engine):
 #   dockerd.json      daemon config (runtimes only; hosts are flags, see below)
@@ -37,7 +40,7 @@ START_TIMEOUT=${CORRAL_ENGINE_START_TIMEOUT:-60}
 BASE_IMAGE=corral/base:bookworm
 
 usage() {
-    echo "usage: scripts/engine.sh up|down|status" >&2
+    echo "usage: scripts/engine.sh up|down|status|env" >&2
     exit 2
 }
 
@@ -274,6 +277,14 @@ cmd_status() {
     fi
 }
 
+cmd_env() {
+    tls_answers || return 0
+    printf 'export CORRAL_TEST_TLS_ENGINE=%q\n' "tcp://127.0.0.1:$TLS_PORT"
+    printf 'export CORRAL_TEST_TLS_CA=%q\n' "$TLS_DIR/ca.pem"
+    printf 'export CORRAL_TEST_TLS_CERT=%q\n' "$TLS_DIR/cert.pem"
+    printf 'export CORRAL_TEST_TLS_KEY=%q\n' "$TLS_DIR/key.pem"
+}
+
 # json_field NAME JSON: a top-level string field, without a JSON tool on the machine.
 json_field() {
     printf '%s' "$2" | grep -o "\"$1\":\"[^\"]*\"" | head -n 1 | cut -d'"' -f4
@@ -284,5 +295,6 @@ case "$1" in
     up) cmd_up ;;
     down) cmd_down ;;
     status) cmd_status ;;
+    env) cmd_env ;;
     *) usage ;;
 esac
