@@ -14,6 +14,9 @@ import Glibc
 /// process ended, or its output would leak into the next call. A command that means to leave
 /// a daemon running detaches it on purpose (`setsid CMD >log 2>&1 &`), which leaves the group.
 ///
+/// It is meant for non-interactive commands (the `bash` tool): in a session of its own the
+/// command has no controlling terminal, even when the engine's exec allocated a TTY.
+///
 /// Exit statuses of the wrapper itself follow timeout(1): 125 for bad usage or a failure of
 /// the wrapper, 126 when CMD cannot be executed, 127 when it is not found.
 enum ExecWrapper {
