@@ -6,11 +6,10 @@ import Glibc
 
 /// Writes one line to stderr, prefixed so that it stands out among a sandbox's own output.
 func logLine(_ message: String) {
-    let line = "corral-init: \(message)\n"
-    var bytes = Array(line.utf8)
+    let bytes = Array("corral-init: \(message)\n".utf8)
     var offset = 0
     while offset < bytes.count {
-        let written = bytes.withUnsafeMutableBytes { raw in
+        let written = bytes.withUnsafeBytes { raw in
             write(STDERR_FILENO, raw.baseAddress.map { $0 + offset }, raw.count - offset)
         }
         if written < 0 {
@@ -19,7 +18,6 @@ func logLine(_ message: String) {
         }
         offset += written
     }
-    bytes.removeAll()
 }
 
 /// The text of an errno value.
