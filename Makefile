@@ -1,0 +1,63 @@
+# corral: the targets people expect. Everything that needs root (apt, dockerd) says so when
+# it is not run as root, with the command that fixes it.
+#
+#   make build    swift build (debug)
+#   make test     build, then swift test; CORRAL_REQUIRE_ENGINE=1 makes engine tests fail
+#                 instead of skip when no engine answers (CI sets it)
+#   make engine   start dockerd with runsc and a TLS endpoint, unless an engine answers
+#   make image    engine, then corral/base:bookworm (reused unless REBUILD=1)
+#   make run      prepare the machine (packages, engine, image, build), then the demo
+#   make bench    engine, image, then corral-bench in release mode (.build/bench.json)
+#   make fmt      swift format, in place
+#   make check    swift format lint --strict, shell syntax, warnings-as-errors build
+#   make clean    remove build products (the engine and its images stay)
+
+SWIFT ?= swift
+FORMAT_PATHS := Sources Tests Package.swift
+SHELL_SCRIPTS := scripts/engine.sh scripts/deps.sh scripts/demo.sh scripts/check-init.sh \
+	scripts/lib/common.sh images/base/build.sh .ci/run
+
+# CORRAL_REQUIRE_ENGINE, CORRAL_ENGINE and CORRAL_TEST_IMAGE reach the tests when set in the
+# environment or on the command line (make exports both). Not `export`ed here: that would
+# pass them as empty strings when unset, and an empty CORRAL_ENGINE is not the default.
+
+.PHONY: build test engine engine-down image run bench fmt check clean deps
+
+build:
+	$(SWIFT) build
+
+test:
+	$(SWIFT) build
+	$(SWIFT) test
+
+deps:
+	scripts/deps.sh
+
+engine:
+	scripts/engine.sh up
+
+engine-down:
+	scripts/engine.sh down
+
+image: engine
+	images/base/build.sh
+
+run: deps image build
+	scripts/demo.sh
+
+bench: image
+	$(SWIFT) run -c release corral-bench --json .build/bench.json
+
+fmt:
+	$(SWIFT) format --in-place --recursive $(FORMAT_PATHS)
+
+check:
+	$(SWIFT) format lint --strict --recursive $(FORMAT_PATHS)
+	bash -n $(SHELL_SCRIPTS)
+	@if command -v shellcheck >/dev/null 2>&1; then shellcheck -x $(SHELL_SCRIPTS); \
+	else echo "shellcheck not installed; shell scripts only syntax-checked"; fi
+	$(SWIFT) build -Xswiftc -warnings-as-errors
+
+clean:
+	$(SWIFT) package clean
+	rm -rf .build/images .build/bench.json

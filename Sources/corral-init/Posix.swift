@@ -1,0 +1,165 @@
+import Glibc
+
+// Small, allocation-light helpers over Glibc. corral-init must not import Foundation: it is
+// linked fully static and bind-mounted into every sandbox, so its size and its independence
+// from the image's own libraries matter more than convenience.
+
+/// Writes one line to stderr, prefixed so that it stands out among a sandbox's own output.
+func logLine(_ message: String) {
+    let bytes = Array("corral-init: \(message)\n".utf8)
+    var offset = 0
+    while offset < bytes.count {
+        let written = bytes.withUnsafeBytes { raw in
+            write(STDERR_FILENO, raw.baseAddress.map { $0 + offset }, raw.count - offset)
+        }
+        if written < 0 {
+            if errno == EINTR { continue }
+            return
+        }
+        offset += written
+    }
+}
+
+/// The text of an errno value.
+func describeErrno(_ code: Int32) -> String {
+    guard let text = strerror(code) else { return "errno \(code)" }
+    return String(cString: text)
+}
+
+/// An environment variable, or nil when it is unset or empty.
+func environmentValue(_ name: String) -> String? {
+    guard let raw = getenv(name) else { return nil }
+    let value = String(cString: raw)
+    return value.isEmpty ? nil : value
+}
+
+/// Parses a non-negative, finite number of seconds ("2", "0.5").
+func parseSeconds(_ text: String) -> Double? {
+    guard let value = Double(text), value.isFinite, value >= 0 else { return nil }
+    return value
+}
+
+/// A point on the monotonic clock, in nanoseconds. Wall-clock jumps must not shorten or
+/// stretch a timeout.
+struct MonotonicInstant: Comparable, Sendable {
+    var nanoseconds: Int64
+
+    static func now() -> MonotonicInstant {
+        var spec = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &spec)
+        return MonotonicInstant(nanoseconds: Int64(spec.tv_sec) * 1_000_000_000 + Int64(spec.tv_nsec))
+    }
+
+    func adding(seconds: Double) -> MonotonicInstant {
+        // Clamp: a timeout of a century is as good as forever and must not overflow.
+        let delta = min(seconds, 3_000_000_000) * 1_000_000_000
+        return MonotonicInstant(nanoseconds: nanoseconds + Int64(delta))
+    }
+
+    /// The time left until `self`, as a timespec, never negative.
+    func remaining(from now: MonotonicInstant) -> timespec {
+        let left = max(0, nanoseconds - now.nanoseconds)
+        return timespec(tv_sec: Int(left / 1_000_000_000), tv_nsec: Int(left % 1_000_000_000))
+    }
+
+    static func < (lhs: MonotonicInstant, rhs: MonotonicInstant) -> Bool {
+        lhs.nanoseconds < rhs.nanoseconds
+    }
+}
+
+/// A set of signal numbers as the kernel sees it.
+struct SignalSet {
+    var raw = sigset_t()
+
+    init(_ signals: [Int32]) {
+        sigemptyset(&raw)
+        for signal in signals { sigaddset(&raw, signal) }
+    }
+
+    /// Blocks these signals in the calling thread (and in every thread it creates later),
+    /// so that they queue for `wait` instead of interrupting anything. Returns the mask
+    /// that was in force before.
+    func block() -> sigset_t {
+        var set = raw
+        var previous = sigset_t()
+        pthread_sigmask(SIG_BLOCK, &set, &previous)
+        return previous
+    }
+
+    /// Waits for one of these signals (they must be blocked), up to `deadline` when one is
+    /// given. Returns nil on timeout.
+    func wait(until deadline: MonotonicInstant?) -> Int32? {
+        var set = raw
+        var info = siginfo_t()
+        while true {
+            let signal: Int32
+            if let deadline {
+                var timeout = deadline.remaining(from: .now())
+                signal = sigtimedwait(&set, &info, &timeout)
+            } else {
+                signal = sigwaitinfo(&set, &info)
+            }
+            if signal > 0 { return signal }
+            switch errno {
+            case EINTR: continue
+            case EAGAIN: return nil
+            default:
+                // Only EINVAL is documented, and a fixed set cannot cause it.
+                logLine("waiting for signals failed: \(describeErrno(errno))")
+                return nil
+            }
+        }
+    }
+}
+
+/// Decoded `waitpid` status. Glibc's W* macros do not import into Swift.
+struct WaitStatus {
+    var raw: Int32
+
+    var exitCode: Int32? { raw & 0x7f == 0 ? (raw >> 8) & 0xff : nil }
+    var terminatingSignal: Int32? {
+        let signal = raw & 0x7f
+        return signal != 0 && signal != 0x7f ? signal : nil
+    }
+
+    /// The status a shell would report: the exit code, or 128 plus the signal.
+    var shellStatus: Int32 {
+        if let exitCode { return exitCode }
+        if let terminatingSignal { return 128 + terminatingSignal }
+        return 1
+    }
+}
+
+/// Runs `body` on a new detached POSIX thread. Returns false when the thread could not be
+/// created (the body then never runs).
+func spawnDetachedThread(stackSize: Int = 256 * 1024, _ body: @escaping @Sendable () -> Void) -> Bool {
+    final class Body {
+        let run: @Sendable () -> Void
+        init(_ run: @escaping @Sendable () -> Void) { self.run = run }
+    }
+    let context = Unmanaged.passRetained(Body(body)).toOpaque()
+    var attributes = pthread_attr_t()
+    pthread_attr_init(&attributes)
+    defer { pthread_attr_destroy(&attributes) }
+    pthread_attr_setdetachstate(&attributes, Int32(PTHREAD_CREATE_DETACHED))
+    pthread_attr_setstacksize(&attributes, stackSize)
+    var thread = pthread_t()
+    let result = pthread_create(
+        &thread, &attributes,
+        { raw in
+            guard let raw else { return nil }
+            Unmanaged<Body>.fromOpaque(raw).takeRetainedValue().run()
+            return nil
+        }, context)
+    if result != 0 {
+        Unmanaged<Body>.fromOpaque(context).release()
+        return false
+    }
+    return true
+}
+
+/// The process environment, for posix_spawn. `environ` is a C global that Swift 6 counts as
+/// shared mutable state; this program reads it from one thread, before any other exists.
+func currentEnvironment() -> UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>? {
+    environ
+}

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# scripts/deps.sh: installs what building, testing and running corral need on Debian 12, when
+# missing. Needs root only when something is missing. Swift itself is not installed here:
+# it must be on PATH already (swift.org toolchain, 6.x).
+set -euo pipefail
+
+CORRAL_SCRIPT_NAME=deps.sh
+# shellcheck source-path=SCRIPTDIR source=lib/common.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
+
+# Build: the C libraries behind CCurl and CArchive (and SQLite for the benchmark's peer),
+# pkg-config to find them. Run: the engine, gVisor, the image builder, and the tools the
+# scripts and tests call.
+PACKAGES=(
+    libcurl4-openssl-dev libarchive-dev libsqlite3-dev pkg-config
+    docker.io runsc mmdebstrap
+    git openssl curl ca-certificates
+)
+
+command -v swift >/dev/null 2>&1 ||
+    die "swift is not on PATH" \
+        "install a Swift 6 toolchain (https://www.swift.org/install/linux/) and put its usr/bin on PATH"
+apt_install_missing "${PACKAGES[@]}"
+say "dependencies present"

@@ -1,0 +1,107 @@
+# shellcheck shell=bash
+# Helpers shared by corral's scripts: messages, root checks, apt, and the engine API.
+# Sourced, never run. Callers set `set -euo pipefail` themselves.
+
+CORRAL_SCRIPT_NAME=${CORRAL_SCRIPT_NAME:-$(basename "$0")}
+
+say() { printf '%s: %s\n' "$CORRAL_SCRIPT_NAME" "$*" >&2; }
+
+# die MESSAGE [HINT]: one line saying what is wrong, then how to fix it.
+die() {
+    printf '%s: error: %s\n' "$CORRAL_SCRIPT_NAME" "$1" >&2
+    if [ $# -gt 1 ]; then printf '%s: fix: %s\n' "$CORRAL_SCRIPT_NAME" "$2" >&2; fi
+    exit 1
+}
+
+is_root() { [ "$(id -u)" -eq 0 ]; }
+
+# Seconds since the epoch with milliseconds, for phase timings.
+now_seconds() { date +%s.%3N; }
+elapsed_since() { awk -v start="$1" -v end="$(now_seconds)" 'BEGIN { printf "%.1f", end - start }'; }
+
+package_installed() {
+    [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" = "install ok installed" ]
+}
+
+# apt_install_missing PACKAGE...: installs the packages that are not installed yet, running
+# `apt-get update` at most once per script run. Needs root; without it, names the command.
+CORRAL_APT_UPDATED=${CORRAL_APT_UPDATED:-0}
+apt_install_missing() {
+    local missing=() package
+    for package in "$@"; do
+        package_installed "$package" || missing+=("$package")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    command -v apt-get >/dev/null 2>&1 ||
+        die "missing packages: ${missing[*]}, and apt-get is not available" "install them with your package manager"
+    is_root || die "missing packages: ${missing[*]}" "sudo apt-get install -y ${missing[*]}"
+    if [ "$CORRAL_APT_UPDATED" != 1 ]; then
+        say "apt-get update"
+        DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2 ||
+            die "apt-get update failed" "check the machine's apt sources and network, then retry"
+        CORRAL_APT_UPDATED=1
+        export CORRAL_APT_UPDATED
+    fi
+    say "installing ${missing[*]}"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2 ||
+        die "apt-get install ${missing[*]} failed" "run: apt-get install -y ${missing[*]} and read its output"
+}
+
+# The engine endpoint, as corral itself reads it (DESIGN.md, "Contracts").
+engine_endpoint() { printf '%s' "${CORRAL_ENGINE:-unix:///var/run/docker.sock}"; }
+
+# engine_curl PATH [CURL ARGS...]: one request to the Engine API, unversioned so that it works
+# against dockerd 20.10 and current Docker alike. For tcp:// endpoints, CORRAL_TLS_CA,
+# CORRAL_TLS_CERT and CORRAL_TLS_KEY switch to mutual TLS. Prints the body; fails on
+# transport errors only (callers look at the status with -w when they care).
+engine_curl() {
+    local path=$1 endpoint
+    shift
+    endpoint=$(engine_endpoint)
+    case "$endpoint" in
+        unix://*)
+            curl -sS --unix-socket "${endpoint#unix://}" "$@" "http://localhost$path"
+            ;;
+        tcp://*)
+            if [ -n "${CORRAL_TLS_CERT:-}" ]; then
+                if [ -z "${CORRAL_TLS_CA:-}" ] || [ -z "${CORRAL_TLS_KEY:-}" ]; then
+                    die "CORRAL_TLS_CERT is set without CORRAL_TLS_CA and CORRAL_TLS_KEY" \
+                        "set all three (scripts/engine.sh writes them to /var/lib/corral-engine/tls)"
+                fi
+                curl -sS --cacert "$CORRAL_TLS_CA" --cert "$CORRAL_TLS_CERT" --key "$CORRAL_TLS_KEY" \
+                    "$@" "https://${endpoint#tcp://}$path"
+            else
+                curl -sS "$@" "http://${endpoint#tcp://}$path"
+            fi
+            ;;
+        *)
+            die "CORRAL_ENGINE=$endpoint is not unix:///path or tcp://host:port" \
+                "export CORRAL_ENGINE=unix:///var/run/docker.sock"
+            ;;
+    esac
+}
+
+# True when the engine answers /_ping with OK. A malformed endpoint ends the script here,
+# where the message is not swallowed by a command substitution.
+engine_answers() {
+    case "$(engine_endpoint)" in
+        unix://?* | tcp://?*) ;;
+        *) die "CORRAL_ENGINE=$(engine_endpoint) is not unix:///path or tcp://host:port" \
+            "export CORRAL_ENGINE=unix:///var/run/docker.sock" ;;
+    esac
+    command -v curl >/dev/null 2>&1 || return 1
+    [ "$(engine_curl /_ping --max-time 3 2>/dev/null)" = "OK" ]
+}
+
+# engine_status PATH: the HTTP status of a GET, or 000 when nothing answered.
+engine_status() {
+    engine_status_of GET "$1"
+}
+
+# engine_status_of METHOD PATH: the HTTP status of a request without a body.
+engine_status_of() {
+    engine_curl "$2" -X "$1" --max-time 30 -o /dev/null -w '%{http_code}' 2>/dev/null || true
+}
+
+# The repository root, from any script inside it.
+repo_root() { cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd; }
