@@ -140,6 +140,7 @@ private final class Extraction {
         let entry = checked.entry
         // The target directory itself: the caller's, so its mode and owner stay as they are.
         guard let name = checked.path.name else { return }
+        let owner = try owner(for: entry)  // an impossible owner is refused before anything is written
         let parent = try openParent(of: checked.path, for: entry.path)
         switch entry.type {
         case .directory:
@@ -148,15 +149,13 @@ private final class Extraction {
             }
             directories.append(DirectoryFixup(path: checked.path, entry: entry))
         case .file:
-            try writeFile(name, in: parent, entry: entry, from: reader)
+            try writeFile(name, in: parent, entry: entry, owner: owner, from: reader)
         case .symlink:
             _ = try clearName(name, in: parent, for: entry.path, keepingDirectory: false)
             guard symlinkat(entry.linkTarget ?? "", parent, name) == 0 else {
                 throw diskError(errno, entry.path, "cannot create the symlink")
             }
-            if let owner = try owner(for: entry),
-                fchownat(parent, name, uid_t(owner.uid), gid_t(owner.gid), AT_SYMLINK_NOFOLLOW) != 0
-            {
+            if let owner, fchownat(parent, name, uid_t(owner.uid), gid_t(owner.gid), AT_SYMLINK_NOFOLLOW) != 0 {
                 throw ownershipError(errno, entry, owner)
             }
             var times = Self.times(entry)
@@ -196,7 +195,9 @@ private final class Extraction {
         }
     }
 
-    private func writeFile(_ name: String, in parent: Int32, entry: TarEntry, from reader: TarReader) throws {
+    private func writeFile(_ name: String, in parent: Int32, entry: TarEntry, owner: TarOwnership?, from reader: TarReader)
+        throws
+    {
         _ = try clearName(name, in: parent, for: entry.path, keepingDirectory: false)
         // O_EXCL after the name was cleared: a fresh inode, never one that a link shares.
         let fd = openat(parent, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
@@ -215,7 +216,7 @@ private final class Extraction {
             summary.bytes += Int64(count)
         }
         // Owner first: chown clears set-user-id bits, which the mode then restores.
-        if let owner = try owner(for: entry), fchown(fd, uid_t(owner.uid), gid_t(owner.gid)) != 0 {
+        if let owner, fchown(fd, uid_t(owner.uid), gid_t(owner.gid)) != 0 {
             throw ownershipError(errno, entry, owner)
         }
         guard fchmod(fd, mode_t(permissions(entry))) == 0 else { throw diskError(errno, entry.path, "cannot set the file's mode") }

@@ -128,6 +128,9 @@ public final class TarReader {
     /// The refusal (`.resourceExhausted`) leaves the reader usable: call `nextEntry()` to
     /// move on, or read the entry in chunks instead.
     public func readData(maxBytes: Int) throws -> [UInt8] {
+        guard maxBytes >= 0 else {
+            throw CorralError.invalidArgument("readData needs a cap of zero or more bytes, not \(maxBytes)")
+        }
         guard let entry = currentEntry else { return [] }
         guard entry.size <= Int64(maxBytes) else { throw sizeCapError(entry, maxBytes) }
         var data: [UInt8] = []
@@ -247,6 +250,9 @@ final class ReadContext {
     private let pull: () throws -> [UInt8]?
     private var buffer: UnsafeMutableRawBufferPointer
     private var failure: (any Error)?
+    /// Once the source has said "end" (or failed) it is not asked again: a source bridged
+    /// from a network stream need not cope with being pulled past its end.
+    private var done = false
 
     init(pull: @escaping () throws -> [UInt8]?) {
         self.pull = pull
@@ -260,6 +266,7 @@ final class ReadContext {
     /// libarchive's read callback: the number of bytes now at `out`, 0 at the end, or -1
     /// after recording why.
     func fill(_ archive: OpaquePointer?, _ out: UnsafeMutablePointer<UnsafeRawPointer?>) -> Int {
+        guard !done else { return failure == nil ? 0 : -1 }
         do {
             while let chunk = try pull() {
                 guard !chunk.isEmpty else { continue }  // 0 would mean the end to libarchive
@@ -271,8 +278,10 @@ final class ReadContext {
                 out.pointee = UnsafeRawPointer(buffer.baseAddress)
                 return chunk.count
             }
+            done = true
             return 0
         } catch {
+            done = true
             failure = error
             corral_archive_set_error(archive, EIO, "the tar source failed")
             return -1

@@ -136,3 +136,10 @@ func expectError(
 let fixedTime = Date(timeIntervalSince1970: 1_700_000_000)
 
 var runningAsRoot: Bool { geteuid() == 0 }
+
+/// Where `path` leads once every symlink is followed; nil when it leads nowhere.
+func resolvedPath(_ path: String) -> String? {
+    guard let resolved = realpath(path, nil) else { return nil }
+    defer { free(resolved) }
+    return String(cString: resolved)
+}
