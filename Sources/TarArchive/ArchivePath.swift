@@ -153,11 +153,14 @@ struct EntryPolicy {
             return .accept(checked)
         case .file, .symlink, .hardlink:
             if path.isRoot {
-                throw refusal(entry.path, "it names the target directory itself but is a \(entry.type)", hint: malformedHint)
+                throw refusal(
+                    entry.path, "it names the target directory itself but is a \(entry.type)", hint: malformedHint)
             }
         }
         if entry.type == .symlink {
-            guard let target = entry.linkTarget else { throw refusal(entry.path, "the symlink has no target", hint: malformedHint) }
+            guard let target = entry.linkTarget else {
+                throw refusal(entry.path, "the symlink has no target", hint: malformedHint)
+            }
             do {
                 try checkSymlinkTarget(target, at: path)
             } catch {
@@ -165,7 +168,9 @@ struct EntryPolicy {
             }
         }
         if entry.type == .hardlink {
-            guard let target = entry.linkTarget else { throw refusal(entry.path, "the hard link has no target", hint: malformedHint) }
+            guard let target = entry.linkTarget else {
+                throw refusal(entry.path, "the hard link has no target", hint: malformedHint)
+            }
             let targetPath: ArchivePath
             do {
                 targetPath = try ArchivePath(validating: target)
@@ -173,7 +178,9 @@ struct EntryPolicy {
                 throw refusal(entry.path, "hard link to \(quoted(target)): \(error.reason)")
             }
             if targetPath.isRoot || targetPath == path {
-                throw refusal(entry.path, "hard link to \(quoted(target)), which is not a file in the archive", hint: malformedHint)
+                throw refusal(
+                    entry.path, "hard link to \(quoted(target)), which is not a file in the archive",
+                    hint: malformedHint)
             }
             checked.hardlinkTarget = targetPath
         }

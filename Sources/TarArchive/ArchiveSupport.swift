@@ -85,9 +85,10 @@ enum ArchiveText {
             self = .text(string)
         } else {
             let length = strlen(pointer)
-            self = .invalid(pointer.withMemoryRebound(to: UInt8.self, capacity: length) {
-                Array(UnsafeBufferPointer(start: $0, count: length))
-            })
+            self = .invalid(
+                pointer.withMemoryRebound(to: UInt8.self, capacity: length) {
+                    Array(UnsafeBufferPointer(start: $0, count: length))
+                })
         }
     }
 }

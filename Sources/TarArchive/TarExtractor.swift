@@ -49,7 +49,9 @@ public enum TarExtractor {
         /// written; nil for none.
         public var maxTotalBytes: Int64?
 
-        public init(ownership: Ownership = .currentUser, specialFiles: SpecialFilePolicy = .refuse, maxTotalBytes: Int64? = nil) {
+        public init(
+            ownership: Ownership = .currentUser, specialFiles: SpecialFilePolicy = .refuse, maxTotalBytes: Int64? = nil
+        ) {
             self.ownership = ownership
             self.specialFiles = specialFiles
             self.maxTotalBytes = maxTotalBytes
@@ -73,7 +75,9 @@ public enum TarExtractor {
     }
 
     @discardableResult
-    public static func extract(from reader: TarReader, into directory: URL, options: Options = Options()) throws -> Summary {
+    public static func extract(from reader: TarReader, into directory: URL, options: Options = Options()) throws
+        -> Summary
+    {
         let extraction = try Extraction(directory: directory.path, options: options)
         return try extraction.run(reader)
     }
@@ -105,7 +109,8 @@ private final class Extraction {
         policy = EntryPolicy(specialFiles: options.specialFiles)
         guard root >= 0 else {
             throw CorralError.posix(
-                errno, "cannot extract into \(quoted(directory))", hint: "create the directory first; extraction never does")
+                errno, "cannot extract into \(quoted(directory))",
+                hint: "create the directory first; extraction never does")
         }
     }
 
@@ -145,7 +150,9 @@ private final class Extraction {
         switch entry.type {
         case .directory:
             if try clearName(name, in: parent, for: entry.path, keepingDirectory: true) != .directory {
-                guard mkdirat(parent, name, 0o700) == 0 else { throw diskError(errno, entry.path, "cannot create the directory") }
+                guard mkdirat(parent, name, 0o700) == 0 else {
+                    throw diskError(errno, entry.path, "cannot create the directory")
+                }
             }
             directories.append(DirectoryFixup(path: checked.path, entry: entry))
         case .file:
@@ -177,7 +184,8 @@ private final class Extraction {
                 throw diskError(errno, entry.path, "cannot inspect its hard link target")
             }
             guard FileTypeBits.of(source) != FileTypeBits.directory else {
-                throw refusal(entry.path, "hard link to the directory \(quoted(target.description))", hint: malformedHint)
+                throw refusal(
+                    entry.path, "hard link to the directory \(quoted(target.description))", hint: malformedHint)
             }
             var existing = stat()
             if fstatat(parent, name, &existing, AT_SYMLINK_NOFOLLOW) == 0, existing.st_dev == source.st_dev,
@@ -195,9 +203,9 @@ private final class Extraction {
         }
     }
 
-    private func writeFile(_ name: String, in parent: Int32, entry: TarEntry, owner: TarOwnership?, from reader: TarReader)
-        throws
-    {
+    private func writeFile(
+        _ name: String, in parent: Int32, entry: TarEntry, owner: TarOwnership?, from reader: TarReader
+    ) throws {
         _ = try clearName(name, in: parent, for: entry.path, keepingDirectory: false)
         // O_EXCL after the name was cleared: a fresh inode, never one that a link shares.
         let fd = openat(parent, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
@@ -209,17 +217,22 @@ private final class Extraction {
             guard count > 0, let base = buffer.baseAddress else { break }
             if let limit = options.maxTotalBytes, summary.bytes + Int64(count) > limit {
                 throw CorralError(
-                    .resourceExhausted, "tar entry \(quoted(entry.path)) takes the extracted data past its cap of \(limit) bytes",
+                    .resourceExhausted,
+                    "tar entry \(quoted(entry.path)) takes the extracted data past its cap of \(limit) bytes",
                     hint: "raise maxTotalBytes, or copy less at once")
             }
-            if let failure = writeFully(fd, base, count) { throw diskError(failure, entry.path, "cannot write the file") }
+            if let failure = writeFully(fd, base, count) {
+                throw diskError(failure, entry.path, "cannot write the file")
+            }
             summary.bytes += Int64(count)
         }
         // Owner first: chown clears set-user-id bits, which the mode then restores.
         if let owner, fchown(fd, uid_t(owner.uid), gid_t(owner.gid)) != 0 {
             throw ownershipError(errno, entry, owner)
         }
-        guard fchmod(fd, mode_t(permissions(entry))) == 0 else { throw diskError(errno, entry.path, "cannot set the file's mode") }
+        guard fchmod(fd, mode_t(permissions(entry))) == 0 else {
+            throw diskError(errno, entry.path, "cannot set the file's mode")
+        }
         var times = Self.times(entry)
         guard futimens(fd, &times) == 0 else { throw diskError(errno, entry.path, "cannot set the file's time") }
         open = false
@@ -246,7 +259,9 @@ private final class Extraction {
 
     /// Makes `name` free for a new entry: removes a file, a symlink or an empty directory
     /// that holds it. Keeps a directory when asked, so directory entries merge.
-    private func clearName(_ name: String, in parent: Int32, for entry: String, keepingDirectory: Bool) throws -> Existing {
+    private func clearName(_ name: String, in parent: Int32, for entry: String, keepingDirectory: Bool) throws
+        -> Existing
+    {
         var info = stat()
         guard fstatat(parent, name, &info, AT_SYMLINK_NOFOLLOW) == 0 else {
             if errno == ENOENT { return .absent }
@@ -295,13 +310,15 @@ private final class Extraction {
 
     /// Opens `path` one component at a time from the root with `O_NOFOLLOW`: a symlink on
     /// the way, however it got there, is a refusal, never a detour.
-    private func walk(to path: ArchivePath, for entry: String, creating: Bool, linkTarget: Bool = false) throws -> Int32 {
+    private func walk(to path: ArchivePath, for entry: String, creating: Bool, linkTarget: Bool = false) throws -> Int32
+    {
         var current = root
         var reached = ArchivePath.root
         do {
             for component in path.components {
                 reached = reached.appending(component)
-                let next = try openDirectory(component, in: current, reached: reached, for: entry, creating: creating, linkTarget: linkTarget)
+                let next = try openDirectory(
+                    component, in: current, reached: reached, for: entry, creating: creating, linkTarget: linkTarget)
                 if current != root { close(current) }
                 current = next
             }
@@ -366,7 +383,8 @@ private final class Extraction {
         // uid_t(-1) would mean "leave unchanged" to chown; anything outside 32 bits cannot exist.
         guard (0..<Int(UInt32.max)).contains(owner.uid), (0..<Int(UInt32.max)).contains(owner.gid) else {
             throw CorralError(
-                .invalidArgument, "cannot extract tar entry \(quoted(entry.path)): owner \(owner.uid):\(owner.gid) is not a valid uid:gid",
+                .invalidArgument,
+                "cannot extract tar entry \(quoted(entry.path)): owner \(owner.uid):\(owner.gid) is not a valid uid:gid",
                 hint: "extract with ownership .currentUser or .fixed")
         }
         return owner

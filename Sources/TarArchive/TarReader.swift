@@ -44,7 +44,8 @@ public final class TarReader {
     /// reader and comes back, unchanged, from the call that needed more input.
     public init(pull: @escaping () throws -> [UInt8]?) throws {
         guard let archive = archive_read_new() else {
-            throw CorralError(.resourceExhausted, "cannot allocate a libarchive reader", hint: "free some memory and retry")
+            throw CorralError(
+                .resourceExhausted, "cannot allocate a libarchive reader", hint: "free some memory and retry")
         }
         self.archive = archive
         context = ReadContext(pull: pull)
@@ -146,7 +147,8 @@ public final class TarReader {
     public func skipData() throws {
         try requireReading()
         guard currentEntry != nil, !entryDataDone else { return }
-        try check(archive_read_data_skip(archive), "cannot skip the data of tar entry \(quoted(currentEntry?.path ?? ""))")
+        try check(
+            archive_read_data_skip(archive), "cannot skip the data of tar entry \(quoted(currentEntry?.path ?? ""))")
         entryDataDone = true
     }
 
@@ -192,7 +194,8 @@ public final class TarReader {
         let time = Date(timespec(tv_sec: archive_entry_mtime(header), tv_nsec: archive_entry_mtime_nsec(header)))
         var entry = TarEntry(
             path: path, type: type, size: size, mode: UInt32(archive_entry_perm(header)),
-            uid: Int(archive_entry_uid(header)), gid: Int(archive_entry_gid(header)), mtime: time, linkTarget: linkTarget)
+            uid: Int(archive_entry_uid(header)), gid: Int(archive_entry_gid(header)), mtime: time,
+            linkTarget: linkTarget)
         entry.fileTypeBits = typeBits
         return entry
     }
@@ -214,7 +217,8 @@ public final class TarReader {
 
     private func sizeCapError(_ entry: TarEntry, _ maxBytes: Int) -> CorralError {
         CorralError(
-            .resourceExhausted, "tar entry \(quoted(entry.path)) holds \(entry.size) bytes, more than the cap of \(maxBytes)",
+            .resourceExhausted,
+            "tar entry \(quoted(entry.path)) holds \(entry.size) bytes, more than the cap of \(maxBytes)",
             hint: "read it in pieces with readChunk(maxLength:), or raise maxBytes")
     }
 
@@ -223,11 +227,15 @@ public final class TarReader {
     }
 
     /// Turns a libarchive status into an error; the source's own error wins when there is one.
-    private func check(_ status: Int32, _ what: @autoclosure () -> String, code: CorralError.Code = .invalidArgument) throws {
+    private func check(_ status: Int32, _ what: @autoclosure () -> String, code: CorralError.Code = .invalidArgument)
+        throws
+    {
         guard status != ARCHIVE_OK else { return }
         let error: any Error =
             context.takeFailure()
-            ?? CorralError(code, "\(what()): \(archiveErrorText(archive))", hint: code == .invalidArgument ? malformedArchiveHint : nil)
+            ?? CorralError(
+                code, "\(what()): \(archiveErrorText(archive))",
+                hint: code == .invalidArgument ? malformedArchiveHint : nil)
         try fail(error)
     }
 

@@ -25,7 +25,9 @@ public enum TarValidator {
         /// A cap on the file data passed through; nil for none.
         public var maxTotalBytes: Int64?
 
-        public init(ownership: TarOwnership? = nil, specialFiles: SpecialFilePolicy = .refuse, maxTotalBytes: Int64? = nil) {
+        public init(
+            ownership: TarOwnership? = nil, specialFiles: SpecialFilePolicy = .refuse, maxTotalBytes: Int64? = nil
+        ) {
             self.ownership = ownership
             self.specialFiles = specialFiles
             self.maxTotalBytes = maxTotalBytes
@@ -66,7 +68,8 @@ public enum TarValidator {
                 throw refusal(entry.path, "it would be written through the symlink \(quoted(through.description))")
             }
             if let target = checked.hardlinkTarget, let through = target.ancestors.first(where: symlinks.contains) {
-                throw refusal(entry.path, "its hard link target lies through the symlink \(quoted(through.description))")
+                throw refusal(
+                    entry.path, "its hard link target lies through the symlink \(quoted(through.description))")
             }
             if let limit = options.maxTotalBytes, entry.type == .file, summary.bytes + entry.size > limit {
                 throw CorralError(

@@ -39,7 +39,9 @@ extension TarWriter {
     ///   - ownership: the uid and gid every entry gets (for example 1000:1000 for a
     ///     sandbox); nil keeps the host's.
     @discardableResult
-    public func addTree(from hostPath: URL, as archivePath: String, ownership: TarOwnership? = nil) throws -> TreeSummary {
+    public func addTree(from hostPath: URL, as archivePath: String, ownership: TarOwnership? = nil) throws
+        -> TreeSummary
+    {
         try requireOpen()
         let root: ArchivePath
         do {
@@ -171,7 +173,8 @@ private struct TreeWalk {
     private mutating func addDirectory(_ path: ArchivePath, _ info: stat) throws {
         let owner = ownership ?? TarOwnership(uid: Int(info.st_uid), gid: Int(info.st_gid))
         try writer.addDirectory(
-            path: path.description, mode: UInt32(info.st_mode), uid: owner.uid, gid: owner.gid, mtime: Date(info.st_mtim))
+            path: path.description, mode: UInt32(info.st_mode), uid: owner.uid, gid: owner.gid,
+            mtime: Date(info.st_mtim))
         entries += 1
     }
 

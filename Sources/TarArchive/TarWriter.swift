@@ -56,7 +56,8 @@ public final class TarWriter {
 
     private init(format: Format, destination: WriteContext.Destination) throws {
         guard let archive = archive_write_new() else {
-            throw CorralError(.resourceExhausted, "cannot allocate a libarchive writer", hint: "free some memory and retry")
+            throw CorralError(
+                .resourceExhausted, "cannot allocate a libarchive writer", hint: "free some memory and retry")
         }
         self.archive = archive
         context = WriteContext(destination)
@@ -79,7 +80,8 @@ public final class TarWriter {
     }
 
     deinit {
-        if case .finished = state {} else {
+        if case .finished = state {
+        } else {
             // Freeing an unfinished archive makes libarchive write its trailer; a writer
             // that was abandoned must not push that into the caller's sink.
             context.abandoned = true
@@ -95,7 +97,8 @@ public final class TarWriter {
         path: String, contents: [UInt8], mode: UInt32 = 0o644, uid: Int = 0, gid: Int = 0, mtime: Date = Date()
     ) throws {
         try beginEntry(
-            TarEntry(path: path, type: .file, size: Int64(contents.count), mode: mode, uid: uid, gid: gid, mtime: mtime))
+            TarEntry(path: path, type: .file, size: Int64(contents.count), mode: mode, uid: uid, gid: gid, mtime: mtime)
+        )
         try contents.withUnsafeBytes { try writeEntryData($0) }
         try endEntry()
     }
@@ -124,7 +127,9 @@ public final class TarWriter {
         try addOpenFile(fd, entry: entry, hostPath: hostPath)
     }
 
-    public func addDirectory(path: String, mode: UInt32 = 0o755, uid: Int = 0, gid: Int = 0, mtime: Date = Date()) throws {
+    public func addDirectory(path: String, mode: UInt32 = 0o755, uid: Int = 0, gid: Int = 0, mtime: Date = Date())
+        throws
+    {
         try beginEntry(TarEntry(path: path, type: .directory, mode: mode, uid: uid, gid: gid, mtime: mtime))
         try endEntry()
     }
@@ -170,7 +175,8 @@ public final class TarWriter {
         if entryRemaining > 0 { try fail(shortEntryError()) }
         try checkWritable(entry)
         guard let header = archive_entry_new() else {
-            try fail(CorralError(.resourceExhausted, "cannot allocate a tar header", hint: "free some memory and retry"))
+            try fail(
+                CorralError(.resourceExhausted, "cannot allocate a tar header", hint: "free some memory and retry"))
         }
         defer { archive_entry_free(header) }
         let time = TarTimestamp(secondsSince1970: entry.mtime.timeIntervalSince1970)
@@ -215,13 +221,16 @@ public final class TarWriter {
             try fail(
                 CorralError(
                     .invalidArgument,
-                    "tar entry \(quoted(entryPath)) was given more data than the \(entryRemaining) bytes left of its size"))
+                    "tar entry \(quoted(entryPath)) was given more data than the \(entryRemaining) bytes left of its size"
+                ))
         }
         var offset = 0
         while offset < bytes.count {
             let written = archive_write_data(archive, base + offset, bytes.count - offset)
             if written <= 0 {
-                try check(written < 0 ? Int32(written) : ARCHIVE_FATAL, "cannot write the data of tar entry \(quoted(entryPath))")
+                try check(
+                    written < 0 ? Int32(written) : ARCHIVE_FATAL,
+                    "cannot write the data of tar entry \(quoted(entryPath))")
             }
             offset += written
         }
@@ -264,7 +273,8 @@ public final class TarWriter {
         case .open: return
         case .finished:
             throw CorralError(
-                .invalidArgument, "the tar writer is already finished", hint: "start a new TarWriter for another archive")
+                .invalidArgument, "the tar writer is already finished",
+                hint: "start a new TarWriter for another archive")
         case .failed(let error): throw error
         }
     }

@@ -10,7 +10,9 @@ import Glibc
 
 @Suite("Extracting archives without letting them escape")
 struct ExtractorTests {
-    @Test("hostile archives are refused, the error names the entry, and nothing outside changes", arguments: HostileArchive.all)
+    @Test(
+        "hostile archives are refused, the error names the entry, and nothing outside changes",
+        arguments: HostileArchive.all)
     func refusals(hostile: HostileArchive) async throws {
         try await withTemporaryDirectory { base in
             let playground = try Playground(base)
@@ -36,7 +38,8 @@ struct ExtractorTests {
         try await withTemporaryDirectory { base in
             let playground = try Playground(base)
             try FileManager.default.createSymbolicLink(
-                atPath: playground.target.appendingPathComponent("pre").path, withDestinationPath: playground.outside.path)
+                atPath: playground.target.appendingPathComponent("pre").path,
+                withDestinationPath: playground.outside.path)
             let before = try playground.outsideSnapshot()
             let bytes = try makeArchive { try $0.addFile(path: "pre/sentinel", contents: Array("owned\n".utf8)) }
 
@@ -129,7 +132,8 @@ struct ExtractorTests {
                 try writer.addFile(path: "b", contents: [UInt8](repeating: 2, count: 600))
             }
             expectError(.resourceExhausted, naming: "b") {
-                try TarExtractor.extract(from: TarReader(bytes: bytes), into: directory, options: .init(maxTotalBytes: 1000))
+                try TarExtractor.extract(
+                    from: TarReader(bytes: bytes), into: directory, options: .init(maxTotalBytes: 1000))
             }
             #expect(try snapshot(directory).keys.sorted() == ["a"])
         }
@@ -138,7 +142,8 @@ struct ExtractorTests {
     @Test("a non-empty directory is never replaced by a file")
     func directoryInTheWay() async throws {
         try await withTemporaryDirectory { directory in
-            try FileManager.default.createDirectory(at: directory.appendingPathComponent("d"), withIntermediateDirectories: true)
+            try FileManager.default.createDirectory(
+                at: directory.appendingPathComponent("d"), withIntermediateDirectories: true)
             try Data([1]).write(to: directory.appendingPathComponent("d/keep"))
             let bytes = try makeArchive { try $0.addFile(path: "d", contents: [2]) }
             expectError(.invalidArgument, naming: "d") {

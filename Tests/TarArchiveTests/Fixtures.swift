@@ -100,8 +100,10 @@ struct Playground {
 
     init(_ base: URL) throws {
         self.base = base
-        try FileManager.default.createDirectory(at: base.appendingPathComponent("target"), withIntermediateDirectories: true)
-        try FileManager.default.createDirectory(at: base.appendingPathComponent("outside"), withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(
+            at: base.appendingPathComponent("target"), withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(
+            at: base.appendingPathComponent("outside"), withIntermediateDirectories: true)
         try Data("untouched\n".utf8).write(to: base.appendingPathComponent("outside/sentinel"))
     }
 

@@ -30,7 +30,8 @@ struct HostileArchive: Sendable, CustomTestStringConvertible {
         HostileArchive("an absolute path", refusing: "/tmp/corral-absolute-evil") { _ in
             try makeArchive { try $0.addFile(path: "/tmp/corral-absolute-evil", contents: [1]) }
         },
-        HostileArchive("the classic: a symlink to a directory outside, then a file beneath it", refusing: "a") { outside in
+        HostileArchive("the classic: a symlink to a directory outside, then a file beneath it", refusing: "a") {
+            outside in
             try makeArchive { writer in
                 try writer.addSymlink(path: "a", target: outside)
                 try writer.addFile(path: "a/sentinel", contents: Array("owned\n".utf8))

@@ -8,12 +8,13 @@ import Testing
 struct ReaderTests {
     static let sample: [UInt8] = {
         let payload = (0..<200_000).map { UInt8(truncatingIfNeeded: $0 &* 13 &+ 5) }
-        return (try? makeArchive { writer in
-            try writer.addDirectory(path: "d", mtime: fixedTime)
-            try writer.addFile(path: "d/small", contents: Array("small".utf8), mtime: fixedTime)
-            try writer.addFile(path: "d/payload", contents: payload, mtime: fixedTime)
-            try writer.addSymlink(path: "d/link", target: "payload", mtime: fixedTime)
-        }) ?? []
+        return
+            (try? makeArchive { writer in
+                try writer.addDirectory(path: "d", mtime: fixedTime)
+                try writer.addFile(path: "d/small", contents: Array("small".utf8), mtime: fixedTime)
+                try writer.addFile(path: "d/payload", contents: payload, mtime: fixedTime)
+                try writer.addSymlink(path: "d/link", target: "payload", mtime: fixedTime)
+            }) ?? []
     }()
 
     /// A pull source that hands out `bytes` in the given chunk sizes, cycling, with an empty
@@ -31,7 +32,9 @@ struct ReaderTests {
         }
     }
 
-    @Test("odd chunk sizes from a pull source give the same entries and data", arguments: [[1], [7, 511], [513, 3], [4097, 65537], [1 << 20]])
+    @Test(
+        "odd chunk sizes from a pull source give the same entries and data",
+        arguments: [[1], [7, 511], [513, 3], [4097, 65537], [1 << 20]])
     func oddChunks(sizes: [Int]) throws {
         let expected = try readAll(TarReader(bytes: Self.sample))
         let reader = try TarReader(pull: Self.chunkedSource(Self.sample, sizes: sizes))

@@ -127,7 +127,8 @@ struct RoundTripTests {
             #expect(entries[0].data == contents)
             #expect(entries[0].entry.mode == 0o640)
             #expect(entries[0].entry.mtime == Date(timeIntervalSince1970: 1_600_000_000))
-            #expect(entries[1].entry.mode == 0o600 && entries[1].entry.uid == 1000 && entries[1].entry.mtime == fixedTime)
+            #expect(
+                entries[1].entry.mode == 0o600 && entries[1].entry.uid == 1000 && entries[1].entry.mtime == fixedTime)
 
             let writer = try TarWriter()
             expectError(.notFound, naming: directory.appendingPathComponent("missing").path) {
@@ -142,12 +143,15 @@ struct RoundTripTests {
         try await withTemporaryDirectory { directory in
             let tree = directory.appendingPathComponent("tree")
             let secret = directory.appendingPathComponent("secret")
-            try FileManager.default.createDirectory(at: tree.appendingPathComponent("sub"), withIntermediateDirectories: true)
+            try FileManager.default.createDirectory(
+                at: tree.appendingPathComponent("sub"), withIntermediateDirectories: true)
             try FileManager.default.createDirectory(at: secret, withIntermediateDirectories: true)
             try Data("do not copy".utf8).write(to: secret.appendingPathComponent("key"))
             try Data("hello".utf8).write(to: tree.appendingPathComponent("sub/hello.txt"))
-            try FileManager.default.createSymbolicLink(atPath: tree.appendingPathComponent("out").path, withDestinationPath: secret.path)
-            try FileManager.default.createSymbolicLink(atPath: tree.appendingPathComponent("rel").path, withDestinationPath: "sub/hello.txt")
+            try FileManager.default.createSymbolicLink(
+                atPath: tree.appendingPathComponent("out").path, withDestinationPath: secret.path)
+            try FileManager.default.createSymbolicLink(
+                atPath: tree.appendingPathComponent("rel").path, withDestinationPath: "sub/hello.txt")
             link(tree.appendingPathComponent("sub/hello.txt").path, tree.appendingPathComponent("twin.txt").path)
             mkfifo(tree.appendingPathComponent("pipe").path, 0o644)
 
@@ -187,7 +191,8 @@ struct RoundTripTests {
     func treeThroughExtraction() async throws {
         try await withTemporaryDirectory { directory in
             let tree = directory.appendingPathComponent("tree")
-            try FileManager.default.createDirectory(at: tree.appendingPathComponent("bin"), withIntermediateDirectories: true)
+            try FileManager.default.createDirectory(
+                at: tree.appendingPathComponent("bin"), withIntermediateDirectories: true)
             try Data("#!/bin/sh\n".utf8).write(to: tree.appendingPathComponent("bin/tool"))
             chmod(tree.appendingPathComponent("bin/tool").path, 0o755)
             try Data("secret".utf8).write(to: tree.appendingPathComponent("private"))
@@ -221,10 +226,12 @@ struct RoundTripTests {
         try await withTemporaryDirectory { directory in
             let bytes = try makeArchive { writer in
                 try writer.addDirectory(path: "home", mode: 0o750, uid: 1000, gid: 1000, mtime: fixedTime)
-                try writer.addFile(path: "home/suid", contents: [1], mode: 0o4755, uid: 1000, gid: 1001, mtime: fixedTime)
+                try writer.addFile(
+                    path: "home/suid", contents: [1], mode: 0o4755, uid: 1000, gid: 1001, mtime: fixedTime)
                 try writer.addSymlink(path: "home/link", target: "suid", uid: 1002, gid: 1003, mtime: fixedTime)
             }
-            try TarExtractor.extract(from: TarReader(bytes: bytes), into: directory, options: .init(ownership: .preserve))
+            try TarExtractor.extract(
+                from: TarReader(bytes: bytes), into: directory, options: .init(ownership: .preserve))
             var info = stat()
             lstat(directory.appendingPathComponent("home").path, &info)
             #expect(info.st_uid == 1000 && info.st_gid == 1000 && info.st_mode & 0o7777 == 0o750)
@@ -237,7 +244,8 @@ struct RoundTripTests {
             let fixed = directory.appendingPathComponent("fixed")
             try FileManager.default.createDirectory(at: fixed, withIntermediateDirectories: true)
             try TarExtractor.extract(
-                from: TarReader(bytes: bytes), into: fixed, options: .init(ownership: .fixed(TarOwnership(uid: 1000, gid: 1000))))
+                from: TarReader(bytes: bytes), into: fixed,
+                options: .init(ownership: .fixed(TarOwnership(uid: 1000, gid: 1000))))
             lstat(fixed.appendingPathComponent("home/link").path, &info)
             #expect(info.st_uid == 1000 && info.st_gid == 1000)
         }

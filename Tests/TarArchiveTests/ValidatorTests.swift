@@ -6,7 +6,9 @@ import Testing
 
 @Suite("Re-streaming a user's tar through the checks")
 struct ValidatorTests {
-    @Test("hostile archives are refused with the entry named, before it reaches the output", arguments: HostileArchive.all)
+    @Test(
+        "hostile archives are refused with the entry named, before it reaches the output", arguments: HostileArchive.all
+    )
     func refusals(hostile: HostileArchive) throws {
         let bytes = try hostile.build("/tmp/corral-outside")
         var output: [UInt8] = []
@@ -26,7 +28,8 @@ struct ValidatorTests {
         let input = try makeArchive { writer in
             try writer.addDirectory(path: "./", mode: 0o700)
             try writer.addDirectory(path: "./src//lib/", mode: 0o755, uid: 0, gid: 0, mtime: fixedTime)
-            try writer.addFile(path: "./src/lib/data.bin", contents: payload, mode: 0o640, uid: 0, gid: 0, mtime: fixedTime)
+            try writer.addFile(
+                path: "./src/lib/data.bin", contents: payload, mode: 0o640, uid: 0, gid: 0, mtime: fixedTime)
             try writer.addSymlink(path: "src/current", target: "./lib/data.bin", mtime: fixedTime)
             try writer.addHardLink(path: "src/copy.bin", target: "./src/lib/data.bin", mtime: fixedTime)
         }
@@ -53,7 +56,8 @@ struct ValidatorTests {
 
     @Test("special files are left out when asked, and counted")
     func skipSpecialFiles() throws {
-        let input = RawTar.header(name: "dev/null", type: "3") + RawTar.file(name: "readme", contents: [1, 2]) + RawTar.end
+        let input =
+            RawTar.header(name: "dev/null", type: "3") + RawTar.file(name: "readme", contents: [1, 2]) + RawTar.end
         let writer = try TarWriter()
         let summary = try TarValidator.validate(
             from: TarReader(bytes: input), into: writer, options: .init(specialFiles: .skip))
@@ -80,7 +84,8 @@ struct ValidatorTests {
             try writer.addFile(path: "b", contents: [UInt8](repeating: 2, count: 600))
         }
         expectError(.resourceExhausted, naming: "b") {
-            try TarValidator.validate(from: TarReader(bytes: input), into: TarWriter(), options: .init(maxTotalBytes: 1000))
+            try TarValidator.validate(
+                from: TarReader(bytes: input), into: TarWriter(), options: .init(maxTotalBytes: 1000))
         }
     }
 }
