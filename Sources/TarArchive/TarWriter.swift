@@ -80,11 +80,12 @@ public final class TarWriter {
     }
 
     deinit {
-        if case .finished = state {
-        } else {
-            // Freeing an unfinished archive makes libarchive write its trailer; a writer
-            // that was abandoned must not push that into the caller's sink.
+        if !isFinished {
+            // Freeing an unfinished archive makes libarchive pad the current entry to its
+            // declared size and write the trailer: endless for a header that declared 2^62
+            // bytes, and never wanted in the caller's sink. archive_write_fail skips it all.
             context.abandoned = true
+            archive_write_fail(archive)
         }
         archive_write_free(archive)
         readBuffer?.deallocate()
@@ -317,7 +318,14 @@ public final class TarWriter {
 
     private func fail(_ error: any Error) throws -> Never {
         state = .failed(error)
+        context.abandoned = true
+        archive_write_fail(archive)
         throw error
+    }
+
+    private var isFinished: Bool {
+        if case .finished = state { return true }
+        return false
     }
 
     private func chunkBuffer() -> UnsafeMutableRawBufferPointer {
