@@ -17,12 +17,14 @@ import Darwin
 /// against `..`, absolute names and escaping links belong to `TarValidator` (for archives
 /// that leave the host) and `TarExtractor` (for archives that land on it).
 ///
-/// After any error the writer is spent: every later call throws that same error, and the
-/// output so far is not a complete archive.
+/// After an error from libarchive, the sink or a host file being read, the writer is spent:
+/// every later call throws that same error, and the output so far is not a complete
+/// archive. A call refused for its arguments (an empty name, say) writes nothing and leaves
+/// the writer usable.
 public final class TarWriter {
     public enum Format: Sendable {
         /// POSIX ustar headers, with pax extended headers only for what ustar cannot hold
-        /// (long names, large sizes and ids, sub-second times). What Docker itself writes.
+        /// (long or non-ASCII names, large sizes and ids). Times are whole seconds.
         case pax
         /// Plain ustar: names up to 255 bytes, sizes under 8 GiB, ids under 2097152.
         case ustar
