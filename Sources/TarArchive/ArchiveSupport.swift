@@ -104,10 +104,14 @@ struct TarTimestamp: Sendable, Equatable {
         self.nanoseconds = nanoseconds
     }
 
+    /// Any `Double` is accepted: out-of-range and non-finite times are clamped (to 0 for NaN),
+    /// never trapped on, since they can come from a caller's `Date`.
     init(secondsSince1970 interval: Double) {
-        let whole = interval.rounded(.down)
-        seconds = Int64(exactly: whole) ?? (whole < 0 ? Int64.min / 2 : Int64.max / 2)
-        nanoseconds = min(999_999_999, max(0, Int64(((interval - whole) * 1_000_000_000).rounded())))
+        let limit = 9_000_000_000_000_000.0  // well inside Int64, far past any real time
+        let clamped = interval.isNaN ? 0 : min(limit, max(-limit, interval))
+        let whole = clamped.rounded(.down)
+        seconds = Int64(whole)
+        nanoseconds = min(999_999_999, max(0, Int64(((clamped - whole) * 1_000_000_000).rounded())))
     }
 
     var cTimespec: timespec {

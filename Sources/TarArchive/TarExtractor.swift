@@ -126,7 +126,7 @@ private final class Extraction {
                 summary.skipped += 1
                 continue
             }
-            if let limit = options.maxTotalBytes, entry.type == .file, summary.bytes + entry.size > limit {
+            if let limit = options.maxTotalBytes, entry.type == .file, entry.size > limit - summary.bytes {
                 throw CorralError(
                     .resourceExhausted,
                     "tar entry \(quoted(entry.path)) (\(entry.size) bytes) would take the extracted data past its cap of \(limit) bytes",
@@ -215,7 +215,7 @@ private final class Extraction {
         while true {
             let count = try reader.readData(into: buffer)
             guard count > 0, let base = buffer.baseAddress else { break }
-            if let limit = options.maxTotalBytes, summary.bytes + Int64(count) > limit {
+            if let limit = options.maxTotalBytes, Int64(count) > limit - summary.bytes {
                 throw CorralError(
                     .resourceExhausted,
                     "tar entry \(quoted(entry.path)) takes the extracted data past its cap of \(limit) bytes",

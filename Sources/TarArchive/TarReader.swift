@@ -111,13 +111,14 @@ public final class TarReader {
         return entry
     }
 
-    /// The next piece of the current entry's data, at most `maxLength` bytes; nil once the
-    /// entry's data is exhausted (at once for directories and links).
+    /// The next piece of the current entry's data, at most `maxLength` bytes (and never more
+    /// than 1 MiB at once); nil once the entry's data is exhausted (at once for directories
+    /// and links).
     public func readChunk(maxLength: Int = 64 * 1024) throws -> [UInt8]? {
         guard maxLength > 0 else {
             throw CorralError.invalidArgument("readChunk needs a positive maxLength, not \(maxLength)")
         }
-        let chunk = try [UInt8](unsafeUninitializedCapacity: maxLength) { buffer, count in
+        let chunk = try [UInt8](unsafeUninitializedCapacity: min(maxLength, 1 << 20)) { buffer, count in
             count = try readData(into: UnsafeMutableRawBufferPointer(buffer))
         }
         return chunk.isEmpty ? nil : chunk
@@ -136,7 +137,10 @@ public final class TarReader {
         guard entry.size <= Int64(maxBytes) else { throw sizeCapError(entry, maxBytes) }
         var data: [UInt8] = []
         data.reserveCapacity(Int(max(0, entry.size)))
-        while let chunk = try readChunk(maxLength: min(tarChunkSize, max(1, maxBytes - data.count + 1))) {
+        // Ask for one byte past the cap, so that data running past it is noticed.
+        while case let room = maxBytes - data.count,
+            let chunk = try readChunk(maxLength: room >= tarChunkSize ? tarChunkSize : room + 1)
+        {
             if data.count + chunk.count > maxBytes { throw sizeCapError(entry, maxBytes) }
             data += chunk
         }
@@ -258,9 +262,10 @@ final class ReadContext {
     private let pull: () throws -> [UInt8]?
     private var buffer: UnsafeMutableRawBufferPointer
     private var failure: (any Error)?
-    /// Once the source has said "end" (or failed) it is not asked again: a source bridged
+    /// Once the source has said "end", or failed, it is not asked again: a source bridged
     /// from a network stream need not cope with being pulled past its end.
-    private var done = false
+    private var ended = false
+    private var broken = false
 
     init(pull: @escaping () throws -> [UInt8]?) {
         self.pull = pull
@@ -274,7 +279,8 @@ final class ReadContext {
     /// libarchive's read callback: the number of bytes now at `out`, 0 at the end, or -1
     /// after recording why.
     func fill(_ archive: OpaquePointer?, _ out: UnsafeMutablePointer<UnsafeRawPointer?>) -> Int {
-        guard !done else { return failure == nil ? 0 : -1 }
+        if broken { return -1 }
+        if ended { return 0 }
         do {
             while let chunk = try pull() {
                 guard !chunk.isEmpty else { continue }  // 0 would mean the end to libarchive
@@ -286,10 +292,10 @@ final class ReadContext {
                 out.pointee = UnsafeRawPointer(buffer.baseAddress)
                 return chunk.count
             }
-            done = true
+            ended = true
             return 0
         } catch {
-            done = true
+            broken = true
             failure = error
             corral_archive_set_error(archive, EIO, "the tar source failed")
             return -1

@@ -71,7 +71,7 @@ public enum TarValidator {
                 throw refusal(
                     entry.path, "its hard link target lies through the symlink \(quoted(through.description))")
             }
-            if let limit = options.maxTotalBytes, entry.type == .file, summary.bytes + entry.size > limit {
+            if let limit = options.maxTotalBytes, entry.type == .file, entry.size > limit - summary.bytes {
                 throw CorralError(
                     .resourceExhausted,
                     "tar entry \(quoted(entry.path)) (\(entry.size) bytes) would take the archive's data past its cap of \(limit) bytes",

@@ -17,12 +17,14 @@ import Darwin
 /// against `..`, absolute names and escaping links belong to `TarValidator` (for archives
 /// that leave the host) and `TarExtractor` (for archives that land on it).
 ///
-/// After any error the writer is spent: every later call throws that same error, and the
-/// output so far is not a complete archive.
+/// After an error from libarchive, the sink or a host file being read, the writer is spent:
+/// every later call throws that same error, and the output so far is not a complete
+/// archive. A call refused for its arguments (an empty name, say) writes nothing and leaves
+/// the writer usable.
 public final class TarWriter {
     public enum Format: Sendable {
         /// POSIX ustar headers, with pax extended headers only for what ustar cannot hold
-        /// (long names, large sizes and ids, sub-second times). What Docker itself writes.
+        /// (long or non-ASCII names, large sizes and ids). Times are whole seconds.
         case pax
         /// Plain ustar: names up to 255 bytes, sizes under 8 GiB, ids under 2097152.
         case ustar
@@ -80,11 +82,12 @@ public final class TarWriter {
     }
 
     deinit {
-        if case .finished = state {
-        } else {
-            // Freeing an unfinished archive makes libarchive write its trailer; a writer
-            // that was abandoned must not push that into the caller's sink.
+        if !isFinished {
+            // Freeing an unfinished archive makes libarchive pad the current entry to its
+            // declared size and write the trailer: endless for a header that declared 2^62
+            // bytes, and never wanted in the caller's sink. archive_write_fail skips it all.
             context.abandoned = true
+            archive_write_fail(archive)
         }
         archive_write_free(archive)
         readBuffer?.deallocate()
@@ -317,7 +320,14 @@ public final class TarWriter {
 
     private func fail(_ error: any Error) throws -> Never {
         state = .failed(error)
+        context.abandoned = true
+        archive_write_fail(archive)
         throw error
+    }
+
+    private var isFinished: Bool {
+        if case .finished = state { return true }
+        return false
     }
 
     private func chunkBuffer() -> UnsafeMutableRawBufferPointer {

@@ -139,6 +139,30 @@ struct ExtractorTests {
         }
     }
 
+    @Test("a header claiming an entry of 2^62 bytes is refused by the caps, and ends cleanly without them")
+    func lyingSize() async throws {
+        try await withTemporaryDirectory { directory in
+            let bytes = RawTar.hugeFileHeader(name: "liar", size: 1 << 62) + RawTar.end
+            let reader = try TarReader(bytes: bytes)
+            #expect(try reader.nextEntry()?.size == 1 << 62)
+            expectError(.resourceExhausted, naming: "liar") { _ = try reader.readData(maxBytes: 1 << 30) }
+            expectError(.resourceExhausted, naming: "liar") {
+                try TarExtractor.extract(
+                    from: TarReader(bytes: bytes), into: directory, options: .init(maxTotalBytes: 1 << 30))
+            }
+            expectError(.resourceExhausted, naming: "liar") {
+                try TarValidator.validate(
+                    from: TarReader(bytes: bytes), into: TarWriter(), options: .init(maxTotalBytes: 1 << 30))
+            }
+            #expect(try snapshot(directory).isEmpty)
+            // Uncapped, the missing data ends it; the abandoned writer, whose header promised
+            // 2^62 bytes, must not try to pad them out when it is freed.
+            expectError(.invalidArgument, naming: "liar") {
+                try TarValidator.validate(from: TarReader(bytes: bytes), into: TarWriter())
+            }
+        }
+    }
+
     @Test("a non-empty directory is never replaced by a file")
     func directoryInTheWay() async throws {
         try await withTemporaryDirectory { directory in

@@ -55,6 +55,22 @@ enum RawTar {
         return block
     }
 
+    /// A file header whose size field holds `size` in base-256 (GNU's form for sizes that
+    /// octal cannot hold), with no data after it: a header that lies about a huge entry.
+    static func hugeFileHeader(name: String, size: Int64) -> [UInt8] {
+        var block = header(name: name, type: "0")
+        block[124] = 0x80
+        for index in 0..<8 { block[135 - index] = UInt8(truncatingIfNeeded: size >> (8 * index)) }
+        for index in 125..<128 { block[index] = 0 }
+        for index in 148..<156 { block[index] = 0x20 }
+        let digits = String(block.reduce(0) { $0 + Int($1) }, radix: 8)
+        for (index, byte) in (String(repeating: "0", count: max(0, 6 - digits.count)) + digits).utf8.enumerated() {
+            block[148 + index] = byte
+        }
+        block[154] = 0
+        return block
+    }
+
     /// A file entry: header, data, padding to the next block.
     static func file(name: String, contents: [UInt8]) -> [UInt8] {
         let padding = (512 - contents.count % 512) % 512

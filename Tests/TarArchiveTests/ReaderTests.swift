@@ -110,6 +110,36 @@ struct ReaderTests {
         #expect(total == size)
     }
 
+    @Test("caps and chunk lengths at the extremes of Int neither overflow nor over-allocate")
+    func extremeLimits() throws {
+        let reader = try TarReader(bytes: Self.sample)
+        while let entry = try reader.nextEntry(), entry.path != "d/small" {}
+        #expect(try reader.readChunk(maxLength: Int.max) == Array("small".utf8))
+        _ = try reader.nextEntry()
+        #expect(try reader.readData(maxBytes: Int.max).count == 200_000)
+        #expect(throws: CorralError.self) { try reader.readChunk(maxLength: 0) }
+        #expect(throws: CorralError.self) { try reader.readData(maxBytes: -1) }
+    }
+
+    @Test("a source that has said 'end' is not pulled again")
+    func noPullAfterEnd() throws {
+        // No end-of-archive blocks: libarchive must hit the source's end to finish.
+        let bytes = RawTar.file(name: "a", contents: [1, 2, 3]) + RawTar.file(name: "b", contents: [4])
+        var offset = 0
+        var pullsAfterEnd = 0
+        let reader = try TarReader(pull: {
+            guard offset < bytes.count else {
+                pullsAfterEnd += 1
+                return nil
+            }
+            defer { offset += 512 }
+            return Array(bytes[offset..<offset + 512])
+        })
+        #expect(try readAll(reader).map(\.data) == [[1, 2, 3], [4]])
+        #expect(try reader.nextEntry() == nil)
+        #expect(pullsAfterEnd == 1)
+    }
+
     @Test("an error thrown by the source comes back unchanged and spends the reader")
     func sourceFailure() throws {
         struct Dropped: Error {}
