@@ -26,7 +26,7 @@ let package = Package(
         .target(name: "CurlHTTP", dependencies: ["CCurl", "CorralCore"], exclude: ["README.md"]),
         .target(name: "TarArchive", dependencies: ["CArchive", "CorralCore"], exclude: ["README.md"]),
         .target(name: "DockerEngine", dependencies: ["CurlHTTP", "TarArchive"], exclude: ["README.md"]),
-        .target(name: "CorralSandbox", dependencies: ["DockerEngine"], exclude: ["README.md"]),
+        .target(name: "CorralSandbox", dependencies: ["DockerEngine", "TarArchive"], exclude: ["README.md"]),
         .target(name: "CorralSession", dependencies: ["CorralCore"], exclude: ["README.md"]),
         .target(
             name: "CorralCLI",

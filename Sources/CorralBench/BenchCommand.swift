@@ -33,6 +33,22 @@ public struct BenchCommand: AsyncParsableCommand {
 
     public init() {}
 
+    /// Parses the arguments and runs; ArgumentParser's own `main()` cannot pick the async
+    /// entry point on Linux without an availability annotation.
+    public static func runAndExit() async -> Never {
+        do {
+            var command = try parseAsRoot()
+            if var asyncCommand = command as? any AsyncParsableCommand {
+                try await asyncCommand.run()
+            } else {
+                try command.run()
+            }
+            exit(withError: nil)
+        } catch {
+            exit(withError: error)
+        }
+    }
+
     public func run() async throws {
         let selected = suite.isEmpty ? allSuites : try suite.map { name in
             guard let found = allSuites.first(where: { $0.name == name }) else {

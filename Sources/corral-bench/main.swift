@@ -1,3 +1,3 @@
 import CorralBench
 
-await BenchCommand.main()
+await BenchCommand.runAndExit()

@@ -105,6 +105,7 @@ private struct Supervisor {
         // Blocked before the spawn, so a fast command's SIGCHLD cannot slip past.
         let originalMask = signals.block()
 
+        let oomKillsBefore = OOMCounter.read()
         let spawned = spawn(restoringMask: originalMask)
         guard case .success(let child) = spawned else {
             if case .failure(let failure) = spawned {
@@ -162,6 +163,11 @@ private struct Supervisor {
             }
         }
 
+        if let before = oomKillsBefore, let after = OOMCounter.read(), after > before {
+            logLine(
+                "\(OOMCounter.marker) the kernel killed \(after - before) process(es) in this sandbox while the "
+                    + "command ran: the sandbox's memory limit was reached")
+        }
         if timedOut { return 124 }
         return childStatus?.shellStatus ?? 125
     }

@@ -1,0 +1,83 @@
+import CorralCore
+import DockerEngine
+import Foundation
+
+extension ProvisionRequest {
+    /// The engine's create request for this sandbox: the hardened default.
+    ///
+    /// No network but loopback; every capability dropped; no-new-privileges with the
+    /// engine's default seccomp profile; a read-only root with a writable /workspace volume,
+    /// a /tmp tmpfs and a tmpfs HOME; memory equal to memory+swap; a pids limit; nofile,
+    /// fsize and core limits; no logging driver; runs as 1000:1000 under corral-init as PID 1.
+    func containerSpec(
+        sandbox: SandboxID, environment: SandboxEnvironment, created: Date, extraLabels: [String: String] = [:]
+    ) -> ContainerCreateRequest {
+        var spec = ContainerCreateRequest(image: image)
+        spec.entrypoint = [SandboxEnvironment.initPath]
+        spec.cmd = []
+        spec.user = environment.user
+        spec.workingDir = environment.workspace
+        var variables = [
+            "HOME=\(environment.home)",
+            "CORRAL_SANDBOX=\(sandbox)",
+            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        ]
+        variables += env.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
+        spec.env = variables
+        spec.stopSignal = "SIGTERM"
+        spec.stopTimeout = 5
+        spec.hostname = "sandbox"
+
+        var labels: [String: String] = [
+            SandboxLabels.managed: "1",
+            SandboxLabels.sandbox: sandbox.rawValue,
+            SandboxLabels.tenant: tenant.rawValue,
+            SandboxLabels.created: String(Int64(created.timeIntervalSince1970)),
+            SandboxLabels.runtime: runtime.rawValue,
+        ]
+        if let ttl {
+            labels[SandboxLabels.expires] = String(Int64(created.timeIntervalSince1970) + ttl.wholeSecondsRoundedUp)
+        }
+        if let session { labels[SandboxLabels.session] = session.rawValue }
+        for (key, value) in self.labels { labels[SandboxLabels.userPrefix + key] = value }
+        labels.merge(extraLabels) { _, new in new }
+        spec.labels = labels
+
+        var host = HostConfig()
+        host.networkMode = "none"
+        host.capDrop = ["ALL"]
+        host.securityOpt = ["no-new-privileges"]
+        host.readonlyRootfs = true
+        let (uid, gid) = Self.ownerIDs(environment.user)
+        host.tmpfs = [
+            "/tmp": "rw,nosuid,nodev,size=\(resources.tmpSize.bytes),mode=1777",
+            environment.home: "rw,nosuid,nodev,size=64m,mode=0755,uid=\(uid),gid=\(gid)",
+        ]
+        host.mounts = [
+            HostConfig.Mount(type: "volume", target: environment.workspace),
+            HostConfig.Mount(type: "bind", source: environment.initBinary, target: SandboxEnvironment.initPath, readOnly: true),
+        ]
+        host.pidsLimit = Int64(resources.pids)
+        host.memory = resources.memory.bytes
+        host.memorySwap = resources.memory.bytes
+        host.nanoCpus = Int64((resources.cpus * 1e9).rounded())
+        host.ulimits = [
+            HostConfig.Ulimit(name: "nofile", soft: Int64(resources.openFiles), hard: Int64(resources.openFiles)),
+            HostConfig.Ulimit(name: "fsize", soft: resources.maxFileSize.bytes, hard: resources.maxFileSize.bytes),
+            HostConfig.Ulimit(name: "core", soft: 0, hard: 0),
+        ]
+        host.logConfig = HostConfig.LogConfig(type: "none")
+        host.restartPolicy = HostConfig.RestartPolicy(name: "no")
+        host.ipcMode = "private"
+        host.shmSize = 64 << 20
+        host.runtime = runtime.rawValue
+        spec.hostConfig = host
+        return spec
+    }
+
+    static func ownerIDs(_ user: String) -> (String, String) {
+        let parts = user.split(separator: ":")
+        let uid = parts.first.map(String.init) ?? "1000"
+        return (uid, parts.count > 1 ? String(parts[1]) : uid)
+    }
+}

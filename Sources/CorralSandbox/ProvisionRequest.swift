@@ -1,0 +1,98 @@
+import CorralCore
+
+/// The container runtime a sandbox runs under.
+public struct SandboxRuntime: RawRepresentable, Hashable, Sendable, Codable, CustomStringConvertible {
+    public var rawValue: String
+    public init(rawValue: String) { self.rawValue = rawValue }
+    public var description: String { rawValue }
+
+    /// The engine's default: namespaces and cgroups on the host kernel.
+    public static let runc = SandboxRuntime(rawValue: "runc")
+    /// gVisor: a user-space kernel between the sandbox and the host.
+    public static let runsc = SandboxRuntime(rawValue: "runsc")
+
+    public init(parsing text: String) throws {
+        guard !text.isEmpty, text.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7f && $0 != UInt8(ascii: "/") }) else {
+            throw CorralError.invalidArgument("invalid runtime '\(text)'", hint: "use runc or runsc")
+        }
+        self.init(rawValue: text)
+    }
+}
+
+/// Limits a sandbox runs under. Defaults suit one agent's shell work.
+public struct SandboxResources: Hashable, Sendable, Codable {
+    /// Memory, with swap equal to it (no swap).
+    public var memory: ByteSize = .gibibytes(1)
+    /// CPU share, in cores (1.5 = one and a half).
+    public var cpus: Double = 1
+    /// Processes and threads the sandbox may hold at once: a fork bomb stops here.
+    public var pids: Int = 256
+    /// Size of the /tmp tmpfs (it counts against memory).
+    public var tmpSize: ByteSize = .mebibytes(256)
+    /// Largest file a process may write (RLIMIT_FSIZE).
+    public var maxFileSize: ByteSize = .gibibytes(4)
+    /// Open files per process (RLIMIT_NOFILE).
+    public var openFiles: Int = 4096
+
+    public init() {}
+
+    public func validated() throws -> SandboxResources {
+        guard memory.bytes >= 6 << 20 else {
+            throw CorralError.invalidArgument("memory \(memory) is too small", hint: "give a sandbox at least 6m (the engine's minimum)")
+        }
+        guard cpus > 0, cpus <= 1024, cpus.isFinite else {
+            throw CorralError.invalidArgument("cpus must be more than 0, got \(cpus)", hint: "use a number of cores such as 0.5 or 2")
+        }
+        guard pids >= 8 else {
+            throw CorralError.invalidArgument("pids must be at least 8, got \(pids)", hint: "use a process limit such as 256")
+        }
+        guard tmpSize.bytes > 0, maxFileSize.bytes > 0, openFiles >= 16 else {
+            throw CorralError.invalidArgument("tmp size, file size and open files must be positive")
+        }
+        return self
+    }
+}
+
+/// Everything needed to make one sandbox.
+public struct ProvisionRequest: Sendable {
+    public var image: String
+    public var runtime: SandboxRuntime = .runc
+    public var resources = SandboxResources()
+    /// Removed by the reaper this long after creation; nil keeps it until removed.
+    public var ttl: Duration?
+    /// Labels of the caller's own, recorded with the sandbox (keys must not start with `corral.`).
+    public var labels: [String: String] = [:]
+    /// Environment for every command, in `KEY=value` form. Never put credentials here.
+    public var env: [String: String] = [:]
+    public var tenant: TenantID = .local
+    public var session: SessionID?
+
+    public static let defaultImage = "corral/base:bookworm"
+
+    public init(image: String = ProvisionRequest.defaultImage) {
+        self.image = image
+    }
+
+    func validated() throws -> ProvisionRequest {
+        var copy = self
+        copy.resources = try resources.validated()
+        guard !image.isEmpty, !image.contains(where: { $0.isWhitespace }) else {
+            throw CorralError.invalidArgument("invalid image reference '\(image)'")
+        }
+        for key in labels.keys {
+            guard !key.isEmpty, !key.hasPrefix("corral."), !key.contains("=") else {
+                throw CorralError.invalidArgument(
+                    "invalid label key '\(key)'", hint: "label keys are non-empty, have no '=', and do not start with 'corral.'")
+            }
+        }
+        for key in env.keys {
+            guard !key.isEmpty, !key.contains("="), !key.contains("\0") else {
+                throw CorralError.invalidArgument("invalid environment variable name '\(key)'")
+            }
+        }
+        if let ttl, ttl <= .zero {
+            throw CorralError.invalidArgument("ttl must be positive, got \(ttl.compactDescription)")
+        }
+        return copy
+    }
+}

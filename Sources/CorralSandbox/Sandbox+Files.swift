@@ -1,0 +1,285 @@
+import CorralCore
+import CurlHTTP
+import DockerEngine
+import Foundation
+import TarArchive
+
+/// Files in and out of a sandbox, through the engine's archive API: it works for any image,
+/// needs nothing inside the sandbox, and keeps ownership (files go in as the sandbox user).
+///
+/// Paths inside the sandbox must be absolute and free of `..`. The engine resolves them in
+/// the container's own root, and it can write only to the workspace volume: the root is
+/// read-only, and tmpfs mounts (/tmp, HOME) are not reachable through the archive API.
+extension Sandbox {
+    /// What is at `path`, or nil when nothing is.
+    public func stat(_ path: String) async throws -> PathStat? {
+        let path = try Self.checkedPath(path)
+        do {
+            return try await engine.statPath(container: containerName, path: path)
+        } catch let error as DockerEngineError where error.isNotFound {
+            if try await containerMissing() { throw gone() }
+            return nil
+        }
+    }
+
+    /// The contents of the regular file at `path`, refused above `limit` bytes.
+    public func readFile(_ path: String, limit: Int) async throws -> [UInt8] {
+        let path = try Self.checkedPath(path)
+        let archive = try await archiveBytes(of: path, limit: limit + 64 << 10)
+        return try await runOnThread(name: "corral-tar") {
+            let reader = try TarReader(bytes: archive)
+            guard let entry = try reader.nextEntry() else {
+                throw CorralError(.engine, "the engine sent an empty archive for \(path)")
+            }
+            guard entry.type == .file else {
+                throw CorralError.invalidArgument("\(path) is a \(entry.type), not a regular file")
+            }
+            guard entry.size <= limit else {
+                throw CorralError(
+                    .resourceExhausted, "\(path) is \(ByteSize(bytes: entry.size)); the limit is \(ByteSize(bytes: Int64(limit)))")
+            }
+            return try reader.readData(maxBytes: limit)
+        }
+    }
+
+    /// Writes `contents` to `path` as the sandbox user, replacing any file there. The parent
+    /// directory must exist.
+    public func writeFile(_ path: String, contents: [UInt8], mode: UInt32 = 0o644) async throws {
+        let path = try Self.checkedPath(path)
+        let (parent, name) = Self.split(path)
+        guard !name.isEmpty else { throw CorralError.invalidArgument("\(path) names a directory, not a file") }
+        let owner = Self.owner(configurationUser: environmentUser)
+        let tar = try await runOnThread(name: "corral-tar") {
+            let writer = try TarWriter()
+            try writer.addFile(path: name, contents: contents, mode: mode, uid: owner.uid, gid: owner.gid)
+            return try writer.finish()
+        }
+        try await putArchive(at: parent, body: .bytes(tar), describing: path)
+    }
+
+    /// Copies a host file or directory into the sandbox. When `path` is an existing directory
+    /// the source goes inside it under its own name; otherwise `path` is the new name.
+    @discardableResult
+    public func copyIn(from source: URL, to path: String) async throws -> Int64 {
+        let path = try Self.checkedPath(path)
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: source.path, isDirectory: &isDirectory) else {
+            throw CorralError.notFound("no such file on the host: \(source.path)")
+        }
+        let (directory, name): (String, String)
+        if let existing = try await stat(path), existing.isDirectory {
+            (directory, name) = (path, source.lastPathComponent)
+        } else {
+            (directory, name) = Self.split(path)
+        }
+        let owner = Self.owner(configurationUser: environmentUser)
+        return try await streamIn(at: directory, describing: path) { writer in
+            try writer.addTree(from: source, as: name, ownership: owner).bytes
+        }
+    }
+
+    /// Sends a tar stream the caller supplies (`corral cp - ID:/dir`) into `directory`, after
+    /// checking every entry: absolute names, `..`, links that leave the archive and special
+    /// files are refused, and every entry is made the sandbox user's.
+    @discardableResult
+    public func copyIn(tar pull: @escaping @Sendable () throws -> [UInt8]?, to directory: String) async throws -> Int64 {
+        let directory = try Self.checkedPath(directory)
+        let owner = Self.owner(configurationUser: environmentUser)
+        return try await streamIn(at: directory, describing: directory) { writer in
+            let reader = try TarReader(pull: pull)
+            return try TarValidator.validate(from: reader, into: writer, options: .init(ownership: owner)).bytes
+        }
+    }
+
+    /// Copies `path` out of the sandbox to the host. When `destination` is an existing
+    /// directory the copy goes inside it; otherwise it becomes `destination`. Entries that
+    /// would land outside are refused, and a refused copy leaves nothing behind.
+    @discardableResult
+    public func copyOut(_ path: String, to destination: URL) async throws -> Int64 {
+        let path = try Self.checkedPath(path)
+        var isDirectory: ObjCBool = false
+        let intoExisting = FileManager.default.fileExists(atPath: destination.path, isDirectory: &isDirectory) && isDirectory.boolValue
+        let parent = intoExisting ? destination : destination.deletingLastPathComponent()
+        guard FileManager.default.fileExists(atPath: parent.path) else {
+            throw CorralError.notFound("no such directory on the host: \(parent.path)")
+        }
+        // Extract into a fresh directory beside the destination, then move into place, so a
+        // refused archive leaves nothing and a finished one appears whole.
+        let staging = parent.appendingPathComponent(".corral-cp-\(UUID().uuidString.prefix(8))", isDirectory: true)
+        try FileManager.default.createDirectory(at: staging, withIntermediateDirectories: false)
+        defer { try? FileManager.default.removeItem(at: staging) }
+        let (bytes, top) = try await withArchiveStream(of: path) { channel in
+            let summary = try TarExtractor.extract(from: TarReader(pull: { try channel.blockingReceive() }), into: staging)
+            let top = try FileManager.default.contentsOfDirectory(atPath: staging.path)
+            return (summary.bytes, top)
+        }
+        guard top.count == 1, let name = top.first else {
+            throw CorralError(.engine, "the engine's archive of \(path) has \(top.count) top-level entries, expected 1")
+        }
+        let target = intoExisting ? destination.appendingPathComponent(name) : destination
+        if FileManager.default.fileExists(atPath: target.path) {
+            var targetIsDirectory: ObjCBool = false
+            _ = FileManager.default.fileExists(atPath: target.path, isDirectory: &targetIsDirectory)
+            guard !targetIsDirectory.boolValue else {
+                throw CorralError(.alreadyExists, "\(target.path) already exists and is a directory")
+            }
+            try FileManager.default.removeItem(at: target)
+        }
+        try FileManager.default.moveItem(at: staging.appendingPathComponent(name), to: target)
+        return bytes
+    }
+
+    /// Streams `path` out as a tar to `sink` (`corral cp ID:/path -`).
+    public func copyOut(_ path: String, tarTo sink: @escaping @Sendable ([UInt8]) throws -> Void) async throws {
+        let path = try Self.checkedPath(path)
+        try await mapArchiveErrors(path) {
+            try await engine.withArchive(container: containerName, path: path) { _, body in
+                for try await chunk in body { try sink(chunk) }
+            }
+        }
+    }
+
+    // MARK: Plumbing
+
+    var environmentUser: String { (transport as? EngineExecTransport)?.environment.user ?? "1000:1000" }
+
+    static func owner(configurationUser user: String) -> TarOwnership {
+        let (uid, gid) = ProvisionRequest.ownerIDs(user)
+        return TarOwnership(uid: Int(uid) ?? 1000, gid: Int(gid) ?? 1000)
+    }
+
+    /// An absolute path without `..`, `.` components or NUL; trailing slashes dropped.
+    static func checkedPath(_ path: String) throws -> String {
+        guard path.hasPrefix("/") else {
+            throw CorralError.invalidArgument("sandbox path '\(path)' is not absolute", hint: "use a path such as /workspace/file.txt")
+        }
+        guard !path.contains("\0") else { throw CorralError.invalidArgument("sandbox path contains a NUL byte") }
+        let parts = path.split(separator: "/")
+        if parts.contains("..") || parts.contains(".") {
+            throw CorralError.invalidArgument("sandbox path '\(path)' contains '.' or '..'", hint: "give the path without them")
+        }
+        return "/" + parts.joined(separator: "/")
+    }
+
+    static func split(_ path: String) -> (String, String) {
+        guard let slash = path.lastIndex(of: "/") else { return ("/", path) }
+        let parent = String(path[..<slash])
+        return (parent.isEmpty ? "/" : parent, String(path[path.index(after: slash)...]))
+    }
+
+    private func archiveBytes(of path: String, limit: Int) async throws -> [UInt8] {
+        try await mapArchiveErrors(path) {
+            try await engine.withArchive(container: containerName, path: path) { _, body in
+                try await body.collect(upTo: limit)
+            }
+        }
+    }
+
+    private func putArchive(at directory: String, body: HTTPRequestBody, describing path: String) async throws {
+        try await mapArchiveErrors(path) {
+            try await engine.putArchive(container: containerName, path: directory, tar: body)
+        }
+    }
+
+    /// Writes a tar on its own thread and streams it into `directory`. The producer's error
+    /// (a refused entry, say) wins over the upload's.
+    private func streamIn(
+        at directory: String, describing path: String, _ produce: @escaping @Sendable (TarWriter) throws -> Int64
+    ) async throws -> Int64 {
+        let channel = ByteChannel()
+        let producer = Task {
+            try await runOnThread(name: "corral-tar") {
+                do {
+                    let writer = try TarWriter(sink: { try channel.blockingSend($0) })
+                    let bytes = try produce(writer)
+                    _ = try writer.finish()
+                    channel.finish()
+                    return bytes
+                } catch {
+                    channel.finish(throwing: error)
+                    throw error
+                }
+            }
+        }
+        do {
+            try await putArchive(at: directory, body: .stream(channel.asyncStream()), describing: path)
+        } catch {
+            channel.cancel()
+            if case .failure(let producerError) = await producer.result { throw producerError }
+            throw error
+        }
+        channel.cancel()
+        return try await producer.value
+    }
+
+    /// Streams the engine's archive of `path` into a channel that `consume` reads on its own
+    /// thread.
+    private func withArchiveStream<T: Sendable>(
+        of path: String, _ consume: @escaping @Sendable (ByteChannel) throws -> T
+    ) async throws -> T {
+        let channel = ByteChannel()
+        let consumer = Task {
+            try await runOnThread(name: "corral-tar") {
+                do {
+                    let value = try consume(channel)
+                    // The archive may end before the stream does (trailing padding): drain
+                    // it, so the sender finishes cleanly.
+                    while try channel.blockingReceive() != nil {}
+                    return value
+                } catch {
+                    channel.cancel()
+                    throw error
+                }
+            }
+        }
+        do {
+            try await mapArchiveErrors(path) {
+                try await engine.withArchive(container: containerName, path: path) { _, body in
+                    for try await chunk in body { try await channel.send(chunk) }
+                    channel.finish()
+                }
+            }
+        } catch {
+            channel.cancel()
+            if case .failure(let consumerError) = await consumer.result,
+                (consumerError as? CorralError)?.code != .cancelled
+            {
+                throw consumerError
+            }
+            throw error
+        }
+        return try await consumer.value
+    }
+
+    private func mapArchiveErrors<T>(_ path: String, _ body: () async throws -> T) async throws -> T {
+        do {
+            return try await body()
+        } catch let error as DockerEngineError {
+            if error.isNotFound {
+                if try await containerMissing() { throw gone() }
+                throw CorralError.notFound("no such file or directory in sandbox \(id): \(path)")
+            }
+            if error.message.contains("read-only") || error.message.contains("read only") {
+                throw CorralError(
+                    .permissionDenied, "\(path) is on the sandbox's read-only root",
+                    hint: "write under \(workspacePath) instead")
+            }
+            throw CorralError(.engine, "sandbox \(id): \(error.message)")
+        }
+    }
+
+    var workspacePath: String { (transport as? EngineExecTransport)?.environment.workspace ?? "/workspace" }
+
+    func containerMissing() async throws -> Bool {
+        do {
+            _ = try await engine.inspectContainer(containerName)
+            return false
+        } catch let error as DockerEngineError where error.isNotFound {
+            return true
+        }
+    }
+
+    func gone() -> CorralError {
+        CorralError(.notFound, "sandbox \(id) is gone: its container no longer exists", hint: "provision a new sandbox")
+    }
+}

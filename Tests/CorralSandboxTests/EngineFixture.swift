@@ -1,0 +1,60 @@
+import CorralCore
+import CorralSandbox
+import DockerEngine
+import Foundation
+import TestSupport
+import Testing
+
+/// A provisioner on the test engine, and sandboxes that are removed whatever the test does.
+struct EngineFixture {
+    let engine: DockerEngineClient
+    let provisioner: Provisioner
+
+    init(tools: ToolConfiguration = ToolConfiguration()) throws {
+        engine = try DockerEngineClient(parsing: TestEnvironment.engineEndpoint)
+        var configuration = Provisioner.Configuration(environment: SandboxEnvironment(initBinary: try SandboxEnvironment.locateInit()))
+        configuration.tools = tools
+        provisioner = Provisioner(engine: engine, configuration: configuration)
+    }
+
+    static func request(_ configure: (inout ProvisionRequest) -> Void = { _ in }) -> ProvisionRequest {
+        var request = ProvisionRequest(image: TestEnvironment.baseImage)
+        request.labels["test"] = "corral-sandbox-tests"
+        request.ttl = .seconds(900)
+        request.resources.memory = .mebibytes(256)
+        configure(&request)
+        return request
+    }
+
+    /// Provisions a sandbox, runs `body`, and removes the sandbox afterwards.
+    func withSandbox<T>(
+        _ request: ProvisionRequest = EngineFixture.request(), _ body: (Sandbox) async throws -> T
+    ) async throws -> T {
+        let sandbox = try await provisioner.provision(request)
+        do {
+            let value = try await body(sandbox)
+            try? await sandbox.remove()
+            return value
+        } catch {
+            try? await sandbox.remove()
+            throw error
+        }
+    }
+
+    func bash(_ sandbox: Sandbox, _ command: String, timeout: Double? = nil, extra: [String: JSONValue] = [:]) async throws
+        -> ToolOutput
+    {
+        var input: [String: JSONValue] = ["command": .string(command)]
+        if let timeout { input["timeout"] = .double(timeout) }
+        input.merge(extra) { _, new in new }
+        return try await sandbox.execute(tool: "bash", input: .object(input))
+    }
+}
+
+extension Trait where Self == ConditionTrait {
+    /// Runs when an engine answers, or when CORRAL_REQUIRE_ENGINE=1 demands it (then a
+    /// missing engine fails the test instead of skipping it).
+    static var engine: ConditionTrait {
+        .enabled(if: TestEnvironment.shouldRunEngineTests, Comment(rawValue: TestEnvironment.engineSkipReason))
+    }
+}

@@ -1,0 +1,196 @@
+import CorralCore
+import CorralSandbox
+import DockerEngine
+import Foundation
+import TestSupport
+import Testing
+
+@Suite("The bash tool on a real engine", .engine)
+struct ExecTests {
+    @Test("exit codes, stderr, env and workdir reach the output")
+    func basics() async throws {
+        let fixture = try EngineFixture()
+        try await fixture.withSandbox { sandbox in
+            let ok = try await fixture.bash(sandbox, "pwd; echo $GREETING", extra: ["env": ["GREETING": "hi there"]])
+            #expect(!ok.isError)
+            #expect(ok.text == "/workspace\nhi there\n")
+            #expect(ok.status?.exitCode == 0)
+
+            let elsewhere = try await fixture.bash(sandbox, "pwd", extra: ["workdir": "/tmp"])
+            #expect(elsewhere.text == "/tmp\n")
+
+            let failed = try await fixture.bash(sandbox, "echo to-stderr >&2; exit 42")
+            #expect(failed.isError)
+            #expect(failed.status?.exitCode == 42)
+            #expect(failed.text.contains("to-stderr"))
+            #expect(failed.text.contains("[exit status 42]"))
+
+            let missing = try await fixture.bash(sandbox, "definitely-not-a-command")
+            #expect(missing.status?.exitCode == 127)
+        }
+    }
+
+    @Test("a command past its timeout is killed with its children, and the output says so")
+    func timeout() async throws {
+        let fixture = try EngineFixture()
+        try await fixture.withSandbox { sandbox in
+            let output = try await fixture.bash(sandbox, "echo started; sleep 300 & sleep 300", timeout: 1)
+            #expect(output.isError)
+            #expect(output.status?.timedOut == true)
+            #expect(output.text.contains("started"))
+            #expect(output.text.contains("timed out after 1s"))
+            let survivors = try await fixture.bash(sandbox, "pgrep -c sleep || true")
+            #expect(survivors.text.trimmingCharacters(in: .whitespacesAndNewlines) == "0")
+        }
+    }
+
+    @Test("bad input comes back as a tool error, not a crash", arguments: [
+        JSONValue.object([:]), ["command": 42], ["command": "  "], ["command": "true", "timeout": -1],
+        ["command": "true", "workdir": "relative"], ["command": "true", "env": ["A": 1]], "not an object",
+    ])
+    func badInput(input: JSONValue) async throws {
+        let fixture = try EngineFixture()
+        // No sandbox needed: input is checked before anything runs.
+        let sandbox = fixture.provisioner.handle(SandboxID.random())
+        let output = try await sandbox.execute(tool: "bash", input: input)
+        #expect(output.isError)
+        #expect(output.text.hasPrefix("bash:"))
+    }
+
+    @Test("an unknown tool is a tool error that lists the known ones")
+    func unknownTool() async throws {
+        let fixture = try EngineFixture()
+        let output = try await fixture.provisioner.handle(SandboxID.random()).execute(tool: "rm_rf", input: [:])
+        #expect(output.isError)
+        #expect(output.text.contains("bash"))
+        #expect(output.text.contains("str_replace_based_edit_tool"))
+    }
+
+    @Test("a 50 MB flood is capped with a marker, keeping its head and tail")
+    func flood() async throws {
+        var tools = ToolConfiguration()
+        tools.outputLimit = 64 << 10
+        let fixture = try EngineFixture(tools: tools)
+        try await fixture.withSandbox { sandbox in
+            let output = try await fixture.bash(
+                sandbox, "echo FIRST; head -c 50000000 /dev/zero | tr '\\0' 'x'; echo; echo LAST")
+            #expect(!output.isError)
+            #expect(output.truncated)
+            #expect(output.text.hasPrefix("FIRST\n"))
+            #expect(output.text.hasSuffix("LAST\n"))
+            #expect(output.text.contains("bytes of stdout cut here; 50000012 bytes in all"))
+            #expect(output.text.utf8.count < (64 << 10) + 200)
+        }
+    }
+
+    @Test("a fork bomb stops at the pids limit and the sandbox keeps working")
+    func forkBomb() async throws {
+        let fixture = try EngineFixture()
+        try await fixture.withSandbox(EngineFixture.request { $0.resources.pids = 64 }) { sandbox in
+            // The sleep is forked first, so the shell can wait for it once the bomb has used
+            // up every pid.
+            let bomb = try await fixture.bash(
+                sandbox, "sleep 3 & s=$!; bomb() { bomb | bomb & }; bomb; wait $s; echo survived", timeout: 20)
+            #expect(bomb.text.contains("Resource temporarily unavailable"))
+            #expect(bomb.text.contains("survived"))
+            let limit = try await fixture.bash(sandbox, "cat /sys/fs/cgroup/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids/pids.max")
+            #expect(limit.text.trimmingCharacters(in: .whitespacesAndNewlines) == "64")
+            let after = try await fixture.bash(sandbox, "echo still here")
+            #expect(after.text == "still here\n")
+        }
+    }
+
+    @Test("the root is read-only while /workspace and /tmp are writable")
+    func readOnlyRoot() async throws {
+        let fixture = try EngineFixture()
+        try await fixture.withSandbox { sandbox in
+            let root = try await fixture.bash(sandbox, "touch /etc/corral-test")
+            #expect(root.isError)
+            #expect(root.text.contains("Read-only file system"))
+            let usr = try await fixture.bash(sandbox, "echo x > /usr/bin/evil")
+            #expect(usr.isError)
+            let workspace = try await fixture.bash(sandbox, "echo data > /workspace/f && cat /workspace/f && stat -c %u:%g /workspace")
+            #expect(workspace.text == "data\n1000:1000\n")
+            let tmp = try await fixture.bash(sandbox, "echo data > /tmp/f && cat /tmp/f && stat -c %a /tmp")
+            #expect(tmp.text == "data\n1777\n")
+            let home = try await fixture.bash(sandbox, "git config --global user.name agent && cat $HOME/.gitconfig")
+            #expect(home.text.contains("name = agent"))
+        }
+    }
+
+    @Test("the sandbox has no network interface but loopback")
+    func networkIsolation() async throws {
+        let fixture = try EngineFixture()
+        try await fixture.withSandbox { sandbox in
+            let interfaces = try await fixture.bash(
+                sandbox, "python3 -c 'import socket; print(sorted(n for _, n in socket.if_nameindex()))'")
+            #expect(interfaces.text == "['lo']\n")
+            let outside = try await fixture.bash(
+                sandbox, "python3 -c 'import socket; socket.create_connection((\"10.0.0.1\", 80), timeout=2)'")
+            #expect(outside.isError)
+            #expect(outside.text.contains("Network is unreachable"))
+        }
+    }
+
+    @Test("commands run as uid 1000 with no capabilities and no new privileges")
+    func privileges() async throws {
+        let fixture = try EngineFixture()
+        try await fixture.withSandbox { sandbox in
+            let status = try await fixture.bash(sandbox, "grep -E '^(Uid|Gid|CapInh|CapPrm|CapEff|CapBnd|CapAmb|NoNewPrivs|Seccomp):' /proc/self/status")
+            let fields = Dictionary(
+                uniqueKeysWithValues: status.text.split(separator: "\n").map { line -> (String, String) in
+                    let parts = line.split(separator: ":", maxSplits: 1)
+                    return (String(parts[0]), parts[1].trimmingCharacters(in: .whitespaces))
+                })
+            #expect(fields["Uid"]?.hasPrefix("1000\t1000") == true)
+            #expect(fields["Gid"]?.hasPrefix("1000\t1000") == true)
+            for capability in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
+                #expect(fields[capability] == "0000000000000000", "\(capability) is \(fields[capability] ?? "missing")")
+            }
+            #expect(fields["NoNewPrivs"] == "1")
+            #expect(fields["Seccomp"] == "2")
+            let sudo = try await fixture.bash(sandbox, "id -u; cat /proc/1/cmdline | tr '\\0' ' '")
+            #expect(sudo.text.hasPrefix("1000\n/.corral/init"))
+        }
+    }
+
+    @Test("the memory limit holds and an out-of-memory kill is reported as such")
+    func memoryLimit() async throws {
+        let fixture = try EngineFixture()
+        try await fixture.withSandbox(EngineFixture.request { $0.resources.memory = .mebibytes(64) }) { sandbox in
+            let limit = try await fixture.bash(sandbox, "cat /sys/fs/cgroup/memory.max /sys/fs/cgroup/memory.swap.max 2>/dev/null || cat /sys/fs/cgroup/memory/memory.limit_in_bytes")
+            #expect(limit.text.hasPrefix("\(64 << 20)\n"))
+            let hog = try await fixture.bash(sandbox, "python3 -c 'a = bytearray(512 * 1024 * 1024); print(len(a))'")
+            #expect(hog.isError)
+            #expect(hog.status?.oomKilled == true)
+            #expect(hog.text.contains("out-of-memory"))
+            let after = try await fixture.bash(sandbox, "echo alive")
+            #expect(after.text == "alive\n")
+        }
+    }
+
+    @Test("a sandbox removed behind corral's back gives a clear tool error")
+    func vanished() async throws {
+        let fixture = try EngineFixture()
+        let sandbox = try await fixture.provisioner.provision(EngineFixture.request())
+        try await fixture.engine.removeContainer(sandbox.containerName, force: true)
+        let output = try await fixture.bash(sandbox, "echo hi")
+        #expect(output.isError)
+        #expect(output.text.contains("sandbox \(sandbox.id) is gone"))
+        let view = try await sandbox.execute(tool: "str_replace_based_edit_tool", input: ["command": "view", "path": "/workspace"])
+        #expect(view.isError)
+        #expect(view.text.contains("is gone"))
+    }
+
+    @Test("a stopped sandbox says it is not running")
+    func stopped() async throws {
+        let fixture = try EngineFixture()
+        try await fixture.withSandbox { sandbox in
+            try await fixture.engine.killContainer(sandbox.containerName)
+            _ = try await fixture.engine.waitContainer(sandbox.containerName)
+            let output = try await fixture.bash(sandbox, "echo hi")
+            #expect(output.isError)
+            #expect(output.text.contains("cannot run commands: it is exited"))
+        }
+    }
+}
