@@ -22,6 +22,16 @@ extension ProvisionRequest {
             "CORRAL_SANDBOX=\(sandbox)",
             "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
         ]
+        let gatewayHostDirectory = environment.gatewayDirectory(for: sandbox)
+        if gatewayHostDirectory != nil {
+            // Every way out goes through corral-init's forwarder to this sandbox's gateway.
+            let proxy = "http://\(SandboxEnvironment.proxyAddress)"
+            variables += [
+                "CORRAL_GATEWAY_SOCKET=\(SandboxEnvironment.gatewaySocket)",
+                "HTTP_PROXY=\(proxy)", "HTTPS_PROXY=\(proxy)", "http_proxy=\(proxy)", "https_proxy=\(proxy)",
+                "NO_PROXY=localhost,127.0.0.1", "no_proxy=localhost,127.0.0.1",
+            ]
+        }
         variables += env.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
         spec.env = variables
         spec.stopSignal = "SIGTERM"
@@ -57,6 +67,11 @@ extension ProvisionRequest {
             HostConfig.Mount(type: "volume", target: environment.workspace),
             HostConfig.Mount(type: "bind", source: environment.initBinary, target: SandboxEnvironment.initPath, readOnly: true),
         ]
+        if let gatewayHostDirectory {
+            host.mounts?.append(
+                HostConfig.Mount(
+                    type: "bind", source: gatewayHostDirectory.path, target: SandboxEnvironment.gatewayDirectory, readOnly: true))
+        }
         host.pidsLimit = Int64(resources.pids)
         host.memory = resources.memory.bytes
         host.memorySwap = resources.memory.bytes

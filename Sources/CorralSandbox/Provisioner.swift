@@ -38,10 +38,13 @@ public final class Provisioner: Sendable {
         let id = SandboxID.random()
         let name = SandboxLabels.containerName(tenant: request.tenant, sandbox: id)
         let spec = request.containerSpec(sandbox: id, environment: configuration.environment, created: Date())
+        _ = try configuration.environment.prepareGatewayDirectory(for: id)
         do {
             _ = try await engine.createContainer(name: name, spec)
-        } catch let error as DockerEngineError {
-            throw explainCreateFailure(error, request: request)
+        } catch {
+            configuration.environment.removeHostDirectory(for: id)
+            if let error = error as? DockerEngineError { throw explainCreateFailure(error, request: request) }
+            throw error
         }
         let created = clock.now
         do {
@@ -106,6 +109,7 @@ public final class Provisioner: Sendable {
         for info in try await list() {
             guard let expires = info.expires, expires <= now else { continue }
             if (try? await engine.removeContainer(info.containerID, force: true, volumes: true)) == true {
+                configuration.environment.removeHostDirectory(for: info.id)
                 removed.append(info.id)
                 logger.info("expired sandbox removed", metadata: ["sandbox": "\(info.id)"])
             }
@@ -117,6 +121,9 @@ public final class Provisioner: Sendable {
         // Not cancellable: a half-made container must not outlive a cancelled provision.
         let engine = self.engine
         await Task.detached { _ = try? await engine.removeContainer(name, force: true, volumes: true) }.value
+        if let (_, id) = SandboxLabels.parse(containerName: name) {
+            configuration.environment.removeHostDirectory(for: id)
+        }
     }
 
     private func explainCreateFailure(_ error: DockerEngineError, request: ProvisionRequest) -> CorralError {

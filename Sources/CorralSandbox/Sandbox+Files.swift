@@ -141,7 +141,7 @@ extension Sandbox {
 
     // MARK: Plumbing
 
-    var environmentUser: String { (transport as? EngineExecTransport)?.environment.user ?? "1000:1000" }
+    var environmentUser: String { environment.user }
 
     static func owner(configurationUser user: String) -> TarOwnership {
         let (uid, gid) = ProvisionRequest.ownerIDs(user)
@@ -268,7 +268,7 @@ extension Sandbox {
         }
     }
 
-    var workspacePath: String { (transport as? EngineExecTransport)?.environment.workspace ?? "/workspace" }
+    var workspacePath: String { environment.workspace }
 
     func containerMissing() async throws -> Bool {
         do {

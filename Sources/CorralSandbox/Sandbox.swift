@@ -16,6 +16,7 @@ public final class Sandbox: Sendable {
     let transport: any SandboxTransport
     let tools: [String: any SandboxTool]
     let configuration: ToolConfiguration
+    let environment: SandboxEnvironment
     let logger: Logger
 
     init(
@@ -29,6 +30,7 @@ public final class Sandbox: Sendable {
         self.transport = EngineExecTransport(engine: engine, container: containerName, sandbox: id, environment: environment)
         self.tools = Dictionary(tools.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
         self.configuration = configuration
+        self.environment = environment
         self.provisioning = provisioning
         self.logger = logger
     }
@@ -94,6 +96,7 @@ public final class Sandbox: Sendable {
     /// Removes the sandbox, its workspace volume and everything in it.
     public func remove() async throws {
         let removed = try await engine.removeContainer(containerName, force: true, volumes: true)
+        environment.removeHostDirectory(for: id)
         if !removed {
             throw CorralError.notFound("sandbox \(id) not found", hint: "list sandboxes with `corral sandbox ls`")
         }
