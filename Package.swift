@@ -33,6 +33,7 @@ let package = Package(
             dependencies: [
                 "CorralSandbox", "CorralSession",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
             ]
         ),
         .target(

@@ -1,6 +1,7 @@
 import ArgumentParser
 import CorralCore
 import Foundation
+import Logging
 
 /// The `corral` command line. Each subcommand lives in its own file, grouped by noun.
 public struct CorralCommand: AsyncParsableCommand {
@@ -8,6 +9,12 @@ public struct CorralCommand: AsyncParsableCommand {
         commandName: "corral",
         abstract: "Disposable, hardened sandboxes and durable sessions for AI agents.",
         subcommands: [
+            DoctorCommand.self,
+            SandboxCommandGroup.self,
+            ExecCommand.self,
+            ToolCommand.self,
+            CopyCommand.self,
+            RunCommand.self,
             SessionCommand.self,
         ]
     )
@@ -17,8 +24,9 @@ public struct CorralCommand: AsyncParsableCommand {
     /// Runs the command line. Errors print as one line on stderr (`corral: what went wrong`),
     /// then a `hint:` line when there is something to do about it, and exit non-zero.
     public static func runAndExit(arguments: [String]? = nil) async -> Never {
+        bootstrapLogging()
         do {
-            var command = try parseAsRoot(arguments)
+            var command = try parseAsRoot(hoistingGlobalOptions(arguments ?? Array(CommandLine.arguments.dropFirst())))
             if var asyncCommand = command as? any AsyncParsableCommand {
                 try await asyncCommand.run()
             } else {
@@ -32,8 +40,60 @@ public struct CorralCommand: AsyncParsableCommand {
             let converted = error.corralError
             CLIOutput.printError(converted)
             Foundation.exit(converted.exitStatus)
+        } catch let exit as ExitCode {
+            Foundation.exit(exit.rawValue)
         } catch {
-            exit(withError: error)
+            // Usage errors in corral's own format: one line, then where to look. Help and
+            // clean exits keep ArgumentParser's handling.
+            let code = exitCode(for: error)
+            let message = self.message(for: error)
+            guard code != .success, !message.isEmpty else { exit(withError: error) }
+            let firstLine = message.split(separator: "\n").first.map(String.init) ?? message
+            let trimmed = firstLine.hasPrefix("Error: ") ? String(firstLine.dropFirst("Error: ".count)) : firstLine
+            CLIOutput.printError(CorralError(.invalidArgument, trimmed, hint: "see corral --help, or corral COMMAND --help"))
+            Foundation.exit(code.rawValue)
+        }
+    }
+}
+
+extension CorralCommand {
+    /// Options every command takes, with whether they take a value.
+    static let globalOptions: [String: Bool] = [
+        "--engine": true, "--tls-ca": true, "--tls-cert": true, "--tls-key": true, "--state-dir": true,
+    ]
+
+    /// Lets global options come before the subcommand, as with docker (`corral --engine URL
+    /// sandbox ls`): they move to just after the subcommand's words, where every command
+    /// accepts them.
+    static func hoistingGlobalOptions(_ arguments: [String]) -> [String] {
+        var hoisted: [String] = []
+        var rest = arguments[...]
+        while let first = rest.first, first.hasPrefix("--") {
+            let name = String(first.split(separator: "=", maxSplits: 1)[0])
+            guard let takesValue = globalOptions[name] else { break }
+            hoisted.append(first)
+            rest = rest.dropFirst()
+            if takesValue, !first.contains("="), let value = rest.first {
+                hoisted.append(value)
+                rest = rest.dropFirst()
+            }
+        }
+        guard !hoisted.isEmpty else { return arguments }
+        var words: [String] = []
+        while let first = rest.first, !first.hasPrefix("-") {
+            words.append(first)
+            rest = rest.dropFirst()
+        }
+        return words + hoisted + rest
+    }
+
+    /// Warnings and errors only, unless CORRAL_LOG asks for more (trace, debug, info, ...).
+    static func bootstrapLogging() {
+        let level = ProcessInfo.processInfo.environment["CORRAL_LOG"].flatMap(Logger.Level.init(rawValue:)) ?? .warning
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
         }
     }
 }
@@ -59,6 +119,28 @@ enum CLIOutput {
         var text = "corral: \(error.description)\n"
         if let hint = error.hint { text += "hint: \(hint)\n" }
         FileHandle.standardError.write(Data(text.utf8))
+    }
+
+    /// Prints rows as columns separated by two spaces; the first row is the header.
+    static func printTable(_ rows: [[String]]) {
+        guard let columns = rows.map(\.count).max() else { return }
+        let widths = (0..<columns).map { column in rows.map { column < $0.count ? $0[column].count : 0 }.max() ?? 0 }
+        for row in rows {
+            let cells = row.enumerated().map { index, cell in
+                index == row.count - 1 ? cell : cell + String(repeating: " ", count: widths[index] - cell.count)
+            }
+            print(cells.joined(separator: "  "))
+        }
+    }
+
+    /// A short human span: 45s, 12m, 3h, 2d.
+    static func age(_ seconds: Double) -> String {
+        let value = Int(seconds.rounded())
+        if value < 0 { return "now" }
+        if value < 120 { return "\(value)s" }
+        if value < 7200 { return "\(value / 60)m" }
+        if value < 172_800 { return "\(value / 3600)h" }
+        return "\(value / 86400)d"
     }
 
     /// Prints an Encodable as pretty, key-sorted JSON on stdout.

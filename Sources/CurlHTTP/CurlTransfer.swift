@@ -1,4 +1,7 @@
 import CCurl
+#if canImport(Glibc)
+import Glibc
+#endif
 import CorralCore
 import Synchronization
 
@@ -302,6 +305,15 @@ final class CurlTransfer: @unchecked Sendable {
         if isCancelled { return CorralError(.cancelled, "\(request.method) \(request.path) was cancelled") }
         switch code {
         case CURLE_COULDNT_CONNECT, CURLE_COULDNT_RESOLVE_HOST, CURLE_COULDNT_RESOLVE_PROXY:
+            if case .unixSocket(let path) = endpoint {
+                // curl's own text speaks of "localhost port 80", which is not where we went.
+                var info = stat()
+                let why =
+                    lstat(path, &info) != 0
+                    ? "no such socket"
+                    : (info.st_mode & S_IFMT) == S_IFSOCK ? "nothing accepts connections on it" : "it is not a socket"
+                return CorralError(.unavailable, "cannot connect to \(endpoint): \(why)")
+            }
             return CorralError(.unavailable, "cannot connect to \(endpoint): \(detail)")
         case CURLE_OPERATION_TIMEDOUT:
             return CorralError(.timeout, "\(request.method) \(request.path) on \(endpoint) timed out: \(detail)")

@@ -1,0 +1,64 @@
+import CorralCore
+import CorralSandbox
+import CurlHTTP
+import DockerEngine
+import Foundation
+import Logging
+
+/// What a command needs to reach the engine and the state directory, built from the
+/// global options once per command.
+struct CommandContext {
+    let global: GlobalOptions
+    let logger: Logger
+
+    init(_ global: GlobalOptions) {
+        self.global = global
+        self.logger = Logger(label: "corral")
+    }
+
+    var tls: TLSConfiguration? {
+        guard global.tlsCA != nil || global.tlsCert != nil || global.tlsKey != nil else { return nil }
+        return TLSConfiguration(caFile: global.tlsCA, certificateFile: global.tlsCert, keyFile: global.tlsKey)
+    }
+
+    func engine() throws -> DockerEngineClient {
+        try DockerEngineClient(parsing: global.engineEndpoint, tls: tls, logger: logger)
+    }
+
+    /// The state directory, created on first use.
+    func stateDirectory() throws -> URL {
+        let directory = global.stateDirectory
+        do {
+            try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        } catch {
+            throw CorralError(
+                .io, "cannot create the state directory \(directory.path)",
+                hint: "pass --state-dir or set CORRAL_STATE_DIR to a directory you can write", underlying: error)
+        }
+        return directory
+    }
+
+    func provisioner(engine: DockerEngineClient? = nil) throws -> Provisioner {
+        let environment = SandboxEnvironment(
+            initBinary: try SandboxEnvironment.locateInit(),
+            sandboxesDirectory: try stateDirectory().appendingPathComponent("sandboxes", isDirectory: true))
+        return Provisioner(engine: try engine ?? self.engine(), configuration: .init(environment: environment), logger: logger)
+    }
+}
+
+/// Parses a sandbox id from the command line, with an error that says what ids look like.
+func parseSandboxID(_ text: String) throws -> SandboxID {
+    try SandboxID(validating: text)
+}
+
+/// `KEY=value` pairs from repeated options.
+func parsePairs(_ pairs: [String], what: String) throws -> [String: String] {
+    var result: [String: String] = [:]
+    for pair in pairs {
+        guard let equals = pair.firstIndex(of: "="), equals != pair.startIndex else {
+            throw CorralError.invalidArgument("invalid \(what) '\(pair)'", hint: "use KEY=VALUE")
+        }
+        result[String(pair[..<equals])] = String(pair[pair.index(after: equals)...])
+    }
+    return result
+}

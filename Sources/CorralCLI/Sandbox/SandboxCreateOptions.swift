@@ -1,0 +1,57 @@
+import ArgumentParser
+import CorralCore
+import CorralSandbox
+
+/// The flags that describe a sandbox, shared by `sandbox create` and `run`.
+struct SandboxCreateOptions: ParsableArguments {
+    @Option(help: ArgumentHelp("Image to start (default \(ProvisionRequest.defaultImage)).", valueName: "REF"))
+    var image: String?
+
+    @Option(help: ArgumentHelp("Container runtime: runc, or runsc (gVisor).", valueName: "NAME"))
+    var runtime: String?
+
+    @Option(help: ArgumentHelp("Memory limit, such as 512m or 2g (default 1g).", valueName: "SIZE"))
+    var memory: String?
+
+    @Option(help: ArgumentHelp("CPU cores, such as 0.5 or 2 (default 1).", valueName: "N"))
+    var cpus: String?
+
+    @Option(help: ArgumentHelp("Most processes at once (default 256).", valueName: "N"))
+    var pids: String?
+
+    @Option(help: ArgumentHelp("Remove the sandbox this long after creation, such as 30m or 2h.", valueName: "DURATION"))
+    var ttl: String?
+
+    @Option(name: .customLong("label"), help: ArgumentHelp("A label to record, KEY=VALUE (repeatable).", valueName: "K=V"))
+    var labels: [String] = []
+
+    @Option(name: .customLong("env"), help: ArgumentHelp("Environment for every command, KEY=VALUE (repeatable; no secrets).", valueName: "K=V"))
+    var environment: [String] = []
+
+    /// The request these flags describe; every value is checked here, before the engine is asked.
+    func request() throws -> ProvisionRequest {
+        var request = ProvisionRequest(image: image ?? ProvisionRequest.defaultImage)
+        if let runtime { request.runtime = try SandboxRuntime(parsing: runtime) }
+        if let memory { request.resources.memory = try ByteSize(parsing: memory) }
+        if let cpus {
+            guard let value = Double(cpus), value.isFinite, value > 0 else {
+                throw CorralError.invalidArgument("invalid --cpus '\(cpus)': expected a positive number", hint: "use a value such as 0.5 or 2")
+            }
+            request.resources.cpus = value
+        }
+        if let pids {
+            guard let value = Int(pids), value > 0 else {
+                throw CorralError.invalidArgument("invalid --pids '\(pids)': expected a positive whole number", hint: "use a value such as 256")
+            }
+            request.resources.pids = value
+        }
+        if let ttl {
+            let duration = try Duration(parsing: ttl)
+            guard duration > .zero else { throw CorralError.invalidArgument("invalid --ttl '\(ttl)': it must be longer than 0") }
+            request.ttl = duration
+        }
+        request.labels = try parsePairs(labels, what: "label")
+        request.env = try parsePairs(environment, what: "environment variable")
+        return request
+    }
+}

@@ -1,0 +1,33 @@
+import ArgumentParser
+import CorralCore
+import CorralSandbox
+import Foundation
+
+struct SandboxList: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "ls", abstract: "List sandboxes.")
+
+    @OptionGroup var global: GlobalOptions
+
+    @Flag(help: "Print JSON.")
+    var json = false
+
+    func run() async throws {
+        let provisioner = try CommandContext(global).provisioner()
+        let sandboxes = try await provisioner.list(tenant: .local)
+        if json {
+            try CLIOutput.printJSON(sandboxes)
+            return
+        }
+        var rows = [["ID", "IMAGE", "RUNTIME", "STATE", "AGE", "EXPIRES IN", "LABELS"]]
+        let now = Date()
+        for info in sandboxes {
+            rows.append([
+                info.id.rawValue, info.image, info.runtime, info.state,
+                info.created.map { CLIOutput.age(now.timeIntervalSince($0)) } ?? "-",
+                info.expires.map { CLIOutput.age($0.timeIntervalSince(now)) } ?? "-",
+                info.labels.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ","),
+            ])
+        }
+        CLIOutput.printTable(rows)
+    }
+}
