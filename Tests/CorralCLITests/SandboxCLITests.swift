@@ -3,11 +3,6 @@ import Foundation
 import TestSupport
 import Testing
 
-extension Trait where Self == ConditionTrait {
-    static var engine: ConditionTrait {
-        .enabled(if: TestEnvironment.shouldRunEngineTests, Comment(rawValue: TestEnvironment.engineSkipReason))
-    }
-}
 
 /// A state directory of the test's own, so that its sandboxes are its own.
 struct CLIHarness {
