@@ -9,7 +9,7 @@ extension ProvisionRequest {
     /// engine's default seccomp profile; a read-only root with a writable /workspace volume,
     /// a /tmp tmpfs and a tmpfs HOME; memory equal to memory+swap; a pids limit; nofile,
     /// fsize and core limits; no logging driver; runs as 1000:1000 under corral-init as PID 1.
-    func containerSpec(
+    public func containerSpec(
         sandbox: SandboxID, environment: SandboxEnvironment, created: Date, extraLabels: [String: String] = [:]
     ) -> ContainerCreateRequest {
         var spec = ContainerCreateRequest(image: image)

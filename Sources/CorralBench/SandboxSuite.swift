@@ -1,0 +1,191 @@
+import CorralCore
+import CorralSandbox
+import CurlHTTP
+import DockerEngine
+import Foundation
+
+/// Suite `sandbox`: cold provision and first exec, and the exec round trip of `true`, for
+/// corral, raw engine API calls (the same requests, by hand) and the docker CLI.
+struct SandboxSuite: BenchSuite {
+    static let name = "sandbox"
+    static let summary = "cold provision + first exec, and exec round trip; corral vs raw engine API vs docker CLI"
+
+    func run(_ context: BenchContext) async throws -> SuiteReport {
+        let engine = try DockerEngineClient(parsing: context.engineEndpoint)
+        defer { engine.shutdown() }
+        let environment = SandboxEnvironment(initBinary: try SandboxEnvironment.locateInit())
+        let provisioner = Provisioner(engine: engine, configuration: .init(environment: environment))
+        let raw = try RawEngine(endpoint: context.engineEndpoint, version: try await engine.apiVersion().description)
+        defer { raw.http.shutdown() }
+        let docker = DockerCLI(endpoint: context.engineEndpoint)
+        var request = ProvisionRequest(image: context.image)
+        request.labels["bench"] = "sandbox"
+        request.ttl = .seconds(1800)
+        let runs = context.quick ? min(context.runs, 5) : context.runs
+
+        var corralCold = Samples(), corralFirst = Samples(), rawCold = Samples(), rawFirst = Samples()
+        var cliCold = Samples(), cliFirst = Samples()
+        // Interleave subjects so drift on a shared machine hits all of them alike.
+        for _ in 0..<runs {
+            let (sandbox, cold) = try await measureMilliseconds { try await provisioner.provision(request) }
+            let (_, first) = try await measureMilliseconds { try await sandbox.run(SandboxCommand(["true"])) }
+            corralCold.append(cold)
+            corralFirst.append(first)
+            try await sandbox.remove()
+
+            let id = SandboxID.random()
+            let spec = request.containerSpec(sandbox: id, environment: environment, created: Date())
+            let (container, rawCreate) = try await measureMilliseconds { try await raw.createAndStart(spec) }
+            let (_, rawExec) = try await measureMilliseconds { try await raw.exec(container, ["true"]) }
+            rawCold.append(rawCreate)
+            rawFirst.append(rawExec)
+            _ = try await engine.removeContainer(container)
+
+            let (cliContainer, cliRun) = try await measureMilliseconds {
+                try docker.run(image: context.image, initBinary: environment.initBinary, request: request)
+            }
+            let (_, cliExec) = try await measureMilliseconds { try docker.exec(cliContainer, ["true"]) }
+            cliCold.append(cliRun)
+            cliFirst.append(cliExec)
+            _ = try await engine.removeContainer(cliContainer)
+        }
+
+        // Exec round trips, in one long-lived sandbox per subject.
+        let execRuns = context.quick ? 10 : max(runs, 50)
+        var corralExec = Samples(), rawExecs = Samples(), cliExecs = Samples()
+        let sandbox = try await provisioner.provision(request)
+        let spec = request.containerSpec(sandbox: SandboxID.random(), environment: environment, created: Date())
+        let rawContainer = try await raw.createAndStart(spec)
+        let cliContainer = try docker.run(image: context.image, initBinary: environment.initBinary, request: request)
+        for _ in 0..<execRuns {
+            corralExec.append(try await measureMilliseconds { try await sandbox.run(SandboxCommand(["true"])) }.1)
+            rawExecs.append(try await measureMilliseconds { try await raw.exec(rawContainer, ["true"]) }.1)
+            cliExecs.append(try await measureMilliseconds { try docker.exec(cliContainer, ["true"]) }.1)
+        }
+        try await sandbox.remove()
+        _ = try await engine.removeContainer(rawContainer)
+        _ = try await engine.removeContainer(cliContainer)
+
+        func ratio(_ a: Samples, _ b: Samples) -> Double { a.median / b.median }
+        let coldRatio = ratio(corralCold, rawCold)
+        let execRatio = ratio(corralExec, rawExecs)
+        return SuiteReport(
+            suite: Self.name,
+            comparisons: [
+                Comparison(
+                    metric: "cold provision (create+start)",
+                    measurements: [
+                        Measurement(subject: "corral", unit: "ms", samples: corralCold),
+                        Measurement(subject: "raw-api", unit: "ms", samples: rawCold),
+                        Measurement(subject: "docker-cli run -d", unit: "ms", samples: cliCold),
+                    ],
+                    targets: [TargetCheck(target: "corral p50 within 1.15x of raw API", observed: String(format: "%.2fx", coldRatio), met: coldRatio <= 1.15)]),
+                Comparison(
+                    metric: "first exec after provision",
+                    measurements: [
+                        Measurement(subject: "corral", unit: "ms", samples: corralFirst),
+                        Measurement(subject: "raw-api", unit: "ms", samples: rawFirst),
+                        Measurement(subject: "docker-cli exec", unit: "ms", samples: cliFirst),
+                    ]),
+                Comparison(
+                    metric: "exec round trip of true",
+                    measurements: [
+                        Measurement(subject: "corral", unit: "ms", samples: corralExec),
+                        Measurement(subject: "raw-api", unit: "ms", samples: rawExecs),
+                        Measurement(subject: "docker-cli exec", unit: "ms", samples: cliExecs),
+                    ],
+                    targets: [
+                        TargetCheck(target: "corral p50 within 1.15x of raw API", observed: String(format: "%.2fx", execRatio), met: execRatio <= 1.15),
+                        TargetCheck(
+                            target: "corral faster than the docker CLI at p50",
+                            observed: String(format: "%.1f vs %.1f ms", corralExec.median, cliExecs.median),
+                            met: corralExec.median < cliExecs.median),
+                    ]),
+            ],
+            notes: [
+                "raw-api sends the same create body corral does, over libcurl, with no wrapper; its exec runs `true` directly, while corral's runs it under corral-init's exec wrapper (process-group timeout)",
+                "docker-cli uses the same hardened flags; each call pays the CLI's own start-up",
+            ])
+    }
+}
+
+/// The engine API driven by hand, as a careful user of curl would.
+struct RawEngine {
+    let http: CurlHTTPClient
+    let prefix: String
+
+    init(endpoint: String, version: String) throws {
+        http = try CurlHTTPClient(endpoint: HTTPEndpoint(parsing: endpoint))
+        prefix = "/v\(version)"
+    }
+
+    func createAndStart(_ spec: ContainerCreateRequest) async throws -> String {
+        let body = try JSONEncoder().encode(spec)
+        let created = try await http.execute(
+            HTTPRequest(.post, "\(prefix)/containers/create", headers: ["Content-Type": "application/json"], body: .bytes(Array(body))))
+        guard created.status == 201, let id = try JSONDecoder().decode(JSONValue.self, from: Data(created.body))["Id"]?.stringValue else {
+            throw CorralError(.engine, "raw create failed: \(created.bodyText)")
+        }
+        let started = try await http.execute(HTTPRequest(.post, "\(prefix)/containers/\(id)/start"))
+        guard started.status == 204 else { throw CorralError(.engine, "raw start failed: \(started.bodyText)") }
+        return id
+    }
+
+    func exec(_ container: String, _ command: [String]) async throws {
+        let body = try JSONEncoder().encode(["Cmd": JSONValue.array(command.map { .string($0) }), "AttachStdout": true, "AttachStderr": true, "User": "1000:1000"])
+        let created = try await http.execute(
+            HTTPRequest(.post, "\(prefix)/containers/\(container)/exec", headers: ["Content-Type": "application/json"], body: .bytes(Array(body))))
+        guard let id = try JSONDecoder().decode(JSONValue.self, from: Data(created.body))["Id"]?.stringValue else {
+            throw CorralError(.engine, "raw exec create failed: \(created.bodyText)")
+        }
+        _ = try await http.execute(
+            HTTPRequest(
+                .post, "\(prefix)/exec/\(id)/start", headers: ["Content-Type": "application/json"],
+                body: .bytes(Array(#"{"Detach":false,"Tty":false}"#.utf8)), forbidReuse: true))
+        while true {
+            let inspect = try await http.execute(HTTPRequest(.get, "\(prefix)/exec/\(id)/json"))
+            if try JSONDecoder().decode(JSONValue.self, from: Data(inspect.body))["ExitCode"]?.intValue != nil { return }
+        }
+    }
+}
+
+/// The docker command line, with the same hardened flags corral uses.
+struct DockerCLI {
+    let endpoint: String
+
+    func run(image: String, initBinary: String, request: ProvisionRequest) throws -> String {
+        let arguments = [
+            "run", "-d", "--network", "none", "--cap-drop", "ALL", "--security-opt", "no-new-privileges", "--read-only",
+            "--user", "1000:1000", "--workdir", "/workspace", "--tmpfs", "/tmp:rw,nosuid,nodev,mode=1777",
+            "--mount", "type=volume,dst=/workspace", "--mount", "type=bind,src=\(initBinary),dst=/.corral/init,readonly",
+            "--pids-limit", "\(request.resources.pids)", "--memory", "\(request.resources.memory.bytes)",
+            "--memory-swap", "\(request.resources.memory.bytes)", "--cpus", "\(request.resources.cpus)",
+            "--log-driver", "none", "--label", "corral.managed=1", "--label", "corral.bench=docker-cli",
+            "--entrypoint", "/.corral/init", image,
+        ]
+        return try invoke(arguments).trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    func exec(_ container: String, _ command: [String]) throws {
+        _ = try invoke(["exec", "--user", "1000:1000", container] + command)
+    }
+
+    private func invoke(_ arguments: [String]) throws -> String {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = ["docker"] + arguments
+        var environment = ProcessInfo.processInfo.environment
+        environment["DOCKER_HOST"] = endpoint
+        process.environment = environment
+        let output = Pipe()
+        process.standardOutput = output
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        let data = output.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        guard process.terminationStatus == 0 else {
+            throw CorralError(.engine, "docker \(arguments.prefix(2).joined(separator: " ")) failed with status \(process.terminationStatus)")
+        }
+        return String(decoding: data, as: UTF8.self)
+    }
+}
