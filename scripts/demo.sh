@@ -1,19 +1,61 @@
 #!/usr/bin/env bash
-# scripts/demo.sh: what `make run` shows once the machine is prepared.
+# scripts/demo.sh: what `make run` shows once the machine is prepared (packages, engine,
+# image, build). It provisions one hardened sandbox, drives it through the same two tools an
+# agent gets (bash and the text editor), shows that the hardening holds, and removes it.
 #
-# Placeholder until the sandbox layer and the CLI land: it prints the steps the demo will
-# take and exits 0, so that `make run` can already be used to prepare a machine.
+# State (the per-sandbox gateway directories) goes to ./var unless CORRAL_STATE_DIR says
+# otherwise.
 set -euo pipefail
 
-cat <<'TEXT'
-corral demo (placeholder: the sandbox commands are not written yet)
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+corral=${CORRAL_BIN:-.build/debug/corral}
+export CORRAL_STATE_DIR=${CORRAL_STATE_DIR:-$PWD/var}
 
-The machine is prepared: packages, engine, corral/base:bookworm, and the build. Once the
-CLI exists, this demo will:
-  1. corral doctor                          engine, API version, runtimes, base image
-  2. corral sandbox create --json           a hardened sandbox from corral/base:bookworm
-  3. corral tool ID bash '{"command":"uname -a; id; ls -la /workspace"}'
-  4. corral tool ID str_replace_based_edit_tool '{"command":"create","path":"/workspace/hello.py",...}'
-  5. corral tool ID bash '{"command":"python3 /workspace/hello.py"}'
-  6. corral sandbox rm ID                   and show that nothing is left behind
-TEXT
+step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+# tool NAME JSON: show the call, then what execute(name, input) returned. An error output is
+# part of the demo (the read-only root), so a non-zero status does not stop it.
+tool() {
+    printf '$ corral tool %s %s %s\n' "$id" "$1" "$2"
+    "$corral" tool "$id" "$1" "$2" | sed 's/^/  /' || printf '  (the tool reported an error, as expected)\n'
+}
+
+step "corral doctor"
+"$corral" doctor
+
+step "corral sandbox create --json"
+created=$("$corral" sandbox create --ttl 15m --label demo=make-run --json)
+echo "$created"
+id=$(printf '%s' "$created" | sed -n 's/.*"id" : "\([^"]*\)".*/\1/p')
+[ -n "$id" ] || { echo "demo: could not read the sandbox id" >&2; exit 1; }
+trap '"$corral" sandbox rm "$id" >/dev/null 2>&1 || true' EXIT
+
+step "who and where: uid 1000, no capabilities, loopback only"
+tool bash '{"command":"id; grep -E \"^(CapEff|NoNewPrivs)\" /proc/self/status; python3 -c \"import socket; print([n for _, n in socket.if_nameindex()])\""}'
+
+step "the editor tool writes a file; bash runs it"
+tool str_replace_based_edit_tool '{"command":"create","path":"/workspace/hello.py","file_text":"import sys\nprint(\"hello from a corral sandbox on\", sys.platform)\n"}'
+tool bash '{"command":"python3 hello.py"}'
+tool str_replace_based_edit_tool '{"command":"str_replace","path":"/workspace/hello.py","old_str":"hello from","new_str":"edited in"}'
+tool bash '{"command":"python3 hello.py"}'
+tool str_replace_based_edit_tool '{"command":"view","path":"/workspace/hello.py"}'
+
+step "limits hold: a read-only root, a timeout that kills, capped output"
+tool bash '{"command":"touch /usr/bin/evil"}'
+tool bash '{"command":"sleep 30 & sleep 30","timeout":1}'
+printf '$ corral tool %s bash {"command":"seq 1 1000000"}   (6.9 MB of output; first, marker and last lines shown)\n' "$id"
+"$corral" tool "$id" bash '{"command":"seq 1 1000000"}' | sed -n '1p; /corral:/p; $p' | sed 's/^/  /'
+
+step "corral exec streams and passes the exit status through"
+set +e
+"$corral" exec "$id" -- bash -c 'for i in 1 2 3; do echo "line $i"; done; exit 3'
+echo "exit status: $?"
+set -e
+
+step "corral sandbox rm $id"
+"$corral" sandbox rm "$id"
+trap - EXIT
+if "$corral" sandbox ls | grep -q "$id"; then
+    echo "demo: the sandbox is still listed" >&2
+    exit 1
+fi
+echo "removed; nothing left behind"
