@@ -169,6 +169,21 @@ struct ExecTests {
         }
     }
 
+    @Test("corral-init, as PID 1, reaps orphans: no zombies pile up")
+    func reapsOrphans() async throws {
+        let fixture = try EngineFixture()
+        try await fixture.withSandbox { sandbox in
+            // Each call leaves a child that its parent abandons; it is reparented to PID 1.
+            for _ in 0..<5 {
+                _ = try await fixture.bash(sandbox, "python3 -c 'import os; os.fork() or os._exit(0); os._exit(0)'")
+            }
+            let zombies = try await fixture.bash(sandbox, "ps -eo stat= | grep -c '^Z' || true")
+            #expect(zombies.text == "0\n")
+            let pid1 = try await fixture.bash(sandbox, "ps -o comm= -p 1")
+            #expect(pid1.text == "init\n")
+        }
+    }
+
     @Test("a sandbox removed behind corral's back gives a clear tool error")
     func vanished() async throws {
         let fixture = try EngineFixture()
