@@ -2,7 +2,16 @@ import CorralCore
 import DockerEngine
 import Foundation
 
-extension ProvisionRequest {
+/// What a container is made of: the facts fixed at creation, shared by every sandbox of one
+/// template (or of one cold request). Per-session settings are not here: they are bound later,
+/// in the sandbox's record.
+struct ContainerShape: Sendable, Hashable {
+    var image: String
+    var runtime: SandboxRuntime
+    var resources: SandboxResources
+    /// Environment baked into the container (a template's env; no secrets).
+    var env: [String: String]
+
     /// The engine's create request for this sandbox: the hardened default.
     ///
     /// No network but loopback; every capability dropped; no-new-privileges with the
@@ -10,7 +19,8 @@ extension ProvisionRequest {
     /// a /tmp tmpfs and a tmpfs HOME; memory equal to memory+swap; a pids limit; nofile,
     /// fsize and core limits; no logging driver; runs as 1000:1000 under corral-init as PID 1.
     func containerSpec(
-        sandbox: SandboxID, environment: SandboxEnvironment, created: Date, extraLabels: [String: String] = [:]
+        sandbox: SandboxID, environment: SandboxEnvironment, created: Date, instance: String,
+        extraLabels: [String: String] = [:]
     ) -> ContainerCreateRequest {
         var spec = ContainerCreateRequest(image: image)
         spec.entrypoint = [SandboxEnvironment.initPath]
@@ -41,15 +51,10 @@ extension ProvisionRequest {
         var labels: [String: String] = [
             SandboxLabels.managed: "1",
             SandboxLabels.sandbox: sandbox.rawValue,
-            SandboxLabels.tenant: tenant.rawValue,
+            SandboxLabels.instance: instance,
             SandboxLabels.created: String(Int64(created.timeIntervalSince1970)),
             SandboxLabels.runtime: runtime.rawValue,
         ]
-        if let ttl {
-            labels[SandboxLabels.expires] = String(Int64(created.timeIntervalSince1970) + ttl.wholeSecondsRoundedUp)
-        }
-        if let session { labels[SandboxLabels.session] = session.rawValue }
-        for (key, value) in self.labels { labels[SandboxLabels.userPrefix + key] = value }
         labels.merge(extraLabels) { _, new in new }
         spec.labels = labels
 
