@@ -96,6 +96,7 @@ public final class ManualClock: Clock, Sendable {
 
 public struct TimeoutError: Error, CustomStringConvertible {
     public var what: String
+    public init(what: String) { self.what = what }
     public var description: String { "timed out waiting for \(what)" }
 }
 
