@@ -37,6 +37,7 @@ public final class Provisioner: Sendable {
     /// Pools running in this process, by template: `provision` asks them before the engine.
     private let pools = Mutex<[TemplateName: WarmPool]>([:])
     private let cachedInstance = Mutex<String?>(nil)
+    private let recordStore: SandboxRecordStore
 
     public init(
         engine: DockerEngineClient, configuration: Configuration, metrics: ProvisionMetrics = ProvisionMetrics(),
@@ -46,6 +47,12 @@ public final class Provisioner: Sendable {
         self.configuration = configuration
         self.metrics = metrics
         self.logger = logger ?? Logger(label: "corral.sandbox")
+        // Without a state directory the provisioner is an instance of its own, for this process
+        // only: its records live in a temporary directory and no other process sees them.
+        self.recordStore = SandboxRecordStore(
+            directory: configuration.environment.sandboxesDirectory
+                ?? FileManager.default.temporaryDirectory.appendingPathComponent(
+                    "corral-ephemeral-\(getpid())-\(SandboxID.random().rawValue.dropFirst(3))/sandboxes", isDirectory: true))
     }
 
     /// The tools every sandbox offers.
@@ -53,15 +60,8 @@ public final class Provisioner: Sendable {
         [BashTool(configuration: configuration.tools), TextEditorTool(configuration: configuration.tools)]
     }
 
-    /// Where records live: `$STATE/sandboxes`.
-    public func records() throws -> SandboxRecordStore {
-        guard let directory = configuration.environment.sandboxesDirectory else {
-            throw CorralError(
-                .invalidArgument, "no sandboxes directory is set, so sandbox records cannot be kept",
-                hint: "set SandboxEnvironment.sandboxesDirectory (the command line uses $STATE/sandboxes)")
-        }
-        return SandboxRecordStore(directory: directory)
-    }
+    /// Where records live: `$STATE/sandboxes` (see `SandboxEnvironment.sandboxesDirectory`).
+    public func records() throws -> SandboxRecordStore { recordStore }
 
     /// This state directory's instance id; every container made here carries it as a label.
     public func instanceID() throws -> String {
@@ -364,7 +364,7 @@ public final class Provisioner: Sendable {
     public func handle(_ id: SandboxID, tenant: TenantID = .local, provisioning: ProvisionReport? = nil) -> Sandbox {
         Sandbox(
             id: id, tenant: tenant, engine: engine, environment: configuration.environment,
-            records: configuration.environment.sandboxesDirectory.map(SandboxRecordStore.init(directory:)), tools: tools,
+            records: recordStore, tools: tools,
             configuration: configuration.tools, provisioning: provisioning, logger: logger)
     }
 

@@ -62,6 +62,7 @@ public actor SandboxReaper {
         // Directories first: a record made after the listing belongs to a container the
         // listing may not show yet.
         let directories = store.ids()
+        let listedAt = Date()
         let containers = try await provisioner.engine.listContainers(
             all: true, labels: ["\(SandboxLabels.managed)=1", "\(SandboxLabels.instance)=\(instance)"])
         let now = configuration.timer.now()
@@ -87,7 +88,10 @@ public actor SandboxReaper {
         // period may belong to a sandbox being made right now.
         for id in directories where !present.contains(id) {
             let made = store.directoryDate(id) ?? .distantPast
-            guard now.timeIntervalSince(made) > grace || (try? store.read(id)) != nil else { continue }
+            // A record is written only once its container exists: one bound before the listing
+            // whose container the listing lacks is stale for sure.
+            let bound = (try? store.read(id))?.bound
+            guard now.timeIntervalSince(made) > grace || bound.map({ $0 < listedAt }) == true else { continue }
             store.remove(id)
             sweep.removed[id] = "stale-record"
         }

@@ -77,7 +77,8 @@ struct WarmPoolTests {
                 let old = try await fixture.idleMembers(original)
                 // max_age: an hour on the pool's clock, then one pass.
                 try await fixture.clock.waitForSleepers()
-                fixture.clock.advance(by: .seconds(3601))
+                // An hour past the newest member's birth (the clock started before the members).
+                fixture.clock.advance(by: .seconds(3600 + 300))
                 try await fixture.wait(pool, "members replaced for age") { $0.passes >= 2 && $0.idle == 2 }
                 let aged = try await fixture.idleMembers(original)
                 #expect(aged.isDisjoint(with: old), "members older than max_age are replaced")
