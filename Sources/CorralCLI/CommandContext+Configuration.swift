@@ -9,7 +9,8 @@ extension CommandContext {
     /// corral.toml as `--config`, `CORRAL_CONFIG` or `$STATE/corral.toml` gives it; nil when
     /// none is named and the default is absent.
     func configuration(explicit: String?) throws -> CorralConfiguration? {
-        try ConfigurationDiscovery.load(explicit: explicit, environment: global.environment, stateDirectory: try stateDirectory())
+        try ConfigurationDiscovery.load(
+            explicit: explicit, environment: global.environment, stateDirectory: try stateDirectory())
     }
 
     /// The engine: `--engine`, else `CORRAL_ENGINE`, else the configuration's `[engine]`, else
@@ -21,7 +22,8 @@ extension CommandContext {
         let tls =
             self.tls
             ?? ((settings.tlsCA ?? settings.tlsCert ?? settings.tlsKey) == nil
-                ? nil : TLSConfiguration(caFile: settings.tlsCA, certificateFile: settings.tlsCert, keyFile: settings.tlsKey))
+                ? nil
+                : TLSConfiguration(caFile: settings.tlsCA, certificateFile: settings.tlsCert, keyFile: settings.tlsKey))
         return try DockerEngineClient(parsing: endpoint, tls: tls, logger: logger)
     }
 

@@ -70,12 +70,14 @@ struct ContainerShape: Sendable, Hashable {
         ]
         host.mounts = [
             HostConfig.Mount(type: "volume", target: environment.workspace),
-            HostConfig.Mount(type: "bind", source: environment.initBinary, target: SandboxEnvironment.initPath, readOnly: true),
+            HostConfig.Mount(
+                type: "bind", source: environment.initBinary, target: SandboxEnvironment.initPath, readOnly: true),
         ]
         if let gatewayHostDirectory {
             host.mounts?.append(
                 HostConfig.Mount(
-                    type: "bind", source: gatewayHostDirectory.path, target: SandboxEnvironment.gatewayDirectory, readOnly: true))
+                    type: "bind", source: gatewayHostDirectory.path, target: SandboxEnvironment.gatewayDirectory,
+                    readOnly: true))
         }
         host.pidsLimit = Int64(resources.pids)
         host.memory = resources.memory.bytes

@@ -70,7 +70,8 @@ public final class ProvisionMetrics: Sendable {
 
     func memberRetired(template: TemplateName, reason: String) {
         Counter(
-            label: "corral_pool_members_retired_total", dimensions: [("template", template.rawValue), ("reason", reason)]
+            label: "corral_pool_members_retired_total",
+            dimensions: [("template", template.rawValue), ("reason", reason)]
         ).increment()
         state.withLock { $0.membersRetired += 1 }
     }

@@ -50,7 +50,8 @@ extension Provisioner {
             if summary.state != "running", state != .claimed { state = .dead }
             return PoolMemberInfo(
                 id: kind.sandboxID, template: pool, state: state, tenant: tenant, containerState: summary.state,
-                created: Provisioner.createdDate(summary.labels), templateHash: summary.labels[SandboxLabels.templateHash])
+                created: Provisioner.createdDate(summary.labels),
+                templateHash: summary.labels[SandboxLabels.templateHash])
         }
         .sorted { ($0.template, $0.created ?? .distantPast, $0.id) < ($1.template, $1.created ?? .distantPast, $1.id) }
     }
@@ -62,7 +63,8 @@ extension Provisioner {
     public func drainPools(template: TemplateName? = nil) async throws -> [SandboxID] {
         let store = try records()
         var removed: [SandboxID] = []
-        for member in try await poolMembers(template: template) where member.state != .claimed && member.state != .claiming {
+        for member in try await poolMembers(template: template)
+        where member.state != .claimed && member.state != .claiming {
             let name: String
             if member.state == .preparing {
                 name = SandboxLabels.preparingName(template: member.template, sandbox: member.id)

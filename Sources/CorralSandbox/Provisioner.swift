@@ -52,7 +52,8 @@ public final class Provisioner: Sendable {
         self.recordStore = SandboxRecordStore(
             directory: configuration.environment.sandboxesDirectory
                 ?? FileManager.default.temporaryDirectory.appendingPathComponent(
-                    "corral-ephemeral-\(getpid())-\(SandboxID.random().rawValue.dropFirst(3))/sandboxes", isDirectory: true))
+                    "corral-ephemeral-\(getpid())-\(SandboxID.random().rawValue.dropFirst(3))/sandboxes",
+                    isDirectory: true))
     }
 
     /// The tools every sandbox offers.
@@ -81,7 +82,8 @@ public final class Provisioner: Sendable {
         let clock = ContinuousClock()
         let started = clock.now
         guard let name = request.template else {
-            let shape = ContainerShape(image: request.image, runtime: request.runtime, resources: request.resources, env: [:])
+            let shape = ContainerShape(
+                image: request.image, runtime: request.runtime, resources: request.resources, env: [:])
             return try await provisionCold(shape: shape, template: nil, request: request, started: started)
         }
         guard let template = configuration.template(named: name) else {
@@ -153,10 +155,13 @@ public final class Provisioner: Sendable {
                 "\(SandboxLabels.pool)=\(template.name)", "\(SandboxLabels.templateHash)=\(fingerprint)",
             ])
         var candidates: [Claim] = members.compactMap { summary in
-            guard case .member(let name, let id) = SandboxLabels.classify(containerName: summary.name), name == template.name,
+            guard case .member(let name, let id) = SandboxLabels.classify(containerName: summary.name),
+                name == template.name,
                 summary.state == "running"
             else { return nil }
-            return Claim(id: id, created: Self.createdDate(summary.labels) ?? Date(timeIntervalSince1970: TimeInterval(summary.created)))
+            return Claim(
+                id: id,
+                created: Self.createdDate(summary.labels) ?? Date(timeIntervalSince1970: TimeInterval(summary.created)))
         }
         // Claimers in other processes start at different members.
         candidates.shuffle()
@@ -196,7 +201,8 @@ public final class Provisioner: Sendable {
     /// Binds the per-session settings into the record and returns the handle. When the record
     /// cannot be written the sandbox is removed: it would otherwise be an orphan.
     private func bind(
-        _ id: SandboxID, template: SandboxTemplate?, path: ProvisionReport.Path, created: Date, request: ProvisionRequest
+        _ id: SandboxID, template: SandboxTemplate?, path: ProvisionReport.Path, created: Date,
+        request: ProvisionRequest
     ) async throws {
         let now = Date()
         let ttl = request.ttl ?? template?.ttl
@@ -258,7 +264,8 @@ public final class Provisioner: Sendable {
         _ = try await makeContainer(
             id: id, name: preparing, shape: template.shape, setup: template, labels: labels, created: Date())
         do {
-            try await engine.renameContainer(preparing, to: SandboxLabels.memberName(template: template.name, sandbox: id))
+            try await engine.renameContainer(
+                preparing, to: SandboxLabels.memberName(template: template.name, sandbox: id))
         } catch {
             await discard(preparing, id: id)
             throw error
@@ -281,7 +288,9 @@ public final class Provisioner: Sendable {
             _ = try await engine.createContainer(name: name, spec)
         } catch {
             configuration.environment.removeHostDirectory(for: id)
-            if let error = error as? DockerEngineError { throw explainCreateFailure(error, shape: shape, template: template) }
+            if let error = error as? DockerEngineError {
+                throw explainCreateFailure(error, shape: shape, template: template)
+            }
             throw error
         }
         let createdAt = clock.now
@@ -314,7 +323,8 @@ public final class Provisioner: Sendable {
 
     private func runSetup(_ template: SandboxTemplate, container: String, sandbox: SandboxID) async throws {
         let transport = EngineExecTransport(
-            engine: engine, container: container, sandbox: sandbox, environment: configuration.environment, records: nil)
+            engine: engine, container: container, sandbox: sandbox, environment: configuration.environment, records: nil
+        )
         for (index, command) in template.setup.enumerated() {
             var stderr = OutputCapture(limit: 2048)
             let status = try await transport.run(
@@ -418,7 +428,8 @@ public final class Provisioner: Sendable {
         }
         if message.contains("runtime") {
             return CorralError(
-                .invalidArgument, "\(prefix)runtime '\(shape.runtime)' is not registered with the engine: \(error.message)",
+                .invalidArgument,
+                "\(prefix)runtime '\(shape.runtime)' is not registered with the engine: \(error.message)",
                 hint: "register it in the engine's daemon.json (see docs/engine.md), or use --runtime runc")
         }
         if message.contains("memory") || message.contains("cpu") || message.contains("pids") {

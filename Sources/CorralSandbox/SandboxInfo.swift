@@ -35,12 +35,14 @@ public struct SandboxInfo: Sendable, Codable, Hashable {
     init?(inspect: ContainerInspect, record: SandboxRecord?, lastActivity: Date?) {
         guard let (tenant, id) = SandboxLabels.parse(containerName: inspect.name) else { return nil }
         self.init(
-            id: id, tenant: tenant, containerID: inspect.id, image: inspect.config.image ?? "", state: inspect.state.status,
+            id: id, tenant: tenant, containerID: inspect.id, image: inspect.config.image ?? "",
+            state: inspect.state.status,
             labels: inspect.config.labels ?? [:], record: record, lastActivity: lastActivity)
     }
 
     init(
-        id: SandboxID, tenant: TenantID, containerID: String, image: String, state: String, labels engineLabels: [String: String],
+        id: SandboxID, tenant: TenantID, containerID: String, image: String, state: String,
+        labels engineLabels: [String: String],
         record: SandboxRecord?, lastActivity: Date?
     ) {
         self.id = id

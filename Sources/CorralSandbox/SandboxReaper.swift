@@ -74,7 +74,8 @@ public actor SandboxReaper {
             present.insert(kind.sandboxID)
             switch kind {
             case .sandbox(_, let id):
-                guard let reason = try reason(toRemove: id, summary: summary, store: store, now: now, grace: grace) else {
+                guard let reason = try reason(toRemove: id, summary: summary, store: store, now: now, grace: grace)
+                else {
                     continue
                 }
                 await remove(id, container: summary.id, reason: reason, into: &sweep)
@@ -115,7 +116,8 @@ public actor SandboxReaper {
                 return owner ? nil : "orphan"
             }
             let since =
-                store.claimDate(id) ?? store.directoryDate(id) ?? Provisioner.createdDate(summary.labels) ?? .distantPast
+                store.claimDate(id) ?? store.directoryDate(id) ?? Provisioner.createdDate(summary.labels)
+                ?? .distantPast
             return now.timeIntervalSince(since) > grace ? "orphan" : nil
         }
         if let expires = record.expires, expires <= now { return "expired" }

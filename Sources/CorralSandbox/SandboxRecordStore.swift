@@ -2,7 +2,7 @@ import CorralCore
 import Foundation
 
 #if canImport(Glibc)
-    import Glibc
+import Glibc
 #endif
 
 /// The host-side directory of sandboxes: `<directory>/<id>/` holds `record.json`, the claim
@@ -54,9 +54,11 @@ public struct SandboxRecordStore: Sendable, Hashable {
         if link(temporary, file) != 0, errno != EEXIST {
             throw CorralError(.io, "cannot write \(file): \(String(cString: strerror(errno)))")
         }
-        let stored = (try? String(contentsOfFile: file, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines)
+        let stored = (try? String(contentsOfFile: file, encoding: .utf8))?.trimmingCharacters(
+            in: .whitespacesAndNewlines)
         guard let stored, SandboxID(stored) != nil else {
-            throw CorralError(.corrupted, "\(file) does not hold an instance id", hint: "remove it; corral makes a new one")
+            throw CorralError(
+                .corrupted, "\(file) does not hold an instance id", hint: "remove it; corral makes a new one")
         }
         return stored
     }
@@ -82,7 +84,8 @@ public struct SandboxRecordStore: Sendable, Hashable {
         guard rename(temporary, final) == 0 else {
             let reason = String(cString: strerror(errno))
             unlink(temporary)
-            throw CorralError(.io, "cannot write \(final): \(reason)", hint: "check the state directory's disk and permissions")
+            throw CorralError(
+                .io, "cannot write \(final): \(reason)", hint: "check the state directory's disk and permissions")
         }
         try syncDirectory(sandboxDirectory.path)
     }
@@ -200,7 +203,8 @@ public struct SandboxRecordStore: Sendable, Hashable {
         }
         if let failure {
             unlink(path)
-            throw CorralError(.io, "cannot write \(path): \(String(cString: strerror(failure)))", hint: "check free disk space")
+            throw CorralError(
+                .io, "cannot write \(path): \(String(cString: strerror(failure)))", hint: "check free disk space")
         }
         if sync, fsync(fd) != 0 {
             let reason = String(cString: strerror(errno))

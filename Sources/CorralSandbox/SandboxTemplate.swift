@@ -75,7 +75,9 @@ public struct SandboxTemplate: Sendable, Hashable {
         guard pool.refillConcurrency >= 1 else {
             throw CorralError.invalidArgument("template '\(name)': pool refill_concurrency must be at least 1")
         }
-        for (what, value) in [("ttl", ttl), ("idle_ttl", idleTTL), ("max_age", pool.maxAge), ("setup_timeout", setupTimeout)] {
+        for (what, value) in [
+            ("ttl", ttl), ("idle_ttl", idleTTL), ("max_age", pool.maxAge), ("setup_timeout", setupTimeout),
+        ] {
             if let value, value <= .zero {
                 throw CorralError.invalidArgument("template '\(name)': \(what) must be longer than 0")
             }
@@ -92,7 +94,9 @@ public struct SandboxTemplate: Sendable, Hashable {
         var text = "spec=\(Self.specVersion)\nimage=\(image)\nimage-id=\(imageID)\nruntime=\(runtime)\n"
         text += "memory=\(resources.memory.bytes)\ncpus=\(resources.cpus)\npids=\(resources.pids)\n"
         text += "tmp=\(resources.tmpSize.bytes)\nfsize=\(resources.maxFileSize.bytes)\nnofile=\(resources.openFiles)\n"
-        for (key, value) in env.sorted(by: { $0.key < $1.key }) { text += "env=\(key.count):\(key)=\(value.count):\(value)\n" }
+        for (key, value) in env.sorted(by: { $0.key < $1.key }) {
+            text += "env=\(key.count):\(key)=\(value.count):\(value)\n"
+        }
         for command in setup { text += "setup=\(command.count):\(command)\n" }
         return Self.fnv1a64(text)
     }

@@ -55,7 +55,10 @@ public actor WarmPool {
     private var wakePending = false
     private var sleeper: Task<Void, Never>?
 
-    public init(template: SandboxTemplate, provisioner: Provisioner, configuration: Configuration = Configuration(), logger: Logger? = nil) {
+    public init(
+        template: SandboxTemplate, provisioner: Provisioner, configuration: Configuration = Configuration(),
+        logger: Logger? = nil
+    ) {
         self.template = template
         self.provisioner = provisioner
         self.configuration = configuration
@@ -120,7 +123,9 @@ public actor WarmPool {
     public func currentStatus() -> PoolStatus { status }
 
     /// Waits until the status satisfies `condition`; returns that status.
-    public nonisolated func waitForStatus(_ condition: @escaping @Sendable (PoolStatus) -> Bool) async throws -> PoolStatus {
+    public nonisolated func waitForStatus(_ condition: @escaping @Sendable (PoolStatus) -> Bool) async throws
+        -> PoolStatus
+    {
         try await statusWaiters.wait(until: condition)
     }
 
@@ -206,7 +211,8 @@ public actor WarmPool {
         var listedMembers: Set<SandboxID> = []
         for summary in containers {
             guard let kind = SandboxLabels.classify(containerName: summary.name) else { continue }
-            let created = Provisioner.createdDate(summary.labels) ?? Date(timeIntervalSince1970: TimeInterval(summary.created))
+            let created =
+                Provisioner.createdDate(summary.labels) ?? Date(timeIntervalSince1970: TimeInterval(summary.created))
             switch kind {
             case .sandbox:
                 if summary.state == "running" { claimed += 1 }
@@ -233,7 +239,9 @@ public actor WarmPool {
                     retire.append((id, summary.id, "dead", true))
                 } else if summary.labels[SandboxLabels.templateHash] != fingerprint {
                     retire.append((id, summary.id, "template-changed", true))
-                } else if let maxAge = template.pool.maxAge, now.timeIntervalSince(created) >= maxAge.milliseconds / 1000 {
+                } else if let maxAge = template.pool.maxAge,
+                    now.timeIntervalSince(created) >= maxAge.milliseconds / 1000
+                {
                     retire.append((id, summary.id, "max-age", true))
                 } else if !taken.contains(id) {
                     found.append(Member(id: id, created: created))
@@ -243,7 +251,8 @@ public actor WarmPool {
         let retiring = Set(retire.map(\.id))
         let foundIDs = Set(found.map(\.id))
         let known = Set(idle.map(\.id))
-        idle = idle.filter { foundIDs.contains($0.id) && !retiring.contains($0.id) }
+        idle =
+            idle.filter { foundIDs.contains($0.id) && !retiring.contains($0.id) }
             + found.filter { !known.contains($0.id) }.sorted { ($0.created, $0.id) < ($1.created, $1.id) }
         taken.formIntersection(listedMembers)
         status.claimed = claimed
@@ -255,7 +264,8 @@ public actor WarmPool {
             await provisioner.discard(item.container, id: item.id)
             provisioner.metrics.memberRetired(template: template.name, reason: item.reason)
             logger.info(
-                "pool member retired", metadata: ["template": "\(template.name)", "sandbox": "\(item.id)", "reason": "\(item.reason)"])
+                "pool member retired",
+                metadata: ["template": "\(template.name)", "sandbox": "\(item.id)", "reason": "\(item.reason)"])
         }
         publish()
         try await refill(fingerprint: fingerprint)

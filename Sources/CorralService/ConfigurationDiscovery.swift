@@ -8,8 +8,8 @@ public enum ConfigurationDiscovery {
     public static func locate(explicit: String?, environment: [String: String], stateDirectory: URL) -> URL? {
         if let explicit, !explicit.isEmpty { return URL(fileURLWithPath: explicit) }
         if let named = environment["CORRAL_CONFIG"], !named.isEmpty { return URL(fileURLWithPath: named) }
-        let default_ = stateDirectory.appendingPathComponent("corral.toml")
-        return FileManager.default.fileExists(atPath: default_.path) ? default_ : nil
+        let fallback = stateDirectory.appendingPathComponent("corral.toml")
+        return FileManager.default.fileExists(atPath: fallback.path) ? fallback : nil
     }
 
     /// The configuration found as `locate` says, or nil when there is none to find. A file that

@@ -26,7 +26,8 @@ extension CorralConfiguration {
         } catch let error as TOMLParseError {
             throw CorralError(
                 .invalidArgument,
-                "\(source): not valid TOML at line \(error.source.begin.line), column \(error.source.begin.column): \(error.description)")
+                "\(source): not valid TOML at line \(error.source.begin.line), column \(error.source.begin.column): \(error.description)"
+            )
         } catch {
             throw CorralError(.invalidArgument, "\(source): not valid TOML", underlying: error)
         }
@@ -63,7 +64,8 @@ extension CorralConfiguration {
     static func parseTemplate(_ table: TableReader, index: Int) throws -> SandboxTemplate {
         guard let rawName = try table.string("name") else {
             throw CorralError.invalidArgument(
-                "\(table.source): templates entry \(index + 1) has no name", hint: #"add name = "base" (a-z, 0-9, '-', '_')"#)
+                "\(table.source): templates entry \(index + 1) has no name",
+                hint: #"add name = "base" (a-z, 0-9, '-', '_')"#)
         }
         let name: TemplateName
         do {
@@ -73,11 +75,14 @@ extension CorralConfiguration {
         }
         let table = table.named("template '\(name)'")
         try table.allowOnly([
-            "name", "image", "runtime", "memory", "cpus", "pids", "tmp_size", "max_file_size", "open_files", "env", "setup",
+            "name", "image", "runtime", "memory", "cpus", "pids", "tmp_size", "max_file_size", "open_files", "env",
+            "setup",
             "setup_timeout", "ttl", "idle_ttl", "pool",
         ])
         var template = SandboxTemplate(name: name, image: try table.string("image") ?? ProvisionRequest.defaultImage)
-        if let runtime = try table.string("runtime") { template.runtime = try table.wrap { try SandboxRuntime(parsing: runtime) } }
+        if let runtime = try table.string("runtime") {
+            template.runtime = try table.wrap { try SandboxRuntime(parsing: runtime) }
+        }
         if let memory = try table.byteSize("memory") { template.resources.memory = memory }
         if let cpus = try table.number("cpus") { template.resources.cpus = cpus }
         if let pids = try table.integer("pids") { template.resources.pids = pids }
@@ -133,7 +138,7 @@ struct TableReader {
 
     private func key(_ name: String) -> String { path.isEmpty ? name : "\(path).\(name)" }
 
-    private func where_(_ name: String) -> String {
+    private func location(_ name: String) -> String {
         "\(source): \(owner.map { "\($0): " } ?? "")\(key(name))"
     }
 
@@ -142,7 +147,9 @@ struct TableReader {
         do {
             return try body()
         } catch let error as CorralError {
-            let message = error.message.hasPrefix("template '") || owner == nil ? error.message : "\(owner ?? ""): \(error.message)"
+            let message =
+                error.message.hasPrefix("template '") || owner == nil
+                ? error.message : "\(owner ?? ""): \(error.message)"
             throw CorralError(error.code, "\(source): \(message)", hint: error.hint)
         }
     }
@@ -151,13 +158,13 @@ struct TableReader {
         let unknown = keys.filter { !allowed.contains($0) }.sorted()
         guard unknown.isEmpty else {
             throw CorralError.invalidArgument(
-                "\(where_(unknown[0])) is not a setting corral knows",
+                "\(location(unknown[0])) is not a setting corral knows",
                 hint: "known here: \(allowed.sorted().joined(separator: ", ")); see docs/configuration.md")
         }
     }
 
     private func mismatch(_ name: String, expected: String, got value: any TOMLValueConvertible) -> CorralError {
-        CorralError.invalidArgument("\(where_(name)) must be \(expected), not \(value.type)")
+        CorralError.invalidArgument("\(location(name)) must be \(expected), not \(value.type)")
     }
 
     func string(_ name: String) throws -> String? {
@@ -186,7 +193,8 @@ struct TableReader {
             guard value > .zero else { throw CorralError.invalidArgument("it must be longer than 0") }
             return value
         } catch let error as CorralError {
-            throw CorralError.invalidArgument("\(where_(name)): \(error.message)", hint: #"use a duration such as "90s", "30m" or "1h""#)
+            throw CorralError.invalidArgument(
+                "\(location(name)): \(error.message)", hint: #"use a duration such as "90s", "30m" or "1h""#)
         }
     }
 
@@ -195,7 +203,8 @@ struct TableReader {
         do {
             return try ByteSize(parsing: text)
         } catch let error as CorralError {
-            throw CorralError.invalidArgument("\(where_(name)): \(error.message)", hint: #"use a size such as "512m" or "2g""#)
+            throw CorralError.invalidArgument(
+                "\(location(name)): \(error.message)", hint: #"use a size such as "512m" or "2g""#)
         }
     }
 
@@ -203,7 +212,9 @@ struct TableReader {
         guard let value = table[name] else { return nil }
         guard let array = value.array else { throw mismatch(name, expected: "an array of strings", got: value) }
         return try array.map { element in
-            guard let string = element.string else { throw mismatch(name, expected: "an array of strings", got: element) }
+            guard let string = element.string else {
+                throw mismatch(name, expected: "an array of strings", got: element)
+            }
             return string
         }
     }
@@ -217,7 +228,9 @@ struct TableReader {
     /// An array of tables (`[[name]]`).
     func tables(_ name: String) throws -> [TableReader] {
         guard let value = table[name] else { return [] }
-        guard let array = value.array else { throw mismatch(name, expected: "an array of tables ([[\(name)]])", got: value) }
+        guard let array = value.array else {
+            throw mismatch(name, expected: "an array of tables ([[\(name)]])", got: value)
+        }
         return try array.map { element in
             guard let nested = element.table else { throw mismatch(name, expected: "an array of tables", got: element) }
             return TableReader(nested, path: key(name), source: source, owner: owner)

@@ -19,7 +19,9 @@ struct LazySandboxTests {
             #expect(await lazy.provisioned == nil)
             #expect(try await fixture.provisioner.list().isEmpty, "no sandbox before a tool needs one")
             let outputs = try await withThrowingTaskGroup(of: ToolOutput.self) { group in
-                for _ in 0..<5 { group.addTask { try await lazy.execute(tool: "bash", input: ["command": "echo $WHO"]) } }
+                for _ in 0..<5 {
+                    group.addTask { try await lazy.execute(tool: "bash", input: ["command": "echo $WHO"]) }
+                }
                 return try await group.reduce(into: []) { $0.append($1) }
             }
             #expect(outputs.allSatisfy { $0.text == "lazy\n" && !$0.isError })
@@ -38,7 +40,8 @@ struct LazySandboxTests {
     @Test("a provisioning failure is a tool error, and the next use tries again")
     func failureNotCached() async throws {
         try await withPoolFixture(templates: []) { fixture in
-            let lazy = LazySandbox(provisioner: fixture.provisioner, request: ProvisionRequest(image: "corral/missing:0"))
+            let lazy = LazySandbox(
+                provisioner: fixture.provisioner, request: ProvisionRequest(image: "corral/missing:0"))
             let output = try await lazy.execute(tool: "bash", input: ["command": "true"])
             #expect(output.isError)
             #expect(output.text.contains("image 'corral/missing:0' is not on the engine"))

@@ -56,7 +56,9 @@ final class PoolFixture: Sendable {
         return WarmPool(template: template, provisioner: provisioner, configuration: configuration)
     }
 
-    func request(_ template: SandboxTemplate, _ configure: (inout ProvisionRequest) -> Void = { _ in }) -> ProvisionRequest {
+    func request(_ template: SandboxTemplate, _ configure: (inout ProvisionRequest) -> Void = { _ in })
+        -> ProvisionRequest
+    {
         var request = ProvisionRequest()
         request.template = template.name
         configure(&request)
@@ -89,7 +91,8 @@ final class PoolFixture: Sendable {
     /// Containers of this instance on the engine, by name.
     func containers() async throws -> [ContainerSummary] {
         try await engine.listContainers(
-            all: true, labels: ["\(SandboxLabels.managed)=1", "\(SandboxLabels.instance)=\(try provisioner.instanceID())"])
+            all: true,
+            labels: ["\(SandboxLabels.managed)=1", "\(SandboxLabels.instance)=\(try provisioner.instanceID())"])
     }
 
     func idleMembers(_ template: SandboxTemplate) async throws -> Set<SandboxID> {

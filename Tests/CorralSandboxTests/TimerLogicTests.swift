@@ -11,14 +11,18 @@ struct TimerLogicTests {
     @Test("backoff doubles from its start and stops at its maximum")
     func backoffDelays() {
         let backoff = Backoff(initial: .seconds(1), maximum: .seconds(8))
-        #expect((1...6).map(backoff.delay(afterFailures:)) == [.seconds(1), .seconds(2), .seconds(4), .seconds(8), .seconds(8), .seconds(8)])
+        #expect(
+            (1...6).map(backoff.delay(afterFailures:)) == [
+                .seconds(1), .seconds(2), .seconds(4), .seconds(8), .seconds(8), .seconds(8),
+            ])
         #expect(backoff.delay(afterFailures: 0) == .zero)
         #expect(backoff.delay(afterFailures: 10_000) == .seconds(8))
     }
 
     @Test("a pool whose engine is out retries exactly when its backoff says, never sooner")
     func poolBackoffSchedule() async throws {
-        let state = FileManager.default.temporaryDirectory.appendingPathComponent("corral-timer-\(UUID().uuidString.prefix(8))")
+        let state = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "corral-timer-\(UUID().uuidString.prefix(8))")
         defer { try? FileManager.default.removeItem(at: state) }
         let engine = try DockerEngineClient(parsing: "unix://\(state.path)/no-engine.sock")
         var template = SandboxTemplate(name: TemplateName(unchecked: "timer"))
@@ -26,7 +30,8 @@ struct TimerLogicTests {
         let provisioner = Provisioner(
             engine: engine,
             configuration: .init(
-                environment: SandboxEnvironment(initBinary: "/bin/true", sandboxesDirectory: state.appendingPathComponent("sandboxes")),
+                environment: SandboxEnvironment(
+                    initBinary: "/bin/true", sandboxesDirectory: state.appendingPathComponent("sandboxes")),
                 templates: [template]))
         let clock = ManualClock()
         var configuration = WarmPool.Configuration()
@@ -55,13 +60,15 @@ struct TimerLogicTests {
 
     @Test("the reaper sweeps once per interval on its clock")
     func reaperInterval() async throws {
-        let state = FileManager.default.temporaryDirectory.appendingPathComponent("corral-timer-\(UUID().uuidString.prefix(8))")
+        let state = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "corral-timer-\(UUID().uuidString.prefix(8))")
         defer { try? FileManager.default.removeItem(at: state) }
         let engine = try DockerEngineClient(parsing: "unix://\(state.path)/no-engine.sock")
         let provisioner = Provisioner(
             engine: engine,
             configuration: .init(
-                environment: SandboxEnvironment(initBinary: "/bin/true", sandboxesDirectory: state.appendingPathComponent("sandboxes"))))
+                environment: SandboxEnvironment(
+                    initBinary: "/bin/true", sandboxesDirectory: state.appendingPathComponent("sandboxes"))))
         let clock = ManualClock()
         var configuration = SandboxReaper.Configuration()
         configuration.timer = ServiceTimer(clock: clock, now: { clock.date })
@@ -82,8 +89,12 @@ struct TimerLogicTests {
     func names() throws {
         let id = SandboxID.random()
         let template = TemplateName(unchecked: "base")
-        #expect(SandboxLabels.classify(containerName: SandboxLabels.memberName(template: template, sandbox: id)) == .member(template, id))
-        #expect(SandboxLabels.classify(containerName: SandboxLabels.preparingName(template: template, sandbox: id)) == .preparing(template, id))
+        #expect(
+            SandboxLabels.classify(containerName: SandboxLabels.memberName(template: template, sandbox: id))
+                == .member(template, id))
+        #expect(
+            SandboxLabels.classify(containerName: SandboxLabels.preparingName(template: template, sandbox: id))
+                == .preparing(template, id))
         #expect(SandboxLabels.classify(containerName: "corral.acme.\(id)") == .sandbox(TenantID(unchecked: "acme"), id))
         #expect(SandboxLabels.classify(containerName: "corral-pool.Bad.\(id)") == nil)
         #expect(SandboxLabels.classify(containerName: "other.acme.\(id)") == nil)
@@ -91,7 +102,8 @@ struct TimerLogicTests {
 
     @Test("records round-trip atomically; the claim marker admits exactly one taker")
     func records() throws {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("corral-records-\(UUID().uuidString.prefix(8))")
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "corral-records-\(UUID().uuidString.prefix(8))")
         defer { try? FileManager.default.removeItem(at: directory) }
         let store = SandboxRecordStore(directory: directory)
         let id = SandboxID.random()
@@ -133,6 +145,8 @@ struct TimerLogicTests {
         #expect(a.fingerprint(imageID: "sha256:1") != b.fingerprint(imageID: "sha256:1"))
         a = b
         a.pool.minIdle = 9
-        #expect(a.fingerprint(imageID: "sha256:1") == b.fingerprint(imageID: "sha256:1"), "pool sizes do not recycle members")
+        #expect(
+            a.fingerprint(imageID: "sha256:1") == b.fingerprint(imageID: "sha256:1"),
+            "pool sizes do not recycle members")
     }
 }

@@ -88,7 +88,8 @@ struct WarmPoolTests {
             var changed = original
             changed.env["CHANGED"] = "1"
             let next = WarmPool(
-                template: changed, provisioner: fixture.provisioner, configuration: {
+                template: changed, provisioner: fixture.provisioner,
+                configuration: {
                     var configuration = WarmPool.Configuration()
                     configuration.timer = fixture.timer
                     return configuration
@@ -193,7 +194,8 @@ struct WarmPoolTests {
     @Test("an engine outage during refill: degraded, retries with backoff, recovers by itself")
     func engineOutage() async throws {
         let template = PoolFixture.template(minIdle: 1)
-        let socket = FileManager.default.temporaryDirectory.appendingPathComponent("corral-proxy-\(UUID().uuidString.prefix(6)).sock")
+        let socket = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "corral-proxy-\(UUID().uuidString.prefix(6)).sock")
         let upstream = String(TestEnvironment.engineEndpoint.dropFirst("unix://".count))
         let proxy = try EngineProxy(upstream: upstream, socketPath: socket.path)
         defer { proxy.down() }

@@ -9,7 +9,8 @@ import Testing
 @Suite("corral.toml")
 struct ConfigurationTests {
     static var repository: URL {
-        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent()
     }
 
     @Test("the shape the issue gives parses, with every field where it belongs")
@@ -46,7 +47,8 @@ struct ConfigurationTests {
 
     @Test("deploy/corral.example.toml parses")
     func example() throws {
-        let configuration = try CorralConfiguration.load(file: Self.repository.appendingPathComponent("deploy/corral.example.toml"))
+        let configuration = try CorralConfiguration.load(
+            file: Self.repository.appendingPathComponent("deploy/corral.example.toml"))
         #expect(configuration.templates.map(\.name.rawValue) == ["base", "gvisor"])
         #expect(configuration.templates[0].env == ["LANG": "C.UTF-8"])
         #expect(configuration.templates[0].idleTTL == .seconds(1800))
@@ -58,12 +60,20 @@ struct ConfigurationTests {
     @Test(
         "bad configuration is refused with one line that says where",
         arguments: [
-            ("[[templates]]\nname = \"a\"\n[templates.pool]\nmin_idle = 5\nmax_total = 2\n",
-             "template 'a': pool max_total (2) is below min_idle (5)"),
+            (
+                "[[templates]]\nname = \"a\"\n[templates.pool]\nmin_idle = 5\nmax_total = 2\n",
+                "template 'a': pool max_total (2) is below min_idle (5)"
+            ),
             ("[[templates]]\nname = \"Bad.Name\"\n", "invalid template name 'Bad.Name'"),
             ("[[templates]]\nimage = \"x\"\n", "templates entry 1 has no name"),
-            ("[[templates]]\nname = \"a\"\nmemroy = \"1g\"\n", "template 'a': templates.memroy is not a setting corral knows"),
-            ("[[templates]]\nname = \"a\"\nmemory = 5\n", "template 'a': templates.memory must be a string, not integer"),
+            (
+                "[[templates]]\nname = \"a\"\nmemroy = \"1g\"\n",
+                "template 'a': templates.memroy is not a setting corral knows"
+            ),
+            (
+                "[[templates]]\nname = \"a\"\nmemory = 5\n",
+                "template 'a': templates.memory must be a string, not integer"
+            ),
             ("[[templates]]\nname = \"a\"\nmemory = \"lots\"\n", "template 'a': templates.memory: invalid size 'lots'"),
             ("[[templates]]\nname = \"a\"\nttl = \"soon\"\n", "template 'a': templates.ttl: invalid duration 'soon'"),
             ("[[templates]]\nname = \"a\"\nruntime = \"x/y\"\n", "template 'a': invalid runtime 'x/y'"),
@@ -84,16 +94,25 @@ struct ConfigurationTests {
 
     @Test("discovery: --config, else CORRAL_CONFIG, else $STATE/corral.toml when present")
     func discovery() throws {
-        let state = FileManager.default.temporaryDirectory.appendingPathComponent("corral-discovery-\(UUID().uuidString.prefix(6))")
+        let state = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "corral-discovery-\(UUID().uuidString.prefix(6))")
         try FileManager.default.createDirectory(at: state, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: state) }
         #expect(ConfigurationDiscovery.locate(explicit: nil, environment: [:], stateDirectory: state) == nil)
         try Data().write(to: state.appendingPathComponent("corral.toml"))
-        #expect(ConfigurationDiscovery.locate(explicit: nil, environment: [:], stateDirectory: state)?.lastPathComponent == "corral.toml")
-        #expect(ConfigurationDiscovery.locate(explicit: nil, environment: ["CORRAL_CONFIG": "/e.toml"], stateDirectory: state)?.path == "/e.toml")
-        #expect(ConfigurationDiscovery.locate(explicit: "/x.toml", environment: ["CORRAL_CONFIG": "/e.toml"], stateDirectory: state)?.path == "/x.toml")
+        #expect(
+            ConfigurationDiscovery.locate(explicit: nil, environment: [:], stateDirectory: state)?.lastPathComponent
+                == "corral.toml")
+        #expect(
+            ConfigurationDiscovery.locate(
+                explicit: nil, environment: ["CORRAL_CONFIG": "/e.toml"], stateDirectory: state)?.path == "/e.toml")
+        #expect(
+            ConfigurationDiscovery.locate(
+                explicit: "/x.toml", environment: ["CORRAL_CONFIG": "/e.toml"], stateDirectory: state)?.path
+                == "/x.toml")
         #expect(throws: CorralError.self) {
-            try ConfigurationDiscovery.load(explicit: state.appendingPathComponent("missing.toml").path, environment: [:], stateDirectory: state)
+            try ConfigurationDiscovery.load(
+                explicit: state.appendingPathComponent("missing.toml").path, environment: [:], stateDirectory: state)
         }
     }
 }

@@ -22,7 +22,8 @@ final class ServeHarness: @unchecked Sendable {
     private var server: Process?
 
     init(minIdle: Int = 2, setup: [String] = [], extraService: String = "") throws {
-        state = FileManager.default.temporaryDirectory.appendingPathComponent("corral-serve-\(UUID().uuidString.prefix(8))")
+        state = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "corral-serve-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(at: state, withIntermediateDirectories: true)
         template = "t-\(UUID().uuidString.prefix(6).lowercased())"
         config = state.appendingPathComponent("corral.toml")
@@ -113,7 +114,9 @@ final class ServeHarness: @unchecked Sendable {
 
     func cleanUp() async {
         killServer(signal: SIGKILL)
-        if let engine = try? DockerEngineClient(parsing: TestEnvironment.engineEndpoint), let left = try? await containers() {
+        if let engine = try? DockerEngineClient(parsing: TestEnvironment.engineEndpoint),
+            let left = try? await containers()
+        {
             for container in left { _ = try? await engine.removeContainer(container.id, force: true, volumes: true) }
             let after = (try? await containers()) ?? []
             #expect(after.isEmpty, "left behind: \(after.map(\.name))")
@@ -219,14 +222,20 @@ struct ServeTests {
             #expect(cold.stdout.contains(#""path" : "cold""#))
             let unknown = try harness.corral(["sandbox", "create", "--template", "nope"])
             #expect(unknown.status != 0)
-            #expect(unknown.stderr.hasPrefix("corral: no template named 'nope'\nhint: known templates: \(harness.template)"))
+            #expect(
+                unknown.stderr.hasPrefix("corral: no template named 'nope'\nhint: known templates: \(harness.template)")
+            )
             let mixed = try harness.corral(["sandbox", "create", "--template", harness.template, "--memory", "1g"])
             #expect(mixed.stderr.hasPrefix("corral: --memory cannot be combined with --template"))
             let empty = harness.state.appendingPathComponent("empty-state")
             let noConfig = try runCorral(
-                ["sandbox", "create", "--template", "base"], environment: ["CORRAL_STATE_DIR": empty.path, "CORRAL_CONFIG": ""])
-            #expect(noConfig.stderr.hasPrefix("corral: no template named 'base'\nhint: templates come from corral.toml"))
-            let serveMissing = try runCorral(["serve", "--config", harness.state.appendingPathComponent("none.toml").path], environment: harness.environment)
+                ["sandbox", "create", "--template", "base"],
+                environment: ["CORRAL_STATE_DIR": empty.path, "CORRAL_CONFIG": ""])
+            #expect(
+                noConfig.stderr.hasPrefix("corral: no template named 'base'\nhint: templates come from corral.toml"))
+            let serveMissing = try runCorral(
+                ["serve", "--config", harness.state.appendingPathComponent("none.toml").path],
+                environment: harness.environment)
             #expect(serveMissing.status != 0)
             #expect(serveMissing.stderr.hasPrefix("corral: cannot read the configuration file"))
         } catch {
@@ -243,13 +252,15 @@ struct ServeTests {
             ("runtime = \"nope-runtime\"", "template 'bad': runtime 'nope-runtime' is not registered with the engine"),
         ])
     func refusedAtStart(line: String, message: String) async throws {
-        let state = FileManager.default.temporaryDirectory.appendingPathComponent("corral-refuse-\(UUID().uuidString.prefix(8))")
+        let state = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "corral-refuse-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(at: state, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: state) }
         let config = state.appendingPathComponent("corral.toml")
         try Data("[[templates]]\nname = \"bad\"\n\(line)\n[templates.pool]\nmin_idle = 1\n".utf8).write(to: config)
         let result = try runCorral(
-            ["serve", "--config", config.path], environment: ["CORRAL_STATE_DIR": state.path, "CORRAL_ENGINE": TestEnvironment.engineEndpoint])
+            ["serve", "--config", config.path],
+            environment: ["CORRAL_STATE_DIR": state.path, "CORRAL_ENGINE": TestEnvironment.engineEndpoint])
         #expect(result.status != 0)
         #expect(result.stderr.hasPrefix("corral: \(message)"), "\(result.stderr)")
         #expect(result.stderr.contains("\nhint: "))

@@ -38,7 +38,8 @@ public final class ManualClock: Clock, Sendable {
     /// The wall time this clock stands for.
     public var date: Date {
         let offset = now.offset
-        return start.addingTimeInterval(Double(offset.components.seconds) + Double(offset.components.attoseconds) / 1e18)
+        return start.addingTimeInterval(
+            Double(offset.components.seconds) + Double(offset.components.attoseconds) / 1e18)
     }
 
     /// How many tasks sleep on this clock now.

@@ -6,11 +6,14 @@ import Foundation
 
 struct PoolList: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "ls", abstract: "List pools and their members by state (preparing, idle, claiming, claimed, dead).")
+        commandName: "ls", abstract: "List pools and their members by state (preparing, idle, claiming, claimed, dead)."
+    )
 
     @OptionGroup var global: GlobalOptions
 
-    @Option(help: ArgumentHelp("corral.toml (default: CORRAL_CONFIG, else $STATE/corral.toml when present).", valueName: "FILE"))
+    @Option(
+        help: ArgumentHelp(
+            "corral.toml (default: CORRAL_CONFIG, else $STATE/corral.toml when present).", valueName: "FILE"))
     var config: String?
 
     @Flag(help: "Print JSON: one object per pool, with its status and members.")
@@ -36,13 +39,16 @@ struct PoolList: AsyncParsableCommand {
         let members = try await provisioner.poolMembers()
         let statusDirectory = CorralServiceRunner.statusDirectory(sandboxes: try provisioner.records().directory)
         let statuses = Dictionary(
-            PoolStatus.published(in: statusDirectory).map { ($0.template, $0) }, uniquingKeysWith: { first, _ in first })
+            PoolStatus.published(in: statusDirectory).map { ($0.template, $0) }, uniquingKeysWith: { first, _ in first }
+        )
         var names = Set(members.map(\.template)).union(statuses.keys)
         for template in configuration?.templates ?? [] where template.pool.minIdle > 0 { names.insert(template.name) }
         let pools = names.sorted().map { name -> Pool in
             let own = members.filter { $0.template == name }
             var counts: [String: Int] = [:]
-            for state in PoolMemberInfo.State.allCases { counts[state.rawValue] = own.filter { $0.state == state }.count }
+            for state in PoolMemberInfo.State.allCases {
+                counts[state.rawValue] = own.filter { $0.state == state }.count
+            }
             let status = statuses[name]
             var state = status?.state.rawValue ?? "unknown"
             // A status published by a process that is gone (kill -9) says nothing about now.
@@ -50,7 +56,8 @@ struct PoolList: AsyncParsableCommand {
             let template = configuration?.template(named: name)
             return Pool(
                 template: name.rawValue, state: state, lastError: state == "degraded" ? status?.lastError : nil,
-                minIdle: template?.pool.minIdle ?? status?.minIdle, maxTotal: template?.pool.maxTotal ?? status?.maxTotal,
+                minIdle: template?.pool.minIdle ?? status?.minIdle,
+                maxTotal: template?.pool.maxTotal ?? status?.maxTotal,
                 counts: counts, members: own)
         }
         if json {

@@ -27,12 +27,15 @@ struct ServeCommand: AsyncParsableCommand {
         guard let configuration = try context.configuration(explicit: config) else {
             throw CorralError.invalidArgument(
                 "corral serve needs a configuration file",
-                hint: "pass --config FILE, set CORRAL_CONFIG, or put one at \(try context.stateDirectory().path)/corral.toml (see deploy/corral.example.toml)")
+                hint:
+                    "pass --config FILE, set CORRAL_CONFIG, or put one at \(try context.stateDirectory().path)/corral.toml (see deploy/corral.example.toml)"
+            )
         }
         let engine = try context.engine(configuration: configuration)
         defer { engine.shutdown() }
         let runner = try await CorralServiceRunner.prepare(
-            configuration: configuration, engine: engine, environment: try context.sandboxEnvironment(), logger: context.logger)
+            configuration: configuration, engine: engine, environment: try context.sandboxEnvironment(),
+            logger: context.logger)
         let pools = configuration.templates.filter { $0.pool.minIdle > 0 }
             .map { "\($0.name) (min_idle \($0.pool.minIdle), max_total \($0.pool.maxTotal))" }
         let banner =
