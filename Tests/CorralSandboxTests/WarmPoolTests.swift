@@ -43,6 +43,35 @@ struct WarmPoolTests {
         }
     }
 
+    @Test("claimers of different tenants racing through the engine (no pool in process) never share a member")
+    func crossTenantClaims() async throws {
+        // The engine's rename alone lets two claimers that rename one member to different
+        // names both succeed; the claim marker must make exactly one of them win.
+        let template = PoolFixture.template(minIdle: 3)
+        try await withPoolFixture(templates: [template]) { fixture in
+            await WarmPool(template: template, provisioner: fixture.provisioner).reconcile()
+            let members = try await fixture.idleMembers(template)
+            #expect(members.count == 3)
+            let provisioner = fixture.provisioner
+            let requests = (0..<8).map { index in
+                fixture.request(template) { $0.tenant = TenantID(unchecked: "tenant\(index)") }
+            }
+            let sandboxes = try await withThrowingTaskGroup(of: Sandbox.self) { group in
+                for request in requests { group.addTask { try await provisioner.provision(request) } }
+                return try await group.reduce(into: []) { $0.append($1) }
+            }
+            #expect(Set(sandboxes.map(\.id)).count == 8)
+            let warm = sandboxes.filter { $0.provisioning?.path == .warm }
+            #expect(Set(warm.map(\.id)) == members, "each member went to exactly one tenant")
+            for sandbox in sandboxes {
+                // Found under its own tenant's name, with its own record.
+                let info = try await sandbox.info()
+                #expect(info.tenant == sandbox.tenant)
+                #expect(try provisioner.records().read(sandbox.id)?.tenant == sandbox.tenant)
+            }
+        }
+    }
+
     @Test("a member killed behind the pool's back is replaced at the next pass")
     func killedMemberReplaced() async throws {
         let template = PoolFixture.template(minIdle: 2)
@@ -203,10 +232,15 @@ struct WarmPoolTests {
         try await withPoolFixture(templates: [template], engine: engine) { fixture in
             _ = try fixture.provisioner.instanceID()
             proxy.down()
-            let pool = fixture.pool(template)
+            let statusDirectory = fixture.stateDirectory.appendingPathComponent("pools")
+            let pool = fixture.pool(template) { $0.statusDirectory = statusDirectory }
             try await fixture.running(pool) {
                 let degraded = try await fixture.wait(pool, "degraded") { $0.state == .degraded }
                 #expect(degraded.lastError?.contains("cannot connect") == true, "\(degraded.lastError ?? "")")
+                // What `corral pool ls` in another process reads.
+                let published = PoolStatus.published(in: statusDirectory)
+                #expect(published.map(\.state) == [.degraded])
+                #expect(published.first?.ownerAlive == true)
                 // Backoff: 1s after the first failure, 2s after the second.
                 try await fixture.clock.waitForSleepers()
                 fixture.clock.advance(by: .seconds(1))
@@ -218,6 +252,7 @@ struct WarmPoolTests {
                 fixture.clock.advance(by: .milliseconds(1))
                 let recovered = try await fixture.wait(pool, "recovered") { $0.state == .ready && $0.idle == 1 }
                 #expect(recovered.lastError == nil)
+                #expect(PoolStatus.published(in: statusDirectory).map(\.state) == [.ready])
                 #expect(fixture.clock.requestedSleeps.prefix(2) == [.seconds(1), .seconds(2)])
                 #expect(fixture.provisioner.metrics.snapshot().refillFailures >= 2)
             }
