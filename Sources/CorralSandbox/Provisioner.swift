@@ -47,13 +47,17 @@ public final class Provisioner: Sendable {
         self.configuration = configuration
         self.metrics = metrics
         self.logger = logger ?? Logger(label: "corral.sandbox")
-        // Without a state directory the provisioner is an instance of its own, for this process
-        // only: its records live in a temporary directory and no other process sees them.
-        self.recordStore = SandboxRecordStore(
-            directory: configuration.environment.sandboxesDirectory
-                ?? FileManager.default.temporaryDirectory.appendingPathComponent(
-                    "corral-ephemeral-\(getpid())-\(SandboxID.random().rawValue.dropFirst(3))/sandboxes",
-                    isDirectory: true))
+        if let directory = configuration.environment.sandboxesDirectory {
+            self.recordStore = SandboxRecordStore(directory: directory)
+        } else {
+            // Without a state directory the provisioner is an instance of its own that lives as
+            // long as it does: an id in memory, records in a shared temporary directory (keyed
+            // by sandbox id, so provisioners never collide there).
+            self.recordStore = SandboxRecordStore(
+                directory: FileManager.default.temporaryDirectory.appendingPathComponent(
+                    "corral-ephemeral/sandboxes", isDirectory: true))
+            cachedInstance.withLock { $0 = "in-" + SandboxID.random().rawValue.dropFirst(3) }
+        }
     }
 
     /// The tools every sandbox offers.

@@ -12,9 +12,9 @@ struct EngineFixture {
 
     init(tools: ToolConfiguration = ToolConfiguration()) throws {
         engine = try DockerEngineClient(parsing: TestEnvironment.engineEndpoint)
-        // Records and the instance id live in a state directory of this test process's own.
+        // Records and the instance id live in a state directory of the sandbox tests' own.
         let sandboxes = FileManager.default.temporaryDirectory.appendingPathComponent(
-            "corral-sandbox-tests-\(getpid())/sandboxes", isDirectory: true)
+            "corral-sandbox-tests/sandboxes", isDirectory: true)
         var configuration = Provisioner.Configuration(
             environment: SandboxEnvironment(initBinary: try SandboxEnvironment.locateInit(), sandboxesDirectory: sandboxes))
         configuration.tools = tools
