@@ -14,6 +14,9 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.5.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.6.0"),
+        .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
     ],
     targets: [
         .systemLibrary(name: "CCurl", pkgConfig: "libcurl", providers: [.apt(["libcurl4-openssl-dev"])]),
@@ -26,12 +29,27 @@ let package = Package(
         .target(name: "CurlHTTP", dependencies: ["CCurl", "CorralCore"], exclude: ["README.md"]),
         .target(name: "TarArchive", dependencies: ["CArchive", "CorralCore"], exclude: ["README.md"]),
         .target(name: "DockerEngine", dependencies: ["CurlHTTP", "TarArchive"], exclude: ["README.md"]),
-        .target(name: "CorralSandbox", dependencies: ["DockerEngine", "TarArchive"], exclude: ["README.md"]),
+        .target(
+            name: "CorralSandbox",
+            dependencies: ["DockerEngine", "TarArchive", .product(name: "Metrics", package: "swift-metrics")],
+            exclude: ["README.md"]
+        ),
+        // Configuration (corral.toml) and the long-running service: pools and the reaper now,
+        // the gateway and the HTTP API later, as one list of services.
+        .target(
+            name: "CorralService",
+            dependencies: [
+                "CorralSandbox",
+                .product(name: "TOMLKit", package: "TOMLKit"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            exclude: ["README.md"]
+        ),
         .target(name: "CorralSession", dependencies: ["CorralCore"], exclude: ["README.md"]),
         .target(
             name: "CorralCLI",
             dependencies: [
-                "CorralSandbox", "CorralSession",
+                "CorralSandbox", "CorralSession", "CorralService",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -39,7 +57,7 @@ let package = Package(
         .target(
             name: "CorralBench",
             dependencies: [
-                "CorralSandbox", "CorralSession",
+                "CorralSandbox", "CorralSession", "CorralService",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -53,6 +71,7 @@ let package = Package(
             linkerSettings: [.unsafeFlags(["-static-executable", "-use-ld=lld"])]
         ),
         .target(name: "TestSupport", dependencies: ["CorralCore"], path: "Tests/TestSupport"),
+        .testTarget(name: "CorralServiceTests", dependencies: ["CorralService", "TestSupport"]),
         .testTarget(name: "CorralCoreTests", dependencies: ["CorralCore"]),
         .testTarget(name: "CurlHTTPTests", dependencies: ["CurlHTTP", "TestSupport"]),
         .testTarget(name: "TarArchiveTests", dependencies: ["TarArchive", "TestSupport"]),

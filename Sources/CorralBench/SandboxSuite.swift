@@ -22,6 +22,8 @@ struct SandboxSuite: BenchSuite {
         request.labels["bench"] = "sandbox"
         request.ttl = .seconds(1800)
         let runs = context.quick ? min(context.runs, 5) : context.runs
+        // The raw subject sends the very body corral sends for the same request.
+        let shape = ContainerShape(image: request.image, runtime: request.runtime, resources: request.resources, env: request.env)
 
         var corralCold = Samples(), corralFirst = Samples(), rawCold = Samples(), rawFirst = Samples()
         var cliCold = Samples(), cliFirst = Samples()
@@ -34,7 +36,7 @@ struct SandboxSuite: BenchSuite {
             try await sandbox.remove()
 
             let id = SandboxID.random()
-            let spec = request.containerSpec(sandbox: id, environment: environment, created: Date())
+            let spec = shape.containerSpec(sandbox: id, environment: environment, created: Date(), instance: "bench-raw")
             let (container, rawCreate) = try await measureMilliseconds { try await raw.createAndStart(spec) }
             let (_, rawExec) = try await measureMilliseconds { try await raw.exec(container, ["true"]) }
             rawCold.append(rawCreate)
@@ -54,7 +56,7 @@ struct SandboxSuite: BenchSuite {
         let execRuns = context.quick ? 10 : max(runs, 50)
         var corralExec = Samples(), rawExecs = Samples(), cliExecs = Samples()
         let sandbox = try await provisioner.provision(request)
-        let spec = request.containerSpec(sandbox: SandboxID.random(), environment: environment, created: Date())
+        let spec = shape.containerSpec(sandbox: SandboxID.random(), environment: environment, created: Date(), instance: "bench-raw")
         let rawContainer = try await raw.createAndStart(spec)
         let cliContainer = try docker.run(image: context.image, initBinary: environment.initBinary, request: request)
         for _ in 0..<execRuns {

@@ -38,11 +38,16 @@ struct CommandContext {
         return directory
     }
 
-    func provisioner(engine: DockerEngineClient? = nil) throws -> Provisioner {
-        let environment = SandboxEnvironment(
+    func provisioner(engine: DockerEngineClient? = nil, templates: [SandboxTemplate] = []) throws -> Provisioner {
+        Provisioner(
+            engine: try engine ?? self.engine(), configuration: .init(environment: try sandboxEnvironment(), templates: templates),
+            logger: logger)
+    }
+
+    func sandboxEnvironment() throws -> SandboxEnvironment {
+        SandboxEnvironment(
             initBinary: try SandboxEnvironment.locateInit(),
             sandboxesDirectory: try stateDirectory().appendingPathComponent("sandboxes", isDirectory: true))
-        return Provisioner(engine: try engine ?? self.engine(), configuration: .init(environment: environment), logger: logger)
     }
 }
 

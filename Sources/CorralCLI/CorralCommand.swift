@@ -15,6 +15,8 @@ public struct CorralCommand: AsyncParsableCommand {
             ToolCommand.self,
             CopyCommand.self,
             RunCommand.self,
+            PoolCommandGroup.self,
+            ServeCommand.self,
             SessionCommand.self,
         ]
     )

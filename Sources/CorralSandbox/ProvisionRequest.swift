@@ -54,12 +54,22 @@ public struct SandboxResources: Hashable, Sendable, Codable {
 }
 
 /// Everything needed to make one sandbox.
+///
+/// With `template` set, the sandbox comes from that template (claimed from its warm pool when
+/// a member is idle, else made cold) and `image`, `runtime` and `resources` are not used. The
+/// rest is per session and is bound after the claim, so it never keeps a request off the warm
+/// path.
 public struct ProvisionRequest: Sendable {
     public var image: String
     public var runtime: SandboxRuntime = .runc
     public var resources = SandboxResources()
-    /// Removed by the reaper this long after creation; nil keeps it until removed.
+    /// The template to claim from or to make the sandbox of.
+    public var template: TemplateName?
+    /// Removed by the reaper this long after it is handed out; nil takes the template's ttl,
+    /// or keeps it until removed.
     public var ttl: Duration?
+    /// Removed by the reaper once no command ran for this long; nil takes the template's.
+    public var idleTTL: Duration?
     /// Labels of the caller's own, recorded with the sandbox (keys must not start with `corral.`).
     public var labels: [String: String] = [:]
     /// Environment for every command, in `KEY=value` form. Never put credentials here.
@@ -92,6 +102,9 @@ public struct ProvisionRequest: Sendable {
         }
         if let ttl, ttl <= .zero {
             throw CorralError.invalidArgument("ttl must be positive, got \(ttl.compactDescription)")
+        }
+        if let idleTTL, idleTTL <= .zero {
+            throw CorralError.invalidArgument("idle ttl must be positive, got \(idleTTL.compactDescription)")
         }
         return copy
     }

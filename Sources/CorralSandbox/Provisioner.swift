@@ -2,26 +2,62 @@ import CorralCore
 import DockerEngine
 import Foundation
 import Logging
+import Synchronization
 
-/// Makes, finds, lists and removes sandboxes on one engine.
+/// Makes, claims, finds, lists and removes sandboxes on one engine.
+///
+/// `provision` claims a warm pool member when the request names a template whose pool has one
+/// idle, and makes the sandbox cold otherwise. Either way the per-session settings are bound
+/// afterwards, into the sandbox's record, so both paths hand out the same thing.
 public final class Provisioner: Sendable {
     public struct Configuration: Sendable {
         public var environment: SandboxEnvironment
         public var tools: ToolConfiguration = ToolConfiguration()
+        /// The templates `provision` and the pools know, by name.
+        public var templates: [SandboxTemplate] = []
+        /// How long a claim may take between taking a member and writing its record. Past it,
+        /// a claimed container without a record is an orphan, and an abandoned claim marker on
+        /// a pool member retires it.
+        public var claimGrace: Duration = .seconds(60)
 
-        public init(environment: SandboxEnvironment) {
+        public init(environment: SandboxEnvironment, templates: [SandboxTemplate] = []) {
             self.environment = environment
+            self.templates = templates
+        }
+
+        public func template(named name: TemplateName) -> SandboxTemplate? {
+            templates.first { $0.name == name }
         }
     }
 
     public let engine: DockerEngineClient
     public let configuration: Configuration
+    public let metrics: ProvisionMetrics
     let logger: Logger
+    /// Pools running in this process, by template: `provision` asks them before the engine.
+    private let pools = Mutex<[TemplateName: WarmPool]>([:])
+    private let cachedInstance = Mutex<String?>(nil)
+    private let recordStore: SandboxRecordStore
 
-    public init(engine: DockerEngineClient, configuration: Configuration, logger: Logger? = nil) {
+    public init(
+        engine: DockerEngineClient, configuration: Configuration, metrics: ProvisionMetrics = ProvisionMetrics(),
+        logger: Logger? = nil
+    ) {
         self.engine = engine
         self.configuration = configuration
+        self.metrics = metrics
         self.logger = logger ?? Logger(label: "corral.sandbox")
+        if let directory = configuration.environment.sandboxesDirectory {
+            self.recordStore = SandboxRecordStore(directory: directory)
+        } else {
+            // Without a state directory the provisioner is an instance of its own that lives as
+            // long as it does: an id in memory, records in a shared temporary directory (keyed
+            // by sandbox id, so provisioners never collide there).
+            self.recordStore = SandboxRecordStore(
+                directory: FileManager.default.temporaryDirectory.appendingPathComponent(
+                    "corral-ephemeral/sandboxes", isDirectory: true))
+            cachedInstance.withLock { $0 = "in-" + SandboxID.random().rawValue.dropFirst(3) }
+        }
     }
 
     /// The tools every sandbox offers.
@@ -29,54 +65,320 @@ public final class Provisioner: Sendable {
         [BashTool(configuration: configuration.tools), TextEditorTool(configuration: configuration.tools)]
     }
 
-    /// provision(resources): creates and starts a sandbox with the hardened default. On any
-    /// failure nothing is left behind.
+    /// Where records live: `$STATE/sandboxes` (see `SandboxEnvironment.sandboxesDirectory`).
+    public func records() throws -> SandboxRecordStore { recordStore }
+
+    /// This state directory's instance id; every container made here carries it as a label.
+    public func instanceID() throws -> String {
+        if let known = cachedInstance.withLock({ $0 }) { return known }
+        let id = try records().instanceID()
+        cachedInstance.withLock { $0 = id }
+        return id
+    }
+
+    // MARK: provision
+
+    /// provision(resources): claims a warm sandbox when the request's template has an idle pool
+    /// member, else creates and starts one with the hardened default. On any failure nothing is
+    /// left behind.
     public func provision(_ request: ProvisionRequest) async throws -> Sandbox {
         let request = try request.validated()
         let clock = ContinuousClock()
         let started = clock.now
+        guard let name = request.template else {
+            let shape = ContainerShape(
+                image: request.image, runtime: request.runtime, resources: request.resources, env: [:])
+            return try await provisionCold(shape: shape, template: nil, request: request, started: started)
+        }
+        guard let template = configuration.template(named: name) else {
+            let known = configuration.templates.map(\.name.rawValue).sorted()
+            throw CorralError(
+                .notFound, "no template named '\(name)'",
+                hint: known.isEmpty
+                    ? "templates come from corral.toml: pass --config FILE, set CORRAL_CONFIG, or put it at $STATE/corral.toml"
+                    : "known templates: \(known.joined(separator: ", "))")
+        }
+        if let sandbox = try await claimWarm(template, request: request, started: started) { return sandbox }
+        let fingerprint = try await fingerprint(of: template)
+        return try await provisionCold(
+            shape: template.shape, template: (template, fingerprint), request: request, started: started)
+    }
+
+    /// A claimed member, before its record is written.
+    struct Claim: Sendable {
+        var id: SandboxID
+        var created: Date
+    }
+
+    private func claimWarm(_ template: SandboxTemplate, request: ProvisionRequest, started: ContinuousClock.Instant)
+        async throws -> Sandbox?
+    {
+        let clock = ContinuousClock()
+        let claim: Claim?
+        if let pool = pools.withLock({ $0[template.name] }) {
+            claim = try await pool.claim(tenant: request.tenant)
+        } else if template.pool.minIdle > 0 {
+            claim = try await claimFromEngine(template, tenant: request.tenant)
+        } else {
+            claim = nil
+        }
+        guard let claim else { return nil }
+        let claimed = clock.now
+        try await bind(claim.id, template: template, path: .warm, created: claim.created, request: request)
+        let ready = clock.now
+        let report = ProvisionReport(
+            path: .warm,
+            phases: [
+                "claim": (claimed - started).milliseconds, "start": 0, "workspace": 0,
+                "ready": (ready - claimed).milliseconds,
+            ],
+            totalMilliseconds: (ready - started).milliseconds)
+        metrics.provisioned(path: .warm, template: template.name, milliseconds: report.totalMilliseconds)
+        logger.info(
+            "sandbox provisioned",
+            metadata: [
+                "sandbox": "\(claim.id)", "tenant": "\(request.tenant)", "path": "warm", "template": "\(template.name)",
+                "ms": "\(Int(report.totalMilliseconds))",
+            ])
+        return handle(claim.id, tenant: request.tenant, provisioning: report)
+    }
+
+    /// Claims an idle member of the template straight through the engine, as a process without
+    /// a pool of its own does (the command line with no service running).
+    func claimFromEngine(_ template: SandboxTemplate, tenant: TenantID) async throws -> Claim? {
+        let fingerprint: String
+        do {
+            fingerprint = try await self.fingerprint(of: template)
+        } catch let error as CorralError where error.code == .notFound {
+            return nil  // no image: no members either; the cold path says what is missing
+        }
+        let members = try await engine.listContainers(
+            all: false,
+            labels: [
+                "\(SandboxLabels.managed)=1", "\(SandboxLabels.instance)=\(try instanceID())",
+                "\(SandboxLabels.pool)=\(template.name)", "\(SandboxLabels.templateHash)=\(fingerprint)",
+            ])
+        var candidates: [Claim] = members.compactMap { summary in
+            guard case .member(let name, let id) = SandboxLabels.classify(containerName: summary.name),
+                name == template.name,
+                summary.state == "running"
+            else { return nil }
+            return Claim(
+                id: id,
+                created: Self.createdDate(summary.labels) ?? Date(timeIntervalSince1970: TimeInterval(summary.created)))
+        }
+        // Claimers in other processes start at different members.
+        candidates.shuffle()
+        for candidate in candidates where try await takeMember(candidate.id, template: template.name, tenant: tenant) {
+            return candidate
+        }
+        return nil
+    }
+
+    /// Takes one pool member for `tenant`: the claim marker decides who gets it (exactly one
+    /// caller, across processes), then the rename gives it the tenant's name. False when
+    /// another claimer or the pool took it first, or it is gone.
+    func takeMember(_ id: SandboxID, template: TemplateName, tenant: TenantID) async throws -> Bool {
+        let store = try records()
+        guard store.takeClaim(id) else {
+            metrics.claimConflict(template: template)
+            return false
+        }
+        do {
+            try await engine.renameContainer(
+                SandboxLabels.memberName(template: template, sandbox: id),
+                to: SandboxLabels.containerName(tenant: tenant, sandbox: id))
+            return true
+        } catch let error as DockerEngineError where error.isNotFound {
+            // Removed behind the pool's back; nothing is left to claim.
+            store.remove(id)
+            return false
+        } catch let error as DockerEngineError where error.isConflict || error.status == 400 {
+            metrics.claimConflict(template: template)
+            return false
+        } catch {
+            store.releaseClaim(id)
+            throw error
+        }
+    }
+
+    /// Binds the per-session settings into the record and returns the handle. When the record
+    /// cannot be written the sandbox is removed: it would otherwise be an orphan.
+    private func bind(
+        _ id: SandboxID, template: SandboxTemplate?, path: ProvisionReport.Path, created: Date,
+        request: ProvisionRequest
+    ) async throws {
+        let now = Date()
+        let ttl = request.ttl ?? template?.ttl
+        let record = SandboxRecord(
+            id: id, tenant: request.tenant, session: request.session, template: template?.name, path: path,
+            created: created, bound: now, expires: ttl.map { now.addingTimeInterval($0.milliseconds / 1000) },
+            idleTTL: request.idleTTL ?? template?.idleTTL, env: request.env, labels: request.labels)
+        let store = try records()
+        do {
+            try store.write(record)
+            store.touch(id)
+        } catch {
+            await discard(SandboxLabels.containerName(tenant: request.tenant, sandbox: id), id: id)
+            throw error
+        }
+    }
+
+    // MARK: Making containers
+
+    private func provisionCold(
+        shape: ContainerShape, template: (SandboxTemplate, String)?, request: ProvisionRequest,
+        started: ContinuousClock.Instant
+    ) async throws -> Sandbox {
+        let clock = ContinuousClock()
         let id = SandboxID.random()
         let name = SandboxLabels.containerName(tenant: request.tenant, sandbox: id)
-        let spec = request.containerSpec(sandbox: id, environment: configuration.environment, created: Date())
+        var labels: [String: String] = [:]
+        if let (template, fingerprint) = template {
+            labels[SandboxLabels.template] = template.name.rawValue
+            labels[SandboxLabels.templateHash] = fingerprint
+        }
+        let createdAt = Date()
+        let timings = try await makeContainer(
+            id: id, name: name, shape: shape, setup: template?.0, labels: labels, created: createdAt)
+        let bindStart = clock.now
+        try await bind(id, template: template?.0, path: .cold, created: createdAt, request: request)
+        let ready = clock.now
+        var phases = timings
+        phases["ready"] = (ready - bindStart).milliseconds
+        let report = ProvisionReport(path: .cold, phases: phases, totalMilliseconds: (ready - started).milliseconds)
+        metrics.provisioned(path: .cold, template: template?.0.name, milliseconds: report.totalMilliseconds)
+        logger.info(
+            "sandbox provisioned",
+            metadata: [
+                "sandbox": "\(id)", "tenant": "\(request.tenant)", "path": "cold", "image": "\(shape.image)",
+                "runtime": "\(shape.runtime)", "ms": "\(Int(report.totalMilliseconds))",
+            ])
+        return handle(id, tenant: request.tenant, provisioning: report)
+    }
+
+    /// Makes one idle pool member of `template`: created and started under its preparing name,
+    /// set up, then renamed to its member name, where claimers find it.
+    func makeMember(_ template: SandboxTemplate, fingerprint: String, id: SandboxID) async throws {
+        let preparing = SandboxLabels.preparingName(template: template.name, sandbox: id)
+        let labels = [
+            SandboxLabels.pool: template.name.rawValue, SandboxLabels.template: template.name.rawValue,
+            SandboxLabels.templateHash: fingerprint, SandboxLabels.preparer: ProcessIdentity.current,
+        ]
+        _ = try await makeContainer(
+            id: id, name: preparing, shape: template.shape, setup: template, labels: labels, created: Date())
+        do {
+            try await engine.renameContainer(
+                preparing, to: SandboxLabels.memberName(template: template.name, sandbox: id))
+        } catch {
+            await discard(preparing, id: id)
+            throw error
+        }
+    }
+
+    /// Creates, starts and sets up a container; returns the phase timings. On any failure,
+    /// cancellation included, the container and its host directory are removed.
+    private func makeContainer(
+        id: SandboxID, name: String, shape: ContainerShape, setup template: SandboxTemplate?, labels: [String: String],
+        created: Date
+    ) async throws -> [String: Double] {
+        let clock = ContinuousClock()
+        let started = clock.now
+        let spec = shape.containerSpec(
+            sandbox: id, environment: configuration.environment, created: created, instance: try instanceID(),
+            extraLabels: labels)
         _ = try configuration.environment.prepareGatewayDirectory(for: id)
         do {
             _ = try await engine.createContainer(name: name, spec)
         } catch {
             configuration.environment.removeHostDirectory(for: id)
-            if let error = error as? DockerEngineError { throw explainCreateFailure(error, request: request) }
-            throw error
-        }
-        let created = clock.now
-        do {
-            try await engine.startContainer(name)
-        } catch {
-            await discard(name)
             if let error = error as? DockerEngineError {
-                throw CorralError(
-                    .engine, "sandbox \(id) could not start: \(error.message)",
-                    hint: request.runtime == .runsc ? "check that runsc works here: corral doctor" : nil)
+                throw explainCreateFailure(error, shape: shape, template: template)
             }
             throw error
         }
-        let ready = clock.now
-        let report = ProvisionReport(
-            path: .cold,
-            phases: ["create": (created - started).milliseconds, "start": (ready - created).milliseconds],
-            totalMilliseconds: (ready - started).milliseconds)
-        logger.info(
-            "sandbox provisioned",
-            metadata: [
-                "sandbox": "\(id)", "tenant": "\(request.tenant)", "path": "cold", "image": "\(request.image)",
-                "runtime": "\(request.runtime)", "ms": "\(Int(report.totalMilliseconds))",
-            ])
-        return handle(id, tenant: request.tenant, provisioning: report)
+        let createdAt = clock.now
+        do {
+            try await engine.startContainer(name)
+        } catch {
+            await discard(name, id: id)
+            if let error = error as? DockerEngineError {
+                throw CorralError(
+                    .engine, "sandbox \(id) could not start: \(error.message)",
+                    hint: shape.runtime == .runsc ? "check that runsc works here: corral doctor" : nil)
+            }
+            throw error
+        }
+        let startedAt = clock.now
+        if let template, !template.setup.isEmpty {
+            do {
+                try await runSetup(template, container: name, sandbox: id)
+            } catch {
+                await discard(name, id: id)
+                throw error
+            }
+        }
+        let setUp = clock.now
+        return [
+            "create": (createdAt - started).milliseconds, "start": (startedAt - createdAt).milliseconds,
+            "workspace": (setUp - startedAt).milliseconds,
+        ]
     }
+
+    private func runSetup(_ template: SandboxTemplate, container: String, sandbox: SandboxID) async throws {
+        let transport = EngineExecTransport(
+            engine: engine, container: container, sandbox: sandbox, environment: configuration.environment, records: nil
+        )
+        for (index, command) in template.setup.enumerated() {
+            var stderr = OutputCapture(limit: 2048)
+            let status = try await transport.run(
+                SandboxCommand(["/bin/sh", "-c", command], timeout: template.setupTimeout)
+            ) { stream, bytes in
+                if stream == .stderr { stderr.append(bytes) }
+            }
+            guard status.exitCode == 0 else {
+                let tail = stderr.text(streamName: "stderr").split(separator: "\n").last.map(String.init) ?? ""
+                throw CorralError(
+                    .engine,
+                    "template '\(template.name)': setup command \(index + 1) (\(command.prefix(60))) "
+                        + (status.timedOut
+                            ? "timed out after \(template.setupTimeout.compactDescription)"
+                            : "exited with status \(status.exitCode)") + (tail.isEmpty ? "" : ": \(tail.prefix(200))"),
+                    hint: "fix the template's setup in corral.toml")
+            }
+        }
+    }
+
+    /// The template's fingerprint with its image resolved now; `.notFound` when the engine has
+    /// no such image.
+    public func fingerprint(of template: SandboxTemplate) async throws -> String {
+        guard let image = try await engine.inspectImage(template.image) else {
+            throw CorralError(
+                .notFound, "template '\(template.name)': image '\(template.image)' is not on the engine",
+                hint: template.image == ProvisionRequest.defaultImage
+                    ? "build it with `make image`" : "import or build it first (see images/README.md)")
+        }
+        return template.fingerprint(imageID: image.id)
+    }
+
+    // MARK: Pools in this process
+
+    func register(_ pool: WarmPool, template: TemplateName) {
+        pools.withLock { $0[template] = pool }
+    }
+
+    func unregister(template: TemplateName, pool: WarmPool) {
+        pools.withLock { if $0[template] === pool { $0[template] = nil } }
+    }
+
+    // MARK: Handles, listing, removal
 
     /// A handle on an existing sandbox, without asking the engine. Its first use tells whether
     /// the sandbox is there.
     public func handle(_ id: SandboxID, tenant: TenantID = .local, provisioning: ProvisionReport? = nil) -> Sandbox {
         Sandbox(
-            id: id, tenant: tenant, engine: engine, environment: configuration.environment, tools: tools,
+            id: id, tenant: tenant, engine: engine, environment: configuration.environment,
+            records: recordStore, tools: tools,
             configuration: configuration.tools, provisioning: provisioning, logger: logger)
     }
 
@@ -87,14 +389,18 @@ public final class Provisioner: Sendable {
         return sandbox
     }
 
-    /// Every sandbox corral made on this engine, of one tenant or of all.
+    /// Every claimed or cold sandbox of this instance, of one tenant or of all (pool members
+    /// are listed by `WarmPool.members`).
     public func list(tenant: TenantID? = nil) async throws -> [SandboxInfo] {
-        var labels = ["\(SandboxLabels.managed)=1"]
-        if let tenant { labels.append("\(SandboxLabels.tenant)=\(tenant)") }
-        let containers = try await engine.listContainers(all: true, labels: labels)
-        return containers.compactMap(SandboxInfo.init(summary:))
-            .filter { tenant == nil || $0.tenant == tenant }
-            .sorted { ($0.created ?? .distantPast, $0.id) < ($1.created ?? .distantPast, $1.id) }
+        let containers = try await engine.listContainers(
+            all: true, labels: ["\(SandboxLabels.managed)=1", "\(SandboxLabels.instance)=\(try instanceID())"])
+        let store = try records()
+        return containers.compactMap { summary -> SandboxInfo? in
+            guard let (owner, id) = SandboxLabels.parse(containerName: summary.name), tenant == nil || owner == tenant
+            else { return nil }
+            return SandboxInfo(summary: summary, record: try? store.read(id), lastActivity: store.lastActivity(id))
+        }
+        .sorted { ($0.created ?? .distantPast, $0.id) < ($1.created ?? .distantPast, $1.id) }
     }
 
     /// Removes one sandbox; `.notFound` when there is none by that id for this tenant.
@@ -102,45 +408,36 @@ public final class Provisioner: Sendable {
         try await handle(id, tenant: tenant).remove()
     }
 
-    /// Removes every sandbox whose ttl has passed; returns their ids.
-    @discardableResult
-    public func removeExpired(now: Date = Date()) async throws -> [SandboxID] {
-        var removed: [SandboxID] = []
-        for info in try await list() {
-            guard let expires = info.expires, expires <= now else { continue }
-            if (try? await engine.removeContainer(info.containerID, force: true, volumes: true)) == true {
-                configuration.environment.removeHostDirectory(for: info.id)
-                removed.append(info.id)
-                logger.info("expired sandbox removed", metadata: ["sandbox": "\(info.id)"])
-            }
-        }
-        return removed
-    }
-
-    private func discard(_ name: String) async {
-        // Not cancellable: a half-made container must not outlive a cancelled provision.
+    /// Removes a container and the host's directory for it; cancellation does not stop it.
+    func discard(_ name: String, id: SandboxID) async {
         let engine = self.engine
         await Task.detached { _ = try? await engine.removeContainer(name, force: true, volumes: true) }.value
-        if let (_, id) = SandboxLabels.parse(containerName: name) {
-            configuration.environment.removeHostDirectory(for: id)
-        }
+        configuration.environment.removeHostDirectory(for: id)
     }
 
-    private func explainCreateFailure(_ error: DockerEngineError, request: ProvisionRequest) -> CorralError {
+    static func createdDate(_ labels: [String: String]) -> Date? {
+        labels[SandboxLabels.created].flatMap(Double.init).map { Date(timeIntervalSince1970: $0) }
+    }
+
+    private func explainCreateFailure(_ error: DockerEngineError, shape: ContainerShape, template: SandboxTemplate?)
+        -> CorralError
+    {
+        let prefix = template.map { "template '\($0.name)': " } ?? ""
         let message = error.message.lowercased()
         if error.isNotFound || message.contains("no such image") {
             return CorralError(
-                .notFound, "image '\(request.image)' is not on the engine",
-                hint: request.image == ProvisionRequest.defaultImage
+                .notFound, "\(prefix)image '\(shape.image)' is not on the engine",
+                hint: shape.image == ProvisionRequest.defaultImage
                     ? "build it with `make image`" : "import or build it first (see images/README.md)")
         }
         if message.contains("runtime") {
             return CorralError(
-                .invalidArgument, "runtime '\(request.runtime)' is not registered with the engine: \(error.message)",
+                .invalidArgument,
+                "\(prefix)runtime '\(shape.runtime)' is not registered with the engine: \(error.message)",
                 hint: "register it in the engine's daemon.json (see docs/engine.md), or use --runtime runc")
         }
         if message.contains("memory") || message.contains("cpu") || message.contains("pids") {
-            return CorralError(.invalidArgument, "the engine refused the sandbox's limits: \(error.message)")
+            return CorralError(.invalidArgument, "\(prefix)the engine refused the sandbox's limits: \(error.message)")
         }
         return error.corralError
     }

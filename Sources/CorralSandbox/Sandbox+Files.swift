@@ -144,7 +144,7 @@ extension Sandbox {
     var environmentUser: String { environment.user }
 
     static func owner(configurationUser user: String) -> TarOwnership {
-        let (uid, gid) = ProvisionRequest.ownerIDs(user)
+        let (uid, gid) = ContainerShape.ownerIDs(user)
         return TarOwnership(uid: Int(uid) ?? 1000, gid: Int(gid) ?? 1000)
     }
 

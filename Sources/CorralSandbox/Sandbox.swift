@@ -17,17 +17,22 @@ public final class Sandbox: Sendable {
     let tools: [String: any SandboxTool]
     let configuration: ToolConfiguration
     let environment: SandboxEnvironment
+    /// Where its record lives; nil when the provisioner keeps none.
+    let records: SandboxRecordStore?
     let logger: Logger
 
     init(
         id: SandboxID, tenant: TenantID, engine: DockerEngineClient, environment: SandboxEnvironment,
-        tools: [any SandboxTool], configuration: ToolConfiguration, provisioning: ProvisionReport?, logger: Logger
+        records: SandboxRecordStore?, tools: [any SandboxTool], configuration: ToolConfiguration,
+        provisioning: ProvisionReport?, logger: Logger
     ) {
         self.id = id
         self.tenant = tenant
         self.containerName = SandboxLabels.containerName(tenant: tenant, sandbox: id)
         self.engine = engine
-        self.transport = EngineExecTransport(engine: engine, container: containerName, sandbox: id, environment: environment)
+        self.records = records
+        self.transport = EngineExecTransport(
+            engine: engine, container: containerName, sandbox: id, environment: environment, records: records)
         self.tools = Dictionary(tools.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
         self.configuration = configuration
         self.environment = environment
@@ -80,11 +85,12 @@ public final class Sandbox: Sendable {
             status: status, stdout: stdout.text(streamName: "stdout"), stderr: stderr.text(streamName: "stderr"))
     }
 
-    /// What the engine says about this sandbox now.
+    /// What the engine says about this sandbox now, with its record.
     public func info() async throws -> SandboxInfo {
         do {
             let inspect = try await engine.inspectContainer(containerName)
-            guard let info = SandboxInfo(inspect: inspect) else {
+            guard let info = SandboxInfo(inspect: inspect, record: try records?.read(id), lastActivity: records?.lastActivity(id))
+            else {
                 throw CorralError.notFound("sandbox \(id) not found")
             }
             return info
@@ -121,7 +127,9 @@ public struct ProvisionReport: Sendable, Hashable, Codable {
     }
 
     public var path: Path
-    /// Phase name to milliseconds: create or claim, start, workspace, ready.
+    /// Phase name to milliseconds: `claim` (warm) or `create` (cold), `start`, `workspace`
+    /// (the template's setup, run at member creation on the warm path) and `ready` (binding
+    /// the per-session record).
     public var phases: [String: Double]
     public var totalMilliseconds: Double
 }

@@ -2,7 +2,8 @@ import CorralCore
 import DockerEngine
 import Foundation
 
-/// What a listing or an inspection tells about a sandbox, read from the engine.
+/// What a listing or an inspection tells about a sandbox: the engine's view, with the
+/// per-session settings from its record.
 public struct SandboxInfo: Sendable, Codable, Hashable {
     public var id: SandboxID
     public var tenant: TenantID
@@ -15,33 +16,49 @@ public struct SandboxInfo: Sendable, Codable, Hashable {
     public var expires: Date?
     public var session: SessionID?
     public var labels: [String: String]
+    /// The template it came from, if any.
+    public var template: TemplateName?
+    /// `warm` (claimed from a pool) or `cold`; nil when it has no record.
+    public var path: ProvisionReport.Path?
+    /// When it was handed out (claimed, or made cold).
+    public var bound: Date?
+    public var idleTTLSeconds: Double?
+    public var lastActivity: Date?
 
-    init?(summary: ContainerSummary) {
+    init?(summary: ContainerSummary, record: SandboxRecord?, lastActivity: Date?) {
         guard let (tenant, id) = SandboxLabels.parse(containerName: summary.name) else { return nil }
-        self.init(id: id, tenant: tenant, containerID: summary.id, image: summary.image, state: summary.state, labels: summary.labels)
+        self.init(
+            id: id, tenant: tenant, containerID: summary.id, image: summary.image, state: summary.state,
+            labels: summary.labels, record: record, lastActivity: lastActivity)
     }
 
-    init?(inspect: ContainerInspect) {
+    init?(inspect: ContainerInspect, record: SandboxRecord?, lastActivity: Date?) {
         guard let (tenant, id) = SandboxLabels.parse(containerName: inspect.name) else { return nil }
         self.init(
-            id: id, tenant: tenant, containerID: inspect.id, image: inspect.config.image ?? "", state: inspect.state.status,
-            labels: inspect.config.labels ?? [:])
+            id: id, tenant: tenant, containerID: inspect.id, image: inspect.config.image ?? "",
+            state: inspect.state.status,
+            labels: inspect.config.labels ?? [:], record: record, lastActivity: lastActivity)
     }
 
-    init(id: SandboxID, tenant: TenantID, containerID: String, image: String, state: String, labels: [String: String]) {
+    init(
+        id: SandboxID, tenant: TenantID, containerID: String, image: String, state: String,
+        labels engineLabels: [String: String],
+        record: SandboxRecord?, lastActivity: Date?
+    ) {
         self.id = id
         self.tenant = tenant
         self.containerID = containerID
         self.image = image
         self.state = state
-        self.runtime = labels[SandboxLabels.runtime] ?? "runc"
-        self.created = labels[SandboxLabels.created].flatMap(Double.init).map { Date(timeIntervalSince1970: $0) }
-        self.expires = labels[SandboxLabels.expires].flatMap(Double.init).map { Date(timeIntervalSince1970: $0) }
-        self.session = labels[SandboxLabels.session].flatMap(SessionID.init)
-        var user: [String: String] = [:]
-        for (key, value) in labels where key.hasPrefix(SandboxLabels.userPrefix) {
-            user[String(key.dropFirst(SandboxLabels.userPrefix.count))] = value
-        }
-        self.labels = user
+        self.runtime = engineLabels[SandboxLabels.runtime] ?? "runc"
+        self.created = Provisioner.createdDate(engineLabels)
+        self.template = engineLabels[SandboxLabels.template].flatMap(TemplateName.init)
+        self.expires = record?.expires
+        self.session = record?.session
+        self.labels = record?.labels ?? [:]
+        self.path = record?.path
+        self.bound = record?.bound
+        self.idleTTLSeconds = record?.idleTTLSeconds
+        self.lastActivity = lastActivity
     }
 }

@@ -12,7 +12,11 @@ struct EngineFixture {
 
     init(tools: ToolConfiguration = ToolConfiguration()) throws {
         engine = try DockerEngineClient(parsing: TestEnvironment.engineEndpoint)
-        var configuration = Provisioner.Configuration(environment: SandboxEnvironment(initBinary: try SandboxEnvironment.locateInit()))
+        // Records and the instance id live in a state directory of the sandbox tests' own.
+        let sandboxes = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "corral-sandbox-tests/sandboxes", isDirectory: true)
+        var configuration = Provisioner.Configuration(
+            environment: SandboxEnvironment(initBinary: try SandboxEnvironment.locateInit(), sandboxesDirectory: sandboxes))
         configuration.tools = tools
         provisioner = Provisioner(engine: engine, configuration: configuration)
     }

@@ -32,7 +32,7 @@ struct RunCommand: AsyncParsableCommand {
         if request.ttl == nil {
             request.ttl = (sandboxCommand.timeout ?? .seconds(3000)) + .seconds(600)
         }
-        let provisioner = try CommandContext(global).provisioner()
+        let provisioner = try options.provisioner(CommandContext(global))
         let status = try await SignalCancellation.run { [request] in
             let sandbox = try await provisioner.provision(request)
             do {

@@ -16,7 +16,7 @@ struct SandboxCreate: AsyncParsableCommand {
     func run() async throws {
         let request = try options.request()
         let context = CommandContext(global)
-        let provisioner = try context.provisioner()
+        let provisioner = try options.provisioner(context)
         let sandbox = try await provisioner.provision(request)
         if json {
             try CLIOutput.printJSON(CreatedSandbox(sandbox: sandbox))

@@ -1,9 +1,20 @@
 import ArgumentParser
 import CorralCore
 import CorralSandbox
+import CorralService
 
 /// The flags that describe a sandbox, shared by `sandbox create` and `run`.
 struct SandboxCreateOptions: ParsableArguments {
+    @Option(
+        help: ArgumentHelp("Template from corral.toml: claims a warm pool member when one is idle.", valueName: "NAME"))
+    var template: String?
+
+    @Option(
+        help: ArgumentHelp(
+            "corral.toml with the templates (default: CORRAL_CONFIG, else $STATE/corral.toml when present).",
+            valueName: "FILE"))
+    var config: String?
+
     @Option(help: ArgumentHelp("Image to start (default \(ProvisionRequest.defaultImage)).", valueName: "REF"))
     var image: String?
 
@@ -19,39 +30,79 @@ struct SandboxCreateOptions: ParsableArguments {
     @Option(help: ArgumentHelp("Most processes at once (default 256).", valueName: "N"))
     var pids: String?
 
-    @Option(help: ArgumentHelp("Remove the sandbox this long after creation, such as 30m or 2h.", valueName: "DURATION"))
+    @Option(
+        help: ArgumentHelp("Remove the sandbox this long after creation, such as 30m or 2h.", valueName: "DURATION"))
     var ttl: String?
 
-    @Option(name: .customLong("label"), help: ArgumentHelp("A label to record, KEY=VALUE (repeatable).", valueName: "K=V"))
+    @Option(
+        name: .customLong("idle-ttl"),
+        help: ArgumentHelp("Remove the sandbox once no command ran for this long, such as 15m.", valueName: "DURATION"))
+    var idleTTL: String?
+
+    @Option(
+        name: .customLong("label"), help: ArgumentHelp("A label to record, KEY=VALUE (repeatable).", valueName: "K=V"))
     var labels: [String] = []
 
-    @Option(name: .customLong("env"), help: ArgumentHelp("Environment for every command, KEY=VALUE (repeatable; no secrets).", valueName: "K=V"))
+    @Option(
+        name: .customLong("env"),
+        help: ArgumentHelp("Environment for every command, KEY=VALUE (repeatable; no secrets).", valueName: "K=V"))
     var environment: [String] = []
 
     /// The request these flags describe; every value is checked here, before the engine is asked.
     func request() throws -> ProvisionRequest {
         var request = ProvisionRequest(image: image ?? ProvisionRequest.defaultImage)
+        if let template {
+            let shaping = [
+                ("--image", image), ("--runtime", runtime), ("--memory", memory), ("--cpus", cpus), ("--pids", pids),
+            ]
+            if let (flag, _) = shaping.first(where: { $0.1 != nil }) {
+                throw CorralError.invalidArgument(
+                    "\(flag) cannot be combined with --template: the template fixes the image, runtime and limits",
+                    hint: "drop \(flag), or change the template in corral.toml")
+            }
+            request.template = try TemplateName(validating: template)
+        }
         if let runtime { request.runtime = try SandboxRuntime(parsing: runtime) }
         if let memory { request.resources.memory = try ByteSize(parsing: memory) }
         if let cpus {
             guard let value = Double(cpus), value.isFinite, value > 0 else {
-                throw CorralError.invalidArgument("invalid --cpus '\(cpus)': expected a positive number", hint: "use a value such as 0.5 or 2")
+                throw CorralError.invalidArgument(
+                    "invalid --cpus '\(cpus)': expected a positive number", hint: "use a value such as 0.5 or 2")
             }
             request.resources.cpus = value
         }
         if let pids {
             guard let value = Int(pids), value > 0 else {
-                throw CorralError.invalidArgument("invalid --pids '\(pids)': expected a positive whole number", hint: "use a value such as 256")
+                throw CorralError.invalidArgument(
+                    "invalid --pids '\(pids)': expected a positive whole number", hint: "use a value such as 256")
             }
             request.resources.pids = value
         }
         if let ttl {
             let duration = try Duration(parsing: ttl)
-            guard duration > .zero else { throw CorralError.invalidArgument("invalid --ttl '\(ttl)': it must be longer than 0") }
+            guard duration > .zero else {
+                throw CorralError.invalidArgument("invalid --ttl '\(ttl)': it must be longer than 0")
+            }
             request.ttl = duration
+        }
+        if let idleTTL {
+            let duration = try Duration(parsing: idleTTL)
+            guard duration > .zero else {
+                throw CorralError.invalidArgument("invalid --idle-ttl '\(idleTTL)': it must be longer than 0")
+            }
+            request.idleTTL = duration
         }
         request.labels = try parsePairs(labels, what: "label")
         request.env = try parsePairs(environment, what: "environment variable")
         return request
+    }
+}
+
+extension SandboxCreateOptions {
+    /// A provisioner that knows the templates when the request names one (config discovery
+    /// runs only then, so plain `sandbox create` needs no corral.toml).
+    func provisioner(_ context: CommandContext) throws -> Provisioner {
+        guard template != nil || config != nil else { return try context.provisioner() }
+        return try context.provisioner(configuration: try context.configuration(explicit: config))
     }
 }

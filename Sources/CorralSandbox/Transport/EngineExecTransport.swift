@@ -9,6 +9,9 @@ struct EngineExecTransport: SandboxTransport {
     let container: String
     let sandbox: SandboxID
     let environment: SandboxEnvironment
+    /// The sandbox's record: its env reaches every command (bound after a warm claim, so it is
+    /// not in the container's own env), and each command stamps its activity for the idle ttl.
+    let records: SandboxRecordStore?
     /// Grace between SIGTERM and SIGKILL on timeout.
     var killGrace: Duration = .seconds(2)
 
@@ -21,8 +24,12 @@ struct EngineExecTransport: SandboxTransport {
             argv += ["--timeout", Self.seconds(timeout), "--grace", Self.seconds(killGrace)]
         }
         argv += ["--"] + command.arguments
+        var variables = try records?.read(sandbox)?.env ?? [:]
+        variables.merge(command.environment) { _, own in own }
+        records?.touch(sandbox)
+        defer { records?.touch(sandbox) }
         let request = ExecCreateRequest(
-            cmd: argv, env: command.environment.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" },
+            cmd: argv, env: variables.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" },
             workingDir: command.workingDirectory ?? environment.workspace, user: environment.user)
         let clock = ContinuousClock()
         let started = clock.now

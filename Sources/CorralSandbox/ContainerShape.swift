@@ -2,7 +2,23 @@ import CorralCore
 import DockerEngine
 import Foundation
 
-extension ProvisionRequest {
+/// What a container is made of: the facts fixed at creation, shared by every sandbox of one
+/// template (or of one cold request). Per-session settings are not here: they are bound later,
+/// in the sandbox's record.
+public struct ContainerShape: Sendable, Hashable {
+    public var image: String
+    public var runtime: SandboxRuntime
+    public var resources: SandboxResources
+    /// Environment baked into the container (a template's env; no secrets).
+    public var env: [String: String]
+
+    public init(image: String, runtime: SandboxRuntime, resources: SandboxResources, env: [String: String]) {
+        self.image = image
+        self.runtime = runtime
+        self.resources = resources
+        self.env = env
+    }
+
     /// The engine's create request for this sandbox: the hardened default.
     ///
     /// No network but loopback; every capability dropped; no-new-privileges with the
@@ -10,7 +26,8 @@ extension ProvisionRequest {
     /// a /tmp tmpfs and a tmpfs HOME; memory equal to memory+swap; a pids limit; nofile,
     /// fsize and core limits; no logging driver; runs as 1000:1000 under corral-init as PID 1.
     public func containerSpec(
-        sandbox: SandboxID, environment: SandboxEnvironment, created: Date, extraLabels: [String: String] = [:]
+        sandbox: SandboxID, environment: SandboxEnvironment, created: Date, instance: String,
+        extraLabels: [String: String] = [:]
     ) -> ContainerCreateRequest {
         var spec = ContainerCreateRequest(image: image)
         spec.entrypoint = [SandboxEnvironment.initPath]
@@ -41,15 +58,10 @@ extension ProvisionRequest {
         var labels: [String: String] = [
             SandboxLabels.managed: "1",
             SandboxLabels.sandbox: sandbox.rawValue,
-            SandboxLabels.tenant: tenant.rawValue,
+            SandboxLabels.instance: instance,
             SandboxLabels.created: String(Int64(created.timeIntervalSince1970)),
             SandboxLabels.runtime: runtime.rawValue,
         ]
-        if let ttl {
-            labels[SandboxLabels.expires] = String(Int64(created.timeIntervalSince1970) + ttl.wholeSecondsRoundedUp)
-        }
-        if let session { labels[SandboxLabels.session] = session.rawValue }
-        for (key, value) in self.labels { labels[SandboxLabels.userPrefix + key] = value }
         labels.merge(extraLabels) { _, new in new }
         spec.labels = labels
 
@@ -65,12 +77,14 @@ extension ProvisionRequest {
         ]
         host.mounts = [
             HostConfig.Mount(type: "volume", target: environment.workspace),
-            HostConfig.Mount(type: "bind", source: environment.initBinary, target: SandboxEnvironment.initPath, readOnly: true),
+            HostConfig.Mount(
+                type: "bind", source: environment.initBinary, target: SandboxEnvironment.initPath, readOnly: true),
         ]
         if let gatewayHostDirectory {
             host.mounts?.append(
                 HostConfig.Mount(
-                    type: "bind", source: gatewayHostDirectory.path, target: SandboxEnvironment.gatewayDirectory, readOnly: true))
+                    type: "bind", source: gatewayHostDirectory.path, target: SandboxEnvironment.gatewayDirectory,
+                    readOnly: true))
         }
         host.pidsLimit = Int64(resources.pids)
         host.memory = resources.memory.bytes

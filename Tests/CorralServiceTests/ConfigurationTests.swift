@@ -1,0 +1,118 @@
+import CorralCore
+import CorralSandbox
+import Foundation
+import TestSupport
+import Testing
+
+@testable import CorralService
+
+@Suite("corral.toml")
+struct ConfigurationTests {
+    static var repository: URL {
+        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent()
+    }
+
+    @Test("the shape the issue gives parses, with every field where it belongs")
+    func issueShape() throws {
+        let configuration = try CorralConfiguration.parse(
+            """
+            [engine]
+            endpoint = "unix:///var/run/docker.sock"
+
+            [[templates]]
+            name = "base"
+            image = "corral/base:bookworm"
+            runtime = "runc"
+            memory = "1g"
+            cpus = 1
+            setup = ["git config --global init.defaultBranch main"]
+
+            [templates.pool]
+            min_idle = 2
+            max_total = 20
+            max_age = "1h"
+            """)
+        #expect(configuration.engine.endpoint == "unix:///var/run/docker.sock")
+        let base = try #require(configuration.template(named: TemplateName(unchecked: "base")))
+        #expect(base.image == "corral/base:bookworm")
+        #expect(base.runtime == .runc)
+        #expect(base.resources.memory == .gibibytes(1))
+        #expect(base.resources.cpus == 1)
+        #expect(base.setup == ["git config --global init.defaultBranch main"])
+        #expect(base.pool.minIdle == 2)
+        #expect(base.pool.maxTotal == 20)
+        #expect(base.pool.maxAge == .seconds(3600))
+    }
+
+    @Test("deploy/corral.example.toml parses")
+    func example() throws {
+        let configuration = try CorralConfiguration.load(
+            file: Self.repository.appendingPathComponent("deploy/corral.example.toml"))
+        #expect(configuration.templates.map(\.name.rawValue) == ["base", "gvisor"])
+        #expect(configuration.templates[0].env == ["LANG": "C.UTF-8"])
+        #expect(configuration.templates[0].idleTTL == .seconds(1800))
+        #expect(configuration.templates[1].runtime == .runsc)
+        #expect(configuration.templates[1].pool.minIdle == 0)
+        #expect(configuration.service.backoff == Backoff(initial: .seconds(1), maximum: .seconds(60)))
+    }
+
+    @Test(
+        "bad configuration is refused with one line that says where",
+        arguments: [
+            (
+                "[[templates]]\nname = \"a\"\n[templates.pool]\nmin_idle = 5\nmax_total = 2\n",
+                "template 'a': pool max_total (2) is below min_idle (5)"
+            ),
+            ("[[templates]]\nname = \"Bad.Name\"\n", "invalid template name 'Bad.Name'"),
+            ("[[templates]]\nimage = \"x\"\n", "templates entry 1 has no name"),
+            (
+                "[[templates]]\nname = \"a\"\nmemroy = \"1g\"\n",
+                "template 'a': templates.memroy is not a setting corral knows"
+            ),
+            (
+                "[[templates]]\nname = \"a\"\nmemory = 5\n",
+                "template 'a': templates.memory must be a string, not integer"
+            ),
+            ("[[templates]]\nname = \"a\"\nmemory = \"lots\"\n", "template 'a': templates.memory: invalid size 'lots'"),
+            ("[[templates]]\nname = \"a\"\nttl = \"soon\"\n", "template 'a': templates.ttl: invalid duration 'soon'"),
+            ("[[templates]]\nname = \"a\"\nruntime = \"x/y\"\n", "template 'a': invalid runtime 'x/y'"),
+            ("[[templates]]\nname = \"a\"\n[[templates]]\nname = \"a\"\n", "template 'a' is defined twice"),
+            ("[engine\n", "not valid TOML at line 1"),
+            ("[service]\ncheck_interval = \"0s\"\n", "service.check_interval: it must be longer than 0"),
+        ])
+    func refused(text: String, message: String) throws {
+        do {
+            _ = try CorralConfiguration.parse(text, source: "test.toml")
+            Issue.record("accepted: \(text)")
+        } catch let error as CorralError {
+            #expect(error.message.hasPrefix("test.toml: "), "\(error.message)")
+            #expect(error.message.contains(message), "\(error.message)")
+            #expect(!error.message.contains("\n"))
+        }
+    }
+
+    @Test("discovery: --config, else CORRAL_CONFIG, else $STATE/corral.toml when present")
+    func discovery() throws {
+        let state = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "corral-discovery-\(UUID().uuidString.prefix(6))")
+        try FileManager.default.createDirectory(at: state, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: state) }
+        #expect(ConfigurationDiscovery.locate(explicit: nil, environment: [:], stateDirectory: state) == nil)
+        try Data().write(to: state.appendingPathComponent("corral.toml"))
+        #expect(
+            ConfigurationDiscovery.locate(explicit: nil, environment: [:], stateDirectory: state)?.lastPathComponent
+                == "corral.toml")
+        #expect(
+            ConfigurationDiscovery.locate(
+                explicit: nil, environment: ["CORRAL_CONFIG": "/e.toml"], stateDirectory: state)?.path == "/e.toml")
+        #expect(
+            ConfigurationDiscovery.locate(
+                explicit: "/x.toml", environment: ["CORRAL_CONFIG": "/e.toml"], stateDirectory: state)?.path
+                == "/x.toml")
+        #expect(throws: CorralError.self) {
+            try ConfigurationDiscovery.load(
+                explicit: state.appendingPathComponent("missing.toml").path, environment: [:], stateDirectory: state)
+        }
+    }
+}
