@@ -14,6 +14,8 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.81.0"),
+        .package(url: "https://github.com/apple/swift-crypto", "3.12.0"..<"5.0.0"),
     ],
     targets: [
         .systemLibrary(name: "CCurl", pkgConfig: "libcurl", providers: [.apt(["libcurl4-openssl-dev"])]),
@@ -29,9 +31,19 @@ let package = Package(
         .target(name: "CorralSandbox", dependencies: ["DockerEngine", "TarArchive"], exclude: ["README.md"]),
         .target(name: "CorralSession", dependencies: ["CorralCore"], exclude: ["README.md"]),
         .target(
+            name: "CorralGateway",
+            dependencies: [
+                "CurlHTTP", "CorralCore",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            exclude: ["README.md"]
+        ),
+        .target(
             name: "CorralCLI",
             dependencies: [
-                "CorralSandbox", "CorralSession",
+                "CorralSandbox", "CorralSession", "CorralGateway",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -58,6 +70,7 @@ let package = Package(
         .testTarget(name: "DockerEngineTests", dependencies: ["DockerEngine", "TestSupport"]),
         .testTarget(name: "CorralSandboxTests", dependencies: ["CorralSandbox", "TestSupport"]),
         .testTarget(name: "CorralSessionTests", dependencies: ["CorralSession", "TestSupport"]),
+        .testTarget(name: "CorralGatewayTests", dependencies: ["CorralGateway", "TestSupport"]),
         .testTarget(name: "CorralCLITests", dependencies: ["CorralCLI", "TestSupport"]),
     ]
 )

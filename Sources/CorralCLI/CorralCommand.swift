@@ -9,6 +9,7 @@ public struct CorralCommand: AsyncParsableCommand {
         abstract: "Disposable, hardened sandboxes and durable sessions for AI agents.",
         subcommands: [
             SessionCommand.self,
+            VaultCommand.self,
         ]
     )
 
