@@ -38,6 +38,9 @@ struct ConnectionReader {
         var scanned = 0
         while true {
             if let end = findHeadEnd(from: scanned) {
+                guard end.headLength <= maxHeadBytes else {
+                    throw HTTPFailure(431, "the request head is larger than \(maxHeadBytes) bytes")
+                }
                 let head = try buffer.withUnsafeReadableBytes { bytes in
                     try ProxyRequestHead(parsing: UnsafeRawBufferPointer(rebasing: bytes[0..<end.headLength]))
                 }

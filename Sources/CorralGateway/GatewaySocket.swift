@@ -18,39 +18,44 @@ import Glibc
 final class GatewaySocket: Sendable {
     let path: String
     let binding: SandboxBinding
-    private let server: NIOAsyncChannel<NIOAsyncChannel<ByteBuffer, ByteBuffer>, Never>
+    private let server: NIOAsyncChannel<any Channel, Never>
+    private let registry: ConnectionRegistry
     private let limit: Int
     private let active = Atomic<Int>(0)
     /// Set while connections are being refused, so that a flood is recorded once, not per
     /// connection.
     private let saturated = Atomic<Bool>(false)
-    private let closed = Atomic<Bool>(false)
-    private let connections = Mutex<[ObjectIdentifier: any Channel]>([:])
 
     private init(
-        path: String, binding: SandboxBinding, server: NIOAsyncChannel<NIOAsyncChannel<ByteBuffer, ByteBuffer>, Never>,
+        path: String, binding: SandboxBinding, server: NIOAsyncChannel<any Channel, Never>, registry: ConnectionRegistry,
         limit: Int
     ) {
         self.path = path
         self.binding = binding
         self.server = server
+        self.registry = registry
         self.limit = limit
     }
 
+    /// Accepted connections come out of the server channel as plain channels with reads off;
+    /// each is wrapped for async use only on the task that serves it. A wrapped channel that
+    /// is dropped unserved (on cancellation, say) would trap in NIO, a plain one is simply
+    /// closed by the registry.
     static func bind(path: String, binding: SandboxBinding, core: GatewayCore) async throws -> GatewaySocket {
         let idle = TimeAmount(core.configuration.idleTimeout)
-        let server: NIOAsyncChannel<NIOAsyncChannel<ByteBuffer, ByteBuffer>, Never>
+        let registry = ConnectionRegistry()
+        let server: NIOAsyncChannel<any Channel, Never>
         do {
             server = try await ServerBootstrap(group: core.eventLoopGroup)
                 .serverChannelOption(ChannelOptions.backlog, value: 256)
                 .childChannelOption(ChannelOptions.allowRemoteHalfClosure, value: true)
+                .childChannelOption(ChannelOptions.autoRead, value: false)
                 .bind(unixDomainSocketPath: path, cleanupExistingSocketFile: true) { channel in
                     channel.eventLoop.makeCompletedFuture {
                         try channel.pipeline.syncOperations.addHandler(IdleStateHandler(allTimeout: idle))
                         try channel.pipeline.syncOperations.addHandler(CloseOnIdleHandler())
-                        return try NIOAsyncChannel<ByteBuffer, ByteBuffer>(
-                            wrappingChannelSynchronously: channel,
-                            configuration: .init(isOutboundHalfClosureEnabled: true))
+                        registry.add(channel)
+                        return channel
                     }
                 }
         } catch {
@@ -66,7 +71,8 @@ final class GatewaySocket: Sendable {
             unlink(path)
             throw CorralError(.io, "cannot set the mode of the gateway socket \(path): \(reason)")
         }
-        return GatewaySocket(path: path, binding: binding, server: server, limit: core.configuration.maxConnectionsPerSandbox)
+        return GatewaySocket(
+            path: path, binding: binding, server: server, registry: registry, limit: core.configuration.maxConnectionsPerSandbox)
     }
 
     /// Accepts connections until the socket is closed or the task cancelled.
@@ -75,8 +81,8 @@ final class GatewaySocket: Sendable {
             do {
                 try await server.executeThenClose { inbound in
                     for try await connection in inbound {
-                        guard admit(connection.channel) else {
-                            connection.channel.close(promise: nil)
+                        guard admit() else {
+                            connection.close(promise: nil)
                             if !saturated.exchange(true, ordering: .relaxed) {
                                 group.addTask { [binding, limit] in
                                     await core.record(
@@ -97,16 +103,30 @@ final class GatewaySocket: Sendable {
         }
     }
 
-    private func handle(_ connection: NIOAsyncChannel<ByteBuffer, ByteBuffer>, core: GatewayCore) async {
+    private func handle(_ channel: any Channel, core: GatewayCore) async {
+        let connection: NIOAsyncChannel<ByteBuffer, ByteBuffer>
+        do {
+            connection = try await channel.eventLoop.submit {
+                let wrapped = try NIOAsyncChannel<ByteBuffer, ByteBuffer>(
+                    wrappingChannelSynchronously: channel, configuration: .init(isOutboundHalfClosureEnabled: true))
+                // Reads start only now that something consumes them.
+                try channel.syncOptions?.setOption(ChannelOptions.autoRead, value: true)
+                return wrapped
+            }.get()
+        } catch {
+            release()
+            channel.close(promise: nil)
+            core.logger.debug("gateway connection not set up", metadata: ["sandbox": "\(binding.sandbox)", "error": "\(error)"])
+            return
+        }
         do {
             try await connection.executeThenClose { inbound, outbound in
                 // Released before the channel closes, so a client that saw the close can
                 // connect again at once.
-                defer { release(connection.channel) }
+                defer { release() }
                 let proxy = ProxyConnection(
-                    core: core, binding: binding, channel: connection.channel,
-                    reader: ConnectionReader(
-                        inbound, allocator: connection.channel.allocator, maxHeadBytes: core.configuration.maxHeadBytes),
+                    core: core, binding: binding, channel: channel,
+                    reader: ConnectionReader(inbound, allocator: channel.allocator, maxHeadBytes: core.configuration.maxHeadBytes),
                     outbound: outbound)
                 await proxy.run()
             }
@@ -115,22 +135,15 @@ final class GatewaySocket: Sendable {
         }
     }
 
-    private func admit(_ channel: any Channel) -> Bool {
+    private func admit() -> Bool {
         guard active.add(1, ordering: .relaxed).newValue <= limit else {
             active.subtract(1, ordering: .relaxed)
             return false
         }
-        let admitted = connections.withLock { connections -> Bool in
-            guard !closed.load(ordering: .relaxed) else { return false }
-            connections[ObjectIdentifier(channel)] = channel
-            return true
-        }
-        if !admitted { active.subtract(1, ordering: .relaxed) }
-        return admitted
+        return true
     }
 
-    private func release(_ channel: any Channel) {
-        connections.withLock { _ = $0.removeValue(forKey: ObjectIdentifier(channel)) }
+    private func release() {
         if active.subtract(1, ordering: .relaxed).newValue < limit {
             saturated.store(false, ordering: .relaxed)
         }
@@ -138,15 +151,49 @@ final class GatewaySocket: Sendable {
 
     /// Stops accepting, closes every connection and removes the socket file.
     func close() {
-        let live = connections.withLock { connections -> [any Channel]? in
-            guard !closed.exchange(true, ordering: .relaxed) else { return nil }
-            defer { connections.removeAll() }
-            return Array(connections.values)
-        }
-        guard let live else { return }
+        guard registry.closeAll() else { return }
         server.channel.close(promise: nil)
-        for channel in live { channel.close(promise: nil) }
         unlink(path)
+    }
+}
+
+/// Every open connection of one socket, so that closing the socket closes them all.
+final class ConnectionRegistry: Sendable {
+    private struct State {
+        var channels: [ObjectIdentifier: any Channel] = [:]
+        var closed = false
+    }
+
+    private let state = Mutex(State())
+
+    /// Tracks `channel` until it closes; closes it at once when the socket has closed.
+    func add(_ channel: any Channel) {
+        let key = ObjectIdentifier(channel)
+        let accepted = state.withLock { state -> Bool in
+            guard !state.closed else { return false }
+            state.channels[key] = channel
+            return true
+        }
+        guard accepted else {
+            channel.close(promise: nil)
+            return
+        }
+        channel.closeFuture.whenComplete { [self] _ in
+            state.withLock { _ = $0.channels.removeValue(forKey: key) }
+        }
+    }
+
+    /// Closes every tracked channel; false when already closed.
+    func closeAll() -> Bool {
+        let channels = state.withLock { state -> [any Channel]? in
+            guard !state.closed else { return nil }
+            state.closed = true
+            defer { state.channels.removeAll() }
+            return Array(state.channels.values)
+        }
+        guard let channels else { return false }
+        for channel in channels { channel.close(promise: nil) }
+        return true
     }
 }
 

@@ -99,7 +99,9 @@ extension ProxyConnection {
             await respond(403, "corral gateway: push refused: \(text)", close: true)
             return
         }
-        let messages = list.filter { refusals[$0.ref] != nil }.map { "corral gateway: refused \($0.ref): \($0.reason)" }
+        let messages = list.filter { refusals[$0.ref] != nil }.map {
+            $0.reason.contains($0.ref) ? "corral gateway: \($0.reason)" : "corral gateway: \($0.ref): \($0.reason)"
+        }
         let body = PktLine.refusalReport(refusals: list, capabilities: request.capabilities, messages: messages)
         var headers: [(String, String)] = [
             ("Content-Type", "application/x-git-receive-pack-result"), ("Cache-Control", "no-cache"),

@@ -32,10 +32,11 @@ struct ProxyRequestHead: Sendable {
     /// Parses the bytes before the blank line (without it). Throws `HTTPFailure` with a 400
     /// (or 501) on anything malformed.
     init(parsing bytes: UnsafeRawBufferPointer) throws {
+        // Split as bytes: in a Swift String, "\r\n" is one character.
         var lines: [Substring] = []
-        let text = String(decoding: bytes, as: UTF8.self)
-        for line in text.split(separator: "\n", omittingEmptySubsequences: false) {
-            lines.append(line.hasSuffix("\r") ? line.dropLast() : line)
+        for line in bytes.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false) {
+            let trimmed = line.last == UInt8(ascii: "\r") ? line.dropLast() : line
+            lines.append(Substring(String(decoding: trimmed, as: UTF8.self)))
         }
         guard let requestLine = lines.first, !requestLine.isEmpty else {
             throw HTTPFailure(400, "the request line is empty")
