@@ -25,7 +25,9 @@ enum AtomicFile {
             guard fsync(fd) == 0 else { throw ioError("cannot fsync \(temporary.path)") }
             closed = true
             guard close(fd) == 0 else { throw ioError("cannot close \(temporary.path)") }
-            guard rename(temporary.path, url.path) == 0 else { throw ioError("cannot rename \(temporary.path) to \(url.path)") }
+            guard rename(temporary.path, url.path) == 0 else {
+                throw ioError("cannot rename \(temporary.path) to \(url.path)")
+            }
         } catch {
             unlink(temporary.path)
             throw error

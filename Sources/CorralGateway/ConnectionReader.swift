@@ -68,7 +68,9 @@ struct ConnectionReader {
                     if index + 1 < bytes.count, bytes[index + 1] == UInt8(ascii: "\n") {
                         return (index, index + 2)
                     }
-                    if index + 2 < bytes.count, bytes[index + 1] == UInt8(ascii: "\r"), bytes[index + 2] == UInt8(ascii: "\n") {
+                    if index + 2 < bytes.count, bytes[index + 1] == UInt8(ascii: "\r"),
+                        bytes[index + 2] == UInt8(ascii: "\n")
+                    {
                         return (index, index + 3)
                     }
                 }
@@ -136,7 +138,8 @@ struct ConnectionReader {
             var total: Int64 = 0
             while true {
                 let line = try await readLine()
-                let sizeText = line.split(separator: ";", maxSplits: 1).first.map { $0.trimmingCharacters(in: .whitespaces) } ?? ""
+                let sizeText =
+                    line.split(separator: ";", maxSplits: 1).first.map { $0.trimmingCharacters(in: .whitespaces) } ?? ""
                 guard !sizeText.isEmpty, sizeText.count <= 15, let size = Int64(sizeText, radix: 16), size >= 0 else {
                     throw HTTPFailure(400, "a chunk size is not a hexadecimal number")
                 }

@@ -65,7 +65,8 @@ public final class Gateway: Sendable {
         eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
     ) {
         core = GatewayCore(
-            configuration: configuration, vault: vault, eventSink: eventSink, logger: logger, eventLoopGroup: eventLoopGroup)
+            configuration: configuration, vault: vault, eventSink: eventSink, logger: logger,
+            eventLoopGroup: eventLoopGroup)
     }
 
     /// Serves every attached sandbox until the task is cancelled; then closes every socket
@@ -117,7 +118,8 @@ public final class Gateway: Sendable {
             return true
         }
         guard reserved else {
-            throw CorralError(.alreadyExists, "sandbox \(sandbox) is already attached to the gateway, or the gateway has stopped")
+            throw CorralError(
+                .alreadyExists, "sandbox \(sandbox) is already attached to the gateway, or the gateway has stopped")
         }
         let socket: GatewaySocket
         do {

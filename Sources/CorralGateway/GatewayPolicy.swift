@@ -76,7 +76,8 @@ public struct GitGrant: Sendable, Hashable, Codable {
 
     /// Parses the repository from `HOST/OWNER/REPO` or a URL.
     public init(repository: String, access: Access, pushableBranches: [String]? = nil) throws {
-        self.init(repository: try GitRepository(parsing: repository), access: access, pushableBranches: pushableBranches)
+        self.init(
+            repository: try GitRepository(parsing: repository), access: access, pushableBranches: pushableBranches)
     }
 
     /// The branch a sandbox may push when its grant names none.

@@ -27,7 +27,8 @@ final class GatewaySocket: Sendable {
     private let saturated = Atomic<Bool>(false)
 
     private init(
-        path: String, binding: SandboxBinding, server: NIOAsyncChannel<any Channel, Never>, registry: ConnectionRegistry,
+        path: String, binding: SandboxBinding, server: NIOAsyncChannel<any Channel, Never>,
+        registry: ConnectionRegistry,
         limit: Int
     ) {
         self.path = path
@@ -72,7 +73,8 @@ final class GatewaySocket: Sendable {
             throw CorralError(.io, "cannot set the mode of the gateway socket \(path): \(reason)")
         }
         return GatewaySocket(
-            path: path, binding: binding, server: server, registry: registry, limit: core.configuration.maxConnectionsPerSandbox)
+            path: path, binding: binding, server: server, registry: registry,
+            limit: core.configuration.maxConnectionsPerSandbox)
     }
 
     /// Accepts connections until the socket is closed or the task cancelled.
@@ -88,7 +90,9 @@ final class GatewaySocket: Sendable {
                                     await core.record(
                                         GatewayDecision(
                                             action: .connectionLimit, verdict: .denied, target: "",
-                                            reason: "the sandbox holds \(limit) connections already; new ones are closed until some end"),
+                                            reason:
+                                                "the sandbox holds \(limit) connections already; new ones are closed until some end"
+                                        ),
                                         for: binding)
                                 }
                             }
@@ -98,7 +102,9 @@ final class GatewaySocket: Sendable {
                     }
                 }
             } catch {
-                core.logger.debug("gateway socket stopped accepting", metadata: ["sandbox": "\(binding.sandbox)", "error": "\(error)"])
+                core.logger.debug(
+                    "gateway socket stopped accepting",
+                    metadata: ["sandbox": "\(binding.sandbox)", "error": "\(error)"])
             }
         }
     }
@@ -116,7 +122,8 @@ final class GatewaySocket: Sendable {
         } catch {
             release()
             channel.close(promise: nil)
-            core.logger.debug("gateway connection not set up", metadata: ["sandbox": "\(binding.sandbox)", "error": "\(error)"])
+            core.logger.debug(
+                "gateway connection not set up", metadata: ["sandbox": "\(binding.sandbox)", "error": "\(error)"])
             return
         }
         do {
@@ -126,12 +133,14 @@ final class GatewaySocket: Sendable {
                 defer { release() }
                 let proxy = ProxyConnection(
                     core: core, binding: binding, channel: channel,
-                    reader: ConnectionReader(inbound, allocator: channel.allocator, maxHeadBytes: core.configuration.maxHeadBytes),
+                    reader: ConnectionReader(
+                        inbound, allocator: channel.allocator, maxHeadBytes: core.configuration.maxHeadBytes),
                     outbound: outbound)
                 await proxy.run()
             }
         } catch {
-            core.logger.debug("gateway connection ended", metadata: ["sandbox": "\(binding.sandbox)", "error": "\(error)"])
+            core.logger.debug(
+                "gateway connection ended", metadata: ["sandbox": "\(binding.sandbox)", "error": "\(error)"])
         }
     }
 

@@ -40,7 +40,8 @@ final class GitMirrors: Sendable {
         let directory = spoolRoot.appendingPathComponent(UUID().uuidString, isDirectory: true)
         do {
             try FileManager.default.createDirectory(
-                at: directory.appendingPathComponent("objects/pack", isDirectory: true), withIntermediateDirectories: true,
+                at: directory.appendingPathComponent("objects/pack", isDirectory: true),
+                withIntermediateDirectories: true,
                 attributes: [.posixPermissions: 0o700])
         } catch {
             throw CorralError(.io, "cannot make a spool directory under \(spoolRoot.path)", underlying: error)
@@ -58,7 +59,8 @@ final class GitMirrors: Sendable {
         let secrets = credential?.redactions ?? []
         try await locks.withLock(mirror.path) { [self] in
             if !FileManager.default.fileExists(atPath: mirror.appendingPathComponent("HEAD").path) {
-                try FileManager.default.createDirectory(at: mirror.deletingLastPathComponent(), withIntermediateDirectories: true)
+                try FileManager.default.createDirectory(
+                    at: mirror.deletingLastPathComponent(), withIntermediateDirectories: true)
                 let made = try await git.run(["init", "--bare", "--quiet", mirror.path])
                 guard made.status == 0 else {
                     throw CorralError(.io, "cannot make the mirror \(mirror.path): \(made.output)")
@@ -68,7 +70,9 @@ final class GitMirrors: Sendable {
             for update in updates {
                 if try await !hasCommit(update.old, in: mirror, environment: [:]) { missing = true }
             }
-            if missing { try await fetch(into: mirror, repository: repository, credential: credential, secrets: secrets) }
+            if missing {
+                try await fetch(into: mirror, repository: repository, credential: credential, secrets: secrets)
+            }
         }
         let quarantine: [String: String] = [
             "GIT_OBJECT_DIRECTORY": spoolDirectory.appendingPathComponent("objects").path,
@@ -79,20 +83,25 @@ final class GitMirrors: Sendable {
                 ["--git-dir=\(mirror.path)", "index-pack", "--stdin", "--fix-thin"], environment: quarantine,
                 stdinFile: (pushFile, UInt64(packOffset)))
             guard indexed.status == 0 else {
-                throw CorralError(.invalidArgument, "the pushed pack cannot be indexed: \(Self.firstLine(indexed.output))")
+                throw CorralError(
+                    .invalidArgument, "the pushed pack cannot be indexed: \(Self.firstLine(indexed.output))")
             }
         }
         var verdicts: [String: String] = [:]
         for update in updates {
             guard try await hasCommit(update.old, in: mirror, environment: quarantine) else {
-                verdicts[update.ref] = "cannot check for a force-push: \(repository.host) has no commit \(update.old.prefix(12)); fetch first"
+                verdicts[update.ref] =
+                    "cannot check for a force-push: \(repository.host) has no commit \(update.old.prefix(12)); fetch first"
                 continue
             }
             let ancestry = try await git.run(
-                ["--git-dir=\(mirror.path)", "merge-base", "--is-ancestor", update.old, update.new], environment: quarantine)
+                ["--git-dir=\(mirror.path)", "merge-base", "--is-ancestor", update.old, update.new],
+                environment: quarantine)
             switch ancestry.status {
             case 0: continue
-            case 1: verdicts[update.ref] = "force-push refused: \(update.old.prefix(12)) is not an ancestor of \(update.new.prefix(12))"
+            case 1:
+                verdicts[update.ref] =
+                    "force-push refused: \(update.old.prefix(12)) is not an ancestor of \(update.new.prefix(12))"
             default:
                 verdicts[update.ref] = "cannot check for a force-push: \(Self.firstLine(ancestry.output))"
             }
@@ -101,13 +110,16 @@ final class GitMirrors: Sendable {
     }
 
     private func hasCommit(_ id: String, in mirror: URL, environment: [String: String]) async throws -> Bool {
-        let probe = try await git.run(["--git-dir=\(mirror.path)", "cat-file", "-e", "\(id)^{commit}"], environment: environment)
+        let probe = try await git.run(
+            ["--git-dir=\(mirror.path)", "cat-file", "-e", "\(id)^{commit}"], environment: environment)
         return probe.status == 0
     }
 
     /// Fetches the upstream's branches into the mirror. The credential travels in the
     /// environment as an extra header, never in a URL or an argument.
-    private func fetch(into mirror: URL, repository: GitRepository, credential: ResolvedCredential?, secrets: [String]) async throws {
+    private func fetch(into mirror: URL, repository: GitRepository, credential: ResolvedCredential?, secrets: [String])
+        async throws
+    {
         var environment: [String: String] = [:]
         var settings: [(String, String)] = []
         if let credential { settings.append(("http.extraHeader", "Authorization: \(credential.authorizationHeader)")) }
@@ -125,7 +137,9 @@ final class GitMirrors: Sendable {
         logger.debug(
             "gateway mirror fetch", metadata: ["repository": "\(repository)", "status": "\(fetched.status)"])
         guard fetched.status == 0 else {
-            throw CorralError(.unavailable, "fetching \(repository) into the gateway's mirror failed: \(Self.firstLine(fetched.output))")
+            throw CorralError(
+                .unavailable,
+                "fetching \(repository) into the gateway's mirror failed: \(Self.firstLine(fetched.output))")
         }
     }
 

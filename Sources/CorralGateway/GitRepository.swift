@@ -85,7 +85,8 @@ public struct GitRepository: Sendable, Hashable, Codable, CustomStringConvertibl
 
     static func isLoopback(host: String) -> Bool {
         let bare = hostWithoutPort(host)
-        return bare == "localhost" || bare == "[::1]" || (bare.hasPrefix("127.") && bare.allSatisfy { $0.isNumber || $0 == "." })
+        return bare == "localhost" || bare == "[::1]"
+            || (bare.hasPrefix("127.") && bare.allSatisfy { $0.isNumber || $0 == "." })
     }
 
     /// `example.com:8080` → `example.com`; `[::1]:80` → `[::1]`.
@@ -100,7 +101,9 @@ public struct GitRepository: Sendable, Hashable, Codable, CustomStringConvertibl
     /// Lower-cases and checks `name[:port]` or `[v6]:port`.
     static func checkHost(_ raw: String) throws -> String {
         let host = raw.lowercased()
-        func fail(_ why: String) -> CorralError { CorralError.invalidArgument("invalid host '\(raw.prefix(200))': \(why)") }
+        func fail(_ why: String) -> CorralError {
+            CorralError.invalidArgument("invalid host '\(raw.prefix(200))': \(why)")
+        }
         guard !host.isEmpty else { throw fail("it is empty") }
         guard host.utf8.count <= 260 else { throw fail("it is too long") }
         var name = Substring(host)
@@ -124,7 +127,9 @@ public struct GitRepository: Sendable, Hashable, Codable, CustomStringConvertibl
                 port = host[host.index(after: colon)...]
             }
             guard !name.isEmpty, !name.hasPrefix("."), !name.hasPrefix("-"),
-                name.unicodeScalars.allSatisfy({ ("a"..."z").contains($0) || ("0"..."9").contains($0) || $0 == "." || $0 == "-" })
+                name.unicodeScalars.allSatisfy({
+                    ("a"..."z").contains($0) || ("0"..."9").contains($0) || $0 == "." || $0 == "-"
+                })
             else {
                 throw fail("a host is letters, digits, '.' and '-'")
             }
@@ -140,15 +145,19 @@ public struct GitRepository: Sendable, Hashable, Codable, CustomStringConvertibl
     /// An owner or repository name: letters, digits, `.`, `_`, `-`; never `.` or `..`.
     static func checkSegment(_ text: String, what: String) throws -> String {
         guard !text.isEmpty else { throw CorralError.invalidArgument("the \(what) is empty") }
-        guard text.utf8.count <= 100 else { throw CorralError.invalidArgument("the \(what) is longer than 100 characters") }
+        guard text.utf8.count <= 100 else {
+            throw CorralError.invalidArgument("the \(what) is longer than 100 characters")
+        }
         guard text != ".", text != ".." else {
             throw CorralError.invalidArgument("the \(what) '\(text)' is not allowed")
         }
         let allowed = text.unicodeScalars.allSatisfy {
-            ("a"..."z").contains($0) || ("A"..."Z").contains($0) || ("0"..."9").contains($0) || $0 == "." || $0 == "_" || $0 == "-"
+            ("a"..."z").contains($0) || ("A"..."Z").contains($0) || ("0"..."9").contains($0) || $0 == "." || $0 == "_"
+                || $0 == "-"
         }
         guard allowed, !text.hasPrefix("-") else {
-            throw CorralError.invalidArgument("the \(what) '\(text.prefix(100))' may hold only letters, digits, '.', '_' and '-'")
+            throw CorralError.invalidArgument(
+                "the \(what) '\(text.prefix(100))' may hold only letters, digits, '.', '_' and '-'")
         }
         return text
     }

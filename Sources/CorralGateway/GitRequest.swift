@@ -52,10 +52,14 @@ struct GitRequest: Sendable, Equatable {
         let rest = parts[3...].joined(separator: "/")
         switch (method, rest) {
         case ("GET", "info/refs"):
-            let service = query?.split(separator: "&").first { $0.hasPrefix("service=") }.map { String($0.dropFirst(8)) }
+            let service = query?.split(separator: "&").first { $0.hasPrefix("service=") }.map {
+                String($0.dropFirst(8))
+            }
             guard let service, let known = Service(rawValue: service) else {
                 throw HTTPFailure(
-                    403, "corral gateway: only git's smart HTTP protocol is served (git 1.6.6 or later); the dumb protocol is not")
+                    403,
+                    "corral gateway: only git's smart HTTP protocol is served (git 1.6.6 or later); the dumb protocol is not"
+                )
             }
             self.service = known
             kind = .advertisement
@@ -67,7 +71,8 @@ struct GitRequest: Sendable, Equatable {
             kind = .rpc
         default:
             throw HTTPFailure(
-                404, "corral gateway: \(method) \(rest.prefix(100)) is not part of git's smart HTTP protocol; only info/refs, git-upload-pack and git-receive-pack are served"
+                404,
+                "corral gateway: \(method) \(rest.prefix(100)) is not part of git's smart HTTP protocol; only info/refs, git-upload-pack and git-receive-pack are served"
             )
         }
         self.query = kind == .advertisement ? query : nil

@@ -50,7 +50,8 @@ struct GitRunner: Sendable {
         } catch {
             try? input?.close()
             throw CorralError(
-                .unavailable, "cannot run \(executable)", hint: "install git on the gateway's host (apt-get install git)",
+                .unavailable, "cannot run \(executable)",
+                hint: "install git on the gateway's host (apt-get install git)",
                 underlying: error)
         }
         try? input?.close()
@@ -66,7 +67,9 @@ struct GitRunner: Sendable {
                 }
                 running.wait()
                 var text = String(decoding: output, as: UTF8.self)
-                for secret in secrets where !secret.isEmpty { text = text.replacingOccurrences(of: secret, with: "<redacted>") }
+                for secret in secrets where !secret.isEmpty {
+                    text = text.replacingOccurrences(of: secret, with: "<redacted>")
+                }
                 return Outcome(status: running.status, output: text)
             }
         } onCancel: {

@@ -30,7 +30,8 @@ extension ProxyConnection {
         guard try await allowEgress(host: target.host, port: target.port, target: name, head: head) else { return }
         var text = "\(head.method) \(target.pathAndQuery) HTTP/1.1\r\n"
         let hopByHop: Set<String> = [
-            "connection", "keep-alive", "proxy-connection", "proxy-authorization", "proxy-authenticate", "te", "trailer",
+            "connection", "keep-alive", "proxy-connection", "proxy-authorization", "proxy-authenticate", "te",
+            "trailer",
             "transfer-encoding", "upgrade", "content-length",
         ]
         var sawHost = false
@@ -48,7 +49,8 @@ extension ProxyConnection {
         let requestHead = channel.allocator.buffer(string: text)
         let framing = head.framing
         let allocator = channel.allocator
-        try await withUpstream(host: target.host, port: target.port, target: name) { upstreamInbound, upstreamOutbound in
+        try await withUpstream(host: target.host, port: target.port, target: name) {
+            upstreamInbound, upstreamOutbound in
             // No half-close after the request: some servers take it for an abort. The
             // upstream closes after its answer (Connection: close), which ends the relay.
             try await relay(upstreamInbound: upstreamInbound, upstreamOutbound: upstreamOutbound, halfClose: false) {
@@ -75,7 +77,8 @@ extension ProxyConnection {
         let policy = binding.policy
         if host == GitRepository.gatewayHost {
             await record(.egress, .denied, target: target, reason: "git.corral is served over plain http only")
-            await refuse(head, 403, "corral gateway: use http://git.corral/HOST/OWNER/REPO.git; git.corral takes no CONNECT")
+            await refuse(
+                head, 403, "corral gateway: use http://git.corral/HOST/OWNER/REPO.git; git.corral takes no CONNECT")
             return false
         }
         guard policy.allowsEgress(host: host, port: port) else {
@@ -94,7 +97,8 @@ extension ProxyConnection {
     /// to connect answers 502.
     private func withUpstream(
         host: String, port: Int, target: String,
-        _ body: (NIOAsyncChannelInboundStream<ByteBuffer>, NIOAsyncChannelOutboundWriter<ByteBuffer>) async throws -> Void
+        _ body: (NIOAsyncChannelInboundStream<ByteBuffer>, NIOAsyncChannelOutboundWriter<ByteBuffer>) async throws ->
+            Void
     ) async throws {
         let upstream: NIOAsyncChannel<ByteBuffer, ByteBuffer>
         do {
@@ -105,7 +109,8 @@ extension ProxyConnection {
                 .connect(host: host, port: port) { channel in
                     channel.eventLoop.makeCompletedFuture {
                         try NIOAsyncChannel<ByteBuffer, ByteBuffer>(
-                            wrappingChannelSynchronously: channel, configuration: .init(isOutboundHalfClosureEnabled: true))
+                            wrappingChannelSynchronously: channel,
+                            configuration: .init(isOutboundHalfClosureEnabled: true))
                     }
                 }
         } catch {

@@ -9,7 +9,8 @@ extension ProxyConnection {
     /// Request headers git sends that the upstream needs. Everything else stays behind, the
     /// sandbox's own Authorization above all.
     static let forwardedRequestHeaders = [
-        "Content-Type", "Accept", "Accept-Encoding", "Accept-Language", "Content-Encoding", "Git-Protocol", "User-Agent",
+        "Content-Type", "Accept", "Accept-Encoding", "Accept-Language", "Content-Encoding", "Git-Protocol",
+        "User-Agent",
     ]
     /// Response headers passed back to git.
     static let forwardedResponseHeaders = [
@@ -31,13 +32,15 @@ extension ProxyConnection {
         // The grant is looked up on every request, not once per operation: a policy change
         // applies to the next request.
         guard let grant = binding.policy.grant(for: repository) else {
-            await record(action, .denied, target: "\(repository)", reason: "the sandbox has no grant for this repository")
+            await record(
+                action, .denied, target: "\(repository)", reason: "the sandbox has no grant for this repository")
             await refuse(head, 403, "corral gateway: this sandbox has no grant for \(repository)")
             return false
         }
         if request.service == .receivePack && grant.access != .write {
             await record(action, .denied, target: "\(repository)", reason: "the grant is read-only")
-            await refuse(head, 403, "corral gateway: \(repository) is granted read-only to this sandbox; pushes are refused")
+            await refuse(
+                head, 403, "corral gateway: \(repository) is granted read-only to this sandbox; pushes are refused")
             return false
         }
         let credential: ResolvedCredential?
@@ -46,7 +49,9 @@ extension ProxyConnection {
         } catch {
             logger.error("gateway cannot read the vault", metadata: ["error": "\(error)"])
             await record(action, .denied, target: "\(repository)", reason: "the vault cannot be read")
-            await refuse(head, 503, "corral gateway: the gateway cannot read its vault; ask the operator to check the host's logs")
+            await refuse(
+                head, 503,
+                "corral gateway: the gateway cannot read its vault; ask the operator to check the host's logs")
             return false
         }
 
@@ -54,7 +59,8 @@ extension ProxyConnection {
         case (.advertisement, _):
             await record(
                 action, .allowed, target: "\(repository)",
-                reason: request.service == .receivePack ? "write grant: push may start" : "\(grant.access.rawValue) grant: fetch",
+                reason: request.service == .receivePack
+                    ? "write grant: push may start" : "\(grant.access.rawValue) grant: fetch",
                 credential: credential?.entry.name)
             return try await forwardGit(head, request, body: .empty, credential: credential)
         case (.rpc, .uploadPack):
@@ -79,18 +85,23 @@ extension ProxyConnection {
         let action: GatewayDecision.Action = request.service == .receivePack ? .gitPush : .gitFetch
         var headers = HTTPHeaders()
         for name in Self.forwardedRequestHeaders {
-            for field in head.headers where field.name.lowercased() == name.lowercased() { headers.add(name, field.value) }
+            for field in head.headers where field.name.lowercased() == name.lowercased() {
+                headers.add(name, field.value)
+            }
         }
         if let credential { headers.add("Authorization", credential.authorizationHeader) }
-        let upstreamRequest = HTTPRequest(HTTPMethod(rawValue: head.method), request.upstreamPath, headers: headers, body: body)
+        let upstreamRequest = HTTPRequest(
+            HTTPMethod(rawValue: head.method), request.upstreamPath, headers: headers, body: body)
         let keepAlive = head.keepAlive
         do {
             let client = try core.upstreams.client(for: repository)
             return try await client.withStreamingResponse(upstreamRequest) { upstreamHead, upstreamBody in
                 let status = upstreamHead.status
                 guard (200..<300).contains(status) else {
-                    let (reply, reason) = Self.explainUpstreamRefusal(status: status, repository: repository, credential: credential)
-                    await record(action, .denied, target: "\(repository)", reason: reason, credential: credential?.entry.name)
+                    let (reply, reason) = Self.explainUpstreamRefusal(
+                        status: status, repository: repository, credential: credential)
+                    await record(
+                        action, .denied, target: "\(repository)", reason: reason, credential: credential?.entry.name)
                     await respond(reply.status, reply.message, close: true)
                     return false
                 }
@@ -99,7 +110,8 @@ extension ProxyConnection {
                     if let value = upstreamHead.headers[name] { responseHeaders.append((name, value)) }
                 }
                 let length =
-                    upstreamHead.headers["Transfer-Encoding"] == nil ? upstreamHead.headers["Content-Length"].flatMap { Int64($0) } : nil
+                    upstreamHead.headers["Transfer-Encoding"] == nil
+                    ? upstreamHead.headers["Content-Length"].flatMap { Int64($0) } : nil
                 if let length {
                     responseHeaders.append(("Content-Length", "\(length)"))
                 } else {
@@ -163,7 +175,9 @@ extension ProxyConnection {
             )
         case (404, _):
             return (
-                HTTPFailure(404, "corral gateway: \(host) has no repository \(path), or the credential cannot see it (HTTP 404)"),
+                HTTPFailure(
+                    404, "corral gateway: \(host) has no repository \(path), or the credential cannot see it (HTTP 404)"
+                ),
                 "the upstream has no such repository (HTTP 404)"
             )
         default:

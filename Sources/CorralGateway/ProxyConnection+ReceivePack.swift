@@ -14,7 +14,9 @@ extension ProxyConnection {
         let target = "\(repository)"
         if let encoding = head.headers["Content-Encoding"], encoding.lowercased() != "identity" {
             await record(.gitPush, .denied, target: target, reason: "a compressed push body cannot be checked")
-            await refuse(head, 415, "corral gateway: pushes with Content-Encoding \(encoding) cannot be checked; push uncompressed")
+            await refuse(
+                head, 415,
+                "corral gateway: pushes with Content-Encoding \(encoding) cannot be checked; push uncompressed")
             return false
         }
         if head.expectsContinue { try await write("HTTP/1.1 100 Continue\r\n\r\n") }
@@ -90,7 +92,8 @@ extension ProxyConnection {
 
     /// Answers a refused push as receive-pack would: 200 with a report-status naming each
     /// ref. Every ref of the push is refused when any is, so a push never lands in part.
-    private func answerRefusal(_ request: ReceivePackRequest, refusals: [String: String], keepAlive: Bool) async throws {
+    private func answerRefusal(_ request: ReceivePackRequest, refusals: [String: String], keepAlive: Bool) async throws
+    {
         let list = request.commands.map { command in
             (ref: command.ref, reason: refusals[command.ref] ?? "not pushed: another ref in this push was refused")
         }

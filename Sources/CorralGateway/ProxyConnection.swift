@@ -58,7 +58,8 @@ final class ProxyConnection {
                 if !responseStarted { await respond(failure.status, failure.message, close: true) }
                 return
             } catch {
-                logger.debug("gateway request failed", metadata: ["sandbox": "\(binding.sandbox)", "error": "\(error)"])
+                logger.debug(
+                    "gateway request failed", metadata: ["sandbox": "\(binding.sandbox)", "error": "\(error)"])
                 if !responseStarted {
                     await respond(502, "corral gateway: the request failed inside the gateway", close: true)
                 }
@@ -76,7 +77,9 @@ final class ProxyConnection {
         guard let target = AbsoluteTarget(parsing: head.target) else {
             await record(.badRequest, .denied, target: "", reason: "a request that is not in absolute form")
             throw HTTPFailure(
-                400, "corral gateway: this is a proxy: send requests in absolute form (http://host/path) or CONNECT host:port")
+                400,
+                "corral gateway: this is a proxy: send requests in absolute form (http://host/path) or CONNECT host:port"
+            )
         }
         if target.scheme == "https" {
             await record(.badRequest, .denied, target: target.authority, reason: "an https:// request without CONNECT")
@@ -96,7 +99,8 @@ final class ProxyConnection {
         credential: String? = nil
     ) async {
         await core.record(
-            GatewayDecision(action: action, verdict: verdict, target: target, reason: reason, credential: credential), for: binding)
+            GatewayDecision(action: action, verdict: verdict, target: target, reason: reason, credential: credential),
+            for: binding)
     }
 
     // MARK: Writing
@@ -164,7 +168,9 @@ struct AbsoluteTarget: Sendable {
         let authority = String(rest[..<authorityEnd])
         var path = String(rest[authorityEnd...])
         if path.isEmpty || path.hasPrefix("?") { path = "/" + path }
-        guard let (host, port) = Self.splitAuthority(authority, defaultPort: scheme == "https" ? 443 : 80) else { return nil }
+        guard let (host, port) = Self.splitAuthority(authority, defaultPort: scheme == "https" ? 443 : 80) else {
+            return nil
+        }
         self.scheme = scheme
         self.authority = authority
         self.host = host
@@ -195,7 +201,8 @@ struct AbsoluteTarget: Sendable {
                 host = Substring(authority)
             }
             let valid = host.unicodeScalars.allSatisfy {
-                ("a"..."z").contains($0) || ("A"..."Z").contains($0) || ("0"..."9").contains($0) || $0 == "." || $0 == "-" || $0 == "_"
+                ("a"..."z").contains($0) || ("A"..."Z").contains($0) || ("0"..."9").contains($0) || $0 == "."
+                    || $0 == "-" || $0 == "_"
             }
             guard !host.isEmpty, valid else { return nil }
         }

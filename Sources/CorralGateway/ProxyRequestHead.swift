@@ -1,5 +1,5 @@
-import Foundation
 import CurlHTTP
+import Foundation
 
 /// A request as a sandbox sent it to its proxy: the request line and headers.
 struct ProxyRequestHead: Sendable {
@@ -76,14 +76,19 @@ struct ProxyRequestHead: Sendable {
         self.headers = headers
 
         let lengths = headers.fields.filter { $0.name.lowercased() == "content-length" }.map(\.value)
-        let encodings = headers.fields.filter { $0.name.lowercased() == "transfer-encoding" }.map { $0.value.lowercased() }
+        let encodings = headers.fields.filter { $0.name.lowercased() == "transfer-encoding" }.map {
+            $0.value.lowercased()
+        }
         if !encodings.isEmpty {
             guard lengths.isEmpty else { throw HTTPFailure(400, "both Content-Length and Transfer-Encoding are set") }
-            guard encodings == ["chunked"] else { throw HTTPFailure(501, "only the chunked transfer coding is accepted") }
+            guard encodings == ["chunked"] else {
+                throw HTTPFailure(501, "only the chunked transfer coding is accepted")
+            }
             framing = .chunked
         } else if let length = lengths.first {
             guard lengths.allSatisfy({ $0 == length }), !length.isEmpty, length.utf8.count <= 18,
-                length.utf8.allSatisfy({ $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }), let value = Int64(length)
+                length.utf8.allSatisfy({ $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }),
+                let value = Int64(length)
             else {
                 throw HTTPFailure(400, "Content-Length is not one number")
             }
@@ -95,7 +100,8 @@ struct ProxyRequestHead: Sendable {
 
     static func isTokenByte(_ byte: UInt8) -> Bool {
         switch byte {
-        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"):
+        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"),
+            UInt8(ascii: "0")...UInt8(ascii: "9"):
             return true
         default:
             return Array("!#$%&'*+-.^_`|~".utf8).contains(byte)

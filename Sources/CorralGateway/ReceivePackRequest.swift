@@ -53,7 +53,9 @@ struct ReceivePackRequest: Sendable, Equatable {
                 return nil  // flush-pkt
             }
             guard length > 4 else { throw .malformed("unexpected special pkt-line \(length) in a push") }
-            guard length <= maxPacketLength else { throw .malformed("a pkt-line is longer than \(maxPacketLength) bytes") }
+            guard length <= maxPacketLength else {
+                throw .malformed("a pkt-line is longer than \(maxPacketLength) bytes")
+            }
             guard offset + length <= bytes.count else {
                 throw complete ? .malformed("the request ends inside a pkt-line") : .needMore
             }
@@ -66,7 +68,8 @@ struct ReceivePackRequest: Sendable, Equatable {
         while let payload = try nextPacket() {
             var line = payload
             if commands.isEmpty, let nul = line.firstIndex(of: 0) {
-                capabilities = String(decoding: line[(nul + 1)...], as: UTF8.self).split(separator: " ").map(String.init)
+                capabilities = String(decoding: line[(nul + 1)...], as: UTF8.self).split(separator: " ").map(
+                    String.init)
                 line = Array(line[..<nul])
             }
             let text = String(decoding: line, as: UTF8.self)
@@ -75,7 +78,9 @@ struct ReceivePackRequest: Sendable, Equatable {
                 throw .unsupported("signed pushes (push-cert) are not supported through the gateway")
             }
             commands.append(try parseCommand(text))
-            guard commands.count <= maxCommands else { throw .malformed("more than \(maxCommands) ref updates in one push") }
+            guard commands.count <= maxCommands else {
+                throw .malformed("more than \(maxCommands) ref updates in one push")
+            }
         }
         guard !commands.isEmpty else { throw .malformed("the push names no ref to update") }
         if capabilities.contains("push-options") {
@@ -107,7 +112,10 @@ struct ReceivePackRequest: Sendable, Equatable {
 
     static func isObjectID(_ text: String) -> Bool {
         (text.utf8.count == 40 || text.utf8.count == 64)
-            && text.utf8.allSatisfy { ($0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9")) || ($0 >= UInt8(ascii: "a") && $0 <= UInt8(ascii: "f")) }
+            && text.utf8.allSatisfy {
+                ($0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9"))
+                    || ($0 >= UInt8(ascii: "a") && $0 <= UInt8(ascii: "f"))
+            }
     }
 
     private static func hexValue(_ byte: UInt8) -> Int? {

@@ -19,7 +19,8 @@ final class UpstreamClients: Sendable {
         let base = "\(repository.isLoopbackHost ? "http" : "https")://\(repository.host)"
         return try clients.withLock { clients in
             if let existing = clients[base] { return existing }
-            let endpoint = try HTTPEndpoint(parsing: base, tls: repository.isLoopbackHost ? nil : configuration.upstreamTLS)
+            let endpoint = try HTTPEndpoint(
+                parsing: base, tls: repository.isLoopbackHost ? nil : configuration.upstreamTLS)
             var clientConfiguration = CurlHTTPClient.Configuration()
             clientConfiguration.connectTimeout = configuration.upstreamConnectTimeout
             clientConfiguration.maxConnections = 32

@@ -59,7 +59,9 @@ public final class Vault: Sendable {
     // MARK: Operations
 
     /// Stores a credential, replacing one of the same name.
-    public func put(name: String, scope: CredentialScope, username: String = Vault.defaultUsername, secret: VaultSecret) throws {
+    public func put(name: String, scope: CredentialScope, username: String = Vault.defaultUsername, secret: VaultSecret)
+        throws
+    {
         try Self.checkName(name)
         try Self.checkUsername(username)
         try Self.checkSecret(secret)
@@ -79,7 +81,8 @@ public final class Vault: Sendable {
         try Self.checkName(name)
         try modify { records in
             guard records.contains(where: { $0.name == name }) else {
-                throw CorralError.notFound("no credential named '\(name)' in the vault", hint: "`corral vault ls` lists them")
+                throw CorralError.notFound(
+                    "no credential named '\(name)' in the vault", hint: "`corral vault ls` lists them")
             }
             records.removeAll { $0.name == name }
         }
@@ -116,13 +119,15 @@ public final class Vault: Sendable {
     }
 
     private var lockFile: URL {
-        configuration.file.deletingLastPathComponent().appendingPathComponent(".\(configuration.file.lastPathComponent).lock")
+        configuration.file.deletingLastPathComponent().appendingPathComponent(
+            ".\(configuration.file.lastPathComponent).lock")
     }
 
     private func modify(_ change: (inout [Record]) throws -> Void) throws {
         let directory = configuration.file.deletingLastPathComponent()
         do {
-            try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+            try FileManager.default.createDirectory(
+                at: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         } catch {
             throw CorralError(.io, "cannot make the state directory \(directory.path)", underlying: error)
         }
@@ -153,7 +158,9 @@ public final class Vault: Sendable {
         do {
             let document = try JSONDecoder.vault.decode(Document.self, from: plaintext)
             guard document.version == 1 else {
-                throw CorralError(.unsupported, "the vault \(configuration.file.path) has format version \(document.version); this corral reads 1")
+                throw CorralError(
+                    .unsupported,
+                    "the vault \(configuration.file.path) has format version \(document.version); this corral reads 1")
             }
             return document.credentials
         } catch let error as CorralError {
@@ -178,7 +185,8 @@ public final class Vault: Sendable {
         let valid =
             !name.isEmpty && name.utf8.count <= 64
             && name.unicodeScalars.allSatisfy {
-                ("a"..."z").contains($0) || ("A"..."Z").contains($0) || ("0"..."9").contains($0) || $0 == "." || $0 == "_" || $0 == "-"
+                ("a"..."z").contains($0) || ("A"..."Z").contains($0) || ("0"..."9").contains($0) || $0 == "."
+                    || $0 == "_" || $0 == "-"
             }
             && !name.hasPrefix("-") && !name.hasPrefix(".")
         guard valid else {
@@ -200,7 +208,8 @@ public final class Vault: Sendable {
 
     static func checkSecret(_ secret: VaultSecret) throws {
         guard !secret.value.isEmpty else {
-            throw CorralError.invalidArgument("the credential's value is empty", hint: "pass the token on standard input")
+            throw CorralError.invalidArgument(
+                "the credential's value is empty", hint: "pass the token on standard input")
         }
         guard secret.value.utf8.count <= 16384 else {
             throw CorralError.invalidArgument("the credential's value is longer than 16 KiB")

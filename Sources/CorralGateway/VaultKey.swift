@@ -30,7 +30,8 @@ enum VaultKeyLoader {
     static let keyByteCount = 32
 
     static func load(
-        fileURL: URL, environmentVariable: String, environment: [String: String], vaultExists: Bool, createIfMissing: Bool
+        fileURL: URL, environmentVariable: String, environment: [String: String], vaultExists: Bool,
+        createIfMissing: Bool
     ) throws -> (SymmetricKey, VaultKeyOrigin) {
         if let text = environment[environmentVariable], !text.isEmpty {
             let key = try decode(text, source: "the environment variable \(environmentVariable)")
@@ -88,7 +89,8 @@ enum VaultKeyLoader {
     static func create(_ url: URL) throws -> SymmetricKey {
         let directory = url.deletingLastPathComponent()
         do {
-            try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+            try FileManager.default.createDirectory(
+                at: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         } catch {
             throw CorralError(.io, "cannot make the directory \(directory.path) for the vault key", underlying: error)
         }

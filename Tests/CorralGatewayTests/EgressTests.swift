@@ -1,8 +1,8 @@
 import CorralCore
 import CorralGateway
 import Foundation
-import Testing
 import TestSupport
+import Testing
 
 /// Everything that is not git: allowed only to hosts on the sandbox's allow-list. A loopback
 /// HTTP server stands in for both an allowed and a denied host (`127.0.0.1` is listed,
@@ -65,7 +65,8 @@ struct EgressTests {
                 port: proxyPort, "GET http://127.0.0.1:\(port)/hello?x=1 HTTP/1.1\r\nHost: 127.0.0.1:\(port)\r\n\r\n")
             answers.posted = try TCPClient.exchange(
                 port: proxyPort,
-                "POST http://127.0.0.1:\(port)/form HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n3\r\n123\r\n0\r\n\r\n")
+                "POST http://127.0.0.1:\(port)/form HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n3\r\n123\r\n0\r\n\r\n"
+            )
             answers.denied = try TCPClient.exchange(
                 port: proxyPort, "GET http://localhost:\(port)/hello HTTP/1.1\r\nHost: localhost\r\n\r\n")
             let fd = try TCPClient.connect(port: proxyPort)
@@ -87,7 +88,8 @@ struct EgressTests {
         try await GatewayFixture.with { fixture in
             let socket = try await fixture.attach(sandbox, policy: GatewayPolicy(egressHosts: ["example.com"]))
             let answer = try await runOnThread {
-                try TCPClient.exchange(unixSocket: socket, "GET https://example.com/ HTTP/1.1\r\nHost: example.com\r\n\r\n")
+                try TCPClient.exchange(
+                    unixSocket: socket, "GET https://example.com/ HTTP/1.1\r\nHost: example.com\r\n\r\n")
             }
             #expect(answer.hasPrefix("HTTP/1.1 400"), "\(answer)")
             #expect(answer.contains("CONNECT"))

@@ -1,8 +1,8 @@
 import CorralCore
 import CorralGateway
 import Foundation
-import Testing
 import TestSupport
+import Testing
 
 /// A running gateway with a vault, a real git smart-HTTP upstream on loopback that demands a
 /// token, and helpers to act as a sandbox: corral-init forwarding a loopback port to the
@@ -33,14 +33,16 @@ struct GatewayFixture {
         let upstream = try GitHTTPServer(root: directory.appendingPathComponent("upstream"), tokens: [token])
         defer { upstream.stop() }
         let vault = try Vault(
-            configuration: Vault.Configuration(stateDirectory: directory.appendingPathComponent("state"), environment: [:]))
+            configuration: Vault.Configuration(
+                stateDirectory: directory.appendingPathComponent("state"), environment: [:]))
         var configuration = Gateway.Configuration(workDirectory: directory.appendingPathComponent("state/gateway"))
         configure(&configuration)
         let logs = LogCapture()
         let sink = RecordingSink()
         let gateway = Gateway(configuration: configuration, vault: vault, eventSink: sink, logger: logs.logger())
         let fixture = GatewayFixture(
-            directory: directory, vault: vault, gateway: gateway, upstream: upstream, logs: logs, sink: sink, token: token)
+            directory: directory, vault: vault, gateway: gateway, upstream: upstream, logs: logs, sink: sink,
+            token: token)
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await gateway.run() }
             do {
@@ -63,20 +65,23 @@ struct GatewayFixture {
 
     func storeToken(scope: String? = nil) throws {
         try vault.put(
-            name: "upstream-token", scope: CredentialScope(parsing: scope ?? "127.0.0.1:\(upstream.port)/\(Self.owner)"),
+            name: "upstream-token",
+            scope: CredentialScope(parsing: scope ?? "127.0.0.1:\(upstream.port)/\(Self.owner)"),
             secret: VaultSecret(token))
     }
 
     /// A sandbox's gateway directory, made as the provisioner would, attached with `policy`.
     /// Returns the socket's path.
     @discardableResult
-    func attach(_ sandbox: SandboxID, policy: GatewayPolicy, session: SessionID? = nil, tenant: TenantID = .local) async throws
+    func attach(_ sandbox: SandboxID, policy: GatewayPolicy, session: SessionID? = nil, tenant: TenantID = .local)
+        async throws
         -> String
     {
         let gatewayDirectory = directory.appendingPathComponent("s/\(sandbox)", isDirectory: true)
         try FileManager.default.createDirectory(
             at: gatewayDirectory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
-        try await gateway.attach(sandbox: sandbox, tenant: tenant, session: session, directory: gatewayDirectory, policy: policy)
+        try await gateway.attach(
+            sandbox: sandbox, tenant: tenant, session: session, directory: gatewayDirectory, policy: policy)
         return gatewayDirectory.appendingPathComponent("gateway.sock").path
     }
 
@@ -100,7 +105,9 @@ struct GatewayFixture {
         var full = ["-c", "http.proxy=\(proxy.proxyURL)", "-c", "protocol.version=2", "-c", "credential.helper="]
         if let workTree { full += ["-C", workTree.path] }
         full += arguments
-        let result = try await runOnThread { [full, environment] in try Git.runAllowingFailure(full, environment: environment) }
+        let result = try await runOnThread { [full, environment] in
+            try Git.runAllowingFailure(full, environment: environment)
+        }
         #expect(!result.stdout.contains(token) && !result.stderr.contains(token), "git printed the token")
         return result
     }
@@ -127,7 +134,9 @@ struct GatewayFixture {
         let spellings = [token, Data("x-access-token:\(token)".utf8).base64EncodedString()]
         for spelling in spellings {
             #expect(!logs.all.contains { $0.contains(spelling) }, "a log line holds the token")
-            #expect(!sink.decisions.contains { "\($0)".contains(spelling) || $0.reason.contains(spelling) }, "a decision holds the token")
+            #expect(
+                !sink.decisions.contains { "\($0)".contains(spelling) || $0.reason.contains(spelling) },
+                "a decision holds the token")
         }
     }
 }

@@ -3,8 +3,8 @@ import CorralGateway
 import Foundation
 import Logging
 import Synchronization
-import Testing
 import TestSupport
+import Testing
 
 #if canImport(Glibc)
 import Glibc
@@ -39,7 +39,8 @@ struct CapturingLogHandler: LogHandler {
     func log(event: LogEvent) {
         let merged = metadata.merging(event.metadata ?? [:]) { _, new in new }
         let rendered = merged.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
-        capture.append("\(event.level) \(label): \(event.message) \(rendered)\(event.error.map { " error=\($0)" } ?? "")")
+        capture.append(
+            "\(event.level) \(label): \(event.message) \(rendered)\(event.error.map { " error=\($0)" } ?? "")")
     }
 }
 
@@ -72,7 +73,8 @@ enum BuildProducts {
             if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
             directory = directory.deletingLastPathComponent()
         }
-        throw CorralError(.notFound, "\(name) is not built beside the tests (\(executable))", hint: "run `swift build` first")
+        throw CorralError(
+            .notFound, "\(name) is not built beside the tests (\(executable))", hint: "run `swift build` first")
     }
 }
 
@@ -123,7 +125,8 @@ final class Forwarder: Sendable {
         let deadline = ContinuousClock.now + .seconds(20)
         while !(try await runOnThread { TCPClient.canConnect(port: port) }) {
             guard process.isRunning else {
-                throw CorralError(.unavailable, "corral-init exited with status \(process.terminationStatus) before listening")
+                throw CorralError(
+                    .unavailable, "corral-init exited with status \(process.terminationStatus) before listening")
             }
             guard ContinuousClock.now < deadline else {
                 forwarder.stop()
@@ -161,7 +164,9 @@ enum TCPClient {
         address.sin_addr.s_addr = inet_addr("127.0.0.1")
         address.sin_port = UInt16(port).bigEndian
         let result = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
         }
         guard result == 0 else {
             close(fd)
@@ -181,7 +186,9 @@ enum TCPClient {
             for (index, byte) in bytes.prefix(raw.count - 1).enumerated() { raw[index] = byte }
         }
         let result = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+            }
         }
         guard result == 0 else {
             close(fd)
@@ -204,7 +211,9 @@ enum TCPClient {
     static func send(_ fd: Int32, _ bytes: [UInt8]) {
         var offset = 0
         while offset < bytes.count {
-            let sent = bytes[offset...].withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            let sent = bytes[offset...].withUnsafeBytes {
+                Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL))
+            }
             if sent <= 0 { return }
             offset += sent
         }

@@ -1,8 +1,8 @@
 import CorralCore
 import CorralGateway
 import Foundation
-import Testing
 import TestSupport
+import Testing
 
 /// Plain git inside a "sandbox" (corral-init forwarding to the gateway socket) against a
 /// real git smart-HTTP upstream that demands a token.
@@ -10,14 +10,19 @@ import TestSupport
 struct GitProxyTests {
     let sandbox = SandboxID(unchecked: "sb-git0001")
 
-    func writeGrant(_ fixture: GatewayFixture, _ name: String = "rocket", branches: [String]? = nil) throws -> GatewayPolicy {
-        GatewayPolicy(gitGrants: [try GitGrant(repository: fixture.repository(name), access: .write, pushableBranches: branches)])
+    func writeGrant(_ fixture: GatewayFixture, _ name: String = "rocket", branches: [String]? = nil) throws
+        -> GatewayPolicy
+    {
+        GatewayPolicy(gitGrants: [
+            try GitGrant(repository: fixture.repository(name), access: .write, pushableBranches: branches)
+        ])
     }
 
     @Test("clone, commit and push of the sandbox's own branch work, with the vault's credential added on the way")
     func cloneAndPushOwnBranch() async throws {
         try await GatewayFixture.with { fixture in
-            try fixture.upstream.createRepository(owner: GatewayFixture.owner, name: "rocket", files: ["README.md": "rocket\n"])
+            try fixture.upstream.createRepository(
+                owner: GatewayFixture.owner, name: "rocket", files: ["README.md": "rocket\n"])
             try fixture.storeToken()
             let session = SessionID(unchecked: "se-git0001")
             try await fixture.withSandbox(sandbox, policy: try writeGrant(fixture), session: session) { proxy in
@@ -31,12 +36,14 @@ struct GitProxyTests {
                 #expect(!config.stdout.contains(fixture.token))
 
                 let branch = GitGrant.defaultBranch(for: sandbox)
-                #expect(try await fixture.git(["checkout", "--quiet", "-b", branch], in: work, proxy: proxy).status == 0)
+                #expect(
+                    try await fixture.git(["checkout", "--quiet", "-b", branch], in: work, proxy: proxy).status == 0)
                 try await fixture.commit(in: work, content: "one\n", proxy: proxy)
                 let pushed = try await fixture.git(["push", "origin", branch], in: work, proxy: proxy)
                 #expect(pushed.status == 0, "\(pushed.stderr)")
                 let local = try await fixture.git(["rev-parse", "HEAD"], in: work, proxy: proxy).stdout
-                #expect(fixture.upstream.head(owner: GatewayFixture.owner, name: "rocket", branch: branch) == local.trimmed)
+                #expect(
+                    fixture.upstream.head(owner: GatewayFixture.owner, name: "rocket", branch: branch) == local.trimmed)
 
                 // A fast-forward on top goes through the ancestry check.
                 try await fixture.commit(in: work, content: "two\n", proxy: proxy)
@@ -52,7 +59,10 @@ struct GitProxyTests {
             #expect(requests.filter { !$0.target.hasPrefix("/\(GatewayFixture.owner)/rocket.git/") }.isEmpty)
             #expect(requests.allSatisfy { $0.authorization == expected })
             let decisions = fixture.sink.decisions(for: sandbox)
-            #expect(decisions.contains { $0.action == .gitFetch && $0.verdict == .allowed && $0.credential == "upstream-token" })
+            #expect(
+                decisions.contains {
+                    $0.action == .gitFetch && $0.verdict == .allowed && $0.credential == "upstream-token"
+                })
             #expect(decisions.contains { $0.action == .gitPush && $0.verdict == .allowed })
             #expect(fixture.sink.sessions(for: sandbox).allSatisfy { $0 == session })
             #expect(fixture.logs.all.contains { $0.contains("gateway decision") && $0.contains("verdict=allowed") })
@@ -73,7 +83,9 @@ struct GitProxyTests {
                 #expect(pushed.status != 0)
                 #expect(pushed.stderr.contains("[remote rejected]"), "\(pushed.stderr)")
                 #expect(pushed.stderr.contains("refs/heads/main is not pushable from this sandbox"), "\(pushed.stderr)")
-                #expect(pushed.stderr.contains("remote: corral gateway: refs/heads/main is not pushable"), "\(pushed.stderr)")
+                #expect(
+                    pushed.stderr.contains("remote: corral gateway: refs/heads/main is not pushable"),
+                    "\(pushed.stderr)")
             }
             #expect(fixture.upstream.head(owner: GatewayFixture.owner, name: "rocket", branch: "main") == before)
             #expect(fixture.sink.decisions(for: sandbox).contains { $0.action == .gitPush && $0.verdict == .denied })
@@ -94,17 +106,22 @@ struct GitProxyTests {
                 let pushedHead = fixture.upstream.head(owner: GatewayFixture.owner, name: "rocket", branch: branch)
 
                 // Rewrite history: a new commit that does not descend from the pushed one.
-                #expect(try await fixture.git(["reset", "--quiet", "--hard", "HEAD~1"], in: work, proxy: proxy).status == 0)
+                #expect(
+                    try await fixture.git(["reset", "--quiet", "--hard", "HEAD~1"], in: work, proxy: proxy).status == 0)
                 try await fixture.commit(in: work, file: "other.txt", content: "rewritten\n", proxy: proxy)
                 let forced = try await fixture.git(["push", "--force", "origin", branch], in: work, proxy: proxy)
                 #expect(forced.status != 0)
-                #expect(forced.stderr.contains("remote: corral gateway: refs/heads/\(branch): force-push refused"), "\(forced.stderr)")
-                #expect(fixture.upstream.head(owner: GatewayFixture.owner, name: "rocket", branch: branch) == pushedHead)
+                #expect(
+                    forced.stderr.contains("remote: corral gateway: refs/heads/\(branch): force-push refused"),
+                    "\(forced.stderr)")
+                #expect(
+                    fixture.upstream.head(owner: GatewayFixture.owner, name: "rocket", branch: branch) == pushedHead)
 
                 let deleted = try await fixture.git(["push", "origin", ":\(branch)"], in: work, proxy: proxy)
                 #expect(deleted.status != 0)
                 #expect(deleted.stderr.contains("deleting refs/heads/\(branch) is refused"), "\(deleted.stderr)")
-                #expect(fixture.upstream.head(owner: GatewayFixture.owner, name: "rocket", branch: branch) == pushedHead)
+                #expect(
+                    fixture.upstream.head(owner: GatewayFixture.owner, name: "rocket", branch: branch) == pushedHead)
             }
             // The fast-forward check kept a mirror keyed by tenant.
             let mirrors = fixture.directory.appendingPathComponent("state/gateway/mirrors/\(TenantID.local)")
@@ -118,24 +135,31 @@ struct GitProxyTests {
             try fixture.upstream.createRepository(owner: GatewayFixture.owner, name: "rocket")
             try fixture.upstream.createRepository(owner: GatewayFixture.owner, name: "secret")
             try fixture.storeToken()
-            let policy = GatewayPolicy(gitGrants: [try GitGrant(repository: fixture.repository("rocket"), access: .read)])
+            let policy = GatewayPolicy(gitGrants: [
+                try GitGrant(repository: fixture.repository("rocket"), access: .read)
+            ])
             try await fixture.withSandbox(sandbox, policy: policy) { proxy in
                 let (_, refused) = try await fixture.clone("secret", proxy: proxy, into: "secret")
                 #expect(refused.status != 0)
-                #expect(refused.stderr.contains("remote: corral gateway: this sandbox has no grant for \(fixture.repository("secret"))"), "\(refused.stderr)")
+                #expect(
+                    refused.stderr.contains(
+                        "remote: corral gateway: this sandbox has no grant for \(fixture.repository("secret"))"),
+                    "\(refused.stderr)")
 
                 let (work, cloned) = try await fixture.clone("rocket", proxy: proxy)
                 #expect(cloned.status == 0, "\(cloned.stderr)")
-                _ = try await fixture.git(["checkout", "--quiet", "-b", GitGrant.defaultBranch(for: sandbox)], in: work, proxy: proxy)
+                _ = try await fixture.git(
+                    ["checkout", "--quiet", "-b", GitGrant.defaultBranch(for: sandbox)], in: work, proxy: proxy)
                 try await fixture.commit(in: work, content: "x\n", proxy: proxy)
                 let pushed = try await fixture.git(["push", "origin", "HEAD"], in: work, proxy: proxy)
                 #expect(pushed.status != 0)
                 #expect(pushed.stderr.contains("granted read-only to this sandbox"), "\(pushed.stderr)")
             }
             #expect(!fixture.upstream.requests.contains { $0.target.contains("/secret.git/") })
-            #expect(fixture.sink.decisions(for: sandbox).contains {
-                $0.verdict == .denied && $0.target == fixture.repository("secret")
-            })
+            #expect(
+                fixture.sink.decisions(for: sandbox).contains {
+                    $0.verdict == .denied && $0.target == fixture.repository("secret")
+                })
         }
     }
 
@@ -164,9 +188,12 @@ struct GitProxyTests {
                 #expect(revoked.stderr.contains("revoked or expired"), "\(revoked.stderr)")
 
                 let gone = "http://git.corral/127.0.0.1:\(closedPort)/\(GatewayFixture.owner)/gone.git"
-                let unreachable = try await fixture.git(["clone", gone, fixture.directory.appendingPathComponent("gone").path], proxy: proxy)
+                let unreachable = try await fixture.git(
+                    ["clone", gone, fixture.directory.appendingPathComponent("gone").path], proxy: proxy)
                 #expect(unreachable.status != 0)
-                #expect(unreachable.stderr.contains("remote: corral gateway: cannot reach 127.0.0.1:\(closedPort)"), "\(unreachable.stderr)")
+                #expect(
+                    unreachable.stderr.contains("remote: corral gateway: cannot reach 127.0.0.1:\(closedPort)"),
+                    "\(unreachable.stderr)")
             }
         }
     }

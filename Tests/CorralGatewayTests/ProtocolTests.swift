@@ -16,7 +16,8 @@ struct ProtocolTests {
     func parsesCommands() throws {
         let pack = Array("PACK....".utf8)
         let body =
-            pkt("shallow \(Self.a)\n") + pkt("\(Self.a) \(Self.b) refs/heads/corral/x\0report-status side-band-64k agent=git/2\n")
+            pkt("shallow \(Self.a)\n")
+            + pkt("\(Self.a) \(Self.b) refs/heads/corral/x\0report-status side-band-64k agent=git/2\n")
             + pkt("\(Self.zero) \(Self.a) refs/heads/new\n") + PktLine.flush + pack
         let parsed = try ReceivePackRequest.parse(body, complete: true)
         #expect(parsed.commands.map(\.ref) == ["refs/heads/corral/x", "refs/heads/new"])
@@ -49,7 +50,9 @@ struct ProtocolTests {
             ("no flush", pkt("\(Self.a) \(Self.b) refs/heads/x\n")),
         ]
         for (name, body) in cases {
-            #expect(throws: ReceivePackRequest.ParseError.self, "\(name)") { try ReceivePackRequest.parse(body, complete: true) }
+            #expect(throws: ReceivePackRequest.ParseError.self, "\(name)") {
+                try ReceivePackRequest.parse(body, complete: true)
+            }
         }
         #expect(throws: ReceivePackRequest.ParseError.needMore) {
             try ReceivePackRequest.parse(pkt("\(Self.a) \(Self.b) refs/heads/x\n"), complete: false)
@@ -62,14 +65,17 @@ struct ProtocolTests {
     @Test("a refusal report is side-band framed with the reasons on channel 2")
     func refusalReport() throws {
         let report = PktLine.refusalReport(
-            refusals: [(ref: "refs/heads/main", reason: "not pushable")], capabilities: ["report-status", "side-band-64k"],
+            refusals: [(ref: "refs/heads/main", reason: "not pushable")],
+            capabilities: ["report-status", "side-band-64k"],
             messages: ["corral gateway: refused refs/heads/main"])
         let text = String(decoding: report, as: UTF8.self)
         #expect(text.contains("\u{2}corral gateway: refused refs/heads/main\n"))
         #expect(text.contains("\u{1}000eunpack ok\n"))
         #expect(text.contains("ng refs/heads/main not pushable\n"))
         #expect(text.hasSuffix("0000"))
-        let plain = String(decoding: PktLine.refusalReport(refusals: [(ref: "refs/heads/x", reason: "no")], capabilities: [], messages: []), as: UTF8.self)
+        let plain = String(
+            decoding: PktLine.refusalReport(
+                refusals: [(ref: "refs/heads/x", reason: "no")], capabilities: [], messages: []), as: UTF8.self)
         #expect(plain == "000eunpack ok\n0017ng refs/heads/x no\n0000")
     }
 
@@ -82,7 +88,9 @@ struct ProtocolTests {
         #expect(try GitRepository(parsing: "127.0.0.1:8080/o/r").upstreamBaseURL == "http://127.0.0.1:8080/o/r.git")
         #expect(try GitRepository(parsing: "[::1]:8080/o/r").isLoopbackHost)
         #expect(try !GitRepository(parsing: "127.example.com/o/r").isLoopbackHost)
-        for bad in ["github.com/apple", "github.com/../x", "github.com/a/b/c", "github.com/a/b c", "ftp://h/o/r", "h/o/.."] {
+        for bad in [
+            "github.com/apple", "github.com/../x", "github.com/a/b/c", "github.com/a/b c", "ftp://h/o/r", "h/o/..",
+        ] {
             #expect(throws: CorralError.self, "\(bad)") { try GitRepository(parsing: bad) }
         }
     }
@@ -95,8 +103,12 @@ struct ProtocolTests {
         let push = try GitRequest(method: "POST", pathAndQuery: "/h.example/o/r/git-receive-pack")
         #expect(push.service == .receivePack && push.kind == .rpc)
         #expect(throws: HTTPFailure.self) { try GitRequest(method: "GET", pathAndQuery: "/h/o/r.git/info/refs") }
-        #expect(throws: HTTPFailure.self) { try GitRequest(method: "GET", pathAndQuery: "/h/o/r.git/objects/info/packs") }
-        #expect(throws: HTTPFailure.self) { try GitRequest(method: "GET", pathAndQuery: "/h/o/%2e%2e/info/refs?service=git-upload-pack") }
+        #expect(throws: HTTPFailure.self) {
+            try GitRequest(method: "GET", pathAndQuery: "/h/o/r.git/objects/info/packs")
+        }
+        #expect(throws: HTTPFailure.self) {
+            try GitRequest(method: "GET", pathAndQuery: "/h/o/%2e%2e/info/refs?service=git-upload-pack")
+        }
         #expect(throws: HTTPFailure.self) { try GitRequest(method: "DELETE", pathAndQuery: "/h/o/r/git-receive-pack") }
     }
 

@@ -2,8 +2,8 @@ import CorralCore
 import CorralGateway
 import Dispatch
 import Foundation
-import Testing
 import TestSupport
+import Testing
 
 /// Bad input and abuse: malformed requests and pkt-lines, floods, slow clients, detaching.
 @Suite("Gateway under bad input")
@@ -15,10 +15,14 @@ struct RobustnessTests {
         try await GatewayFixture.with { fixture in
             try fixture.upstream.createRepository(owner: GatewayFixture.owner, name: "rocket")
             try fixture.storeToken()
-            let policy = GatewayPolicy(gitGrants: [try GitGrant(repository: fixture.repository("rocket"), access: .write)])
+            let policy = GatewayPolicy(gitGrants: [
+                try GitGrant(repository: fixture.repository("rocket"), access: .write)
+            ])
             let socket = try await fixture.attach(sandbox, policy: policy)
             let base = fixture.remote("rocket")
-            let bodies = ["zzzz this is not a pkt-line", "0001", "00ff short", "0000", "0032" + String(repeating: "a", count: 46)]
+            let bodies = [
+                "zzzz this is not a pkt-line", "0001", "00ff short", "0000", "0032" + String(repeating: "a", count: 46),
+            ]
             for body in bodies {
                 let answer = try await runOnThread {
                     try TCPClient.exchange(
@@ -27,11 +31,14 @@ struct RobustnessTests {
                     )
                 }
                 #expect(answer.hasPrefix("HTTP/1.1 400"), "\(body): \(answer)")
-                #expect(answer.contains("malformed receive-pack request") || answer.contains("names no ref"), "\(answer)")
+                #expect(
+                    answer.contains("malformed receive-pack request") || answer.contains("names no ref"), "\(answer)")
             }
             let advertisement = try await runOnThread {
                 try TCPClient.exchange(
-                    unixSocket: socket, "GET \(base)/info/refs?service=git-upload-pack HTTP/1.1\r\nHost: git.corral\r\nConnection: close\r\n\r\n")
+                    unixSocket: socket,
+                    "GET \(base)/info/refs?service=git-upload-pack HTTP/1.1\r\nHost: git.corral\r\nConnection: close\r\n\r\n"
+                )
             }
             #expect(advertisement.hasPrefix("HTTP/1.1 200"), "\(advertisement)")
             #expect(advertisement.contains("# service=git-upload-pack"))
@@ -44,7 +51,9 @@ struct RobustnessTests {
         try await GatewayFixture.with { fixture in
             try fixture.upstream.createRepository(owner: GatewayFixture.owner, name: "rocket")
             try fixture.storeToken()
-            let policy = GatewayPolicy(gitGrants: [try GitGrant(repository: fixture.repository("rocket"), access: .read)])
+            let policy = GatewayPolicy(gitGrants: [
+                try GitGrant(repository: fixture.repository("rocket"), access: .read)
+            ])
             let socket = try await fixture.attach(sandbox, policy: policy)
             let cases: [(String, String)] = [
                 ("NONSENSE\r\n\r\n", "HTTP/1.1 400"),
@@ -66,7 +75,8 @@ struct RobustnessTests {
             let fine = try await runOnThread {
                 try TCPClient.exchange(
                     unixSocket: socket,
-                    "GET \(fixture.remote("rocket"))/info/refs?service=git-upload-pack HTTP/1.1\r\nConnection: close\r\n\r\n")
+                    "GET \(fixture.remote("rocket"))/info/refs?service=git-upload-pack HTTP/1.1\r\nConnection: close\r\n\r\n"
+                )
             }
             #expect(fine.hasPrefix("HTTP/1.1 200"))
             #expect(fixture.sink.decisions(for: sandbox).contains { $0.action == .badRequest })
@@ -124,7 +134,8 @@ struct RobustnessTests {
 
             // The other sandbox is served as usual meanwhile.
             let answer = try await runOnThread {
-                try TCPClient.exchange(unixSocket: quiet, "GET http://127.0.0.1:\(fastPort)/other HTTP/1.1\r\nConnection: close\r\n\r\n")
+                try TCPClient.exchange(
+                    unixSocket: quiet, "GET http://127.0.0.1:\(fastPort)/other HTTP/1.1\r\nConnection: close\r\n\r\n")
             }
             #expect(answer.hasPrefix("HTTP/1.1 200"), "\(answer)")
 
@@ -138,7 +149,8 @@ struct RobustnessTests {
             }
             #expect(finished.allSatisfy { $0.hasPrefix("HTTP/1.1 200") })
             let again = try await runOnThread {
-                try TCPClient.exchange(unixSocket: flooder, "GET http://127.0.0.1:\(fastPort)/again HTTP/1.1\r\nConnection: close\r\n\r\n")
+                try TCPClient.exchange(
+                    unixSocket: flooder, "GET http://127.0.0.1:\(fastPort)/again HTTP/1.1\r\nConnection: close\r\n\r\n")
             }
             #expect(again.hasPrefix("HTTP/1.1 200"), "\(again)")
 
@@ -187,7 +199,8 @@ struct RobustnessTests {
             #expect(throws: CorralError.self) { try TCPClient.connect(unixSocket: socket) }
 
             let answer = try await runOnThread {
-                try TCPClient.exchange(unixSocket: otherSocket, "GET http://example.com/ HTTP/1.1\r\nConnection: close\r\n\r\n")
+                try TCPClient.exchange(
+                    unixSocket: otherSocket, "GET http://example.com/ HTTP/1.1\r\nConnection: close\r\n\r\n")
             }
             #expect(answer.hasPrefix("HTTP/1.1 403"), "\(answer)")
             #expect(fixture.gateway.attachedSandboxes == [other])

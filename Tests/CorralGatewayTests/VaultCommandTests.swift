@@ -1,7 +1,7 @@
 import CorralCore
 import Foundation
-import Testing
 import TestSupport
+import Testing
 
 /// The `corral vault` commands, run as the built `corral` binary.
 @Suite("corral vault")
@@ -19,7 +19,8 @@ struct VaultCommandTests {
             process.executableURL = URL(fileURLWithPath: binary)
             process.arguments = arguments
             process.environment = [
-                "CORRAL_STATE_DIR": stateDirectory.path, "PATH": ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin",
+                "CORRAL_STATE_DIR": stateDirectory.path,
+                "PATH": ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin",
             ]
             let input = Pipe()
             let output = Pipe()
@@ -44,7 +45,8 @@ struct VaultCommandTests {
     func putListRemove() async throws {
         try await withTemporaryDirectory { state in
             let token = "ghp_cli_\(UUID().uuidString)"
-            let put = try await corral(["vault", "put", "gh", "--scope", "github.com/apple"], stdin: token + "\n", stateDirectory: state)
+            let put = try await corral(
+                ["vault", "put", "gh", "--scope", "github.com/apple"], stdin: token + "\n", stateDirectory: state)
             #expect(put.status == 0, "\(put.stderr)")
             #expect(put.stderr.contains("made a new vault key at \(state.path)/vault.key"))
             let second = try await corral(
@@ -81,10 +83,12 @@ struct VaultCommandTests {
     @Test("put refuses an empty stdin and takes no value from its arguments")
     func valueOnlyFromStdin() async throws {
         try await withTemporaryDirectory { state in
-            let empty = try await corral(["vault", "put", "gh", "--scope", "github.com"], stdin: "", stateDirectory: state)
+            let empty = try await corral(
+                ["vault", "put", "gh", "--scope", "github.com"], stdin: "", stateDirectory: state)
             #expect(empty.status != 0)
             #expect(empty.stderr.contains("no value on standard input"))
-            let extra = try await corral(["vault", "put", "gh", "ghp_in_argv", "--scope", "github.com"], stdin: "x", stateDirectory: state)
+            let extra = try await corral(
+                ["vault", "put", "gh", "ghp_in_argv", "--scope", "github.com"], stdin: "x", stateDirectory: state)
             #expect(extra.status != 0)
         }
     }

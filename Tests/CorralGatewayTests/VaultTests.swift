@@ -1,8 +1,8 @@
 import CorralCore
 import CorralGateway
 import Foundation
-import Testing
 import TestSupport
+import Testing
 
 @Suite("Vault")
 struct VaultTests {
@@ -47,7 +47,8 @@ struct VaultTests {
             let sealed = try Data(contentsOf: directory.appendingPathComponent("vault.sealed"))
             #expect(!String(decoding: sealed, as: UTF8.self).contains(secret))
             #expect(!String(decoding: sealed, as: UTF8.self).contains("github.com"))
-            let attributes = try FileManager.default.attributesOfItem(atPath: directory.appendingPathComponent("vault.sealed").path)
+            let attributes = try FileManager.default.attributesOfItem(
+                atPath: directory.appendingPathComponent("vault.sealed").path)
             #expect((attributes[.posixPermissions] as? Int) == 0o600)
 
             let otherKey = Data((0..<32).map { _ in UInt8.random(in: 0...255) }).base64EncodedString()
@@ -70,7 +71,9 @@ struct VaultTests {
             let reopened = try openVault(directory, environment: ["CORRAL_VAULT_KEY": key])
             #expect(try reopened.list().map(\.name) == ["a"])
 
-            let bad = try #require(throws: CorralError.self) { try openVault(directory, environment: ["CORRAL_VAULT_KEY": "c2hvcnQ="]) }
+            let bad = try #require(throws: CorralError.self) {
+                try openVault(directory, environment: ["CORRAL_VAULT_KEY": "c2hvcnQ="])
+            }
             #expect(bad.message.contains("CORRAL_VAULT_KEY"))
         }
     }
@@ -92,10 +95,15 @@ struct VaultTests {
         try await withTemporaryDirectory { directory in
             let vault = try openVault(directory)
             try vault.put(name: "host", scope: CredentialScope(parsing: "git.example.com"), secret: VaultSecret("1"))
-            try vault.put(name: "owner", scope: CredentialScope(parsing: "git.example.com/acme"), secret: VaultSecret("2"))
-            try vault.put(name: "repo", scope: CredentialScope(parsing: "git.example.com/acme/rocket.git"), secret: VaultSecret("3"))
-            try vault.put(name: "b-tie", scope: CredentialScope(parsing: "other.example.com/x"), secret: VaultSecret("4"))
-            try vault.put(name: "a-tie", scope: CredentialScope(parsing: "other.example.com/x"), secret: VaultSecret("5"))
+            try vault.put(
+                name: "owner", scope: CredentialScope(parsing: "git.example.com/acme"), secret: VaultSecret("2"))
+            try vault.put(
+                name: "repo", scope: CredentialScope(parsing: "git.example.com/acme/rocket.git"),
+                secret: VaultSecret("3"))
+            try vault.put(
+                name: "b-tie", scope: CredentialScope(parsing: "other.example.com/x"), secret: VaultSecret("4"))
+            try vault.put(
+                name: "a-tie", scope: CredentialScope(parsing: "other.example.com/x"), secret: VaultSecret("5"))
 
             func best(_ repository: String) throws -> String? {
                 try vault.resolve(for: GitRepository(parsing: repository))?.entry.name
@@ -108,7 +116,9 @@ struct VaultTests {
             #expect(try best("other.example.com/x/y") == "a-tie")
             #expect(try best("elsewhere.example.com/acme/rocket") == nil)
 
-            try vault.put(name: "repo", scope: CredentialScope(parsing: "git.example.com/acme/rocket"), username: "bot", secret: VaultSecret("6"))
+            try vault.put(
+                name: "repo", scope: CredentialScope(parsing: "git.example.com/acme/rocket"), username: "bot",
+                secret: VaultSecret("6"))
             #expect(try vault.list().filter { $0.name == "repo" }.map(\.username) == ["bot"])
             try vault.remove(name: "repo")
             #expect(try best("git.example.com/acme/rocket") == "owner")
@@ -122,9 +132,13 @@ struct VaultTests {
             let vault = try openVault(directory)
             let scope = try CredentialScope(parsing: "example.com")
             #expect(throws: CorralError.self) { try vault.put(name: "../x", scope: scope, secret: VaultSecret("t")) }
-            #expect(throws: CorralError.self) { try vault.put(name: "ok", scope: scope, username: "a:b", secret: VaultSecret("t")) }
+            #expect(throws: CorralError.self) {
+                try vault.put(name: "ok", scope: scope, username: "a:b", secret: VaultSecret("t"))
+            }
             #expect(throws: CorralError.self) { try vault.put(name: "ok", scope: scope, secret: VaultSecret("")) }
-            #expect(throws: CorralError.self) { try vault.put(name: "ok", scope: scope, secret: VaultSecret("two\nlines")) }
+            #expect(throws: CorralError.self) {
+                try vault.put(name: "ok", scope: scope, secret: VaultSecret("two\nlines"))
+            }
             for text in ["", "a/b/c/d", "host/../x", "ho st", "example.com:99999", "example.com/.."] {
                 #expect(throws: CorralError.self, "scope \(text)") { try CredentialScope(parsing: text) }
             }

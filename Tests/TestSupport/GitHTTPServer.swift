@@ -42,7 +42,9 @@ public final class GitHTTPServer: Sendable {
 
     /// Creates `OWNER/REPO.git` with one commit on `main` holding `files`.
     @discardableResult
-    public func createRepository(owner: String, name: String, files: [String: String] = ["README.md": "hello\n"]) throws -> URL {
+    public func createRepository(owner: String, name: String, files: [String: String] = ["README.md": "hello\n"]) throws
+        -> URL
+    {
         let bare = root.appendingPathComponent(owner).appendingPathComponent("\(name).git")
         try FileManager.default.createDirectory(at: bare.deletingLastPathComponent(), withIntermediateDirectories: true)
         try Git.run(["init", "--bare", "--quiet", "-b", "main", bare.path])
@@ -51,7 +53,8 @@ public final class GitHTTPServer: Sendable {
         try Git.run(["init", "--quiet", "-b", "main", work.path])
         for (path, content) in files {
             let file = work.appendingPathComponent(path)
-            try FileManager.default.createDirectory(at: file.deletingLastPathComponent(), withIntermediateDirectories: true)
+            try FileManager.default.createDirectory(
+                at: file.deletingLastPathComponent(), withIntermediateDirectories: true)
             try Data(content.utf8).write(to: file)
         }
         try Git.run(["-C", work.path, "add", "-A"])
@@ -82,9 +85,11 @@ private final class Backend: Sendable {
     func serve(_ request: StubRequest, _ connection: StubConnection) {
         let authorization = request.header("Authorization")
         seen.withLock { $0.append((request.target, authorization)) }
-        guard let authorization, let token = Self.basicPassword(authorization), tokens.withLock({ $0.contains(token) }) else {
+        guard let authorization, let token = Self.basicPassword(authorization), tokens.withLock({ $0.contains(token) })
+        else {
             connection.respond(
-                status: 401, headers: ["WWW-Authenticate": "Basic realm=\"test git host\"", "Content-Type": "text/plain"],
+                status: 401,
+                headers: ["WWW-Authenticate": "Basic realm=\"test git host\"", "Content-Type": "text/plain"],
                 body: Array("authentication required\n".utf8))
             return
         }
@@ -115,7 +120,9 @@ private final class Backend: Sendable {
     }
 
     static func basicPassword(_ header: String) -> String? {
-        guard header.hasPrefix("Basic "), let data = Data(base64Encoded: String(header.dropFirst(6))) else { return nil }
+        guard header.hasPrefix("Basic "), let data = Data(base64Encoded: String(header.dropFirst(6))) else {
+            return nil
+        }
         let text = String(decoding: data, as: UTF8.self)
         guard let colon = text.firstIndex(of: ":") else { return nil }
         return String(text[text.index(after: colon)...])
@@ -182,7 +189,8 @@ public enum Git {
 
     public static let fixtureEnvironment: [String: String] = [
         "PATH": ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin",
-        "HOME": FileManager.default.temporaryDirectory.path, "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": "/dev/null",
+        "HOME": FileManager.default.temporaryDirectory.path, "GIT_CONFIG_NOSYSTEM": "1",
+        "GIT_CONFIG_GLOBAL": "/dev/null",
         "GIT_TERMINAL_PROMPT": "0", "GIT_AUTHOR_NAME": "Corral Test", "GIT_AUTHOR_EMAIL": "test@corral.invalid",
         "GIT_COMMITTER_NAME": "Corral Test", "GIT_COMMITTER_EMAIL": "test@corral.invalid", "LC_ALL": "C",
     ]
@@ -191,7 +199,9 @@ public enum Git {
     @discardableResult
     public static func run(_ arguments: [String], environment: [String: String] = fixtureEnvironment) throws -> String {
         let result = try runAllowingFailure(arguments, environment: environment)
-        guard result.status == 0 else { throw Failure(arguments: arguments, status: result.status, output: result.stderr) }
+        guard result.status == 0 else {
+            throw Failure(arguments: arguments, status: result.status, output: result.stderr)
+        }
         return result.stdout
     }
 
@@ -202,7 +212,9 @@ public enum Git {
     }
 
     /// Runs git (blocking) and returns its status and output, whatever the status.
-    public static func runAllowingFailure(_ arguments: [String], environment: [String: String] = fixtureEnvironment) throws -> Result {
+    public static func runAllowingFailure(_ arguments: [String], environment: [String: String] = fixtureEnvironment)
+        throws -> Result
+    {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/git")
         process.arguments = arguments

@@ -16,9 +16,11 @@ struct VaultCommand: AsyncParsableCommand {
 extension GlobalOptions {
     /// Opens the vault in the state directory; notes on stderr when a new key was made.
     func openVault() throws -> Vault {
-        let vault = try Vault(configuration: Vault.Configuration(stateDirectory: stateDirectory, environment: environment))
+        let vault = try Vault(
+            configuration: Vault.Configuration(stateDirectory: stateDirectory, environment: environment))
         if case .created(let url) = vault.keyOrigin {
-            let note = "corral: made a new vault key at \(url.path) (mode 0600); keep it safe, the vault cannot be read without it\n"
+            let note =
+                "corral: made a new vault key at \(url.path) (mode 0600); keep it safe, the vault cannot be read without it\n"
             FileHandle.standardError.write(Data(note.utf8))
         }
         return vault

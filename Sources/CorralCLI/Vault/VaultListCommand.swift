@@ -23,7 +23,9 @@ struct VaultListCommand: AsyncParsableCommand {
 
     func run() async throws {
         let entries = try global.openVault().list()
-        let rows = entries.map { Row(name: $0.name, scope: $0.scope.description, username: $0.username, created: $0.created) }
+        let rows = entries.map {
+            Row(name: $0.name, scope: $0.scope.description, username: $0.username, created: $0.created)
+        }
         if json {
             try CLIOutput.printJSON(rows)
             return
@@ -34,7 +36,9 @@ struct VaultListCommand: AsyncParsableCommand {
         }
         let nameWidth = max(4, rows.map(\.name.count).max() ?? 0)
         let scopeWidth = max(5, rows.map(\.scope.count).max() ?? 0)
-        func pad(_ text: String, _ width: Int) -> String { text + String(repeating: " ", count: max(0, width - text.count)) }
+        func pad(_ text: String, _ width: Int) -> String {
+            text + String(repeating: " ", count: max(0, width - text.count))
+        }
         print("\(pad("NAME", nameWidth))  \(pad("SCOPE", scopeWidth))  USERNAME")
         for row in rows { print("\(pad(row.name, nameWidth))  \(pad(row.scope, scopeWidth))  \(row.username)") }
     }

@@ -54,7 +54,8 @@ enum StandardInput {
         if bytes.last == UInt8(ascii: "\r") { bytes.removeLast() }
         guard !bytes.isEmpty else {
             throw CorralError.invalidArgument(
-                "no value on standard input", hint: "pipe the token in: printf '%s' \"$TOKEN\" | corral vault put NAME --scope HOST")
+                "no value on standard input",
+                hint: "pipe the token in: printf '%s' \"$TOKEN\" | corral vault put NAME --scope HOST")
         }
         guard let text = String(validating: bytes, as: UTF8.self) else {
             throw CorralError.invalidArgument("the value on standard input is not UTF-8 text")
