@@ -97,6 +97,12 @@ extension ProxyConnection {
             let client = try core.upstreams.client(for: repository)
             return try await client.withStreamingResponse(upstreamRequest) { upstreamHead, upstreamBody in
                 let status = upstreamHead.status
+                logger.debug(
+                    "gateway git request",
+                    metadata: [
+                        "sandbox": "\(binding.sandbox)", "method": "\(head.method)", "repository": "\(repository)",
+                        "service": "\(request.service.rawValue)", "status": "\(status)",
+                    ])
                 guard (200..<300).contains(status) else {
                     let (reply, reason) = Self.explainUpstreamRefusal(
                         status: status, repository: repository, credential: credential)
