@@ -70,7 +70,10 @@ let package = Package(
         .testTarget(name: "DockerEngineTests", dependencies: ["DockerEngine", "TestSupport"]),
         .testTarget(name: "CorralSandboxTests", dependencies: ["CorralSandbox", "TestSupport"]),
         .testTarget(name: "CorralSessionTests", dependencies: ["CorralSession", "TestSupport"]),
-        .testTarget(name: "CorralGatewayTests", dependencies: ["CorralGateway", "TestSupport"]),
+        .testTarget(
+            name: "CorralGatewayTests",
+            dependencies: ["CorralGateway", "TestSupport", .product(name: "NIOCore", package: "swift-nio")]
+        ),
         .testTarget(name: "CorralCLITests", dependencies: ["CorralCLI", "TestSupport"]),
     ]
 )

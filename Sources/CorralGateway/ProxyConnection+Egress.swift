@@ -72,7 +72,8 @@ extension ProxyConnection {
         }
     }
 
-    /// Checks the allow-list and records the decision; answers 403 when denied.
+    /// Checks the allow-list; records and answers 403 when denied. The allowed decision is
+    /// recorded once the address is checked too (`withUpstream`).
     private func allowEgress(host: String, port: Int, target: String, head: ProxyRequestHead) async throws -> Bool {
         let policy = binding.policy
         if host == GitRepository.gatewayHost {
@@ -89,7 +90,6 @@ extension ProxyConnection {
             )
             return false
         }
-        await record(.egress, .allowed, target: target, reason: "the host is on the egress allow-list")
         return true
     }
 
@@ -100,13 +100,29 @@ extension ProxyConnection {
         _ body: (NIOAsyncChannelInboundStream<ByteBuffer>, NIOAsyncChannelOutboundWriter<ByteBuffer>) async throws ->
             Void
     ) async throws {
+        let address: SocketAddress
+        do {
+            address = try await EgressAddress.resolve(host, port: port)
+        } catch {
+            await record(.egress, .denied, target: target, reason: "the host name does not resolve")
+            throw HTTPFailure(502, "corral gateway: cannot resolve \(host): \(error)")
+        }
+        if !EgressAddress.isLiteral(host) && EgressAddress.isInternal(address) {
+            let shown = address.ipAddress ?? "an internal address"
+            await record(.egress, .denied, target: target, reason: "the name resolves to the internal address \(shown)")
+            throw HTTPFailure(
+                403,
+                "corral gateway: egress to \(target) is denied: the name resolves to the internal address \(shown); allow-list the address itself to reach it"
+            )
+        }
+        await record(.egress, .allowed, target: target, reason: "the host is on the egress allow-list")
         let upstream: NIOAsyncChannel<ByteBuffer, ByteBuffer>
         do {
             upstream = try await ClientBootstrap(group: core.eventLoopGroup)
                 .connectTimeout(TimeAmount(core.configuration.upstreamConnectTimeout))
                 .channelOption(ChannelOptions.allowRemoteHalfClosure, value: true)
                 .channelOption(ChannelOptions.tcpOption(.tcp_nodelay), value: 1)
-                .connect(host: host, port: port) { channel in
+                .connect(to: address) { channel in
                     channel.eventLoop.makeCompletedFuture {
                         try NIOAsyncChannel<ByteBuffer, ByteBuffer>(
                             wrappingChannelSynchronously: channel,

@@ -83,6 +83,37 @@ struct EgressTests {
         }
     }
 
+    @Test("an allow-listed name that resolves to an internal address is refused; the literal address is not")
+    func internalAddresses() async throws {
+        let server = try Self.upstream()
+        defer { server.stop() }
+        let port = try #require(server.port)
+        try await GatewayFixture.with { fixture in
+            let socket = try await fixture.attach(
+                sandbox, policy: GatewayPolicy(egressHosts: ["localhost:\(port)", "127.0.0.1:\(port)"]))
+            let answers = try await runOnThread { () -> [String] in
+                [
+                    try TCPClient.exchange(
+                        unixSocket: socket, "GET http://localhost:\(port)/x HTTP/1.1\r\nHost: localhost\r\n\r\n"),
+                    try TCPClient.exchange(unixSocket: socket, "CONNECT localhost:\(port) HTTP/1.1\r\n\r\n"),
+                    try TCPClient.exchange(
+                        unixSocket: socket, "GET http://127.0.0.1:\(port)/y HTTP/1.1\r\nHost: a\r\n\r\n"),
+                ]
+            }
+            #expect(answers[0].hasPrefix("HTTP/1.1 403"), "\(answers[0])")
+            #expect(answers[0].contains("resolves to the internal address 127.0.0.1"), "\(answers[0])")
+            #expect(answers[1].hasPrefix("HTTP/1.1 403"), "\(answers[1])")
+            #expect(answers[2].hasPrefix("HTTP/1.1 200"), "\(answers[2])")
+            let denied = fixture.sink.decisions(for: sandbox).filter { $0.verdict == .denied }
+            #expect(denied.count == 2)
+            #expect(
+                !fixture.sink.decisions(for: sandbox).contains {
+                    $0.verdict == .allowed && $0.target == "localhost:\(port)"
+                })
+        }
+        #expect(server.requests.map(\.target) == ["/y"])
+    }
+
     @Test("https through the proxy must use CONNECT; git.corral is not a general-purpose host")
     func httpsWithoutConnect() async throws {
         try await GatewayFixture.with { fixture in

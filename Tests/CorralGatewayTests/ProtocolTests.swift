@@ -1,5 +1,6 @@
 import CorralCore
 import Foundation
+import NIOCore
 import Testing
 
 @testable import CorralGateway
@@ -125,6 +126,21 @@ struct ProtocolTests {
         #expect(!policy.allowsEgress(host: "debian.org.evil.com", port: 80))
         #expect(policy.allowsEgress(host: "::1", port: 80))
         #expect(!GatewayPolicy().allowsEgress(host: "pypi.org", port: 443))
+    }
+
+    @Test("loopback, private, link-local and mapped addresses count as internal")
+    func internalAddresses() throws {
+        for text in [
+            "127.0.0.1", "10.1.2.3", "172.20.0.1", "192.168.1.1", "169.254.169.254", "100.64.0.1", "0.0.0.0", "::1",
+            "fe80::1", "fd00::1", "::ffff:127.0.0.1",
+        ] {
+            #expect(EgressAddress.isInternal(try SocketAddress(ipAddress: text, port: 80)), "\(text)")
+        }
+        for text in ["93.184.216.34", "172.32.0.1", "2606:4700::1111", "::ffff:8.8.8.8"] {
+            #expect(!EgressAddress.isInternal(try SocketAddress(ipAddress: text, port: 80)), "\(text)")
+        }
+        #expect(EgressAddress.isLiteral("127.0.0.1") && EgressAddress.isLiteral("::1"))
+        #expect(!EgressAddress.isLiteral("localhost"))
     }
 
     @Test("grants: write beats read for one repository; the default pushable branch is the sandbox's own")
