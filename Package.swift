@@ -72,7 +72,11 @@ let package = Package(
         .testTarget(name: "CorralSessionTests", dependencies: ["CorralSession", "TestSupport"]),
         .testTarget(
             name: "CorralGatewayTests",
-            dependencies: ["CorralGateway", "TestSupport", .product(name: "NIOCore", package: "swift-nio")]
+            dependencies: [
+                "CorralGateway", "TestSupport",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ]
         ),
         .testTarget(name: "CorralCLITests", dependencies: ["CorralCLI", "TestSupport"]),
     ]

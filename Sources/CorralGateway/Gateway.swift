@@ -81,6 +81,8 @@ public final class Gateway: Sendable {
             return Array(state.sockets.values)
         }
         for socket in pending { continuation.yield(socket) }
+        // Spooled pushes left by a gateway that died mid-push.
+        try? FileManager.default.removeItem(at: core.mirrors.spoolRoot)
         core.logger.info("gateway running", metadata: ["sandboxes": "\(pending.count)"])
         await withTaskCancellationHandler {
             await withDiscardingTaskGroup { group in

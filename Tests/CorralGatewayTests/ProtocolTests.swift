@@ -1,5 +1,6 @@
 import CorralCore
 import Foundation
+import Logging
 import NIOCore
 import Testing
 
@@ -141,6 +142,18 @@ struct ProtocolTests {
         }
         #expect(EgressAddress.isLiteral("127.0.0.1") && EgressAddress.isLiteral("::1"))
         #expect(!EgressAddress.isLiteral("localhost"))
+    }
+
+    @Test("mirrors are kept per tenant, so one tenant's cache never serves another's grant")
+    func mirrorsPerTenant() throws {
+        let mirrors = GitMirrors(
+            configuration: Gateway.Configuration(workDirectory: URL(fileURLWithPath: "/w")), logger: Logger(label: "t"))
+        let repository = try GitRepository(parsing: "github.com/acme/rocket")
+        let one = mirrors.mirrorDirectory(tenant: try TenantID(validating: "tn-one"), repository: repository)
+        let two = mirrors.mirrorDirectory(tenant: try TenantID(validating: "tn-two"), repository: repository)
+        #expect(one != two)
+        #expect(one.path.hasPrefix("/w/mirrors/tn-one/"))
+        #expect(two.path.hasPrefix("/w/mirrors/tn-two/"))
     }
 
     @Test("grants: write beats read for one repository; the default pushable branch is the sandbox's own")
