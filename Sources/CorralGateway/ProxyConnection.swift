@@ -55,7 +55,11 @@ final class ProxyConnection {
             do {
                 guard try await route(head) else { return }
             } catch let failure as HTTPFailure {
-                if !responseStarted { await respond(failure.status, failure.message, close: true) }
+                if !responseStarted {
+                    let prefix = "corral gateway: "
+                    let message = failure.message.hasPrefix(prefix) ? failure.message : prefix + failure.message
+                    await respond(failure.status, message, close: true)
+                }
                 return
             } catch {
                 logger.debug(

@@ -51,6 +51,9 @@ struct GitProxyTests {
                 #expect(again.status == 0, "\(again.stderr)")
                 let fetched = try await fixture.git(["fetch", "origin"], in: work, proxy: proxy)
                 #expect(fetched.status == 0, "\(fetched.stderr)")
+                // Protocol v0 (older clients) works as well as v2.
+                let v0 = try await fixture.git(["-c", "protocol.version=0", "fetch", "origin"], in: work, proxy: proxy)
+                #expect(v0.status == 0, "\(v0.stderr)")
             }
             // Every upstream request carried the vault's token, none the sandbox's own header.
             let requests = fixture.upstream.requests
@@ -58,6 +61,8 @@ struct GitProxyTests {
             let expected = "Basic " + Data("x-access-token:\(fixture.token)".utf8).base64EncodedString()
             #expect(requests.filter { !$0.target.hasPrefix("/\(GatewayFixture.owner)/rocket.git/") }.isEmpty)
             #expect(requests.allSatisfy { $0.authorization == expected })
+            #expect(requests.contains { $0.method == "POST" && $0.gitProtocol == "version=2" })
+            #expect(requests.contains { $0.target.hasSuffix("git-receive-pack") })
             let decisions = fixture.sink.decisions(for: sandbox)
             #expect(
                 decisions.contains {

@@ -34,8 +34,17 @@ public final class GitHTTPServer: Sendable {
     /// Makes a token stop working, as a revoked token does.
     public func revoke(_ token: String) { _ = backend.tokens.withLock { $0.remove(token) } }
 
-    /// Every request's target and Authorization header, in order.
-    public var requests: [(target: String, authorization: String?)] { backend.seen.withLock { $0 } }
+    /// Every request, in order.
+    public var requests: [Request] { backend.seen.withLock { $0 } }
+
+    /// What the server saw of one request.
+    public struct Request: Sendable {
+        public var method: String
+        public var target: String
+        public var authorization: String?
+        /// The `Git-Protocol` header (`version=2` for protocol v2).
+        public var gitProtocol: String?
+    }
 
     /// `http://127.0.0.1:PORT/OWNER/REPO.git`.
     public func url(owner: String, name: String) -> String { "http://127.0.0.1:\(port)/\(owner)/\(name).git" }
@@ -75,7 +84,7 @@ public final class GitHTTPServer: Sendable {
 private final class Backend: Sendable {
     let root: URL
     let tokens: Mutex<Set<String>>
-    let seen = Mutex<[(target: String, authorization: String?)]>([])
+    let seen = Mutex<[GitHTTPServer.Request]>([])
 
     init(root: URL, tokens: Set<String>) {
         self.root = root
@@ -84,7 +93,12 @@ private final class Backend: Sendable {
 
     func serve(_ request: StubRequest, _ connection: StubConnection) {
         let authorization = request.header("Authorization")
-        seen.withLock { $0.append((request.target, authorization)) }
+        seen.withLock {
+            $0.append(
+                GitHTTPServer.Request(
+                    method: request.method, target: request.target, authorization: authorization,
+                    gitProtocol: request.header("Git-Protocol")))
+        }
         guard let authorization, let token = Self.basicPassword(authorization), tokens.withLock({ $0.contains(token) })
         else {
             connection.respond(
