@@ -35,6 +35,7 @@ let package = Package(
             dependencies: [
                 "CurlHTTP", "CorralCore",
                 .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ],
