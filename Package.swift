@@ -17,6 +17,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-metrics", from: "2.5.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.6.0"),
         .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.81.0"),
+        .package(url: "https://github.com/apple/swift-crypto", "3.12.0"..<"5.0.0"),
     ],
     targets: [
         .systemLibrary(name: "CCurl", pkgConfig: "libcurl", providers: [.apt(["libcurl4-openssl-dev"])]),
@@ -47,9 +49,20 @@ let package = Package(
         ),
         .target(name: "CorralSession", dependencies: ["CorralCore"], exclude: ["README.md"]),
         .target(
+            name: "CorralGateway",
+            dependencies: [
+                "CurlHTTP", "CorralCore",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            exclude: ["README.md"]
+        ),
+        .target(
             name: "CorralCLI",
             dependencies: [
-                "CorralSandbox", "CorralSession", "CorralService",
+                "CorralSandbox", "CorralSession", "CorralService", "CorralGateway",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -78,6 +91,14 @@ let package = Package(
         .testTarget(name: "DockerEngineTests", dependencies: ["DockerEngine", "TestSupport"]),
         .testTarget(name: "CorralSandboxTests", dependencies: ["CorralSandbox", "TestSupport"]),
         .testTarget(name: "CorralSessionTests", dependencies: ["CorralSession", "TestSupport"]),
+        .testTarget(
+            name: "CorralGatewayTests",
+            dependencies: [
+                "CorralGateway", "TestSupport",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ]
+        ),
         .testTarget(name: "CorralCLITests", dependencies: ["CorralCLI", "TestSupport"]),
     ]
 )

@@ -18,6 +18,7 @@ public struct CorralCommand: AsyncParsableCommand {
             PoolCommandGroup.self,
             ServeCommand.self,
             SessionCommand.self,
+            VaultCommand.self,
         ]
     )
 

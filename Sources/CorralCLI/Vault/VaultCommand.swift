@@ -1,0 +1,28 @@
+import ArgumentParser
+import CorralCore
+import CorralGateway
+import Foundation
+
+/// `corral vault put|ls|rm`: credentials for git hosts, sealed on this host. Values go in
+/// on standard input and never come out.
+struct VaultCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "vault",
+        abstract: "Credentials for git hosts, encrypted at rest; values are never printed.",
+        subcommands: [VaultPutCommand.self, VaultListCommand.self, VaultRemoveCommand.self]
+    )
+}
+
+extension GlobalOptions {
+    /// Opens the vault in the state directory; notes on stderr when a new key was made.
+    func openVault() throws -> Vault {
+        let vault = try Vault(
+            configuration: Vault.Configuration(stateDirectory: stateDirectory, environment: environment))
+        if case .created(let url) = vault.keyOrigin {
+            let note =
+                "corral: made a new vault key at \(url.path) (mode 0600); keep it safe, the vault cannot be read without it\n"
+            FileHandle.standardError.write(Data(note.utf8))
+        }
+        return vault
+    }
+}

@@ -1,0 +1,45 @@
+import ArgumentParser
+import CorralCore
+import CorralGateway
+import Foundation
+
+struct VaultListCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "ls",
+        abstract: "List credentials by name and scope; values are never shown."
+    )
+
+    @OptionGroup var global: GlobalOptions
+
+    @Flag(name: .long, help: "Print JSON.")
+    var json = false
+
+    struct Row: Encodable {
+        var name: String
+        var scope: String
+        var username: String
+        var created: Date
+    }
+
+    func run() async throws {
+        let entries = try global.openVault().list()
+        let rows = entries.map {
+            Row(name: $0.name, scope: $0.scope.description, username: $0.username, created: $0.created)
+        }
+        if json {
+            try CLIOutput.printJSON(rows)
+            return
+        }
+        guard !rows.isEmpty else {
+            print("no credentials; store one with `corral vault put NAME --scope HOST[/OWNER[/REPO]]`")
+            return
+        }
+        let nameWidth = max(4, rows.map(\.name.count).max() ?? 0)
+        let scopeWidth = max(5, rows.map(\.scope.count).max() ?? 0)
+        func pad(_ text: String, _ width: Int) -> String {
+            text + String(repeating: " ", count: max(0, width - text.count))
+        }
+        print("\(pad("NAME", nameWidth))  \(pad("SCOPE", scopeWidth))  USERNAME")
+        for row in rows { print("\(pad(row.name, nameWidth))  \(pad(row.scope, scopeWidth))  \(row.username)") }
+    }
+}

@@ -1,0 +1,240 @@
+import CorralCore
+import Crypto
+import Foundation
+
+/// Credentials for git hosts, sealed at rest with AES-GCM, on the host side only.
+///
+/// The whole vault is one file (`vault.sealed` in the state directory): a magic header, then
+/// an AES-GCM box holding JSON. The key comes from `CORRAL_VAULT_KEY` (base64), else from a
+/// key file (`vault.key`, mode 0600); a key file that group or others may read is refused,
+/// and a first use with neither makes a new key file (see `keyOrigin`). Every call reads the
+/// file afresh, so a running gateway sees what `corral vault put` stored a moment ago;
+/// changes take an exclusive lock, then replace the file atomically.
+public final class Vault: Sendable {
+    public struct Configuration: Sendable {
+        /// The sealed vault.
+        public var file: URL
+        /// The key file used when the environment variable is unset.
+        public var keyFile: URL
+        /// Holds the key in base64; takes precedence over the key file.
+        public var keyEnvironmentVariable = "CORRAL_VAULT_KEY"
+        public var environment: [String: String]
+        /// Make a key file when there is no key at all (and no vault it could belong to).
+        public var createKeyIfMissing = true
+
+        /// `vault.sealed` and `vault.key` in `stateDirectory`; `CORRAL_VAULT_KEY_FILE`
+        /// names another key file.
+        public init(stateDirectory: URL, environment: [String: String] = ProcessInfo.processInfo.environment) {
+            self.file = stateDirectory.appendingPathComponent("vault.sealed")
+            if let keyFile = environment["CORRAL_VAULT_KEY_FILE"], !keyFile.isEmpty {
+                self.keyFile = URL(fileURLWithPath: keyFile)
+            } else {
+                self.keyFile = stateDirectory.appendingPathComponent("vault.key")
+            }
+            self.environment = environment
+        }
+    }
+
+    /// The default user name for token credentials; GitHub and others accept any name with a
+    /// token as the password.
+    public static let defaultUsername = "x-access-token"
+
+    public let configuration: Configuration
+    /// Where the key came from; `.created` when this call made a new key file.
+    public let keyOrigin: VaultKeyOrigin
+    private let key: SymmetricKey
+    private static let magic = Array("CORRALV1".utf8)
+
+    public init(configuration: Configuration) throws {
+        self.configuration = configuration
+        let vaultExists = FileManager.default.fileExists(atPath: configuration.file.path)
+        (key, keyOrigin) = try VaultKeyLoader.load(
+            fileURL: configuration.keyFile, environmentVariable: configuration.keyEnvironmentVariable,
+            environment: configuration.environment, vaultExists: vaultExists,
+            createIfMissing: configuration.createKeyIfMissing)
+        // Open the vault once now, so that a wrong key is reported at startup.
+        _ = try load()
+    }
+
+    // MARK: Operations
+
+    /// Stores a credential, replacing one of the same name.
+    public func put(name: String, scope: CredentialScope, username: String = Vault.defaultUsername, secret: VaultSecret)
+        throws
+    {
+        try Self.checkName(name)
+        try Self.checkUsername(username)
+        try Self.checkSecret(secret)
+        try modify { records in
+            records.removeAll { $0.name == name }
+            records.append(Record(name: name, scope: scope, username: username, created: Date(), secret: secret.value))
+        }
+    }
+
+    /// Every credential, by name, without values.
+    public func list() throws -> [VaultEntry] {
+        try load().map(\.entry).sorted { $0.name < $1.name }
+    }
+
+    /// Removes a credential; not found when there is none of that name.
+    public func remove(name: String) throws {
+        try Self.checkName(name)
+        try modify { records in
+            guard records.contains(where: { $0.name == name }) else {
+                throw CorralError.notFound(
+                    "no credential named '\(name)' in the vault", hint: "`corral vault ls` lists them")
+            }
+            records.removeAll { $0.name == name }
+        }
+    }
+
+    /// The credential whose scope covers `repository` most specifically. Between equally
+    /// specific scopes, the first name in sort order wins, so the choice never depends on
+    /// storage order.
+    public func resolve(for repository: GitRepository) throws -> ResolvedCredential? {
+        let best = try load()
+            .filter { $0.scope.covers(repository) }
+            .min { lhs, rhs in
+                lhs.scope.specificity != rhs.scope.specificity
+                    ? lhs.scope.specificity > rhs.scope.specificity : lhs.name < rhs.name
+            }
+        return best.map { ResolvedCredential(entry: $0.entry, secret: VaultSecret($0.secret)) }
+    }
+
+    // MARK: Storage
+
+    private struct Record: Codable {
+        var name: String
+        var scope: CredentialScope
+        var username: String
+        var created: Date
+        var secret: String
+
+        var entry: VaultEntry { VaultEntry(name: name, scope: scope, username: username, created: created) }
+    }
+
+    private struct Document: Codable {
+        var version = 1
+        var credentials: [Record]
+    }
+
+    private var lockFile: URL {
+        configuration.file.deletingLastPathComponent().appendingPathComponent(
+            ".\(configuration.file.lastPathComponent).lock")
+    }
+
+    private func modify(_ change: (inout [Record]) throws -> Void) throws {
+        let directory = configuration.file.deletingLastPathComponent()
+        do {
+            try FileManager.default.createDirectory(
+                at: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        } catch {
+            throw CorralError(.io, "cannot make the state directory \(directory.path)", underlying: error)
+        }
+        try withFileLock(lockFile) {
+            var records = try load()
+            try change(&records)
+            try store(records)
+        }
+    }
+
+    private func load() throws -> [Record] {
+        guard let sealed = try AtomicFile.read(configuration.file) else { return [] }
+        guard sealed.count > Self.magic.count, Array(sealed.prefix(Self.magic.count)) == Self.magic else {
+            throw CorralError(
+                .corrupted, "\(configuration.file.path) is not a corral vault",
+                hint: "move it aside; corral makes a new vault on the next `corral vault put`")
+        }
+        let plaintext: Data
+        do {
+            let box = try AES.GCM.SealedBox(combined: sealed.dropFirst(Self.magic.count))
+            plaintext = try AES.GCM.open(box, using: key, authenticating: Self.magic)
+        } catch {
+            throw CorralError(
+                .permissionDenied,
+                "cannot open the vault \(configuration.file.path) with the key from \(keyOrigin): wrong key, or the file was altered",
+                hint: "use the key the vault was sealed with (\(configuration.keyEnvironmentVariable) or the key file)")
+        }
+        do {
+            let document = try JSONDecoder.vault.decode(Document.self, from: plaintext)
+            guard document.version == 1 else {
+                throw CorralError(
+                    .unsupported,
+                    "the vault \(configuration.file.path) has format version \(document.version); this corral reads 1")
+            }
+            return document.credentials
+        } catch let error as CorralError {
+            throw error
+        } catch {
+            throw CorralError(.corrupted, "the vault \(configuration.file.path) holds malformed data")
+        }
+    }
+
+    private func store(_ records: [Record]) throws {
+        let plaintext = try JSONEncoder.vault.encode(Document(credentials: records.sorted { $0.name < $1.name }))
+        let box = try AES.GCM.seal(plaintext, using: key, authenticating: Self.magic)
+        guard let combined = box.combined else {
+            throw CorralError(.internalError, "AES-GCM gave no combined box")
+        }
+        try AtomicFile.write(Self.magic + Array(combined), to: configuration.file, mode: 0o600)
+    }
+
+    // MARK: Checks
+
+    static func checkName(_ name: String) throws {
+        let valid =
+            !name.isEmpty && name.utf8.count <= 64
+            && name.unicodeScalars.allSatisfy {
+                ("a"..."z").contains($0) || ("A"..."Z").contains($0) || ("0"..."9").contains($0) || $0 == "."
+                    || $0 == "_" || $0 == "-"
+            }
+            && !name.hasPrefix("-") && !name.hasPrefix(".")
+        guard valid else {
+            throw CorralError.invalidArgument(
+                "invalid credential name '\(name.prefix(80))'",
+                hint: "names are 1-64 letters, digits, '.', '_' and '-', starting with a letter or digit")
+        }
+    }
+
+    static func checkUsername(_ username: String) throws {
+        let valid =
+            !username.isEmpty && username.utf8.count <= 256
+            && username.unicodeScalars.allSatisfy { $0.value > 0x20 && $0.value != 0x7f && $0 != ":" }
+        guard valid else {
+            throw CorralError.invalidArgument(
+                "invalid user name for a credential: it must be 1-256 visible characters without ':'")
+        }
+    }
+
+    static func checkSecret(_ secret: VaultSecret) throws {
+        guard !secret.value.isEmpty else {
+            throw CorralError.invalidArgument(
+                "the credential's value is empty", hint: "pass the token on standard input")
+        }
+        guard secret.value.utf8.count <= 16384 else {
+            throw CorralError.invalidArgument("the credential's value is longer than 16 KiB")
+        }
+        guard secret.value.unicodeScalars.allSatisfy({ $0.value >= 0x20 && $0.value != 0x7f }) else {
+            throw CorralError.invalidArgument(
+                "the credential's value holds control characters (a line break in the middle?)",
+                hint: "pass exactly one line on standard input")
+        }
+    }
+}
+
+extension JSONEncoder {
+    fileprivate static var vault: JSONEncoder {
+        let encoder = JSONEncoder()
+        encoder.dateEncodingStrategy = .iso8601
+        encoder.outputFormatting = [.sortedKeys]
+        return encoder
+    }
+}
+
+extension JSONDecoder {
+    fileprivate static var vault: JSONDecoder {
+        let decoder = JSONDecoder()
+        decoder.dateDecodingStrategy = .iso8601
+        return decoder
+    }
+}

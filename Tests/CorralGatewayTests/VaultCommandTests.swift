@@ -1,0 +1,108 @@
+import CorralCore
+import Foundation
+import TestSupport
+import Testing
+
+/// The `corral vault` commands, run as the built `corral` binary.
+@Suite("corral vault")
+struct VaultCommandTests {
+    struct Run {
+        var status: Int32
+        var stdout: String
+        var stderr: String
+    }
+
+    func corral(_ arguments: [String], stdin: String? = nil, stateDirectory: URL) async throws -> Run {
+        let binary = try BuildProducts.path(of: "corral")
+        return try await runOnThread {
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: binary)
+            process.arguments = arguments
+            process.environment = [
+                "CORRAL_STATE_DIR": stateDirectory.path,
+                "PATH": ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin",
+            ]
+            let input = Pipe()
+            let output = Pipe()
+            let errors = Pipe()
+            process.standardInput = input
+            process.standardOutput = output
+            process.standardError = errors
+            try process.run()
+            if let stdin { input.fileHandleForWriting.write(Data(stdin.utf8)) }
+            try input.fileHandleForWriting.close()
+            // Small outputs: reading one pipe to its end cannot stall the other.
+            let out = output.fileHandleForReading.readDataToEndOfFile()
+            let err = errors.fileHandleForReading.readDataToEndOfFile()
+            process.waitUntilExit()
+            return Run(
+                status: process.terminationStatus, stdout: String(decoding: out, as: UTF8.self),
+                stderr: String(decoding: err, as: UTF8.self))
+        }
+    }
+
+    @Test("put reads the value from stdin; ls and ls --json show names and scopes, never values")
+    func putListRemove() async throws {
+        try await withTemporaryDirectory { state in
+            let token = "ghp_cli_\(UUID().uuidString)"
+            let put = try await corral(
+                ["vault", "put", "gh", "--scope", "github.com/apple"], stdin: token + "\n", stateDirectory: state)
+            #expect(put.status == 0, "\(put.stderr)")
+            #expect(put.stderr.contains("made a new vault key at \(state.path)/vault.key"))
+            let second = try await corral(
+                ["vault", "put", "ci", "--scope", "git.example.com", "--username", "bot"], stdin: "other-\(token)",
+                stateDirectory: state)
+            #expect(second.status == 0)
+            #expect(!second.stderr.contains("made a new vault key"))
+
+            let table = try await corral(["vault", "ls"], stateDirectory: state)
+            #expect(table.status == 0)
+            #expect(table.stdout.contains("gh"))
+            #expect(table.stdout.contains("github.com/apple"))
+            #expect(table.stdout.contains("bot"))
+
+            let json = try await corral(["vault", "ls", "--json"], stateDirectory: state)
+            #expect(json.status == 0)
+            let rows = try JSONDecoder().decode([[String: String]].self, from: Data(json.stdout.utf8))
+            #expect(rows.map { $0["name"] } == ["ci", "gh"])
+            #expect(rows.map { $0["scope"] } == ["git.example.com", "github.com/apple"])
+
+            for run in [put, second, table, json] {
+                #expect(!run.stdout.contains(token))
+                #expect(!run.stderr.contains(token))
+            }
+
+            let removed = try await corral(["vault", "rm", "gh"], stateDirectory: state)
+            #expect(removed.status == 0)
+            let missing = try await corral(["vault", "rm", "gh"], stateDirectory: state)
+            #expect(missing.status != 0)
+            #expect(missing.stderr.contains("corral: no credential named 'gh'"))
+        }
+    }
+
+    @Test("put refuses an empty stdin and takes no value from its arguments")
+    func valueOnlyFromStdin() async throws {
+        try await withTemporaryDirectory { state in
+            let empty = try await corral(
+                ["vault", "put", "gh", "--scope", "github.com"], stdin: "", stateDirectory: state)
+            #expect(empty.status != 0)
+            #expect(empty.stderr.contains("no value on standard input"))
+            let extra = try await corral(
+                ["vault", "put", "gh", "ghp_in_argv", "--scope", "github.com"], stdin: "x", stateDirectory: state)
+            #expect(extra.status != 0)
+        }
+    }
+
+    @Test("a key file readable by others stops every vault command with the fix")
+    func looseKey() async throws {
+        try await withTemporaryDirectory { state in
+            _ = try await corral(["vault", "put", "gh", "--scope", "github.com"], stdin: "v", stateDirectory: state)
+            let keyFile = state.appendingPathComponent("vault.key").path
+            try FileManager.default.setAttributes([.posixPermissions: 0o644], ofItemAtPath: keyFile)
+            let listed = try await corral(["vault", "ls"], stateDirectory: state)
+            #expect(listed.status != 0)
+            #expect(listed.stderr.contains(keyFile))
+            #expect(listed.stderr.contains("hint: run `chmod 600 \(keyFile)`"))
+        }
+    }
+}
