@@ -73,14 +73,17 @@ struct SessionAppendCommand: AsyncParsableCommand {
         let input = StandardInput()
         for try await chunk in input.chunks {
             defer { input.consumed() }
+            // Look for a line end in the new bytes only: a long line arrives in many chunks.
+            let newlineInChunk = chunk.lastIndex(of: 0x0A)
             pending.append(contentsOf: chunk)
-            guard let lastNewline = pending.lastIndex(of: 0x0A) else {
+            guard let newline = newlineInChunk else {
                 if pending.count > maxLine {
                     throw CorralError(.resourceExhausted, "line \(lineNumber + 1) is longer than \(maxLine) bytes",
                         hint: "an event may take at most \(ByteSize(bytes: Int64(store.configuration.maxEventBytes))) once encoded")
                 }
                 continue
             }
+            let lastNewline = pending.count - chunk.count + newline
             let complete = pending[..<lastNewline].split(separator: 0x0A, omittingEmptySubsequences: false)
             pending.removeSubrange(...lastNewline)
             try await consume(complete)
