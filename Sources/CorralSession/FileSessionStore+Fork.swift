@@ -14,7 +14,7 @@ extension FileSessionStore {
                 .invalidArgument, "cannot fork session \(parent.id) at seq \(atSeq): its head is \(head)",
                 hint: "fork at a seq from 0 to \(head)")
         }
-        let epoch = try LockFile.readEpoch(parent.lockFile)
+        let epoch = try parent.lock.epoch()
         let manifest = SessionManifest(
             format: SessionManifest.currentFormat, id: newID, tenant: parent.manifest.tenant,
             created: Timestamp.format(nanoseconds: Timestamp.nowNanoseconds()), metadata: parent.manifest.metadata,

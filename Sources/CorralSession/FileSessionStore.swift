@@ -23,8 +23,9 @@ public final class FileSessionStore: SessionStore {
         /// Sessions kept open (each holds three to seven file descriptors); idle ones beyond
         /// this are closed, least recently used first.
         public var maxOpenSessions: Int = 64
-        /// Threads for fdatasync and other blocking work.
-        public var blockingThreads: Int = 4
+        /// Threads for fdatasync and other blocking work. fdatasyncs of different sessions
+        /// run at once on them, and file systems merge concurrent syncs into fewer flushes.
+        public var blockingThreads: Int = 16
         /// Events in a page when the caller gives no limit.
         public var defaultPageSize: Int = 512
         /// A page stops growing once its records reach this many bytes.
@@ -154,7 +155,7 @@ public final class FileSessionStore: SessionStore {
 
     public func currentLease(_ id: SessionID) async throws -> Lease {
         let handle = try await self.handle(id)
-        return Lease(session: id, epoch: try LockFile.readEpoch(handle.lockFile))
+        return Lease(session: id, epoch: try handle.lock.epoch())
     }
 
     public func fork(_ id: SessionID, atSeq: UInt64, newID: SessionID? = nil) async throws -> SessionInfo {
@@ -253,7 +254,7 @@ public final class FileSessionStore: SessionStore {
             let lease = LeaseRecord(
                 format: 1, session: manifest.id, epoch: epoch, since: Timestamp.format(nanoseconds: Timestamp.nowNanoseconds()))
             try Self.writeDurably(try lease.encoded(), to: temporary.lease)
-            try Self.writeDurably(LockFile.encode(epoch: epoch), to: temporary.lock)
+            try Self.writeDurably(SessionLock.encode(epoch: epoch), to: temporary.lock)
             try populate(temporary)
             try FileIO.syncDirectory(temporary.directory)
             let target = root + "/" + manifest.id.rawValue

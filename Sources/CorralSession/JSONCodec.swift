@@ -47,11 +47,11 @@ enum JSONCodec {
             out.append(UInt8(ascii: "]"))
         case .object(let members):
             out.append(UInt8(ascii: "{"))
-            for (index, key) in members.keys.sorted().enumerated() {
+            for (index, member) in members.sorted(by: { $0.key < $1.key }).enumerated() {
                 if index > 0 { out.append(UInt8(ascii: ",")) }
-                writeString(key, to: &out)
+                writeString(member.key, to: &out)
                 out.append(UInt8(ascii: ":"))
-                if let member = members[key] { write(member, to: &out) }
+                write(member.value, to: &out)
             }
             out.append(UInt8(ascii: "}"))
         }
@@ -107,19 +107,24 @@ enum JSONCodec {
     }
 
     /// The first thing in `value` that has no JSON spelling, for an error message; nil when
-    /// everything can be written.
-    static func unencodable(_ value: JSONValue, path: String = "data") -> String? {
+    /// everything can be written. The path is only spelled out once a problem is found.
+    static func unencodable(_ value: JSONValue) -> String? {
+        guard let (number, path) = firstNonFinite(value) else { return nil }
+        return "data\(path) is \(number), which JSON cannot represent"
+    }
+
+    private static func firstNonFinite(_ value: JSONValue) -> (Double, String)? {
         switch value {
         case .double(let number) where !number.isFinite:
-            return "\(path) is \(number), which JSON cannot represent"
+            return (number, "")
         case .array(let items):
             for (index, item) in items.enumerated() {
-                if let problem = unencodable(item, path: "\(path)[\(index)]") { return problem }
+                if let (number, path) = firstNonFinite(item) { return (number, "[\(index)]" + path) }
             }
             return nil
         case .object(let members):
             for (key, member) in members {
-                if let problem = unencodable(member, path: "\(path).\(key)") { return problem }
+                if let (number, path) = firstNonFinite(member) { return (number, ".\(key)" + path) }
             }
             return nil
         default:

@@ -105,31 +105,80 @@ struct LeaseRecord: Codable, Sendable {
 }
 
 /// `lock`: the file every writer holds an exclusive flock on while it appends or wakes, in
-/// any process. Its 16 bytes (`CORRALLK`, u64 epoch) mirror the lease epoch so that an
-/// append checks its lease with one pread. A wake raises the mirror before it replaces the
-/// lease file, so the mirror is never behind a lease anyone has been given; on open, the
-/// store raises it to the lease file's epoch if a machine crash lost it.
-enum LockFile {
+/// any process, mapped into memory so that the checks an append makes cost no system call.
+///
+/// Its 32 bytes: `CORRALLK`, then three u64s.
+/// - The lease epoch, mirrored. A wake raises it before it replaces the lease file, so it is
+///   never behind a lease anyone has been given; on open, the store raises it to the lease
+///   file's epoch if a machine crash lost it.
+/// - The end of the log as writers know it: the first seq of the last segment and a byte
+///   offset in it. A writer moves it past the bytes it is about to write before it writes
+///   them, so a writer whose own idea of the end equals it knows that nobody else has
+///   written since, without looking at the files; any other value sends it to read what
+///   changed. Recovery sets it from the files.
+final class SessionLock: @unchecked Sendable {
+    // @unchecked: the mapping is read and written under the flock (the epoch is also read
+    // without it: an aligned 8-byte load cannot tear).
     static let magic: [UInt8] = Array("CORRALLK".utf8)
-    static let size = 16
+    static let size = 32
+
+    let file: OpenFile
+    private let mapping: UnsafeMutableRawPointer?
+
+    /// Opens (or creates) the lock file of a session directory.
+    init(path: String) throws {
+        let file = try OpenFile(path: path, flags: O_RDWR | O_CREAT)
+        try FileIO.lock(file.fd, path: path)
+        do {
+            defer { FileIO.unlock(file.fd) }
+            if try file.size() < UInt64(Self.size) {
+                let existing = try FileIO.pread(file.fd, count: Self.size, at: 0, path: path)
+                let epoch = existing.count >= 16 && Array(existing.prefix(8)) == Self.magic
+                    ? existing.withUnsafeBytes { $0.loadLittleEndian(UInt64.self, at: 8) } : 0
+                try FileIO.pwrite(file.fd, Self.encode(epoch: epoch), at: 0, path: path)
+            }
+        }
+        let mapped = mmap(nil, Self.size, PROT_READ | PROT_WRITE, MAP_SHARED, file.fd, 0)
+        self.file = file
+        self.mapping = mapped == UnsafeMutableRawPointer(bitPattern: -1) ? nil : mapped
+    }
+
+    deinit {
+        if let mapping { munmap(mapping, Self.size) }
+    }
 
     static func encode(epoch: UInt64) -> [UInt8] {
         var bytes = magic
         bytes.appendLittleEndian(epoch)
+        bytes.appendLittleEndian(UInt64(0))
+        bytes.appendLittleEndian(UInt64(0))
         return bytes
     }
 
-    /// The mirrored epoch, or 0 when the file is empty or damaged.
-    static func readEpoch(_ file: OpenFile) throws -> UInt64 {
-        var raw = (UInt64(0), UInt64(0))
-        let got = try withUnsafeMutableBytes(of: &raw) { try FileIO.pread(file.fd, into: $0, at: 0, path: file.path) }
-        guard got == size else { return 0 }
-        return withUnsafeBytes(of: raw) { bytes in
-            bytes.prefix(8).elementsEqual(magic) ? bytes.loadLittleEndian(UInt64.self, at: 8) : 0
+    private func load(_ offset: Int) throws -> UInt64 {
+        if let mapping { return UInt64(littleEndian: mapping.load(fromByteOffset: offset, as: UInt64.self)) }
+        let bytes = try FileIO.pread(file.fd, count: 8, at: UInt64(offset), path: file.path)
+        return bytes.count == 8 ? bytes.withUnsafeBytes { $0.loadLittleEndian(UInt64.self, at: 0) } : 0
+    }
+
+    private func store(_ value: UInt64, at offset: Int) throws {
+        if let mapping {
+            mapping.storeBytes(of: value.littleEndian, toByteOffset: offset, as: UInt64.self)
+        } else {
+            var bytes: [UInt8] = []
+            bytes.appendLittleEndian(value)
+            try FileIO.pwrite(file.fd, bytes, at: UInt64(offset), path: file.path)
         }
     }
 
-    static func writeEpoch(_ epoch: UInt64, to file: OpenFile) throws {
-        try FileIO.pwrite(file.fd, encode(epoch: epoch), at: 0, path: file.path)
+    func epoch() throws -> UInt64 { try load(8) }
+    func setEpoch(_ epoch: UInt64) throws { try store(epoch, at: 8) }
+
+    /// The log's end as the last writer left it: (first seq of the last segment, offset).
+    func end() throws -> (UInt64, UInt64) { (try load(16), try load(24)) }
+
+    func setEnd(_ first: UInt64, _ offset: UInt64) throws {
+        try store(first, at: 16)
+        try store(offset, at: 24)
     }
 }

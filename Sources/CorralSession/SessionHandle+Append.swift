@@ -21,7 +21,7 @@ extension SessionHandle {
         guard !events.isEmpty else {
             throw CorralError(.invalidArgument, "append to session \(id) has no events", hint: "pass at least one event")
         }
-        var generator = SplitMix64(seed: UInt64.random(in: 0...UInt64.max))
+        var generator = SplitMix64(seed: idSeeds.withLock { $0.next() })
         var total = 0
         return try events.enumerated().map { index, event in
             let which = events.count == 1 ? "the event" : "event \(index + 1) of \(events.count)"
@@ -60,7 +60,7 @@ extension SessionHandle {
         _ events: [EncodedEvent], expectedSeq: UInt64?, lease: Lease, writer: inout WriterState
     ) throws -> WriteOutcome {
         if let failure = writer.failure { throw failure }
-        let current = try LockFile.readEpoch(lockFile)
+        let current = try lock.epoch()
         guard lease.epoch == current else {
             if lease.epoch < current {
                 throw CorralError(
@@ -71,7 +71,10 @@ extension SessionHandle {
                 .conflict, "lease epoch \(lease.epoch) of session \(id) was never given out: the current epoch is \(current)",
                 hint: "get a lease from wake (or currentLease for a plain writer)")
         }
-        try catchUp(&writer)
+        // The lock file holds the log's end as the last writer left it: when it matches
+        // this handle's, nobody else has written, and there is nothing to read first.
+        let (knownFirst, knownEnd) = view.withLock { ($0.segments.last ?? 0, $0.activeEnd) }
+        if try lock.end() != (knownFirst, knownEnd) { try catchUp(&writer) }
         let head = self.head
         let (skip, firstSeq) = try alreadyStored(events, expectedSeq: expectedSeq, head: head)
         let appended = events.enumerated().map { AppendResult.Appended(seq: firstSeq + UInt64($0.offset), id: $0.element.id) }
@@ -103,12 +106,19 @@ extension SessionHandle {
                 to: &buffer, seq: seq, epoch: lease.epoch, time: time, id: Array(event.id.rawValue.utf8), type: event.type,
                 data: event.data)
         }
+        guard let activeFirst = view.withLock({ $0.segments.last }) else {
+            throw CorralError(.internalError, "session \(id) has no active segment after a roll")
+        }
         do {
+            // Claim the bytes before writing them: a writer that dies mid-write leaves an
+            // end no other writer matches, which sends the next one to look.
+            try lock.setEnd(activeFirst, end + UInt64(buffer.count))
             try FileIO.pwrite(active.fd, buffer, at: end, path: active.path)
         } catch {
             // Take back whatever part of the write landed, so a refused append leaves nothing.
             do {
                 try FileIO.truncate(active.fd, to: end, path: active.path)
+                try lock.setEnd(activeFirst, end)
             } catch let truncation as CorralError {
                 writer.failure = CorralError(
                     .io, "session \(id): a failed append could not be rolled back (\(truncation.message))",
@@ -176,6 +186,7 @@ extension SessionHandle {
         if let active { try FileIO.syncData(active.fd, path: active.path) }
         let newFirst = head + 1
         let path = paths.segment(newFirst)
+        try lock.setEnd(newFirst, UInt64(LogFormat.segmentHeaderSize))
         let file = try OpenFile(path: path, flags: O_RDWR | O_CREAT | O_EXCL)
         do {
             try FileIO.pwrite(file.fd, LogFormat.segmentHeader(firstSeq: newFirst), at: 0, path: path)
@@ -211,17 +222,17 @@ extension SessionHandle {
     /// Wake: the next epoch, under the writer lock and the flock, mirrored before the lease
     /// file is replaced so that no append can slip in under the old epoch.
     func wakeLocked(_ writer: inout WriterState) throws -> Lease {
-        let mirrored = try LockFile.readEpoch(lockFile)
+        let mirrored = try lock.epoch()
         let recorded = try LeaseRecord.read(paths, id: id).epoch
         let next = max(mirrored, recorded) + 1
-        try LockFile.writeEpoch(next, to: lockFile)
+        try lock.setEpoch(next)
         try LeaseRecord.write(epoch: next, paths: paths, id: id)
         return Lease(session: id, epoch: next)
     }
 }
 
-/// A small, fast generator for event ids: seeded once per append from the system's
-/// generator, which costs a system call per draw.
+/// A small, fast generator for event ids. The system's generator costs a system call per
+/// draw; this one is seeded from it once per store, and each append seeds its own from it.
 struct SplitMix64: RandomNumberGenerator {
     var state: UInt64
 

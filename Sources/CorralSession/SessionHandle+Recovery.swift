@@ -7,8 +7,8 @@ extension SessionHandle {
     /// Runs under the writer lock and the flock.
     func recoverAtOpen(_ writer: inout WriterState) throws {
         let lease = try LeaseRecord.read(paths, id: id)
-        if try LockFile.readEpoch(lockFile) < lease.epoch {
-            try LockFile.writeEpoch(lease.epoch, to: lockFile)
+        if try lock.epoch() < lease.epoch {
+            try lock.setEpoch(lease.epoch)
         }
         removeStaleTemporaries()
 
@@ -50,6 +50,7 @@ extension SessionHandle {
                 view.head = 0
             }
             writer.indexFile = nil
+            try lock.setEnd(0, 0)
             return
         }
 
@@ -81,7 +82,9 @@ extension SessionHandle {
             try catchUp(&writer)
         } catch let error as CorralError where error.code == .io || error.code == .permissionDenied {
             // The torn tail could not be set aside (a full disk, say). The log up to it is
-            // readable; the next append tries again and reports the error.
+            // readable; an end no writer can match sends the next append to try again, and
+            // to report the error if it fails again.
+            try lock.setEnd(UInt64.max, UInt64.max)
         }
     }
 
@@ -89,11 +92,12 @@ extension SessionHandle {
     /// torn tail, and keeps the active segment's index file in step.
     func catchUp(_ writer: inout WriterState) throws {
         try advance(recover: true)
-        let first = view.withLock { $0.segments.last }
+        let (first, end) = view.withLock { ($0.segments.last, $0.activeEnd) }
         if let first, writer.indexFile == nil || writer.indexFileFirst != first {
             try openIndexFile(first, keeping: 0, writer: &writer)
         }
         persistIndex(&writer)
+        try lock.setEnd(first ?? 0, end)
     }
 
     func recordMatches(_ entry: IndexEntry, in file: OpenFile, end: UInt64) throws -> Bool {

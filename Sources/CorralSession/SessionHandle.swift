@@ -15,10 +15,11 @@ final class SessionHandle: Sendable {
     let id: SessionID
     let paths: SessionPaths
     let manifest: SessionManifest
-    let lockFile: OpenFile
+    let lock: SessionLock
     let limits: FileSessionStore.Configuration
     let workers: BlockingWorkers
     let watcher: DirectoryWatcher
+    let idSeeds: Mutex<SplitMix64>
 
     let writer = Mutex(WriterState())
     let view = Mutex(LogView())
@@ -71,14 +72,15 @@ final class SessionHandle: Sendable {
         }
     }
 
-    private init(id: SessionID, paths: SessionPaths, manifest: SessionManifest, lockFile: OpenFile, store: FileSessionStore) {
+    private init(id: SessionID, paths: SessionPaths, manifest: SessionManifest, lock: SessionLock, store: FileSessionStore) {
         self.id = id
         self.paths = paths
         self.manifest = manifest
-        self.lockFile = lockFile
+        self.lock = lock
         self.limits = store.configuration
         self.workers = store.workers
         self.watcher = store.watcher
+        self.idSeeds = Mutex(SplitMix64(seed: UInt64.random(in: 0...UInt64.max)))
     }
 
     /// Opens a session: reads its manifest, and under the flock brings the log to a
@@ -89,8 +91,8 @@ final class SessionHandle: Sendable {
             throw CorralError(.notFound, "no session \(id) in \(store.root)", hint: "list sessions with `corral session ls`")
         }
         let manifest = try SessionManifest.read(paths, id: id)
-        let lockFile = try OpenFile(path: paths.lock, flags: O_RDWR | O_CREAT)
-        let handle = SessionHandle(id: id, paths: paths, manifest: manifest, lockFile: lockFile, store: store)
+        let lock = try SessionLock(path: paths.lock)
+        let handle = SessionHandle(id: id, paths: paths, manifest: manifest, lock: lock, store: store)
         try handle.writer.withLock { writer in
             try handle.withFileLock { try handle.recoverAtOpen(&writer) }
         }
@@ -98,8 +100,8 @@ final class SessionHandle: Sendable {
     }
 
     func withFileLock<T>(_ body: () throws -> T) throws -> T {
-        try FileIO.lock(lockFile.fd, path: lockFile.path)
-        defer { FileIO.unlock(lockFile.fd) }
+        try FileIO.lock(lock.file.fd, path: lock.file.path)
+        defer { FileIO.unlock(lock.file.fd) }
         return try body()
     }
 
@@ -113,7 +115,7 @@ final class SessionHandle: Sendable {
         try advance(recover: false)
         return SessionInfo(
             id: id, tenant: manifest.tenant, created: manifest.createdDate, metadata: manifest.metadata,
-            forkedFrom: manifest.forkedFrom, head: head, epoch: try LockFile.readEpoch(lockFile))
+            forkedFrom: manifest.forkedFrom, head: head, epoch: try lock.epoch())
     }
 
     func corrupted(_ what: String, file: String, offset: UInt64, expectedSeq: UInt64) -> CorralError {

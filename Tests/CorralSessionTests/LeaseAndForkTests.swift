@@ -90,6 +90,28 @@ struct LeaseAndForkTests {
 
 @Suite("Many sessions, many tasks")
 struct ConcurrencyTests {
+    @Test("two writers with separate store instances, as two processes, take turns on one session without losing or repeating a seq")
+    func writersInTurn() async throws {
+        try await withTemporaryDirectory { directory in
+            let first = makeStore(directory, segmentBytes: 2048)
+            let second = makeStore(directory, segmentBytes: 2048)
+            let id = try await first.create().id
+            let lease = try await first.currentLease(id)
+            var expected: [String] = []
+            for round in 0..<120 {
+                let store = round % 3 == 0 ? second : first
+                let batch = (0..<(round % 4 + 1)).map { event(id: "r\(round)-\($0)", ["pad": .string(String(repeating: "q", count: round % 50))]) }
+                let result = try await store.append(id, batch, lease: lease, durability: round % 5 == 0 ? .fsync : .none)
+                #expect(result.firstSeq == UInt64(expected.count) + 1, "round \(round)")
+                expected += batch.compactMap { $0.id?.rawValue }
+            }
+            for store in [first, second, makeStore(directory, segmentBytes: 2048)] {
+                #expect(try await store.all(id).map(\.id.rawValue) == expected)
+            }
+            #expect(try sessionFiles(first, id).filter { $0.hasSuffix(".seg") }.count > 3)
+        }
+    }
+
     @Test("concurrent appends to many sessions from many tasks land exactly once, in seq order, while readers read")
     func manyWriters() async throws {
         try await withTemporaryDirectory { directory in
