@@ -23,6 +23,11 @@ let package = Package(
     targets: [
         .systemLibrary(name: "CCurl", pkgConfig: "libcurl", providers: [.apt(["libcurl4-openssl-dev"])]),
         .systemLibrary(name: "CArchive", pkgConfig: "libarchive", providers: [.apt(["libarchive-dev"])]),
+        // The session bench's peer; only CorralBench links it.
+        .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
+        // CRC-32C on the CPU's CRC instructions, and renameat2(RENAME_NOREPLACE), which Glibc's
+        // Swift module does not export.
+        .target(name: "CCorralSession"),
         .target(
             name: "CorralCore",
             dependencies: [.product(name: "Logging", package: "swift-log")],
@@ -47,7 +52,7 @@ let package = Package(
             ],
             exclude: ["README.md"]
         ),
-        .target(name: "CorralSession", dependencies: ["CorralCore"], exclude: ["README.md"]),
+        .target(name: "CorralSession", dependencies: ["CCorralSession", "CorralCore"], exclude: ["README.md"]),
         .target(
             name: "CorralGateway",
             dependencies: [
