@@ -18,6 +18,8 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.6.0"),
         .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.81.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.0.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.0.0"),
         .package(url: "https://github.com/apple/swift-crypto", "3.12.0"..<"5.0.0"),
     ],
     targets: [
@@ -64,10 +66,24 @@ let package = Package(
             ],
             exclude: ["README.md"]
         ),
+        // The wire types of corral's HTTP API, shared by the service and the command line's
+        // client mode.
+        .target(name: "CorralAPI", dependencies: ["CorralSandbox", "CorralSession", "CurlHTTP"], exclude: ["README.md"]),
+        // corrald: the HTTP API (Hummingbird) over the service's pools, reaper and gateway.
+        .target(
+            name: "CorralServer",
+            dependencies: [
+                "CorralAPI", "CorralService", "CorralGateway", "CorralSession",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+            ],
+            exclude: ["README.md"]
+        ),
         .target(
             name: "CorralCLI",
             dependencies: [
-                "CorralSandbox", "CorralSession", "CorralService", "CorralGateway",
+                "CorralSandbox", "CorralSession", "CorralService", "CorralGateway", "CorralAPI", "CorralServer",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -75,7 +91,7 @@ let package = Package(
         .target(
             name: "CorralBench",
             dependencies: [
-                "CorralSandbox", "CorralSession", "CorralService",
+                "CorralSandbox", "CorralSession", "CorralService", "CSQLite",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

@@ -18,6 +18,7 @@ public struct CorralCommand: AsyncParsableCommand {
             PoolCommandGroup.self,
             ServeCommand.self,
             SessionCommand.self,
+            TenantCommandGroup.self,
             VaultCommand.self,
         ]
     )
@@ -62,7 +63,7 @@ public struct CorralCommand: AsyncParsableCommand {
 extension CorralCommand {
     /// Options every command takes, with whether they take a value.
     static let globalOptions: [String: Bool] = [
-        "--engine": true, "--tls-ca": true, "--tls-cert": true, "--tls-key": true, "--state-dir": true,
+        "--engine": true, "--tls-ca": true, "--tls-cert": true, "--tls-key": true, "--state-dir": true, "--server": true,
     ]
 
     /// Lets global options come before the subcommand, as with docker (`corral --engine URL

@@ -16,6 +16,9 @@ public struct GlobalOptions: ParsableArguments, Sendable {
     @Option(name: .customLong("tls-key"), help: ArgumentHelp("Client key for a TLS engine.", valueName: "FILE"))
     public var tlsKey: String?
 
+    @Option(name: .long, help: ArgumentHelp("A corral service to use: http://host:port, with CORRAL_TOKEN (env CORRAL_SERVER).", valueName: "URL"))
+    public var server: String?
+
     @Option(name: .customLong("state-dir"), help: ArgumentHelp("Where corral keeps its state (env CORRAL_STATE_DIR).", valueName: "DIR"))
     public var stateDir: String?
 

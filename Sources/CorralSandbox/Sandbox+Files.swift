@@ -62,19 +62,14 @@ extension Sandbox {
     @discardableResult
     public func copyIn(from source: URL, to path: String) async throws -> Int64 {
         let path = try Self.checkedPath(path)
-        var isDirectory: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: source.path, isDirectory: &isDirectory) else {
-            throw CorralError.notFound("no such file on the host: \(source.path)")
-        }
         let (directory, name): (String, String)
         if let existing = try await stat(path), existing.isDirectory {
             (directory, name) = (path, source.lastPathComponent)
         } else {
             (directory, name) = Self.split(path)
         }
-        let owner = Self.owner(configurationUser: environmentUser)
-        return try await streamIn(at: directory, describing: path) { writer in
-            try writer.addTree(from: source, as: name, ownership: owner).bytes
+        return try await HostArchive.stream(source, as: name, ownership: Self.owner(configurationUser: environmentUser)) { tar in
+            try await putArchive(at: directory, body: .stream(tar), describing: path)
         }
     }
 
@@ -85,9 +80,11 @@ extension Sandbox {
     public func copyIn(tar pull: @escaping @Sendable () throws -> [UInt8]?, to directory: String) async throws -> Int64 {
         let directory = try Self.checkedPath(directory)
         let owner = Self.owner(configurationUser: environmentUser)
-        return try await streamIn(at: directory, describing: directory) { writer in
+        return try await HostArchive.stream(producing: { writer in
             let reader = try TarReader(pull: pull)
             return try TarValidator.validate(from: reader, into: writer, options: .init(ownership: owner)).bytes
+        }) { tar in
+            try await putArchive(at: directory, body: .stream(tar), describing: directory)
         }
     }
 
@@ -97,44 +94,22 @@ extension Sandbox {
     @discardableResult
     public func copyOut(_ path: String, to destination: URL) async throws -> Int64 {
         let path = try Self.checkedPath(path)
-        var isDirectory: ObjCBool = false
-        let intoExisting = FileManager.default.fileExists(atPath: destination.path, isDirectory: &isDirectory) && isDirectory.boolValue
-        let parent = intoExisting ? destination : destination.deletingLastPathComponent()
-        guard FileManager.default.fileExists(atPath: parent.path) else {
-            throw CorralError.notFound("no such directory on the host: \(parent.path)")
+        return try await HostArchive.extract(to: destination) { channel in
+            try await copyOut(path, tarChunks: { try await channel.send($0) })
         }
-        // Extract into a fresh directory beside the destination, then move into place, so a
-        // refused archive leaves nothing and a finished one appears whole.
-        let staging = parent.appendingPathComponent(".corral-cp-\(UUID().uuidString.prefix(8))", isDirectory: true)
-        try FileManager.default.createDirectory(at: staging, withIntermediateDirectories: false)
-        defer { try? FileManager.default.removeItem(at: staging) }
-        let (bytes, top) = try await withArchiveStream(of: path) { channel in
-            let summary = try TarExtractor.extract(from: TarReader(pull: { try channel.blockingReceive() }), into: staging)
-            let top = try FileManager.default.contentsOfDirectory(atPath: staging.path)
-            return (summary.bytes, top)
-        }
-        guard top.count == 1, let name = top.first else {
-            throw CorralError(.engine, "the engine's archive of \(path) has \(top.count) top-level entries, expected 1")
-        }
-        let target = intoExisting ? destination.appendingPathComponent(name) : destination
-        if FileManager.default.fileExists(atPath: target.path) {
-            var targetIsDirectory: ObjCBool = false
-            _ = FileManager.default.fileExists(atPath: target.path, isDirectory: &targetIsDirectory)
-            guard !targetIsDirectory.boolValue else {
-                throw CorralError(.alreadyExists, "\(target.path) already exists and is a directory")
-            }
-            try FileManager.default.removeItem(at: target)
-        }
-        try FileManager.default.moveItem(at: staging.appendingPathComponent(name), to: target)
-        return bytes
     }
 
     /// Streams `path` out as a tar to `sink` (`corral cp ID:/path -`).
     public func copyOut(_ path: String, tarTo sink: @escaping @Sendable ([UInt8]) throws -> Void) async throws {
+        try await copyOut(path, tarChunks: { try sink($0) })
+    }
+
+    /// Streams `path` out as a tar, a chunk at a time, to an async consumer (an HTTP response).
+    public func copyOut(_ path: String, tarChunks consume: ([UInt8]) async throws -> Void) async throws {
         let path = try Self.checkedPath(path)
         try await mapArchiveErrors(path) {
             try await engine.withArchive(container: containerName, path: path) { _, body in
-                for try await chunk in body { try sink(chunk) }
+                for try await chunk in body { try await consume(chunk) }
             }
         }
     }
@@ -149,7 +124,7 @@ extension Sandbox {
     }
 
     /// An absolute path without `..`, `.` components or NUL; trailing slashes dropped.
-    static func checkedPath(_ path: String) throws -> String {
+    public static func checkedPath(_ path: String) throws -> String {
         guard path.hasPrefix("/") else {
             throw CorralError.invalidArgument("sandbox path '\(path)' is not absolute", hint: "use a path such as /workspace/file.txt")
         }
@@ -161,7 +136,7 @@ extension Sandbox {
         return "/" + parts.joined(separator: "/")
     }
 
-    static func split(_ path: String) -> (String, String) {
+    public static func split(_ path: String) -> (String, String) {
         guard let slash = path.lastIndex(of: "/") else { return ("/", path) }
         let parent = String(path[..<slash])
         return (parent.isEmpty ? "/" : parent, String(path[path.index(after: slash)...]))
@@ -179,76 +154,6 @@ extension Sandbox {
         try await mapArchiveErrors(path) {
             try await engine.putArchive(container: containerName, path: directory, tar: body)
         }
-    }
-
-    /// Writes a tar on its own thread and streams it into `directory`. The producer's error
-    /// (a refused entry, say) wins over the upload's.
-    private func streamIn(
-        at directory: String, describing path: String, _ produce: @escaping @Sendable (TarWriter) throws -> Int64
-    ) async throws -> Int64 {
-        let channel = ByteChannel()
-        let producer = Task {
-            try await runOnThread(name: "corral-tar") {
-                do {
-                    let writer = try TarWriter(sink: { try channel.blockingSend($0) })
-                    let bytes = try produce(writer)
-                    _ = try writer.finish()
-                    channel.finish()
-                    return bytes
-                } catch {
-                    channel.finish(throwing: error)
-                    throw error
-                }
-            }
-        }
-        do {
-            try await putArchive(at: directory, body: .stream(channel.asyncStream()), describing: path)
-        } catch {
-            channel.cancel()
-            if case .failure(let producerError) = await producer.result { throw producerError }
-            throw error
-        }
-        channel.cancel()
-        return try await producer.value
-    }
-
-    /// Streams the engine's archive of `path` into a channel that `consume` reads on its own
-    /// thread.
-    private func withArchiveStream<T: Sendable>(
-        of path: String, _ consume: @escaping @Sendable (ByteChannel) throws -> T
-    ) async throws -> T {
-        let channel = ByteChannel()
-        let consumer = Task {
-            try await runOnThread(name: "corral-tar") {
-                do {
-                    let value = try consume(channel)
-                    // The archive may end before the stream does (trailing padding): drain
-                    // it, so the sender finishes cleanly.
-                    while try channel.blockingReceive() != nil {}
-                    return value
-                } catch {
-                    channel.cancel()
-                    throw error
-                }
-            }
-        }
-        do {
-            try await mapArchiveErrors(path) {
-                try await engine.withArchive(container: containerName, path: path) { _, body in
-                    for try await chunk in body { try await channel.send(chunk) }
-                    channel.finish()
-                }
-            }
-        } catch {
-            channel.cancel()
-            if case .failure(let consumerError) = await consumer.result,
-                (consumerError as? CorralError)?.code != .cancelled
-            {
-                throw consumerError
-            }
-            throw error
-        }
-        return try await consumer.value
     }
 
     private func mapArchiveErrors<T>(_ path: String, _ body: () async throws -> T) async throws -> T {

@@ -34,7 +34,18 @@ extension CorralConfiguration {
         var configuration = CorralConfiguration()
         configuration.source = source
         let top = TableReader(root, path: "", source: source)
-        try top.allowOnly(["engine", "service", "templates"])
+        try top.allowOnly(["engine", "service", "server", "limits", "templates"])
+        if let server = try top.table("server") {
+            try server.allowOnly(["listen", "socket"])
+            if let listen = try server.string("listen") { configuration.server.listen = listen.isEmpty ? nil : listen }
+            configuration.server.socket = try server.string("socket")
+        }
+        if let limits = try top.table("limits") {
+            try limits.allowOnly(["sandboxes_per_tenant", "sessions_per_tenant", "max_archive_size"])
+            if let value = try limits.integer("sandboxes_per_tenant") { configuration.limits.sandboxesPerTenant = value }
+            if let value = try limits.integer("sessions_per_tenant") { configuration.limits.sessionsPerTenant = value }
+            if let value = try limits.byteSize("max_archive_size") { configuration.limits.maxArchiveBytes = value }
+        }
         if let engine = try top.table("engine") {
             try engine.allowOnly(["endpoint", "tls_ca", "tls_cert", "tls_key"])
             configuration.engine.endpoint = try engine.string("endpoint")

@@ -29,8 +29,29 @@ public struct CorralConfiguration: Sendable {
         public init() {}
     }
 
+    /// `[server]`: where the HTTP API listens.
+    public struct Server: Sendable, Hashable {
+        /// `host:port` for tenants with bearer tokens; nil (or `listen = ""`) for none.
+        public var listen: String? = "127.0.0.1:8420"
+        /// The unix socket the local command line uses; nil: `$STATE/corral.sock`.
+        public var socket: String?
+
+        public init() {}
+    }
+
+    /// `[limits]`: what one tenant may hold, and how large requests may be.
+    public struct Limits: Sendable, Hashable {
+        public var sandboxesPerTenant = 20
+        public var sessionsPerTenant = 1000
+        public var maxArchiveBytes: ByteSize = .gibibytes(1)
+
+        public init() {}
+    }
+
     public var engine = Engine()
     public var service = Service()
+    public var server = Server()
+    public var limits = Limits()
     public var templates: [SandboxTemplate] = []
     /// Where it was read from, for messages.
     public var source: String?
@@ -39,5 +60,19 @@ public struct CorralConfiguration: Sendable {
 
     public func template(named name: TemplateName) -> SandboxTemplate? {
         templates.first { $0.name == name }
+    }
+
+    /// What `corral serve` runs with when no file is given: the base image as template `base`
+    /// with a small warm pool, the local engine, the API on 127.0.0.1:8420.
+    public static var embeddedDefaults: CorralConfiguration {
+        var configuration = CorralConfiguration()
+        var template = SandboxTemplate(name: TemplateName(unchecked: "base"))
+        template.pool.minIdle = 2
+        template.pool.maxTotal = 20
+        template.pool.maxAge = .seconds(3600)
+        template.idleTTL = .seconds(1800)
+        configuration.templates = [template]
+        configuration.source = "embedded defaults"
+        return configuration
     }
 }

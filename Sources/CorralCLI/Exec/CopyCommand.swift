@@ -26,21 +26,20 @@ struct CopyCommand: AsyncParsableCommand {
     func run() async throws {
         let from = try Location(source)
         let to = try Location(destination)
-        let provisioner = try CommandContext(global).provisioner()
+        let backend = try await CommandContext(global).backend()
+        defer { backend.shutdown() }
         switch (from, to) {
         case (.host(let path), .sandbox(let id, let inside)):
-            let sandbox = provisioner.handle(id)
             if path == "-" {
-                try await sandbox.copyIn(tar: StandardInputChunks.pull, to: inside)
+                try await backend.copyIn(id, tar: StandardInputChunks.pull, to: inside)
             } else {
-                try await sandbox.copyIn(from: URL(fileURLWithPath: path), to: inside)
+                try await backend.copyIn(id, from: URL(fileURLWithPath: path), to: inside)
             }
         case (.sandbox(let id, let inside), .host(let path)):
-            let sandbox = provisioner.handle(id)
             if path == "-" {
-                try await sandbox.copyOut(inside, tarTo: { FileHandle.standardOutput.write(Data($0)) })
+                try await backend.copyOut(id, inside, tarChunks: { FileHandle.standardOutput.write(Data($0)) })
             } else {
-                try await sandbox.copyOut(inside, to: URL(fileURLWithPath: path))
+                try await backend.copyOut(id, inside, to: URL(fileURLWithPath: path))
             }
         case (.sandbox, .sandbox):
             throw CorralError.invalidArgument("both sides are sandboxes", hint: "copy out to the host, then in")

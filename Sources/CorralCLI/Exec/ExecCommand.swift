@@ -31,8 +31,9 @@ struct ExecCommand: AsyncParsableCommand {
         let sandboxID = try parseSandboxID(id)
         var sandboxCommand = try command.command(arguments)
         sandboxCommand.environment = try parsePairs(environment, what: "environment variable")
-        let sandbox = try CommandContext(global).provisioner().handle(sandboxID)
-        let status = try await streamCommand(sandboxCommand, in: sandbox)
+        let backend = try await CommandContext(global).backend()
+        defer { backend.shutdown() }
+        let status = try await streamCommand(sandboxCommand, in: sandboxID, backend: backend)
         throw ExitCode(status)
     }
 }
@@ -61,8 +62,8 @@ struct CommandOptions: ParsableArguments {
 
 /// Runs `command`, copying its stdout and stderr to ours as they arrive. Returns the exit
 /// status to pass on: the command's own, or 124 when it timed out.
-func streamCommand(_ command: SandboxCommand, in sandbox: Sandbox) async throws -> Int32 {
-    let status = try await sandbox.run(command) { stream, bytes in
+func streamCommand(_ command: SandboxCommand, in sandbox: SandboxID, backend: any SandboxBackend) async throws -> Int32 {
+    let status = try await backend.run(sandbox, command) { stream, bytes in
         let handle = stream == .stderr ? FileHandle.standardError : FileHandle.standardOutput
         handle.write(Data(bytes))
     }

@@ -32,27 +32,28 @@ struct RunCommand: AsyncParsableCommand {
         if request.ttl == nil {
             request.ttl = (sandboxCommand.timeout ?? .seconds(3000)) + .seconds(600)
         }
-        let provisioner = try options.provisioner(CommandContext(global))
+        let backend = try await CommandContext(global).backend(config: options.config)
+        defer { backend.shutdown() }
         let status = try await SignalCancellation.run { [request] in
-            let sandbox = try await provisioner.provision(request)
+            let sandbox = try await backend.create(request).id
             do {
-                let status = try await streamCommand(sandboxCommand, in: sandbox)
-                await Self.removeUncancellably(sandbox)
+                let status = try await streamCommand(sandboxCommand, in: sandbox, backend: backend)
+                await Self.removeUncancellably(sandbox, backend: backend)
                 return status
             } catch {
-                await Self.removeUncancellably(sandbox)
+                await Self.removeUncancellably(sandbox, backend: backend)
                 throw error
             }
         }
         throw ExitCode(status)
     }
 
-    static func removeUncancellably(_ sandbox: Sandbox) async {
+    static func removeUncancellably(_ sandbox: SandboxID, backend: any SandboxBackend) async {
         await Task.detached {
             do {
-                try await sandbox.remove()
+                try await backend.remove(sandbox)
             } catch {
-                CLIOutput.printError(CorralError(.engine, "could not remove sandbox \(sandbox.id): \(error)"))
+                CLIOutput.printError(CorralError(.engine, "could not remove sandbox \(sandbox): \(error)"))
             }
         }.value
     }

@@ -36,8 +36,9 @@ struct ToolCommand: AsyncParsableCommand {
             throw CorralError.invalidArgument(
                 "the tool input is not valid JSON", hint: #"quote it for the shell, such as '{"command": "ls"}'"#)
         }
-        let sandbox = try CommandContext(global).provisioner().handle(sandboxID)
-        let output = try await sandbox.execute(tool: name, input: value)
+        let backend = try await CommandContext(global).backend()
+        defer { backend.shutdown() }
+        let output = try await backend.execute(sandboxID, tool: name, input: value)
         if json {
             try CLIOutput.printJSON(output)
         } else {

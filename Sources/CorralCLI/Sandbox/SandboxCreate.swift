@@ -1,4 +1,5 @@
 import ArgumentParser
+import CorralAPI
 import CorralCore
 import CorralSandbox
 import Foundation
@@ -15,28 +16,14 @@ struct SandboxCreate: AsyncParsableCommand {
 
     func run() async throws {
         let request = try options.request()
-        let context = CommandContext(global)
-        let provisioner = try options.provisioner(context)
-        let sandbox = try await provisioner.provision(request)
+        let backend = try await CommandContext(global).backend(config: options.config)
+        defer { backend.shutdown() }
+        let created = try await backend.create(request)
         if json {
-            try CLIOutput.printJSON(CreatedSandbox(sandbox: sandbox))
+            try CLIOutput.printJSON(created)
         } else {
-            print(sandbox.id)
+            print(created.id)
         }
     }
 }
 
-/// The JSON `sandbox create --json` prints.
-struct CreatedSandbox: Encodable {
-    var id: String
-    var path: String
-    var phases: [String: Double]
-    var totalMilliseconds: Double
-
-    init(sandbox: Sandbox) {
-        id = sandbox.id.rawValue
-        path = sandbox.provisioning?.path.rawValue ?? "cold"
-        phases = sandbox.provisioning?.phases ?? [:]
-        totalMilliseconds = sandbox.provisioning?.totalMilliseconds ?? 0
-    }
-}

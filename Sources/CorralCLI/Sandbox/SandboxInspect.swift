@@ -12,7 +12,8 @@ struct SandboxInspect: AsyncParsableCommand {
 
     func run() async throws {
         let sandboxID = try parseSandboxID(id)
-        let provisioner = try CommandContext(global).provisioner()
-        try CLIOutput.printJSON(try await provisioner.handle(sandboxID).info())
+        let backend = try await CommandContext(global).backend()
+        defer { backend.shutdown() }
+        try CLIOutput.printJSON(try await backend.info(sandboxID))
     }
 }

@@ -12,8 +12,9 @@ struct SandboxList: AsyncParsableCommand {
     var json = false
 
     func run() async throws {
-        let provisioner = try CommandContext(global).provisioner()
-        let sandboxes = try await provisioner.list(tenant: .local)
+        let backend = try await CommandContext(global).backend()
+        defer { backend.shutdown() }
+        let sandboxes = try await backend.list()
         if json {
             try CLIOutput.printJSON(sandboxes)
             return

@@ -16,11 +16,12 @@ struct SandboxRemove: AsyncParsableCommand {
 
     func run() async throws {
         let sandboxIDs = try ids.map(parseSandboxID)
-        let provisioner = try CommandContext(global).provisioner()
+        let backend = try await CommandContext(global).backend()
+        defer { backend.shutdown() }
         var failures: [CorralError] = []
         for id in sandboxIDs {
             do {
-                try await provisioner.remove(id)
+                try await backend.remove(id)
                 print(id)
             } catch let error as CorralError {
                 CLIOutput.printError(error)

@@ -1,19 +1,28 @@
 import ArgumentParser
 import CorralCore
 import CorralSandbox
+import CorralServer
 import CorralService
+import CorralSession
 import Foundation
+
+/// A line on stdout, unbuffered, so that scripts waiting for "listening on" see it at once.
+func say(_ line: String) {
+    FileHandle.standardOutput.write(Data((line + "\n").utf8))
+}
 
 struct ServeCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "serve",
-        abstract: "Run the service in the foreground: warm pools and the reaper (later corrald).",
+        abstract: "Run the service (corrald) in the foreground: the HTTP API, warm pools and the reaper.",
         discussion: """
-            Reads corral.toml (--config, else CORRAL_CONFIG, else $STATE/corral.toml). Keeps \
-            min_idle members of each template with a pool, recycles old and stale ones, and \
-            removes expired, idle and orphaned sandboxes. On start it adopts whatever an earlier \
-            run left on the engine. SIGTERM or SIGINT stops it; idle members stay for the next \
-            start to adopt (remove them with `corral pool drain`).
+            Reads corral.toml (--config, else CORRAL_CONFIG, else $STATE/corral.toml; without \
+            one it runs embedded defaults: template `base` with 2 warm members). Answers on \
+            $STATE/corral.sock for the local command line and, with tenant tokens, on \
+            [server] listen (default 127.0.0.1:8420). Keeps min_idle members of each pool, \
+            removes expired, idle and orphaned sandboxes, and adopts whatever an earlier run \
+            left on the engine. SIGTERM or SIGINT drains requests and stops it; idle members \
+            stay for the next start (remove them with `corral pool drain`).
             """
     )
 
@@ -22,27 +31,34 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("corral.toml to serve.", valueName: "FILE"))
     var config: String?
 
+    @Option(help: ArgumentHelp("Listen on host:port for tenants (\"\" for none); overrides [server] listen.", valueName: "ADDR"))
+    var listen: String?
+
     func run() async throws {
         let context = CommandContext(global)
-        guard let configuration = try context.configuration(explicit: config) else {
-            throw CorralError.invalidArgument(
-                "corral serve needs a configuration file",
-                hint:
-                    "pass --config FILE, set CORRAL_CONFIG, or put one at \(try context.stateDirectory().path)/corral.toml (see deploy/corral.example.toml)"
-            )
-        }
+        let configuration = try context.configuration(explicit: config) ?? .embeddedDefaults
+        let state = try context.stateDirectory()
         let engine = try context.engine(configuration: configuration)
         defer { engine.shutdown() }
         let runner = try await CorralServiceRunner.prepare(
             configuration: configuration, engine: engine, environment: try context.sandboxEnvironment(),
             logger: context.logger)
+        var settings = CorralServer.Configuration(
+            socketPath: configuration.server.socket ?? state.appendingPathComponent("corral.sock").path,
+            listen: listen.map { $0.isEmpty ? nil : $0 } ?? configuration.server.listen)
+        settings.sandboxesPerTenant = configuration.limits.sandboxesPerTenant
+        settings.sessionsPerTenant = configuration.limits.sessionsPerTenant
+        settings.maxArchiveBytes = configuration.limits.maxArchiveBytes.bytes
+        let server = CorralServer(
+            configuration: settings, runner: runner, tenants: TenantRegistry(stateDirectory: state),
+            sessions: FileSessionStore(directory: state.appendingPathComponent("sessions", isDirectory: true)),
+            logger: context.logger)
         let pools = configuration.templates.filter { $0.pool.minIdle > 0 }
             .map { "\($0.name) (min_idle \($0.pool.minIdle), max_total \($0.pool.maxTotal))" }
-        let banner =
-            "corral serve: pools \(pools.isEmpty ? "none" : pools.joined(separator: ", ")); "
-            + "reaper every \(configuration.service.reapInterval.compactDescription); state \(try context.stateDirectory().path)\n"
-        FileHandle.standardOutput.write(Data(banner.utf8))
-        try await runner.run()
-        FileHandle.standardOutput.write(Data("corral serve: stopped\n".utf8))
+        say(
+            "corral serve: \(configuration.source ?? "configuration"); pools \(pools.isEmpty ? "none" : pools.joined(separator: ", ")); state \(state.path)"
+        )
+        try await server.run(onReady: { address in say("corral serve: listening on \(address)") })
+        say("corral serve: stopped")
     }
 }

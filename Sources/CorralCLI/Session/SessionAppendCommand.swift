@@ -70,7 +70,7 @@ struct SessionAppendCommand: AsyncParsableCommand {
             try await appendBatch(batch)
         }
 
-        let input = StandardInput()
+        let input = StandardInputReader()
         for try await chunk in input.chunks {
             defer { input.consumed() }
             // Look for a line end in the new bytes only: a long line arrives in many chunks.
@@ -95,7 +95,7 @@ struct SessionAppendCommand: AsyncParsableCommand {
 /// Standard input as chunks, read on a thread of its own: a read that waits for a person at
 /// a terminal must not hold one of Swift's few cooperative threads. The thread reads a chunk
 /// only when the consumer has taken back a credit, so input is never read far ahead.
-final class StandardInput: Sendable {
+final class StandardInputReader: Sendable {
     // Made with 0 and raised: libdispatch refuses to free a semaphore whose count is below
     // the one it was made with, which the reading thread may leave it at.
     private let credits = DispatchSemaphore(value: 0)

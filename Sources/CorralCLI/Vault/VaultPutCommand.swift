@@ -31,7 +31,7 @@ struct VaultPutCommand: AsyncParsableCommand {
 
     func run() async throws {
         let parsedScope = try CredentialScope(parsing: scope)
-        let secret = try StandardInput.readSecret(prompt: "value for \(name): ")
+        let secret = try SecretInput.readSecret(prompt: "value for \(name): ")
         let vault = try global.openVault()
         try vault.put(name: name, scope: parsedScope, username: username, secret: secret)
         print("stored \(name) for \(parsedScope)")
@@ -40,7 +40,7 @@ struct VaultPutCommand: AsyncParsableCommand {
 
 /// Reads a secret from standard input: one line from a terminal with echo off, or everything
 /// from a pipe, without its final line break.
-enum StandardInput {
+enum SecretInput {
     static func readSecret(prompt: String) throws -> VaultSecret {
         var bytes: [UInt8]
         if isatty(STDIN_FILENO) == 1 {

@@ -92,7 +92,7 @@ public struct EngineEvent: Decodable, Sendable {
 }
 
 /// A container's path, as `HEAD /containers/{id}/archive` describes it.
-public struct PathStat: Decodable, Sendable {
+public struct PathStat: Codable, Sendable {
     public var name: String
     public var size: Int64
     /// Go's os.FileMode bits: the directory bit is 1 << 31, the symlink bit 1 << 27.

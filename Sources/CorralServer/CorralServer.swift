@@ -1,0 +1,189 @@
+import CorralAPI
+import CorralCore
+import CorralSandbox
+import CorralService
+import CorralSession
+import DockerEngine
+import Foundation
+import Hummingbird
+import Logging
+import Prometheus
+import ServiceLifecycle
+
+/// corrald: the HTTP API over the long-running service. The same router serves two
+/// listeners: a unix socket in the state directory, where every request is the local
+/// tenant's (the command line uses it), and TCP with tenant bearer tokens.
+public struct CorralServer: Sendable {
+    public struct Configuration: Sendable {
+        /// The unix socket the local command line finds (`$STATE/corral.sock`); nil: none.
+        public var socketPath: String?
+        /// `host:port` for tenants with tokens; nil: no TCP listener.
+        public var listen: String?
+        /// Most sandboxes one tenant may hold at once.
+        public var sandboxesPerTenant = 20
+        /// Most sessions one tenant may hold.
+        public var sessionsPerTenant = 1000
+        /// Largest tar a request may send into a sandbox.
+        public var maxArchiveBytes: Int64 = 1 << 30
+        /// Largest single file through the files route.
+        public var maxFileBytes = 8 << 20
+
+        public init(socketPath: String? = nil, listen: String? = nil) {
+            self.socketPath = socketPath
+            self.listen = listen
+        }
+    }
+
+    public let configuration: Configuration
+    public let runner: CorralServiceRunner
+    public let tenants: TenantRegistry
+    public let sessions: (any SessionStore)?
+    public let metrics: PrometheusCollectorRegistry
+    let quotas: QuotaGate
+    let logger: Logger
+
+    public init(
+        configuration: Configuration, runner: CorralServiceRunner, tenants: TenantRegistry, sessions: (any SessionStore)?,
+        metrics: PrometheusCollectorRegistry = PrometheusCollectorRegistry(), logger: Logger = Logger(label: "corral.server")
+    ) {
+        self.configuration = configuration
+        self.runner = runner
+        self.tenants = tenants
+        self.sessions = sessions
+        self.metrics = metrics
+        self.quotas = QuotaGate()
+        self.logger = logger
+    }
+
+    var provisioner: Provisioner { runner.provisioner }
+
+    /// The router for one listener.
+    public func router(auth: AuthMode) -> Router<CorralRequestContext> {
+        let router = Router(context: CorralRequestContext.self)
+        router.add(middleware: ErrorMiddleware())
+        addHealthRoutes(to: router)
+        let v1 = router.group("v1").add(middleware: AuthMiddleware(mode: auth.middlewareMode(tenants)))
+        addSandboxRoutes(to: v1)
+        addPoolRoutes(to: v1)
+        return router
+    }
+
+    public enum AuthMode: Sendable {
+        /// Every request is the local tenant's: the unix socket in the state directory.
+        case local
+        /// Bearer tokens name the tenant: TCP.
+        case tokens
+
+        func middlewareMode(_ registry: TenantRegistry) -> AuthMiddleware.Mode {
+            switch self {
+            case .local: .local
+            case .tokens: .tokens(registry)
+            }
+        }
+    }
+
+    /// The HTTP listeners as services, to run beside the runner's.
+    public func applications(onReady: @escaping @Sendable (String) async -> Void = { _ in }) throws -> [any Service] {
+        var services: [any Service] = []
+        if let socketPath = configuration.socketPath {
+            try Self.prepareSocketPath(socketPath)
+            let app = Application(
+                router: router(auth: .local),
+                configuration: .init(address: .unixDomainSocket(path: socketPath), serverName: "corral"),
+                onServerRunning: { _ in
+                    chmod(socketPath, 0o600)
+                    await onReady("unix://\(socketPath)")
+                },
+                logger: logger)
+            services.append(app)
+        }
+        if let listen = configuration.listen {
+            let (host, port) = try Self.parseListen(listen)
+            let app = Application(
+                router: router(auth: .tokens),
+                configuration: .init(address: .hostname(host, port: port), serverName: "corral"),
+                onServerRunning: { channel in
+                    let actual = channel.localAddress?.port ?? port
+                    await onReady("http://\(host):\(actual)")
+                },
+                logger: logger)
+            services.append(app)
+        }
+        return services
+    }
+
+    /// Runs the pools, the reaper, the gateway and the listeners until SIGTERM or SIGINT,
+    /// then shuts down gracefully: listeners stop accepting and drain their requests first.
+    public func run(handleSignals: Bool = true, onReady: @escaping @Sendable (String) async -> Void = { _ in }) async throws {
+        let listeners = try applications(onReady: onReady)
+        let group = ServiceGroup(
+            configuration: ServiceGroupConfiguration(
+                services: (listeners + runner.services).map {
+                    .init(service: $0, successTerminationBehavior: .gracefullyShutdownGroup)
+                },
+                gracefulShutdownSignals: handleSignals ? [.sigterm, .sigint] : [],
+                logger: logger))
+        try await group.run()
+    }
+
+    /// A stale socket from a crashed service is removed; a live one means a service runs
+    /// already.
+    static func prepareSocketPath(_ path: String) throws {
+        try FileManager.default.createDirectory(
+            atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+        guard FileManager.default.fileExists(atPath: path) else { return }
+        let probe = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(probe) }
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(path.utf8)
+        guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else {
+            throw CorralError.invalidArgument("socket path \(path) is too long", hint: "use a shorter --state-dir")
+        }
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            for (index, byte) in bytes.enumerated() { raw[index] = byte }
+        }
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(probe, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        if connected == 0 {
+            throw CorralError(
+                .alreadyExists, "a corral service already answers on \(path)", hint: "stop it first, or use another --state-dir")
+        }
+        unlink(path)
+    }
+
+    static func parseListen(_ text: String) throws -> (String, Int) {
+        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]), (0...65535).contains(port)
+        else {
+            throw CorralError.invalidArgument("invalid listen address '\(text)'", hint: "use host:port, such as 127.0.0.1:8420")
+        }
+        var host = String(text[..<colon])
+        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        return (host.isEmpty ? "127.0.0.1" : host, port)
+    }
+}
+
+/// Keeps concurrent creates of one tenant from racing past its quota together.
+actor QuotaGate {
+    private var pending: [TenantID: Int] = [:]
+
+    /// Runs `body` when `current() + pending < limit`, counting it as pending meanwhile.
+    func admit<T: Sendable>(
+        _ tenant: TenantID, limit: Int, what: String, current: () async throws -> Int, _ body: @Sendable () async throws -> T
+    ) async throws -> T {
+        let inFlight = pending[tenant, default: 0]
+        pending[tenant] = inFlight + 1
+        defer { pending[tenant, default: 1] -= 1 }
+        let existing = try await current()
+        // Re-read after the await: other admissions may have started meanwhile.
+        guard existing + pending[tenant, default: 1] - 1 < limit else {
+            throw CorralError(
+                .quotaExceeded, "tenant '\(tenant)' has reached its quota of \(limit) \(what)",
+                hint: "remove some first, or raise the limit in corral.toml ([limits])")
+        }
+        return try await body()
+    }
+}
+
+extension DockerEngineError: CorralErrorRepresentable {}

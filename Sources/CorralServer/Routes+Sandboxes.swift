@@ -1,0 +1,184 @@
+import CorralAPI
+import CorralCore
+import CorralSandbox
+import DockerEngine
+import Foundation
+import Hummingbird
+
+extension CorralServer {
+    func addSandboxRoutes(to group: RouterGroup<CorralRequestContext>) {
+        group.post("sandboxes") { request, context -> Response in
+            let tenant = try context.requireTenant()
+            let body = try await decodeJSON(CreateSandboxRequest.self, from: request, context: context)
+            let provisionRequest = try body.provisionRequest(tenant: tenant)
+            if let session = provisionRequest.session { try await requireSession(session, tenant: tenant) }
+            let sandbox = try await quotas.admit(
+                tenant, limit: configuration.sandboxesPerTenant, what: "sandboxes",
+                current: { try await provisioner.list(tenant: tenant).count }
+            ) { try await provisioner.provision(provisionRequest) }
+            return JSONResponse.make(CreatedSandbox(sandbox: sandbox), status: 201)
+        }
+
+        group.get("sandboxes") { _, context -> Response in
+            JSONResponse.make(try await provisioner.list(tenant: try context.requireTenant()))
+        }
+
+        group.get("sandboxes/:id") { _, context -> Response in
+            JSONResponse.make(try await sandbox(context).info())
+        }
+
+        group.delete("sandboxes/:id") { _, context -> Response in
+            try await sandbox(context).remove()
+            return JSONResponse.empty()
+        }
+
+        group.post("sandboxes/:id/execute") { request, context -> Response in
+            let body = try await decodeJSON(ExecuteRequest.self, from: request, context: context)
+            let sandbox = try await sandbox(context)
+            return JSONResponse.make(try await sandbox.execute(tool: body.name, input: body.input))
+        }
+
+        // The streaming variant: a command's output as NDJSON lines while it runs, then how it
+        // ended. Errors after the headers are sent come as a last line with `error`.
+        group.post("sandboxes/:id/exec") { request, context -> Response in
+            let body = try await decodeJSON(ExecRequest.self, from: request, context: context)
+            let command = try body.sandboxCommand()
+            let sandbox = try await sandbox(context)
+            var headers = HTTPFields()
+            headers[.contentType] = "application/x-ndjson"
+            return Response(
+                status: .ok, headers: headers,
+                body: ResponseBody { writer in
+                    do {
+                        let status = try await sandbox.run(command) { stream, bytes in
+                            try await writer.write(Self.line(ExecStreamEvent.output(stream, bytes)))
+                        }
+                        try await writer.write(Self.line(ExecStreamEvent.finished(status)))
+                    } catch let error as CorralError {
+                        try await writer.write(Self.line(ExecStreamEvent.failed(error)))
+                    } catch let error as DockerEngineError {
+                        try await writer.write(Self.line(ExecStreamEvent.failed(error.corralError)))
+                    }
+                    try await writer.finish(nil)
+                })
+        }
+
+        // Files in: a tar into a directory (checked entry by entry), or one file's bytes.
+        group.put("sandboxes/:id/archive") { request, context -> Response in
+            let path = try requireQuery(request, "path")
+            let sandbox = try await sandbox(context)
+            let channel = ByteChannel()
+            let limit = configuration.maxArchiveBytes
+            async let copied: Int64 = sandbox.copyIn(tar: { try channel.blockingReceive() }, to: path)
+            do {
+                var total: Int64 = 0
+                for try await buffer in request.body {
+                    total += Int64(buffer.readableBytes)
+                    guard total <= limit else {
+                        throw CorralError(.payloadTooLarge, "the archive is larger than \(ByteSize(bytes: limit))")
+                    }
+                    try await channel.send(Array(buffer.readableBytesView))
+                }
+                channel.finish()
+            } catch {
+                channel.finish(throwing: error)
+                _ = try? await copied
+                throw error
+            }
+            _ = try await copied
+            return JSONResponse.empty()
+        }
+
+        group.get("sandboxes/:id/stat") { request, context -> Response in
+            let path = try requireQuery(request, "path")
+            guard let stat = try await sandbox(context).stat(path) else {
+                return JSONResponse.make(APIErrorBody(code: "no_such_path", message: "nothing at \(path)"), status: 404)
+            }
+            return JSONResponse.make(stat)
+        }
+
+        group.get("sandboxes/:id/archive") { request, context -> Response in
+            let path = try requireQuery(request, "path")
+            let sandbox = try await sandbox(context)
+            // Look first, so that a missing path is a 404 rather than a broken stream.
+            guard try await sandbox.stat(path) != nil else {
+                throw CorralError.notFound("no such file or directory in sandbox \(sandbox.id): \(path)")
+            }
+            var headers = HTTPFields()
+            headers[.contentType] = "application/x-tar"
+            return Response(
+                status: .ok, headers: headers,
+                body: ResponseBody { writer in
+                    try await sandbox.copyOut(path, tarChunks: { try await writer.write(ByteBuffer(bytes: $0)) })
+                    try await writer.finish(nil)
+                })
+        }
+
+        group.put("sandboxes/:id/files") { request, context -> Response in
+            let path = try requireQuery(request, "path")
+            let sandbox = try await sandbox(context)
+            let bytes = try await collect(request, limit: configuration.maxFileBytes)
+            try await sandbox.writeFile(path, contents: bytes)
+            return JSONResponse.empty()
+        }
+
+        group.get("sandboxes/:id/files") { request, context -> Response in
+            let path = try requireQuery(request, "path")
+            let sandbox = try await sandbox(context)
+            let bytes = try await sandbox.readFile(path, limit: configuration.maxFileBytes)
+            var headers = HTTPFields()
+            headers[.contentType] = "application/octet-stream"
+            return Response(status: .ok, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(bytes: bytes)))
+        }
+    }
+
+    /// The caller's sandbox named in the path. Another tenant's is as absent as a missing one.
+    func sandbox(_ context: CorralRequestContext) async throws -> Sandbox {
+        let tenant = try context.requireTenant()
+        let id = try SandboxID(validating: try context.parameters.require("id"))
+        return try await provisioner.sandbox(id, tenant: tenant)
+    }
+
+    func requireSession(_ id: SessionID, tenant: TenantID) async throws {
+        guard let sessions else { throw CorralError(.unsupported, "this service keeps no sessions") }
+        let info = try await sessions.session(id)
+        guard info.tenant == tenant else { throw CorralError.notFound("session \(id) not found") }
+    }
+
+    static func line(_ event: ExecStreamEvent) -> ByteBuffer {
+        var data = (try? JSONResponse.encoder.encode(event)) ?? Data()
+        data.append(UInt8(ascii: "\n"))
+        return ByteBuffer(bytes: data)
+    }
+}
+
+/// Reads a JSON body of at most the context's upload size, with errors that name the field.
+func decodeJSON<T: Decodable>(_ type: T.Type, from request: Request, context: CorralRequestContext) async throws -> T {
+    let bytes = try await collect(request, limit: context.maxUploadSize)
+    guard !bytes.isEmpty else { throw CorralError.invalidArgument("the request has no body; send a JSON object") }
+    let decoder = JSONDecoder()
+    decoder.dateDecodingStrategy = .iso8601
+    do {
+        return try decoder.decode(type, from: Data(bytes))
+    } catch let error as DecodingError {
+        throw CorralError.invalidArgument(ErrorMiddleware.describe(decoding: error))
+    }
+}
+
+func collect(_ request: Request, limit: Int) async throws -> [UInt8] {
+    var bytes: [UInt8] = []
+    for try await buffer in request.body {
+        guard bytes.count + buffer.readableBytes <= limit else {
+            throw CorralError(.payloadTooLarge, "the request body is larger than \(ByteSize(bytes: Int64(limit)))")
+        }
+        bytes.append(contentsOf: buffer.readableBytesView)
+    }
+    return bytes
+}
+
+func requireQuery(_ request: Request, _ name: String) throws -> String {
+    guard let value = request.uri.queryParameters[Substring(name)], !value.isEmpty else {
+        throw CorralError.invalidArgument("the query parameter '\(name)' is required")
+    }
+    return String(value)
+}
