@@ -97,12 +97,3 @@ struct SandboxCreateOptions: ParsableArguments {
         return request
     }
 }
-
-extension SandboxCreateOptions {
-    /// A provisioner that knows the templates when the request names one (config discovery
-    /// runs only then, so plain `sandbox create` needs no corral.toml).
-    func provisioner(_ context: CommandContext) throws -> Provisioner {
-        guard template != nil || config != nil else { return try context.provisioner() }
-        return try context.provisioner(configuration: try context.configuration(explicit: config))
-    }
-}
