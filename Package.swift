@@ -121,5 +121,12 @@ let package = Package(
             ]
         ),
         .testTarget(name: "CorralCLITests", dependencies: ["CorralCLI", "TestSupport"]),
+        .testTarget(
+            name: "CorralServerTests",
+            dependencies: [
+                "CorralServer", "CorralAPI", "TestSupport",
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+            ]
+        ),
     ]
 )
