@@ -27,6 +27,8 @@ public struct CorralServer: Sendable {
         public var maxArchiveBytes: Int64 = 1 << 30
         /// Largest single file through the files route.
         public var maxFileBytes = 8 << 20
+        /// How often an idle event stream sends a comment, so that a client that left is noticed.
+        public var streamKeepAlive: Duration = .seconds(15)
 
         public init(socketPath: String? = nil, listen: String? = nil) {
             self.socketPath = socketPath
@@ -64,6 +66,7 @@ public struct CorralServer: Sendable {
         addHealthRoutes(to: router)
         let v1 = router.group("v1").add(middleware: AuthMiddleware(mode: auth.middlewareMode(tenants)))
         addSandboxRoutes(to: v1)
+        addSessionRoutes(to: v1)
         addPoolRoutes(to: v1)
         return router
     }
