@@ -80,6 +80,9 @@ extension SessionHandle {
                     case .end:
                         problem = ("is missing: the segment ends before it", scanner.offset)
                         break records
+                    case .endMarker(let at):
+                        problem = ("is missing: the log's end marker comes first", at)
+                        break records
                     case .bad(let reason, let at):
                         problem = ("is damaged: \(reason)", at)
                         break records
@@ -227,7 +230,7 @@ extension SessionHandle {
                     entries.append(IndexEntry(seq: header.seq, offset: at))
                 }
                 expected += 1
-            case .end:
+            case .end, .endMarker:
                 break loop
             case .bad(let reason, let at):
                 throw corrupted("is damaged: \(reason)", file: file.path, offset: at, expectedSeq: expected)

@@ -31,6 +31,8 @@ final class SessionHandle: Sendable {
         var indexFile: OpenFile?
         var indexFileFirst: UInt64 = 0
         var persistedEntries = 0
+        /// The active segment file's size, when this handle knows it (runway included).
+        var activeSize: UInt64?
         /// Set when the files may no longer match what this handle believes (a failed
         /// fdatasync, a failed roll-back); the store then drops the handle and reopens.
         var failure: CorralError?
