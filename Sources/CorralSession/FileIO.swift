@@ -171,10 +171,6 @@ enum FileIO {
         }
     }
 
-    static func remove(_ path: String) {
-        unlink(path)
-    }
-
     /// Removes a directory and everything in it (one level of files; session directories
     /// hold no subdirectories).
     static func removeTree(_ path: String) {

@@ -111,8 +111,16 @@ extension SessionHandle {
         }
         let recordBytes = UInt64(buffer.count)
         buffer.append(contentsOf: LogFormat.endMarker)
-        let size = try writer.activeSize ?? active.size()
-        writer.activeSize = size
+        if writer.indexFile == nil || writer.indexFileFirst != activeFirst {
+            try openIndexFile(activeFirst, keeping: 0, writer: &writer)
+        }
+        let size: UInt64
+        if let known = writer.activeSize, known.first == activeFirst {
+            size = known.size
+        } else {
+            size = try active.size()
+        }
+        writer.activeSize = (activeFirst, size)
         // An fsync append that reaches the end of the file lays runway ahead of it; if the
         // disk has no room for that, the append goes ahead without.
         var runway = 0
@@ -129,7 +137,7 @@ extension SessionHandle {
                 } else {
                     try FileIO.pwrite(active.fd, buffer, at: end, path: active.path)
                 }
-                writer.activeSize = max(size, end + UInt64(buffer.count + runway))
+                writer.activeSize = (activeFirst, max(size, end + UInt64(buffer.count + runway)))
                 break
             } catch let failure as CorralError {
                 rollBack(active, first: activeFirst, to: end, size: size, written: buffer.count + runway, writer: &writer)
@@ -161,7 +169,7 @@ extension SessionHandle {
                 let restored = Int(min(UInt64(written), size - end))
                 try FileIO.pwrite(file.fd, LogFormat.endMarker + [UInt8](repeating: 0, count: restored - 8), at: end, path: file.path)
             }
-            writer.activeSize = max(size, end)
+            writer.activeSize = (first, max(size, end))
             try lock.setEnd(first, end)
         } catch let error as CorralError {
             writer.failure = CorralError(
@@ -255,7 +263,7 @@ extension SessionHandle {
         }
         writer.indexFileFirst = newFirst
         writer.persistedEntries = 0
-        writer.activeSize = UInt64(LogFormat.segmentHeaderSize)
+        writer.activeSize = (newFirst, UInt64(LogFormat.segmentHeaderSize))
     }
 
     /// Wake: the next epoch, under the writer lock and the flock, mirrored before the lease

@@ -319,7 +319,7 @@ extension SessionHandle {
     }
 
     /// Opens the active segment's index file, keeping its first `keeping` entries.
-    private func openIndexFile(_ first: UInt64, keeping: Int, writer: inout WriterState) throws {
+    func openIndexFile(_ first: UInt64, keeping: Int, writer: inout WriterState) throws {
         let path = paths.index(first)
         let file = try OpenFile(path: path, flags: O_RDWR | O_CREAT)
         let keptSize = UInt64(LogFormat.indexHeaderSize + keeping * LogFormat.indexEntrySize)

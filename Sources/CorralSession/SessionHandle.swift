@@ -31,8 +31,10 @@ final class SessionHandle: Sendable {
         var indexFile: OpenFile?
         var indexFileFirst: UInt64 = 0
         var persistedEntries = 0
-        /// The active segment file's size, when this handle knows it (runway included).
-        var activeSize: UInt64?
+        /// The size of the active segment's file (runway included) when this handle knows
+        /// it, with the first seq of the segment it belongs to: a reader may have moved the
+        /// view on to a segment another process started.
+        var activeSize: (first: UInt64, size: UInt64)?
         /// Set when the files may no longer match what this handle believes (a failed
         /// fdatasync, a failed roll-back); the store then drops the handle and reopens.
         var failure: CorralError?
