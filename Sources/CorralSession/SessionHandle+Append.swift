@@ -82,8 +82,8 @@ extension SessionHandle {
             return WriteOutcome(events: appended, written: 0, head: head)
         }
         try rollIfNeeded(&writer)
-        let (active, end, lastEntry) = view.withLock { ($0.active, $0.activeEnd, $0.activeIndex.last) }
-        guard let active else {
+        let (active, activeFirst, end, lastEntry) = view.withLock { ($0.active, $0.segments.last, $0.activeEnd, $0.activeIndex.last) }
+        guard let active, let activeFirst else {
             throw CorralError(.internalError, "session \(id) has no active segment after a roll")
         }
         let time = Timestamp.nowNanoseconds()
@@ -105,9 +105,6 @@ extension SessionHandle {
             LogFormat.appendRecord(
                 to: &buffer, seq: seq, epoch: lease.epoch, time: time, id: Array(event.id.rawValue.utf8), type: event.type,
                 data: event.data)
-        }
-        guard let activeFirst = view.withLock({ $0.segments.last }) else {
-            throw CorralError(.internalError, "session \(id) has no active segment after a roll")
         }
         let recordBytes = UInt64(buffer.count)
         buffer.append(contentsOf: LogFormat.endMarker)
@@ -141,7 +138,7 @@ extension SessionHandle {
                 break
             } catch let failure as CorralError {
                 rollBack(active, first: activeFirst, to: end, size: size, written: buffer.count + runway, writer: &writer)
-                if runway > 0, writer.failure == nil, failure.message.contains("no space left") {
+                if runway > 0, writer.failure == nil, FileIO.isOutOfSpace(failure) {
                     runway = 0
                     continue
                 }
