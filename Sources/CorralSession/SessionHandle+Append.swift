@@ -240,17 +240,7 @@ extension SessionHandle {
             try? FileIO.syncDirectory(paths.directory)
             throw error
         }
-        let retired = view.withLock { view -> (OpenFile, UInt64, [IndexEntry])? in
-            let old = view.active.map { ($0, view.activeEnd, view.activeIndex) }
-            view.segments.append(newFirst)
-            view.active = file
-            view.activeEnd = UInt64(LogFormat.segmentHeaderSize)
-            view.activeIndex = []
-            return old
-        }
-        if let (oldFile, oldEnd, oldIndex) = retired, let first {
-            sealed.withLock { $0.insert(first, SealedSegment(file: oldFile, size: oldEnd, index: oldIndex)) }
-        }
+        activate(file, first: newFirst)
         let indexPath = paths.index(newFirst)
         if let index = try? OpenFile(path: indexPath, flags: O_RDWR | O_CREAT | O_TRUNC) {
             try? FileIO.pwrite(index.fd, LogFormat.indexHeader(), at: 0, path: indexPath)

@@ -229,19 +229,27 @@ extension SessionHandle {
             try setAside(file, from: 0, removingFile: true)
             return false
         }
-        let retired: (OpenFile, UInt64, [IndexEntry])? = view.withLock { view in
-            guard view.segments.last == previous, view.head == first - 1 else { return nil }
-            let old = view.active.map { ($0, view.activeEnd, view.activeIndex) }
+        return activate(file, first: first) { $0.segments.last == previous && $0.head == first - 1 }
+    }
+
+    /// Makes `file`, the segment that starts at `first`, the active one, if `condition`
+    /// holds for the view; the old active segment, with its index, joins the sealed ones.
+    @discardableResult
+    func activate(_ file: OpenFile, first: UInt64, when condition: (LogView) -> Bool = { _ in true }) -> Bool {
+        let outcome: (activated: Bool, retired: (UInt64, SealedSegment)?) = view.withLock { view in
+            guard condition(view) else { return (false, nil) }
+            var retired: (UInt64, SealedSegment)?
+            if let old = view.active, let oldFirst = view.segments.last {
+                retired = (oldFirst, SealedSegment(file: old, size: view.activeEnd, index: view.activeIndex))
+            }
             view.segments.append(first)
             view.active = file
             view.activeEnd = UInt64(LogFormat.segmentHeaderSize)
             view.activeIndex = []
-            return old
+            return (true, retired)
         }
-        if let (oldFile, oldEnd, oldIndex) = retired, let previous {
-            sealed.withLock { $0.insert(previous, SealedSegment(file: oldFile, size: oldEnd, index: oldIndex)) }
-        }
-        return true
+        if let (oldFirst, segment) = outcome.retired { sealed.withLock { $0.insert(oldFirst, segment) } }
+        return outcome.activated
     }
 
     private func cutOrRefuse(_ file: OpenFile, at offset: UInt64, size: UInt64, expectedSeq: UInt64, reason: String) throws {
