@@ -52,15 +52,20 @@ final class SessionHandle: Sendable {
     }
 
     struct SealedSegment {
-        let file: OpenFile
+        /// Nil once the cache has closed the file to stay within its descriptor budget.
+        var file: OpenFile?
         let size: UInt64
         var index: [IndexEntry]
     }
 
+    /// Sealed segments read lately: the indexes of the last 64 (a few kilobytes each), the
+    /// open files of the last 8, so that random reads across a long session neither reload
+    /// indexes nor hold a descriptor per segment.
     struct SealedCache {
         var segments: [UInt64: SealedSegment] = [:]
         var order: [UInt64] = []
-        static let capacity = 4
+        static let openFiles = 8
+        static let indexes = 64
 
         mutating func touch(_ first: UInt64) {
             order.removeAll { $0 == first }
@@ -70,7 +75,8 @@ final class SessionHandle: Sendable {
         mutating func insert(_ first: UInt64, _ segment: SealedSegment) {
             segments[first] = segment
             touch(first)
-            while order.count > Self.capacity {
+            if order.count > Self.openFiles { segments[order[order.count - Self.openFiles - 1]]?.file = nil }
+            while order.count > Self.indexes {
                 segments[order.removeFirst()] = nil
             }
         }

@@ -192,6 +192,21 @@ struct RecoveryTests {
         }
     }
 
+    @Test("random reads across dozens of segments stay right while the store closes and reopens segment files")
+    func manySegments() async throws {
+        try await withTemporaryDirectory { directory in
+            let (id, events) = try await populated(directory, count: 600, segmentBytes: 2048)
+            let store = makeStore(directory, segmentBytes: 2048)
+            #expect(try sessionFiles(store, id).filter { $0.hasSuffix(".seg") }.count > 3 * SessionHandle.SealedCache.openFiles)
+            var generator = SeededGenerator(seed: 11)
+            for _ in 0..<300 {
+                let from = Int.random(in: 1...600, using: &generator)
+                let page = try await store.readPage(id, from: UInt64(from), limit: 7)
+                #expect(page.events == Array(events[(from - 1)..<min(600, from + 6)]))
+            }
+        }
+    }
+
     @Test("a segment whose creation was cut short is set aside and the log ends where it did")
     func tornSegmentCreation() async throws {
         try await withTemporaryDirectory { directory in
