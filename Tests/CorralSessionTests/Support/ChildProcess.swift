@@ -79,7 +79,9 @@ final class ChildProcess: @unchecked Sendable {
         var bytes = Array(text.utf8)
         var offset = 0
         while offset < bytes.count {
-            let n = bytes.withUnsafeMutableBytes { Glibc.write(input, $0.baseAddress! + offset, $0.count - offset) }
+            let n = bytes.withUnsafeMutableBytes { raw in
+                raw.baseAddress.map { Glibc.write(input, $0 + offset, raw.count - offset) } ?? 0
+            }
             if n < 0 && errno == EINTR { continue }
             guard n > 0 else { return false }
             offset += n
