@@ -18,6 +18,11 @@ let package = Package(
     targets: [
         .systemLibrary(name: "CCurl", pkgConfig: "libcurl", providers: [.apt(["libcurl4-openssl-dev"])]),
         .systemLibrary(name: "CArchive", pkgConfig: "libarchive", providers: [.apt(["libarchive-dev"])]),
+        // The session bench's peer; only CorralBench links it.
+        .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
+        // CRC-32C on the CPU's CRC instructions, and renameat2(RENAME_NOREPLACE), which Glibc's
+        // Swift module does not export.
+        .target(name: "CCorralSession"),
         .target(
             name: "CorralCore",
             dependencies: [.product(name: "Logging", package: "swift-log")],
@@ -27,7 +32,7 @@ let package = Package(
         .target(name: "TarArchive", dependencies: ["CArchive", "CorralCore"], exclude: ["README.md"]),
         .target(name: "DockerEngine", dependencies: ["CurlHTTP", "TarArchive"], exclude: ["README.md"]),
         .target(name: "CorralSandbox", dependencies: ["DockerEngine", "TarArchive"], exclude: ["README.md"]),
-        .target(name: "CorralSession", dependencies: ["CorralCore"], exclude: ["README.md"]),
+        .target(name: "CorralSession", dependencies: ["CCorralSession", "CorralCore"], exclude: ["README.md"]),
         .target(
             name: "CorralCLI",
             dependencies: [
@@ -39,7 +44,7 @@ let package = Package(
         .target(
             name: "CorralBench",
             dependencies: [
-                "CorralSandbox", "CorralSession",
+                "CorralSandbox", "CorralSession", "CSQLite",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

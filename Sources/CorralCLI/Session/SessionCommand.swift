@@ -3,6 +3,19 @@ import ArgumentParser
 struct SessionCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "session",
-        abstract: "Durable, append-only session logs."
+        abstract: "Durable, append-only session logs.",
+        discussion: """
+            Sessions live in <state-dir>/sessions. Seqs start at 1; a session's head is its last seq (0 when \
+            empty). --expect-seq names the seq the first appended event must get (head + 1).
+            """,
+        subcommands: [
+            SessionCreateCommand.self,
+            SessionAppendCommand.self,
+            SessionListCommand.self,
+            SessionShowCommand.self,
+            SessionTailCommand.self,
+            SessionWakeCommand.self,
+            SessionForkCommand.self,
+        ]
     )
 }

@@ -1,0 +1,33 @@
+import ArgumentParser
+import CorralCore
+import CorralSession
+
+struct SessionShowCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "show", abstract: "Print a session's events.")
+
+    @OptionGroup var global: GlobalOptions
+
+    @Argument(help: "Session id.")
+    var id: String
+
+    @Option(name: .long, help: "First seq to print.")
+    var from: UInt64 = 1
+
+    @Option(name: .long, help: "Print at most this many events.")
+    var limit: Int?
+
+    @Flag(name: .long, help: "One JSON object per line: {seq, id, type, time, epoch, data}.")
+    var json = false
+
+    func run() async throws {
+        let session = try SessionID(validating: id)
+        if let limit, limit < 0 { throw CorralError.invalidArgument("--limit cannot be negative") }
+        let store = global.sessionStore()
+        _ = try await store.session(session)  // an unknown session is an error, not an empty listing
+        var output = StandardOutput()
+        for try await event in store.read(session, from: from, limit: limit) {
+            output.line(json ? event.jsonLine : SessionText.line(event))
+        }
+        output.flush()
+    }
+}

@@ -1,0 +1,248 @@
+import CorralCore
+import Foundation
+
+extension SessionHandle {
+    /// An event checked and encoded before any lock is taken.
+    struct EncodedEvent {
+        var id: EventID
+        var callerID: Bool
+        var type: [UInt8]
+        var data: [UInt8]
+    }
+
+    struct WriteOutcome: Sendable {
+        var events: [AppendResult.Appended]
+        var written: Int
+        var head: UInt64
+    }
+
+    /// Checks every event against the limits, refusing the whole call at the first problem.
+    func encode(_ events: [NewEvent]) throws -> [EncodedEvent] {
+        guard !events.isEmpty else {
+            throw CorralError(.invalidArgument, "append to session \(id) has no events", hint: "pass at least one event")
+        }
+        var generator = SplitMix64(seed: idSeeds.withLock { $0.next() })
+        var total = 0
+        return try events.enumerated().map { index, event in
+            let which = events.count == 1 ? "the event" : "event \(index + 1) of \(events.count)"
+            let type = Array(event.type.utf8)
+            guard !type.isEmpty, type.count <= NewEvent.maxTypeLength, !type.contains(where: { $0 < 0x20 || $0 == 0x7F }) else {
+                throw CorralError(
+                    .invalidArgument, "\(which) has an invalid type '\(event.type.prefix(60))'",
+                    hint: "a type is 1-\(NewEvent.maxTypeLength) bytes without control characters, such as user.message")
+            }
+            if let problem = JSONCodec.unencodable(event.data) {
+                throw CorralError(.invalidArgument, "\(which): \(problem)", hint: "JSON has no NaN or infinity; send null or a string")
+            }
+            let data = JSONCodec.encode(event.data)
+            let id = event.id ?? EventID.random(using: &generator)
+            let size = id.rawValue.utf8.count + type.count + data.count
+            guard size <= limits.maxEventBytes else {
+                throw CorralError(
+                    .resourceExhausted,
+                    "\(which) is \(ByteSize(bytes: Int64(size))) (\(size) bytes), over the event limit of \(ByteSize(bytes: Int64(limits.maxEventBytes)))",
+                    hint: "store large payloads elsewhere and append a reference to them; nothing was written")
+            }
+            total += LogFormat.recordSize(id: id.rawValue.utf8.count, type: type.count, data: data.count)
+            guard total <= limits.maxAppendBytes else {
+                throw CorralError(
+                    .resourceExhausted,
+                    "append to session \(id) is over \(ByteSize(bytes: Int64(limits.maxAppendBytes))) in one call",
+                    hint: "split it into several appends; nothing was written")
+            }
+            return EncodedEvent(id: id, callerID: event.id != nil, type: type, data: data)
+        }
+    }
+
+    /// The locked part of an append: lease check, catching up with the files, the retry and
+    /// `expectedSeq` checks, then one write. Runs under the writer lock and the flock.
+    func writeLocked(
+        _ events: [EncodedEvent], expectedSeq: UInt64?, lease: Lease, writer: inout WriterState
+    ) throws -> WriteOutcome {
+        if let failure = writer.failure { throw failure }
+        let current = try lock.epoch()
+        guard lease.epoch == current else {
+            if lease.epoch < current {
+                throw CorralError(
+                    .conflict, "lease epoch \(lease.epoch) of session \(id) is stale: the session was woken at epoch \(current)",
+                    hint: "another harness took the session over with wake; stop writing to it, or wake it again to take it back")
+            }
+            throw CorralError(
+                .conflict, "lease epoch \(lease.epoch) of session \(id) was never given out: the current epoch is \(current)",
+                hint: "get a lease from wake (or currentLease for a plain writer)")
+        }
+        // The lock file holds the log's end as the last writer left it: when it matches
+        // this handle's, nobody else has written, and there is nothing to read first.
+        let (knownFirst, knownEnd) = view.withLock { ($0.segments.last ?? 0, $0.activeEnd) }
+        if try lock.end() != (knownFirst, knownEnd) { try catchUp(&writer) }
+        let head = self.head
+        let (skip, firstSeq) = try alreadyStored(events, expectedSeq: expectedSeq, head: head)
+        let appended = events.enumerated().map { AppendResult.Appended(seq: firstSeq + UInt64($0.offset), id: $0.element.id) }
+        guard skip < events.count else {
+            return WriteOutcome(events: appended, written: 0, head: head)
+        }
+        try rollIfNeeded(&writer)
+        let (active, end, lastEntry) = view.withLock { ($0.active, $0.activeEnd, $0.activeIndex.last) }
+        guard let active else {
+            throw CorralError(.internalError, "session \(id) has no active segment after a roll")
+        }
+        let time = Timestamp.nowNanoseconds()
+        var buffer: [UInt8] = []
+        buffer.reserveCapacity(events[skip...].reduce(0) {
+            $0 + LogFormat.recordSize(id: $1.id.rawValue.utf8.count, type: $1.type.count, data: $1.data.count)
+        })
+        var entries: [IndexEntry] = []
+        var last = lastEntry
+        var seq = head
+        for event in events[skip...] {
+            seq += 1
+            let offset = end + UInt64(buffer.count)
+            if LogFormat.needsIndexEntry(seq: seq, offset: offset, after: last) {
+                let entry = IndexEntry(seq: seq, offset: offset)
+                entries.append(entry)
+                last = entry
+            }
+            LogFormat.appendRecord(
+                to: &buffer, seq: seq, epoch: lease.epoch, time: time, id: Array(event.id.rawValue.utf8), type: event.type,
+                data: event.data)
+        }
+        guard let activeFirst = view.withLock({ $0.segments.last }) else {
+            throw CorralError(.internalError, "session \(id) has no active segment after a roll")
+        }
+        do {
+            // Claim the bytes before writing them: a writer that dies mid-write leaves an
+            // end no other writer matches, which sends the next one to look.
+            try lock.setEnd(activeFirst, end + UInt64(buffer.count))
+            try FileIO.pwrite(active.fd, buffer, at: end, path: active.path)
+        } catch {
+            // Take back whatever part of the write landed, so a refused append leaves nothing.
+            do {
+                try FileIO.truncate(active.fd, to: end, path: active.path)
+                try lock.setEnd(activeFirst, end)
+            } catch let truncation as CorralError {
+                writer.failure = CorralError(
+                    .io, "session \(id): a failed append could not be rolled back (\(truncation.message))",
+                    hint: "reopen the store; recovery will sort the tail out")
+            }
+            throw error
+        }
+        let newHead = seq
+        let ready = view.withLock { view -> [HeadWaiter] in
+            view.activeEnd = end + UInt64(buffer.count)
+            view.head = newHead
+            view.activeIndex.append(contentsOf: entries)
+            return view.takeWaiters()
+        }
+        for waiter in ready { waiter.finish(.success(newHead)) }
+        persistIndex(&writer)
+        return WriteOutcome(events: appended, written: events.count - skip, head: newHead)
+    }
+
+    /// How many of `events`, from the first, are already stored where this call would put
+    /// them (a retry of an append that landed), and the seq of the first event. Throws when
+    /// `expectedSeq` does not fit.
+    private func alreadyStored(_ events: [EncodedEvent], expectedSeq: UInt64?, head: UInt64) throws -> (Int, UInt64) {
+        if let expected = expectedSeq {
+            if expected == head + 1 { return (0, expected) }
+            if expected >= 1, expected <= head {
+                let overlap = Int(min(UInt64(events.count), head - expected + 1))
+                let stored = try storedIDs(from: expected, count: overlap)
+                if zip(events, stored).allSatisfy({ $0.callerID && $0.id == $1 }) { return (overlap, expected) }
+            }
+            throw CorralError(
+                .conflict,
+                "session \(id): expected the first new event to get seq \(expected), but the head is \(head) (next seq \(head + 1))",
+                hint: "read the session from seq \(min(expected, head + 1)) and decide again; a retry with the same event ids at the same seqs would have succeeded")
+        }
+        // No expectedSeq: still recognise a retry of the latest append by its ids.
+        guard let firstID = events.first, firstID.callerID, head > 0 else { return (0, head + 1) }
+        let window = Int(min(UInt64(events.count), head))
+        let stored = try storedIDs(from: head - UInt64(window) + 1, count: window)
+        guard let position = stored.firstIndex(of: firstID.id) else { return (0, head + 1) }
+        let overlap = window - position
+        guard zip(events.prefix(overlap), stored[position...]).allSatisfy({ $0.callerID && $0.id == $1 }) else {
+            throw CorralError(
+                .conflict, "session \(id): event id \(firstID.id) is already stored at seq \(head - UInt64(overlap) + 1) with different events after it",
+                hint: "event ids must be unique within a session; pass expectedSeq to retry safely")
+        }
+        return (overlap, head + 1 - UInt64(overlap))
+    }
+
+    private func storedIDs(from seq: UInt64, count: Int) throws -> [EventID] {
+        var ids: [EventID] = []
+        ids.reserveCapacity(count)
+        try visitRecords(from: seq, through: seq + UInt64(count) - 1) { header, bytes in
+            ids.append(EventID(unchecked: String(decoding: UnsafeRawBufferPointer(rebasing: bytes[header.idRange]), as: UTF8.self)))
+            return true
+        }
+        return ids
+    }
+
+    /// Starts a new segment when there is none or the active one is full. The old one is made
+    /// durable first, so that a sealed segment never loses its tail in a machine crash.
+    private func rollIfNeeded(_ writer: inout WriterState) throws {
+        let (active, first, end, head) = view.withLock { ($0.active, $0.segments.last, $0.activeEnd, $0.head) }
+        if let first, active != nil, end < manifest.segmentBytes || head < first { return }
+        if let active { try FileIO.syncData(active.fd, path: active.path) }
+        let newFirst = head + 1
+        let path = paths.segment(newFirst)
+        try lock.setEnd(newFirst, UInt64(LogFormat.segmentHeaderSize))
+        let file = try OpenFile(path: path, flags: O_RDWR | O_CREAT | O_EXCL)
+        do {
+            try FileIO.pwrite(file.fd, LogFormat.segmentHeader(firstSeq: newFirst), at: 0, path: path)
+            try FileIO.syncData(file.fd, path: path)
+            try FileIO.syncDirectory(paths.directory)
+        } catch {
+            unlink(path)
+            try? FileIO.syncDirectory(paths.directory)
+            throw error
+        }
+        let retired = view.withLock { view -> (OpenFile, UInt64, [IndexEntry])? in
+            let old = view.active.map { ($0, view.activeEnd, view.activeIndex) }
+            view.segments.append(newFirst)
+            view.active = file
+            view.activeEnd = UInt64(LogFormat.segmentHeaderSize)
+            view.activeIndex = []
+            return old
+        }
+        if let (oldFile, oldEnd, oldIndex) = retired, let first {
+            sealed.withLock { $0.insert(first, SealedSegment(file: oldFile, size: oldEnd, index: oldIndex)) }
+        }
+        let indexPath = paths.index(newFirst)
+        if let index = try? OpenFile(path: indexPath, flags: O_RDWR | O_CREAT | O_TRUNC) {
+            try? FileIO.pwrite(index.fd, LogFormat.indexHeader(), at: 0, path: indexPath)
+            writer.indexFile = index
+        } else {
+            writer.indexFile = nil
+        }
+        writer.indexFileFirst = newFirst
+        writer.persistedEntries = 0
+    }
+
+    /// Wake: the next epoch, under the writer lock and the flock, mirrored before the lease
+    /// file is replaced so that no append can slip in under the old epoch.
+    func wakeLocked(_ writer: inout WriterState) throws -> Lease {
+        let mirrored = try lock.epoch()
+        let recorded = try LeaseRecord.read(paths, id: id).epoch
+        let next = max(mirrored, recorded) + 1
+        try lock.setEpoch(next)
+        try LeaseRecord.write(epoch: next, paths: paths, id: id)
+        return Lease(session: id, epoch: next)
+    }
+}
+
+/// A small, fast generator for event ids. The system's generator costs a system call per
+/// draw; this one is seeded from it once per store, and each append seeds its own from it.
+struct SplitMix64: RandomNumberGenerator {
+    var state: UInt64
+
+    init(seed: UInt64) { state = seed }
+
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
