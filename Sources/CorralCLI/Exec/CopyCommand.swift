@@ -31,7 +31,7 @@ struct CopyCommand: AsyncParsableCommand {
         case (.host(let path), .sandbox(let id, let inside)):
             let sandbox = provisioner.handle(id)
             if path == "-" {
-                try await sandbox.copyIn(tar: StandardInput.pull, to: inside)
+                try await sandbox.copyIn(tar: StandardInputChunks.pull, to: inside)
             } else {
                 try await sandbox.copyIn(from: URL(fileURLWithPath: path), to: inside)
             }
@@ -68,7 +68,7 @@ struct CopyCommand: AsyncParsableCommand {
 }
 
 /// Standard input in chunks, for a tar read on another thread.
-enum StandardInput {
+enum StandardInputChunks {
     static let pull: @Sendable () throws -> [UInt8]? = {
         let data = FileHandle.standardInput.readData(ofLength: 64 << 10)
         return data.isEmpty ? nil : [UInt8](data)
