@@ -34,9 +34,17 @@ let package = Package(
         .target(name: "CorralSandbox", dependencies: ["DockerEngine", "TarArchive"], exclude: ["README.md"]),
         .target(name: "CorralSession", dependencies: ["CCorralSession", "CorralCore"], exclude: ["README.md"]),
         .target(
+            name: "CorralHarness",
+            dependencies: [
+                "CorralSandbox", "CorralSession", "CurlHTTP", "CorralCore",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            exclude: ["README.md"]
+        ),
+        .target(
             name: "CorralCLI",
             dependencies: [
-                "CorralSandbox", "CorralSession",
+                "CorralSandbox", "CorralSession", "CorralHarness",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -44,7 +52,7 @@ let package = Package(
         .target(
             name: "CorralBench",
             dependencies: [
-                "CorralSandbox", "CorralSession", "CSQLite",
+                "CorralSandbox", "CorralSession", "CorralHarness", "CSQLite",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -65,5 +73,6 @@ let package = Package(
         .testTarget(name: "CorralSandboxTests", dependencies: ["CorralSandbox", "TestSupport"]),
         .testTarget(name: "CorralSessionTests", dependencies: ["CorralSession", "TestSupport"]),
         .testTarget(name: "CorralCLITests", dependencies: ["CorralCLI", "TestSupport"]),
+        .testTarget(name: "CorralHarnessTests", dependencies: ["CorralHarness", "TestSupport"]),
     ]
 )

@@ -16,6 +16,7 @@ public struct CorralCommand: AsyncParsableCommand {
             CopyCommand.self,
             RunCommand.self,
             SessionCommand.self,
+            AgentCommand.self,
         ]
     )
 
