@@ -127,7 +127,8 @@ enum AnthropicShape {
                     }
                     if block["input"]?.objectValue == nil { problems.append("\(where_): tool_use input is not an object") }
                     if !seenIDs.insert(id).inserted { problems.append("\(where_): tool_use id \(id) used twice") }
-                    if !toolNames.contains(name) { problems.append("\(where_): tool_use of undeclared tool '\(name)'") }
+                    // A name the tools do not declare is not refused: the history holds what the model said.
+                    _ = name
                     uses.append(id)
                 case "tool_result":
                     if role != "user" { problems.append("\(where_): tool_result in an assistant message") }
@@ -228,7 +229,7 @@ enum OpenAIShape {
                         problems.append("\(at): a tool call is not {id, type: function, function: {name, arguments}}")
                         continue
                     }
-                    if !functions.contains(name) { problems.append("\(at): call of undeclared function '\(name)'") }
+                    _ = name
                     if !callIDs.insert(id).inserted { problems.append("\(at): tool call id \(id) used twice") }
                     if arguments.isEmpty { problems.append("\(at): empty arguments for \(id)") }
                     open.append(id)
