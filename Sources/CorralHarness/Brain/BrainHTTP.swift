@@ -13,6 +13,8 @@ struct BrainHTTP: Sendable {
         var headers = headers
         headers.set("Content-Type", "application/json")
         headers.set("Accept", "application/json")
+        // No "Expect: 100-continue" round trip before the body: the body is the request.
+        headers.set("Expect", "")
         let request = HTTPRequest(.post, path, headers: headers, body: .bytes(body), timeout: timeout)
         let response: HTTPResponse
         do {

@@ -27,7 +27,7 @@ public struct AgentSpec: Sendable, Hashable {
 
     public static let defaultContextBudget = 120_000
     /// Below this a context cannot hold a task, a summary and a turn.
-    public static let minimumContextBudget = 2_000
+    public static let minimumContextBudget = 4_000
 
     /// When the agent stops on its own. Counted per task: from the latest user message.
     public struct Limits: Sendable, Hashable {

@@ -74,9 +74,9 @@ final class BrainServer: Sendable {
                 $0.problems += problems.map { "request \(request.number): \($0)" }
             }
             guard problems.isEmpty else {
-                connection.respond(
-                    status: 400,
-                    json: JSONText.string(["type": "error", "error": ["type": "invalid_request_error", "message": .string(problems.joined(separator: "; "))]]))
+                BrainServer.respond(
+                    connection, status: 400, headers: ["Content-Type": "application/json"],
+                    body: JSONText.string(["type": "error", "error": ["type": "invalid_request_error", "message": .string(problems.joined(separator: "; "))]]))
                 return true
             }
             BrainServer.write(reply(request), provider: provider, request: request, to: connection)
@@ -104,12 +104,20 @@ final class BrainServer: Sendable {
             assistantMessages: messages.filter { $0["role"]?.stringValue == "assistant" }.count, toolResults: results, number: number)
     }
 
+    /// The whole response in one write: a head and a body sent apart meet Nagle's algorithm
+    /// and the client's delayed ACK, and every exchange would take 40 ms.
+    static func respond(_ connection: StubConnection, status: Int, headers: [String: String] = [:], body: String) {
+        var text = "HTTP/1.1 \(status) Stub\r\nContent-Length: \(body.utf8.count)\r\n"
+        for (name, value) in headers.sorted(by: { $0.key < $1.key }) { text += "\(name): \(value)\r\n" }
+        connection.write(text + "\r\n" + body)
+    }
+
     static func write(_ reply: Reply, provider: Provider, request: Request, to connection: StubConnection) {
         switch reply {
         case .status(let status, let body, let headers):
-            connection.respond(status: status, headers: headers.merging(["Content-Type": "application/json"]) { a, _ in a }, body: Array(body.utf8))
+            respond(connection, status: status, headers: headers.merging(["Content-Type": "application/json"]) { a, _ in a }, body: body)
         case .raw(let text):
-            connection.respond(status: 200, headers: ["Content-Type": "application/json"], body: Array(text.utf8))
+            respond(connection, status: 200, headers: ["Content-Type": "application/json"], body: text)
         case .turn(let text, let calls):
             let withIDs = calls.enumerated().map { (id: "toolu_r\(request.number)_\($0.offset + 1)", name: $0.element.name, input: $0.element.input) }
             write(.turnWithIDs(text: text, calls: withIDs), provider: provider, request: request, to: connection)
@@ -127,7 +135,7 @@ final class BrainServer: Sendable {
                     "content": .array(content), "stop_reason": calls.isEmpty ? "end_turn" : "tool_use", "stop_sequence": nil,
                     "usage": ["input_tokens": .int(Int64(inputTokens)), "output_tokens": 20],
                 ]
-                connection.respond(status: 200, json: JSONText.string(body))
+                respond(connection, status: 200, headers: ["Content-Type": "application/json"], body: JSONText.string(body))
             case .openai:
                 var message: [String: JSONValue] = ["role": "assistant", "content": text.map { .string($0) } ?? .null]
                 if !calls.isEmpty {
@@ -140,7 +148,7 @@ final class BrainServer: Sendable {
                     "choices": [["index": 0, "message": .object(message), "finish_reason": calls.isEmpty ? "stop" : "tool_calls"]],
                     "usage": ["prompt_tokens": .int(Int64(inputTokens)), "completion_tokens": 20, "total_tokens": .int(Int64(inputTokens + 20))],
                 ]
-                connection.respond(status: 200, json: JSONText.string(body))
+                respond(connection, status: 200, headers: ["Content-Type": "application/json"], body: JSONText.string(body))
             }
         }
     }
