@@ -32,14 +32,11 @@ struct SandboxRunTests {
             }
         }
         defer { server.stop() }
-        try await withTemporaryDirectory { directory in
-            let fixture = HarnessFixture(directory: directory)
+        try await HarnessFixture.with { fixture in
             let harness = fixture.harness()
             let brain = try Self.brain(server)
             let session = try await harness.create(task: "Sum 1 to 100 with Python", spec: AgentSpec(brain: brain.spec))
-            defer { Task { await fixture.removeSandboxes(of: [session]) } }
             let outcome = try await harness.run(session, brain: brain)
-            await fixture.removeSandboxes(of: [session])
             #expect(outcome.reason == "end_turn")
             #expect(server.problems == [])
             let events = try await fixture.events(session)
@@ -86,14 +83,12 @@ struct SandboxRunTests {
             }
         }
         defer { server.stop() }
-        try await withTemporaryDirectory { directory in
-            let fixture = HarnessFixture(directory: directory)
+        try await HarnessFixture.with { fixture in
             let brain = try Self.brain(server)
             let session = try await fixture.harness().create(task: "survive", spec: AgentSpec(brain: brain.spec))
             // The first harness gives up on the overloaded brain; a second one wakes the session.
             await #expect(throws: CorralError.self) { try await fixture.harness { $0.retry.maxAttempts = 1 }.run(session, brain: brain) }
             let outcome = try await fixture.harness().run(session, brain: brain)
-            await fixture.removeSandboxes(of: [session])
             #expect(outcome.reason == "end_turn")
             #expect(server.problems == [])
             #expect(told.withLock { $0 })

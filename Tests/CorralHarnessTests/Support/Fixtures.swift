@@ -54,6 +54,27 @@ struct HarnessFixture: Sendable {
         return all
     }
 
+    /// Runs `body` with a fixture in a fresh directory; afterwards, whatever happened, removes
+    /// every sandbox any session of the fixture made.
+    static func with<T>(_ body: (HarnessFixture) async throws -> T) async throws -> T {
+        try await withTemporaryDirectory { directory in
+            let fixture = HarnessFixture(directory: directory)
+            do {
+                let value = try await body(fixture)
+                await fixture.removeAllSandboxes()
+                return value
+            } catch {
+                await fixture.removeAllSandboxes()
+                throw error
+            }
+        }
+    }
+
+    func removeAllSandboxes() async {
+        let sessions = (try? await store.list().map(\.id)) ?? []
+        await removeSandboxes(of: sessions)
+    }
+
     /// Removes every sandbox a session made, those it recorded and any it orphaned.
     func removeSandboxes(of sessions: [SessionID]) async {
         guard let provisioner = try? Self.provisioner(), let listed = try? await provisioner.list() else { return }
