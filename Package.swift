@@ -54,6 +54,7 @@ let package = Package(
             dependencies: [
                 "CorralSandbox", "CorralSession", "CorralHarness", "CSQLite",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
             ]
         ),
         .executableTarget(name: "corral", dependencies: ["CorralCLI"]),
