@@ -87,9 +87,15 @@ extension AgentLoop {
             let hand: any Hand
             do {
                 hand = try await self.hand(named: name)
-            } catch let error as CorralError {
+            } catch let error as CorralError where error.code != .cancelled && error.code != .conflict {
                 let hint = error.hint.map { " (\($0))" } ?? ""
                 return CallOutcome(output: .error("[corral] could not provision sandbox '\(name)': \(error.description)\(hint)"), sandbox: name)
+            } catch is CancellationError {
+                throw CancellationError()
+            } catch let error as CorralError {
+                throw error
+            } catch {
+                return CallOutcome(output: .error("[corral] could not provision sandbox '\(name)': \(error)"), sandbox: name)
             }
             let clock = ContinuousClock()
             let started = clock.now
@@ -149,8 +155,14 @@ extension AgentLoop {
         do {
             let replacement = try await provision(name, replacing: hand.sandboxID)
             return lost + " A new, empty sandbox (\(replacement.sandboxID)) replaces it: files and processes of the old one are gone. This call did not run in the new sandbox; run it again if it is still needed."
-        } catch let error as CorralError {
+        } catch let error as CorralError where error.code != .cancelled && error.code != .conflict {
             return lost + " A replacement could not be made yet (\(error.description)); the next call that needs it tries again."
+        } catch is CancellationError {
+            throw CancellationError()
+        } catch let error as CorralError {
+            throw error
+        } catch {
+            return lost + " A replacement could not be made yet (\(error)); the next call that needs it tries again."
         }
     }
 

@@ -21,6 +21,18 @@ final class HarnessProcess: @unchecked Sendable {
         try process.run()
     }
 
+    /// Reads stdout up to the first newline (blocking); nil when the output ends first.
+    private var firstLineBytes: [UInt8] = []
+    func firstLine() -> String? {
+        let fd = output.fileHandleForReading.fileDescriptor
+        var byte: UInt8 = 0
+        while read(fd, &byte, 1) == 1 {
+            firstLineBytes.append(byte)
+            if byte == UInt8(ascii: "\n") { return String(decoding: firstLineBytes.dropLast(), as: UTF8.self) }
+        }
+        return nil
+    }
+
     func kill() {
         if process.isRunning { Glibc.kill(process.processIdentifier, SIGKILL) }
     }
@@ -30,7 +42,7 @@ final class HarnessProcess: @unchecked Sendable {
         let stderrData = Locked(Data())
         let reader = Thread { stderrData.set(self.errors.fileHandleForReading.readDataToEndOfFile()) }
         reader.start()
-        let stdout = output.fileHandleForReading.readDataToEndOfFile()
+        let stdout = Data(firstLineBytes) + output.fileHandleForReading.readDataToEndOfFile()
         process.waitUntilExit()
         while !stderrData.done { usleep(1000) }
         return Finished(
