@@ -28,7 +28,9 @@ struct HarnessSuite: BenchSuite {
         defer { try? FileManager.default.removeItem(at: root) }
         var report = SuiteReport(suite: Self.name)
         let steps = context.quick ? 200 : 2_000
-        report.notes.append("scratch \(root.path); \(steps) tool steps; brain and tools in-process and instant; context budget 120k tokens")
+        report.notes.append(
+            "scratch \(root.path); \(steps) tool steps; brain and tools in-process and instant; context budget 120k tokens"
+        )
 
         // Overhead per tool step. fdatasync latency here drifts by several times within
         // minutes, so the harness and the bare loop take turns, a round each.
@@ -41,16 +43,25 @@ struct HarnessSuite: BenchSuite {
             let (samples, compacted) = try await Self.stepOverhead(store: store, steps: steps / rounds)
             for value in samples.values { overhead.append(value) }
             compactions += compacted
-            for value in try await Self.bareStepAppends(store: store, steps: steps / rounds).values { bare.append(value) }
+            for value in try await Self.bareStepAppends(store: store, steps: steps / rounds).values {
+                bare.append(value)
+            }
         }
-        report.comparisons.append(Comparison(
-            metric: "overhead per tool step (brain and tool time excluded)",
-            measurements: [
-                Measurement(subject: "corral harness", unit: "ms", samples: overhead),
-                Measurement(subject: "bare store: the same 3 appends, fsync each", unit: "ms", samples: bare),
-            ],
-            targets: [TargetCheck(target: "p50 <= 2 ms", observed: String(format: "p50 %.3f ms", overhead.median), met: overhead.median <= 2)]))
-        report.notes.append("overhead: \(rounds) rounds of \(steps / rounds) steps, each a new session, alternating with the bare loop; \(compactions) compactions")
+        report.comparisons.append(
+            Comparison(
+                metric: "overhead per tool step (brain and tool time excluded)",
+                measurements: [
+                    Measurement(subject: "corral harness", unit: "ms", samples: overhead),
+                    Measurement(subject: "bare store: the same 3 appends, fsync each", unit: "ms", samples: bare),
+                ],
+                targets: [
+                    TargetCheck(
+                        target: "p50 <= 2 ms", observed: String(format: "p50 %.3f ms", overhead.median),
+                        met: overhead.median <= 2)
+                ]))
+        report.notes.append(
+            "overhead: \(rounds) rounds of \(steps / rounds) steps, each a new session, alternating with the bare loop; \(compactions) compactions"
+        )
 
         // Wake time by session size.
         let sizes = context.quick ? [100, 10_000] : [100, 10_000, 100_000]
@@ -68,18 +79,25 @@ struct HarnessSuite: BenchSuite {
             let label = size >= 1000 ? "\(size / 1000)k" : "\(size)"
             var targets: [TargetCheck] = []
             if size >= 100_000 {
-                targets.append(TargetCheck(
-                    target: "<= 100 ms", observed: String(format: "p50 %.2f ms, max %.2f ms", harnessWakes.median, harnessWakes.values.max() ?? .nan),
-                    met: harnessWakes.median <= 100))
+                targets.append(
+                    TargetCheck(
+                        target: "<= 100 ms",
+                        observed: String(
+                            format: "p50 %.2f ms, max %.2f ms", harnessWakes.median, harnessWakes.values.max() ?? .nan),
+                        met: harnessWakes.median <= 100))
             }
-            report.comparisons.append(Comparison(
-                metric: "wake a \(label)-event session, to the next brain call",
-                measurements: [
-                    Measurement(subject: "corral harness", unit: "ms", samples: harnessWakes),
-                    Measurement(subject: "bare store: wake + read every event", unit: "ms", samples: bareWakes),
-                ],
-                targets: targets))
-            report.notes.append(String(format: "%@-event session: %d compactions, built in %.1f s", label, built.compactions, built.seconds))
+            report.comparisons.append(
+                Comparison(
+                    metric: "wake a \(label)-event session, to the next brain call",
+                    measurements: [
+                        Measurement(subject: "corral harness", unit: "ms", samples: harnessWakes),
+                        Measurement(subject: "bare store: wake + read every event", unit: "ms", samples: bareWakes),
+                    ],
+                    targets: targets))
+            report.notes.append(
+                String(
+                    format: "%@-event session: %d compactions, built in %.1f s", label, built.compactions, built.seconds
+                ))
             try? FileManager.default.removeItem(at: directory)
         }
         return report
@@ -100,7 +118,9 @@ struct HarnessSuite: BenchSuite {
         let spec = AgentSpec(brain: brain.spec, limits: .init(maxTurns: steps + 10))
         let session = try await harness.create(task: "benchmark: one tool call a turn", spec: spec)
         let outcome = try await harness.run(session, brain: brain)
-        guard outcome.reason == "end_turn" else { throw CorralError(.internalError, "the overhead run ended with \(outcome.reason)") }
+        guard outcome.reason == "end_turn" else {
+            throw CorralError(.internalError, "the overhead run ended with \(outcome.reason)")
+        }
         let calls = brain.calls
         let tools = hands.toolTimes
         var samples = Samples()
@@ -137,7 +157,9 @@ struct HarnessSuite: BenchSuite {
             let events = SessionGenerator.turnEvents(turn: step)
             let (_, milliseconds) = try await measureMilliseconds {
                 for event in events {
-                    head = try await store.append(info.id, [event], expectedSeq: head + 1, lease: lease, durability: .fsync).head
+                    head = try await store.append(
+                        info.id, [event], expectedSeq: head + 1, lease: lease, durability: .fsync
+                    ).head
                 }
             }
             samples.append(milliseconds)
@@ -158,7 +180,8 @@ struct HarnessSuite: BenchSuite {
             // The probe refuses the turn: the session stays as it was, resumable.
         }
         guard let reached = brain.reached, brain.sawSummary else {
-            throw CorralError(.internalError, "the woken harness did not rebuild its context from the latest compaction")
+            throw CorralError(
+                .internalError, "the woken harness did not rebuild its context from the latest compaction")
         }
         return (reached - started).milliseconds
     }
@@ -196,9 +219,11 @@ final class InstantBrain: Brain {
         let start = Self.now()
         let response: BrainResponse
         if request.purpose == .compaction {
-            response = BrainResponse(content: [.text("Summary: the benchmark ran tool steps.")], stopReason: "end_turn", model: "instant")
+            response = BrainResponse(
+                content: [.text("Summary: the benchmark ran tool steps.")], stopReason: "end_turn", model: "instant")
         } else if request.turn <= steps {
-            let use = ToolUse(id: "toolu_\(request.turn)", name: "bash", input: ["command": .string("echo step \(request.turn)")])
+            let use = ToolUse(
+                id: "toolu_\(request.turn)", name: "bash", input: ["command": .string("echo step \(request.turn)")])
             response = BrainResponse(
                 content: [.text("Step \(request.turn)."), .toolUse(use)], stopReason: "tool_use", model: "instant",
                 usage: .init(inputTokens: 1000, outputTokens: 30))
@@ -246,7 +271,9 @@ final class InstantHands: HandProvisioner {
         ProvisionedHand(hand: InstantHand(sandboxID: SandboxID.random(), owner: self), path: "cold", milliseconds: 0)
     }
 
-    func reattach(_ sandbox: SandboxID, request: HandRequest) -> any Hand { InstantHand(sandboxID: sandbox, owner: self) }
+    func reattach(_ sandbox: SandboxID, request: HandRequest) -> any Hand {
+        InstantHand(sandboxID: sandbox, owner: self)
+    }
     func discard(_ sandbox: SandboxID, request: HandRequest) async {}
 
     func record(_ seconds: Double) { times.withLock { $0.append(seconds) } }
@@ -259,7 +286,9 @@ struct InstantHand: Hand {
 
     func execute(tool: String, input: JSONValue) async throws -> ToolOutput {
         let start = InstantBrain.now()
-        let output = ToolOutput(text: Self.output, isError: false, status: CommandStatus(exitCode: 0, timedOut: false, oomKilled: false, durationMilliseconds: 0))
+        let output = ToolOutput(
+            text: Self.output, isError: false,
+            status: CommandStatus(exitCode: 0, timedOut: false, oomKilled: false, durationMilliseconds: 0))
         owner.record(InstantBrain.now() - start)
         return output
     }
@@ -286,15 +315,25 @@ enum SessionGenerator {
                 id: EventID(unchecked: "br.\(turn)"), type: HarnessEvent.brainResponse,
                 data: [
                     "turn": .int(Int64(turn)), "stopReason": "tool_use", "model": "generated", "contextTokens": 40_000,
-                    "content": [["type": "text", "text": .string("Step \(turn).")], ["type": "tool_use", "id": .string(id), "name": "bash", "input": input]],
+                    "content": [
+                        ["type": "text", "text": .string("Step \(turn).")],
+                        ["type": "tool_use", "id": .string(id), "name": "bash", "input": input],
+                    ],
                     "usage": ["input": 1000, "output": 30],
                 ]),
             NewEvent(
                 id: EventID(unchecked: "ti.\(turn).1"), type: HarnessEvent.toolIntent,
-                data: ["turn": .int(Int64(turn)), "index": 1, "toolUseID": .string(id), "name": "bash", "input": input, "idempotent": false, "sandbox": "main", "tool": "bash"]),
+                data: [
+                    "turn": .int(Int64(turn)), "index": 1, "toolUseID": .string(id), "name": "bash", "input": input,
+                    "idempotent": false, "sandbox": "main", "tool": "bash",
+                ]),
             NewEvent(
                 id: EventID(unchecked: "tr.\(turn).1"), type: HarnessEvent.toolResult,
-                data: ["turn": .int(Int64(turn)), "index": 1, "toolUseID": .string(id), "name": "bash", "status": "ok", "text": .string(InstantHand.output), "sandbox": "main", "sandboxID": "sb-benchmark0001", "exitCode": 0]),
+                data: [
+                    "turn": .int(Int64(turn)), "index": 1, "toolUseID": .string(id), "name": "bash", "status": "ok",
+                    "text": .string(InstantHand.output), "sandbox": "main", "sandboxID": "sb-benchmark0001",
+                    "exitCode": 0,
+                ]),
         ]
     }
 
@@ -304,11 +343,16 @@ enum SessionGenerator {
         let store = FileSessionStore(directory: directory)
         let info = try await store.create()
         let lease = try await store.currentLease(info.id)
-        let spec = AgentSpec(brain: BrainSpec(provider: .scripted, model: "generated"), limits: .init(maxTurns: 1_000_000))
+        let spec = AgentSpec(
+            brain: BrainSpec(provider: .scripted, model: "generated"), limits: .init(maxTurns: 1_000_000))
         var batch: [NewEvent] = [
-            NewEvent(id: EventID(unchecked: "session.created"), type: HarnessEvent.sessionCreated, data: ["agent": agentJSON(spec)]),
+            NewEvent(
+                id: EventID(unchecked: "session.created"), type: HarnessEvent.sessionCreated,
+                data: ["agent": agentJSON(spec)]),
             NewEvent(id: EventID(unchecked: "um.1"), type: HarnessEvent.userMessage, data: ["text": "benchmark task"]),
-            NewEvent(id: EventID(unchecked: "sp.main.1"), type: HarnessEvent.sandboxProvisioned, data: ["name": "main", "sandbox": "sb-benchmark0001", "generation": 1, "path": "cold", "ms": 200]),
+            NewEvent(
+                id: EventID(unchecked: "sp.main.1"), type: HarnessEvent.sandboxProvisioned,
+                data: ["name": "main", "sandbox": "sb-benchmark0001", "generation": 1, "path": "cold", "ms": 200]),
         ]
         var head: UInt64 = 0
         var turn = 0
@@ -328,15 +372,19 @@ enum SessionGenerator {
                 let keepFrom = turnSeqs[turn - 20] ?? 1
                 let snapshot: JSONValue = [
                     "turns": .int(Int64(turn)), "userMessages": 1, "compactions": .int(Int64(compactions)),
-                    "task": ["turns": .int(Int64(turn)), "tokens": .int(Int64(turn * 1030))], "firstUserText": "benchmark task",
+                    "task": ["turns": .int(Int64(turn)), "tokens": .int(Int64(turn * 1030))],
+                    "firstUserText": "benchmark task",
                     "sandboxes": ["main": ["id": "sb-benchmark0001", "generation": 1]],
                 ]
-                batch.append(NewEvent(
-                    id: EventID(unchecked: "cc.\(compactions)"), type: HarnessEvent.contextCompacted,
-                    data: [
-                        "number": .int(Int64(compactions)), "summary": "Summary: the benchmark ran tool steps.", "keepFrom": .int(Int64(keepFrom)),
-                        "through": .int(Int64(head) + Int64(batch.count)), "tokensBefore": 120_500, "tokensAfter": 9_000, "snapshot": snapshot,
-                    ]))
+                batch.append(
+                    NewEvent(
+                        id: EventID(unchecked: "cc.\(compactions)"), type: HarnessEvent.contextCompacted,
+                        data: [
+                            "number": .int(Int64(compactions)), "summary": "Summary: the benchmark ran tool steps.",
+                            "keepFrom": .int(Int64(keepFrom)),
+                            "through": .int(Int64(head) + Int64(batch.count)), "tokensBefore": 120_500,
+                            "tokensAfter": 9_000, "snapshot": snapshot,
+                        ]))
             }
             if batch.count >= 3000 { try await flush() }
         }
@@ -347,6 +395,10 @@ enum SessionGenerator {
 
     /// The spec as session.created records it.
     static func agentJSON(_ spec: AgentSpec) -> JSONValue {
-        ["brain": ["provider": .string(spec.brain.provider.rawValue), "model": .string(spec.brain.model)], "limits": ["maxTurns": .int(Int64(spec.limits.maxTurns))], "contextBudget": .int(Int64(spec.contextBudget)), "hands": [:]]
+        [
+            "brain": ["provider": .string(spec.brain.provider.rawValue), "model": .string(spec.brain.model)],
+            "limits": ["maxTurns": .int(Int64(spec.limits.maxTurns))], "contextBudget": .int(Int64(spec.contextBudget)),
+            "hands": [:],
+        ]
     }
 }

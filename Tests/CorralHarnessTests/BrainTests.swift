@@ -1,10 +1,11 @@
-@testable import CorralHarness
 import CorralCore
 import CorralSession
 import Foundation
 import Synchronization
 import TestSupport
 import Testing
+
+@testable import CorralHarness
 
 /// The Anthropic and OpenAI brains against the scripted brain server: the documented request
 /// shapes, tool calls and answers, and every way a brain call fails.
@@ -34,7 +35,9 @@ struct BrainTests {
         }
     }
 
-    @Test("tools run, results answer their tool_use ids, the run ends with the brain's turn", arguments: [BrainServer.Provider.anthropic, .openai])
+    @Test(
+        "tools run, results answer their tool_use ids, the run ends with the brain's turn",
+        arguments: [BrainServer.Provider.anthropic, .openai])
     func conversation(provider: BrainServer.Provider) async throws {
         let server = try BrainServer(provider, reply: Self.twoToolTurns)
         defer { server.stop() }
@@ -65,8 +68,14 @@ struct BrainTests {
     func retries() async throws {
         let server = try BrainServer(.anthropic) { request in
             switch request.number {
-            case 1: .status(429, body: #"{"type":"error","error":{"type":"rate_limit_error","message":"slow down"}}"#, headers: ["retry-after": "7"])
-            case 2: .status(529, body: #"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#, headers: [:])
+            case 1:
+                .status(
+                    429, body: #"{"type":"error","error":{"type":"rate_limit_error","message":"slow down"}}"#,
+                    headers: ["retry-after": "7"])
+            case 2:
+                .status(
+                    529, body: #"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#,
+                    headers: [:])
             case 3: .status(503, body: "upstream gone", headers: ["retry-after-ms": "250"])
             default: .turn(text: "fine now", calls: [])
             }
@@ -95,7 +104,11 @@ struct BrainTests {
     @Test("401: not retried, recorded, surfaced with a hint, and the key appears nowhere")
     func unauthorized() async throws {
         let server = try BrainServer(.anthropic, apiKey: "sk-ant-secret-4242") { _ in
-            .status(401, body: #"{"type":"error","error":{"type":"authentication_error","message":"invalid x-api-key sk-ant-secret-4242"}}"#, headers: [:])
+            .status(
+                401,
+                body:
+                    #"{"type":"error","error":{"type":"authentication_error","message":"invalid x-api-key sk-ant-secret-4242"}}"#,
+                headers: [:])
         }
         defer { server.stop() }
         try await withTemporaryDirectory { directory in
@@ -118,12 +131,17 @@ struct BrainTests {
         }
     }
 
-    @Test("400 with a message: the provider's message is surfaced and recorded; the session resumes once the brain answers")
+    @Test(
+        "400 with a message: the provider's message is surfaced and recorded; the session resumes once the brain answers"
+    )
     func badRequestThenResume() async throws {
         let healthy = Mutex(false)
         let server = try BrainServer(.openai) { request in
             if !healthy.withLock({ $0 }) {
-                return .status(400, body: #"{"error":{"message":"model 'gpt-nope' does not exist","type":"invalid_request_error"}}"#, headers: [:])
+                return .status(
+                    400,
+                    body: #"{"error":{"message":"model 'gpt-nope' does not exist","type":"invalid_request_error"}}"#,
+                    headers: [:])
             }
             return .turn(text: "answered", calls: [])
         }
@@ -140,7 +158,9 @@ struct BrainTests {
             let outcome = try await harness.run(session, brain: brain)
             #expect(outcome.reason == "end_turn")
             let events = try await fixture.events(session)
-            #expect(events.ofType(HarnessEvent.brainError).first?.data["message"]?.stringValue?.contains("does not exist") == true)
+            #expect(
+                events.ofType(HarnessEvent.brainError).first?.data["message"]?.stringValue?.contains("does not exist")
+                    == true)
             #expect(events.ofType(HarnessEvent.harnessWoke).count == 2)
             #expect(server.problems == [])
         }

@@ -1,10 +1,11 @@
-@testable import CorralHarness
 import CorralCore
 import CorralSession
 import Foundation
 import Synchronization
 import TestSupport
 import Testing
+
+@testable import CorralHarness
 
 /// Context from the log: a long session stays within its budget through compactions, the
 /// log stays whole and readable, and a woken harness rebuilds the same context from the
@@ -20,13 +21,17 @@ struct ContextTests {
         let failedOnce = Mutex(false)
         let server = try BrainServer(.anthropic) { request in
             if request.isCompaction {
-                return .turn(text: "Summary \(request.number): the agent has been reading its own log, one turn at a time.", calls: [])
+                return .turn(
+                    text: "Summary \(request.number): the agent has been reading its own log, one turn at a time.",
+                    calls: [])
             }
             let turn = taken.withLock { $0 + 1 }
             // Midway, the brain refuses once: the harness stops, and a new one wakes the session.
             if turn == Self.turns / 2, !failedOnce.withLock({ $0 }) {
                 failedOnce.withLock { $0 = true }
-                return .status(401, body: #"{"type":"error","error":{"type":"authentication_error","message":"key rotated"}}"#, headers: [:])
+                return .status(
+                    401, body: #"{"type":"error","error":{"type":"authentication_error","message":"key rotated"}}"#,
+                    headers: [:])
             }
             taken.withLock { $0 = turn }
             guard turn <= Self.turns else { return .turn(text: "finished", calls: []) }
@@ -39,8 +44,10 @@ struct ContextTests {
             var configuration = AnthropicBrain.Configuration()
             configuration.baseURL = server.baseURL
             let brain = try AnthropicBrain(configuration: configuration, apiKey: server.apiKey)
-            let spec = AgentSpec(brain: brain.spec, limits: .init(maxTurns: Self.turns + 10), contextBudget: Self.budget)
-            let session = try await harness.create(task: "Read the log, turn after turn. The task text to remember: blue-heron-42.", spec: spec)
+            let spec = AgentSpec(
+                brain: brain.spec, limits: .init(maxTurns: Self.turns + 10), contextBudget: Self.budget)
+            let session = try await harness.create(
+                task: "Read the log, turn after turn. The task text to remember: blue-heron-42.", spec: spec)
 
             await #expect(throws: CorralError.self) { try await harness.run(session, brain: brain) }
             let beforeWake = try await fixture.events(session)
@@ -85,10 +92,12 @@ struct ContextTests {
 
             // The log is whole: every event is there, and the agent's tool reads the oldest.
             #expect(events.map(\.seq) == Array(1...UInt64(events.count)))
-            let oldest = try await SessionEventsTool.run(store: fixture.store, session: session, input: ["from": 1, "limit": 2])
+            let oldest = try await SessionEventsTool.run(
+                store: fixture.store, session: session, input: ["from": 1, "limit": 2])
             #expect(oldest.text.contains("#1 session.created"))
             #expect(oldest.text.contains("blue-heron-42"))
-            let filtered = try await SessionEventsTool.run(store: fixture.store, session: session, input: ["types": ["context.compacted"], "limit": 2])
+            let filtered = try await SessionEventsTool.run(
+                store: fixture.store, session: session, input: ["types": ["context.compacted"], "limit": 2])
             #expect(filtered.text.components(separatedBy: "context.compacted").count - 1 == 2)
         }
     }
@@ -101,15 +110,18 @@ struct ContextTests {
             let spec = AgentSpec(brain: BrainSpec(provider: .scripted, model: "m"), contextBudget: 8_000)
             let session = try await harness.create(task: "t", spec: spec)
             // Make the log big enough that session_events returns a long text.
-            let brain = CheckedBrain(ClosureBrain { request in
-                request.turn <= 3
-                    ? ClosureBrain.calls([("session_events", ["limit": 100])], turn: request.turn)
-                    : ClosureBrain.calls([], text: "ok", turn: request.turn)
-            })
+            let brain = CheckedBrain(
+                ClosureBrain { request in
+                    request.turn <= 3
+                        ? ClosureBrain.calls([("session_events", ["limit": 100])], turn: request.turn)
+                        : ClosureBrain.calls([], text: "ok", turn: request.turn)
+                })
             _ = try await harness.run(session, brain: brain)
             #expect(brain.problems == [])
             let events = try await fixture.events(session)
-            let longest = events.ofType(HarnessEvent.toolResult).compactMap { $0.data["text"]?.stringValue }.map(\.utf8.count).max() ?? 0
+            let longest =
+                events.ofType(HarnessEvent.toolResult).compactMap { $0.data["text"]?.stringValue }.map(\.utf8.count)
+                .max() ?? 0
             let cap = SessionState().toolResultCap
             let sent = brain.requests.flatMap { $0.messages.flatMap(\.toolResults) }
             if longest > 8_000 / 8 * 4 {

@@ -1,4 +1,3 @@
-@testable import CorralHarness
 import CorralCore
 import CorralSandbox
 import CorralSession
@@ -6,6 +5,8 @@ import Foundation
 import Synchronization
 import TestSupport
 import Testing
+
+@testable import CorralHarness
 
 /// Real `corral agent run` processes, with the Anthropic brain pointed at the brain server
 /// and tools in real sandboxes, killed with SIGKILL at random points: while starting, while
@@ -23,10 +24,15 @@ struct CrashTests {
     /// The conversation, picked by how many turns the transcript holds (so it survives any
     /// number of harness deaths): four appends, a read and a log query among them, then done.
     static func reply(_ request: BrainServer.Request) -> BrainServer.Reply {
-        func append(_ line: Int) -> (String, JSONValue) { ("bash", ["command": .string("echo line-\(line) >> /workspace/log.txt")]) }
+        func append(_ line: Int) -> (String, JSONValue) {
+            ("bash", ["command": .string("echo line-\(line) >> /workspace/log.txt")])
+        }
         switch request.assistantMessages {
         case 0: return .turn(text: "First line.", calls: [append(1)])
-        case 1: return .turn(text: nil, calls: [("str_replace_based_edit_tool", ["command": "view", "path": "/workspace/log.txt"]), append(2)])
+        case 1:
+            return .turn(
+                text: nil,
+                calls: [("str_replace_based_edit_tool", ["command": "view", "path": "/workspace/log.txt"]), append(2)])
         case 2: return .turn(text: nil, calls: [("session_events", ["limit": 2]), append(3)])
         case 3: return .turn(text: nil, calls: [append(4)])
         default: return .turn(text: "Appended four lines.", calls: [])
@@ -47,13 +53,17 @@ struct CrashTests {
                 "ANTHROPIC_BASE_URL": server.baseURL, "ANTHROPIC_API_KEY": server.apiKey,
                 "CORRAL_STATE_DIR": fixture.directory.path, "CORRAL_LOG": "error",
             ]
-            let arguments = ["agent", "run", "--brain", "anthropic", "--model", "claude-test", "--image", TestEnvironment.baseImage, "append four lines"]
+            let arguments = [
+                "agent", "run", "--brain", "anthropic", "--model", "claude-test", "--image", TestEnvironment.baseImage,
+                "append four lines",
+            ]
 
             // One run to the end gives the number of events a run writes.
             let calibration = try await onOwnThread { try HarnessProcess(arguments, environment: environment).finish() }
             #expect(calibration.status == 0, "\(calibration.stderr)")
             #expect(calibration.stdout.contains("[end] end_turn"))
-            let calibrated = try #require(calibration.stdout.split(separator: "\n").first.flatMap { SessionID(String($0)) })
+            let calibrated = try #require(
+                calibration.stdout.split(separator: "\n").first.flatMap { SessionID(String($0)) })
             let total = try await fixture.store.session(calibrated).head
 
             // Each run is killed just after its log reaches an event drawn at random, plus up
@@ -72,10 +82,16 @@ struct CrashTests {
                             let process = try HarnessProcess(arguments, environment: environment)
                             if early {
                                 try await onOwnThread { _ = usleep(delay) }
-                            } else if let line = try await onOwnThread({ process.firstLine() }), let id = SessionID(line) {
+                            } else if let line = try await onOwnThread({ process.firstLine() }),
+                                let id = SessionID(line)
+                            {
                                 let reached = try await withThrowingTaskGroup(of: Bool.self) { race in
-                                    race.addTask { _ = try await store.waitForHead(id, beyond: target - 1); return true }
-                                    race.addTask { try await Task.sleep(for: .seconds(60)); return false }
+                                    race.addTask {
+                                        _ = try await store.waitForHead(id, beyond: target - 1); return true
+                                    }
+                                    race.addTask {
+                                        try await Task.sleep(for: .seconds(60)); return false
+                                    }
                                     defer { race.cancelAll() }
                                     return try await race.next() ?? false
                                 }
@@ -85,7 +101,10 @@ struct CrashTests {
                             process.kill()
                             let result = try await onOwnThread { process.finish() }
                             let first = result.stdout.split(separator: "\n").first.map(String.init)
-                            records.append(RunRecord(printedSession: first.flatMap { $0.hasPrefix("se-") ? $0 : nil }, killed: process.wasKilled))
+                            records.append(
+                                RunRecord(
+                                    printedSession: first.flatMap { $0.hasPrefix("se-") ? $0 : nil },
+                                    killed: process.wasKilled))
                         }
                         return records
                     }
@@ -112,20 +131,28 @@ struct CrashTests {
                     #expect(!printed.contains(info.id.rawValue))
                     continue
                 }
-                let wake = try await onOwnThread { try HarnessProcess(["agent", "wake", info.id.rawValue], environment: environment).finish() }
+                let wake = try await onOwnThread {
+                    try HarnessProcess(["agent", "wake", info.id.rawValue], environment: environment).finish()
+                }
                 #expect(wake.status == 0, "wake \(info.id): \(wake.stderr)")
                 let events = try await fixture.events(info.id)
                 #expect(events.last?.type == HarnessEvent.sessionEnded, "\(info.id) did not complete")
                 #expect(events.last?.data["reason"] == "end_turn")
                 #expect(Set(events.map(\.id)).count == events.count, "\(info.id) has an event id twice")
-                #expect(events.ofType(HarnessEvent.brainResponse).compactMap { $0.data["turn"]?.intValue } == [1, 2, 3, 4, 5])
+                #expect(
+                    events.ofType(HarnessEvent.brainResponse).compactMap { $0.data["turn"]?.intValue } == [
+                        1, 2, 3, 4, 5,
+                    ])
                 checkIntentsAnswered(events)
                 let woke = events.ofType(HarnessEvent.harnessWoke)
                 if woke.contains(where: { !($0.data["repairs"]?.arrayValue ?? []).isEmpty }) { repaired += 1 }
 
                 // The appends: read the file back from the session's current sandbox.
-                let sandbox = try #require(events.ofType(HarnessEvent.sandboxProvisioned).last?.data["sandbox"]?.stringValue.flatMap(SandboxID.init))
-                let file = try await provisioner.handle(sandbox).execute(tool: "bash", input: ["command": "cat /workspace/log.txt 2>/dev/null; true"])
+                let sandbox = try #require(
+                    events.ofType(HarnessEvent.sandboxProvisioned).last?.data["sandbox"]?.stringValue.flatMap(
+                        SandboxID.init))
+                let file = try await provisioner.handle(sandbox).execute(
+                    tool: "bash", input: ["command": "cat /workspace/log.txt 2>/dev/null; true"])
                 let lines = file.text.split(separator: "\n").map(String.init)
                 for line in 1...Self.appends {
                     let count = lines.filter { $0 == "line-\(line)" }.count
@@ -145,7 +172,9 @@ struct CrashTests {
             // The kills must have hit the window this test is about, or it proves nothing.
             #expect(unknownWithLine + unknownWithoutLine >= 1, "no kill landed between an intent and its result")
             #expect(repaired >= 5)
-            print("crash test: \(records.filter(\.killed).count) of \(Self.runs) runs killed (runs write \(total) events); \(repaired) sessions needed repair on wake; unknown results: \(unknownWithLine) had run, \(unknownWithoutLine) had not")
+            print(
+                "crash test: \(records.filter(\.killed).count) of \(Self.runs) runs killed (runs write \(total) events); \(repaired) sessions needed repair on wake; unknown results: \(unknownWithLine) had run, \(unknownWithoutLine) had not"
+            )
         }
     }
 }

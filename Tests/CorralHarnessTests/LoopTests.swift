@@ -1,10 +1,11 @@
-@testable import CorralHarness
 import CorralCore
 import CorralSession
 import Foundation
 import Synchronization
 import TestSupport
 import Testing
+
+@testable import CorralHarness
 
 /// The loop on real sessions, with brains whose tool calls need no sandbox: the wake rules
 /// on logs a crashed harness left, tool calls that cannot run, limits, and fencing.
@@ -32,13 +33,19 @@ struct LoopTests {
         }
         return NewEvent(
             type: HarnessEvent.brainResponse,
-            data: ["turn": .int(Int64(turn)), "content": .array(blocks), "stopReason": "tool_use", "usage": ["input": 10, "output": 5]])
+            data: [
+                "turn": .int(Int64(turn)), "content": .array(blocks), "stopReason": "tool_use",
+                "usage": ["input": 10, "output": 5],
+            ])
     }
 
     static func intent(turn: Int, index: Int, _ name: String, _ input: JSONValue) -> NewEvent {
         NewEvent(
             type: HarnessEvent.toolIntent,
-            data: ["turn": .int(Int64(turn)), "index": .int(Int64(index)), "toolUseID": .string("toolu_\(turn)_\(index)"), "name": .string(name), "input": input])
+            data: [
+                "turn": .int(Int64(turn)), "index": .int(Int64(index)), "toolUseID": .string("toolu_\(turn)_\(index)"),
+                "name": .string(name), "input": input,
+            ])
     }
 
     static let finish = ClosureBrain { request in ClosureBrain.calls([], text: "finished", turn: request.turn) }
@@ -47,11 +54,18 @@ struct LoopTests {
     func wakeRules() async throws {
         try await withTemporaryDirectory { directory in
             let fixture = HarnessFixture(directory: directory)
-            let session = try await Self.crafted(fixture, [
-                Self.response(turn: 1, [("session_events", ["limit": 1]), ("bash", ["command": "echo one >> /workspace/log"]), ("sandboxes", [:])]),
-                Self.intent(turn: 1, index: 1, "session_events", ["limit": 1]),
-                Self.intent(turn: 1, index: 2, "bash", ["command": "echo one >> /workspace/log"]),
-            ])
+            let session = try await Self.crafted(
+                fixture,
+                [
+                    Self.response(
+                        turn: 1,
+                        [
+                            ("session_events", ["limit": 1]), ("bash", ["command": "echo one >> /workspace/log"]),
+                            ("sandboxes", [:]),
+                        ]),
+                    Self.intent(turn: 1, index: 1, "session_events", ["limit": 1]),
+                    Self.intent(turn: 1, index: 2, "bash", ["command": "echo one >> /workspace/log"]),
+                ])
             let brain = CheckedBrain(Self.finish)
             let outcome = try await fixture.harness().run(session, brain: brain)
             #expect(outcome.reason == "end_turn")
@@ -79,9 +93,15 @@ struct LoopTests {
     func wakeAfterFinalAnswer() async throws {
         try await withTemporaryDirectory { directory in
             let fixture = HarnessFixture(directory: directory)
-            let session = try await Self.crafted(fixture, [
-                NewEvent(type: HarnessEvent.brainResponse, data: ["turn": 1, "content": [["type": "text", "text": "done already"]], "stopReason": "end_turn"])
-            ])
+            let session = try await Self.crafted(
+                fixture,
+                [
+                    NewEvent(
+                        type: HarnessEvent.brainResponse,
+                        data: [
+                            "turn": 1, "content": [["type": "text", "text": "done already"]], "stopReason": "end_turn",
+                        ])
+                ])
             let calls = Mutex(0)
             let brain = ClosureBrain { request in
                 calls.withLock { $0 += 1 }
@@ -104,20 +124,26 @@ struct LoopTests {
     func badToolCalls() async throws {
         try await withTemporaryDirectory { directory in
             let fixture = HarnessFixture(directory: directory)
-            let brain = CheckedBrain(ClosureBrain { request in
-                guard request.turn == 1 else { return ClosureBrain.calls([], text: "ok", turn: request.turn) }
-                var response = ClosureBrain.calls([
-                    ("no_such_tool", [:]),
-                    ("bash", ["cmd": "ls"]),
-                    ("bash", "ls"),
-                    ("str_replace_based_edit_tool", ["command": "view"]),
-                    ("sandbox_tool", ["sandbox": "Bad Name", "tool": "bash", "input": ["command": "ls"]]),
-                    ("sandbox_tool", ["sandbox": "ok", "tool": "python", "input": [:]]),
-                    ("session_events", ["limit": -1]),
-                ], turn: 1)
-                response.content.append(.toolUse(ToolUse(id: "call_raw", name: "bash", input: "{not json", inputProblem: "the arguments are not a JSON object")))
-                return response
-            })
+            let brain = CheckedBrain(
+                ClosureBrain { request in
+                    guard request.turn == 1 else { return ClosureBrain.calls([], text: "ok", turn: request.turn) }
+                    var response = ClosureBrain.calls(
+                        [
+                            ("no_such_tool", [:]),
+                            ("bash", ["cmd": "ls"]),
+                            ("bash", "ls"),
+                            ("str_replace_based_edit_tool", ["command": "view"]),
+                            ("sandbox_tool", ["sandbox": "Bad Name", "tool": "bash", "input": ["command": "ls"]]),
+                            ("sandbox_tool", ["sandbox": "ok", "tool": "python", "input": [:]]),
+                            ("session_events", ["limit": -1]),
+                        ], turn: 1)
+                    response.content.append(
+                        .toolUse(
+                            ToolUse(
+                                id: "call_raw", name: "bash", input: "{not json",
+                                inputProblem: "the arguments are not a JSON object")))
+                    return response
+                })
             let harness = fixture.harness()
             let session = try await harness.create(task: "misbehave", spec: Self.spec)
             _ = try await harness.run(session, brain: brain)
@@ -209,7 +235,9 @@ struct LoopTests {
             #expect(error?.code == .unsupported)
             let sessions = try await fixture.store.list()
             #expect(sessions.isEmpty)
-            await #expect(throws: CorralError.self) { try await harness.run(SessionID(unchecked: "se-none"), brain: Self.finish) }
+            await #expect(throws: CorralError.self) {
+                try await harness.run(SessionID(unchecked: "se-none"), brain: Self.finish)
+            }
         }
     }
 }

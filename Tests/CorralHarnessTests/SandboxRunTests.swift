@@ -1,4 +1,3 @@
-@testable import CorralHarness
 import CorralCore
 import CorralSandbox
 import CorralSession
@@ -6,6 +5,8 @@ import Foundation
 import Synchronization
 import TestSupport
 import Testing
+
+@testable import CorralHarness
 
 /// Agent runs whose tools run in real sandboxes on the engine, driven by the brain server.
 @Suite("Agent runs in real sandboxes", .engine, .timeLimit(.minutes(3)))
@@ -16,18 +17,45 @@ struct SandboxRunTests {
         return try AnthropicBrain(configuration: configuration, apiKey: server.apiKey)
     }
 
-    @Test("an agent edits files and runs a command in a sandbox made on its first tool call; a second named sandbox is separate")
+    @Test(
+        "an agent edits files and runs a command in a sandbox made on its first tool call; a second named sandbox is separate"
+    )
     func editAndRun() async throws {
         let server = try BrainServer(.anthropic) { request in
             switch request.assistantMessages {
             case 0: .turn(text: "No sandbox yet; listing.", calls: [("sandboxes", [:])])
             case 1:
-                .turn(text: "Writing a program.", calls: [
-                    ("str_replace_based_edit_tool", ["command": "create", "path": "/workspace/sum.py", "file_text": "print(sum(range(1, 11)))\n"]),
-                    ("str_replace_based_edit_tool", ["command": "str_replace", "path": "/workspace/sum.py", "old_str": "11", "new_str": "101"]),
-                ])
-            case 2: .turn(text: nil, calls: [("bash", ["command": "python3 sum.py && id -u"]), ("str_replace_based_edit_tool", ["command": "view", "path": "/workspace/sum.py"])])
-            case 3: .turn(text: "Checking a second sandbox.", calls: [("sandbox_tool", ["sandbox": "scratch", "tool": "bash", "input": ["command": "ls /workspace | wc -l"]])])
+                .turn(
+                    text: "Writing a program.",
+                    calls: [
+                        (
+                            "str_replace_based_edit_tool",
+                            [
+                                "command": "create", "path": "/workspace/sum.py",
+                                "file_text": "print(sum(range(1, 11)))\n",
+                            ]
+                        ),
+                        (
+                            "str_replace_based_edit_tool",
+                            ["command": "str_replace", "path": "/workspace/sum.py", "old_str": "11", "new_str": "101"]
+                        ),
+                    ])
+            case 2:
+                .turn(
+                    text: nil,
+                    calls: [
+                        ("bash", ["command": "python3 sum.py && id -u"]),
+                        ("str_replace_based_edit_tool", ["command": "view", "path": "/workspace/sum.py"]),
+                    ])
+            case 3:
+                .turn(
+                    text: "Checking a second sandbox.",
+                    calls: [
+                        (
+                            "sandbox_tool",
+                            ["sandbox": "scratch", "tool": "bash", "input": ["command": "ls /workspace | wc -l"]]
+                        )
+                    ])
             default: .turn(text: "The sum of 1 to 100 is 5050.", calls: [])
             }
         }
@@ -43,7 +71,8 @@ struct SandboxRunTests {
             // Lazy: the first tool call needed no sandbox; the first edit made "main".
             let provisioned = events.ofType(HarnessEvent.sandboxProvisioned)
             #expect(provisioned.map { $0.data["name"] } == ["main", "scratch"])
-            let firstIntentForMain = try #require(events.first { $0.type == HarnessEvent.toolIntent && $0.data["sandbox"] == "main" })
+            let firstIntentForMain = try #require(
+                events.first { $0.type == HarnessEvent.toolIntent && $0.data["sandbox"] == "main" })
             #expect(provisioned[0].seq == firstIntentForMain.seq + 1)
             #expect(provisioned[0].data["sandbox"] != provisioned[1].data["sandbox"])
             let results = events.ofType(HarnessEvent.toolResult).compactMap { $0.data["text"]?.stringValue }
@@ -59,25 +88,38 @@ struct SandboxRunTests {
         }
     }
 
-    @Test("a sandbox killed mid-session is re-provisioned, an event says so, and the brain is told; a wake reattaches to the new one")
+    @Test(
+        "a sandbox killed mid-session is re-provisioned, an event says so, and the brain is told; a wake reattaches to the new one"
+    )
     func lostSandbox() async throws {
         let told = Mutex(false)
         let overloaded = Mutex(false)
         let server = try BrainServer(.anthropic) { request in
             switch request.assistantMessages {
-            case 0: return .turn(text: nil, calls: [("bash", ["command": "echo one > /workspace/a.txt"]), ("sandboxes", [:])])
+            case 0:
+                return .turn(
+                    text: nil, calls: [("bash", ["command": "echo one > /workspace/a.txt"]), ("sandboxes", [:])])
             case 1:
                 // The sandbox dies between two turns: remove it the way an operator (or the OOM killer) would.
-                if let listing = request.toolResults.last, let id = listing.split(separator: " ").first(where: { $0.hasPrefix("sb-") }) {
-                    _ = try? runCorral(["sandbox", "rm", String(id)], environment: ["CORRAL_STATE_DIR": NSTemporaryDirectory()])
+                if let listing = request.toolResults.last,
+                    let id = listing.split(separator: " ").first(where: { $0.hasPrefix("sb-") })
+                {
+                    _ = try? runCorral(
+                        ["sandbox", "rm", String(id)], environment: ["CORRAL_STATE_DIR": NSTemporaryDirectory()])
                 }
                 return .turn(text: nil, calls: [("bash", ["command": "cat /workspace/a.txt"])])
             case 2:
-                told.withLock { $0 = request.toolResults.last?.contains("was lost") == true && request.toolResults.last?.contains("replaces it") == true }
+                told.withLock {
+                    $0 =
+                        request.toolResults.last?.contains("was lost") == true
+                        && request.toolResults.last?.contains("replaces it") == true
+                }
                 return .turn(text: nil, calls: [("bash", ["command": "echo two > /workspace/b.txt; ls /workspace"])])
             case 3 where !overloaded.withLock({ $0 }):
                 overloaded.withLock { $0 = true }
-                return .status(529, body: #"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#, headers: [:])
+                return .status(
+                    529, body: #"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#,
+                    headers: [:])
             case 3: return .turn(text: nil, calls: [("bash", ["command": "cat /workspace/b.txt"])])
             default: return .turn(text: "Recovered.", calls: [])
             }
@@ -87,7 +129,9 @@ struct SandboxRunTests {
             let brain = try Self.brain(server)
             let session = try await fixture.harness().create(task: "survive", spec: AgentSpec(brain: brain.spec))
             // The first harness gives up on the overloaded brain; a second one wakes the session.
-            await #expect(throws: CorralError.self) { try await fixture.harness { $0.retry.maxAttempts = 1 }.run(session, brain: brain) }
+            await #expect(throws: CorralError.self) {
+                try await fixture.harness { $0.retry.maxAttempts = 1 }.run(session, brain: brain)
+            }
             let outcome = try await fixture.harness().run(session, brain: brain)
             #expect(outcome.reason == "end_turn")
             #expect(server.problems == [])

@@ -1,12 +1,15 @@
-@testable import CorralHarness
 import CorralCore
 import Testing
+
+@testable import CorralHarness
 
 /// The brain server's checks are what make the other tests able to fail: these show that a
 /// malformed transcript is caught, and that what the harness sends is not.
 @Suite("Request shape checks")
 struct ShapeTests {
-    static let tools: [ToolDeclaration] = ToolCatalog(provider: .anthropic, handTools: SandboxHands(provisioner: { throw CorralError(.unavailable, "unused") }).tools).declarations
+    static let tools: [ToolDeclaration] = ToolCatalog(
+        provider: .anthropic, handTools: SandboxHands(provisioner: { throw CorralError(.unavailable, "unused") }).tools
+    ).declarations
 
     static func request(_ messages: [TranscriptMessage]) -> BrainRequest {
         BrainRequest(system: "s", messages: messages, tools: tools, purpose: .turn, turn: 1, maxOutputTokens: 100)
@@ -19,43 +22,57 @@ struct ShapeTests {
         let request = Self.request([
             .user("task"),
             TranscriptMessage(role: .assistant, content: [.text("looking"), .toolUse(Self.use)]),
-            TranscriptMessage(role: .user, content: [.toolResult(ToolResultBlock(toolUseID: "toolu_1", text: "a b", isError: false))]),
+            TranscriptMessage(
+                role: .user, content: [.toolResult(ToolResultBlock(toolUseID: "toolu_1", text: "a b", isError: false))]),
         ])
         let anthropic = try #require(try JSONText.decode(AnthropicBrain.encode(request, model: "m")).objectValue)
         #expect(AnthropicShape.problems(anthropic) == [])
-        let openai = try #require(try JSONText.decode(OpenAIBrain.encode(request, model: "m", maxTokensField: "max_tokens")).objectValue)
+        let openai = try #require(
+            try JSONText.decode(OpenAIBrain.encode(request, model: "m", maxTokensField: "max_tokens")).objectValue)
         #expect(OpenAIShape.problems(openai) == [])
     }
 
     @Test("an unanswered tool call, a stray result and roles out of turn are each caught")
     func malformed() throws {
-        let unanswered = Self.request([.user("task"), TranscriptMessage(role: .assistant, content: [.toolUse(Self.use)]), .user("go on")])
+        let unanswered = Self.request([
+            .user("task"), TranscriptMessage(role: .assistant, content: [.toolUse(Self.use)]), .user("go on"),
+        ])
         let stray = Self.request([
             .user("task"), TranscriptMessage(role: .assistant, content: [.text("hi")]),
-            TranscriptMessage(role: .user, content: [.toolResult(ToolResultBlock(toolUseID: "toolu_9", text: "x", isError: false))]),
+            TranscriptMessage(
+                role: .user, content: [.toolResult(ToolResultBlock(toolUseID: "toolu_9", text: "x", isError: false))]),
         ])
         for request in [unanswered, stray] {
             let anthropic = try #require(try JSONText.decode(AnthropicBrain.encode(request, model: "m")).objectValue)
             #expect(!AnthropicShape.problems(anthropic).isEmpty)
-            let openai = try #require(try JSONText.decode(OpenAIBrain.encode(request, model: "m", maxTokensField: "max_tokens")).objectValue)
+            let openai = try #require(
+                try JSONText.decode(OpenAIBrain.encode(request, model: "m", maxTokensField: "max_tokens")).objectValue)
             #expect(!OpenAIShape.problems(openai).isEmpty)
         }
         // Hand-written wire bodies the encoders would never make.
         let twoUsers: JSONValue = [
-            "model": "m", "max_tokens": 10, "messages": [["role": "user", "content": "a"], ["role": "user", "content": "b"]],
+            "model": "m", "max_tokens": 10,
+            "messages": [["role": "user", "content": "a"], ["role": "user", "content": "b"]],
         ]
-        #expect(AnthropicShape.problems(try #require(twoUsers.objectValue)).contains { $0.contains("two user messages") })
+        #expect(
+            AnthropicShape.problems(try #require(twoUsers.objectValue)).contains { $0.contains("two user messages") })
         let mismatched: JSONValue = [
             "model": "m", "max_tokens": 10, "tools": [["type": "bash_20250124", "name": "bash"]],
             "messages": [
                 ["role": "user", "content": "a"],
                 ["role": "assistant", "content": [["type": "tool_use", "id": "t1", "name": "bash", "input": [:]]]],
-                ["role": "user", "content": [["type": "text", "text": "x"], ["type": "tool_result", "tool_use_id": "t1", "content": "y"]]],
+                [
+                    "role": "user",
+                    "content": [
+                        ["type": "text", "text": "x"], ["type": "tool_result", "tool_use_id": "t1", "content": "y"],
+                    ],
+                ],
             ],
         ]
         #expect(!AnthropicShape.problems(try #require(mismatched.objectValue)).isEmpty)
         let badBuiltin: JSONValue = [
-            "model": "m", "max_tokens": 10, "tools": [["type": "bash_20250124", "name": "bash", "input_schema": ["type": "object"]]],
+            "model": "m", "max_tokens": 10,
+            "tools": [["type": "bash_20250124", "name": "bash", "input_schema": ["type": "object"]]],
             "messages": [["role": "user", "content": "a"]],
         ]
         #expect(AnthropicShape.problems(try #require(badBuiltin.objectValue)).contains { $0.contains("cannot take") })
@@ -64,7 +81,10 @@ struct ShapeTests {
             "tools": [["type": "function", "function": ["name": "bash", "parameters": ["type": "object"]]]],
             "messages": [
                 ["role": "user", "content": "a"],
-                ["role": "assistant", "content": nil, "tool_calls": [["id": "c1", "type": "function", "function": ["name": "bash", "arguments": "{}"]]]],
+                [
+                    "role": "assistant", "content": nil,
+                    "tool_calls": [["id": "c1", "type": "function", "function": ["name": "bash", "arguments": "{}"]]],
+                ],
                 ["role": "tool", "tool_call_id": "c2", "content": "x"],
             ],
         ]

@@ -7,13 +7,18 @@ import Foundation
 
 /// Options `agent run` and `agent wake` share: which brain, and how to print.
 struct AgentBrainOptions: ParsableArguments {
-    @Option(help: ArgumentHelp("anthropic, openai, or scripted:FILE (default: anthropic when ANTHROPIC_API_KEY is set).", valueName: "BRAIN"))
+    @Option(
+        help: ArgumentHelp(
+            "anthropic, openai, or scripted:FILE (default: anthropic when ANTHROPIC_API_KEY is set).",
+            valueName: "BRAIN"))
     var brain: String?
 
     @Option(help: ArgumentHelp("The model (default claude-sonnet-4-5 or gpt-4.1).", valueName: "M"))
     var model: String?
 
-    @Option(name: .customLong("brain-timeout"), help: ArgumentHelp("Longest wait for one brain answer.", valueName: "DURATION"))
+    @Option(
+        name: .customLong("brain-timeout"),
+        help: ArgumentHelp("Longest wait for one brain answer.", valueName: "DURATION"))
     var brainTimeout: String?
 
     @Flag(help: "Print each event as a JSON line instead of readable steps.")
@@ -44,7 +49,8 @@ struct AgentBrainOptions: ParsableArguments {
 
     func makeBrain(_ spec: BrainSpec, environment: [String: String]) async throws -> any Brain {
         let timeout = try brainTimeout.map { try Duration(parsing: $0) }
-        return try await BrainFactory.make(spec, credentials: EnvironmentCredentials(environment: environment), timeout: timeout)
+        return try await BrainFactory.make(
+            spec, credentials: EnvironmentCredentials(environment: environment), timeout: timeout)
     }
 }
 
@@ -67,7 +73,9 @@ enum AgentRunner {
         let outcome = try await harness.run(session, brain: brain, message: message) { event in printer.print(event) }
         if !outcome.resumed {
             FileHandle.standardError.write(
-                Data("corral: session \(session) has ended (\(outcome.reason)); nothing to do. Pass --message to continue it.\n".utf8))
+                Data(
+                    "corral: session \(session) has ended (\(outcome.reason)); nothing to do. Pass --message to continue it.\n"
+                        .utf8))
         }
     }
 }

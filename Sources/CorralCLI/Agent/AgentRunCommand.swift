@@ -28,13 +28,20 @@ struct AgentRunCommand: AsyncParsableCommand {
     @Option(name: .customLong("max-turns"), help: ArgumentHelp("Brain calls before the agent stops.", valueName: "N"))
     var maxTurns = 50
 
-    @Option(name: .customLong("max-tokens"), help: ArgumentHelp("Brain tokens (input + output) before the agent stops.", valueName: "N"))
+    @Option(
+        name: .customLong("max-tokens"),
+        help: ArgumentHelp("Brain tokens (input + output) before the agent stops.", valueName: "N"))
     var maxTokens: Int?
 
-    @Option(name: .customLong("max-time"), help: ArgumentHelp("Wall time before the agent stops, such as 30m.", valueName: "DURATION"))
+    @Option(
+        name: .customLong("max-time"),
+        help: ArgumentHelp("Wall time before the agent stops, such as 30m.", valueName: "DURATION"))
     var maxTime: String?
 
-    @Option(name: .customLong("context-budget"), help: ArgumentHelp("Largest context sent to the brain, in tokens; over it the context is compacted.", valueName: "N"))
+    @Option(
+        name: .customLong("context-budget"),
+        help: ArgumentHelp(
+            "Largest context sent to the brain, in tokens; over it the context is compacted.", valueName: "N"))
     var contextBudget = AgentSpec.defaultContextBudget
 
     @Option(help: ArgumentHelp("System prompt (default: corral's).", valueName: "TEXT"))
@@ -47,14 +54,17 @@ struct AgentRunCommand: AsyncParsableCommand {
         let environment = ProcessInfo.processInfo.environment
         let brainSpec = try brainOptions.spec(recorded: nil, environment: environment)
         let brain = try await brainOptions.makeBrain(brainSpec, environment: environment)
-        let limits = AgentSpec.Limits(maxTurns: maxTurns, maxTokens: maxTokens, maxWallTime: try maxTime.map { try Duration(parsing: $0) })
+        let limits = AgentSpec.Limits(
+            maxTurns: maxTurns, maxTokens: maxTokens, maxWallTime: try maxTime.map { try Duration(parsing: $0) })
         let spec = AgentSpec(
-            brain: brainSpec, limits: limits, contextBudget: contextBudget, system: system, hands: HandSpec(template: template, repo: repo))
+            brain: brainSpec, limits: limits, contextBudget: contextBudget, system: system,
+            hands: HandSpec(template: template, repo: repo))
         let harness = global.harness(image: image)
         let session = try await harness.create(task: task, spec: spec)
         var out = StandardOutput()
         out.line(session.rawValue)
         out.flush()
-        try await AgentRunner.run(harness: harness, session: session, brain: brain, message: nil, json: brainOptions.json)
+        try await AgentRunner.run(
+            harness: harness, session: session, brain: brain, message: nil, json: brainOptions.json)
     }
 }

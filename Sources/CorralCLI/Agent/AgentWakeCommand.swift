@@ -16,7 +16,8 @@ struct AgentWakeCommand: AsyncParsableCommand {
     @OptionGroup var global: GlobalOptions
     @OptionGroup var brainOptions: AgentBrainOptions
 
-    @Option(help: ArgumentHelp("A new user message to continue with (also restarts an ended session).", valueName: "TEXT"))
+    @Option(
+        help: ArgumentHelp("A new user message to continue with (also restarts an ended session).", valueName: "TEXT"))
     var message: String?
 
     @Option(help: ArgumentHelp("Sandbox image for sandboxes made from now on.", valueName: "REF"))
@@ -35,6 +36,7 @@ struct AgentWakeCommand: AsyncParsableCommand {
         var out = StandardOutput()
         out.line(session.rawValue)
         out.flush()
-        try await AgentRunner.run(harness: harness, session: session, brain: brain, message: message, json: brainOptions.json)
+        try await AgentRunner.run(
+            harness: harness, session: session, brain: brain, message: message, json: brainOptions.json)
     }
 }

@@ -23,27 +23,38 @@ struct StepPrinter: Sendable {
         let data = event.data
         switch event.type {
         case HarnessEvent.sessionCreated:
-            return ["[session] \(data["agent"]?["brain"]?["provider"]?.stringValue ?? "?") \(data["agent"]?["brain"]?["model"]?.stringValue ?? "")"]
+            return [
+                "[session] \(data["agent"]?["brain"]?["provider"]?.stringValue ?? "?") \(data["agent"]?["brain"]?["model"]?.stringValue ?? "")"
+            ]
         case HarnessEvent.userMessage:
             return ["[user] " + clip(data["text"]?.stringValue ?? "", 400)]
         case HarnessEvent.harnessWoke:
-            let repairs = (data["repairs"]?.arrayValue ?? []).map { "\($0["name"]?.stringValue ?? "?"): \($0["action"]?.stringValue ?? "?")" }
+            let repairs = (data["repairs"]?.arrayValue ?? []).map {
+                "\($0["name"]?.stringValue ?? "?"): \($0["action"]?.stringValue ?? "?")"
+            }
             let head = data["head"]?.intValue ?? 0
-            return ["[harness] took the session at event \(head), lease epoch \(data["epoch"]?.intValue ?? 0)"
-                + (repairs.isEmpty ? "" : "; repairs: " + repairs.joined(separator: ", "))]
+            return [
+                "[harness] took the session at event \(head), lease epoch \(data["epoch"]?.intValue ?? 0)"
+                    + (repairs.isEmpty ? "" : "; repairs: " + repairs.joined(separator: ", "))
+            ]
         case HarnessEvent.brainResponse:
             let turn = data["turn"]?.intValue ?? 0
             let usage = "\(data["usage"]?["input"]?.intValue ?? 0) in, \(data["usage"]?["output"]?.intValue ?? 0) out"
             var lines: [String] = []
             let blocks = data["content"]?.arrayValue ?? []
-            let text = blocks.compactMap { $0["type"]?.stringValue == "text" ? $0["text"]?.stringValue : nil }.joined(separator: "\n")
+            let text = blocks.compactMap { $0["type"]?.stringValue == "text" ? $0["text"]?.stringValue : nil }.joined(
+                separator: "\n")
             lines.append("[brain] turn \(turn) (\(usage) tokens)" + (text.isEmpty ? "" : ": " + clip(text, 2000)))
             return lines
         case HarnessEvent.brainError:
             let status = data["status"]?.intValue.map { ", HTTP \($0)" } ?? ""
-            let then = data["final"]?.boolValue == true
-                ? "giving up" : "retrying in \(String(format: "%.1f", Double(data["retryInMs"]?.intValue ?? 0) / 1000)) s"
-            return ["[brain error] \(data["kind"]?.stringValue ?? "?")\(status): \(clip(data["message"]?.stringValue ?? "", 300)) (\(then))"]
+            let then =
+                data["final"]?.boolValue == true
+                ? "giving up"
+                : "retrying in \(String(format: "%.1f", Double(data["retryInMs"]?.intValue ?? 0) / 1000)) s"
+            return [
+                "[brain error] \(data["kind"]?.stringValue ?? "?")\(status): \(clip(data["message"]?.stringValue ?? "", 300)) (\(then))"
+            ]
         case HarnessEvent.toolIntent:
             let name = data["name"]?.stringValue ?? "?"
             let sandbox = data["sandbox"]?.stringValue.map { " [\($0)]" } ?? ""
@@ -65,14 +76,21 @@ struct StepPrinter: Sendable {
             let shown = lines.prefix(12).map { "    " + clip($0, 200) }
             let more = lines.count > 12 ? ["    ... (\(lines.count - 12) more lines)"] : []
             let label = status == "ok" ? "" : " " + status.uppercased()
-            return ["  [result\(label)]" + (data["rerun"]?.boolValue == true ? " (run again after a wake)" : "")] + shown + more
+            return ["  [result\(label)]" + (data["rerun"]?.boolValue == true ? " (run again after a wake)" : "")]
+                + shown + more
         case HarnessEvent.sandboxProvisioned:
             let replaces = data["replaces"]?.stringValue.map { ", replacing \($0)" } ?? ""
-            return ["[sandbox] \(data["name"]?.stringValue ?? "?") is \(data["sandbox"]?.stringValue ?? "?") (\(data["path"]?.stringValue ?? "?"), \(Int(data["ms"]?.doubleValue ?? 0)) ms\(replaces))"]
+            return [
+                "[sandbox] \(data["name"]?.stringValue ?? "?") is \(data["sandbox"]?.stringValue ?? "?") (\(data["path"]?.stringValue ?? "?"), \(Int(data["ms"]?.doubleValue ?? 0)) ms\(replaces))"
+            ]
         case HarnessEvent.sandboxLost:
-            return ["[sandbox] \(data["name"]?.stringValue ?? "?") (\(data["sandbox"]?.stringValue ?? "?")) lost: \(data["reason"]?.stringValue ?? "?")"]
+            return [
+                "[sandbox] \(data["name"]?.stringValue ?? "?") (\(data["sandbox"]?.stringValue ?? "?")) lost: \(data["reason"]?.stringValue ?? "?")"
+            ]
         case HarnessEvent.contextCompacted:
-            return ["[context] compacted: \(data["tokensBefore"]?.intValue ?? 0) -> \(data["tokensAfter"]?.intValue ?? 0) tokens"]
+            return [
+                "[context] compacted: \(data["tokensBefore"]?.intValue ?? 0) -> \(data["tokensAfter"]?.intValue ?? 0) tokens"
+            ]
         case HarnessEvent.sessionEnded:
             return ["[end] \(data["reason"]?.stringValue ?? "?") after \(data["turns"]?.intValue ?? 0) turns"]
         default:

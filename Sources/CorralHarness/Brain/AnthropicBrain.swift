@@ -30,7 +30,8 @@ public final class AnthropicBrain: Brain {
         self.apiKey = apiKey
         self.logger = logger ?? Logger(label: "corral.brain.anthropic")
         let endpoint = try HTTPEndpoint(parsing: configuration.baseURL)
-        self.http = BrainHTTP(client: try CurlHTTPClient(endpoint: endpoint), timeout: configuration.timeout, secret: apiKey)
+        self.http = BrainHTTP(
+            client: try CurlHTTPClient(endpoint: endpoint), timeout: configuration.timeout, secret: apiKey)
     }
 
     deinit { http.client.shutdown() }
@@ -38,7 +39,9 @@ public final class AnthropicBrain: Brain {
     public func respond(to request: BrainRequest) async throws -> BrainResponse {
         let body = Self.encode(request, model: configuration.model)
         let headers: HTTPHeaders = ["x-api-key": apiKey, "anthropic-version": configuration.version]
-        logger.debug("anthropic request", metadata: ["model": "\(configuration.model)", "bytes": "\(body.count)", "turn": "\(request.turn)"])
+        logger.debug(
+            "anthropic request",
+            metadata: ["model": "\(configuration.model)", "bytes": "\(body.count)", "turn": "\(request.turn)"])
         let answer = try await http.postJSON("/v1/messages", headers: headers, body: body)
         return try Self.decode(answer, fallbackModel: configuration.model)
     }
@@ -95,7 +98,9 @@ public final class AnthropicBrain: Brain {
                     blocks.append(["type": "text", "text": .string(text)])
                 case .toolUse(let use) where message.role == .assistant:
                     let input: JSONValue = use.input.objectValue != nil ? use.input : [:]
-                    blocks.append(["type": "tool_use", "id": .string(use.id), "name": .string(use.name), "input": input])
+                    blocks.append([
+                        "type": "tool_use", "id": .string(use.id), "name": .string(use.name), "input": input,
+                    ])
                 default:
                     continue
                 }
@@ -123,9 +128,11 @@ public final class AnthropicBrain: Brain {
                 }
                 let input = block["input"] ?? [:]
                 content.append(
-                    .toolUse(ToolUse(
-                        id: id, name: name, input: input,
-                        inputProblem: input.objectValue == nil ? "the input is \(input.typeName), not an object" : nil)))
+                    .toolUse(
+                        ToolUse(
+                            id: id, name: name, input: input,
+                            inputProblem: input.objectValue == nil
+                                ? "the input is \(input.typeName), not an object" : nil)))
             default:
                 // Thinking and server-tool blocks are not used by corral's requests.
                 continue
@@ -136,7 +143,9 @@ public final class AnthropicBrain: Brain {
                 + (answer["usage"]?["cache_read_input_tokens"]?.intOrNil ?? 0)
                 + (answer["usage"]?["cache_creation_input_tokens"]?.intOrNil ?? 0),
             outputTokens: answer["usage"]?["output_tokens"]?.intOrNil ?? 0)
-        let stop = answer["stop_reason"]?.stringValue ?? (content.contains { if case .toolUse = $0 { true } else { false } } ? "tool_use" : "end_turn")
+        let stop =
+            answer["stop_reason"]?.stringValue
+            ?? (content.contains { if case .toolUse = $0 { true } else { false } } ? "tool_use" : "end_turn")
         return BrainResponse(
             content: content, stopReason: stop, model: answer["model"]?.stringValue ?? fallbackModel,
             id: answer["id"]?.stringValue, usage: usage)

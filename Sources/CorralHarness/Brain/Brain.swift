@@ -147,11 +147,16 @@ public struct BrainError: Error, Sendable, Hashable, CustomStringConvertible {
     /// What the user can do about it.
     public var hint: String {
         switch kind {
-        case .authentication: "check the API key (ANTHROPIC_API_KEY or OPENAI_API_KEY), then resume with `corral agent wake SESSION`"
-        case .invalidRequest: "the brain refused the request; check --model, then resume with `corral agent wake SESSION`"
-        case .rateLimited, .overloaded, .server: "the brain is busy or failing; resume later with `corral agent wake SESSION`"
-        case .malformed: "the endpoint did not answer as the API documents; check the base URL, then `corral agent wake SESSION`"
-        case .timeout, .unavailable: "check the endpoint (ANTHROPIC_BASE_URL or OPENAI_BASE_URL), then `corral agent wake SESSION`"
+        case .authentication:
+            "check the API key (ANTHROPIC_API_KEY or OPENAI_API_KEY), then resume with `corral agent wake SESSION`"
+        case .invalidRequest:
+            "the brain refused the request; check --model, then resume with `corral agent wake SESSION`"
+        case .rateLimited, .overloaded, .server:
+            "the brain is busy or failing; resume later with `corral agent wake SESSION`"
+        case .malformed:
+            "the endpoint did not answer as the API documents; check the base URL, then `corral agent wake SESSION`"
+        case .timeout, .unavailable:
+            "check the endpoint (ANTHROPIC_BASE_URL or OPENAI_BASE_URL), then `corral agent wake SESSION`"
         }
     }
 }

@@ -45,7 +45,8 @@ enum Redaction {
 
     /// One line, at most `limit` characters, so that a body dump does not flood an event.
     static func oneLine(_ text: String, limit: Int = 500) -> String {
-        let flattened = text.split(whereSeparator: \.isNewline).joined(separator: " ").trimmingCharacters(in: .whitespaces)
+        let flattened = text.split(whereSeparator: \.isNewline).joined(separator: " ").trimmingCharacters(
+            in: .whitespaces)
         return flattened.count > limit ? String(flattened.prefix(limit)) + "…" : flattened
     }
 }

@@ -16,7 +16,9 @@ public enum BrainFactory {
             guard let key = try await credentials.apiKey(for: .anthropic) else {
                 throw CorralError(
                     .invalidArgument, "no Anthropic API key: ANTHROPIC_API_KEY is not set",
-                    hint: "export ANTHROPIC_API_KEY, or pass --brain openai (with OPENAI_API_KEY) or --brain scripted:FILE")
+                    hint:
+                        "export ANTHROPIC_API_KEY, or pass --brain openai (with OPENAI_API_KEY) or --brain scripted:FILE"
+                )
             }
             var configuration = AnthropicBrain.Configuration()
             configuration.model = spec.model
@@ -27,7 +29,8 @@ public enum BrainFactory {
             guard let key = try await credentials.apiKey(for: .openai) else {
                 throw CorralError(
                     .invalidArgument, "no OpenAI API key: OPENAI_API_KEY is not set",
-                    hint: "export OPENAI_API_KEY (and OPENAI_BASE_URL for a compatible server), or pass another --brain")
+                    hint: "export OPENAI_API_KEY (and OPENAI_BASE_URL for a compatible server), or pass another --brain"
+                )
             }
             var configuration = OpenAIBrain.Configuration()
             configuration.model = spec.model

@@ -26,7 +26,8 @@ struct BrainHTTP: Sendable {
                 throw BrainError(.timeout, "no answer from \(client.endpoint) within \(timeout.compactDescription)")
             default:
                 throw BrainError(
-                    .unavailable, Redaction.oneLine(Redaction.redact("\(client.endpoint): \(error.description)", secret: secret)))
+                    .unavailable,
+                    Redaction.oneLine(Redaction.redact("\(client.endpoint): \(error.description)", secret: secret)))
             }
         }
         let status = response.status
@@ -35,8 +36,12 @@ struct BrainHTTP: Sendable {
             throw classify(status: status, body: parsed, raw: response.body, headers: response.head.headers)
         }
         guard let parsed, case .object = parsed else {
-            let snippet = Redaction.oneLine(Redaction.redact(String(decoding: response.body.prefix(200), as: UTF8.self), secret: secret), limit: 200)
-            throw BrainError(.malformed, status: status, "the answer is not a JSON object: \(snippet.isEmpty ? "(empty body)" : snippet)")
+            let snippet = Redaction.oneLine(
+                Redaction.redact(String(decoding: response.body.prefix(200), as: UTF8.self), secret: secret), limit: 200
+            )
+            throw BrainError(
+                .malformed, status: status,
+                "the answer is not a JSON object: \(snippet.isEmpty ? "(empty body)" : snippet)")
         }
         return parsed
     }

@@ -29,15 +29,19 @@ public final class OpenAIBrain: Brain {
         self.apiKey = apiKey
         self.logger = logger ?? Logger(label: "corral.brain.openai")
         let endpoint = try HTTPEndpoint(parsing: configuration.baseURL)
-        self.http = BrainHTTP(client: try CurlHTTPClient(endpoint: endpoint), timeout: configuration.timeout, secret: apiKey)
+        self.http = BrainHTTP(
+            client: try CurlHTTPClient(endpoint: endpoint), timeout: configuration.timeout, secret: apiKey)
     }
 
     deinit { http.client.shutdown() }
 
     public func respond(to request: BrainRequest) async throws -> BrainResponse {
         let body = Self.encode(request, model: configuration.model, maxTokensField: configuration.maxTokensField)
-        logger.debug("openai request", metadata: ["model": "\(configuration.model)", "bytes": "\(body.count)", "turn": "\(request.turn)"])
-        let answer = try await http.postJSON("/chat/completions", headers: ["Authorization": "Bearer \(apiKey)"], body: body)
+        logger.debug(
+            "openai request",
+            metadata: ["model": "\(configuration.model)", "bytes": "\(body.count)", "turn": "\(request.turn)"])
+        let answer = try await http.postJSON(
+            "/chat/completions", headers: ["Authorization": "Bearer \(apiKey)"], body: body)
         return try Self.decode(answer, fallbackModel: configuration.model)
     }
 
@@ -53,7 +57,9 @@ public final class OpenAIBrain: Brain {
                 for result in message.toolResults {
                     messages.append([
                         "role": "tool", "tool_call_id": .string(result.toolUseID),
-                        "content": .string(result.isError ? "[error] " + result.text : (result.text.isEmpty ? "(no output)" : result.text)),
+                        "content": .string(
+                            result.isError
+                                ? "[error] " + result.text : (result.text.isEmpty ? "(no output)" : result.text)),
                     ])
                 }
                 let text = message.text
@@ -66,18 +72,19 @@ public final class OpenAIBrain: Brain {
                 entry["content"] = text.isEmpty ? .null : .string(text)
                 let uses = message.toolUses
                 if !uses.isEmpty {
-                    entry["tool_calls"] = .array(uses.map { use in
-                        let arguments: String
-                        if use.inputProblem != nil, case .string(let raw) = use.input {
-                            arguments = raw
-                        } else {
-                            arguments = JSONText.string(use.input)
-                        }
-                        return [
-                            "id": .string(use.id), "type": "function",
-                            "function": ["name": .string(use.name), "arguments": .string(arguments)],
-                        ]
-                    })
+                    entry["tool_calls"] = .array(
+                        uses.map { use in
+                            let arguments: String
+                            if use.inputProblem != nil, case .string(let raw) = use.input {
+                                arguments = raw
+                            } else {
+                                arguments = JSONText.string(use.input)
+                            }
+                            return [
+                                "id": .string(use.id), "type": "function",
+                                "function": ["name": .string(use.name), "arguments": .string(arguments)],
+                            ]
+                        })
                 } else if text.isEmpty {
                     entry["content"] = "(empty)"
                 }
@@ -89,16 +96,25 @@ public final class OpenAIBrain: Brain {
             maxTokensField: .int(Int64(request.maxOutputTokens)),
         ]
         if !request.tools.isEmpty {
-            body["tools"] = .array(request.tools.map { tool in
-                ["type": "function", "function": ["name": .string(tool.name), "description": .string(tool.description), "parameters": tool.inputSchema]]
-            })
+            body["tools"] = .array(
+                request.tools.map { tool in
+                    [
+                        "type": "function",
+                        "function": [
+                            "name": .string(tool.name), "description": .string(tool.description),
+                            "parameters": tool.inputSchema,
+                        ],
+                    ]
+                })
             body["tool_choice"] = request.purpose == .compaction ? "none" : "auto"
         }
         return JSONText.encode(.object(body))
     }
 
     static func decode(_ answer: JSONValue, fallbackModel: String) throws -> BrainResponse {
-        guard let choice = answer["choices"]?.arrayValue?.first, let message = choice["message"], message.objectValue != nil else {
+        guard let choice = answer["choices"]?.arrayValue?.first, let message = choice["message"],
+            message.objectValue != nil
+        else {
             throw BrainError(.malformed, status: 200, "the answer has no choices[0].message")
         }
         var content: [ContentBlock] = []
@@ -122,7 +138,11 @@ public final class OpenAIBrain: Brain {
             if let parsed = try? JSONText.decode(raw), parsed.objectValue != nil {
                 content.append(.toolUse(ToolUse(id: id, name: name, input: parsed)))
             } else {
-                content.append(.toolUse(ToolUse(id: id, name: name, input: .string(raw), inputProblem: "the arguments are not a JSON object")))
+                content.append(
+                    .toolUse(
+                        ToolUse(
+                            id: id, name: name, input: .string(raw), inputProblem: "the arguments are not a JSON object"
+                        )))
             }
         }
         let finish = choice["finish_reason"]?.stringValue
@@ -130,7 +150,8 @@ public final class OpenAIBrain: Brain {
         switch finish {
         case "tool_calls", "function_call": stop = "tool_use"
         case "length": stop = "max_tokens"
-        case "stop", nil: stop = content.contains { if case .toolUse = $0 { true } else { false } } ? "tool_use" : "end_turn"
+        case "stop", nil:
+            stop = content.contains { if case .toolUse = $0 { true } else { false } } ? "tool_use" : "end_turn"
         case let other?: stop = other
         }
         return BrainResponse(

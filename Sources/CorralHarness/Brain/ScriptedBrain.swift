@@ -31,7 +31,9 @@ public struct ScriptedBrain: Brain {
     /// Reads a script file; errors name the line.
     public init(contentsOf path: String) throws {
         guard let data = FileManager.default.contents(atPath: path) else {
-            throw CorralError(.notFound, "cannot read the brain script \(path)", hint: "pass --brain scripted:FILE with a readable file")
+            throw CorralError(
+                .notFound, "cannot read the brain script \(path)",
+                hint: "pass --brain scripted:FILE with a readable file")
         }
         self.init(turns: try Self.parse(String(decoding: data, as: UTF8.self), source: path), name: path)
     }
@@ -44,7 +46,8 @@ public struct ScriptedBrain: Brain {
             func bad(_ why: String) -> CorralError {
                 CorralError(
                     .invalidArgument, "\(source) line \(index + 1): \(why)",
-                    hint: #"each line is {"text": "...", "tool_calls": [{"name": "bash", "input": {"command": "ls"}}]}"#)
+                    hint: #"each line is {"text": "...", "tool_calls": [{"name": "bash", "input": {"command": "ls"}}]}"#
+                )
             }
             let value: JSONValue
             do { value = try JSONText.decode(line) } catch { throw bad(error.description) }
@@ -76,7 +79,8 @@ public struct ScriptedBrain: Brain {
             turns.append(Turn(text: text, toolCalls: calls))
         }
         guard !turns.isEmpty else {
-            throw CorralError(.invalidArgument, "the brain script \(source) has no turns", hint: "write one JSON object per line")
+            throw CorralError(
+                .invalidArgument, "the brain script \(source) has no turns", hint: "write one JSON object per line")
         }
         return turns
     }
@@ -84,7 +88,8 @@ public struct ScriptedBrain: Brain {
     public func respond(to request: BrainRequest) async throws -> BrainResponse {
         let input = request.messages.reduce(0) { $0 + $1.estimatedTokens }
         if request.purpose == .compaction {
-            let summary = "Scripted summary of \(request.messages.count) earlier messages (turns before \(request.turn))."
+            let summary =
+                "Scripted summary of \(request.messages.count) earlier messages (turns before \(request.turn))."
             return BrainResponse(
                 content: [.text(summary)], stopReason: "end_turn", model: "scripted",
                 usage: .init(inputTokens: input, outputTokens: summary.utf8.count / 4))

@@ -51,7 +51,9 @@ enum HarnessEventID {
     static func sandboxLost(name: String, generation: Int) -> EventID { EventID(unchecked: "sl.\(name).\(generation)") }
     static func harnessWoke(epoch: UInt64) -> EventID { EventID(unchecked: "hw.\(epoch)") }
     static func contextCompacted(_ number: Int) -> EventID { EventID(unchecked: "cc.\(number)") }
-    static func sessionEnded(turn: Int, userMessages: Int) -> EventID { EventID(unchecked: "end.\(userMessages).\(turn)") }
+    static func sessionEnded(turn: Int, userMessages: Int) -> EventID {
+        EventID(unchecked: "end.\(userMessages).\(turn)")
+    }
 }
 
 /// How a tool call ended, as `tool.result` records it.

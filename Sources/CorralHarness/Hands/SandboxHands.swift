@@ -27,7 +27,9 @@ public final class SandboxHands: HandProvisioner {
 
     /// `provisioner` is called once, on the first use: a session whose brain never calls a
     /// sandbox tool never reaches the engine.
-    public init(configuration: Configuration = Configuration(), provisioner: @escaping @Sendable () throws -> Provisioner) {
+    public init(
+        configuration: Configuration = Configuration(), provisioner: @escaping @Sendable () throws -> Provisioner
+    ) {
         self.configuration = configuration
         self.makeProvisioner = provisioner
     }

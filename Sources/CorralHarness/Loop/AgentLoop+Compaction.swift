@@ -27,7 +27,8 @@ extension AgentLoop {
         }
         let number = state.compactions + 1
         let request = BrainRequest(
-            system: system, messages: messages, tools: catalog.declarations, purpose: .compaction, turn: state.turns + 1,
+            system: system, messages: messages, tools: catalog.declarations, purpose: .compaction,
+            turn: state.turns + 1,
             maxOutputTokens: summaryTokens)
         let response = try await call(request)
         var summary = response.text.trimmingCharacters(in: .whitespacesAndNewlines)
@@ -38,10 +39,13 @@ extension AgentLoop {
         var data: [String: JSONValue] = [
             "number": .int(Int64(number)), "summary": .string(summary), "through": .int(Int64(state.head)),
             "keepFrom": keepFrom.map { .int(Int64($0)) } ?? .null, "tokensBefore": .int(Int64(before)),
-            "usage": ["input": .int(Int64(response.usage.inputTokens)), "output": .int(Int64(response.usage.outputTokens))],
+            "usage": [
+                "input": .int(Int64(response.usage.inputTokens)), "output": .int(Int64(response.usage.outputTokens)),
+            ],
         ]
         var preview = state.context
-        preview.compact(summary: state.summaryMessage(.object(data), seq: state.head + 1), keepFrom: keepFrom, seq: state.head + 1)
+        preview.compact(
+            summary: state.summaryMessage(.object(data), seq: state.head + 1), keepFrom: keepFrom, seq: state.head + 1)
         let after = preview.tokens + overheadTokens
         data["tokensAfter"] = .int(Int64(after))
         var snapshot = state.snapshot
@@ -50,7 +54,9 @@ extension AgentLoop {
             snapshot = .object(members)
         }
         data["snapshot"] = snapshot
-        try await append(NewEvent(id: HarnessEventID.contextCompacted(number), type: HarnessEvent.contextCompacted, data: .object(data)))
+        try await append(
+            NewEvent(
+                id: HarnessEventID.contextCompacted(number), type: HarnessEvent.contextCompacted, data: .object(data)))
         guard after <= spec.contextBudget else {
             throw CorralError(
                 .resourceExhausted,

@@ -34,7 +34,9 @@ extension AgentLoop {
             intent["tool"] = .string(tool)
         }
         try await append(
-            NewEvent(id: HarnessEventID.toolIntent(turn: turn, index: call.index), type: HarnessEvent.toolIntent, data: .object(intent)))
+            NewEvent(
+                id: HarnessEventID.toolIntent(turn: turn, index: call.index), type: HarnessEvent.toolIntent,
+                data: .object(intent)))
         let outcome = try await execute(route)
         try await record(call, turn: turn, outcome)
     }
@@ -46,7 +48,10 @@ extension AgentLoop {
         var sandboxID: SandboxID?
         var milliseconds: Double?
 
-        init(output: ToolOutput, status: ToolCallStatus? = nil, sandbox: String? = nil, sandboxID: SandboxID? = nil, milliseconds: Double? = nil) {
+        init(
+            output: ToolOutput, status: ToolCallStatus? = nil, sandbox: String? = nil, sandboxID: SandboxID? = nil,
+            milliseconds: Double? = nil
+        ) {
             self.output = output
             self.status = status ?? (output.isError ? .error : .ok)
             self.sandbox = sandbox
@@ -55,10 +60,13 @@ extension AgentLoop {
         }
     }
 
-    mutating func record(_ call: SessionState.PendingCall, turn: Int, _ outcome: CallOutcome, rerun: Bool = false) async throws {
+    mutating func record(_ call: SessionState.PendingCall, turn: Int, _ outcome: CallOutcome, rerun: Bool = false)
+        async throws
+    {
         var data: [String: JSONValue] = [
             "turn": .int(Int64(turn)), "index": .int(Int64(call.index)), "toolUseID": .string(call.use.id),
-            "name": .string(call.use.name), "status": .string(outcome.status.rawValue), "text": .string(outcome.output.text),
+            "name": .string(call.use.name), "status": .string(outcome.status.rawValue),
+            "text": .string(outcome.output.text),
         ]
         if let sandbox = outcome.sandbox { data["sandbox"] = .string(sandbox) }
         if let id = outcome.sandboxID { data["sandboxID"] = .string(id.rawValue) }
@@ -70,7 +78,9 @@ extension AgentLoop {
         if let milliseconds = outcome.milliseconds { data["ms"] = .double((milliseconds * 1000).rounded() / 1000) }
         if rerun { data["rerun"] = true }
         try await append(
-            NewEvent(id: HarnessEventID.toolResult(turn: turn, index: call.index), type: HarnessEvent.toolResult, data: .object(data)))
+            NewEvent(
+                id: HarnessEventID.toolResult(turn: turn, index: call.index), type: HarnessEvent.toolResult,
+                data: .object(data)))
     }
 
     /// Runs a routed call. Tool failures are outputs; only cancellation and store failures
@@ -89,13 +99,16 @@ extension AgentLoop {
                 hand = try await self.hand(named: name)
             } catch let error as CorralError where error.code != .cancelled && error.code != .conflict {
                 let hint = error.hint.map { " (\($0))" } ?? ""
-                return CallOutcome(output: .error("[corral] could not provision sandbox '\(name)': \(error.description)\(hint)"), sandbox: name)
+                return CallOutcome(
+                    output: .error("[corral] could not provision sandbox '\(name)': \(error.description)\(hint)"),
+                    sandbox: name)
             } catch is CancellationError {
                 throw CancellationError()
             } catch let error as CorralError {
                 throw error
             } catch {
-                return CallOutcome(output: .error("[corral] could not provision sandbox '\(name)': \(error)"), sandbox: name)
+                return CallOutcome(
+                    output: .error("[corral] could not provision sandbox '\(name)': \(error)"), sandbox: name)
             }
             let clock = ContinuousClock()
             let started = clock.now
@@ -126,7 +139,8 @@ extension AgentLoop {
         let generation = (state.sandboxes[name]?.generation ?? 0) + 1
         let made = try await harness.hands.provision(request)
         var data: [String: JSONValue] = [
-            "name": .string(name), "sandbox": .string(made.hand.sandboxID.rawValue), "generation": .int(Int64(generation)),
+            "name": .string(name), "sandbox": .string(made.hand.sandboxID.rawValue),
+            "generation": .int(Int64(generation)),
             "path": .string(made.path), "ms": .double((made.milliseconds * 1000).rounded() / 1000),
         ]
         if let old { data["replaces"] = .string(old.rawValue) }
@@ -134,7 +148,8 @@ extension AgentLoop {
         if let repo = spec.hands.repo { data["repo"] = .string(repo) }
         try await append(
             NewEvent(
-                id: HarnessEventID.sandboxProvisioned(name: name, generation: generation), type: HarnessEvent.sandboxProvisioned,
+                id: HarnessEventID.sandboxProvisioned(name: name, generation: generation),
+                type: HarnessEvent.sandboxProvisioned,
                 data: .object(data)))
         liveHands[name] = made.hand
         return made.hand
@@ -147,16 +162,21 @@ extension AgentLoop {
         try await append(
             NewEvent(
                 id: HarnessEventID.sandboxLost(name: name, generation: generation), type: HarnessEvent.sandboxLost,
-                data: ["name": .string(name), "sandbox": .string(hand.sandboxID.rawValue), "generation": .int(Int64(generation)), "reason": .string(reason)]))
+                data: [
+                    "name": .string(name), "sandbox": .string(hand.sandboxID.rawValue),
+                    "generation": .int(Int64(generation)), "reason": .string(reason),
+                ]))
         liveHands[name] = nil
         let request = HandRequest(session: session, tenant: configuration.tenant, name: name, spec: spec.hands)
         await harness.hands.discard(hand.sandboxID, request: request)
         let lost = "\n[corral] Sandbox '\(name)' (\(hand.sandboxID)) was lost: \(reason)."
         do {
             let replacement = try await provision(name, replacing: hand.sandboxID)
-            return lost + " A new, empty sandbox (\(replacement.sandboxID)) replaces it: files and processes of the old one are gone. This call did not run in the new sandbox; run it again if it is still needed."
+            return lost
+                + " A new, empty sandbox (\(replacement.sandboxID)) replaces it: files and processes of the old one are gone. This call did not run in the new sandbox; run it again if it is still needed."
         } catch let error as CorralError where error.code != .cancelled && error.code != .conflict {
-            return lost + " A replacement could not be made yet (\(error.description)); the next call that needs it tries again."
+            return lost
+                + " A replacement could not be made yet (\(error.description)); the next call that needs it tries again."
         } catch is CancellationError {
             throw CancellationError()
         } catch let error as CorralError {
@@ -168,7 +188,8 @@ extension AgentLoop {
 
     func sandboxListing() -> String {
         guard !state.sandboxes.isEmpty else {
-            return "No sandboxes yet. \"main\" is made when bash or str_replace_based_edit_tool is first called; other names when a call names them."
+            return
+                "No sandboxes yet. \"main\" is made when bash or str_replace_based_edit_tool is first called; other names when a call names them."
         }
         return state.sandboxes.keys.sorted().map { name in
             let record = state.sandboxes[name]

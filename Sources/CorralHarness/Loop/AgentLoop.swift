@@ -40,7 +40,11 @@ struct AgentLoop {
         self.observer = observer
         self.catalog = ToolCatalog(provider: brain.spec.provider, handTools: harness.hands.tools)
         self.system = spec.system ?? harness.configuration.defaultSystemPrompt
-        let declared = JSONText.encode(.array(catalog.declarations.map { ["name": .string($0.name), "description": .string($0.description), "input_schema": $0.inputSchema] }))
+        let declared = JSONText.encode(
+            .array(
+                catalog.declarations.map {
+                    ["name": .string($0.name), "description": .string($0.description), "input_schema": $0.inputSchema]
+                }))
         self.overheadTokens = (declared.count + system.utf8.count) / 4 + 16
     }
 
@@ -52,16 +56,19 @@ struct AgentLoop {
     mutating func append(_ events: [NewEvent]) async throws -> [Event] {
         let result: AppendResult
         do {
-            result = try await store.append(session, events, expectedSeq: state.head + 1, lease: lease, durability: .fsync)
+            result = try await store.append(
+                session, events, expectedSeq: state.head + 1, lease: lease, durability: .fsync)
         } catch let error as CorralError where error.code == .conflict {
             throw CorralError(
-                .conflict, "session \(session) was taken over by another harness; this one (epoch \(lease.epoch)) stops",
+                .conflict,
+                "session \(session) was taken over by another harness; this one (epoch \(lease.epoch)) stops",
                 hint: "only the newest harness of a session may write to it", underlying: error)
         }
         let now = configuration.now()
         var appended: [Event] = []
         for (event, stored) in zip(events, result.events) {
-            let full = Event(seq: stored.seq, id: stored.id, type: event.type, time: now, epoch: lease.epoch, data: event.data)
+            let full = Event(
+                seq: stored.seq, id: stored.id, type: event.type, time: now, epoch: lease.epoch, data: event.data)
             state.apply(full)
             appended.append(full)
             observer?(full)
@@ -86,14 +93,17 @@ struct AgentLoop {
                 } else {
                     action = catalog.isIdempotent(catalog.route(call.use)) ? "rerun" : "unknown"
                 }
-                repairs.append(["toolUseID": .string(call.use.id), "name": .string(call.use.name), "action": .string(action)])
+                repairs.append([
+                    "toolUseID": .string(call.use.id), "name": .string(call.use.name), "action": .string(action),
+                ])
             }
         }
         try await append(
             NewEvent(
                 id: HarnessEventID.harnessWoke(epoch: lease.epoch), type: HarnessEvent.harnessWoke,
                 data: [
-                    "epoch": .int(Int64(lease.epoch)), "head": .int(Int64(state.head)), "brain": .string(brain.spec.description),
+                    "epoch": .int(Int64(lease.epoch)), "head": .int(Int64(state.head)),
+                    "brain": .string(brain.spec.description),
                     "repairs": .array(repairs),
                 ]))
     }
@@ -108,11 +118,14 @@ struct AgentLoop {
             if let message = queuedMessage {
                 queuedMessage = nil
                 try await append(
-                    NewEvent(id: HarnessEventID.userMessage(state.userMessages + 1), type: HarnessEvent.userMessage, data: ["text": .string(message)]))
+                    NewEvent(
+                        id: HarnessEventID.userMessage(state.userMessages + 1), type: HarnessEvent.userMessage,
+                        data: ["text": .string(message)]))
                 continue
             }
             if let reason = state.ended {
-                return RunOutcome(session: session, reason: reason, turns: state.task.turns, text: lastText, resumed: true)
+                return RunOutcome(
+                    session: session, reason: reason, turns: state.task.turns, text: lastText, resumed: true)
             }
             guard let last = state.context.entries.last else {
                 throw CorralError(.invalidArgument, "session \(session) has no messages to send to the brain")
@@ -128,17 +141,25 @@ struct AgentLoop {
             try await compactIfNeeded()
             let turn = state.turns + 1
             let request = BrainRequest(
-                system: system, messages: state.context.messages, tools: catalog.declarations, purpose: .turn, turn: turn,
+                system: system, messages: state.context.messages, tools: catalog.declarations, purpose: .turn,
+                turn: turn,
                 maxOutputTokens: configuration.maxOutputTokens)
             let contextTokens = state.context.tokens + overheadTokens
             let response = try await call(request)
             var data: [String: JSONValue] = [
-                "turn": .int(Int64(turn)), "content": .array(response.content.map(\.jsonValue)), "stopReason": .string(response.stopReason),
+                "turn": .int(Int64(turn)), "content": .array(response.content.map(\.jsonValue)),
+                "stopReason": .string(response.stopReason),
                 "model": .string(response.model), "contextTokens": .int(Int64(contextTokens)),
-                "usage": ["input": .int(Int64(response.usage.inputTokens)), "output": .int(Int64(response.usage.outputTokens))],
+                "usage": [
+                    "input": .int(Int64(response.usage.inputTokens)),
+                    "output": .int(Int64(response.usage.outputTokens)),
+                ],
             ]
             if let id = response.id { data["responseID"] = .string(id) }
-            try await append(NewEvent(id: HarnessEventID.brainResponse(turn: turn), type: HarnessEvent.brainResponse, data: .object(data)))
+            try await append(
+                NewEvent(
+                    id: HarnessEventID.brainResponse(turn: turn), type: HarnessEvent.brainResponse, data: .object(data))
+            )
         }
     }
 
@@ -153,7 +174,8 @@ struct AgentLoop {
         if let text = lastText { data["text"] = .string(String(text.prefix(4000))) }
         try await append(
             NewEvent(
-                id: HarnessEventID.sessionEnded(turn: state.turns, userMessages: state.userMessages), type: HarnessEvent.sessionEnded,
+                id: HarnessEventID.sessionEnded(turn: state.turns, userMessages: state.userMessages),
+                type: HarnessEvent.sessionEnded,
                 data: .object(data)))
     }
 
@@ -183,19 +205,26 @@ struct AgentLoop {
                 let retry = error.isRetryable && attempt < policy.maxAttempts
                 let delay = retry ? policy.delay(afterAttempt: attempt, error: error) : nil
                 var data: [String: JSONValue] = [
-                    "turn": .int(Int64(request.turn)), "purpose": .string(request.purpose == .turn ? "turn" : "compaction"),
-                    "attempt": .int(Int64(attempt)), "kind": .string(error.kind.rawValue), "message": .string(error.message),
+                    "turn": .int(Int64(request.turn)),
+                    "purpose": .string(request.purpose == .turn ? "turn" : "compaction"),
+                    "attempt": .int(Int64(attempt)), "kind": .string(error.kind.rawValue),
+                    "message": .string(error.message),
                     "retryable": .bool(error.isRetryable), "final": .bool(!retry),
                 ]
                 if let status = error.status { data["status"] = .int(Int64(status)) }
                 if let delay { data["retryInMs"] = .int(Int64(delay.milliseconds)) }
                 try await append(
                     NewEvent(
-                        id: HarnessEventID.brainError(turn: request.turn, epoch: lease.epoch, attempt: attempt, compaction: request.purpose == .compaction),
+                        id: HarnessEventID.brainError(
+                            turn: request.turn, epoch: lease.epoch, attempt: attempt,
+                            compaction: request.purpose == .compaction),
                         type: HarnessEvent.brainError, data: .object(data)))
                 logger.info(
                     "brain call failed",
-                    metadata: ["session": "\(session)", "kind": "\(error.kind.rawValue)", "attempt": "\(attempt)", "retry": "\(retry)"])
+                    metadata: [
+                        "session": "\(session)", "kind": "\(error.kind.rawValue)", "attempt": "\(attempt)",
+                        "retry": "\(retry)",
+                    ])
                 guard let delay else { throw Self.surface(error, session: session, attempts: attempt) }
                 try await configuration.sleep(delay)
             }

@@ -91,7 +91,8 @@ public struct BrainSpec: Sendable, Hashable {
         if text.hasPrefix("scripted:") {
             let path = String(text.dropFirst("scripted:".count))
             guard !path.isEmpty else {
-                throw CorralError.invalidArgument("--brain scripted: needs a file", hint: "use --brain scripted:path/to/script.jsonl")
+                throw CorralError.invalidArgument(
+                    "--brain scripted: needs a file", hint: "use --brain scripted:path/to/script.jsonl")
             }
             self.init(provider: .scripted, model: model ?? "scripted", script: path)
             return
@@ -127,7 +128,9 @@ public struct HandSpec: Sendable, Hashable {
 
 extension AgentSpec {
     var jsonValue: JSONValue {
-        var brain: [String: JSONValue] = ["provider": .string(self.brain.provider.rawValue), "model": .string(self.brain.model)]
+        var brain: [String: JSONValue] = [
+            "provider": .string(self.brain.provider.rawValue), "model": .string(self.brain.model),
+        ]
         if let script = self.brain.script { brain["script"] = .string(script) }
         var limits: [String: JSONValue] = ["maxTurns": .int(Int64(self.limits.maxTurns))]
         if let tokens = self.limits.maxTokens { limits["maxTokens"] = .int(Int64(tokens)) }
@@ -157,6 +160,7 @@ extension AgentSpec {
             brain: brain, limits: limits,
             contextBudget: value["contextBudget"]?.intValue.map { Int($0) } ?? Self.defaultContextBudget,
             system: value["system"]?.stringValue,
-            hands: HandSpec(template: value["hands"]?["template"]?.stringValue, repo: value["hands"]?["repo"]?.stringValue))
+            hands: HandSpec(
+                template: value["hands"]?["template"]?.stringValue, repo: value["hands"]?["repo"]?.stringValue))
     }
 }

@@ -33,7 +33,10 @@ public struct Harness: Sendable {
     public let configuration: Configuration
     let logger: Logger
 
-    public init(store: any SessionStore, hands: any HandProvisioner, configuration: Configuration = Configuration(), logger: Logger? = nil) {
+    public init(
+        store: any SessionStore, hands: any HandProvisioner, configuration: Configuration = Configuration(),
+        logger: Logger? = nil
+    ) {
         self.store = store
         self.hands = hands
         self.configuration = configuration
@@ -46,7 +49,8 @@ public struct Harness: Sendable {
         let spec = try spec.validated()
         try hands.check(spec.hands)
         guard !task.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty else {
-            throw CorralError.invalidArgument("the task is empty", hint: #"say what the agent should do: corral agent run "fix the failing test""#)
+            throw CorralError.invalidArgument(
+                "the task is empty", hint: #"say what the agent should do: corral agent run "fix the failing test""#)
         }
         guard task.utf8.count / 4 <= spec.contextBudget / 2 else {
             throw CorralError.invalidArgument(
@@ -58,8 +62,11 @@ public struct Harness: Sendable {
         _ = try await store.append(
             info.id,
             [
-                NewEvent(id: HarnessEventID.sessionCreated, type: HarnessEvent.sessionCreated, data: ["agent": spec.jsonValue]),
-                NewEvent(id: HarnessEventID.userMessage(1), type: HarnessEvent.userMessage, data: ["text": .string(task)]),
+                NewEvent(
+                    id: HarnessEventID.sessionCreated, type: HarnessEvent.sessionCreated,
+                    data: ["agent": spec.jsonValue]),
+                NewEvent(
+                    id: HarnessEventID.userMessage(1), type: HarnessEvent.userMessage, data: ["text": .string(task)]),
             ],
             expectedSeq: 1, lease: lease, durability: .fsync)
         logger.info("agent session created", metadata: ["session": "\(info.id)", "brain": "\(spec.brain.description)"])
@@ -95,13 +102,20 @@ public struct Harness: Sendable {
         }
         let spec = state.spec ?? AgentSpec(brain: brain.spec)
         var loop = AgentLoop(
-            harness: self, session: session, lease: lease, brain: brain, spec: spec, state: state, queuedMessage: message,
+            harness: self, session: session, lease: lease, brain: brain, spec: spec, state: state,
+            queuedMessage: message,
             observer: observer)
         try await loop.announce()
         logger.info(
-            "harness running", metadata: ["session": "\(session)", "epoch": "\(lease.epoch)", "head": "\(state.head)", "brain": "\(brain.spec.description)"])
+            "harness running",
+            metadata: [
+                "session": "\(session)", "epoch": "\(lease.epoch)", "head": "\(state.head)",
+                "brain": "\(brain.spec.description)",
+            ])
         let outcome = try await loop.drive()
-        logger.info("harness stopped", metadata: ["session": "\(session)", "reason": "\(outcome.reason)", "turns": "\(outcome.turns)"])
+        logger.info(
+            "harness stopped",
+            metadata: ["session": "\(session)", "reason": "\(outcome.reason)", "turns": "\(outcome.turns)"])
         return outcome
     }
 

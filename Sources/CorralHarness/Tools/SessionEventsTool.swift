@@ -17,14 +17,18 @@ enum SessionEventsTool {
         switch input["limit"] {
         case nil, .null?: limit = defaultLimit
         case let value?:
-            guard let number = value.intValue, number >= 1 else { return .error("session_events: 'limit' must be a positive integer") }
+            guard let number = value.intValue, number >= 1 else {
+                return .error("session_events: 'limit' must be a positive integer")
+            }
             limit = Int(min(number, Int64(maxLimit)))
         }
         var from: UInt64?
         switch input["from"] {
         case nil, .null?: break
         case let value?:
-            guard let number = value.intValue, number >= 1 else { return .error("session_events: 'from' must be a seq, 1 or more") }
+            guard let number = value.intValue, number >= 1 else {
+                return .error("session_events: 'from' must be a seq, 1 or more")
+            }
             from = UInt64(number)
         }
         var types: Set<String>?
@@ -32,7 +36,9 @@ enum SessionEventsTool {
         case nil, .null?: break
         case .array(let items)?:
             let names = items.compactMap(\.stringValue)
-            guard names.count == items.count else { return .error("session_events: 'types' must be an array of strings") }
+            guard names.count == items.count else {
+                return .error("session_events: 'types' must be an array of strings")
+            }
             types = Set(names)
         case .string(let name)?: types = [name]
         default: return .error("session_events: 'types' must be an array of strings")
@@ -43,7 +49,8 @@ enum SessionEventsTool {
         if let from {
             var next = from
             while events.count < limit, next <= head, scanned < scanCap {
-                let page = try await store.readPage(session, from: next, limit: types == nil ? limit - events.count : 512)
+                let page = try await store.readPage(
+                    session, from: next, limit: types == nil ? limit - events.count : 512)
                 guard !page.events.isEmpty else { break }
                 scanned += page.events.count
                 events += page.events.filter { types?.contains($0.type) ?? true }
@@ -65,12 +72,14 @@ enum SessionEventsTool {
         }
         var lines = ["Session \(session): events 1 to \(head)."]
         if events.isEmpty {
-            lines.append(from.map { $0 > head ? "Nothing at or after seq \($0)." : "No events match." } ?? "No events match.")
+            lines.append(
+                from.map { $0 > head ? "Nothing at or after seq \($0)." : "No events match." } ?? "No events match.")
         }
         for event in events {
             var data = JSONText.string(event.data)
             if data.utf8.count > dataCap {
-                data = String(decoding: data.utf8.prefix(dataCap), as: UTF8.self) + "… [\(data.utf8.count) bytes in all]"
+                data =
+                    String(decoding: data.utf8.prefix(dataCap), as: UTF8.self) + "… [\(data.utf8.count) bytes in all]"
             }
             lines.append("#\(event.seq) \(event.type) \(event.data == .null ? "" : data)")
         }

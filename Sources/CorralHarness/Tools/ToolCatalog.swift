@@ -25,7 +25,9 @@ struct ToolCatalog: Sendable {
         var declarations: [ToolDeclaration] = []
         for tool in tools {
             var schema = tool.inputSchema
-            if provider != .anthropic, case .object(var members) = schema, case .object(var properties)? = members["properties"] {
+            if provider != .anthropic, case .object(var members) = schema,
+                case .object(var properties)? = members["properties"]
+            {
                 properties["sandbox"] = [
                     "type": "string",
                     "description": "Name of the sandbox to run in (default \"main\"); a new name gets a new sandbox.",
@@ -67,7 +69,9 @@ struct ToolCatalog: Sendable {
                     inputSchema: [
                         "type": "object",
                         "properties": [
-                            "sandbox": ["type": "string", "description": "The sandbox's name, such as \"main\" or \"tests\"."],
+                            "sandbox": [
+                                "type": "string", "description": "The sandbox's name, such as \"main\" or \"tests\".",
+                            ],
                             "tool": ["type": "string", "enum": .array(handNames.map { .string($0) })],
                             "input": ["type": "object", "description": "The tool's input, as that tool takes it."],
                         ],
@@ -109,7 +113,8 @@ struct ToolCatalog: Sendable {
                 return .refused("sandbox_tool: 'sandbox' (a name such as \"main\") is required")
             }
             guard let tool = use.input["tool"]?.stringValue, handTools[tool] != nil else {
-                return .refused("sandbox_tool: 'tool' must be one of \(handTools.keys.sorted().joined(separator: ", "))")
+                return .refused(
+                    "sandbox_tool: 'tool' must be one of \(handTools.keys.sorted().joined(separator: ", "))")
             }
             guard let input = use.input["input"], input.objectValue != nil else {
                 return .refused("sandbox_tool: 'input' must be the tool's input object")
@@ -142,9 +147,12 @@ struct ToolCatalog: Sendable {
             }
         case "str_replace_based_edit_tool":
             guard input["command"]?.stringValue != nil else {
-                return .refused("str_replace_based_edit_tool: 'command' (view, create, str_replace or insert) is required")
+                return .refused(
+                    "str_replace_based_edit_tool: 'command' (view, create, str_replace or insert) is required")
             }
-            guard input["path"]?.stringValue != nil else { return .refused("str_replace_based_edit_tool: 'path' is required") }
+            guard input["path"]?.stringValue != nil else {
+                return .refused("str_replace_based_edit_tool: 'path' is required")
+            }
         default:
             break
         }
@@ -162,7 +170,9 @@ struct ToolCatalog: Sendable {
     /// Sandbox names are short ids: they become parts of event ids and labels.
     static func problem(withName name: String) -> String? {
         let bytes = Array(name.utf8)
-        guard (1...32).contains(bytes.count) else { return "a sandbox name has 1 to 32 characters, got '\(name.prefix(40))'" }
+        guard (1...32).contains(bytes.count) else {
+            return "a sandbox name has 1 to 32 characters, got '\(name.prefix(40))'"
+        }
         for (index, byte) in bytes.enumerated() {
             switch byte {
             case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "0")...UInt8(ascii: "9"): continue

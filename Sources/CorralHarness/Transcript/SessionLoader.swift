@@ -46,7 +46,8 @@ struct SessionLoader {
         }
         state.restore(boundary.data["snapshot"] ?? [:])
         state.context.reset(summary: state.summaryMessage(boundary.data, seq: boundary.seq), seq: boundary.seq)
-        for event in tail where event.seq >= keepFrom && event.seq < boundary.seq && event.type != HarnessEvent.contextCompacted {
+        for event in tail
+        where event.seq >= keepFrom && event.seq < boundary.seq && event.type != HarnessEvent.contextCompacted {
             state.applyToContext(event)
         }
         state.head = boundary.seq

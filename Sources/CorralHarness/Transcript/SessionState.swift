@@ -77,8 +77,11 @@ struct SessionState: Sendable {
             task.turns += 1
             task.tokens += (data["usage"]?["input"]?.intOrNil ?? 0) + (data["usage"]?["output"]?.intOrNil ?? 0)
             let uses = Self.blocks(data).compactMap { if case .toolUse(let use) = $0 { use } else { nil } }
-            pending = uses.isEmpty
-                ? nil : PendingTurn(turn: turn, calls: uses.enumerated().map { PendingCall(index: $0.offset + 1, use: $0.element) })
+            pending =
+                uses.isEmpty
+                ? nil
+                : PendingTurn(
+                    turn: turn, calls: uses.enumerated().map { PendingCall(index: $0.offset + 1, use: $0.element) })
         case HarnessEvent.toolIntent:
             if let index = pendingIndex(data) { pending?.calls[index].intentSeq = event.seq }
         case HarnessEvent.toolResult:
@@ -122,7 +125,8 @@ struct SessionState: Sendable {
             let text = Self.contextText(data["text"]?.stringValue ?? "", cap: toolResultCap, seq: event.seq)
             let isError = data["status"]?.stringValue != ToolCallStatus.ok.rawValue
             context.append(
-                TranscriptMessage(role: .user, content: [.toolResult(ToolResultBlock(toolUseID: id, text: text, isError: isError))]),
+                TranscriptMessage(
+                    role: .user, content: [.toolResult(ToolResultBlock(toolUseID: id, text: text, isError: isError))]),
                 seq: event.seq)
         case HarnessEvent.contextCompacted:
             let keepFrom = data["keepFrom"]?.intValue.map { UInt64($0) }
@@ -133,7 +137,8 @@ struct SessionState: Sendable {
     }
 
     private func pendingIndex(_ data: JSONValue) -> Int? {
-        guard let pending, let turn = data["turn"]?.intOrNil, turn == pending.turn, let index = data["index"]?.intOrNil else {
+        guard let pending, let turn = data["turn"]?.intOrNil, turn == pending.turn, let index = data["index"]?.intOrNil
+        else {
             return nil
         }
         return pending.calls.firstIndex { $0.index == index }
@@ -184,13 +189,17 @@ struct SessionState: Sendable {
     var snapshot: JSONValue {
         var hands: [String: JSONValue] = [:]
         for (name, record) in sandboxes {
-            hands[name] = ["id": record.id.map { .string($0.rawValue) } ?? .null, "generation": .int(Int64(record.generation))]
+            hands[name] = [
+                "id": record.id.map { .string($0.rawValue) } ?? .null, "generation": .int(Int64(record.generation)),
+            ]
         }
         var taskValue: [String: JSONValue] = ["turns": .int(Int64(task.turns)), "tokens": .int(Int64(task.tokens))]
         if let started = task.started { taskValue["started"] = .double(started.timeIntervalSince1970) }
         return [
-            "turns": .int(Int64(turns)), "userMessages": .int(Int64(userMessages)), "compactions": .int(Int64(compactions)),
-            "task": .object(taskValue), "firstUserText": firstUserText.map { .string($0) } ?? .null, "sandboxes": .object(hands),
+            "turns": .int(Int64(turns)), "userMessages": .int(Int64(userMessages)),
+            "compactions": .int(Int64(compactions)),
+            "task": .object(taskValue), "firstUserText": firstUserText.map { .string($0) } ?? .null,
+            "sandboxes": .object(hands),
         ]
     }
 

@@ -106,12 +106,15 @@ extension ContentBlock {
         case "tool_use":
             guard let id = value["id"]?.stringValue, let name = value["name"]?.stringValue else { return nil }
             self = .toolUse(
-                ToolUse(id: id, name: name, input: value["input"] ?? [:], inputProblem: value["input_problem"]?.stringValue))
+                ToolUse(
+                    id: id, name: name, input: value["input"] ?? [:], inputProblem: value["input_problem"]?.stringValue)
+            )
         case "tool_result":
             guard let id = value["tool_use_id"]?.stringValue else { return nil }
             self = .toolResult(
                 ToolResultBlock(
-                    toolUseID: id, text: value["content"]?.stringValue ?? "", isError: value["is_error"]?.boolValue ?? false))
+                    toolUseID: id, text: value["content"]?.stringValue ?? "",
+                    isError: value["is_error"]?.boolValue ?? false))
         default:
             return nil
         }

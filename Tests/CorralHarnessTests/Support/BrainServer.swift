@@ -44,7 +44,9 @@ final class BrainServer: Sendable {
 
     final class Log: Sendable {
         let value = Mutex<(problems: [String], requests: [Request])>(([], []))
-        func withLock<T>(_ body: (inout (problems: [String], requests: [Request])) -> T) -> T { value.withLock { body(&$0) } }
+        func withLock<T>(_ body: (inout (problems: [String], requests: [Request])) -> T) -> T {
+            value.withLock { body(&$0) }
+        }
     }
 
     var baseURL: String {
@@ -56,7 +58,10 @@ final class BrainServer: Sendable {
     var problems: [String] { state.withLock { $0.problems } }
     var requests: [Request] { state.withLock { $0.requests } }
 
-    init(_ provider: Provider, apiKey: String = "sk-test-\(UUID().uuidString.prefix(8))", reply: @escaping @Sendable (Request) -> Reply) throws {
+    init(
+        _ provider: Provider, apiKey: String = "sk-test-\(UUID().uuidString.prefix(8))",
+        reply: @escaping @Sendable (Request) -> Reply
+    ) throws {
         self.provider = provider
         self.apiKey = apiKey
         let state = Log()
@@ -65,10 +70,13 @@ final class BrainServer: Sendable {
         server = try StubHTTPServer(loopbackHandler: { raw, connection in
             let problems =
                 provider == .anthropic
-                ? AnthropicShape.problems(headers: raw.headers, method: raw.method, target: raw.target, body: raw.body, apiKey: key)
-                : OpenAIShape.problems(headers: raw.headers, method: raw.method, target: raw.target, body: raw.body, apiKey: key)
+                ? AnthropicShape.problems(
+                    headers: raw.headers, method: raw.method, target: raw.target, body: raw.body, apiKey: key)
+                : OpenAIShape.problems(
+                    headers: raw.headers, method: raw.method, target: raw.target, body: raw.body, apiKey: key)
             let body = (try? JSONText.decode(raw.body)) ?? .null
-            let request = BrainServer.describe(body, provider: provider, bytes: raw.body.count, number: state.withLock { $0.requests.count + 1 })
+            let request = BrainServer.describe(
+                body, provider: provider, bytes: raw.body.count, number: state.withLock { $0.requests.count + 1 })
             state.withLock {
                 $0.requests.append(request)
                 $0.problems += problems.map { "request \(request.number): \($0)" }
@@ -76,7 +84,12 @@ final class BrainServer: Sendable {
             guard problems.isEmpty else {
                 BrainServer.respond(
                     connection, status: 400, headers: ["Content-Type": "application/json"],
-                    body: JSONText.string(["type": "error", "error": ["type": "invalid_request_error", "message": .string(problems.joined(separator: "; "))]]))
+                    body: JSONText.string([
+                        "type": "error",
+                        "error": [
+                            "type": "invalid_request_error", "message": .string(problems.joined(separator: "; ")),
+                        ],
+                    ]))
                 return true
             }
             BrainServer.write(reply(request), provider: provider, request: request, to: connection)
@@ -98,10 +111,13 @@ final class BrainServer: Sendable {
                 }
             }
         }
-        let compaction = provider == .anthropic ? body["tool_choice"]?["type"]?.stringValue == "none" : body["tool_choice"]?.stringValue == "none"
+        let compaction =
+            provider == .anthropic
+            ? body["tool_choice"]?["type"]?.stringValue == "none" : body["tool_choice"]?.stringValue == "none"
         return Request(
             body: body, bytes: bytes, isCompaction: compaction,
-            assistantMessages: messages.filter { $0["role"]?.stringValue == "assistant" }.count, toolResults: results, number: number)
+            assistantMessages: messages.filter { $0["role"]?.stringValue == "assistant" }.count, toolResults: results,
+            number: number)
     }
 
     /// The whole response in one write: a head and a body sent apart meet Nagle's algorithm
@@ -115,11 +131,15 @@ final class BrainServer: Sendable {
     static func write(_ reply: Reply, provider: Provider, request: Request, to connection: StubConnection) {
         switch reply {
         case .status(let status, let body, let headers):
-            respond(connection, status: status, headers: headers.merging(["Content-Type": "application/json"]) { a, _ in a }, body: body)
+            respond(
+                connection, status: status,
+                headers: headers.merging(["Content-Type": "application/json"]) { a, _ in a }, body: body)
         case .raw(let text):
             respond(connection, status: 200, headers: ["Content-Type": "application/json"], body: text)
         case .turn(let text, let calls):
-            let withIDs = calls.enumerated().map { (id: "toolu_r\(request.number)_\($0.offset + 1)", name: $0.element.name, input: $0.element.input) }
+            let withIDs = calls.enumerated().map {
+                (id: "toolu_r\(request.number)_\($0.offset + 1)", name: $0.element.name, input: $0.element.input)
+            }
             write(.turnWithIDs(text: text, calls: withIDs), provider: provider, request: request, to: connection)
         case .turnWithIDs(let text, let calls):
             let inputTokens = request.bytes / 4
@@ -128,27 +148,48 @@ final class BrainServer: Sendable {
                 var content: [JSONValue] = []
                 if let text { content.append(["type": "text", "text": .string(text)]) }
                 for call in calls {
-                    content.append(["type": "tool_use", "id": .string(call.id), "name": .string(call.name), "input": call.input])
+                    content.append([
+                        "type": "tool_use", "id": .string(call.id), "name": .string(call.name), "input": call.input,
+                    ])
                 }
                 let body: JSONValue = [
-                    "id": .string("msg_\(request.number)"), "type": "message", "role": "assistant", "model": "claude-test",
-                    "content": .array(content), "stop_reason": calls.isEmpty ? "end_turn" : "tool_use", "stop_sequence": nil,
+                    "id": .string("msg_\(request.number)"), "type": "message", "role": "assistant",
+                    "model": "claude-test",
+                    "content": .array(content), "stop_reason": calls.isEmpty ? "end_turn" : "tool_use",
+                    "stop_sequence": nil,
                     "usage": ["input_tokens": .int(Int64(inputTokens)), "output_tokens": 20],
                 ]
-                respond(connection, status: 200, headers: ["Content-Type": "application/json"], body: JSONText.string(body))
+                respond(
+                    connection, status: 200, headers: ["Content-Type": "application/json"], body: JSONText.string(body))
             case .openai:
                 var message: [String: JSONValue] = ["role": "assistant", "content": text.map { .string($0) } ?? .null]
                 if !calls.isEmpty {
-                    message["tool_calls"] = .array(calls.map { call in
-                        ["id": .string(call.id), "type": "function", "function": ["name": .string(call.name), "arguments": .string(JSONText.string(call.input))]]
-                    })
+                    message["tool_calls"] = .array(
+                        calls.map { call in
+                            [
+                                "id": .string(call.id), "type": "function",
+                                "function": [
+                                    "name": .string(call.name), "arguments": .string(JSONText.string(call.input)),
+                                ],
+                            ]
+                        })
                 }
                 let body: JSONValue = [
-                    "id": .string("chatcmpl-\(request.number)"), "object": "chat.completion", "created": 0, "model": "gpt-test",
-                    "choices": [["index": 0, "message": .object(message), "finish_reason": calls.isEmpty ? "stop" : "tool_calls"]],
-                    "usage": ["prompt_tokens": .int(Int64(inputTokens)), "completion_tokens": 20, "total_tokens": .int(Int64(inputTokens + 20))],
+                    "id": .string("chatcmpl-\(request.number)"), "object": "chat.completion", "created": 0,
+                    "model": "gpt-test",
+                    "choices": [
+                        [
+                            "index": 0, "message": .object(message),
+                            "finish_reason": calls.isEmpty ? "stop" : "tool_calls",
+                        ]
+                    ],
+                    "usage": [
+                        "prompt_tokens": .int(Int64(inputTokens)), "completion_tokens": 20,
+                        "total_tokens": .int(Int64(inputTokens + 20)),
+                    ],
                 ]
-                respond(connection, status: 200, headers: ["Content-Type": "application/json"], body: JSONText.string(body))
+                respond(
+                    connection, status: 200, headers: ["Content-Type": "application/json"], body: JSONText.string(body))
             }
         }
     }

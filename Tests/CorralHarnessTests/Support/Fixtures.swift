@@ -1,4 +1,3 @@
-@testable import CorralHarness
 import CorralCore
 import CorralSandbox
 import CorralSession
@@ -8,6 +7,8 @@ import Logging
 import Synchronization
 import TestSupport
 import Testing
+
+@testable import CorralHarness
 
 /// A session store on real files in a temporary directory, and a harness on it whose
 /// sandboxes are real ones on the test engine (made only if a test's brain calls for one).
@@ -34,7 +35,9 @@ struct HarnessFixture: Sendable {
 
     static func provisioner() throws -> Provisioner {
         let engine = try DockerEngineClient(parsing: TestEnvironment.engineEndpoint)
-        return Provisioner(engine: engine, configuration: .init(environment: SandboxEnvironment(initBinary: try SandboxEnvironment.locateInit())))
+        return Provisioner(
+            engine: engine,
+            configuration: .init(environment: SandboxEnvironment(initBinary: try SandboxEnvironment.locateInit())))
     }
 
     func harness(_ configure: (inout Harness.Configuration) -> Void = { _ in }) -> Harness {
@@ -110,7 +113,9 @@ final class CheckedBrain: Brain {
         if let anthropic = (try? JSONText.decode(AnthropicBrain.encode(request, model: "m")))?.objectValue {
             problems += AnthropicShape.problems(anthropic).map { "anthropic: \($0)" }
         }
-        if let openai = (try? JSONText.decode(OpenAIBrain.encode(request, model: "m", maxTokensField: "max_tokens")))?.objectValue {
+        if let openai = (try? JSONText.decode(OpenAIBrain.encode(request, model: "m", maxTokensField: "max_tokens")))?
+            .objectValue
+        {
             problems += OpenAIShape.problems(openai).map { "openai: \($0)" }
         }
         state.withLock {
@@ -130,7 +135,9 @@ struct ClosureBrain: Brain {
 
     static func calls(_ calls: [(String, JSONValue)], text: String? = nil, turn: Int) -> BrainResponse {
         var content: [ContentBlock] = text.map { [.text($0)] } ?? []
-        content += calls.enumerated().map { .toolUse(ToolUse(id: "toolu_\(turn)_\($0.offset + 1)", name: $0.element.0, input: $0.element.1)) }
+        content += calls.enumerated().map {
+            .toolUse(ToolUse(id: "toolu_\(turn)_\($0.offset + 1)", name: $0.element.0, input: $0.element.1))
+        }
         return BrainResponse(content: content, stopReason: calls.isEmpty ? "end_turn" : "tool_use", model: "closure")
     }
 }
@@ -150,7 +157,9 @@ func checkIntentsAnswered(_ events: [Event]) {
     }
     for (key, seqs) in results {
         #expect(seqs.count == 1, "call \(key) has \(seqs.count) results")
-        if let intent = intents[key], let result = seqs.first { #expect(intent < result, "call \(key): result before intent") }
+        if let intent = intents[key], let result = seqs.first {
+            #expect(intent < result, "call \(key): result before intent")
+        }
     }
     for key in intents.keys { #expect(results[key] != nil, "call \(key) has an intent and no result") }
 }

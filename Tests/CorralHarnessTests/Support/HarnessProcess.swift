@@ -64,7 +64,11 @@ private final class Locked: @unchecked Sendable {
     private var stored: Data
     private var finished = false
     init(_ value: Data) { stored = value }
-    func set(_ value: Data) { lock.withLock { stored = value; finished = true } }
+    func set(_ value: Data) {
+        lock.withLock {
+            stored = value; finished = true
+        }
+    }
     var value: Data { lock.withLock { stored } }
     var done: Bool { lock.withLock { finished } }
 }

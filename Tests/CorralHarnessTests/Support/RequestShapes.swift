@@ -6,19 +6,28 @@ import CorralHarness
 /// unanswered or an answer to a call that was never made each fail the test that sent it.
 enum AnthropicShape {
     static let topLevel: Set<String> = [
-        "model", "max_tokens", "messages", "system", "tools", "tool_choice", "temperature", "stop_sequences", "metadata",
+        "model", "max_tokens", "messages", "system", "tools", "tool_choice", "temperature", "stop_sequences",
+        "metadata",
         "stream", "top_p", "top_k",
     ]
-    static let builtinTools: [String: String] = ["bash_20250124": "bash", "text_editor_20250728": "str_replace_based_edit_tool"]
+    static let builtinTools: [String: String] = [
+        "bash_20250124": "bash", "text_editor_20250728": "str_replace_based_edit_tool",
+    ]
 
-    static func problems(headers: [(String, String)], method: String, target: String, body: [UInt8], apiKey: String) -> [String] {
+    static func problems(headers: [(String, String)], method: String, target: String, body: [UInt8], apiKey: String)
+        -> [String]
+    {
         var problems: [String] = []
         func header(_ name: String) -> String? { headers.first { $0.0.lowercased() == name }?.1 }
         if method != "POST" { problems.append("method \(method), not POST") }
         if target != "/v1/messages" { problems.append("path \(target), not /v1/messages") }
         if header("x-api-key") != apiKey { problems.append("x-api-key is missing or wrong") }
-        if header("anthropic-version") != "2023-06-01" { problems.append("anthropic-version is \(header("anthropic-version") ?? "missing")") }
-        if header("content-type")?.hasPrefix("application/json") != true { problems.append("content-type is not application/json") }
+        if header("anthropic-version") != "2023-06-01" {
+            problems.append("anthropic-version is \(header("anthropic-version") ?? "missing")")
+        }
+        if header("content-type")?.hasPrefix("application/json") != true {
+            problems.append("content-type is not application/json")
+        }
         if header("authorization") != nil { problems.append("an Authorization header was sent to Anthropic") }
         guard let value = try? JSONText.decode(body), let object = value.objectValue else {
             return problems + ["the body is not a JSON object"]
@@ -52,24 +61,31 @@ enum AnthropicShape {
                     continue
                 }
                 if name != expected { problems.append("built-in tool \(type) must be named \(expected), not \(name)") }
-                let allowed: Set<String> = type.hasPrefix("text_editor") ? ["type", "name", "max_characters", "cache_control"] : ["type", "name", "cache_control"]
+                let allowed: Set<String> =
+                    type.hasPrefix("text_editor")
+                    ? ["type", "name", "max_characters", "cache_control"] : ["type", "name", "cache_control"]
                 for key in fields.keys.sorted() where !allowed.contains(key) {
                     problems.append("built-in tool \(type) cannot take '\(key)'")
                 }
             } else {
-                if name.range(of: "^[a-zA-Z0-9_-]{1,64}$", options: .regularExpression) == nil { problems.append("invalid tool name '\(name)'") }
+                if name.range(of: "^[a-zA-Z0-9_-]{1,64}$", options: .regularExpression) == nil {
+                    problems.append("invalid tool name '\(name)'")
+                }
                 guard fields["input_schema"]?["type"]?.stringValue == "object" else {
                     problems.append("custom tool '\(name)' has no input_schema of type object")
                     continue
                 }
-                for key in fields.keys.sorted() where !["name", "description", "input_schema", "type", "cache_control"].contains(key) {
+                for key in fields.keys.sorted()
+                where !["name", "description", "input_schema", "type", "cache_control"].contains(key) {
                     problems.append("custom tool '\(name)' has an unknown field '\(key)'")
                 }
             }
         }
         if let choice = object["tool_choice"] {
             let type = choice["type"]?.stringValue ?? ""
-            if !["auto", "any", "none", "tool"].contains(type) { problems.append("tool_choice type '\(type)' is invalid") }
+            if !["auto", "any", "none", "tool"].contains(type) {
+                problems.append("tool_choice type '\(type)' is invalid")
+            }
             if object["tools"] == nil { problems.append("tool_choice without tools") }
         }
         guard let messages = object["messages"]?.arrayValue, !messages.isEmpty else {
@@ -83,13 +99,17 @@ enum AnthropicShape {
                 problems.append("\(at) has no role")
                 continue
             }
-            for key in fields.keys.sorted() where !["role", "content"].contains(key) { problems.append("\(at) has unknown field '\(key)'") }
+            for key in fields.keys.sorted() where !["role", "content"].contains(key) {
+                problems.append("\(at) has unknown field '\(key)'")
+            }
             guard role == "user" || role == "assistant" else {
                 problems.append("\(at) has role '\(role)'")
                 continue
             }
             if index == 0 && role != "user" { problems.append("the first message must be the user's") }
-            if index > 0, messages[index - 1]["role"]?.stringValue == role { problems.append("\(at): two \(role) messages in a row") }
+            if index > 0, messages[index - 1]["role"]?.stringValue == role {
+                problems.append("\(at): two \(role) messages in a row")
+            }
             var blocks: [JSONValue]
             switch fields["content"] {
             case .string(let text)?:
@@ -104,55 +124,68 @@ enum AnthropicShape {
             }
             // The answers to the previous assistant message's tool calls come first, all of them.
             if let expected = expectedResults {
-                let leading = blocks.prefix { $0["type"]?.stringValue == "tool_result" }.compactMap { $0["tool_use_id"]?.stringValue }
-                if role != "user" { problems.append("\(at): tool calls \(expected) are not answered by the next message") }
+                let leading = blocks.prefix { $0["type"]?.stringValue == "tool_result" }.compactMap {
+                    $0["tool_use_id"]?.stringValue
+                }
+                if role != "user" {
+                    problems.append("\(at): tool calls \(expected) are not answered by the next message")
+                }
                 if Set(leading) != Set(expected) || leading.count != expected.count {
-                    problems.append("\(at): tool results \(leading) do not answer the tool calls \(expected) exactly once each")
+                    problems.append(
+                        "\(at): tool results \(leading) do not answer the tool calls \(expected) exactly once each")
                 }
                 expectedResults = nil
             }
             var uses: [String] = []
             var sawNonResult = false
             for (blockIndex, block) in blocks.enumerated() {
-                let where_ = "\(at).content[\(blockIndex)]"
+                let place = "\(at).content[\(blockIndex)]"
                 switch block["type"]?.stringValue {
                 case "text":
-                    if block["text"]?.stringValue?.isEmpty != false { problems.append("\(where_): empty text block") }
+                    if block["text"]?.stringValue?.isEmpty != false { problems.append("\(place): empty text block") }
                     sawNonResult = true
                 case "tool_use":
-                    if role != "assistant" { problems.append("\(where_): tool_use in a user message") }
+                    if role != "assistant" { problems.append("\(place): tool_use in a user message") }
                     guard let id = block["id"]?.stringValue, !id.isEmpty, let name = block["name"]?.stringValue else {
-                        problems.append("\(where_): tool_use without id or name")
+                        problems.append("\(place): tool_use without id or name")
                         continue
                     }
-                    if block["input"]?.objectValue == nil { problems.append("\(where_): tool_use input is not an object") }
-                    if !seenIDs.insert(id).inserted { problems.append("\(where_): tool_use id \(id) used twice") }
+                    if block["input"]?.objectValue == nil {
+                        problems.append("\(place): tool_use input is not an object")
+                    }
+                    if !seenIDs.insert(id).inserted { problems.append("\(place): tool_use id \(id) used twice") }
                     // A name the tools do not declare is not refused: the history holds what the model said.
                     _ = name
                     uses.append(id)
                 case "tool_result":
-                    if role != "user" { problems.append("\(where_): tool_result in an assistant message") }
-                    if sawNonResult { problems.append("\(where_): tool_result after other content") }
+                    if role != "user" { problems.append("\(place): tool_result in an assistant message") }
+                    if sawNonResult { problems.append("\(place): tool_result after other content") }
                     guard let id = block["tool_use_id"]?.stringValue else {
-                        problems.append("\(where_): tool_result without tool_use_id")
+                        problems.append("\(place): tool_result without tool_use_id")
                         continue
                     }
                     let previous = index > 0 ? (messages[index - 1]["content"]?.arrayValue ?? []) : []
-                    if !previous.contains(where: { $0["type"]?.stringValue == "tool_use" && $0["id"]?.stringValue == id }) {
-                        problems.append("\(where_): tool_result for \(id), which the previous message did not call")
+                    if !previous.contains(where: {
+                        $0["type"]?.stringValue == "tool_use" && $0["id"]?.stringValue == id
+                    }) {
+                        problems.append("\(place): tool_result for \(id), which the previous message did not call")
                     }
                     switch block["content"] {
                     case .string?, .array?: break
-                    default: problems.append("\(where_): tool_result content must be a string or blocks")
+                    default: problems.append("\(place): tool_result content must be a string or blocks")
                     }
-                    if let flag = block["is_error"], flag.boolValue == nil { problems.append("\(where_): is_error is not a boolean") }
+                    if let flag = block["is_error"], flag.boolValue == nil {
+                        problems.append("\(place): is_error is not a boolean")
+                    }
                 default:
-                    problems.append("\(where_): unexpected block type \(block["type"]?.stringValue ?? "none")")
+                    problems.append("\(place): unexpected block type \(block["type"]?.stringValue ?? "none")")
                 }
             }
             if !uses.isEmpty { expectedResults = uses }
         }
-        if let expected = expectedResults { problems.append("tool calls \(expected) of the last message are never answered") }
+        if let expected = expectedResults {
+            problems.append("tool calls \(expected) of the last message are never answered")
+        }
         if messages.last?["role"]?.stringValue != "user" { problems.append("the last message is not the user's") }
         return problems
     }
@@ -160,11 +193,14 @@ enum AnthropicShape {
 
 enum OpenAIShape {
     static let topLevel: Set<String> = [
-        "model", "messages", "tools", "tool_choice", "max_tokens", "max_completion_tokens", "temperature", "top_p", "stream",
+        "model", "messages", "tools", "tool_choice", "max_tokens", "max_completion_tokens", "temperature", "top_p",
+        "stream",
         "stop", "parallel_tool_calls", "user", "seed",
     ]
 
-    static func problems(headers: [(String, String)], method: String, target: String, body: [UInt8], apiKey: String) -> [String] {
+    static func problems(headers: [(String, String)], method: String, target: String, body: [UInt8], apiKey: String)
+        -> [String]
+    {
         var problems: [String] = []
         func header(_ name: String) -> String? { headers.first { $0.0.lowercased() == name }?.1 }
         if method != "POST" { problems.append("method \(method), not POST") }
@@ -183,16 +219,21 @@ enum OpenAIShape {
         if object["model"]?.stringValue?.isEmpty != false { problems.append("model is missing") }
         var functions: Set<String> = []
         for (index, tool) in (object["tools"]?.arrayValue ?? []).enumerated() {
-            guard tool["type"]?.stringValue == "function", let function = tool["function"], let name = function["name"]?.stringValue else {
+            guard tool["type"]?.stringValue == "function", let function = tool["function"],
+                let name = function["name"]?.stringValue
+            else {
                 problems.append("tools[\(index)] is not {type: function, function: {name, parameters}}")
                 continue
             }
             if !functions.insert(name).inserted { problems.append("function '\(name)' declared twice") }
-            if function["parameters"]?["type"]?.stringValue != "object" { problems.append("function '\(name)' parameters are not an object schema") }
+            if function["parameters"]?["type"]?.stringValue != "object" {
+                problems.append("function '\(name)' parameters are not an object schema")
+            }
         }
         switch object["tool_choice"] {
         case nil, .object?: break
-        case .string(let choice)?: if !["auto", "none", "required"].contains(choice) { problems.append("tool_choice '\(choice)' is invalid") }
+        case .string(let choice)?:
+            if !["auto", "none", "required"].contains(choice) { problems.append("tool_choice '\(choice)' is invalid") }
         default: problems.append("tool_choice is invalid")
         }
         guard let messages = object["messages"]?.arrayValue, !messages.isEmpty else {
@@ -213,18 +254,24 @@ enum OpenAIShape {
                 if index != 0 { problems.append("\(at): a system message after the start") }
                 if message["content"]?.stringValue == nil { problems.append("\(at): system content is not a string") }
             case "user":
-                if message["content"]?.stringValue?.isEmpty != false { problems.append("\(at): user content is empty or not a string") }
+                if message["content"]?.stringValue?.isEmpty != false {
+                    problems.append("\(at): user content is empty or not a string")
+                }
             case "assistant":
                 let calls = message["tool_calls"]?.arrayValue ?? []
                 switch message["content"] {
                 case .string?: break
-                case .null?, nil: if calls.isEmpty { problems.append("\(at): an assistant message with neither content nor tool calls") }
+                case .null?, nil:
+                    if calls.isEmpty {
+                        problems.append("\(at): an assistant message with neither content nor tool calls")
+                    }
                 default: problems.append("\(at): assistant content is neither a string nor null")
                 }
                 if previousRole == "assistant" { problems.append("\(at): two assistant messages in a row") }
                 for call in calls {
                     guard let id = call["id"]?.stringValue, !id.isEmpty, call["type"]?.stringValue == "function",
-                        let name = call["function"]?["name"]?.stringValue, let arguments = call["function"]?["arguments"]?.stringValue
+                        let name = call["function"]?["name"]?.stringValue,
+                        let arguments = call["function"]?["arguments"]?.stringValue
                     else {
                         problems.append("\(at): a tool call is not {id, type: function, function: {name, arguments}}")
                         continue
@@ -236,7 +283,9 @@ enum OpenAIShape {
                 }
             case "tool":
                 guard let id = message["tool_call_id"]?.stringValue, let position = open.firstIndex(of: id) else {
-                    problems.append("\(at): a tool message answers \(message["tool_call_id"]?.stringValue ?? "nothing"), which is not an open call")
+                    problems.append(
+                        "\(at): a tool message answers \(message["tool_call_id"]?.stringValue ?? "nothing"), which is not an open call"
+                    )
                     continue
                 }
                 open.remove(at: position)
