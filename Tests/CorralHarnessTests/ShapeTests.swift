@@ -102,3 +102,49 @@ struct ShapeTests {
         #expect(body["anthropic-version"] == nil)
     }
 }
+
+/// How a call reaches a named sandbox, per provider.
+@Suite("Tool routing")
+struct RoutingTests {
+    static let tools = SandboxHands(provisioner: { throw CorralError(.unavailable, "unused") }).tools
+
+    @Test("OpenAI-style tools take a sandbox field; Anthropic's built-in shapes go through sandbox_tool")
+    func namedSandboxes() throws {
+        let openai = ToolCatalog(provider: .openai, handTools: Self.tools)
+        #expect(!openai.names.contains("sandbox_tool"))
+        let bash = try #require(openai.declarations.first { $0.name == "bash" })
+        #expect(bash.inputSchema["properties"]?["sandbox"]?["type"] == "string")
+        guard
+            case .hand(let name, let tool, let input) = openai.route(
+                ToolUse(id: "c1", name: "bash", input: ["command": "ls", "sandbox": "tests"]))
+        else {
+            Issue.record("bash with a sandbox field did not route to a hand")
+            return
+        }
+        #expect(name == "tests" && tool == "bash")
+        #expect(input == ["command": "ls"])
+
+        let anthropic = ToolCatalog(provider: .anthropic, handTools: Self.tools)
+        #expect(anthropic.names.contains("sandbox_tool"))
+        #expect(anthropic.declarations.first { $0.name == "bash" }?.anthropicType == "bash_20250124")
+        let wrapped = ToolUse(
+            id: "t1", name: "sandbox_tool",
+            input: [
+                "sandbox": "docs", "tool": "str_replace_based_edit_tool",
+                "input": ["command": "view", "path": "/workspace"],
+            ])
+        guard case .hand(let docs, let editor, _) = anthropic.route(wrapped) else {
+            Issue.record("sandbox_tool did not route to a hand")
+            return
+        }
+        #expect(docs == "docs" && editor == "str_replace_based_edit_tool")
+        #expect(anthropic.isIdempotent(anthropic.route(wrapped)))
+        guard case .hand(let main, _, _) = anthropic.route(ToolUse(id: "t2", name: "bash", input: ["command": "ls"]))
+        else {
+            Issue.record("bash did not route to a hand")
+            return
+        }
+        #expect(main == "main")
+        #expect(!anthropic.isIdempotent(anthropic.route(ToolUse(id: "t3", name: "bash", input: ["command": "cat x"]))))
+    }
+}
