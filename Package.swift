@@ -66,6 +66,14 @@ let package = Package(
             ],
             exclude: ["README.md"]
         ),
+        .target(
+            name: "CorralHarness",
+            dependencies: [
+                "CorralSandbox", "CorralSession", "CurlHTTP", "CorralCore",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            exclude: ["README.md"]
+        ),
         // The wire types of corral's HTTP API, shared by the service and the command line's
         // client mode.
         .target(name: "CorralAPI", dependencies: ["CorralSandbox", "CorralSession", "CurlHTTP"], exclude: ["README.md"]),
@@ -84,7 +92,7 @@ let package = Package(
         .target(
             name: "CorralCLI",
             dependencies: [
-                "CorralSandbox", "CorralSession", "CorralService", "CorralGateway", "CorralAPI", "CorralServer",
+                "CorralSandbox", "CorralSession", "CorralService", "CorralGateway", "CorralAPI", "CorralServer", "CorralHarness",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -92,8 +100,9 @@ let package = Package(
         .target(
             name: "CorralBench",
             dependencies: [
-                "CorralSandbox", "CorralSession", "CorralService", "CSQLite",
+                "CorralSandbox", "CorralSession", "CorralService", "CorralHarness", "CSQLite",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
             ]
         ),
         .executableTarget(name: "corral", dependencies: ["CorralCLI"]),
@@ -129,5 +138,6 @@ let package = Package(
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
             ]
         ),
+        .testTarget(name: "CorralHarnessTests", dependencies: ["CorralHarness", "TestSupport"]),
     ]
 )
