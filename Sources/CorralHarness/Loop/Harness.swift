@@ -160,7 +160,7 @@ public struct RetryPolicy: Sendable, Hashable {
         if let asked = error.retryAfter { return min(asked, maxRetryAfter) }
         let exponent = min(max(attempt - 1, 0), 20)
         let base = min(initialDelay * (1 << exponent), maxDelay)
-        let jitter = Double.random(in: 0.8...1.2)
-        return .milliseconds(Int64(base.milliseconds * jitter))
+        // Scaled as a Duration: rounding to whole milliseconds would flatten short delays.
+        return base * Double.random(in: 0.8...1.2)
     }
 }
