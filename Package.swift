@@ -81,7 +81,7 @@ let package = Package(
         .target(
             name: "CorralServer",
             dependencies: [
-                "CorralAPI", "CorralService", "CorralGateway", "CorralSession",
+                "CorralAPI", "CorralService", "CorralGateway", "CorralSession", "CorralHarness",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Prometheus", package: "swift-prometheus"),

@@ -61,7 +61,10 @@ extension GlobalOptions {
         var configuration = SandboxHands.Configuration()
         if let image { configuration.image = image }
         let global = self
-        let hands = SandboxHands(configuration: configuration) { try CommandContext(global).provisioner() }
+        let hands = SandboxHands(configuration: configuration) {
+            let context = CommandContext(global)
+            return try context.provisioner(configuration: try context.configuration(explicit: nil))
+        }
         return Harness(store: sessionStore(), hands: hands)
     }
 }

@@ -16,7 +16,7 @@ struct AgentRunCommand: AsyncParsableCommand {
     @OptionGroup var global: GlobalOptions
     @OptionGroup var brainOptions: AgentBrainOptions
 
-    @Option(help: ArgumentHelp("Sandbox template (not available until warm pools land).", valueName: "T"))
+    @Option(help: ArgumentHelp("Sandbox template from corral.toml (claimed from its warm pool).", valueName: "T"))
     var template: String?
 
     @Option(help: ArgumentHelp("Repository to work on (not available until the gateway lands).", valueName: "URL"))

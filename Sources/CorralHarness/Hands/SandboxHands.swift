@@ -6,9 +6,9 @@ import Synchronization
 /// labelled with the session and its name, with a ttl so that one orphaned by a crash
 /// between provisioning and recording it is reaped.
 ///
-/// Wired: the image, the ttl, labels, reattaching by id, and finding lost sandboxes. Not
-/// wired yet: templates (they arrive with warm pools) and `--repo` workspaces (they arrive
-/// with the gateway); `check` refuses them with a message that says so.
+/// Wired: the image or a template (claimed from its warm pool), the ttl, labels, reattaching
+/// by id, and finding lost sandboxes. Not wired yet: `--repo` workspaces (they arrive with the
+/// gateway); `check` refuses them with a message that says so.
 public final class SandboxHands: HandProvisioner {
     public struct Configuration: Sendable {
         public var image: String = ProvisionRequest.defaultImage
@@ -37,11 +37,7 @@ public final class SandboxHands: HandProvisioner {
     public var tools: [any SandboxTool] { [BashTool(), TextEditorTool()] }
 
     public func check(_ spec: HandSpec) throws {
-        if let template = spec.template {
-            throw CorralError(
-                .unsupported, "templates are not available in this build (asked for '\(template)')",
-                hint: "templates come with warm pools; leave out --template to use the base image")
-        }
+        if let template = spec.template { _ = try TemplateName(validating: template) }
         if spec.repo != nil {
             throw CorralError(
                 .unsupported, "repository workspaces are not available in this build",
@@ -61,8 +57,13 @@ public final class SandboxHands: HandProvisioner {
     public func provision(_ request: HandRequest) async throws -> ProvisionedHand {
         try check(request.spec)
         var provision = ProvisionRequest(image: configuration.image)
-        provision.runtime = configuration.runtime
-        provision.resources = configuration.resources
+        if let template = request.spec.template {
+            // The template fixes image, runtime and limits, and claims from its warm pool.
+            provision.template = try TemplateName(validating: template)
+        } else {
+            provision.runtime = configuration.runtime
+            provision.resources = configuration.resources
+        }
         provision.ttl = configuration.ttl
         provision.labels = configuration.labels
         provision.labels["hand"] = request.name
