@@ -10,6 +10,7 @@ let package = Package(
         .executable(name: "corral", targets: ["corral"]),
         .executable(name: "corral-init", targets: ["corral-init"]),
         .executable(name: "corral-bench", targets: ["corral-bench"]),
+        .executable(name: "corrald", targets: ["corrald"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -86,6 +87,7 @@ let package = Package(
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
             ],
             exclude: ["README.md"]
         ),
@@ -94,6 +96,8 @@ let package = Package(
             dependencies: [
                 "CorralSandbox", "CorralSession", "CorralService", "CorralGateway", "CorralAPI", "CorralServer", "CorralHarness",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
@@ -107,6 +111,7 @@ let package = Package(
         ),
         .executableTarget(name: "corral", dependencies: ["CorralCLI"]),
         .executableTarget(name: "corral-bench", dependencies: ["CorralBench"]),
+        .executableTarget(name: "corrald", dependencies: ["CorralCLI"]),
         // PID 1 inside every sandbox: Glibc only, linked fully static so that it runs in any
         // image, a busybox-only rootfs included. lld, because gold warns about glibc's
         // dlopen in every static link.

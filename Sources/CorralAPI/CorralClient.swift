@@ -8,7 +8,7 @@ import Foundation
 /// (`$CORRAL_STATE_DIR/corral.sock`, or `--server URL` with `CORRAL_TOKEN`).
 public final class CorralClient: Sendable {
     public let endpoint: HTTPEndpoint
-    let http: CurlHTTPClient
+    public let http: CurlHTTPClient
     let token: String?
 
     public init(endpoint: HTTPEndpoint, token: String? = nil) throws {
@@ -114,7 +114,7 @@ public final class CorralClient: Sendable {
 
     struct Empty: Codable {}
 
-    func request(
+    public func request(
         _ method: HTTPMethod, _ path: String, body: HTTPRequestBody = .empty, contentType: String? = nil,
         timeout: Duration? = .seconds(600)
     ) -> HTTPRequest {
@@ -124,7 +124,7 @@ public final class CorralClient: Sendable {
         return HTTPRequest(method, path, headers: headers, body: body, timeout: timeout)
     }
 
-    func send(_ request: HTTPRequest) async throws -> HTTPResponse {
+    public func send(_ request: HTTPRequest) async throws -> HTTPResponse {
         do {
             return try await http.execute(request)
         } catch let error as CorralError where error.code == .unavailable {

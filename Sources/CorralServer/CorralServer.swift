@@ -45,6 +45,7 @@ public struct CorralServer: Sendable {
     public let brainEnvironment: [String: String]
     let quotas: QuotaGate
     let workers: HarnessWorkers
+    let serverMetrics: ServerMetrics
     let logger: Logger
 
     public init(
@@ -61,6 +62,7 @@ public struct CorralServer: Sendable {
         self.brainEnvironment = brainEnvironment
         self.quotas = QuotaGate()
         self.workers = HarnessWorkers(logger: logger)
+        self.serverMetrics = ServerMetrics(factory: PrometheusMetricsFactory(registry: metrics))
         self.logger = logger
     }
 
@@ -69,7 +71,8 @@ public struct CorralServer: Sendable {
     /// The router for one listener.
     public func router(auth: AuthMode) -> Router<CorralRequestContext> {
         let router = Router(context: CorralRequestContext.self)
-        router.add(middleware: ErrorMiddleware())
+        router.add(middleware: MetricsMiddleware(factory: serverMetrics.factory))
+        router.add(middleware: ErrorMiddleware(metrics: serverMetrics))
         addHealthRoutes(to: router)
         let v1 = router.group("v1").add(middleware: AuthMiddleware(mode: auth.middlewareMode(tenants)))
         addSandboxRoutes(to: v1)

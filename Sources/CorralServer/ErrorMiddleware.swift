@@ -8,12 +8,14 @@ import Logging
 /// mistake is a 4xx; nothing leaks a stack trace or an internal type name.
 struct ErrorMiddleware: RouterMiddleware {
     typealias Context = CorralRequestContext
+    let metrics: ServerMetrics
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         do {
             return try await next(request, context)
         } catch {
             let (status, body) = Self.describe(error)
+            metrics.error(code: body.code)
             if status >= 500 {
                 context.logger.warning("request failed", metadata: ["path": "\(request.uri.path)", "error": "\(body.message)"])
             }

@@ -35,7 +35,12 @@ extension CorralServer {
         group.post("sandboxes/:id/execute") { request, context -> Response in
             let body = try await decodeJSON(ExecuteRequest.self, from: request, context: context)
             let sandbox = try await sandbox(context)
-            return JSONResponse.make(try await sandbox.execute(tool: body.name, input: body.input))
+            let started = ContinuousClock.now
+            let output = try await sandbox.execute(tool: body.name, input: body.input)
+            // Unknown names would grow the label set without bound.
+            let tool = sandbox.toolNames.contains(body.name) ? body.name : "unknown"
+            serverMetrics.executed(tool: tool, isError: output.isError, seconds: (ContinuousClock.now - started).milliseconds / 1000)
+            return JSONResponse.make(output)
         }
 
         // The streaming variant: a command's output as NDJSON lines while it runs, then how it

@@ -5,6 +5,8 @@ import CorralServer
 import CorralService
 import CorralSession
 import Foundation
+import Metrics
+import Prometheus
 
 /// A line on stdout, unbuffered, so that scripts waiting for "listening on" see it at once.
 func say(_ line: String) {
@@ -49,10 +51,13 @@ struct ServeCommand: AsyncParsableCommand {
         settings.sandboxesPerTenant = configuration.limits.sandboxesPerTenant
         settings.sessionsPerTenant = configuration.limits.sessionsPerTenant
         settings.maxArchiveBytes = configuration.limits.maxArchiveBytes.bytes
+        // The pools' and provisioner's figures (swift-metrics) go to the registry /metrics shows.
+        let registry = PrometheusCollectorRegistry()
+        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
         let server = CorralServer(
             configuration: settings, runner: runner, tenants: TenantRegistry(stateDirectory: state),
             sessions: FileSessionStore(directory: state.appendingPathComponent("sessions", isDirectory: true)),
-            logger: context.logger)
+            metrics: registry, logger: context.logger)
         let pools = configuration.templates.filter { $0.pool.minIdle > 0 }
             .map { "\($0.name) (min_idle \($0.pool.minIdle), max_total \($0.pool.maxTotal))" }
         say(

@@ -1,0 +1,174 @@
+import CorralAPI
+import CorralCore
+import CorralSession
+import CurlHTTP
+import Foundation
+import TestSupport
+import Testing
+
+/// corrald as a real process: started, asked to stop with SIGTERM in the middle of an agent
+/// run, started again, and the run woken.
+@Suite("corrald shuts down gracefully and resumes", .engine)
+struct ShutdownTests {
+    /// A brain script whose first tool call takes a while, so that SIGTERM lands mid-run.
+    static let script = """
+        {"text": "working", "tool_calls": [{"name": "bash", "input": {"command": "echo started >> /workspace/log; sleep 4; echo done >> /workspace/log"}}]}
+        {"text": "checking", "tool_calls": [{"name": "bash", "input": {"command": "cat /workspace/log"}}]}
+        {"text": "finished"}
+        """
+
+    @Test("SIGTERM mid-run drains and exits 0; after a restart the session wakes and completes")
+    func shutdownAndWake() async throws {
+        try await withTemporaryDirectory { directory in
+            let script = directory.appendingPathComponent("brain.jsonl")
+            try Data(Self.script.utf8).write(to: script)
+            let state = directory.appendingPathComponent("state")
+            var service = try Corrald(state: state)
+            let client = try CorralClient(endpoint: .unixSocket(path: service.socket))
+            defer { client.shutdown() }
+
+            let started = try await client.post(
+                "/v1/agents", #"{"task": "demo", "brain": "scripted:\#(script.path)", "maxTurns": 5}"#)
+            let session = try #require(started["session"]?.stringValue)
+            // Wait for the long tool call to be under way: its intent is durable before it runs.
+            try await client.waitForEvent(session, type: "tool.intent")
+
+            let status = try service.terminate()
+            #expect(status == 0, "corrald exits cleanly on SIGTERM")
+            #expect(service.output.contains("corral serve: stopped"))
+
+            // The session is intact and resumable: an intent, no end.
+            let store = FileSessionStore(directory: state.appendingPathComponent("sessions"))
+            let id = try SessionID(validating: session)
+            let events = try await store.readPage(id, from: 1, limit: 100).events.map(\.type)
+            #expect(events.contains("tool.intent"))
+            #expect(!events.contains("session.ended"))
+
+            service = try Corrald(state: state)
+            let again = try CorralClient(endpoint: .unixSocket(path: service.socket))
+            defer { again.shutdown() }
+            _ = try await again.post("/v1/sessions/\(session)/harness/run", "{}")
+            try await again.waitForEvent(session, type: "session.ended")
+            let after = try await store.readPage(id, from: 1, limit: 200).events
+            let results = after.filter { $0.type == "tool.result" }
+            let intents = after.filter { $0.type == "tool.intent" }
+            #expect(results.count == intents.count, "every intent got exactly one result")
+            #expect(after.contains { $0.type == "harness.woke" && $0.epoch > 2 })
+            #expect(after.last?.type == "session.ended")
+            #expect(try service.terminate() == 0)
+        }
+    }
+}
+
+/// A corrald process with its own state directory, started with SIGTERM unblocked (children of
+/// the test runner inherit its blocked SIGTERM, which would make this test meaningless).
+struct Corrald {
+    let process: Process
+    let socket: String
+    let pipe: Pipe
+    private let collected = OutputBox()
+    private let exited = DispatchSemaphore(value: 0)
+
+    init(state: URL) throws {
+        try FileManager.default.createDirectory(at: state, withIntermediateDirectories: true)
+        socket = state.appendingPathComponent("corral.sock").path
+        process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        let launcher = "import os, signal, sys; signal.pthread_sigmask(signal.SIG_SETMASK, []); os.execv(sys.argv[1], sys.argv[1:])"
+        process.arguments = ["python3", "-c", launcher, BuiltProducts.path("corrald"), "--listen", "", "--state-dir", state.path]
+        var environment = ProcessInfo.processInfo.environment
+        environment["CORRAL_ENGINE"] = TestEnvironment.engineEndpoint
+        process.environment = environment
+        pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = pipe
+        let box = collected
+        let exited = self.exited
+        pipe.fileHandleForReading.readabilityHandler = { handle in box.append(handle.availableData) }
+        process.terminationHandler = { _ in
+            box.finish()
+            exited.signal()
+        }
+        try process.run()
+        guard collected.wait(for: "listening on unix://", timeout: 60) else {
+            kill(process.processIdentifier, SIGKILL)
+            throw CorralError(.unavailable, "corrald did not start: \(collected.text)")
+        }
+    }
+
+    var output: String { collected.text }
+
+    /// Sends SIGTERM and waits for the exit status.
+    func terminate() throws -> Int32 {
+        kill(process.processIdentifier, SIGTERM)
+        guard exited.wait(timeout: .now() + 60) == .success else {
+            kill(process.processIdentifier, SIGKILL)
+            throw CorralError(.timeout, "corrald did not stop within 60 s of SIGTERM")
+        }
+        pipe.fileHandleForReading.readabilityHandler = nil
+        return process.terminationStatus
+    }
+}
+
+/// A process's output as it arrives, with a wait for a piece of text.
+final class OutputBox: @unchecked Sendable {
+    private let condition = NSCondition()
+    private var data = Data()
+    private var done = false
+
+    func append(_ more: Data) {
+        condition.lock()
+        data.append(more)
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    func finish() {
+        condition.lock()
+        done = true
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    var text: String {
+        condition.lock()
+        defer { condition.unlock() }
+        return String(decoding: data, as: UTF8.self)
+    }
+
+    /// True once `needle` has arrived; false when the process ended or time ran out first.
+    func wait(for needle: String, timeout: TimeInterval) -> Bool {
+        let deadline = Date().addingTimeInterval(timeout)
+        condition.lock()
+        defer { condition.unlock() }
+        while !String(decoding: data, as: UTF8.self).contains(needle) {
+            if done || !condition.wait(until: deadline) { return String(decoding: data, as: UTF8.self).contains(needle) }
+        }
+        return true
+    }
+}
+
+extension CorralClient {
+    func post(_ path: String, _ json: String) async throws -> JSONValue {
+        let response = try await send(
+            request(.post, path, body: .bytes(Array(json.utf8)), contentType: "application/json"))
+        guard (200..<300).contains(response.status) else {
+            throw CorralError(.internalError, "POST \(path): HTTP \(response.status) \(response.bodyText)")
+        }
+        return try JSONDecoder().decode(JSONValue.self, from: Data(response.body))
+    }
+
+    /// Waits until the session has an event of `type`, following its live tail.
+    func waitForEvent(_ session: String, type: String) async throws {
+        let found = try await http.withStreamingResponse(request(.get, "/v1/sessions/\(session)/events/stream", timeout: .seconds(120))) {
+            _, body in
+            var text = ""
+            for try await chunk in body {
+                text += String(decoding: chunk, as: UTF8.self)
+                if text.contains("event: \(type)\n") { return true }
+            }
+            return false
+        }
+        guard found else { throw CorralError(.timeout, "no \(type) event in session \(session)") }
+    }
+}
