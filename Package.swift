@@ -93,8 +93,11 @@ let package = Package(
         .target(
             name: "CorralBench",
             dependencies: [
-                "CorralSandbox", "CorralSession", "CorralService", "CSQLite",
+                "CorralSandbox", "CorralSession", "CorralService", "CorralGateway", "CSQLite",
+                // The workspace suite's upstream: the git smart-HTTP server the tests use.
+                "TestSupport",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
             ]
         ),
         .executableTarget(name: "corral", dependencies: ["CorralCLI"]),
