@@ -36,7 +36,8 @@ extension Provisioner {
                 binding.workspace.map { "cloning \($0.repository)" }
                 ?? "egress to \(hosts.joined(separator: ", "))"
             throw CorralError(
-                .unavailable, "\(what) needs the gateway, which runs in the corral service, and none serves this command",
+                .unavailable,
+                "\(what) needs the gateway, which runs in the corral service, and none serves this command",
                 hint: "start the service with `corral serve`, then provision through it")
         }
         return binding
@@ -154,7 +155,8 @@ extension Provisioner {
         if let line = lines.first(where: { $0.hasPrefix("corral: ") }) {
             let reason = String(line.dropFirst("corral: ".count))
             return status.exitCode == 4
-                ? CorralError(.notFound, "\(prefix): \(reason)", hint: "name a branch, tag or commit the repository has")
+                ? CorralError(
+                    .notFound, "\(prefix): \(reason)", hint: "name a branch, tag or commit the repository has")
                 : CorralError(.invalidArgument, "\(prefix): \(reason)")
         }
         let reason =

@@ -51,7 +51,8 @@ public struct SandboxWorkspace: Sendable, Hashable, Codable {
             CorralError.invalidArgument(
                 "invalid \(what) '\(name.prefix(100))': \(why)",
                 hint: what == "branch"
-                    ? "name a branch such as agent/fix-tests" : "name a branch, a tag or a commit, such as main or v1.2")
+                    ? "name a branch such as agent/fix-tests" : "name a branch, a tag or a commit, such as main or v1.2"
+            )
         }
         guard !name.isEmpty else { throw fail("it is empty") }
         guard name.utf8.count <= 200 else { throw fail("it is longer than 200 characters") }

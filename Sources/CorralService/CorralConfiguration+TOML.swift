@@ -118,10 +118,9 @@ extension CorralConfiguration {
                     "\(table.source): template '\(name)': workspace has no repository",
                     hint: #"add repository = "github.com/OWNER/REPO""#)
             }
-            template.workspace = try table.wrap {
-                try SandboxWorkspace(
-                    repository: repository, ref: try workspace.string("ref"), write: try workspace.bool("write") ?? false)
-            }
+            let ref = try workspace.string("ref")
+            let write = try workspace.bool("write") ?? false
+            template.workspace = try table.wrap { try SandboxWorkspace(repository: repository, ref: ref, write: write) }
         }
         if let pool = try table.table("pool") {
             try pool.allowOnly(["min_idle", "max_total", "max_age", "refill_concurrency"])

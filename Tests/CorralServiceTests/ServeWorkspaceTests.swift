@@ -71,7 +71,8 @@ struct ServeWorkspaceTests {
             try server.run()
             try await waitUntil("the service answers and its pool is full", limit: .seconds(120)) {
                 let pools = try runCorral(["pool", "ls", "--json"], environment: environment)
-                guard pools.status == 0, let list = try? JSONDecoder().decode([JSONValue].self, from: Data(pools.stdout.utf8))
+                guard pools.status == 0,
+                    let list = try? JSONDecoder().decode([JSONValue].self, from: Data(pools.stdout.utf8))
                 else { return false }
                 return list.first?["counts"]?["idle"]?.intValue == 1
             }

@@ -101,7 +101,11 @@ final class WorkspaceFixture: Sendable {
 
     /// Stops the service as a SIGTERM would (sockets close, idle members stay).
     func stop() async {
-        guard let (_, task) = running.withLock({ state in defer { state = nil }; return state }) else { return }
+        guard
+            let (_, task) = running.withLock({ state in
+                defer { state = nil }; return state
+            })
+        else { return }
         task.cancel()
         _ = try? await task.value
     }

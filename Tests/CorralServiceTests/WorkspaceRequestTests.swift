@@ -56,9 +56,10 @@ struct WorkspaceRequestTests {
         for good in ["main", "v1.2", "feature/x-y_z", "0123abcd"] {
             _ = try SandboxWorkspace(repository: "github.com/a/b", ref: good, branch: good)
         }
-        for bad in ["", "-rf", "a..b", "a b", "x~1", "x^", "a:b", "a?", "a*", "a[b", "a\\b", "/a", "a/", "a.lock", "@",
-            "a@{1}", ".hidden", "a/.b", "a//b", "tab\there", "é"]
-        {
+        for bad in [
+            "", "-rf", "a..b", "a b", "x~1", "x^", "a:b", "a?", "a*", "a[b", "a\\b", "/a", "a/", "a.lock", "@",
+            "a@{1}", ".hidden", "a/.b", "a//b", "tab\there", "é",
+        ] {
             #expect(throws: CorralError.self, "\(bad)") {
                 _ = try SandboxWorkspace(repository: "github.com/a/b", branch: bad)
             }
@@ -82,7 +83,8 @@ struct WorkspaceRequestTests {
         withRepository.workspace = try SandboxWorkspace(repository: "github.com/acme/rocket")
         var withEgress = ProvisionRequest()
         withEgress.egressHosts = ["pypi.org"]
-        for (request, what) in [(withRepository, "cloning github.com/acme/rocket"), (withEgress, "egress to pypi.org")] {
+        for (request, what) in [(withRepository, "cloning github.com/acme/rocket"), (withEgress, "egress to pypi.org")]
+        {
             do {
                 _ = try await provisioner.provision(request)
                 Issue.record("provisioned without a gateway")

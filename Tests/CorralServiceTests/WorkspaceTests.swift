@@ -34,7 +34,8 @@ struct WorkspaceTests {
             let branch = "corral/\(sandbox.id)"
 
             // The work tree: on the sandbox's branch, with the credential-free remote.
-            let head = try await fixture.sh(sandbox, "git rev-parse --abbrev-ref HEAD && cat README.md && stat -c %u:%g .")
+            let head = try await fixture.sh(
+                sandbox, "git rev-parse --abbrev-ref HEAD && cat README.md && stat -c %u:%g .")
             #expect(head.stdout == "\(branch)\nrocket\n1000:1000\n", "\(head.stderr)")
             let remote = try await fixture.sh(sandbox, "git remote get-url origin")
             #expect(remote.stdout == workspace.repository.gatewayRemoteURL + "\n")
@@ -54,7 +55,8 @@ struct WorkspaceTests {
             #expect(fixture.upstream.head(owner: WorkspaceFixture.owner, name: "rocket", branch: "main") == mainBefore)
 
             // A rewritten history is not a fast-forward.
-            let forced = try await fixture.sh(sandbox, "git commit -q --amend -m rewritten && git push --force origin HEAD")
+            let forced = try await fixture.sh(
+                sandbox, "git commit -q --amend -m rewritten && git push --force origin HEAD")
             #expect(forced.status.exitCode != 0)
             #expect(forced.stderr.contains("force-push refused"), "\(forced.stderr)")
             #expect(fixture.upstream.head(owner: WorkspaceFixture.owner, name: "rocket", branch: branch) == local)
@@ -77,7 +79,8 @@ struct WorkspaceTests {
             #expect(decisions.allSatisfy { $0["sandbox"]?.stringValue == sandbox.id.rawValue })
             #expect(summary.contains { $0.hasPrefix("git.fetch allowed") }, "\(summary)")
             #expect(summary.contains { $0.hasPrefix("git.push allowed push of") }, "\(summary)")
-            #expect(summary.contains { $0.hasPrefix("git.push denied") && $0.contains("refs/heads/main") }, "\(summary)")
+            #expect(
+                summary.contains { $0.hasPrefix("git.push denied") && $0.contains("refs/heads/main") }, "\(summary)")
             #expect(summary.contains { $0.hasPrefix("git.push denied") && $0.contains("force-push") }, "\(summary)")
             #expect(summary.contains { $0.hasPrefix("git.fetch denied") && $0.contains("no grant") }, "\(summary)")
             #expect(
@@ -192,7 +195,9 @@ struct WorkspaceTests {
         }
     }
 
-    @Test("an unknown host, a missing or revoked credential and a missing ref fail provisioning with the reason, leaving nothing")
+    @Test(
+        "an unknown host, a missing or revoked credential and a missing ref fail provisioning with the reason, leaving nothing"
+    )
     func badInput() async throws {
         try await WorkspaceFixture.with { fixture in
             try fixture.upstream.createRepository(owner: "elsewhere", name: "tool")
@@ -205,7 +210,10 @@ struct WorkspaceTests {
                     "no credential", try SandboxWorkspace(repository: fixture.repository("tool", owner: "elsewhere")),
                     "asks for a credential for elsewhere/tool, and the vault holds none"
                 ),
-                ("missing ref", try fixture.workspace(ref: "no-such-branch"), "no branch, tag or commit 'no-such-branch'"),
+                (
+                    "missing ref", try fixture.workspace(ref: "no-such-branch"),
+                    "no branch, tag or commit 'no-such-branch'"
+                ),
             ]
             for (what, workspace, reason) in cases {
                 await fixture.expectProvisionFails(fixture.request { $0.workspace = workspace }, what, reason)
