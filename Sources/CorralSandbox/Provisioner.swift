@@ -273,19 +273,17 @@ public final class Provisioner: Sendable {
             labels[SandboxLabels.templateHash] = fingerprint
         }
         let createdAt = Date()
-        // The claim marker names this process while the sandbox is made and bound, so that a
-        // reaper (here or in the service) does not take a long setup or clone for an orphan.
-        guard try records().takeClaim(id) else {
-            throw CorralError(.internalError, "the new sandbox id \(id) is taken already")
+        // A reaper takes a record-less sandbox older than the claim grace for an orphan; a
+        // setup or a clone may take longer. While this process is making it, its directory's
+        // time stays fresh; should the process die, the sandbox is an orphan a grace later.
+        let store = try records()
+        let interval = max(configuration.claimGrace / 3, .seconds(1))
+        let heartbeat = Task {
+            while (try? await Task.sleep(for: interval)) != nil { store.touchDirectory(id) }
         }
-        let timings: [String: Double]
-        do {
-            timings = try await makeContainer(
-                id: id, name: name, shape: shape, setup: template?.0, labels: labels, created: createdAt)
-        } catch {
-            try? records().remove(id)
-            throw error
-        }
+        defer { heartbeat.cancel() }
+        let timings = try await makeContainer(
+            id: id, name: name, shape: shape, setup: template?.0, labels: labels, created: createdAt)
         let late = try await bind(
             id, template: template?.0, path: .cold, created: createdAt, request: request, binding: binding)
         let ready = clock.now

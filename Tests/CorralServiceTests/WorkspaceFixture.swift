@@ -26,12 +26,13 @@ final class WorkspaceFixture: Sendable {
     let engine: DockerEngineClient
     let clock: ManualClock
     let templates: [SandboxTemplate]
+    let reapInterval: Duration
     private let running = Mutex<(runner: CorralServiceRunner, task: Task<Void, any Error>)?>(nil)
 
     static let owner = "acme"
     static let credentialName = "upstream-token"
 
-    private init(templates: [SandboxTemplate], clockStart: Date) throws {
+    private init(templates: [SandboxTemplate], reapInterval: Duration) throws {
         // Short: a sandbox's socket path must stay under 108 bytes.
         directory = URL(fileURLWithPath: "/tmp/cw-\(UUID().uuidString.prefix(8).lowercased())", isDirectory: true)
         state = directory.appendingPathComponent("state", isDirectory: true)
@@ -42,17 +43,20 @@ final class WorkspaceFixture: Sendable {
         sessions = FileSessionStore(directory: state.appendingPathComponent("sessions", isDirectory: true))
         vault = try Vault(configuration: Vault.Configuration(stateDirectory: state, environment: [:]))
         engine = try DockerEngineClient(parsing: TestEnvironment.engineEndpoint)
-        clock = ManualClock(start: clockStart)
+        clock = ManualClock()
         self.templates = templates
+        self.reapInterval = reapInterval
     }
 
     /// Runs `body` with a fresh fixture and the service running; afterwards removes every
     /// container of the state directory's instance (checked by label) and checks that the
-    /// token is in no log line corral wrote.
+    /// token is in no log line corral wrote. The service's timers run on `clock`, so its
+    /// reaper sweeps once at start and then only when the clock is moved past `reapInterval`.
     static func with(
-        templates: [SandboxTemplate] = [], clockStart: Date = Date(), _ body: (WorkspaceFixture) async throws -> Void
+        templates: [SandboxTemplate] = [], reapInterval: Duration = .seconds(30),
+        _ body: (WorkspaceFixture) async throws -> Void
     ) async throws {
-        let fixture = try WorkspaceFixture(templates: templates, clockStart: clockStart)
+        let fixture = try WorkspaceFixture(templates: templates, reapInterval: reapInterval)
         do {
             try fixture.upstream.createRepository(owner: owner, name: "rocket", files: ["README.md": "rocket\n"])
             try fixture.storeToken()
@@ -86,6 +90,7 @@ final class WorkspaceFixture: Sendable {
     func start() async throws {
         var configuration = CorralConfiguration()
         configuration.templates = templates
+        configuration.service.reapInterval = reapInterval
         var logger = Logger(label: "corral") { label in CapturingLogHandler(capture: self.logs, label: label) }
         logger.logLevel = .trace
         let clock = self.clock

@@ -227,9 +227,9 @@ struct WorkspaceTests {
 
     @Test("a restarted service attaches live sandboxes' gateways again; removal and the reaper detach")
     func lifecycle() async throws {
-        // The service's clock stands an hour ahead, so a sandbox with a ten-minute ttl is past
-        // it at the reaper's next sweep.
-        try await WorkspaceFixture.with(clockStart: Date().addingTimeInterval(3600)) { fixture in
+        // The background reaper sweeps at start only: the clock never reaches its interval,
+        // so the sweep below is the one that sees the sandbox expire.
+        try await WorkspaceFixture.with(reapInterval: .seconds(86_400)) { fixture in
             let kept = try await fixture.provisioner.provision(
                 try fixture.request {
                     $0.workspace = try fixture.workspace()
@@ -257,6 +257,7 @@ struct WorkspaceTests {
                     $0.ttl = .seconds(600)
                 })
             #expect(try fixture.gateway.attachedSandboxes.contains(expiring.id))
+            fixture.clock.advance(by: .seconds(3600))
             let sweep = try await fixture.runner.reaper.sweep()
             #expect(sweep.removed == [expiring.id: "expired"])
             #expect(try !fixture.gateway.attachedSandboxes.contains(expiring.id), "the reaper detaches")
