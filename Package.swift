@@ -68,6 +68,14 @@ let package = Package(
             ],
             exclude: ["README.md"]
         ),
+        .target(
+            name: "CorralHarness",
+            dependencies: [
+                "CorralSandbox", "CorralSession", "CurlHTTP", "CorralCore",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            exclude: ["README.md"]
+        ),
         // The wire types of corral's HTTP API, shared by the service and the command line's
         // client mode.
         .target(name: "CorralAPI", dependencies: ["CorralSandbox", "CorralSession", "CurlHTTP"], exclude: ["README.md"]),
@@ -75,17 +83,18 @@ let package = Package(
         .target(
             name: "CorralServer",
             dependencies: [
-                "CorralAPI", "CorralService", "CorralGateway", "CorralSession",
+                "CorralAPI", "CorralService", "CorralGateway", "CorralSession", "CorralHarness",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             exclude: ["README.md"]
         ),
         .target(
             name: "CorralCLI",
             dependencies: [
-                "CorralSandbox", "CorralSession", "CorralService", "CorralGateway", "CorralAPI", "CorralServer",
+                "CorralSandbox", "CorralSession", "CorralService", "CorralGateway", "CorralAPI", "CorralServer", "CorralHarness",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -93,7 +102,7 @@ let package = Package(
         .target(
             name: "CorralBench",
             dependencies: [
-                "CorralSandbox", "CorralSession", "CorralService", "CorralGateway", "CSQLite",
+                "CorralSandbox", "CorralSession", "CorralService", "CorralHarness", "CorralGateway", "CSQLite",
                 // The workspace suite's upstream: the git smart-HTTP server the tests use.
                 "TestSupport",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -132,5 +141,13 @@ let package = Package(
             ]
         ),
         .testTarget(name: "CorralCLITests", dependencies: ["CorralCLI", "TestSupport"]),
+        .testTarget(
+            name: "CorralServerTests",
+            dependencies: [
+                "CorralServer", "CorralAPI", "TestSupport",
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+            ]
+        ),
+        .testTarget(name: "CorralHarnessTests", dependencies: ["CorralHarness", "TestSupport"]),
     ]
 )

@@ -2,6 +2,8 @@
 # scripts/demo.sh: what `make run` shows once the machine is prepared (packages, engine,
 # image, build). It provisions one hardened sandbox, drives it through the same two tools an
 # agent gets (bash and the text editor), shows that the hardening holds, and removes it.
+# Then an agent run: Anthropic's API when ANTHROPIC_API_KEY is set, else the scripted brain
+# in examples/demo-agent.jsonl, with sandboxes made as its tool calls need them.
 #
 # State (the per-sandbox gateway directories) goes to ./var unless CORRAL_STATE_DIR says
 # otherwise.
@@ -59,3 +61,32 @@ if "$corral" sandbox ls | grep -q "$id"; then
     exit 1
 fi
 echo "removed; nothing left behind"
+
+step "corral agent run: a brain, a stateless harness, sandboxes made on the first tool call"
+if [ -n "${ANTHROPIC_API_KEY:-}" ]; then
+    brain=(--brain anthropic)
+    echo "(ANTHROPIC_API_KEY is set: the real brain plays the model)"
+else
+    brain=(--brain scripted:examples/demo-agent.jsonl)
+    echo "(no ANTHROPIC_API_KEY: the scripted brain in examples/demo-agent.jsonl plays the model)"
+fi
+transcript=$(mktemp)
+agent_cleanup() {
+    # Every sandbox the session recorded, whatever happened to the run.
+    local session sandbox
+    session=$(head -n 1 "$transcript" 2>/dev/null || true)
+    if [ -n "$session" ]; then
+        for sandbox in $("$corral" session show "$session" --json 2>/dev/null | grep '"type":"sandbox.provisioned"' |
+            sed -n 's/.*"sandbox":"\(sb-[a-z0-9]*\)".*/\1/p'); do
+            "$corral" sandbox rm "$sandbox" >/dev/null 2>&1 || true
+        done
+    fi
+    rm -f "$transcript"
+}
+trap agent_cleanup EXIT
+"$corral" agent run "${brain[@]}" --max-turns 12 \
+    "Write fizzbuzz.py in /workspace for 1 to 15, run it, and fix it until it is right" | tee "$transcript"
+session=$(head -n 1 "$transcript")
+
+step "corral session show $session: every step is an event (first 14)"
+"$corral" session show "$session" | head -n 14 | cut -c 1-160

@@ -20,6 +20,7 @@ public struct CorralCommand: AsyncParsableCommand {
             SessionCommand.self,
             TenantCommandGroup.self,
             VaultCommand.self,
+            AgentCommand.self,
         ]
     )
 

@@ -27,6 +27,8 @@ public struct CorralServer: Sendable {
         public var maxArchiveBytes: Int64 = 1 << 30
         /// Largest single file through the files route.
         public var maxFileBytes = 8 << 20
+        /// How often an idle event stream sends a comment, so that a client that left is noticed.
+        public var streamKeepAlive: Duration = .seconds(15)
 
         public init(socketPath: String? = nil, listen: String? = nil) {
             self.socketPath = socketPath
@@ -39,19 +41,26 @@ public struct CorralServer: Sendable {
     public let tenants: TenantRegistry
     public let sessions: (any SessionStore)?
     public let metrics: PrometheusCollectorRegistry
+    /// Where brain keys and endpoints come from (ANTHROPIC_API_KEY, OPENAI_BASE_URL, ...).
+    public let brainEnvironment: [String: String]
     let quotas: QuotaGate
+    let workers: HarnessWorkers
     let logger: Logger
 
     public init(
         configuration: Configuration, runner: CorralServiceRunner, tenants: TenantRegistry, sessions: (any SessionStore)?,
-        metrics: PrometheusCollectorRegistry = PrometheusCollectorRegistry(), logger: Logger = Logger(label: "corral.server")
+        metrics: PrometheusCollectorRegistry = PrometheusCollectorRegistry(),
+        brainEnvironment: [String: String] = ProcessInfo.processInfo.environment,
+        logger: Logger = Logger(label: "corral.server")
     ) {
         self.configuration = configuration
         self.runner = runner
         self.tenants = tenants
         self.sessions = sessions
         self.metrics = metrics
+        self.brainEnvironment = brainEnvironment
         self.quotas = QuotaGate()
+        self.workers = HarnessWorkers(logger: logger)
         self.logger = logger
     }
 
@@ -64,6 +73,8 @@ public struct CorralServer: Sendable {
         addHealthRoutes(to: router)
         let v1 = router.group("v1").add(middleware: AuthMiddleware(mode: auth.middlewareMode(tenants)))
         addSandboxRoutes(to: v1)
+        addSessionRoutes(to: v1)
+        addAgentRoutes(to: v1)
         addPoolRoutes(to: v1)
         return router
     }
@@ -118,7 +129,7 @@ public struct CorralServer: Sendable {
         let listeners = try applications(onReady: onReady)
         let group = ServiceGroup(
             configuration: ServiceGroupConfiguration(
-                services: (listeners + runner.services).map {
+                services: (listeners + [HarnessWorkersService(workers: workers)] + runner.services).map {
                     .init(service: $0, successTerminationBehavior: .gracefullyShutdownGroup)
                 },
                 gracefulShutdownSignals: handleSignals ? [.sigterm, .sigint] : [],

@@ -74,7 +74,9 @@ struct ErrorMiddleware: RouterMiddleware {
         case is String.Type: "a string"
         case is Int.Type, is Int64.Type, is Double.Type: "a number"
         case is Bool.Type: "true or false"
-        default: type is any Collection.Type ? "an array" : "an object"
+        default:
+            // Decoding reports what it expected as Dictionary<String, Any> or Array<Any>.
+            String(describing: type).hasPrefix("Array") ? "an array" : "an object"
         }
     }
 }

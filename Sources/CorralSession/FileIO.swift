@@ -10,7 +10,7 @@ enum FileIO {
         switch code {
         case ENOSPC, EDQUOT:
             return CorralError(
-                .io, "cannot \(operation) \(path): no space left on device",
+                .io, "cannot \(operation) \(path): \(outOfSpace)",
                 hint: "free space on the file system that holds \(path); nothing was kept of the write that failed")
         case EACCES, EPERM, EROFS:
             return CorralError(.permissionDenied, "cannot \(operation) \(path): \(reason)",
@@ -21,6 +21,13 @@ enum FileIO {
         default:
             return CorralError(.io, "cannot \(operation) \(path): \(reason)")
         }
+    }
+
+    private static let outOfSpace = "no space left on device"
+
+    /// True for the error `error(_:_:errno:)` makes of ENOSPC or EDQUOT.
+    static func isOutOfSpace(_ error: CorralError) -> Bool {
+        error.code == .io && error.message.hasSuffix(outOfSpace)
     }
 
     static func open(_ path: String, _ flags: Int32, mode: mode_t = 0o644, operation: String = "open") throws -> Int32 {
@@ -169,10 +176,6 @@ enum FileIO {
         default:
             throw error("rename \(from) to", to)
         }
-    }
-
-    static func remove(_ path: String) {
-        unlink(path)
     }
 
     /// Removes a directory and everything in it (one level of files; session directories

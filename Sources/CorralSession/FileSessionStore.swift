@@ -20,6 +20,12 @@ public final class FileSessionStore: SessionStore {
         /// Size past which a new session's log continues in a new segment file. Recorded in
         /// each session at creation.
         public var segmentBytes: UInt64 = 64 << 20
+        /// Zeros written ahead of the log's end by an `.fsync` append that reaches the end of
+        /// the file. Later appends overwrite them, and an fdatasync of data written over
+        /// allocated, already-written blocks has no metadata to flush (the file's size and
+        /// block map stay put), which on ext4 here makes it about a third cheaper than one
+        /// that extends the file. 0 turns it off. Cut back when a segment is sealed.
+        public var runwayBytes: Int = 1 << 20
         /// Sessions kept open (each holds three to seven file descriptors); idle ones beyond
         /// this are closed, least recently used first.
         public var maxOpenSessions: Int = 64
@@ -91,7 +97,9 @@ public final class FileSessionStore: SessionStore {
         let outcome: SessionHandle.WriteOutcome
         do {
             outcome = try handle.writer.withLock { writer in
-                try handle.withFileLock { try handle.writeLocked(encoded, expectedSeq: expectedSeq, lease: lease, writer: &writer) }
+                try handle.withFileLock {
+                    try handle.writeLocked(encoded, expectedSeq: expectedSeq, lease: lease, durability: durability, writer: &writer)
+                }
             }
         } catch let error as CorralError {
             if handle.writer.withLock({ $0.failure != nil }) { evict(session, handle) }
@@ -247,6 +255,7 @@ public final class FileSessionStore: SessionStore {
     func install(_ manifest: SessionManifest, epoch: UInt64, populate: (SessionPaths) throws -> Void) throws {
         let staging = root + "/.staging"
         try FileIO.makeDirectories(staging)
+        Self.removeAbandoned(in: staging)
         let temporary = SessionPaths(directory: "\(staging)/\(manifest.id).\(getpid()).\(UInt32.random(in: 0...UInt32.max))")
         try FileIO.makeDirectory(temporary.directory)
         do {
@@ -266,6 +275,16 @@ public final class FileSessionStore: SessionStore {
         } catch {
             FileIO.removeTree(temporary.directory)
             throw error
+        }
+    }
+
+    /// Staging directories (`<id>.<pid>.<random>`) of creates and forks whose process died
+    /// before the rename: nothing refers to them.
+    static func removeAbandoned(in staging: String) {
+        for name in (try? FileIO.list(staging)) ?? [] {
+            let parts = name.split(separator: ".")
+            guard parts.count == 3, let pid = pid_t(parts[1]), pid != getpid() else { continue }
+            if kill(pid, 0) != 0 && errno == ESRCH { FileIO.removeTree(staging + "/" + name) }
         }
     }
 

@@ -65,6 +65,16 @@ enum LogFormat {
     // 32  u16 id length, u16 type length, u32 data length
     // 40  id, type, data (UTF-8; data is JSON text), then zeros up to a multiple of 8
 
+    /// After the last record of the active segment: 8 bytes, a zero length and the checksum
+    /// field `END!`. What follows it is runway: zeros written on purpose (see
+    /// `FileSessionStore.Configuration.runwayBytes`). Zeros *not* announced by this marker
+    /// are a zero-filled tail, and are cut off like any damaged tail.
+    static let endMarker: [UInt8] = [0, 0, 0, 0] + Array("END!".utf8)
+
+    static func isEndMarker(_ bytes: UnsafeRawBufferPointer) -> Bool {
+        bytes.count >= 8 && bytes.prefix(8).elementsEqual(endMarker)
+    }
+
     static let recordPrefixSize = 8
     static let recordFixedSize = 40
     /// Largest body a reader will believe, whatever the writer's event limit was; anything

@@ -14,6 +14,8 @@ struct RecordScanner {
     enum Step {
         case record(LogFormat.RecordHeader, at: UInt64)
         case end
+        /// The end-of-log marker, at `at`; runway follows it.
+        case endMarker(at: UInt64)
         /// The bytes at `at` are not a whole, valid record.
         case bad(reason: String, at: UInt64)
     }
@@ -36,6 +38,9 @@ struct RecordScanner {
                 }
             }
             let local = Int(offset - bufferStart)
+            if buffer.withUnsafeBytes({ LogFormat.isEndMarker(UnsafeRawBufferPointer(rebasing: $0[local..<bufferCount])) }) {
+                return .endMarker(at: offset)
+            }
             let check = buffer.withUnsafeBytes { raw in
                 LogFormat.checkRecord(UnsafeRawBufferPointer(rebasing: raw[local..<bufferCount]))
             }
@@ -63,7 +68,10 @@ struct RecordScanner {
     }
 
     private mutating func fill(from start: UInt64, atLeast needed: Int) throws {
-        let want = Int(min(UInt64(max(Self.chunkSize, needed)), end - start))
+        // Small first reads: a reader checking the end of the log for news needs a few bytes,
+        // a slice a few kilobytes; longer scans grow the reads.
+        let chunk = min(Self.chunkSize, max(16 * 1024, bufferCount * 2))
+        let want = Int(min(UInt64(max(chunk, needed)), end - start))
         if buffer.count < want { buffer = [UInt8](repeating: 0, count: want) }
         bufferCount = try buffer.withUnsafeMutableBytes { raw in
             try FileIO.pread(file.fd, into: UnsafeMutableRawBufferPointer(rebasing: raw[0..<want]), at: start, path: file.path)
@@ -73,6 +81,18 @@ struct RecordScanner {
 }
 
 enum DamageSearch {
+    /// True when every byte of `file` from `start` to `end` is zero: clean runway.
+    static func allZero(in file: OpenFile, from start: UInt64, to end: UInt64) throws -> Bool {
+        var position = start
+        while position < end {
+            let chunk = try FileIO.pread(file.fd, count: Int(min(1 << 20, end - position)), at: position, path: file.path)
+            guard !chunk.isEmpty else { return true }
+            if chunk.contains(where: { $0 != 0 }) { return false }
+            position += UInt64(chunk.count)
+        }
+        return true
+    }
+
     /// The offset of the first intact record that starts after `start` (on an 8-byte
     /// boundary, before `end`) with a seq in `seqs`; nil when there is none, which makes the
     /// bytes from `start` on a torn tail rather than damage in the middle of the log.

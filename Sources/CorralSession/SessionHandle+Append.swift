@@ -57,7 +57,7 @@ extension SessionHandle {
     /// The locked part of an append: lease check, catching up with the files, the retry and
     /// `expectedSeq` checks, then one write. Runs under the writer lock and the flock.
     func writeLocked(
-        _ events: [EncodedEvent], expectedSeq: UInt64?, lease: Lease, writer: inout WriterState
+        _ events: [EncodedEvent], expectedSeq: UInt64?, lease: Lease, durability: Durability, writer: inout WriterState
     ) throws -> WriteOutcome {
         if let failure = writer.failure { throw failure }
         let current = try lock.epoch()
@@ -82,8 +82,8 @@ extension SessionHandle {
             return WriteOutcome(events: appended, written: 0, head: head)
         }
         try rollIfNeeded(&writer)
-        let (active, end, lastEntry) = view.withLock { ($0.active, $0.activeEnd, $0.activeIndex.last) }
-        guard let active else {
+        let (active, activeFirst, end, lastEntry) = view.withLock { ($0.active, $0.segments.last, $0.activeEnd, $0.activeIndex.last) }
+        guard let active, let activeFirst else {
             throw CorralError(.internalError, "session \(id) has no active segment after a roll")
         }
         let time = Timestamp.nowNanoseconds()
@@ -106,29 +106,48 @@ extension SessionHandle {
                 to: &buffer, seq: seq, epoch: lease.epoch, time: time, id: Array(event.id.rawValue.utf8), type: event.type,
                 data: event.data)
         }
-        guard let activeFirst = view.withLock({ $0.segments.last }) else {
-            throw CorralError(.internalError, "session \(id) has no active segment after a roll")
+        let recordBytes = UInt64(buffer.count)
+        buffer.append(contentsOf: LogFormat.endMarker)
+        if writer.indexFile == nil || writer.indexFileFirst != activeFirst {
+            try openIndexFile(activeFirst, keeping: 0, writer: &writer)
         }
-        do {
-            // Claim the bytes before writing them: a writer that dies mid-write leaves an
-            // end no other writer matches, which sends the next one to look.
-            try lock.setEnd(activeFirst, end + UInt64(buffer.count))
-            try FileIO.pwrite(active.fd, buffer, at: end, path: active.path)
-        } catch {
-            // Take back whatever part of the write landed, so a refused append leaves nothing.
+        let size: UInt64
+        if let known = writer.activeSize, known.first == activeFirst {
+            size = known.size
+        } else {
+            size = try active.size()
+        }
+        writer.activeSize = (activeFirst, size)
+        // An fsync append that reaches the end of the file lays runway ahead of it; if the
+        // disk has no room for that, the append goes ahead without.
+        var runway = 0
+        if case .fsync = durability, end + UInt64(buffer.count) > size, limits.runwayBytes > 0 {
+            runway = Int(min(UInt64(limits.runwayBytes), manifest.segmentBytes &- min(manifest.segmentBytes, end + UInt64(buffer.count))))
+        }
+        while true {
             do {
-                try FileIO.truncate(active.fd, to: end, path: active.path)
-                try lock.setEnd(activeFirst, end)
-            } catch let truncation as CorralError {
-                writer.failure = CorralError(
-                    .io, "session \(id): a failed append could not be rolled back (\(truncation.message))",
-                    hint: "reopen the store; recovery will sort the tail out")
+                // Claim the bytes before writing them: a writer that dies mid-write leaves an
+                // end no other writer matches, which sends the next one to look.
+                try lock.setEnd(activeFirst, end + recordBytes)
+                if runway > 0 {
+                    try FileIO.pwrite(active.fd, buffer + [UInt8](repeating: 0, count: runway), at: end, path: active.path)
+                } else {
+                    try FileIO.pwrite(active.fd, buffer, at: end, path: active.path)
+                }
+                writer.activeSize = (activeFirst, max(size, end + UInt64(buffer.count + runway)))
+                break
+            } catch let failure as CorralError {
+                rollBack(active, first: activeFirst, to: end, size: size, written: buffer.count + runway, writer: &writer)
+                if runway > 0, writer.failure == nil, FileIO.isOutOfSpace(failure) {
+                    runway = 0
+                    continue
+                }
+                throw failure
             }
-            throw error
         }
         let newHead = seq
         let ready = view.withLock { view -> [HeadWaiter] in
-            view.activeEnd = end + UInt64(buffer.count)
+            view.activeEnd = end + recordBytes
             view.head = newHead
             view.activeIndex.append(contentsOf: entries)
             return view.takeWaiters()
@@ -136,6 +155,26 @@ extension SessionHandle {
         for waiter in ready { waiter.finish(.success(newHead)) }
         persistIndex(&writer)
         return WriteOutcome(events: appended, written: events.count - skip, head: newHead)
+    }
+
+    /// Takes back whatever part of a failed write landed, so that a refused append leaves
+    /// nothing: the file's old size, the end marker and zeros where they were.
+    private func rollBack(_ file: OpenFile, first: UInt64, to end: UInt64, size: UInt64, written: Int, writer: inout WriterState) {
+        do {
+            if end + UInt64(written) > size { try FileIO.truncate(file.fd, to: max(size, end), path: file.path) }
+            if size >= end + 8 {
+                let restored = Int(min(UInt64(written), size - end))
+                try FileIO.pwrite(file.fd, LogFormat.endMarker + [UInt8](repeating: 0, count: restored - 8), at: end, path: file.path)
+            }
+            writer.activeSize = (first, max(size, end))
+            try lock.setEnd(first, end)
+        } catch let error as CorralError {
+            writer.failure = CorralError(
+                .io, "session \(id): a failed append could not be rolled back (\(error.message))",
+                hint: "reopen the store; recovery will sort the tail out")
+        } catch {
+            writer.failure = CorralError(.io, "session \(id): a failed append could not be rolled back: \(error)")
+        }
     }
 
     /// How many of `events`, from the first, are already stored where this call would put
@@ -183,7 +222,11 @@ extension SessionHandle {
     private func rollIfNeeded(_ writer: inout WriterState) throws {
         let (active, first, end, head) = view.withLock { ($0.active, $0.segments.last, $0.activeEnd, $0.head) }
         if let first, active != nil, end < manifest.segmentBytes || head < first { return }
-        if let active { try FileIO.syncData(active.fd, path: active.path) }
+        if let active {
+            // Sealed segments end at their last record: no marker, no runway.
+            try FileIO.truncate(active.fd, to: end, path: active.path)
+            try FileIO.syncData(active.fd, path: active.path)
+        }
         let newFirst = head + 1
         let path = paths.segment(newFirst)
         try lock.setEnd(newFirst, UInt64(LogFormat.segmentHeaderSize))
@@ -197,17 +240,7 @@ extension SessionHandle {
             try? FileIO.syncDirectory(paths.directory)
             throw error
         }
-        let retired = view.withLock { view -> (OpenFile, UInt64, [IndexEntry])? in
-            let old = view.active.map { ($0, view.activeEnd, view.activeIndex) }
-            view.segments.append(newFirst)
-            view.active = file
-            view.activeEnd = UInt64(LogFormat.segmentHeaderSize)
-            view.activeIndex = []
-            return old
-        }
-        if let (oldFile, oldEnd, oldIndex) = retired, let first {
-            sealed.withLock { $0.insert(first, SealedSegment(file: oldFile, size: oldEnd, index: oldIndex)) }
-        }
+        activate(file, first: newFirst)
         let indexPath = paths.index(newFirst)
         if let index = try? OpenFile(path: indexPath, flags: O_RDWR | O_CREAT | O_TRUNC) {
             try? FileIO.pwrite(index.fd, LogFormat.indexHeader(), at: 0, path: indexPath)
@@ -217,6 +250,7 @@ extension SessionHandle {
         }
         writer.indexFileFirst = newFirst
         writer.persistedEntries = 0
+        writer.activeSize = (newFirst, UInt64(LogFormat.segmentHeaderSize))
     }
 
     /// Wake: the next epoch, under the writer lock and the flock, mirrored before the lease

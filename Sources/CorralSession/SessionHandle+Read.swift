@@ -80,6 +80,9 @@ extension SessionHandle {
                     case .end:
                         problem = ("is missing: the segment ends before it", scanner.offset)
                         break records
+                    case .endMarker(let at):
+                        problem = ("is missing: the log's end marker comes first", at)
+                        break records
                     case .bad(let reason, let at):
                         problem = ("is damaged: \(reason)", at)
                         break records
@@ -110,7 +113,7 @@ extension SessionHandle {
                     let entries: [IndexEntry] =
                         cursor.isActive
                         ? view.withLock { $0.segments.last == cursor.first ? $0.activeIndex : [] }
-                        : try sealedSegment(cursor.first).index
+                        : try sealedSegment(cursor.first).1.index
                     return (cursor.first, scanner.offset, entries.filter { $0.seq <= seq })
                 }
                 expected += 1
@@ -142,9 +145,9 @@ extension SessionHandle {
         case .active(let cursor):
             return cursor
         case .sealed(let first, let lastSeq):
-            let segment = try sealedSegment(first)
+            let (file, segment) = try sealedSegment(first)
             let (entry, slot) = Self.lookup(segment.index, seq, first: first)
-            return Cursor(first: first, file: segment.file, end: segment.size, lastSeq: lastSeq, entry: entry, slot: slot, isActive: false)
+            return Cursor(first: first, file: file, end: segment.size, lastSeq: lastSeq, entry: entry, slot: slot, isActive: false)
         case .missing(let first):
             throw CorralError(
                 .corrupted, "session \(id): no segment holds seq \(seq)\(first.map { "; the first one starts at seq \($0)" } ?? "")",
@@ -162,7 +165,7 @@ extension SessionHandle {
         let entry: IndexEntry? =
             cursor.isActive
             ? view.withLock { $0.segments.last == cursor.first && next.slot < $0.activeIndex.count ? $0.activeIndex[next.slot] : nil }
-            : try sealedSegment(cursor.first).index[safe: next.slot]
+            : try sealedSegment(cursor.first).1.index[safe: next.slot]
         next.entry = entry ?? IndexEntry(seq: cursor.first, offset: UInt64(LogFormat.segmentHeaderSize))
         if entry == nil { next.slot = -1 }
         return next
@@ -182,17 +185,16 @@ extension SessionHandle {
 
     /// A sealed segment, opened and indexed once and then cached. A missing or unusable
     /// index file is rebuilt by scanning the segment.
-    private func sealedSegment(_ first: UInt64) throws -> SealedSegment {
-        if let cached = sealed.withLock({ cache -> SealedSegment? in
+    private func sealedSegment(_ first: UInt64) throws -> (OpenFile, SealedSegment) {
+        let cached = sealed.withLock { cache -> SealedSegment? in
             guard let segment = cache.segments[first] else { return nil }
             cache.touch(first)
             return segment
-        }) {
-            return cached
         }
+        if let cached, let file = cached.file { return (file, cached) }
         let path = paths.segment(first)
         let file = try OpenFile(path: path, flags: O_RDONLY)
-        let size = try file.size()
+        let size = try cached?.size ?? file.size()
         let header = try FileIO.pread(file.fd, count: LogFormat.segmentHeaderSize, at: 0, path: path)
         let check = header.withUnsafeBytes { LogFormat.checkSegmentHeader($0) }
         guard check == .valid(firstSeq: first) else {
@@ -205,10 +207,10 @@ extension SessionHandle {
                 .corrupted, "session \(id): segment \(path) is damaged: \(reason)",
                 hint: "events before seq \(first) can still be read; copy \(paths.directory) aside before any repair")
         }
-        let index = try loadIndexFile(first, segmentSize: size) ?? rebuildIndex(file, first: first, size: size)
+        let index = try cached?.index ?? loadIndexFile(first, segmentSize: size) ?? rebuildIndex(file, first: first, size: size)
         let segment = SealedSegment(file: file, size: size, index: index)
         sealed.withLock { $0.insert(first, segment) }
-        return segment
+        return (file, segment)
     }
 
     /// Scans a whole sealed segment to make its index again, and writes it (atomically,
@@ -227,7 +229,7 @@ extension SessionHandle {
                     entries.append(IndexEntry(seq: header.seq, offset: at))
                 }
                 expected += 1
-            case .end:
+            case .end, .endMarker:
                 break loop
             case .bad(let reason, let at):
                 throw corrupted("is damaged: \(reason)", file: file.path, offset: at, expectedSeq: expected)

@@ -91,6 +91,7 @@ extension SessionHandle {
     /// Under the writer lock and the flock: takes in what other processes appended, cuts a
     /// torn tail, and keeps the active segment's index file in step.
     func catchUp(_ writer: inout WriterState) throws {
+        writer.activeSize = nil
         try advance(recover: true)
         let (first, end) = view.withLock { ($0.segments.last, $0.activeEnd) }
         if let first, writer.indexFile == nil || writer.indexFileFirst != first {
@@ -108,14 +109,18 @@ extension SessionHandle {
     }
 
     /// Brings the view up to the end of the files. Without `recover` (any reader, no lock) it
-    /// stops at the first record that is not whole: another process may be writing it. With
-    /// `recover` (writer lock and flock held), nobody is: a bad tail is set aside if nothing
-    /// intact follows it, and refused as corruption if something does.
+    /// stops at the first record that is not whole: another process may be writing it, and
+    /// it looks only when the lock file's end differs from its own. With `recover` (writer
+    /// lock and flock held), nobody is writing: a bad tail is set aside if nothing intact
+    /// follows it, and refused as corruption if something does.
     func advance(recover: Bool) throws {
         while true {
             let (active, first, end, head, lastEntry) = view.withLock { view in
                 (view.active, view.segments.last, view.activeEnd, view.head, view.activeIndex.last)
             }
+            // Every writer moves the lock file's end before it writes: if it still says what
+            // this handle knows, there is nothing new to read.
+            if !recover, try lock.end() == (first ?? 0, end) { return }
             guard let active, let first else {
                 if try adoptSegment(first: head + 1, after: nil, recover: recover) { continue }
                 return
@@ -127,58 +132,71 @@ extension SessionHandle {
                     .corrupted, "session \(id): \(active.path) is \(size) bytes, shorter than the \(end) bytes of records already read",
                     hint: "something outside corral truncated it; copy \(paths.directory) aside before any repair")
             }
-            if size > end {
-                var scanner = RecordScanner(file: active, from: end, end: size)
-                var expected = head + 1
-                var added: [IndexEntry] = []
-                var last = lastEntry
-                var damage: (reason: String, at: UInt64, wrongSeq: Bool)?
-                scan: while true {
-                    switch try scanner.next() {
-                    case .record(let header, let at):
-                        guard header.seq == expected else {
-                            damage = ("holds seq \(header.seq)", at, true)
-                            break scan
-                        }
-                        if LogFormat.needsIndexEntry(seq: header.seq, offset: at, after: last) {
-                            let entry = IndexEntry(seq: header.seq, offset: at)
-                            added.append(entry)
-                            last = entry
-                        }
-                        expected += 1
-                    case .end:
-                        break scan
-                    case .bad(let reason, let at):
-                        damage = (reason, at, false)
+            var scanner = RecordScanner(file: active, from: end, end: size)
+            var expected = head + 1
+            var added: [IndexEntry] = []
+            var last = lastEntry
+            enum Stop { case endOfFile, marker(UInt64), damage(String, UInt64, wrongSeq: Bool) }
+            var stop = Stop.endOfFile
+            scan: while true {
+                switch try scanner.next() {
+                case .record(let header, let at):
+                    guard header.seq == expected else {
+                        stop = .damage("holds seq \(header.seq)", at, wrongSeq: true)
                         break scan
                     }
-                }
-                let newEnd = damage?.at ?? scanner.offset
-                let newHead = expected - 1
-                if newEnd > end {
-                    let (published, ready) = view.withLock { view -> (Bool, [HeadWaiter]) in
-                        guard view.active === active, view.activeEnd == end, view.head == head else { return (false, []) }
-                        view.activeEnd = newEnd
-                        view.head = newHead
-                        view.activeIndex.append(contentsOf: added)
-                        return (true, view.takeWaiters())
+                    if LogFormat.needsIndexEntry(seq: header.seq, offset: at, after: last) {
+                        let entry = IndexEntry(seq: header.seq, offset: at)
+                        added.append(entry)
+                        last = entry
                     }
-                    for waiter in ready { waiter.finish(.success(newHead)) }
-                    if !published { continue }
+                    expected += 1
+                case .end:
+                    break scan
+                case .endMarker(let at):
+                    stop = .marker(at)
+                    break scan
+                case .bad(let reason, let at):
+                    stop = .damage(reason, at, wrongSeq: false)
+                    break scan
                 }
-                if let damage {
-                    guard recover else { return }
-                    if damage.wrongSeq {
-                        throw corrupted(damage.reason, file: active.path, offset: damage.at, expectedSeq: newHead + 1)
+            }
+            let newEnd: UInt64
+            switch stop {
+            case .endOfFile: newEnd = scanner.offset
+            case .marker(let at), .damage(_, let at, _): newEnd = at
+            }
+            let newHead = expected - 1
+            if newEnd > end {
+                let (published, ready) = view.withLock { view -> (Bool, [HeadWaiter]) in
+                    guard view.active === active, view.activeEnd == end, view.head == head else { return (false, []) }
+                    view.activeEnd = newEnd
+                    view.head = newHead
+                    view.activeIndex.append(contentsOf: added)
+                    return (true, view.takeWaiters())
+                }
+                for waiter in ready { waiter.finish(.success(newHead)) }
+                if !published { continue }
+            }
+            if recover {
+                switch stop {
+                case .endOfFile:
+                    break
+                case .marker(let at):
+                    // Only zeros may follow the marker; anything else is damage at the marker.
+                    if try !DamageSearch.allZero(in: active, from: at + 8, to: size) {
+                        try cutOrRefuse(active, at: at, size: size, expectedSeq: newHead + 1, reason: "bytes follow the end marker")
+                        return
                     }
-                    try cutOrRefuse(active, at: damage.at, size: size, expectedSeq: newHead + 1, reason: damage.reason)
+                case .damage(let reason, let at, let wrongSeq):
+                    if wrongSeq { throw corrupted(reason, file: active.path, offset: at, expectedSeq: newHead + 1) }
+                    try cutOrRefuse(active, at: at, size: size, expectedSeq: newHead + 1, reason: reason)
                     return
                 }
             }
             // At the end of a full segment, another process may have started the next one.
-            let (currentEnd, currentHead) = view.withLock { ($0.activeEnd, $0.head) }
-            if currentEnd >= manifest.segmentBytes, currentHead >= first,
-                try adoptSegment(first: currentHead + 1, after: first, recover: recover)
+            if newEnd >= manifest.segmentBytes, newHead >= first,
+                try adoptSegment(first: newHead + 1, after: first, recover: recover)
             {
                 continue
             }
@@ -211,19 +229,27 @@ extension SessionHandle {
             try setAside(file, from: 0, removingFile: true)
             return false
         }
-        let retired: (OpenFile, UInt64, [IndexEntry])? = view.withLock { view in
-            guard view.segments.last == previous, view.head == first - 1 else { return nil }
-            let old = view.active.map { ($0, view.activeEnd, view.activeIndex) }
+        return activate(file, first: first) { $0.segments.last == previous && $0.head == first - 1 }
+    }
+
+    /// Makes `file`, the segment that starts at `first`, the active one, if `condition`
+    /// holds for the view; the old active segment, with its index, joins the sealed ones.
+    @discardableResult
+    func activate(_ file: OpenFile, first: UInt64, when condition: (LogView) -> Bool = { _ in true }) -> Bool {
+        let outcome: (activated: Bool, retired: (UInt64, SealedSegment)?) = view.withLock { view in
+            guard condition(view) else { return (false, nil) }
+            var retired: (UInt64, SealedSegment)?
+            if let old = view.active, let oldFirst = view.segments.last {
+                retired = (oldFirst, SealedSegment(file: old, size: view.activeEnd, index: view.activeIndex))
+            }
             view.segments.append(first)
             view.active = file
             view.activeEnd = UInt64(LogFormat.segmentHeaderSize)
             view.activeIndex = []
-            return old
+            return (true, retired)
         }
-        if let (oldFile, oldEnd, oldIndex) = retired, let previous {
-            sealed.withLock { $0.insert(previous, SealedSegment(file: oldFile, size: oldEnd, index: oldIndex)) }
-        }
-        return true
+        if let (oldFirst, segment) = outcome.retired { sealed.withLock { $0.insert(oldFirst, segment) } }
+        return outcome.activated
     }
 
     private func cutOrRefuse(_ file: OpenFile, at offset: UInt64, size: UInt64, expectedSeq: UInt64, reason: String) throws {
@@ -301,7 +327,7 @@ extension SessionHandle {
     }
 
     /// Opens the active segment's index file, keeping its first `keeping` entries.
-    private func openIndexFile(_ first: UInt64, keeping: Int, writer: inout WriterState) throws {
+    func openIndexFile(_ first: UInt64, keeping: Int, writer: inout WriterState) throws {
         let path = paths.index(first)
         let file = try OpenFile(path: path, flags: O_RDWR | O_CREAT)
         let keptSize = UInt64(LogFormat.indexHeaderSize + keeping * LogFormat.indexEntrySize)

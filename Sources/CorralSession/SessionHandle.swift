@@ -31,6 +31,10 @@ final class SessionHandle: Sendable {
         var indexFile: OpenFile?
         var indexFileFirst: UInt64 = 0
         var persistedEntries = 0
+        /// The size of the active segment's file (runway included) when this handle knows
+        /// it, with the first seq of the segment it belongs to: a reader may have moved the
+        /// view on to a segment another process started.
+        var activeSize: (first: UInt64, size: UInt64)?
         /// Set when the files may no longer match what this handle believes (a failed
         /// fdatasync, a failed roll-back); the store then drops the handle and reopens.
         var failure: CorralError?
@@ -48,15 +52,20 @@ final class SessionHandle: Sendable {
     }
 
     struct SealedSegment {
-        let file: OpenFile
+        /// Nil once the cache has closed the file to stay within its descriptor budget.
+        var file: OpenFile?
         let size: UInt64
         var index: [IndexEntry]
     }
 
+    /// Sealed segments read lately: the indexes of the last 64 (a few kilobytes each), the
+    /// open files of the last 8, so that random reads across a long session neither reload
+    /// indexes nor hold a descriptor per segment.
     struct SealedCache {
         var segments: [UInt64: SealedSegment] = [:]
         var order: [UInt64] = []
-        static let capacity = 4
+        static let openFiles = 8
+        static let indexes = 64
 
         mutating func touch(_ first: UInt64) {
             order.removeAll { $0 == first }
@@ -66,7 +75,8 @@ final class SessionHandle: Sendable {
         mutating func insert(_ first: UInt64, _ segment: SealedSegment) {
             segments[first] = segment
             touch(first)
-            while order.count > Self.capacity {
+            if order.count > Self.openFiles { segments[order[order.count - Self.openFiles - 1]]?.file = nil }
+            while order.count > Self.indexes {
                 segments[order.removeFirst()] = nil
             }
         }

@@ -18,6 +18,16 @@ struct RecoveryTests {
         return (id, try await store.all(id))
     }
 
+    /// Takes the end marker off a segment that a `.none` writer left (records, then the
+    /// marker), as a writer that died while overwriting it would have: returns the records.
+    func removeEndMarker(_ path: String) throws -> [UInt8] {
+        let bytes = try fileBytes(path)
+        #expect(Array(bytes.suffix(8)) == LogFormat.endMarker, "the segment does not end with its end marker")
+        let records = Array(bytes.dropLast(8))
+        try Data(records).write(to: URL(fileURLWithPath: path))
+        return records
+    }
+
     func lastSegment(_ store: FileSessionStore, _ id: SessionID) throws -> String {
         let name = try sessionFiles(store, id).filter { $0.hasSuffix(".seg") }.last ?? ""
         return sessionPath(store, id, name)
@@ -29,7 +39,7 @@ struct RecoveryTests {
             let (id, events) = try await populated(directory, count: 20)
             let store = makeStore(directory)
             let segment = try lastSegment(store, id)
-            let whole = try fileBytes(segment)
+            let whole = try removeEndMarker(segment)
             // Half of a record, as a killed writer leaves it.
             var record: [UInt8] = []
             LogFormat.appendRecord(to: &record, seq: 21, epoch: 1, time: 0, id: Array("torn".utf8), type: Array("x".utf8), data: Array("{\"a\":1}".utf8))
@@ -52,7 +62,7 @@ struct RecoveryTests {
             let (id, events) = try await populated(directory, count: 5)
             let store = makeStore(directory)
             let segment = try lastSegment(store, id)
-            let size = try fileBytes(segment).count
+            let size = try removeEndMarker(segment).count
             try appendBytes([UInt8](repeating: 0, count: 8192), to: segment)
             #expect(try await store.all(id) == events)
             #expect(try fileBytes(segment).count == size)
@@ -113,8 +123,9 @@ struct RecoveryTests {
             #expect(try await store.readPage(id, from: 200, limit: 10).events == Array(events[199..<209]))
             let lease = try await store.currentLease(id)
             #expect(try await store.append(id, [event()], lease: lease).firstSeq == 301)
+            // The new event went where the end marker was; nothing before it changed.
             #expect(try fileBytes(segment).count > bytes.count)
-            #expect(try fileBytes(segment).prefix(bytes.count).elementsEqual(bytes))
+            #expect(try fileBytes(segment).prefix(bytes.count - 8).elementsEqual(bytes.dropLast(8)))
         }
     }
 
@@ -144,6 +155,54 @@ struct RecoveryTests {
             #expect(try await store.all(id) == events)
             for (position, name) in indexes.enumerated() where position % 2 == 0 {
                 #expect(FileManager.default.fileExists(atPath: sessionPath(store, id, name)), "\(name) was not rebuilt")
+            }
+        }
+    }
+
+    @Test("fsync appends lay zeroed runway after the end marker; reopening keeps it, and later appends write into it")
+    func runwayIsCleanEnd() async throws {
+        try await withTemporaryDirectory { directory in
+            let store = makeStore(directory)
+            let id = try await store.create().id
+            let lease = try await store.currentLease(id)
+            _ = try await store.append(id, [event(id: "a")], lease: lease)
+            let segment = sessionPath(store, id, LogFormat.segmentName(1))
+            let size = try fileBytes(segment).count
+            #expect(size >= 1 << 20)
+            let reopened = makeStore(directory)
+            #expect(try await reopened.all(id).map(\.id.rawValue) == ["a"])
+            _ = try await reopened.append(id, [event(id: "b")], lease: lease)
+            #expect(try fileBytes(segment).count == size)
+            #expect(try sessionFiles(reopened, id).filter { $0.hasSuffix(".broken") }.isEmpty)
+            #expect(try await makeStore(directory).all(id).map(\.id.rawValue) == ["a", "b"])
+        }
+    }
+
+    @Test("bytes after the end marker that are not zeros are damage: set aside when nothing intact follows")
+    func garbageAfterMarker() async throws {
+        try await withTemporaryDirectory { directory in
+            let (id, events) = try await populated(directory, count: 3)
+            let store = makeStore(directory)
+            let segment = try lastSegment(store, id)
+            let size = try fileBytes(segment).count
+            try appendBytes(Array("leftover".utf8), to: segment)
+            #expect(try await store.all(id) == events)
+            #expect(try fileBytes(segment).count == size - 8)
+            #expect(try fileBytes(segment + ".\(size - 8).broken") == LogFormat.endMarker + Array("leftover".utf8))
+        }
+    }
+
+    @Test("random reads across dozens of segments stay right while the store closes and reopens segment files")
+    func manySegments() async throws {
+        try await withTemporaryDirectory { directory in
+            let (id, events) = try await populated(directory, count: 600, segmentBytes: 2048)
+            let store = makeStore(directory, segmentBytes: 2048)
+            #expect(try sessionFiles(store, id).filter { $0.hasSuffix(".seg") }.count > 3 * SessionHandle.SealedCache.openFiles)
+            var generator = SeededGenerator(seed: 11)
+            for _ in 0..<300 {
+                let from = Int.random(in: 1...600, using: &generator)
+                let page = try await store.readPage(id, from: UInt64(from), limit: 7)
+                #expect(page.events == Array(events[(from - 1)..<min(600, from + 6)]))
             }
         }
     }

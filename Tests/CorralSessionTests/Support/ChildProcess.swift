@@ -6,6 +6,7 @@ import Testing
 /// Its reads block: call them from `onOwnThread`, never from the cooperative pool.
 final class ChildProcess: @unchecked Sendable {
     // @unchecked: used from one thread at a time by the test that made it.
+    private static let spawning = NSLock()
     let pid: pid_t
     private var input: Int32
     private let output: Int32
@@ -17,19 +18,25 @@ final class ChildProcess: @unchecked Sendable {
     init(_ executable: String, _ arguments: [String], environment: [String: String] = [:]) throws {
         // A write to a child that was just killed must fail with EPIPE, not kill the tests.
         signal(SIGPIPE, SIG_IGN)
+        // Tests spawn children from several threads at once: every pipe end is close-on-exec
+        // (posix_spawn's dup2 onto 0, 1 and 2 clears that for the child's own), and pipes are
+        // made and children spawned one at a time, so that no child inherits another's pipe
+        // and keeps it open after that one is gone.
+        Self.spawning.lock()
+        defer { Self.spawning.unlock() }
         var stdinPipe: [Int32] = [-1, -1]
         var stdoutPipe: [Int32] = [-1, -1]
         var stderrPipe: [Int32] = [-1, -1]
         guard pipe(&stdinPipe) == 0, pipe(&stdoutPipe) == 0, pipe(&stderrPipe) == 0 else {
             throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO)
         }
+        for fd in stdinPipe + stdoutPipe + stderrPipe { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
         posix_spawn_file_actions_adddup2(&actions, stdinPipe[0], 0)
         posix_spawn_file_actions_adddup2(&actions, stdoutPipe[1], 1)
         posix_spawn_file_actions_adddup2(&actions, stderrPipe[1], 2)
-        for fd in stdinPipe + stdoutPipe + stderrPipe { posix_spawn_file_actions_addclose(&actions, fd) }
         var merged = ProcessInfo.processInfo.environment
         for (key, value) in environment { merged[key] = value }
         let argv = ([executable] + arguments).map { strdup($0) } + [nil]
@@ -72,7 +79,9 @@ final class ChildProcess: @unchecked Sendable {
         var bytes = Array(text.utf8)
         var offset = 0
         while offset < bytes.count {
-            let n = bytes.withUnsafeMutableBytes { Glibc.write(input, $0.baseAddress! + offset, $0.count - offset) }
+            let n = bytes.withUnsafeMutableBytes { raw in
+                raw.baseAddress.map { Glibc.write(input, $0 + offset, raw.count - offset) } ?? 0
+            }
             if n < 0 && errno == EINTR { continue }
             guard n > 0 else { return false }
             offset += n

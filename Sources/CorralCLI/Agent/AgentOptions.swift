@@ -1,0 +1,84 @@
+import ArgumentParser
+import CorralCore
+import CorralHarness
+import CorralSandbox
+import CorralSession
+import Foundation
+
+/// Options `agent run` and `agent wake` share: which brain, and how to print.
+struct AgentBrainOptions: ParsableArguments {
+    @Option(
+        help: ArgumentHelp(
+            "anthropic, openai, or scripted:FILE (default: anthropic when ANTHROPIC_API_KEY is set).",
+            valueName: "BRAIN"))
+    var brain: String?
+
+    @Option(help: ArgumentHelp("The model (default claude-sonnet-4-5 or gpt-4.1).", valueName: "M"))
+    var model: String?
+
+    @Option(
+        name: .customLong("brain-timeout"),
+        help: ArgumentHelp("Longest wait for one brain answer.", valueName: "DURATION"))
+    var brainTimeout: String?
+
+    @Flag(help: "Print each event as a JSON line instead of readable steps.")
+    var json = false
+
+    /// The brain to use: `--brain`, else `recorded` (the session's own), else Anthropic when
+    /// its key is set.
+    func spec(recorded: BrainSpec?, environment: [String: String]) throws -> BrainSpec {
+        if let brain {
+            var spec = try BrainSpec(parsing: brain, model: model)
+            if let script = spec.script {
+                // Recorded absolute, so that a wake from another directory finds it.
+                spec.script = URL(fileURLWithPath: script).standardizedFileURL.path
+            }
+            return spec
+        }
+        if var recorded {
+            if let model { recorded.model = model }
+            return recorded
+        }
+        guard let key = environment["ANTHROPIC_API_KEY"], !key.isEmpty else {
+            throw CorralError(
+                .invalidArgument, "no brain chosen, and ANTHROPIC_API_KEY is not set",
+                hint: "export ANTHROPIC_API_KEY, or pass --brain openai (with OPENAI_API_KEY) or --brain scripted:FILE")
+        }
+        return BrainSpec(provider: .anthropic, model: model ?? BrainSpec.defaultAnthropicModel)
+    }
+
+    func makeBrain(_ spec: BrainSpec, environment: [String: String]) async throws -> any Brain {
+        let timeout = try brainTimeout.map { try Duration(parsing: $0) }
+        return try await BrainFactory.make(
+            spec, credentials: EnvironmentCredentials(environment: environment), timeout: timeout)
+    }
+}
+
+extension GlobalOptions {
+    /// The harness on this machine's session store and engine. The engine is reached only
+    /// when a tool first needs a sandbox.
+    func harness(image: String? = nil) -> Harness {
+        var configuration = SandboxHands.Configuration()
+        if let image { configuration.image = image }
+        let global = self
+        let hands = SandboxHands(configuration: configuration) {
+            let context = CommandContext(global)
+            return try context.provisioner(configuration: try context.configuration(explicit: nil))
+        }
+        return Harness(store: sessionStore(), hands: hands)
+    }
+}
+
+/// Runs the harness, printing each step as it is recorded.
+enum AgentRunner {
+    static func run(harness: Harness, session: SessionID, brain: any Brain, message: String?, json: Bool) async throws {
+        let printer = StepPrinter(json: json)
+        let outcome = try await harness.run(session, brain: brain, message: message) { event in printer.print(event) }
+        if !outcome.resumed {
+            FileHandle.standardError.write(
+                Data(
+                    "corral: session \(session) has ended (\(outcome.reason)); nothing to do. Pass --message to continue it.\n"
+                        .utf8))
+        }
+    }
+}

@@ -1,0 +1,70 @@
+import ArgumentParser
+import CorralCore
+import CorralHarness
+import Foundation
+
+struct AgentRunCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "run",
+        abstract: "Start an agent on a task: prints the session id first, then each step as it happens.",
+        discussion: """
+            Sandboxes are made when the brain first calls a tool that needs one. Everything is recorded in the \
+            session (corral session show ID); a run cut short continues with corral agent wake ID.
+            """
+    )
+
+    @OptionGroup var global: GlobalOptions
+    @OptionGroup var brainOptions: AgentBrainOptions
+
+    @Option(help: ArgumentHelp("Sandbox template from corral.toml (claimed from its warm pool).", valueName: "T"))
+    var template: String?
+
+    @Option(help: ArgumentHelp("Repository to work on (not available until the gateway lands).", valueName: "URL"))
+    var repo: String?
+
+    @Option(help: ArgumentHelp("Sandbox image.", valueName: "REF"))
+    var image: String?
+
+    @Option(name: .customLong("max-turns"), help: ArgumentHelp("Brain calls before the agent stops.", valueName: "N"))
+    var maxTurns = 50
+
+    @Option(
+        name: .customLong("max-tokens"),
+        help: ArgumentHelp("Brain tokens (input + output) before the agent stops.", valueName: "N"))
+    var maxTokens: Int?
+
+    @Option(
+        name: .customLong("max-time"),
+        help: ArgumentHelp("Wall time before the agent stops, such as 30m.", valueName: "DURATION"))
+    var maxTime: String?
+
+    @Option(
+        name: .customLong("context-budget"),
+        help: ArgumentHelp(
+            "Largest context sent to the brain, in tokens; over it the context is compacted.", valueName: "N"))
+    var contextBudget = AgentSpec.defaultContextBudget
+
+    @Option(help: ArgumentHelp("System prompt (default: corral's).", valueName: "TEXT"))
+    var system: String?
+
+    @Argument(help: "What the agent should do.")
+    var task: String
+
+    func run() async throws {
+        let environment = ProcessInfo.processInfo.environment
+        let brainSpec = try brainOptions.spec(recorded: nil, environment: environment)
+        let brain = try await brainOptions.makeBrain(brainSpec, environment: environment)
+        let limits = AgentSpec.Limits(
+            maxTurns: maxTurns, maxTokens: maxTokens, maxWallTime: try maxTime.map { try Duration(parsing: $0) })
+        let spec = AgentSpec(
+            brain: brainSpec, limits: limits, contextBudget: contextBudget, system: system,
+            hands: HandSpec(template: template, repo: repo))
+        let harness = global.harness(image: image)
+        let session = try await harness.create(task: task, spec: spec)
+        var out = StandardOutput()
+        out.line(session.rawValue)
+        out.flush()
+        try await AgentRunner.run(
+            harness: harness, session: session, brain: brain, message: nil, json: brainOptions.json)
+    }
+}

@@ -1,0 +1,42 @@
+import ArgumentParser
+import CorralCore
+import CorralHarness
+import Foundation
+
+struct AgentWakeCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "wake",
+        abstract: "Continue an agent session where its log ends, in a new harness with a new lease.",
+        discussion: """
+            A tool call that was cut short runs again when it only reads; otherwise the brain is told its outcome is \
+            unknown. The session's own brain is used unless --brain says otherwise.
+            """
+    )
+
+    @OptionGroup var global: GlobalOptions
+    @OptionGroup var brainOptions: AgentBrainOptions
+
+    @Option(
+        help: ArgumentHelp("A new user message to continue with (also restarts an ended session).", valueName: "TEXT"))
+    var message: String?
+
+    @Option(help: ArgumentHelp("Sandbox image for sandboxes made from now on.", valueName: "REF"))
+    var image: String?
+
+    @Argument(help: "Session id.")
+    var id: String
+
+    func run() async throws {
+        let session = try SessionID(validating: id)
+        let environment = ProcessInfo.processInfo.environment
+        let harness = global.harness(image: image)
+        let recorded = try await harness.recordedSpec(session)
+        let brainSpec = try brainOptions.spec(recorded: recorded?.brain, environment: environment)
+        let brain = try await brainOptions.makeBrain(brainSpec, environment: environment)
+        var out = StandardOutput()
+        out.line(session.rawValue)
+        out.flush()
+        try await AgentRunner.run(
+            harness: harness, session: session, brain: brain, message: message, json: brainOptions.json)
+    }
+}

@@ -1,0 +1,97 @@
+import CorralAPI
+import CorralCore
+import CorralHarness
+import CorralSandbox
+import CorralSession
+import Foundation
+import Hummingbird
+
+extension CorralServer {
+    func addAgentRoutes(to group: RouterGroup<CorralRequestContext>) {
+        // Makes the agent session (its spec and task recorded first) and starts the harness.
+        group.post("agents") { request, context -> Response in
+            let tenant = try context.requireTenant()
+            let body = try await decodeJSON(StartAgentRequest.self, from: request, context: context)
+            let spec = try agentSpec(body, tenant: tenant)
+            let brain = try await makeBrain(spec.brain)
+            let store = try sessionStore()
+            let harness = harness(for: tenant)
+            let session = try await quotas.admit(
+                tenant, limit: configuration.sessionsPerTenant, what: "sessions",
+                current: { try await store.list().filter { $0.tenant == tenant }.count }
+            ) { try await harness.create(task: body.task, spec: spec) }
+            try await workers.start(session) { try await harness.run(session, brain: brain) }
+            return JSONResponse.make(await workers.status(session), status: 202)
+        }
+
+        // Resumes a session's run from its log (a wake), with an optional new message.
+        group.post("sessions/:id/harness/run") { request, context -> Response in
+            let tenant = try context.requireTenant()
+            let (id, _) = try await ownSession(context)
+            let body = try await decodeOptionalJSON(RunHarnessRequest.self, from: request, context: context) ?? RunHarnessRequest()
+            let harness = harness(for: tenant)
+            guard let spec = try await harness.recordedSpec(id) else {
+                throw CorralError.invalidArgument(
+                    "session \(id) is not an agent session", hint: "start agents with POST /v1/agents")
+            }
+            let brain = try await makeBrain(spec.brain)
+            try await workers.start(id) { try await harness.run(id, brain: brain, message: body.message) }
+            return JSONResponse.make(await workers.status(id), status: 202)
+        }
+
+        group.post("sessions/:id/harness/stop") { _, context -> Response in
+            let (id, _) = try await ownSession(context)
+            _ = await workers.stop(id)
+            return JSONResponse.make(await workers.status(id))
+        }
+
+        group.get("sessions/:id/harness") { _, context -> Response in
+            let (id, _) = try await ownSession(context)
+            return JSONResponse.make(await workers.status(id))
+        }
+    }
+
+    func harness(for tenant: TenantID) -> Harness {
+        var configuration = Harness.Configuration()
+        configuration.tenant = tenant
+        let provisioner = self.provisioner
+        return Harness(store: sessions ?? NoSessions(), hands: SandboxHands { provisioner }, configuration: configuration, logger: logger)
+    }
+
+    func agentSpec(_ body: StartAgentRequest, tenant: TenantID) throws -> AgentSpec {
+        let brain = try BrainSpec(parsing: body.brain, model: body.model)
+        // A script is a file on the service's machine: only its own operator may name one.
+        if brain.provider == .scripted && tenant != .local {
+            throw CorralError(.permissionDenied, "scripted brains are for the local tenant only", hint: "use anthropic or openai")
+        }
+        var limits = AgentSpec.Limits()
+        if let turns = body.maxTurns { limits.maxTurns = turns }
+        limits.maxTokens = body.maxTokens
+        limits.maxWallTime = body.maxTime?.duration
+        return try AgentSpec(
+            brain: brain, limits: limits, contextBudget: body.contextBudget ?? AgentSpec.defaultContextBudget,
+            system: body.system, hands: HandSpec(template: body.template, repo: nil)
+        ).validated()
+    }
+
+    func makeBrain(_ spec: BrainSpec) async throws -> any Brain {
+        try await BrainFactory.make(spec, credentials: EnvironmentCredentials(environment: brainEnvironment), timeout: nil)
+    }
+}
+
+/// Stands in when the service keeps no sessions: every call says so.
+struct NoSessions: SessionStore {
+    func refuse() -> CorralError { CorralError(.unsupported, "this service keeps no sessions") }
+    func create(id: SessionID?, tenant: TenantID, metadata: [String: String]) async throws -> SessionInfo { throw refuse() }
+    func append(_ session: SessionID, _ events: [NewEvent], expectedSeq: UInt64?, lease: Lease, durability: Durability) async throws
+        -> AppendResult
+    { throw refuse() }
+    func readPage(_ session: SessionID, from: UInt64, limit: Int?) async throws -> EventPage { throw refuse() }
+    func session(_ id: SessionID) async throws -> SessionInfo { throw refuse() }
+    func list() async throws -> [SessionInfo] { throw refuse() }
+    func wake(_ id: SessionID) async throws -> Lease { throw refuse() }
+    func currentLease(_ id: SessionID) async throws -> Lease { throw refuse() }
+    func fork(_ id: SessionID, atSeq: UInt64, newID: SessionID?) async throws -> SessionInfo { throw refuse() }
+    func sync(_ id: SessionID) async throws { throw refuse() }
+    func waitForHead(_ id: SessionID, beyond seq: UInt64) async throws -> UInt64 { throw refuse() }
+}

@@ -1,0 +1,105 @@
+import CorralCore
+import Foundation
+import TestSupport
+import Testing
+
+@testable import CorralHarness
+
+/// `corral agent run` and `corral agent wake` as a user runs them.
+@Suite("corral agent on the command line")
+struct CLITests {
+    static let script = """
+        # two turns with corral's own tools, then an answer
+        {"text": "Looking at the log.", "tool_calls": [{"name": "session_events", "input": {"limit": 2}}]}
+        {"tool_calls": [{"name": "sandboxes", "input": {}}]}
+        {"text": "Nothing to do here."}
+        """
+
+    func environment(_ directory: URL) -> [String: String] {
+        ["CORRAL_STATE_DIR": directory.path, "ANTHROPIC_API_KEY": "", "OPENAI_API_KEY": "", "CORRAL_LOG": "error"]
+    }
+
+    @Test("with no key and no --brain, the error says what to do")
+    func noBrain() async throws {
+        try await withTemporaryDirectory { directory in
+            let result = try runCorral(["agent", "run", "do something"], environment: environment(directory))
+            #expect(result.status == 2)
+            #expect(result.stderr.hasPrefix("corral: no brain chosen, and ANTHROPIC_API_KEY is not set\nhint: "))
+            #expect(result.stderr.contains("--brain scripted:FILE"))
+            #expect(result.stdout.isEmpty)
+            let openai = try runCorral(["agent", "run", "--brain", "openai", "x"], environment: environment(directory))
+            #expect(openai.stderr.contains("OPENAI_API_KEY is not set"))
+            let unknown = try runCorral(["agent", "run", "--brain", "llama", "x"], environment: environment(directory))
+            #expect(unknown.stderr.contains("unknown brain 'llama'"))
+        }
+    }
+
+    @Test(
+        "run prints the session id first, then the steps; wake of an ended session does nothing; --message continues it"
+    )
+    func scriptedRun() async throws {
+        try await withTemporaryDirectory { directory in
+            let script = directory.appendingPathComponent("script.jsonl")
+            try Self.script.write(to: script, atomically: true, encoding: .utf8)
+            let run = try runCorral(
+                ["agent", "run", "--brain", "scripted:\(script.path)", "look around"],
+                environment: environment(directory))
+            #expect(run.status == 0, "\(run.stderr)")
+            let lines = run.stdout.split(separator: "\n").map(String.init)
+            let id = try #require(lines.first)
+            #expect(SessionID(id) != nil && id.hasPrefix("se-"))
+            #expect(
+                lines.contains { $0.hasPrefix("[brain] turn 1 (") && $0.hasSuffix(" tokens): Looking at the log.") })
+            #expect(lines.contains("[tool] session_events {\"limit\":2}"))
+            #expect(lines.last == "[end] end_turn after 3 turns")
+
+            let idle = try runCorral(["agent", "wake", id], environment: environment(directory))
+            #expect(idle.status == 0)
+            #expect(idle.stdout == id + "\n")
+            #expect(idle.stderr.contains("has ended (end_turn); nothing to do"))
+
+            let more = try runCorral(
+                ["agent", "wake", id, "--message", "and now?", "--json"], environment: environment(directory))
+            #expect(more.status == 0, "\(more.stderr)")
+            let events = try more.stdout.split(separator: "\n").dropFirst().map { try JSONText.decode(String($0)) }
+            #expect(
+                events.map { $0["type"]?.stringValue } == [
+                    "harness.woke", "user.message", "brain.response", "session.ended",
+                ])
+            #expect(events[2]["data"]?["content"]?.arrayValue?.first?["text"] == "(the script has no more turns)")
+
+            let show = try runCorral(["session", "show", id], environment: environment(directory))
+            #expect(show.stdout.contains("tool.intent"))
+        }
+    }
+
+    @Test("a bad script, a template or a repo that cannot be honoured: refused before anything runs")
+    func refusals() async throws {
+        try await withTemporaryDirectory { directory in
+            let script = directory.appendingPathComponent("bad.jsonl")
+            try "{\"text\": \"fine\"}\n{\"tool_calls\": \"bash\"}\n".write(
+                to: script, atomically: true, encoding: .utf8)
+            let bad = try runCorral(
+                ["agent", "run", "--brain", "scripted:\(script.path)", "x"], environment: environment(directory))
+            #expect(bad.status == 2)
+            #expect(bad.stderr.contains("bad.jsonl line 2: 'tool_calls' must be an array"))
+            let missing = try runCorral(
+                ["agent", "run", "--brain", "scripted:/nonexistent.jsonl", "x"], environment: environment(directory))
+            #expect(missing.stderr.contains("cannot read the brain script /nonexistent.jsonl"))
+
+            let good = directory.appendingPathComponent("good.jsonl")
+            try Self.script.write(to: good, atomically: true, encoding: .utf8)
+            let template = try runCorral(
+                ["agent", "run", "--brain", "scripted:\(good.path)", "--template", "python", "x"],
+                environment: environment(directory))
+            #expect(template.status == 1)
+            #expect(template.stderr.contains("templates are not available in this build"))
+            let repo = try runCorral(
+                ["agent", "run", "--brain", "scripted:\(good.path)", "--repo", "https://example.com/a.git", "x"],
+                environment: environment(directory))
+            #expect(repo.stderr.contains("repository workspaces are not available in this build"))
+            let sessions = try runCorral(["session", "ls"], environment: environment(directory))
+            #expect(!sessions.stdout.contains("se-"))
+        }
+    }
+}

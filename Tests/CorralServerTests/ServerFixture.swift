@@ -1,0 +1,85 @@
+import CorralAPI
+import CorralCore
+import CorralSandbox
+import CorralServer
+import CorralService
+import CorralSession
+import DockerEngine
+import Foundation
+import Hummingbird
+import HummingbirdTesting
+import TestSupport
+import Testing
+
+/// A server on the test engine with its own state directory, and two tenants with tokens.
+struct ServerFixture {
+    let state: URL
+    let server: CorralServer
+    let engine: DockerEngineClient
+    let tokenA: String
+    let tokenB: String
+
+    init(sandboxesPerTenant: Int = 20) async throws {
+        state = FileManager.default.temporaryDirectory.appendingPathComponent("corral-server-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: state, withIntermediateDirectories: true)
+        engine = try DockerEngineClient(parsing: TestEnvironment.engineEndpoint)
+        let environment = SandboxEnvironment(
+            initBinary: try SandboxEnvironment.locateInit(), sandboxesDirectory: state.appendingPathComponent("sandboxes"))
+        let runner = try await CorralServiceRunner.prepare(
+            configuration: CorralConfiguration(), engine: engine, environment: environment)
+        var configuration = CorralServer.Configuration()
+        configuration.sandboxesPerTenant = sandboxesPerTenant
+        let tenants = TenantRegistry(stateDirectory: state)
+        tokenA = try tenants.add(TenantID(unchecked: "tenant-a"))
+        tokenB = try tenants.add(TenantID(unchecked: "tenant-b"))
+        server = CorralServer(
+            configuration: configuration, runner: runner, tenants: tenants,
+            sessions: FileSessionStore(directory: state.appendingPathComponent("sessions")))
+    }
+
+    /// Runs `body` against the token-checking router, in process.
+    func test(_ body: @Sendable (any TestClientProtocol) async throws -> Void) async throws {
+        let app = Application(router: server.router(auth: .tokens))
+        try await app.test(.router, body)
+    }
+
+    /// Removes every sandbox the test made and the state directory.
+    func cleanUp() async {
+        if let sandboxes = try? await server.runner.provisioner.list() {
+            for sandbox in sandboxes { _ = try? await engine.removeContainer(sandbox.containerID) }
+        }
+        try? FileManager.default.removeItem(at: state)
+        engine.shutdown()
+    }
+}
+
+extension TestClientProtocol {
+    /// A request as `token`'s tenant, with a JSON body when given.
+    func call(
+        _ method: HTTPRequest.Method, _ uri: String, token: String?, json: String? = nil, body: [UInt8]? = nil
+    ) async throws -> TestResponse {
+        var headers = HTTPFields()
+        if let token { headers[.authorization] = "Bearer \(token)" }
+        var buffer: ByteBuffer?
+        if let json {
+            headers[.contentType] = "application/json"
+            buffer = ByteBuffer(string: json)
+        } else if let body {
+            buffer = ByteBuffer(bytes: body)
+        }
+        return try await execute(uri: uri, method: method, headers: headers, body: buffer)
+    }
+}
+
+extension TestResponse {
+    var text: String { String(buffer: body) }
+
+    func decode<T: Decodable>(_ type: T.Type) throws -> T {
+        let decoder = JSONDecoder()
+        decoder.dateDecodingStrategy = .iso8601
+        return try decoder.decode(type, from: Data(buffer: body))
+    }
+
+    /// The `{code, message}` body every error has.
+    var error: APIErrorBody? { try? decode(APIErrorBody.self) }
+}
