@@ -41,15 +41,17 @@ let package = Package(
         .target(name: "DockerEngine", dependencies: ["CurlHTTP", "TarArchive"], exclude: ["README.md"]),
         .target(
             name: "CorralSandbox",
-            dependencies: ["DockerEngine", "TarArchive", .product(name: "Metrics", package: "swift-metrics")],
+            dependencies: [
+                "DockerEngine", "TarArchive", "CorralGateway", .product(name: "Metrics", package: "swift-metrics"),
+            ],
             exclude: ["README.md"]
         ),
-        // Configuration (corral.toml) and the long-running service: pools and the reaper now,
-        // the gateway and the HTTP API later, as one list of services.
+        // Configuration (corral.toml) and the long-running service: pools, the reaper and the
+        // gateway now, the HTTP API later, as one list of services.
         .target(
             name: "CorralService",
             dependencies: [
-                "CorralSandbox",
+                "CorralSandbox", "CorralGateway", "CorralSession",
                 .product(name: "TOMLKit", package: "TOMLKit"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
@@ -104,7 +106,9 @@ let package = Package(
         .target(
             name: "CorralBench",
             dependencies: [
-                "CorralSandbox", "CorralSession", "CorralService", "CorralHarness", "CSQLite",
+                "CorralSandbox", "CorralSession", "CorralService", "CorralHarness", "CorralGateway", "CSQLite",
+                // The workspace suite's upstream: the git smart-HTTP server the tests use.
+                "TestSupport",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -120,7 +124,13 @@ let package = Package(
             linkerSettings: [.unsafeFlags(["-static-executable", "-use-ld=lld"])]
         ),
         .target(name: "TestSupport", dependencies: ["CorralCore"], path: "Tests/TestSupport"),
-        .testTarget(name: "CorralServiceTests", dependencies: ["CorralService", "TestSupport"]),
+        .testTarget(
+            name: "CorralServiceTests",
+            dependencies: [
+                "CorralService", "CorralGateway", "CorralSession", "TestSupport",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         .testTarget(name: "CorralCoreTests", dependencies: ["CorralCore"]),
         .testTarget(name: "CurlHTTPTests", dependencies: ["CurlHTTP", "TestSupport"]),
         .testTarget(name: "TarArchiveTests", dependencies: ["TarArchive", "TestSupport"]),

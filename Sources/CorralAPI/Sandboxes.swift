@@ -17,6 +17,10 @@ public struct CreateSandboxRequest: Codable, Sendable, Hashable {
     public var labels: [String: String]?
     public var env: [String: String]?
     public var session: String?
+    /// A repository cloned into /workspace through the gateway.
+    public var workspace: SandboxWorkspace?
+    /// Hosts the sandbox may reach through its gateway.
+    public var egressHosts: [String]?
 
     public init() {}
 
@@ -35,6 +39,8 @@ public struct CreateSandboxRequest: Codable, Sendable, Hashable {
         labels = request.labels.isEmpty ? nil : request.labels
         env = request.env.isEmpty ? nil : request.env
         session = request.session?.rawValue
+        workspace = request.workspace
+        egressHosts = request.egressHosts.isEmpty ? nil : request.egressHosts
     }
 
     /// The library's request, checked; `tenant` comes from the caller's credentials, never
@@ -63,6 +69,8 @@ public struct CreateSandboxRequest: Codable, Sendable, Hashable {
         request.env = env ?? [:]
         request.tenant = tenant
         if let session { request.session = try SessionID(validating: session) }
+        request.workspace = workspace
+        request.egressHosts = egressHosts ?? []
         return request
     }
 }

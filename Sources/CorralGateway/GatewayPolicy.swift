@@ -34,6 +34,30 @@ public struct GatewayPolicy: Sendable, Hashable, Codable {
         }
     }
 
+    /// Checks one allow-list entry as it comes from a template or `--allow-host`, and returns
+    /// it lower-cased. A URL, a path or a malformed host is refused with what to write instead,
+    /// since an entry that can never match would otherwise deny in silence.
+    public static func checkEgressHost(_ entry: String) throws -> String {
+        let lowered = entry.lowercased()
+        func fail(_ why: String) -> CorralError {
+            CorralError.invalidArgument(
+                "invalid egress host '\(entry.prefix(200))': \(why)",
+                hint: "write a host, host:port or *.domain, such as pypi.org or files.example.com:8443")
+        }
+        guard !lowered.contains("://"), !lowered.contains("/") else { throw fail("a host, not a URL or a path") }
+        guard let (host, _) = splitEntry(lowered) else { throw fail("a port must be a number") }
+        let name = host.hasPrefix("*.") ? String(host.dropFirst(2)) : host
+        do {
+            _ = try GitRepository.checkHost(name.contains(":") ? "[\(name)]" : name)
+        } catch let error as CorralError {
+            throw fail(error.message)
+        }
+        if let (_, port) = splitEntry(lowered), let port, !(1...65535).contains(port) {
+            throw fail("port \(port) is out of range")
+        }
+        return lowered
+    }
+
     /// `host`, `host:port`, `[v6]`, `[v6]:port` or a bare IPv6 address; nil when malformed.
     static func splitEntry(_ entry: String) -> (host: String, port: Int?)? {
         if entry.hasPrefix("[") {

@@ -1,4 +1,5 @@
 import CorralCore
+import CorralGateway
 
 /// The container runtime a sandbox runs under.
 public struct SandboxRuntime: RawRepresentable, Hashable, Sendable, Codable, CustomStringConvertible {
@@ -76,6 +77,11 @@ public struct ProvisionRequest: Sendable {
     public var env: [String: String] = [:]
     public var tenant: TenantID = .local
     public var session: SessionID?
+    /// A repository to clone into /workspace through the gateway; nil takes the template's,
+    /// if any. Bound after a warm claim like the rest.
+    public var workspace: SandboxWorkspace?
+    /// Hosts the sandbox may reach through its gateway, beside the template's `egress`.
+    public var egressHosts: [String] = []
 
     public static let defaultImage = "corral/base:bookworm"
 
@@ -106,6 +112,8 @@ public struct ProvisionRequest: Sendable {
         if let idleTTL, idleTTL <= .zero {
             throw CorralError.invalidArgument("idle ttl must be positive, got \(idleTTL.compactDescription)")
         }
+        copy.workspace = try workspace?.validated()
+        copy.egressHosts = try egressHosts.map(GatewayPolicy.checkEgressHost)
         return copy
     }
 }

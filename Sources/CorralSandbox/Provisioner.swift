@@ -1,4 +1,5 @@
 import CorralCore
+import CorralGateway
 import DockerEngine
 import Foundation
 import Logging
@@ -8,7 +9,8 @@ import Synchronization
 ///
 /// `provision` claims a warm pool member when the request names a template whose pool has one
 /// idle, and makes the sandbox cold otherwise. Either way the per-session settings are bound
-/// afterwards, into the sandbox's record, so both paths hand out the same thing.
+/// afterwards, so both paths hand out the same thing: the sandbox's gateway is attached with
+/// its grants and egress hosts, its repository cloned into /workspace, and its record written.
 public final class Provisioner: Sendable {
     public struct Configuration: Sendable {
         public var environment: SandboxEnvironment
@@ -19,10 +21,19 @@ public final class Provisioner: Sendable {
         /// a claimed container without a record is an orphan, and an abandoned claim marker on
         /// a pool member retires it.
         public var claimGrace: Duration = .seconds(60)
+        /// Where sandboxes get their gateway socket. With one, every sandbox is attached (what
+        /// is not granted is refused with a reason the agent can read, and recorded); without
+        /// one (a process other than the service), requests that need it are refused.
+        public var gateway: (any SandboxGateway)?
+        /// Limit for cloning a sandbox's repository.
+        public var workspaceTimeout: Duration = .seconds(600)
 
-        public init(environment: SandboxEnvironment, templates: [SandboxTemplate] = []) {
+        public init(
+            environment: SandboxEnvironment, templates: [SandboxTemplate] = [], gateway: (any SandboxGateway)? = nil
+        ) {
             self.environment = environment
             self.templates = templates
+            self.gateway = gateway
         }
 
         public func template(named name: TemplateName) -> SandboxTemplate? {
@@ -86,9 +97,11 @@ public final class Provisioner: Sendable {
         let clock = ContinuousClock()
         let started = clock.now
         guard let name = request.template else {
+            let binding = try lateBinding(request, template: nil)
             let shape = ContainerShape(
                 image: request.image, runtime: request.runtime, resources: request.resources, env: [:])
-            return try await provisionCold(shape: shape, template: nil, request: request, started: started)
+            return try await provisionCold(
+                shape: shape, template: nil, request: request, binding: binding, started: started)
         }
         guard let template = configuration.template(named: name) else {
             let known = configuration.templates.map(\.name.rawValue).sorted()
@@ -98,10 +111,14 @@ public final class Provisioner: Sendable {
                     ? "templates come from corral.toml: pass --config FILE, set CORRAL_CONFIG, or put it at $STATE/corral.toml"
                     : "known templates: \(known.joined(separator: ", "))")
         }
-        if let sandbox = try await claimWarm(template, request: request, started: started) { return sandbox }
+        let binding = try lateBinding(request, template: template)
+        if let sandbox = try await claimWarm(template, request: request, binding: binding, started: started) {
+            return sandbox
+        }
         let fingerprint = try await fingerprint(of: template)
         return try await provisionCold(
-            shape: template.shape, template: (template, fingerprint), request: request, started: started)
+            shape: template.shape, template: (template, fingerprint), request: request, binding: binding,
+            started: started)
     }
 
     /// A claimed member, before its record is written.
@@ -110,9 +127,9 @@ public final class Provisioner: Sendable {
         var created: Date
     }
 
-    private func claimWarm(_ template: SandboxTemplate, request: ProvisionRequest, started: ContinuousClock.Instant)
-        async throws -> Sandbox?
-    {
+    private func claimWarm(
+        _ template: SandboxTemplate, request: ProvisionRequest, binding: LateBinding, started: ContinuousClock.Instant
+    ) async throws -> Sandbox? {
         let clock = ContinuousClock()
         let claim: Claim?
         if let pool = pools.withLock({ $0[template.name] }) {
@@ -124,13 +141,14 @@ public final class Provisioner: Sendable {
         }
         guard let claim else { return nil }
         let claimed = clock.now
-        try await bind(claim.id, template: template, path: .warm, created: claim.created, request: request)
+        let late = try await bind(
+            claim.id, template: template, path: .warm, created: claim.created, request: request, binding: binding)
         let ready = clock.now
         let report = ProvisionReport(
             path: .warm,
             phases: [
-                "claim": (claimed - started).milliseconds, "start": 0, "workspace": 0,
-                "ready": (ready - claimed).milliseconds,
+                "claim": (claimed - started).milliseconds, "start": 0, "setup": 0, "workspace": late.workspace,
+                "ready": late.ready,
             ],
             totalMilliseconds: (ready - started).milliseconds)
         metrics.provisioned(path: .warm, template: template.name, milliseconds: report.totalMilliseconds)
@@ -202,32 +220,48 @@ public final class Provisioner: Sendable {
         }
     }
 
-    /// Binds the per-session settings into the record and returns the handle. When the record
-    /// cannot be written the sandbox is removed: it would otherwise be an orphan.
+    /// Binds the per-session settings to a running sandbox: attaches its gateway, clones its
+    /// repository, then writes its record (the record last, so that a record always stands
+    /// for a sandbox that is ready). On any failure the sandbox is removed, its gateway
+    /// detached and its host directory deleted: it would otherwise be an orphan. Returns the
+    /// milliseconds of the workspace (gateway and clone) and of the record.
     private func bind(
         _ id: SandboxID, template: SandboxTemplate?, path: ProvisionReport.Path, created: Date,
-        request: ProvisionRequest
-    ) async throws {
+        request: ProvisionRequest, binding: LateBinding
+    ) async throws -> (workspace: Double, ready: Double) {
+        let clock = ContinuousClock()
+        let started = clock.now
+        let container = SandboxLabels.containerName(tenant: request.tenant, sandbox: id)
+        let workspace: BoundWorkspace
+        do {
+            workspace = try await bindWorkspace(id, container: container, request: request, binding: binding)
+        } catch {
+            await discard(container, id: id)
+            throw error
+        }
+        let workspaceDone = clock.now
         let now = Date()
         let ttl = request.ttl ?? template?.ttl
         let record = SandboxRecord(
             id: id, tenant: request.tenant, session: request.session, template: template?.name, path: path,
             created: created, bound: now, expires: ttl.map { now.addingTimeInterval($0.milliseconds / 1000) },
-            idleTTL: request.idleTTL ?? template?.idleTTL, env: request.env, labels: request.labels)
+            idleTTL: request.idleTTL ?? template?.idleTTL, env: request.env, labels: request.labels,
+            gateway: workspace.policy, workspace: workspace.workspace)
         let store = try records()
         do {
             try store.write(record)
             store.touch(id)
         } catch {
-            await discard(SandboxLabels.containerName(tenant: request.tenant, sandbox: id), id: id)
+            await discard(container, id: id)
             throw error
         }
+        return ((workspaceDone - started).milliseconds, (clock.now - workspaceDone).milliseconds)
     }
 
     // MARK: Making containers
 
     private func provisionCold(
-        shape: ContainerShape, template: (SandboxTemplate, String)?, request: ProvisionRequest,
+        shape: ContainerShape, template: (SandboxTemplate, String)?, request: ProvisionRequest, binding: LateBinding,
         started: ContinuousClock.Instant
     ) async throws -> Sandbox {
         let clock = ContinuousClock()
@@ -239,13 +273,23 @@ public final class Provisioner: Sendable {
             labels[SandboxLabels.templateHash] = fingerprint
         }
         let createdAt = Date()
+        // A reaper takes a record-less sandbox older than the claim grace for an orphan; a
+        // setup or a clone may take longer. While this process is making it, its directory's
+        // time stays fresh; should the process die, the sandbox is an orphan a grace later.
+        let store = try records()
+        let interval = max(configuration.claimGrace / 3, .seconds(1))
+        let heartbeat = Task {
+            while (try? await Task.sleep(for: interval)) != nil { store.touchDirectory(id) }
+        }
+        defer { heartbeat.cancel() }
         let timings = try await makeContainer(
             id: id, name: name, shape: shape, setup: template?.0, labels: labels, created: createdAt)
-        let bindStart = clock.now
-        try await bind(id, template: template?.0, path: .cold, created: createdAt, request: request)
+        let late = try await bind(
+            id, template: template?.0, path: .cold, created: createdAt, request: request, binding: binding)
         let ready = clock.now
         var phases = timings
-        phases["ready"] = (ready - bindStart).milliseconds
+        phases["workspace"] = late.workspace
+        phases["ready"] = late.ready
         let report = ProvisionReport(path: .cold, phases: phases, totalMilliseconds: (ready - started).milliseconds)
         metrics.provisioned(path: .cold, template: template?.0.name, milliseconds: report.totalMilliseconds)
         logger.info(
@@ -321,7 +365,7 @@ public final class Provisioner: Sendable {
         let setUp = clock.now
         return [
             "create": (createdAt - started).milliseconds, "start": (startedAt - createdAt).milliseconds,
-            "workspace": (setUp - startedAt).milliseconds,
+            "setup": (setUp - startedAt).milliseconds,
         ]
     }
 
@@ -378,7 +422,7 @@ public final class Provisioner: Sendable {
     public func handle(_ id: SandboxID, tenant: TenantID = .local, provisioning: ProvisionReport? = nil) -> Sandbox {
         Sandbox(
             id: id, tenant: tenant, engine: engine, environment: configuration.environment,
-            records: recordStore, tools: tools,
+            records: recordStore, gateway: configuration.gateway, tools: tools,
             configuration: configuration.tools, provisioning: provisioning, logger: logger)
     }
 
@@ -408,9 +452,11 @@ public final class Provisioner: Sendable {
         try await handle(id, tenant: tenant).remove()
     }
 
-    /// Removes a container and the host's directory for it; cancellation does not stop it.
+    /// Removes a container, its gateway socket and the host's directory for it; cancellation
+    /// does not stop it.
     func discard(_ name: String, id: SandboxID) async {
         let engine = self.engine
+        configuration.gateway?.detach(sandbox: id)
         await Task.detached { _ = try? await engine.removeContainer(name, force: true, volumes: true) }.value
         configuration.environment.removeHostDirectory(for: id)
     }

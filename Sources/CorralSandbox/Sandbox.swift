@@ -19,18 +19,21 @@ public final class Sandbox: Sendable {
     let environment: SandboxEnvironment
     /// Where its record lives; nil when the provisioner keeps none.
     let records: SandboxRecordStore?
+    /// The gateway its socket is attached to, closed on removal.
+    let gateway: (any SandboxGateway)?
     let logger: Logger
 
     init(
         id: SandboxID, tenant: TenantID, engine: DockerEngineClient, environment: SandboxEnvironment,
-        records: SandboxRecordStore?, tools: [any SandboxTool], configuration: ToolConfiguration,
-        provisioning: ProvisionReport?, logger: Logger
+        records: SandboxRecordStore?, gateway: (any SandboxGateway)? = nil, tools: [any SandboxTool],
+        configuration: ToolConfiguration, provisioning: ProvisionReport?, logger: Logger
     ) {
         self.id = id
         self.tenant = tenant
         self.containerName = SandboxLabels.containerName(tenant: tenant, sandbox: id)
         self.engine = engine
         self.records = records
+        self.gateway = gateway
         self.transport = EngineExecTransport(
             engine: engine, container: containerName, sandbox: id, environment: environment, records: records)
         self.tools = Dictionary(tools.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
@@ -99,9 +102,11 @@ public final class Sandbox: Sendable {
         }
     }
 
-    /// Removes the sandbox, its workspace volume and everything in it.
+    /// Removes the sandbox, its workspace volume and everything in it, and closes its gateway
+    /// socket.
     public func remove() async throws {
         let removed = try await engine.removeContainer(containerName, force: true, volumes: true)
+        gateway?.detach(sandbox: id)
         environment.removeHostDirectory(for: id)
         if !removed {
             throw CorralError.notFound("sandbox \(id) not found", hint: "list sandboxes with `corral sandbox ls`")
@@ -127,8 +132,9 @@ public struct ProvisionReport: Sendable, Hashable, Codable {
     }
 
     public var path: Path
-    /// Phase name to milliseconds: `claim` (warm) or `create` (cold), `start`, `workspace`
-    /// (the template's setup, run at member creation on the warm path) and `ready` (binding
+    /// Phase name to milliseconds: `claim` (warm) or `create` (cold), `start`, `setup` (the
+    /// template's setup; 0 on the warm path, where it ran when the member was made),
+    /// `workspace` (attaching the gateway and cloning the repository) and `ready` (writing
     /// the per-session record).
     public var phases: [String: Double]
     public var totalMilliseconds: Double

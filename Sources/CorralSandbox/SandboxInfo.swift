@@ -1,4 +1,5 @@
 import CorralCore
+import CorralGateway
 import DockerEngine
 import Foundation
 
@@ -24,6 +25,10 @@ public struct SandboxInfo: Sendable, Codable, Hashable {
     public var bound: Date?
     public var idleTTLSeconds: Double?
     public var lastActivity: Date?
+    /// The repository in /workspace and the branch it is on.
+    public var workspace: SandboxWorkspace?
+    /// Hosts its gateway lets it reach; nil when no gateway serves it.
+    public var egressHosts: [String]?
 
     init?(summary: ContainerSummary, record: SandboxRecord?, lastActivity: Date?) {
         guard let (tenant, id) = SandboxLabels.parse(containerName: summary.name) else { return nil }
@@ -60,5 +65,7 @@ public struct SandboxInfo: Sendable, Codable, Hashable {
         self.bound = record?.bound
         self.idleTTLSeconds = record?.idleTTLSeconds
         self.lastActivity = lastActivity
+        self.workspace = record?.workspace
+        self.egressHosts = record?.gateway?.egressHosts
     }
 }

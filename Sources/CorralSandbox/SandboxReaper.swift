@@ -4,8 +4,9 @@ import Foundation
 import Logging
 
 /// Removes what should not be there: sandboxes past their ttl or idle ttl, claimed containers
-/// without a record (orphans), records without a container, and pool members of templates no
-/// longer configured.
+/// without a record (orphans), records without a container, pool members of templates no
+/// longer configured, and gateway sockets of sandboxes that are gone. Whatever it removes, it
+/// detaches from the gateway.
 ///
 /// A long-running service (`run()`), or one `sweep()` at a time. It reads everything from the
 /// engine and the records each time, so it adopts whatever an earlier process left.
@@ -62,6 +63,9 @@ public actor SandboxReaper {
         // Directories first: a record made after the listing belongs to a container the
         // listing may not show yet.
         let directories = store.ids()
+        // Sockets attached before the listing belong to containers made before it: one the
+        // listing lacks is gone (a socket attached later may be a sandbox still being made).
+        let attached = provisioner.configuration.gateway?.attachedSandboxes ?? []
         let listedAt = Date()
         let containers = try await provisioner.engine.listContainers(
             all: true, labels: ["\(SandboxLabels.managed)=1", "\(SandboxLabels.instance)=\(instance)"])
@@ -93,8 +97,13 @@ public actor SandboxReaper {
             // whose container the listing lacks is stale for sure.
             let bound = (try? store.read(id))?.bound
             guard now.timeIntervalSince(made) > grace || bound.map({ $0 < listedAt }) == true else { continue }
+            provisioner.configuration.gateway?.detach(sandbox: id)
             store.remove(id)
             sweep.removed[id] = "stale-record"
+        }
+        for id in attached where !present.contains(id) {
+            provisioner.configuration.gateway?.detach(sandbox: id)
+            logger.info("gateway socket of a vanished sandbox closed", metadata: ["sandbox": "\(id)"])
         }
         return sweep
     }
@@ -135,6 +144,7 @@ public actor SandboxReaper {
             logger.info("reaper could not remove a sandbox", metadata: ["sandbox": "\(id)", "error": "\(error)"])
             return
         }
+        provisioner.configuration.gateway?.detach(sandbox: id)
         try? provisioner.records().remove(id)
         sweep.removed[id] = reason
         provisioner.metrics.reaped(reason: reason)

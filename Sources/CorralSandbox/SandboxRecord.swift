@@ -1,4 +1,5 @@
 import CorralCore
+import CorralGateway
 import Foundation
 
 /// What corral knows about one claimed or cold sandbox beyond its container's labels: the
@@ -28,12 +29,19 @@ public struct SandboxRecord: Codable, Sendable, Hashable {
     public var env: [String: String]
     /// The caller's own labels.
     public var labels: [String: String]
+    /// What the sandbox's gateway allows (its grants and egress hosts); nil when no gateway
+    /// served it. A restarted service attaches every live sandbox's gateway again from this.
+    public var gateway: GatewayPolicy?
+    /// The repository cloned into /workspace, with the branch it is on; nil when none.
+    public var workspace: SandboxWorkspace?
 
-    public static let currentVersion = 1
+    /// 2 added `gateway` and `workspace`. A version 1 record reads as one without either.
+    public static let currentVersion = 2
 
     public init(
         id: SandboxID, tenant: TenantID, session: SessionID?, template: TemplateName?, path: ProvisionReport.Path,
-        created: Date, bound: Date, expires: Date?, idleTTL: Duration?, env: [String: String], labels: [String: String]
+        created: Date, bound: Date, expires: Date?, idleTTL: Duration?, env: [String: String], labels: [String: String],
+        gateway: GatewayPolicy? = nil, workspace: SandboxWorkspace? = nil
     ) {
         self.id = id
         self.tenant = tenant
@@ -46,6 +54,8 @@ public struct SandboxRecord: Codable, Sendable, Hashable {
         self.idleTTLSeconds = idleTTL.map { $0.milliseconds / 1000 }
         self.env = env
         self.labels = labels
+        self.gateway = gateway
+        self.workspace = workspace
     }
 
     public var idleTTL: Duration? { idleTTLSeconds.map { .milliseconds(Int64(($0 * 1000).rounded())) } }

@@ -161,6 +161,12 @@ public struct SandboxRecordStore: Sendable, Hashable {
         if fd >= 0 { close(fd) }
     }
 
+    /// Sets the sandbox directory's time to now: a sandbox still being made (see
+    /// `directoryDate`) is not taken for an orphan.
+    func touchDirectory(_ id: SandboxID) {
+        _ = utimensat(AT_FDCWD, sandboxDirectory(id).path, nil, 0)
+    }
+
     public func lastActivity(_ id: SandboxID) -> Date? {
         modificationDate(path(id, Self.activityFile))
     }

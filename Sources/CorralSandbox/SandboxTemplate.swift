@@ -1,4 +1,5 @@
 import CorralCore
+import CorralGateway
 import Foundation
 
 /// A template's name: an id (a-z, 0-9, '-', '_'), so that it can sit inside container names.
@@ -27,6 +28,12 @@ public struct SandboxTemplate: Sendable, Hashable {
     public var ttl: Duration?
     /// Default idle ttl: removed when no command ran for this long.
     public var idleTTL: Duration?
+    /// Hosts every sandbox of the template may reach through its gateway (`egress = [...]`);
+    /// a request's own hosts are added. Bound per sandbox, so not part of the fingerprint.
+    public var egress: [String] = []
+    /// A repository cloned into every sandbox of the template unless the request names one.
+    /// Late-bound like egress: pool members stay generic.
+    public var workspace: SandboxWorkspace?
     public var pool = PoolSettings()
 
     /// How many started sandboxes of the template to keep waiting, and for how long.
@@ -84,6 +91,12 @@ public struct SandboxTemplate: Sendable, Hashable {
         }
         for command in setup where command.trimmingCharacters(in: .whitespaces).isEmpty {
             throw CorralError.invalidArgument("template '\(name)': a setup command is empty")
+        }
+        do {
+            copy.egress = try egress.map(GatewayPolicy.checkEgressHost)
+            copy.workspace = try workspace?.validated()
+        } catch let error as CorralError {
+            throw CorralError(error.code, "template '\(name)': \(error.message)", hint: error.hint)
         }
         return copy
     }

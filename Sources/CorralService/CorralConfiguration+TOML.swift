@@ -88,7 +88,7 @@ extension CorralConfiguration {
         try table.allowOnly([
             "name", "image", "runtime", "memory", "cpus", "pids", "tmp_size", "max_file_size", "open_files", "env",
             "setup",
-            "setup_timeout", "ttl", "idle_ttl", "pool",
+            "setup_timeout", "ttl", "idle_ttl", "pool", "egress", "workspace",
         ])
         var template = SandboxTemplate(name: name, image: try table.string("image") ?? ProvisionRequest.defaultImage)
         if let runtime = try table.string("runtime") {
@@ -110,6 +110,18 @@ extension CorralConfiguration {
         if let value = try table.duration("setup_timeout") { template.setupTimeout = value }
         template.ttl = try table.duration("ttl")
         template.idleTTL = try table.duration("idle_ttl")
+        template.egress = try table.strings("egress") ?? []
+        if let workspace = try table.table("workspace") {
+            try workspace.allowOnly(["repository", "ref", "write"])
+            guard let repository = try workspace.string("repository") else {
+                throw CorralError.invalidArgument(
+                    "\(table.source): template '\(name)': workspace has no repository",
+                    hint: #"add repository = "github.com/OWNER/REPO""#)
+            }
+            let ref = try workspace.string("ref")
+            let write = try workspace.bool("write") ?? false
+            template.workspace = try table.wrap { try SandboxWorkspace(repository: repository, ref: ref, write: write) }
+        }
         if let pool = try table.table("pool") {
             try pool.allowOnly(["min_idle", "max_total", "max_age", "refill_concurrency"])
             if let value = try pool.integer("min_idle") { template.pool.minIdle = value }
@@ -188,6 +200,12 @@ struct TableReader {
         guard let value = table[name] else { return nil }
         guard let integer = value.int else { throw mismatch(name, expected: "a whole number", got: value) }
         return integer
+    }
+
+    func bool(_ name: String) throws -> Bool? {
+        guard let value = table[name] else { return nil }
+        guard let bool = value.bool else { throw mismatch(name, expected: "true or false", got: value) }
+        return bool
     }
 
     func number(_ name: String) throws -> Double? {

@@ -1,18 +1,29 @@
 import CorralCore
+import CorralGateway
 import CorralSandbox
+import CorralSession
 import DockerEngine
 import Foundation
 import Logging
 import ServiceLifecycle
 
-/// The long-running service behind `corral serve` (later `corrald`): one warm pool per
-/// template with a pool, and the reaper, run as a list of services until SIGTERM or SIGINT.
-/// The gateway and the HTTP API join the same list later.
+/// The long-running service behind `corral serve` (later `corrald`): the gateway, one warm
+/// pool per template with a pool, and the reaper, run as a list of services until SIGTERM or
+/// SIGINT. The HTTP API joins the same list.
+///
+/// Its provisioner is the one to provision and remove through: it attaches every sandbox to
+/// the gateway (grants, egress hosts), clones its repository, and detaches on removal; the
+/// reaper detaches what it removes.
 public struct CorralServiceRunner: Sendable {
     public let configuration: CorralConfiguration
     public let provisioner: Provisioner
     public let pools: [WarmPool]
     public let reaper: SandboxReaper
+    /// Every sandbox's socket, served while the service runs; nil when the environment has no
+    /// state directory (then requests that need it are refused).
+    public let gateway: Gateway?
+    /// Where the gateway takes credentials from.
+    public let vault: Vault?
     /// Everything `run()` runs, in order.
     public let services: [any Service]
     let logger: Logger
@@ -21,9 +32,15 @@ public struct CorralServiceRunner: Sendable {
     /// image the engine lacks, or a runtime it has not registered, is refused here, with an
     /// error that names the template. When the engine does not answer, the service starts
     /// anyway: its pools report themselves degraded and recover once it is back.
+    ///
+    /// The gateway's vault is `vault`, else the state directory's (`$STATE/vault.sealed`, its
+    /// key from `CORRAL_VAULT_KEY` or `$STATE/vault.key`; a key file others can read is
+    /// refused here). With `sessions`, the decisions for a sandbox that belongs to a session
+    /// are appended to it as `gateway.decision` events.
     public static func prepare(
         configuration: CorralConfiguration, engine: DockerEngineClient, environment: SandboxEnvironment,
-        timer: ServiceTimer = .system, logger: Logger = Logger(label: "corral.service")
+        sessions: (any SessionStore)? = nil, vault: Vault? = nil, timer: ServiceTimer = .system,
+        logger: Logger = Logger(label: "corral.service")
     ) async throws -> CorralServiceRunner {
         for template in configuration.templates { _ = try template.validated() }
         do {
@@ -31,8 +48,23 @@ public struct CorralServiceRunner: Sendable {
         } catch let error as CorralError where error.code == .unavailable {
             logger.info("the engine does not answer; pools start degraded", metadata: ["error": "\(error)"])
         }
+        var gateway: Gateway?
+        var gatewayVault: Vault?
+        if let sandboxes = environment.sandboxesDirectory {
+            let state = sandboxes.deletingLastPathComponent()
+            let opened = try vault ?? Vault(configuration: Vault.Configuration(stateDirectory: state))
+            if case .created(let file) = opened.keyOrigin {
+                logger.info("made a new vault key (mode 0600); keep it safe", metadata: ["file": "\(file.path)"])
+            }
+            gatewayVault = opened
+            gateway = Gateway(
+                configuration: Gateway.Configuration(
+                    workDirectory: state.appendingPathComponent("gateway", isDirectory: true)),
+                vault: opened, eventSink: sessions.map { SessionGatewayEvents(store: $0, logger: logger) },
+                logger: logger)
+        }
         var provisionerConfiguration = Provisioner.Configuration(
-            environment: environment, templates: configuration.templates)
+            environment: environment, templates: configuration.templates, gateway: gateway)
         provisionerConfiguration.claimGrace = configuration.service.claimGrace
         let provisioner = Provisioner(engine: engine, configuration: provisionerConfiguration, logger: logger)
         _ = try provisioner.instanceID()
@@ -49,10 +81,18 @@ public struct CorralServiceRunner: Sendable {
         reaperConfiguration.timer = timer
         reaperConfiguration.templates = Set(configuration.templates.map(\.name))
         let reaper = SandboxReaper(provisioner: provisioner, configuration: reaperConfiguration, logger: logger)
-        let services: [any Service] = pools.map(PoolService.init) + [ReaperService(reaper: reaper)]
+        var services: [any Service] = []
+        if let gateway {
+            services.append(
+                GatewayService(
+                    gateway: gateway, provisioner: provisioner, backoff: configuration.service.backoff, timer: timer,
+                    logger: logger))
+        }
+        services += pools.map(PoolService.init) as [any Service]
+        services.append(ReaperService(reaper: reaper))
         return CorralServiceRunner(
-            configuration: configuration, provisioner: provisioner, pools: pools, reaper: reaper, services: services,
-            logger: logger)
+            configuration: configuration, provisioner: provisioner, pools: pools, reaper: reaper, gateway: gateway,
+            vault: gatewayVault, services: services, logger: logger)
     }
 
     /// Where pools publish their status: `$STATE/pools`, beside `$STATE/sandboxes`.
@@ -92,6 +132,49 @@ public struct CorralServiceRunner: Sendable {
             }
         }
     }
+}
+
+/// The gateway as a service: serves every attached socket until graceful shutdown, and first
+/// attaches again the sandboxes an earlier run left (their sockets closed with it), retrying
+/// with backoff while the engine does not answer.
+struct GatewayService: Service, CustomStringConvertible {
+    let gateway: Gateway
+    let provisioner: Provisioner
+    let backoff: Backoff
+    let timer: ServiceTimer
+    let logger: Logger
+
+    func run() async throws {
+        try await cancelWhenGracefulShutdown {
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask { try await gateway.run() }
+                group.addTask { await reattach() }
+                try await group.waitForAll()
+            }
+        }
+    }
+
+    private func reattach() async {
+        var failures = 0
+        while !Task.isCancelled {
+            do {
+                try await provisioner.reattachGateways()
+                return
+            } catch {
+                failures += 1
+                logger.info(
+                    "cannot list sandboxes to attach their gateways again; retrying",
+                    metadata: ["failures": "\(failures)", "error": "\(error)"])
+            }
+            do {
+                try await timer.sleep(for: backoff.delay(afterFailures: failures))
+            } catch {
+                return
+            }
+        }
+    }
+
+    var description: String { "Gateway" }
 }
 
 /// A warm pool as a service: cancelled on graceful shutdown.

@@ -187,3 +187,25 @@ struct NoEngineCLITests {
         #expect(result.stderr.contains(socket))
     }
 }
+
+@Suite("Workspace flags on the command line")
+struct WorkspaceFlagTests {
+    @Test("--repo and --allow-host without a running service fail in one line, with a hint to start one")
+    func needsService() throws {
+        let cli = try CLIHarness()
+        defer { cli.cleanUp() }
+        for (arguments, what) in [
+            (["--repo", "github.com/acme/rocket", "--write"], "cloning github.com/acme/rocket needs the gateway"),
+            (["--allow-host", "pypi.org"], "egress to pypi.org needs the gateway"),
+        ] {
+            let result = try cli.corral(["sandbox", "create"] + arguments)
+            #expect(result.status != 0)
+            let lines = result.stderr.split(separator: "\n")
+            #expect(lines.first?.contains(what) == true, "\(result.stderr)")
+            #expect(lines.count == 2 && lines[1].hasPrefix("hint: ") && lines[1].contains("corral serve"), "\(result.stderr)")
+        }
+        let stray = try cli.corral(["run", "--write", "--", "true"])
+        #expect(stray.status != 0)
+        #expect(stray.stderr.contains("--write needs --repo"), "\(stray.stderr)")
+    }
+}

@@ -48,6 +48,28 @@ struct SandboxCreateOptions: ParsableArguments {
         help: ArgumentHelp("Environment for every command, KEY=VALUE (repeatable; no secrets).", valueName: "K=V"))
     var environment: [String] = []
 
+    @Option(
+        help: ArgumentHelp(
+            "Repository to clone into /workspace through the gateway: HOST/OWNER/REPO or its https URL. The sandbox's remote carries no credential.",
+            valueName: "URL"))
+    var repo: String?
+
+    @Option(help: ArgumentHelp("Branch, tag or commit to check out (default: the repository's default branch).", valueName: "REF"))
+    var ref: String?
+
+    @Option(help: ArgumentHelp("Branch to work on (default corral/<sandbox id>).", valueName: "NAME"))
+    var branch: String?
+
+    @Flag(help: "Let the sandbox push its branch (fast-forward only; no other branch).")
+    var write = false
+
+    @Option(
+        name: .customLong("allow-host"),
+        help: ArgumentHelp(
+            "A host the sandbox may reach through its gateway: HOST, HOST:PORT or *.DOMAIN (repeatable).",
+            valueName: "HOST"))
+    var allowHosts: [String] = []
+
     /// The request these flags describe; every value is checked here, before the engine is asked.
     func request() throws -> ProvisionRequest {
         var request = ProvisionRequest(image: image ?? ProvisionRequest.defaultImage)
@@ -94,6 +116,14 @@ struct SandboxCreateOptions: ParsableArguments {
         }
         request.labels = try parsePairs(labels, what: "label")
         request.env = try parsePairs(environment, what: "environment variable")
+        if let repo {
+            request.workspace = try SandboxWorkspace(repository: repo, ref: ref, branch: branch, write: write)
+        } else if let (flag, _) = [("--ref", ref), ("--branch", branch), ("--write", write ? "" : nil)].first(where: {
+            $0.1 != nil
+        }) {
+            throw CorralError.invalidArgument("\(flag) needs --repo", hint: "name the repository with --repo HOST/OWNER/REPO")
+        }
+        request.egressHosts = allowHosts
         return request
     }
 }

@@ -42,9 +42,13 @@ struct ServeCommand: AsyncParsableCommand {
         let state = try context.stateDirectory()
         let engine = try context.engine(configuration: configuration)
         defer { engine.shutdown() }
+        let sessions = FileSessionStore(directory: state.appendingPathComponent("sessions", isDirectory: true))
         let runner = try await CorralServiceRunner.prepare(
             configuration: configuration, engine: engine, environment: try context.sandboxEnvironment(),
-            logger: context.logger)
+            sessions: sessions, logger: context.logger)
+        if case .created(let file)? = runner.vault?.keyOrigin {
+            say("corral serve: made a new vault key at \(file.path) (mode 0600); keep it safe")
+        }
         var settings = CorralServer.Configuration(
             socketPath: configuration.server.socket ?? state.appendingPathComponent("corral.sock").path,
             listen: listen.map { $0.isEmpty ? nil : $0 } ?? configuration.server.listen)
@@ -56,8 +60,7 @@ struct ServeCommand: AsyncParsableCommand {
         MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
         let server = CorralServer(
             configuration: settings, runner: runner, tenants: TenantRegistry(stateDirectory: state),
-            sessions: FileSessionStore(directory: state.appendingPathComponent("sessions", isDirectory: true)),
-            metrics: registry, logger: context.logger)
+            sessions: sessions, metrics: registry, logger: context.logger)
         let pools = configuration.templates.filter { $0.pool.minIdle > 0 }
             .map { "\($0.name) (min_idle \($0.pool.minIdle), max_total \($0.pool.maxTotal))" }
         say(
