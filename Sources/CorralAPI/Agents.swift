@@ -8,6 +8,8 @@ public struct StartAgentRequest: Codable, Sendable, Hashable {
     public var brain: String
     public var model: String?
     public var template: String?
+    /// A repository to clone into each of the agent's sandboxes, through the gateway.
+    public var repo: String?
     public var maxTurns: Int?
     public var maxTokens: Int?
     public var maxTime: DurationValue?

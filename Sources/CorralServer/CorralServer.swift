@@ -132,7 +132,10 @@ public struct CorralServer: Sendable {
         let listeners = try applications(onReady: onReady)
         let group = ServiceGroup(
             configuration: ServiceGroupConfiguration(
-                services: (listeners + [HarnessWorkersService(workers: workers)] + runner.services).map {
+                // A graceful shutdown stops services in reverse order: first the listeners
+                // (they drain their requests), then the harness runs (sessions stay
+                // resumable), then the pools, the reaper and the gateway.
+                services: (runner.services + [HarnessWorkersService(workers: workers)] + listeners).map {
                     .init(service: $0, successTerminationBehavior: .gracefullyShutdownGroup)
                 },
                 gracefulShutdownSignals: handleSignals ? [.sigterm, .sigint] : [],

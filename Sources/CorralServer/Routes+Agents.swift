@@ -70,7 +70,7 @@ extension CorralServer {
         limits.maxWallTime = body.maxTime?.duration
         return try AgentSpec(
             brain: brain, limits: limits, contextBudget: body.contextBudget ?? AgentSpec.defaultContextBudget,
-            system: body.system, hands: HandSpec(template: body.template, repo: nil)
+            system: body.system, hands: HandSpec(template: body.template, repo: body.repo)
         ).validated()
     }
 

@@ -93,11 +93,11 @@ struct CLITests {
                 ["agent", "run", "--brain", "scripted:\(good.path)", "--template", "python", "x"],
                 environment: environment(directory))
             #expect(template.status == 1)
-            #expect(template.stderr.contains("templates are not available in this build"))
+            #expect(template.stderr.contains("no template 'python' in the configuration"))
             let repo = try runCorral(
-                ["agent", "run", "--brain", "scripted:\(good.path)", "--repo", "https://example.com/a.git", "x"],
+                ["agent", "run", "--brain", "scripted:\(good.path)", "--repo", "https://example.com/owner/a.git", "x"],
                 environment: environment(directory))
-            #expect(repo.stderr.contains("repository workspaces are not available in this build"))
+            #expect(repo.stderr.contains("a repository workspace needs the gateway"))
             let sessions = try runCorral(["session", "ls"], environment: environment(directory))
             #expect(!sessions.stdout.contains("se-"))
         }

@@ -12,7 +12,7 @@ import Testing
 struct ShutdownTests {
     /// A brain script whose first tool call takes a while, so that SIGTERM lands mid-run.
     static let script = """
-        {"text": "working", "tool_calls": [{"name": "bash", "input": {"command": "echo started >> /workspace/log; sleep 4; echo done >> /workspace/log"}}]}
+        {"text": "working", "tool_calls": [{"name": "bash", "input": {"command": "echo started >> /workspace/log; sleep 60; echo done >> /workspace/log"}}]}
         {"text": "checking", "tool_calls": [{"name": "bash", "input": {"command": "cat /workspace/log"}}]}
         {"text": "finished"}
         """

@@ -19,7 +19,7 @@ struct AgentRunCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Sandbox template from corral.toml (claimed from its warm pool).", valueName: "T"))
     var template: String?
 
-    @Option(help: ArgumentHelp("Repository to work on (not available until the gateway lands).", valueName: "URL"))
+    @Option(help: ArgumentHelp("Repository to clone into /workspace through the gateway (needs corral serve).", valueName: "URL"))
     var repo: String?
 
     @Option(help: ArgumentHelp("Sandbox image.", valueName: "REF"))

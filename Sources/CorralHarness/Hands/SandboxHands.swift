@@ -6,9 +6,9 @@ import Synchronization
 /// labelled with the session and its name, with a ttl so that one orphaned by a crash
 /// between provisioning and recording it is reaped.
 ///
-/// Wired: the image or a template (claimed from its warm pool), the ttl, labels, reattaching
-/// by id, and finding lost sandboxes. Not wired yet: `--repo` workspaces (they arrive with the
-/// gateway); `check` refuses them with a message that says so.
+/// Wired: the image or a template (claimed from its warm pool), a repository cloned into
+/// /workspace through the gateway (when the provisioner has one), the ttl, labels, reattaching
+/// by id, and finding lost sandboxes.
 public final class SandboxHands: HandProvisioner {
     public struct Configuration: Sendable {
         public var image: String = ProvisionRequest.defaultImage
@@ -36,12 +36,25 @@ public final class SandboxHands: HandProvisioner {
 
     public var tools: [any SandboxTool] { [BashTool(), TextEditorTool()] }
 
+    /// Refuses, before a session is made, what provisioning could not do: a template the
+    /// provisioner does not know, or a repository with no gateway to reach it (only a running
+    /// service has one).
     public func check(_ spec: HandSpec) throws {
-        if let template = spec.template { _ = try TemplateName(validating: template) }
-        if spec.repo != nil {
-            throw CorralError(
-                .unsupported, "repository workspaces are not available in this build",
-                hint: "--repo comes with the gateway; leave it out, or clone inside the sandbox once egress exists")
+        if let template = spec.template {
+            let name = try TemplateName(validating: template)
+            guard try provisioner().configuration.template(named: name) != nil else {
+                throw CorralError(
+                    .notFound, "no template '\(template)' in the configuration",
+                    hint: "define it in corral.toml ([[templates]]), or leave out --template")
+            }
+        }
+        if let repo = spec.repo {
+            _ = try SandboxWorkspace(repository: repo)
+            guard try provisioner().configuration.gateway != nil else {
+                throw CorralError(
+                    .unavailable, "a repository workspace needs the gateway, and no corral service is running",
+                    hint: "start one with `corral serve`; corral then sends the agent through it")
+            }
         }
     }
 
@@ -67,6 +80,10 @@ public final class SandboxHands: HandProvisioner {
         provision.ttl = configuration.ttl
         provision.labels = configuration.labels
         provision.labels["hand"] = request.name
+        if let repo = request.spec.repo {
+            // Writable: the grant still lets the agent push only its own branch.
+            provision.workspace = try SandboxWorkspace(repository: repo, write: true)
+        }
         provision.tenant = request.tenant
         provision.session = request.session
         let sandbox = try await provisioner().provision(provision)
