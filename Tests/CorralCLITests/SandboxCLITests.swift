@@ -118,6 +118,35 @@ struct SandboxCLITests {
         #expect(try cli.leftovers().isEmpty)
     }
 
+    @Test("a 50 MB output flood leaves corral's memory bounded: its peak barely moves")
+    func floodMemory() throws {
+        let cli = try CLIHarness()
+        defer { cli.cleanUp() }
+        let id = try cli.corral(["sandbox", "create", "--label", "test=\(cli.label)"]).stdout
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+        /// Peak resident memory, in KiB, of `corral tool` running `command`, as the kernel
+        /// accounts it for a child process.
+        func peak(_ command: String) throws -> Int {
+            let script = """
+                import json, os, resource, subprocess, sys
+                r = subprocess.run(sys.argv[1:], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+                print(len(r.stdout), resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+                """
+            let input = #"{"command": "\#(command)"}"#
+            let result = try runCorral(
+                ["-c", script, BuiltProducts.path("corral"), "tool", id, "bash", input],
+                environment: ["CORRAL_STATE_DIR": cli.stateDirectory.path, "CORRAL_ENGINE": TestEnvironment.engineEndpoint],
+                executable: "/usr/bin/python3")
+            let fields = result.stdout.split(separator: " ").compactMap { Int($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+            guard fields.count == 2 else { throw CorralError(.internalError, "unexpected output: \(result.stdout) \(result.stderr)") }
+            #expect(fields[0] < 200_000, "the printed output is capped")
+            return fields[1]
+        }
+        let quiet = try peak("echo hi")
+        let flood = try peak("head -c 50000000 /dev/zero | tr '\\\\0' x")
+        #expect(flood - quiet < 40 * 1024, "peak grew by \(flood - quiet) KiB for 50 MB of output")
+    }
+
     @Test("a tar with traversal on stdin is refused and nothing lands in the sandbox")
     func traversalOnStdin() throws {
         let cli = try CLIHarness()

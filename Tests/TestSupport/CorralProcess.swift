@@ -24,10 +24,11 @@ public enum BuiltProducts {
 
 /// Runs `corral` with `arguments`, feeding `stdin`, and collects its output.
 public func runCorral(
-    _ arguments: [String], environment: [String: String] = [:], stdin: Data? = nil, product: String = "corral"
+    _ arguments: [String], environment: [String: String] = [:], stdin: Data? = nil, product: String = "corral",
+    executable: String? = nil
 ) throws -> ProcessResult {
     let process = Process()
-    process.executableURL = URL(fileURLWithPath: BuiltProducts.path(product))
+    process.executableURL = URL(fileURLWithPath: executable ?? BuiltProducts.path(product))
     process.arguments = arguments
     var env = ProcessInfo.processInfo.environment
     env.merge(environment) { _, new in new }
