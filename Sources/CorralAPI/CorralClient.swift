@@ -147,16 +147,35 @@ public final class CorralClient: Sendable {
         guard (200..<300).contains(response.status) else { throw Self.error(status: response.status, body: response.body) }
         if Response.self == Empty.self, let empty = Empty() as? Response { return empty }
         do {
-            let decoder = JSONDecoder()
-            decoder.dateDecodingStrategy = .iso8601
-            return try decoder.decode(Response.self, from: Data(response.body))
+            return try Self.decoder().decode(Response.self, from: Data(response.body))
         } catch {
             throw CorralError(.internalError, "could not read the service's answer: \(error)")
         }
     }
 
+    /// A decoder for the service's answers. Dates are ISO 8601, with or without fractional
+    /// seconds (event times carry microseconds).
+    static func decoder() -> JSONDecoder {
+        let decoder = JSONDecoder()
+        decoder.dateDecodingStrategy = .custom { decoder in
+            let container = try decoder.singleValueContainer()
+            let text = try container.decode(String.self)
+            if let date = try? Date.ISO8601FormatStyle(includingFractionalSeconds: true).parse(text) { return date }
+            if let date = try? Date.ISO8601FormatStyle().parse(text) { return date }
+            throw DecodingError.dataCorruptedError(in: container, debugDescription: "'\(text)' is not an ISO 8601 time")
+        }
+        return decoder
+    }
+
     static func error(status: Int, body: [UInt8]) -> CorralError {
-        if let decoded = try? JSONDecoder().decode(APIErrorBody.self, from: Data(body)) { return decoded.corralError }
+        if var decoded = try? JSONDecoder().decode(APIErrorBody.self, from: Data(body)) {
+            if decoded.code == CorralError.Code.unauthenticated.rawValue {
+                // The service's hint speaks HTTP; the command line's user sets a variable.
+                decoded.hint =
+                    "set CORRAL_TOKEN to a token that `corral tenant add NAME` printed on the service's machine"
+            }
+            return decoded.corralError
+        }
         return CorralError(.internalError, "the service answered HTTP \(status): \(String(decoding: body.prefix(200), as: UTF8.self))")
     }
 

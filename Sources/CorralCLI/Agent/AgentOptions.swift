@@ -47,6 +47,24 @@ struct AgentBrainOptions: ParsableArguments {
         return BrainSpec(provider: .anthropic, model: model ?? BrainSpec.defaultAnthropicModel)
     }
 
+    /// The brain as `POST /v1/agents` names it: `--brain` (a script's path made absolute, for
+    /// the service reads it on its machine), else Anthropic, whose key the service holds.
+    func remoteBrain() throws -> String {
+        guard let brain else { return BrainSpec.Provider.anthropic.rawValue }
+        let spec = try BrainSpec(parsing: brain, model: model)
+        guard let script = spec.script else { return brain }
+        return "scripted:" + URL(fileURLWithPath: script).standardizedFileURL.path
+    }
+
+    /// Options that only a harness in this process can honour.
+    func refuseLocalOnlyOptions() throws {
+        if brainTimeout != nil {
+            throw CorralError.invalidArgument(
+                "--brain-timeout cannot be set through a corral service",
+                hint: "leave it out: the service's own applies")
+        }
+    }
+
     func makeBrain(_ spec: BrainSpec, environment: [String: String]) async throws -> any Brain {
         let timeout = try brainTimeout.map { try Duration(parsing: $0) }
         return try await BrainFactory.make(

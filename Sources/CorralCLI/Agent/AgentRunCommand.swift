@@ -1,4 +1,5 @@
 import ArgumentParser
+import CorralAPI
 import CorralCore
 import CorralHarness
 import Foundation
@@ -10,6 +11,12 @@ struct AgentRunCommand: AsyncParsableCommand {
         discussion: """
             Sandboxes are made when the brain first calls a tool that needs one. Everything is recorded in the \
             session (corral session show ID); a run cut short continues with corral agent wake ID.
+
+            Through a corral service (--server URL or CORRAL_SERVER with CORRAL_TOKEN, or `corral serve` on this \
+            state directory) the run happens in the service, with the brain keys of the service's environment: \
+            this command only follows it. Ctrl-C stops following, not the run; `corral agent stop ID` stops it, \
+            and `corral session tail ID` follows it again. A script (--brain scripted:FILE) is read on the \
+            service's machine, and only the local tenant may use one.
             """
     )
 
@@ -51,6 +58,12 @@ struct AgentRunCommand: AsyncParsableCommand {
     var task: String
 
     func run() async throws {
+        if let client = try await CommandContext(global).serviceClient() {
+            defer { client.shutdown() }
+            try await RemoteAgentRun(client: client, printer: StepPrinter(json: brainOptions.json)).start(
+                try remoteRequest())
+            return
+        }
         let environment = ProcessInfo.processInfo.environment
         let brainSpec = try brainOptions.spec(recorded: nil, environment: environment)
         let brain = try await brainOptions.makeBrain(brainSpec, environment: environment)
@@ -66,5 +79,30 @@ struct AgentRunCommand: AsyncParsableCommand {
         out.flush()
         try await AgentRunner.run(
             harness: harness, session: session, brain: brain, message: nil, json: brainOptions.json)
+    }
+
+    /// The run as the service takes it. Keys never leave this machine: the service's own
+    /// environment supplies them.
+    func remoteRequest() throws -> StartAgentRequest {
+        if repo != nil {
+            throw CorralError(
+                .unsupported, "repository workspaces are not available in this build",
+                hint: "--repo comes with the gateway; leave it out, or clone inside the sandbox once egress exists")
+        }
+        if image != nil {
+            throw CorralError.invalidArgument(
+                "--image cannot be chosen through a corral service",
+                hint: "pass --template T, a template of the service's corral.toml")
+        }
+        try brainOptions.refuseLocalOnlyOptions()
+        var request = StartAgentRequest(task: task, brain: try brainOptions.remoteBrain())
+        request.model = brainOptions.model
+        request.template = template
+        request.maxTurns = maxTurns
+        request.maxTokens = maxTokens
+        request.maxTime = try maxTime.map { DurationValue(try Duration(parsing: $0)) }
+        request.contextBudget = contextBudget
+        request.system = system
+        return request
     }
 }

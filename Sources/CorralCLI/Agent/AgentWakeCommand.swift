@@ -10,6 +10,10 @@ struct AgentWakeCommand: AsyncParsableCommand {
         discussion: """
             A tool call that was cut short runs again when it only reads; otherwise the brain is told its outcome is \
             unknown. The session's own brain is used unless --brain says otherwise.
+
+            Through a corral service the run happens in the service, with the session's own brain and the \
+            service's keys: this command only follows it from the session's head. Ctrl-C stops following, not \
+            the run; `corral agent stop ID` stops it.
             """
     )
 
@@ -28,6 +32,23 @@ struct AgentWakeCommand: AsyncParsableCommand {
 
     func run() async throws {
         let session = try SessionID(validating: id)
+        if let client = try await CommandContext(global).serviceClient() {
+            defer { client.shutdown() }
+            if image != nil {
+                throw CorralError.invalidArgument(
+                    "--image cannot be chosen through a corral service",
+                    hint: "leave it out: the service uses the session's template")
+            }
+            if brainOptions.brain != nil || brainOptions.model != nil {
+                throw CorralError.invalidArgument(
+                    "--brain and --model cannot be changed through a corral service: it resumes a session with its own brain",
+                    hint: "leave them out")
+            }
+            try brainOptions.refuseLocalOnlyOptions()
+            try await RemoteAgentRun(client: client, printer: StepPrinter(json: brainOptions.json)).wake(
+                session, message: message)
+            return
+        }
         let environment = ProcessInfo.processInfo.environment
         let harness = global.harness(image: image)
         let recorded = try await harness.recordedSpec(session)

@@ -4,21 +4,35 @@ import CurlHTTP
 import Foundation
 
 extension CommandContext {
-    /// Where sandbox commands go: the service named by `--server` / `CORRAL_SERVER` (with
-    /// `CORRAL_TOKEN`), else the service answering on `$STATE/corral.sock`, else this process,
-    /// straight on the engine (claiming from warm pools is safe there too).
-    func backend(config: String? = nil) async throws -> any SandboxBackend {
+    /// The service commands go through: the one named by `--server` / `CORRAL_SERVER` (with
+    /// `CORRAL_TOKEN`), else the one answering on `$STATE/corral.sock`; nil when neither, and
+    /// the command runs in this process.
+    func serviceClient() async throws -> CorralClient? {
         if let server = global.server ?? global.environment["CORRAL_SERVER"], !server.isEmpty {
-            let client = try CorralClient(endpoint: try HTTPEndpoint(parsing: server), token: global.environment["CORRAL_TOKEN"])
-            return RemoteBackend(client: client)
+            let token = global.environment["CORRAL_TOKEN"].flatMap { $0.isEmpty ? nil : $0 }
+            return try CorralClient(endpoint: try HTTPEndpoint(parsing: server), token: token)
         }
         let socket = try stateDirectory().appendingPathComponent("corral.sock").path
         if FileManager.default.fileExists(atPath: socket) {
             let client = try CorralClient(endpoint: .unixSocket(path: socket))
-            if await client.isServing() { return RemoteBackend(client: client) }
+            if await client.isServing() { return client }
             client.shutdown()
         }
+        return nil
+    }
+
+    /// Where sandbox commands go: a service (see `serviceClient`), else this process, straight
+    /// on the engine (claiming from warm pools is safe there too).
+    func backend(config: String? = nil) async throws -> any SandboxBackend {
+        if let client = try await serviceClient() { return RemoteBackend(client: client) }
         let configuration = try self.configuration(explicit: config)
         return EmbeddedBackend(provisioner: try provisioner(configuration: configuration))
+    }
+
+    /// Where session commands go: a service (see `serviceClient`), else the session files
+    /// under the state directory.
+    func sessionBackend() async throws -> any SessionBackend {
+        if let client = try await serviceClient() { return RemoteSessionBackend(client: client) }
+        return EmbeddedSessionBackend(store: global.sessionStore())
     }
 }

@@ -36,22 +36,26 @@ struct SessionAppendCommand: AsyncParsableCommand {
         case "none": mode = .none
         default: throw CorralError.invalidArgument("unknown durability '\(durability)'", hint: "use fsync or none")
         }
-        let store = global.sessionStore()
-        let lease = try await store.currentLease(session)
+        let backend = try await CommandContext(global).sessionBackend()
+        defer { backend.shutdown() }
+        let lease = try await backend.currentLease(session)
         var expected = expectSeq
         var output = StandardOutput()
         var lineNumber = 0
         var pending: [UInt8] = []
-        let maxLine = 4 * store.configuration.maxEventBytes + 4096
+        let maxEventBytes = backend.maxEventBytes
+        let maxLine = 4 * maxEventBytes + 4096
+        let json = self.json
 
         func appendBatch(_ events: [NewEvent]) async throws {
             guard !events.isEmpty else { return }
-            let result = try await store.append(session, events, expectedSeq: expected, lease: lease, durability: mode)
-            if expected != nil { expected = result.lastSeq + 1 }
-            for appended in result.events {
-                output.line(json ? #"{"seq":\#(appended.seq),"id":"\#(appended.id)"}"# : String(appended.seq))
+            try await backend.append(session, events, expectedSeq: expected, lease: lease, durability: mode) { result in
+                if expected != nil { expected = result.lastSeq + 1 }
+                for appended in result.events {
+                    output.line(json ? #"{"seq":\#(appended.seq),"id":"\#(appended.id)"}"# : String(appended.seq))
+                }
+                output.flush()
             }
-            output.flush()
         }
 
         /// Parses whole lines; stops at the first bad one after appending those before it.
@@ -79,7 +83,7 @@ struct SessionAppendCommand: AsyncParsableCommand {
             guard let newline = newlineInChunk else {
                 if pending.count > maxLine {
                     throw CorralError(.resourceExhausted, "line \(lineNumber + 1) is longer than \(maxLine) bytes",
-                        hint: "an event may take at most \(ByteSize(bytes: Int64(store.configuration.maxEventBytes))) once encoded")
+                        hint: "an event may take at most \(ByteSize(bytes: Int64(maxEventBytes))) once encoded")
                 }
                 continue
             }

@@ -10,8 +10,9 @@ struct SessionCreateCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Use this id instead of a new random one.")
     var id: String?
 
-    @Option(name: .long, help: "Owning tenant.")
-    var tenant: String = TenantID.local.rawValue
+    @Option(
+        name: .long, help: "Owning tenant (default: local; through a service, the tenant of CORRAL_TOKEN).")
+    var tenant: String?
 
     @Option(name: .customLong("meta"), help: ArgumentHelp("Metadata, repeatable.", valueName: "KEY=VALUE"))
     var metadata: [String] = []
@@ -27,8 +28,11 @@ struct SessionCreateCommand: AsyncParsableCommand {
             }
             pairs[String(item[..<equals])] = String(item[item.index(after: equals)...])
         }
-        let info = try await global.sessionStore().create(
-            id: try id.map(SessionID.init(validating:)), tenant: try TenantID(validating: tenant), metadata: pairs)
+        let id = try id.map(SessionID.init(validating:))
+        let tenant = try tenant.map(TenantID.init(validating:))
+        let backend = try await CommandContext(global).sessionBackend()
+        defer { backend.shutdown() }
+        let info = try await backend.create(id: id, tenant: tenant, metadata: pairs)
         if json {
             try CLIOutput.printJSON(info)
         } else {

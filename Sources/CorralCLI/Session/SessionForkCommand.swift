@@ -21,8 +21,11 @@ struct SessionForkCommand: AsyncParsableCommand {
     var json = false
 
     func run() async throws {
-        let info = try await global.sessionStore().fork(
-            try SessionID(validating: id), atSeq: at, newID: try newID.map(SessionID.init(validating:)))
+        let session = try SessionID(validating: id)
+        let newID = try newID.map(SessionID.init(validating:))
+        let backend = try await CommandContext(global).sessionBackend()
+        defer { backend.shutdown() }
+        let info = try await backend.fork(session, at: at, newID: newID)
         if json {
             try CLIOutput.printJSON(info)
         } else {

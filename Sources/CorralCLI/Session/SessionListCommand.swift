@@ -12,7 +12,9 @@ struct SessionListCommand: AsyncParsableCommand {
     var json = false
 
     func run() async throws {
-        let sessions = try await global.sessionStore().list()
+        let backend = try await CommandContext(global).sessionBackend()
+        defer { backend.shutdown() }
+        let sessions = try await backend.list()
         if json {
             try CLIOutput.printJSON(sessions)
             return

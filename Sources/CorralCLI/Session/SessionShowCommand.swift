@@ -22,11 +22,12 @@ struct SessionShowCommand: AsyncParsableCommand {
     func run() async throws {
         let session = try SessionID(validating: id)
         if let limit, limit < 0 { throw CorralError.invalidArgument("--limit cannot be negative") }
-        let store = global.sessionStore()
-        _ = try await store.session(session)  // an unknown session is an error, not an empty listing
+        let backend = try await CommandContext(global).sessionBackend()
+        defer { backend.shutdown() }
+        _ = try await backend.session(session)  // an unknown session is an error, not an empty listing
         var output = StandardOutput()
-        for try await event in store.read(session, from: from, limit: limit) {
-            output.line(json ? event.jsonLine : SessionText.line(event))
+        try await backend.read(session, from: from, limit: limit) { events in
+            for event in events { output.line(json ? event.jsonLine : SessionText.line(event)) }
         }
         output.flush()
     }

@@ -4,7 +4,12 @@ import CorralSession
 
 struct SessionTailCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "tail", abstract: "Print a session's new events as they are appended, until interrupted.")
+        commandName: "tail", abstract: "Print a session's new events as they are appended, until interrupted.",
+        discussion: """
+            Through a service the events arrive as server-sent events; when the stream drops (the service \
+            restarts, the connection breaks) the tail reconnects and goes on after the last event printed, for \
+            up to a minute.
+            """)
 
     @OptionGroup var global: GlobalOptions
 
@@ -19,14 +24,16 @@ struct SessionTailCommand: AsyncParsableCommand {
 
     func run() async throws {
         let session = try SessionID(validating: id)
-        let store = global.sessionStore()
+        let backend = try await CommandContext(global).sessionBackend()
+        defer { backend.shutdown() }
         var start = from ?? 0
-        if from == nil { start = try await store.session(session).nextSeq }
-        var output = StandardOutput()
-        var iterator = store.subscribe(session, from: start).makeAsyncIterator()
-        while let event = try await iterator.next() {
+        if from == nil { start = try await backend.session(session).nextSeq }
+        let json = self.json
+        try await backend.follow(session, from: start) { event in
+            var output = StandardOutput()
             output.line(json ? event.jsonLine : SessionText.line(event))
             output.flush()
+            return true
         }
     }
 }

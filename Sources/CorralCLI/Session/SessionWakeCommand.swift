@@ -15,7 +15,10 @@ struct SessionWakeCommand: AsyncParsableCommand {
     var json = false
 
     func run() async throws {
-        let lease = try await global.sessionStore().wake(try SessionID(validating: id))
+        let session = try SessionID(validating: id)
+        let backend = try await CommandContext(global).sessionBackend()
+        defer { backend.shutdown() }
+        let lease = try await backend.wake(session)
         if json {
             try CLIOutput.printJSON(lease)
         } else {
