@@ -61,7 +61,8 @@ extension CorralClient {
         for part in parts {
             let body = AppendEventsRequest(
                 events: part, expectedSeq: expected, epoch: epoch, durability: Self.wireName(durability))
-            let response: AppendEventsResponse = try await call(.post, "/v1/sessions/\(id)/events", body: body)
+            let response: AppendEventsResponse = try await decode(
+                send(request(.post, "/v1/sessions/\(id)/events", body: .bytes(body.exactJSON()), contentType: "application/json")))
             let result = AppendResult(
                 events: response.events, written: response.written, head: response.head, durable: response.durable)
             if expected != nil { expected = result.lastSeq + 1 }
@@ -73,8 +74,9 @@ extension CorralClient {
     public func events(_ id: SessionID, from: UInt64, limit: Int?) async throws -> EventPage {
         var query = ["from": String(from)]
         if let limit { query["limit"] = String(limit) }
-        let page: EventPageResponse = try await call(.get, "/v1/sessions/\(id)/events" + Self.query(query))
-        return EventPage(events: page.events, next: page.next, head: page.head)
+        let response = try await send(request(.get, "/v1/sessions/\(id)/events" + Self.query(query)))
+        guard response.status == 200 else { throw Self.error(status: response.status, body: response.body) }
+        return try EventPage(exact: ExactJSON.parse(response.body))
     }
 
     public func forkSession(_ id: SessionID, at seq: UInt64, newID: SessionID?) async throws -> SessionInfo {
@@ -189,13 +191,12 @@ extension CorralClient {
             }
             progress.connected()
             var parser = ServerSentEventParser()
-            let decoder = Self.decoder()
             for try await chunk in body {
                 progress.touch()
                 for frame in try parser.feed(chunk) {
                     let event: Event
                     do {
-                        event = try decoder.decode(Event.self, from: Data(frame.data.utf8))
+                        event = try Event(json: ExactJSON.parse(Array(frame.data.utf8)))
                     } catch {
                         throw CorralError(
                             .internalError, "the service sent an event that is not one: \(frame.data.prefix(200))")

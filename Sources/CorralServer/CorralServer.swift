@@ -25,8 +25,12 @@ public struct CorralServer: Sendable {
         public var sessionsPerTenant = 1000
         /// Largest tar a request may send into a sandbox.
         public var maxArchiveBytes: Int64 = 1 << 30
+        /// Largest append request: one event may take 4 MiB, and a batch several.
+        public var maxAppendBytes = 16 << 20
         /// Largest single file through the files route.
         public var maxFileBytes = 8 << 20
+        /// The state directory, named in no error a client sees.
+        public var stateDirectory: String?
         /// How often an idle event stream sends a comment, so that a client that left is noticed.
         public var streamKeepAlive: Duration = .seconds(15)
 
@@ -72,7 +76,10 @@ public struct CorralServer: Sendable {
     public func router(auth: AuthMode) -> Router<CorralRequestContext> {
         let router = Router(context: CorralRequestContext.self)
         router.add(middleware: MetricsMiddleware(factory: serverMetrics.factory))
-        router.add(middleware: ErrorMiddleware(metrics: serverMetrics))
+        router.add(
+            middleware: ErrorMiddleware(
+                metrics: serverMetrics,
+                redactions: configuration.stateDirectory.map { [($0, "$STATE")] } ?? []))
         addHealthRoutes(to: router)
         let v1 = router.group("v1").add(middleware: AuthMiddleware(mode: auth.middlewareMode(tenants)))
         addSandboxRoutes(to: v1)

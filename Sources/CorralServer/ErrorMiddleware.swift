@@ -1,5 +1,6 @@
 import CorralAPI
 import CorralCore
+import CorralSession
 import Foundation
 import Hummingbird
 import Logging
@@ -9,12 +10,18 @@ import Logging
 struct ErrorMiddleware: RouterMiddleware {
     typealias Context = CorralRequestContext
     let metrics: ServerMetrics
+    /// Host paths that must not reach a client (the state directory): replaced by a name.
+    let redactions: [(path: String, name: String)]
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         do {
             return try await next(request, context)
         } catch {
-            let (status, body) = Self.describe(error)
+            var (status, body) = Self.describe(error)
+            for (path, name) in redactions where !path.isEmpty {
+                body.message = body.message.replacingOccurrences(of: path, with: name)
+                body.hint = body.hint?.replacingOccurrences(of: path, with: name)
+            }
             metrics.error(code: body.code)
             if status >= 500 {
                 context.logger.warning("request failed", metadata: ["path": "\(request.uri.path)", "error": "\(body.message)"])
@@ -92,7 +99,12 @@ protocol CorralErrorRepresentable: Error {
 enum JSONResponse {
     static let encoder: JSONEncoder = {
         let encoder = JSONEncoder()
-        encoder.dateEncodingStrategy = .iso8601
+        // Microseconds, as the session store keeps them: whole seconds would lose the order of
+        // events appended within one second.
+        encoder.dateEncodingStrategy = .custom { date, encoder in
+            var container = encoder.singleValueContainer()
+            try container.encode(Timestamp.rfc3339(date))
+        }
         encoder.outputFormatting = [.sortedKeys]
         return encoder
     }()

@@ -30,7 +30,9 @@ extension CorralServer {
 
         group.post("sessions/:id/events") { request, context -> Response in
             let (id, _) = try await ownSession(context)
-            let body = try await decodeJSON(AppendEventsRequest.self, from: request, context: context)
+            let bytes = try await collect(request, limit: configuration.maxAppendBytes)
+            guard !bytes.isEmpty else { throw CorralError.invalidArgument("the request has no body; send a JSON object") }
+            let body = try AppendEventsRequest(exact: ExactJSON.parse(bytes))
             guard !body.events.isEmpty else { throw CorralError.invalidArgument("'events' is empty; send at least one") }
             let events = try body.events.map { try $0.newEvent() }
             let store = try sessionStore()
@@ -52,7 +54,10 @@ extension CorralServer {
             if let limit, limit < 1 || limit > 10_000 {
                 throw CorralError.invalidArgument("limit must be between 1 and 10000, got \(limit)")
             }
-            return JSONResponse.make(EventPageResponse(try await sessionStore().readPage(id, from: max(from, 1), limit: limit)))
+            let page = try await sessionStore().readPage(id, from: max(from, 1), limit: limit)
+            var headers = HTTPFields()
+            headers[.contentType] = "application/json"
+            return Response(status: .ok, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(string: page.exactJSON)))
         }
 
         // A live tail as server-sent events: every event from `from` (or after Last-Event-ID)
@@ -80,9 +85,7 @@ extension CorralServer {
                             group.addTask {
                                 defer { continuation.finish() }
                                 for try await event in store.subscribe(id, from: start) {
-                                    let data = try JSONResponse.encoder.encode(event)
-                                    continuation.yield(
-                                        "id: \(event.seq)\nevent: \(event.type)\ndata: \(String(decoding: data, as: UTF8.self))\n\n")
+                                    continuation.yield("id: \(event.seq)\nevent: \(event.type)\ndata: \(event.jsonLine)\n\n")
                                 }
                             }
                             group.addTask {

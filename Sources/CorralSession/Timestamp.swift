@@ -2,7 +2,7 @@ import Foundation
 
 /// Wall-clock instants as nanoseconds since the Unix epoch, the way records store them, and
 /// their RFC 3339 spelling (`2025-01-02T03:04:05.123456Z`, always UTC, microseconds).
-enum Timestamp {
+public enum Timestamp {
     static func nowNanoseconds() -> Int64 {
         var spec = timespec()
         clock_gettime(CLOCK_REALTIME, &spec)
@@ -17,6 +17,12 @@ enum Timestamp {
         let seconds = date.timeIntervalSince1970
         guard seconds.isFinite, abs(seconds) < 9e9 else { return 0 }
         return Int64((seconds * 1_000_000).rounded()) * 1000
+    }
+
+    /// `date` as the store spells times: `YYYY-MM-DDTHH:MM:SS.ffffffZ`. For encoders that must
+    /// write events' times exactly as the store keeps them.
+    public static func rfc3339(_ date: Date) -> String {
+        format(nanoseconds: nanoseconds(date))
     }
 
     /// `YYYY-MM-DDTHH:MM:SS.ffffffZ`.

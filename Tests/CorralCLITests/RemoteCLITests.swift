@@ -75,9 +75,11 @@ struct RemoteCLITests {
                 let remote = try await service.remote(arguments, token: token, stdin: stdin)
                 #expect(remote.status == embedded.status, "\(name): \(remote.stderr) / \(embedded.stderr)")
                 #expect(Self.normalized(remote.stdout) == Self.normalized(embedded.stdout), "\(name)")
-                // An error may name the directory of the sessions: the service's, or this one.
+                // An error may name the directory of the sessions: this one embedded; through the
+                // service, never the service's own (it says $STATE).
+                #expect(!remote.stderr.contains(service.state.path), "\(name): the service's path leaked")
                 #expect(
-                    remote.stderr.replacingOccurrences(of: service.state.path, with: "STATE")
+                    remote.stderr.replacingOccurrences(of: "$STATE", with: "STATE")
                         == embedded.stderr.replacingOccurrences(of: service.embeddedState.path, with: "STATE"),
                     "\(name)")
             }
@@ -98,7 +100,7 @@ struct RemoteCLITests {
         }
     }
 
-    @Test("known gap: through the service, event times lose their microseconds and 1.0 comes back as 1")
+    @Test("through the service, an event reads back exactly as embedded: 1.0 stays 1.0, times keep microseconds")
     func wireFidelity() async throws {
         try await ServiceFixture.with { service in
             let token = try service.token(for: "local")
@@ -124,13 +126,12 @@ struct RemoteCLITests {
             let embedded = try JSONDecoder().decode(JSONValue.self, from: Data(shown[0].utf8))
             #expect(shown[0].contains(#""data":{"x":1.0}"#))
             #expect(embedded["time"]?.stringValue?.hasSuffix(".000000Z") == false)
-            // The service writes events with JSONEncoder (whole-second ISO 8601 dates, 1.0 as 1)
-            // and reads appended data through JSONValue's Decodable (1.0 as an integer).
-            withKnownIssue("CorralServer's JSON for events is not exact; see the remote-cli report") {
-                let remote = try JSONDecoder().decode(JSONValue.self, from: Data(shown[1].utf8))
-                #expect(shown[1].contains(#""data":{"x":1.0}"#))
-                #expect(remote["time"]?.stringValue?.hasSuffix(".000000Z") == false)
-            }
+            // Through the service an event reads back exactly as from disk: 1.0 stays 1.0, and
+            // its time keeps its microseconds.
+            let remote = try JSONDecoder().decode(JSONValue.self, from: Data(shown[1].utf8))
+            #expect(shown[1].contains(#""data":{"x":1.0}"#))
+            let time = remote["time"]?.stringValue ?? ""
+            #expect(time.range(of: #"\.\d{6}Z$"#, options: .regularExpression) != nil && !time.hasSuffix(".000000Z"), "\(time)")
         }
     }
 

@@ -29,6 +29,7 @@ struct ServerFixture {
             configuration: CorralConfiguration(), engine: engine, environment: environment)
         var configuration = CorralServer.Configuration()
         configuration.sandboxesPerTenant = sandboxesPerTenant
+        configuration.stateDirectory = state.path
         let tenants = TenantRegistry(stateDirectory: state)
         tokenA = try tenants.add(TenantID(unchecked: "tenant-a"))
         tokenB = try tenants.add(TenantID(unchecked: "tenant-b"))

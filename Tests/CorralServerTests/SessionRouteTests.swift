@@ -55,6 +55,12 @@ struct SessionRouteTests {
             #expect(stale.status == .conflict)
             #expect(stale.error?.message.contains("stale") == true || stale.error?.message.contains("lease") == true, "\(stale.text)")
 
+            let duplicate = try await client.call(.post, "/v1/sessions", token: token, json: #"{"id": "\#(id)"}"#)
+            #expect(duplicate.status == .conflict)
+            #expect(!duplicate.text.contains(fixture.state.path), "errors never show the service's paths: \(duplicate.text)")
+            let times = try await client.call(.get, "/v1/sessions/\(id)/events", token: token).text
+            #expect(times.range(of: #"\.\d{3}"#, options: .regularExpression) != nil, "event times keep sub-second precision: \(times)")
+
             let mine = try await client.call(.get, "/v1/sessions", token: token).decode([SessionInfo].self)
             #expect(Set(mine.map(\.id)) == [id, forked.id])
         }

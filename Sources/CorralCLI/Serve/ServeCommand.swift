@@ -52,6 +52,7 @@ struct ServeCommand: AsyncParsableCommand {
         var settings = CorralServer.Configuration(
             socketPath: configuration.server.socket ?? state.appendingPathComponent("corral.sock").path,
             listen: listen.map { $0.isEmpty ? nil : $0 } ?? configuration.server.listen)
+        settings.stateDirectory = state.path
         settings.sandboxesPerTenant = configuration.limits.sandboxesPerTenant
         settings.sessionsPerTenant = configuration.limits.sessionsPerTenant
         settings.maxArchiveBytes = configuration.limits.maxArchiveBytes.bytes

@@ -50,7 +50,9 @@ public struct BashTool: SandboxTool {
             status = try await sandbox.run(command) { stream, bytes in
                 if stream == .stderr { stderr.append(bytes) } else { stdout.append(bytes) }
             }
-        } catch let error as CorralError {
+        } catch let error as CorralError where error.code != .cancelled {
+            // A cancelled call (the harness stopped) is not an outcome: it propagates, and the
+            // intent stays open for a wake to record as unknown.
             return .error(error.description)
         }
         return Self.format(status: status, command: command, stdout: stdout, stderr: stderr)
