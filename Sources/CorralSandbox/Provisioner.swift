@@ -48,6 +48,8 @@ public final class Provisioner: Sendable {
     /// Pools running in this process, by template: `provision` asks them before the engine.
     private let pools = Mutex<[TemplateName: WarmPool]>([:])
     private let cachedInstance = Mutex<String?>(nil)
+    /// Sandboxes this provisioner is making cold right now: record-less, but no orphans.
+    private let making = Mutex<Set<SandboxID>>([])
     private let recordStore: SandboxRecordStore
 
     public init(
@@ -78,6 +80,9 @@ public final class Provisioner: Sendable {
 
     /// Where records live: `$STATE/sandboxes` (see `SandboxEnvironment.sandboxesDirectory`).
     public func records() throws -> SandboxRecordStore { recordStore }
+
+    /// True while this provisioner is making `id` cold (created, not yet bound).
+    public func isMaking(_ id: SandboxID) -> Bool { making.withLock { $0.contains(id) } }
 
     /// This state directory's instance id; every container made here carries it as a label.
     public func instanceID() throws -> String {
@@ -267,7 +272,8 @@ public final class Provisioner: Sendable {
         let clock = ContinuousClock()
         let id = SandboxID.random()
         let name = SandboxLabels.containerName(tenant: request.tenant, sandbox: id)
-        var labels: [String: String] = [:]
+        // Who is making it: a reaper spares a sandbox whose maker is alive (see SandboxReaper).
+        var labels: [String: String] = [SandboxLabels.preparer: ProcessIdentity.current]
         if let (template, fingerprint) = template {
             labels[SandboxLabels.template] = template.name.rawValue
             labels[SandboxLabels.templateHash] = fingerprint
@@ -281,7 +287,11 @@ public final class Provisioner: Sendable {
         let heartbeat = Task {
             while (try? await Task.sleep(for: interval)) != nil { store.touchDirectory(id) }
         }
-        defer { heartbeat.cancel() }
+        making.withLock { _ = $0.insert(id) }
+        defer {
+            heartbeat.cancel()
+            making.withLock { _ = $0.remove(id) }
+        }
         let timings = try await makeContainer(
             id: id, name: name, shape: shape, setup: template?.0, labels: labels, created: createdAt)
         let late = try await bind(

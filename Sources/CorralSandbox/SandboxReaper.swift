@@ -127,6 +127,9 @@ public actor SandboxReaper {
             let since =
                 store.claimDate(id) ?? store.directoryDate(id) ?? Provisioner.createdDate(summary.labels)
                 ?? .distantPast
+            // Being made by this process right now: its heartbeat may run late on a loaded
+            // machine, but it is no orphan. (Another process's is judged by the heartbeat.)
+            if provisioner.isMaking(id) { return nil }
             return now.timeIntervalSince(since) > grace ? "orphan" : nil
         }
         if let expires = record.expires, expires <= now { return "expired" }
