@@ -200,6 +200,9 @@ struct Walker {
         try await call(
             "createSandbox", .post, "/v1/sandboxes", json: #"{"template": "no-such-template"}"#, expect: .notFound)
         try await call("createSandbox", .post, "/v1/sandboxes", json: "{bad", expect: .badRequest)
+        // Found by fuzzing: a duration past Int64 milliseconds crashed the service.
+        try await call("createSandbox", .post, "/v1/sandboxes", json: #"{"ttl": 1e300}"#, expect: .badRequest)
+        try await call("createSandbox", .post, "/v1/sandboxes", json: #"{"idleTTL": "1e300"}"#, expect: .badRequest)
         let big = #"{"labels": {"x": ""# + String(repeating: "a", count: 1 << 20) + #""}}"#
         try await call("createSandbox", .post, "/v1/sandboxes", json: big, expect: .contentTooLarge)
 
