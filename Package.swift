@@ -103,8 +103,11 @@ let package = Package(
             name: "CorralBench",
             dependencies: [
                 "CorralSandbox", "CorralSession", "CorralService", "CorralHarness", "CSQLite",
+                // The api suite runs corrald in process and drives it as a client would.
+                "CorralAPI", "CorralServer",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
         .executableTarget(name: "corral", dependencies: ["CorralCLI"]),

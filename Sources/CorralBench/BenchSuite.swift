@@ -28,4 +28,4 @@ public protocol BenchSuite: Sendable {
 }
 
 /// Every suite `corral-bench` knows, in the order `make bench` runs them.
-let allSuites: [any BenchSuite.Type] = [SandboxSuite.self, ProvisionSuite.self, SessionSuite.self, HarnessSuite.self]
+let allSuites: [any BenchSuite.Type] = [SandboxSuite.self, ProvisionSuite.self, SessionSuite.self, HarnessSuite.self, APISuite.self]
