@@ -8,6 +8,8 @@
 #   make image    engine, then corral/base:bookworm (reused unless REBUILD=1)
 #   make run      prepare the machine (packages, engine, image, build), then the demo
 #   make bench    engine, image, then corral-bench in release mode (.build/bench.json)
+#   make fuzz     engine, image, build, then schemathesis against a live corrald
+#                 (scripts/fuzz-api.sh; CORRAL_FUZZ_SECONDS bounds it)
 #   make fmt      swift format, in place
 #   make check    swift format lint --strict, shell syntax, warnings-as-errors build
 #   make clean    remove build products (the engine and its images stay)
@@ -15,13 +17,13 @@
 SWIFT ?= swift
 FORMAT_PATHS := Sources Tests Package.swift
 SHELL_SCRIPTS := scripts/engine.sh scripts/deps.sh scripts/demo.sh scripts/check-init.sh \
-	scripts/lib/common.sh images/base/build.sh .ci/run
+	scripts/fuzz-api.sh scripts/lib/common.sh images/base/build.sh .ci/run
 
 # CORRAL_REQUIRE_ENGINE, CORRAL_ENGINE and CORRAL_TEST_IMAGE reach the tests when set in the
 # environment or on the command line (make exports both). Not `export`ed here: that would
 # pass them as empty strings when unset, and an empty CORRAL_ENGINE is not the default.
 
-.PHONY: build test engine engine-down image run bench fmt check clean deps
+.PHONY: build test engine engine-down image run bench fuzz fmt check clean deps
 
 build:
 	$(SWIFT) build
@@ -47,6 +49,9 @@ run: deps image build
 
 bench: image
 	$(SWIFT) run -c release corral-bench --json .build/bench.json
+
+fuzz: image build
+	scripts/fuzz-api.sh
 
 fmt:
 	$(SWIFT) format --in-place --recursive $(FORMAT_PATHS)

@@ -22,6 +22,8 @@ let package = Package(
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.0.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.0.0"),
         .package(url: "https://github.com/apple/swift-crypto", "3.12.0"..<"5.0.0"),
+        // Only the tests read YAML: OpenAPITests checks docs/openapi.yaml against the router.
+        .package(url: "https://github.com/jpsim/Yams", "5.0.1"..<"7.0.0"),
     ],
     targets: [
         .systemLibrary(name: "CCurl", pkgConfig: "libcurl", providers: [.apt(["libcurl4-openssl-dev"])]),
@@ -109,8 +111,11 @@ let package = Package(
                 "CorralSandbox", "CorralSession", "CorralService", "CorralHarness", "CorralGateway", "CSQLite",
                 // The workspace suite's upstream: the git smart-HTTP server the tests use.
                 "TestSupport",
+                // The api suite runs corrald in process and drives it as a client would.
+                "CorralAPI", "CorralServer",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
         .executableTarget(name: "corral", dependencies: ["CorralCLI"]),
@@ -151,6 +156,7 @@ let package = Package(
             dependencies: [
                 "CorralServer", "CorralAPI", "TestSupport",
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
+                .product(name: "Yams", package: "Yams"),
             ]
         ),
         .testTarget(name: "CorralHarnessTests", dependencies: ["CorralHarness", "TestSupport"]),

@@ -8,6 +8,7 @@ extension Duration {
         guard !input.isEmpty else { throw fail("it is empty") }
         if let seconds = Double(input) {
             guard seconds.isFinite, seconds >= 0 else { throw fail("it must be a non-negative number") }
+            guard seconds * 1000 < Double(Int64.max) / 2 else { throw fail("too large") }
             self = .milliseconds(Int64((seconds * 1000).rounded()))
             return
         }

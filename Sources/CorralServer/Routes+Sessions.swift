@@ -66,7 +66,7 @@ extension CorralServer {
             let (id, _) = try await ownSession(context)
             let store = try sessionStore()
             var from = try queryNumber(request, "from") ?? 1
-            if let last = request.headers.first(where: { $0.name.canonicalName == "last-event-id" }).flatMap({ UInt64($0.value) }) { from = last + 1 }
+            if let last = request.headers.first(where: { $0.name.canonicalName == "last-event-id" }).flatMap({ UInt64($0.value) }) { from = min(last, UInt64.max - 1) + 1 }
             var headers = HTTPFields()
             headers[.contentType] = "text/event-stream"
             headers[.cacheControl] = "no-store"
