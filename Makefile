@@ -48,7 +48,8 @@ run: deps image build
 	scripts/demo.sh
 
 bench: image
-	$(SWIFT) run -c release corral-bench --json .build/bench.json
+	$(SWIFT) build -c release
+	.build/release/corral-bench --json .build/bench.json
 
 fuzz: image build
 	scripts/fuzz-api.sh

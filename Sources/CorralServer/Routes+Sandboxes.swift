@@ -138,10 +138,17 @@ extension CorralServer {
     }
 
     /// The caller's sandbox named in the path. Another tenant's is as absent as a missing one.
+    ///
+    /// Whose a sandbox is comes from its record, a local file written when it was handed out,
+    /// rather than from the engine: an execute pays no extra engine round trip. A container
+    /// that vanished behind its record still answers, as anywhere, with tool errors that say so.
     func sandbox(_ context: CorralRequestContext) async throws -> Sandbox {
         let tenant = try context.requireTenant()
         let id = try SandboxID(validating: try context.parameters.require("id"))
-        return try await provisioner.sandbox(id, tenant: tenant)
+        guard let record = try? provisioner.records().read(id), record.tenant == tenant else {
+            throw CorralError.notFound("sandbox \(id) not found", hint: "list sandboxes with GET /v1/sandboxes")
+        }
+        return provisioner.handle(id, tenant: tenant)
     }
 
     func requireSession(_ id: SessionID, tenant: TenantID) async throws {

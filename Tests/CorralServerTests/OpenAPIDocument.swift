@@ -124,7 +124,7 @@ struct OpenAPIDocument: Sendable {
                 }
             }
         case ("string", .string(let text)):
-            if schema["format"]?.stringValue == "date-time", ISO8601DateFormatter().date(from: text) == nil {
+            if schema["format"]?.stringValue == "date-time", !Self.isDateTime(text) {
                 problems.append("\(location): '\(text)' is not an ISO 8601 date-time")
             }
             if let pattern = schema["pattern"]?.stringValue, text.range(of: pattern, options: .regularExpression) == nil
@@ -174,4 +174,17 @@ struct OpenAPIDocument: Sendable {
 struct DocumentError: Error, CustomStringConvertible {
     var description: String
     init(_ description: String) { self.description = description }
+}
+
+
+extension OpenAPIDocument {
+    /// RFC 3339 date-time, with or without a fraction of a second, as `format: date-time` says.
+    static func isDateTime(_ text: String) -> Bool {
+        let plain = ISO8601DateFormatter()
+        let fractional = ISO8601DateFormatter()
+        fractional.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        // Foundation reads at most milliseconds; the service writes microseconds.
+        let trimmed = text.replacingOccurrences(of: #"(\.\d{3})\d+Z$"#, with: "$1Z", options: .regularExpression)
+        return plain.date(from: text) != nil || fractional.date(from: trimmed) != nil
+    }
 }
