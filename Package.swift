@@ -81,7 +81,8 @@ let package = Package(
         ),
         // The wire types of corral's HTTP API, shared by the service and the command line's
         // client mode.
-        .target(name: "CorralAPI", dependencies: ["CorralSandbox", "CorralSession", "CurlHTTP"], exclude: ["README.md"]),
+        .target(
+            name: "CorralAPI", dependencies: ["CorralSandbox", "CorralSession", "CurlHTTP"], exclude: ["README.md"]),
         // corrald: the HTTP API (Hummingbird) over the service's pools, reaper and gateway.
         .target(
             name: "CorralServer",
@@ -98,7 +99,8 @@ let package = Package(
         .target(
             name: "CorralCLI",
             dependencies: [
-                "CorralSandbox", "CorralSession", "CorralService", "CorralGateway", "CorralAPI", "CorralServer", "CorralHarness",
+                "CorralSandbox", "CorralSession", "CorralService", "CorralGateway", "CorralAPI", "CorralServer",
+                "CorralHarness",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),

@@ -89,6 +89,7 @@ printf '$ corral tool %s bash {"command":"seq 1 1000000"}   (6.9 MB of output; f
 
 step "corral exec streams and passes the exit status through"
 set +e
+# shellcheck disable=SC2016 # the loop runs in the sandbox's shell, not this one
 "$corral" exec "$id" -- bash -c 'for i in 1 2 3; do echo "line $i"; done; exit 3'
 echo "exit status: $?"
 set -e

@@ -62,7 +62,10 @@ extension CorralClient {
             let body = AppendEventsRequest(
                 events: part, expectedSeq: expected, epoch: epoch, durability: Self.wireName(durability))
             let response: AppendEventsResponse = try await decode(
-                send(request(.post, "/v1/sessions/\(id)/events", body: .bytes(body.exactJSON()), contentType: "application/json")))
+                send(
+                    request(
+                        .post, "/v1/sessions/\(id)/events", body: .bytes(body.exactJSON()),
+                        contentType: "application/json")))
             let result = AppendResult(
                 events: response.events, written: response.written, head: response.head, durable: response.durable)
             if expected != nil { expected = result.lastSeq + 1 }

@@ -23,7 +23,9 @@ public final class CorralClient: Sendable {
 
     /// True when a corral service answers at the endpoint.
     public func isServing() async -> Bool {
-        guard let response = try? await http.execute(request(.get, "/v1/health", timeout: .seconds(5))) else { return false }
+        guard let response = try? await http.execute(request(.get, "/v1/health", timeout: .seconds(5))) else {
+            return false
+        }
         return response.status == 200
     }
 
@@ -77,11 +79,15 @@ public final class CorralClient: Sendable {
     }
 
     /// Sends a tar stream into `directory` in the sandbox.
-    public func putArchive(_ id: SandboxID, directory: String, tar: AsyncThrowingStream<[UInt8], any Error>) async throws {
+    public func putArchive(_ id: SandboxID, directory: String, tar: AsyncThrowingStream<[UInt8], any Error>)
+        async throws
+    {
         let path = "/v1/sandboxes/\(id)/archive" + Self.query(["path": directory])
         let response = try await send(
             request(.put, path, body: .stream(tar), contentType: "application/x-tar", timeout: nil))
-        guard (200..<300).contains(response.status) else { throw Self.error(status: response.status, body: response.body) }
+        guard (200..<300).contains(response.status) else {
+            throw Self.error(status: response.status, body: response.body)
+        }
     }
 
     /// Streams `path` out of the sandbox as a tar, chunk by chunk.
@@ -99,7 +105,8 @@ public final class CorralClient: Sendable {
     public func stat(_ id: SandboxID, path: String) async throws -> PathStat? {
         let response = try await send(request(.get, "/v1/sandboxes/\(id)/stat" + Self.query(["path": path])))
         if response.status == 404,
-            let body = try? JSONDecoder().decode(APIErrorBody.self, from: Data(response.body)), body.code == "no_such_path"
+            let body = try? JSONDecoder().decode(APIErrorBody.self, from: Data(response.body)),
+            body.code == "no_such_path"
         {
             return nil
         }
@@ -138,13 +145,16 @@ public final class CorralClient: Sendable {
         try await decode(send(request(method, path)))
     }
 
-    func call<Response: Decodable>(_ method: HTTPMethod, _ path: String, body: some Encodable) async throws -> Response {
+    func call<Response: Decodable>(_ method: HTTPMethod, _ path: String, body: some Encodable) async throws -> Response
+    {
         let data = try JSONEncoder().encode(body)
         return try await decode(send(request(method, path, body: .bytes(Array(data)), contentType: "application/json")))
     }
 
     func decode<Response: Decodable>(_ response: HTTPResponse) throws -> Response {
-        guard (200..<300).contains(response.status) else { throw Self.error(status: response.status, body: response.body) }
+        guard (200..<300).contains(response.status) else {
+            throw Self.error(status: response.status, body: response.body)
+        }
         if Response.self == Empty.self, let empty = Empty() as? Response { return empty }
         do {
             return try Self.decoder().decode(Response.self, from: Data(response.body))
@@ -176,7 +186,8 @@ public final class CorralClient: Sendable {
             }
             return decoded.corralError
         }
-        return CorralError(.internalError, "the service answered HTTP \(status): \(String(decoding: body.prefix(200), as: UTF8.self))")
+        return CorralError(
+            .internalError, "the service answered HTTP \(status): \(String(decoding: body.prefix(200), as: UTF8.self))")
     }
 
     static func query(_ items: [String: String]) -> String {

@@ -10,7 +10,8 @@ public struct DurationValue: Codable, Sendable, Hashable {
         let container = try decoder.singleValueContainer()
         if let seconds = try? container.decode(Double.self) {
             guard seconds.isFinite, seconds >= 0, seconds * 1000 < Double(Int64.max) / 2 else {
-                throw CorralError.invalidArgument("a duration must be a non-negative number of seconds below 4e12, got \(seconds)")
+                throw CorralError.invalidArgument(
+                    "a duration must be a non-negative number of seconds below 4e12, got \(seconds)")
             }
             duration = .milliseconds(Int64((seconds * 1000).rounded()))
         } else {

@@ -110,10 +110,14 @@ extension AppendEventsRequest {
         guard case .object(let object) = value else {
             throw CorralError.invalidArgument("the body should be an object, not \(value.typeName)")
         }
-        if let unknown = object.keys.sorted().first(where: { !["events", "expectedSeq", "epoch", "durability"].contains($0) }) {
+        if let unknown = object.keys.sorted().first(where: {
+            !["events", "expectedSeq", "epoch", "durability"].contains($0)
+        }) {
             throw CorralError.invalidArgument("unknown field '\(unknown.prefix(40))'")
         }
-        guard case .array(let list)? = object["events"] else { throw CorralError.invalidArgument("'events' should be an array") }
+        guard case .array(let list)? = object["events"] else {
+            throw CorralError.invalidArgument("'events' should be an array")
+        }
         events = try list.enumerated().map { index, entry in
             guard case .object(let fields) = entry else {
                 throw CorralError.invalidArgument("'events[\(index)]' should be an object")
@@ -123,7 +127,9 @@ extension AppendEventsRequest {
             }
             var id: String?
             if let raw = fields["id"], raw != .null {
-                guard let text = raw.stringValue else { throw CorralError.invalidArgument("'events[\(index)].id' should be a string") }
+                guard let text = raw.stringValue else {
+                    throw CorralError.invalidArgument("'events[\(index)].id' should be a string")
+                }
                 id = text
             }
             return EventInput(id: id, type: type, data: fields["data"])
@@ -138,7 +144,9 @@ extension AppendEventsRequest {
         expectedSeq = try count("expectedSeq")
         epoch = try count("epoch")
         if let raw = object["durability"], raw != .null {
-            guard let text = raw.stringValue else { throw CorralError.invalidArgument("'durability' should be a string") }
+            guard let text = raw.stringValue else {
+                throw CorralError.invalidArgument("'durability' should be a string")
+            }
             durability = text
         }
     }
@@ -153,7 +161,8 @@ extension EventPage {
 
     /// Reads what `exactJSON` writes.
     public init(exact value: JSONValue) throws {
-        guard let list = value["events"]?.arrayValue, let head = value["head"]?.intValue, let next = value["next"]?.intValue
+        guard let list = value["events"]?.arrayValue, let head = value["head"]?.intValue,
+            let next = value["next"]?.intValue
         else { throw CorralError(.internalError, "the service's page of events is malformed") }
         self.init(events: try list.map(Event.init(json:)), next: UInt64(max(next, 0)), head: UInt64(max(head, 0)))
     }

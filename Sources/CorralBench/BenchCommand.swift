@@ -10,7 +10,9 @@ public struct BenchCommand: AsyncParsableCommand {
         abstract: "Measure corral beside its peers, in one run, on this machine."
     )
 
-    @Option(name: .long, parsing: .upToNextOption, help: "Suites to run (default: all). Known: \(allSuites.map { $0.name }.joined(separator: ", ")).")
+    @Option(
+        name: .long, parsing: .upToNextOption,
+        help: "Suites to run (default: all). Known: \(allSuites.map { $0.name }.joined(separator: ", ")).")
     var suite: [String] = []
 
     @Option(name: .long, help: "Write one JSON object per suite to this file.")
@@ -50,19 +52,24 @@ public struct BenchCommand: AsyncParsableCommand {
     }
 
     public func run() async throws {
-        let selected = suite.isEmpty ? allSuites : try suite.map { name in
-            guard let found = allSuites.first(where: { $0.name == name }) else {
-                throw ValidationError("unknown suite '\(name)'; known: \(allSuites.map { $0.name }.joined(separator: ", "))")
+        let selected =
+            suite.isEmpty
+            ? allSuites
+            : try suite.map { name in
+                guard let found = allSuites.first(where: { $0.name == name }) else {
+                    throw ValidationError(
+                        "unknown suite '\(name)'; known: \(allSuites.map { $0.name }.joined(separator: ", "))")
+                }
+                return found
             }
-            return found
-        }
         let scratchURL = URL(fileURLWithPath: scratch ?? NSTemporaryDirectory())
             .appendingPathComponent("corral-bench-\(getpid())", isDirectory: true)
         try FileManager.default.createDirectory(at: scratchURL, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: scratchURL) }
         let context = BenchContext(
             runs: runs, scratch: scratchURL,
-            engineEndpoint: engine ?? ProcessInfo.processInfo.environment["CORRAL_ENGINE"] ?? "unix:///var/run/docker.sock",
+            engineEndpoint: engine ?? ProcessInfo.processInfo.environment["CORRAL_ENGINE"]
+                ?? "unix:///var/run/docker.sock",
             image: image, quick: quick)
         var output = ""
         var failures: [String] = []

@@ -23,7 +23,8 @@ struct SandboxSuite: BenchSuite {
         request.ttl = .seconds(1800)
         let runs = context.quick ? min(context.runs, 5) : context.runs
         // The raw subject sends the very body corral sends for the same request.
-        let shape = ContainerShape(image: request.image, runtime: request.runtime, resources: request.resources, env: request.env)
+        let shape = ContainerShape(
+            image: request.image, runtime: request.runtime, resources: request.resources, env: request.env)
 
         var corralCold = Samples(), corralFirst = Samples(), rawCold = Samples(), rawFirst = Samples()
         var cliCold = Samples(), cliFirst = Samples()
@@ -36,7 +37,8 @@ struct SandboxSuite: BenchSuite {
             try await sandbox.remove()
 
             let id = SandboxID.random()
-            let spec = shape.containerSpec(sandbox: id, environment: environment, created: Date(), instance: "bench-raw")
+            let spec = shape.containerSpec(
+                sandbox: id, environment: environment, created: Date(), instance: "bench-raw")
             let (container, rawCreate) = try await measureMilliseconds { try await raw.createAndStart(spec) }
             let (_, rawExec) = try await measureMilliseconds { try await raw.exec(container, ["true"]) }
             rawCold.append(rawCreate)
@@ -56,7 +58,8 @@ struct SandboxSuite: BenchSuite {
         let execRuns = context.quick ? 10 : max(runs, 50)
         var corralExec = Samples(), rawExecs = Samples(), cliExecs = Samples()
         let sandbox = try await provisioner.provision(request)
-        let spec = shape.containerSpec(sandbox: SandboxID.random(), environment: environment, created: Date(), instance: "bench-raw")
+        let spec = shape.containerSpec(
+            sandbox: SandboxID.random(), environment: environment, created: Date(), instance: "bench-raw")
         let rawContainer = try await raw.createAndStart(spec)
         let cliContainer = try docker.run(image: context.image, initBinary: environment.initBinary, request: request)
         for _ in 0..<execRuns {
@@ -81,7 +84,11 @@ struct SandboxSuite: BenchSuite {
                         Measurement(subject: "raw-api", unit: "ms", samples: rawCold),
                         Measurement(subject: "docker-cli run -d", unit: "ms", samples: cliCold),
                     ],
-                    targets: [TargetCheck(target: "corral p50 within 1.15x of raw API", observed: String(format: "%.2fx", coldRatio), met: coldRatio <= 1.15)]),
+                    targets: [
+                        TargetCheck(
+                            target: "corral p50 within 1.15x of raw API", observed: String(format: "%.2fx", coldRatio),
+                            met: coldRatio <= 1.15)
+                    ]),
                 Comparison(
                     metric: "first exec after provision",
                     measurements: [
@@ -97,7 +104,9 @@ struct SandboxSuite: BenchSuite {
                         Measurement(subject: "docker-cli exec", unit: "ms", samples: cliExecs),
                     ],
                     targets: [
-                        TargetCheck(target: "corral p50 within 1.15x of raw API", observed: String(format: "%.2fx", execRatio), met: execRatio <= 1.15),
+                        TargetCheck(
+                            target: "corral p50 within 1.15x of raw API", observed: String(format: "%.2fx", execRatio),
+                            met: execRatio <= 1.15),
                         TargetCheck(
                             target: "corral faster than the docker CLI at p50",
                             observed: String(format: "%.1f vs %.1f ms", corralExec.median, cliExecs.median),
@@ -124,8 +133,12 @@ struct RawEngine {
     func createAndStart(_ spec: ContainerCreateRequest) async throws -> String {
         let body = try JSONEncoder().encode(spec)
         let created = try await http.execute(
-            HTTPRequest(.post, "\(prefix)/containers/create", headers: ["Content-Type": "application/json"], body: .bytes(Array(body))))
-        guard created.status == 201, let id = try JSONDecoder().decode(JSONValue.self, from: Data(created.body))["Id"]?.stringValue else {
+            HTTPRequest(
+                .post, "\(prefix)/containers/create", headers: ["Content-Type": "application/json"],
+                body: .bytes(Array(body))))
+        guard created.status == 201,
+            let id = try JSONDecoder().decode(JSONValue.self, from: Data(created.body))["Id"]?.stringValue
+        else {
             throw CorralError(.engine, "raw create failed: \(created.bodyText)")
         }
         let started = try await http.execute(HTTPRequest(.post, "\(prefix)/containers/\(id)/start"))
@@ -134,9 +147,14 @@ struct RawEngine {
     }
 
     func exec(_ container: String, _ command: [String]) async throws {
-        let body = try JSONEncoder().encode(["Cmd": JSONValue.array(command.map { .string($0) }), "AttachStdout": true, "AttachStderr": true, "User": "1000:1000"])
+        let body = try JSONEncoder().encode([
+            "Cmd": JSONValue.array(command.map { .string($0) }), "AttachStdout": true, "AttachStderr": true,
+            "User": "1000:1000",
+        ])
         let created = try await http.execute(
-            HTTPRequest(.post, "\(prefix)/containers/\(container)/exec", headers: ["Content-Type": "application/json"], body: .bytes(Array(body))))
+            HTTPRequest(
+                .post, "\(prefix)/containers/\(container)/exec", headers: ["Content-Type": "application/json"],
+                body: .bytes(Array(body))))
         guard let id = try JSONDecoder().decode(JSONValue.self, from: Data(created.body))["Id"]?.stringValue else {
             throw CorralError(.engine, "raw exec create failed: \(created.bodyText)")
         }
@@ -146,7 +164,9 @@ struct RawEngine {
                 body: .bytes(Array(#"{"Detach":false,"Tty":false}"#.utf8)), forbidReuse: true))
         while true {
             let inspect = try await http.execute(HTTPRequest(.get, "\(prefix)/exec/\(id)/json"))
-            if try JSONDecoder().decode(JSONValue.self, from: Data(inspect.body))["ExitCode"]?.intValue != nil { return }
+            if try JSONDecoder().decode(JSONValue.self, from: Data(inspect.body))["ExitCode"]?.intValue != nil {
+                return
+            }
         }
     }
 }
@@ -159,7 +179,8 @@ struct DockerCLI {
         let arguments = [
             "run", "-d", "--network", "none", "--cap-drop", "ALL", "--security-opt", "no-new-privileges", "--read-only",
             "--user", "1000:1000", "--workdir", "/workspace", "--tmpfs", "/tmp:rw,nosuid,nodev,mode=1777",
-            "--mount", "type=volume,dst=/workspace", "--mount", "type=bind,src=\(initBinary),dst=/.corral/init,readonly",
+            "--mount", "type=volume,dst=/workspace", "--mount",
+            "type=bind,src=\(initBinary),dst=/.corral/init,readonly",
             "--pids-limit", "\(request.resources.pids)", "--memory", "\(request.resources.memory.bytes)",
             "--memory-swap", "\(request.resources.memory.bytes)", "--cpus", "\(request.resources.cpus)",
             "--log-driver", "none", "--label", "corral.managed=1", "--label", "corral.bench=docker-cli",
@@ -186,7 +207,9 @@ struct DockerCLI {
         let data = output.fileHandleForReading.readDataToEndOfFile()
         process.waitUntilExit()
         guard process.terminationStatus == 0 else {
-            throw CorralError(.engine, "docker \(arguments.prefix(2).joined(separator: " ")) failed with status \(process.terminationStatus)")
+            throw CorralError(
+                .engine,
+                "docker \(arguments.prefix(2).joined(separator: " ")) failed with status \(process.terminationStatus)")
         }
         return String(decoding: data, as: UTF8.self)
     }

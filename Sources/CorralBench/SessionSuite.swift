@@ -31,17 +31,23 @@ struct SessionSuite: BenchSuite {
     func run(_ context: BenchContext) async throws -> SuiteReport {
         let sizes =
             context.quick
-            ? Sizes(fsyncEvents: 300, fsyncEventsPerSession: 40, lazyEvents: 20_000, lazyEventsPerSession: 2_000,
-                    bigSessionEvents: 50_000, slices: 300, wakes: 10)
-            : Sizes(fsyncEvents: 3_000, fsyncEventsPerSession: 300, lazyEvents: 200_000, lazyEventsPerSession: 20_000,
-                    bigSessionEvents: 1_000_000, slices: 2_000, wakes: 20)
+            ? Sizes(
+                fsyncEvents: 300, fsyncEventsPerSession: 40, lazyEvents: 20_000, lazyEventsPerSession: 2_000,
+                bigSessionEvents: 50_000, slices: 300, wakes: 10)
+            : Sizes(
+                fsyncEvents: 3_000, fsyncEventsPerSession: 300, lazyEvents: 200_000, lazyEventsPerSession: 20_000,
+                bigSessionEvents: 1_000_000, slices: 2_000, wakes: 20)
         let root = context.scratch.appendingPathComponent("session", isDirectory: true)
         try FileManager.default.createDirectory(at: root, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: root) }
         var report = SuiteReport(suite: Self.name)
-        report.notes.append("scratch \(root.path); \(context.quick ? "quick sizes" : "full sizes"); small events are about 200 bytes of JSON")
+        report.notes.append(
+            "scratch \(root.path); \(context.quick ? "quick sizes" : "full sizes"); small events are about 200 bytes of JSON"
+        )
         #if DEBUG
-        report.notes.append("built for debugging (-Onone): corral's CPU-bound figures are several times below a release build, the peers' C is optimised either way; measure with `swift run -c release corral-bench`")
+        report.notes.append(
+            "built for debugging (-Onone): corral's CPU-bound figures are several times below a release build, the peers' C is optimised either way; measure with `swift run -c release corral-bench`"
+        )
         #endif
 
         // Appends at the three durability levels, for 1 and 16 sessions. The bare loop's rate
@@ -49,7 +55,10 @@ struct SessionSuite: BenchSuite {
         // here its fdatasync latency drifts by several times within minutes.
         let (bare, corralFsync) = try await Self.fsyncAgainstBareLoop(directory: root, count: sizes.fsyncEvents)
         var appendRates: [(String, Double, Double)] = []  // (metric, corral, best peer)
-        for (level, durability) in [("fsync per event", Durability.fsync), ("group commit 2 ms", .groupCommit(maxDelay: Self.groupDelay)), ("no fsync", .none)] {
+        for (level, durability) in [
+            ("fsync per event", Durability.fsync), ("group commit 2 ms", .groupCommit(maxDelay: Self.groupDelay)),
+            ("no fsync", .none),
+        ] {
             for sessions in [1, 16] {
                 let perSession: Int
                 switch durability {
@@ -65,28 +74,40 @@ struct SessionSuite: BenchSuite {
                     corral = corralFsync
                 } else {
                     sync()
-                    corral = try await Self.corralAppends(directory: directory, sessions: sessions, perSession: perSession, durability: durability)
+                    corral = try await Self.corralAppends(
+                        directory: directory, sessions: sessions, perSession: perSession, durability: durability)
                 }
                 sync()
-                let sqlite = try Peers.sqliteAppends(directory: directory, sessions: sessions, perSession: perSession, level: durability)
+                let sqlite = try Peers.sqliteAppends(
+                    directory: directory, sessions: sessions, perSession: perSession, level: durability)
                 sync()
-                let jsonl = try Peers.jsonlAppends(directory: directory, sessions: sessions, perSession: perSession, level: durability)
+                let jsonl = try Peers.jsonlAppends(
+                    directory: directory, sessions: sessions, perSession: perSession, level: durability)
                 var measurements = [
                     Measurement(subject: "corral", unit: "events/s", value: corral),
                     Measurement(subject: Peers.sqliteName(durability), unit: "events/s", value: sqlite),
                     Measurement(subject: Peers.jsonlName(durability), unit: "events/s", value: jsonl),
                 ]
-                var targets = [TargetCheck(
-                    target: "faster than SQLite", observed: String(format: "%.0f vs %.0f events/s (%.2fx)", corral, sqlite, corral / sqlite),
-                    met: corral > sqlite)]
+                var targets = [
+                    TargetCheck(
+                        target: "faster than SQLite",
+                        observed: String(format: "%.0f vs %.0f events/s (%.2fx)", corral, sqlite, corral / sqlite),
+                        met: corral > sqlite)
+                ]
                 if case .fsync = durability, sessions == 1 {
-                    measurements.append(Measurement(subject: "bare write+fdatasync loop", unit: "events/s", value: bare))
-                    targets.append(TargetCheck(
-                        target: ">= 80% of a bare fdatasync loop", observed: String(format: "%.0f%% (%.0f of %.0f/s)", 100 * corral / bare, corral, bare),
-                        met: corral >= 0.8 * bare))
+                    measurements.append(
+                        Measurement(subject: "bare write+fdatasync loop", unit: "events/s", value: bare))
+                    targets.append(
+                        TargetCheck(
+                            target: ">= 80% of a bare fdatasync loop",
+                            observed: String(format: "%.0f%% (%.0f of %.0f/s)", 100 * corral / bare, corral, bare),
+                            met: corral >= 0.8 * bare))
                 }
                 if case .groupCommit = durability {
-                    targets.append(TargetCheck(target: ">= 100k events/s", observed: String(format: "%.0f events/s", corral), met: corral >= 100_000))
+                    targets.append(
+                        TargetCheck(
+                            target: ">= 100k events/s", observed: String(format: "%.0f events/s", corral),
+                            met: corral >= 100_000))
                 }
                 let metric = "append, \(level), \(sessions) session\(sessions == 1 ? "" : "s")"
                 report.comparisons.append(Comparison(metric: metric, measurements: measurements, targets: targets))
@@ -99,9 +120,11 @@ struct SessionSuite: BenchSuite {
         try FileManager.default.createDirectory(at: big, withIntermediateDirectories: true)
         let (store, id, built, bytes) = try await Self.buildBigSession(directory: big, events: sizes.bigSessionEvents)
         let label = sizes.bigSessionEvents >= 1_000_000 ? "1M" : "\(sizes.bigSessionEvents / 1000)k"
-        report.notes.append(String(
-            format: "big session: %d events, %.2f GB on disk, written with durability none in %.1f s", sizes.bigSessionEvents,
-            Double(bytes) / 1e9, built))
+        report.notes.append(
+            String(
+                format: "big session: %d events, %.2f GB on disk, written with durability none in %.1f s",
+                sizes.bigSessionEvents,
+                Double(bytes) / 1e9, built))
         let sqliteBig = try Peers.SQLiteBigSession(directory: big, events: sizes.bigSessionEvents)
         // Measure in a quiet state: nothing left for the kernel to write back.
         sync()
@@ -111,20 +134,27 @@ struct SessionSuite: BenchSuite {
         var sqliteSlices = Samples()
         for _ in 0..<sizes.slices {
             let from = UInt64.random(in: 1...UInt64(sizes.bigSessionEvents - 99), using: &generator)
-            let (page, milliseconds) = try await measureMilliseconds { try await store.readPage(id, from: from, limit: 100) }
+            let (page, milliseconds) = try await measureMilliseconds {
+                try await store.readPage(id, from: from, limit: 100)
+            }
             guard page.events.count == 100, page.events.first?.seq == from else {
                 throw CorralError(.internalError, "slice from \(from) returned \(page.events.count) events")
             }
             corralSlices.append(milliseconds)
             sqliteSlices.append(try sqliteBig.slice(from: Int64(from), count: 100))
         }
-        report.comparisons.append(Comparison(
-            metric: "slice of 100 events from a \(label)-event session",
-            measurements: [
-                Measurement(subject: "corral", unit: "ms", samples: corralSlices),
-                Measurement(subject: "sqlite (primary key range)", unit: "ms", samples: sqliteSlices),
-            ],
-            targets: [TargetCheck(target: "p99 < 1 ms", observed: String(format: "p99 %.3f ms", corralSlices.p99), met: corralSlices.p99 < 1)]))
+        report.comparisons.append(
+            Comparison(
+                metric: "slice of 100 events from a \(label)-event session",
+                measurements: [
+                    Measurement(subject: "corral", unit: "ms", samples: corralSlices),
+                    Measurement(subject: "sqlite (primary key range)", unit: "ms", samples: sqliteSlices),
+                ],
+                targets: [
+                    TargetCheck(
+                        target: "p99 < 1 ms", observed: String(format: "p99 %.3f ms", corralSlices.p99),
+                        met: corralSlices.p99 < 1)
+                ]))
 
         var wakes = Samples()
         var firstReads = Samples()
@@ -141,33 +171,48 @@ struct SessionSuite: BenchSuite {
             sqliteWakes.append(sqliteWake)
             sqliteFirstReads.append(sqliteFirst)
         }
-        report.comparisons.append(Comparison(
-            metric: "wake a \(label)-event session (new store, lease epoch + 1, durable)",
-            measurements: [
-                Measurement(subject: "corral", unit: "ms", samples: wakes),
-                Measurement(subject: "sqlite (open, bump epoch, FULL)", unit: "ms", samples: sqliteWakes),
-            ],
-            targets: [TargetCheck(target: "< 50 ms", observed: String(format: "max %.2f ms", wakes.values.max() ?? .nan), met: (wakes.values.max() ?? .infinity) < 50)]))
-        report.comparisons.append(Comparison(
-            metric: "first read after wake (100 events from seq 1)",
-            measurements: [
-                Measurement(subject: "corral", unit: "ms", samples: firstReads),
-                Measurement(subject: "sqlite", unit: "ms", samples: sqliteFirstReads),
-            ]))
+        report.comparisons.append(
+            Comparison(
+                metric: "wake a \(label)-event session (new store, lease epoch + 1, durable)",
+                measurements: [
+                    Measurement(subject: "corral", unit: "ms", samples: wakes),
+                    Measurement(subject: "sqlite (open, bump epoch, FULL)", unit: "ms", samples: sqliteWakes),
+                ],
+                targets: [
+                    TargetCheck(
+                        target: "< 50 ms", observed: String(format: "max %.2f ms", wakes.values.max() ?? .nan),
+                        met: (wakes.values.max() ?? .infinity) < 50)
+                ]))
+        report.comparisons.append(
+            Comparison(
+                metric: "first read after wake (100 events from seq 1)",
+                measurements: [
+                    Measurement(subject: "corral", unit: "ms", samples: firstReads),
+                    Measurement(subject: "sqlite", unit: "ms", samples: sqliteFirstReads),
+                ]))
 
-        let memory = try await Self.readAllMeasuringMemory(store: FileSessionStore(directory: store.directory), id: id, expected: sizes.bigSessionEvents)
-        report.comparisons.append(Comparison(
-            metric: String(format: "read all of a %.2f GB session", Double(bytes) / 1e9),
-            measurements: [
-                Measurement(subject: "corral peak RSS growth while reading", unit: "MB", value: memory.growth),
-                Measurement(subject: "corral peak RSS of the whole bench process", unit: "MB", value: memory.peak),
-                Measurement(subject: "corral read rate", unit: "MB/s", value: Double(bytes) / 1e6 / memory.seconds),
-            ],
-            targets: [TargetCheck(
-                target: "memory < 64 MB", observed: String(format: "peak grew %.1f MB (process peak %.1f MB)", memory.growth, memory.peak),
-                met: memory.growth < 64)]))
-        report.notes.append("memory: VmHWM from /proc/self/status, reset through /proc/self/clear_refs before the read; growth is over the RSS just before it")
-        report.notes.append("slices use random start seqs; SQLite holds the same events, one row each, keyed by (session, seq)")
+        let memory = try await Self.readAllMeasuringMemory(
+            store: FileSessionStore(directory: store.directory), id: id, expected: sizes.bigSessionEvents)
+        report.comparisons.append(
+            Comparison(
+                metric: String(format: "read all of a %.2f GB session", Double(bytes) / 1e9),
+                measurements: [
+                    Measurement(subject: "corral peak RSS growth while reading", unit: "MB", value: memory.growth),
+                    Measurement(subject: "corral peak RSS of the whole bench process", unit: "MB", value: memory.peak),
+                    Measurement(subject: "corral read rate", unit: "MB/s", value: Double(bytes) / 1e6 / memory.seconds),
+                ],
+                targets: [
+                    TargetCheck(
+                        target: "memory < 64 MB",
+                        observed: String(
+                            format: "peak grew %.1f MB (process peak %.1f MB)", memory.growth, memory.peak),
+                        met: memory.growth < 64)
+                ]))
+        report.notes.append(
+            "memory: VmHWM from /proc/self/status, reset through /proc/self/clear_refs before the read; growth is over the RSS just before it"
+        )
+        report.notes.append(
+            "slices use random start seqs; SQLite holds the same events, one row each, keyed by (session, seq)")
         try? FileManager.default.removeItem(at: big)
         return report
     }
@@ -196,7 +241,12 @@ struct SessionSuite: BenchSuite {
             bareSeconds += Double(perRound) / (try Peers.bareFdatasync(path: barePath, count: perRound))
             let (_, milliseconds) = try await measureMilliseconds {
                 for index in 0..<perRound {
-                    _ = try await store.append(id, [NewEvent(type: "brain.response", data: index % 2 == 0 ? smallPayload : ["n": .int(Int64(index))])], lease: lease, durability: .fsync)
+                    _ = try await store.append(
+                        id,
+                        [
+                            NewEvent(
+                                type: "brain.response", data: index % 2 == 0 ? smallPayload : ["n": .int(Int64(index))])
+                        ], lease: lease, durability: .fsync)
                 }
             }
             corralSeconds += milliseconds / 1000
@@ -207,7 +257,9 @@ struct SessionSuite: BenchSuite {
 
     /// Events per second over `sessions` sessions appended concurrently, each by one task
     /// appending one event at a time, the way a harness does.
-    static func corralAppends(directory: URL, sessions: Int, perSession: Int, durability: Durability) async throws -> Double {
+    static func corralAppends(directory: URL, sessions: Int, perSession: Int, durability: Durability) async throws
+        -> Double
+    {
         let store = FileSessionStore(directory: directory.appendingPathComponent("corral"))
         var ids: [(SessionID, Lease)] = []
         for _ in 0..<sessions {
@@ -219,7 +271,13 @@ struct SessionSuite: BenchSuite {
                 for (id, lease) in ids {
                     group.addTask {
                         for index in 0..<perSession {
-                            _ = try await store.append(id, [NewEvent(type: "brain.response", data: index % 2 == 0 ? smallPayload : ["n": .int(Int64(index))])], lease: lease, durability: durability)
+                            _ = try await store.append(
+                                id,
+                                [
+                                    NewEvent(
+                                        type: "brain.response",
+                                        data: index % 2 == 0 ? smallPayload : ["n": .int(Int64(index))])
+                                ], lease: lease, durability: durability)
                         }
                         // Group commit's rate counts only events that reached the disk.
                         if case .groupCommit = durability { try await store.sync(id) }
@@ -231,7 +289,9 @@ struct SessionSuite: BenchSuite {
         return Double(sessions * perSession) / (milliseconds / 1000)
     }
 
-    static func buildBigSession(directory: URL, events: Int) async throws -> (FileSessionStore, SessionID, Double, UInt64) {
+    static func buildBigSession(directory: URL, events: Int) async throws -> (
+        FileSessionStore, SessionID, Double, UInt64
+    ) {
         let store = FileSessionStore(directory: directory.appendingPathComponent("corral"))
         let id = try await store.create().id
         let lease = try await store.currentLease(id)
@@ -258,14 +318,18 @@ struct SessionSuite: BenchSuite {
         return (store, id, milliseconds / 1000, bytes)
     }
 
-    static func readAllMeasuringMemory(store: FileSessionStore, id: SessionID, expected: Int) async throws -> (growth: Double, peak: Double, seconds: Double) {
+    static func readAllMeasuringMemory(store: FileSessionStore, id: SessionID, expected: Int) async throws -> (
+        growth: Double, peak: Double, seconds: Double
+    ) {
         let before = try Memory.residentMegabytes()
         try Memory.resetPeak()
         var count = 0
         let (_, milliseconds) = try await measureMilliseconds {
             for try await event in store.read(id) {
                 count += 1
-                if event.seq != UInt64(count) { throw CorralError(.internalError, "read returned seq \(event.seq) at position \(count)") }
+                if event.seq != UInt64(count) {
+                    throw CorralError(.internalError, "read returned seq \(event.seq) at position \(count)")
+                }
             }
         }
         guard count == expected else { throw CorralError(.internalError, "read \(count) events of \(expected)") }
@@ -310,7 +374,10 @@ enum Peers {
         }
     }
 
-    static let line = Array(#"{"seq":1,"id":"ev-0123456789abcdef","type":"brain.response","time":"2025-01-01T00:00:00.000000Z","epoch":1,"data":{"role":"assistant","text":"Listing the repository before editing the parser; two files look relevant.","tool":{"input":{"command":"ls -la src/ && git status --short"},"name":"bash"}}}"#.utf8) + [0x0A]
+    static let line =
+        Array(
+            #"{"seq":1,"id":"ev-0123456789abcdef","type":"brain.response","time":"2025-01-01T00:00:00.000000Z","epoch":1,"data":{"role":"assistant","text":"Listing the repository before editing the parser; two files look relevant.","tool":{"input":{"command":"ls -la src/ && git status --short"},"name":"bash"}}}"#
+                .utf8) + [0x0A]
 
     /// Runs `body(index)` on `count` threads at once; returns the seconds from start to the
     /// last one done.
@@ -347,7 +414,9 @@ enum Peers {
         let record = [UInt8](repeating: 0x61, count: 256)
         let seconds = try onThreads(1) { _ in
             for _ in 0..<count {
-                guard record.withUnsafeBytes({ write(fd, $0.baseAddress, $0.count) }) == record.count, fdatasync(fd) == 0 else {
+                guard record.withUnsafeBytes({ write(fd, $0.baseAddress, $0.count) }) == record.count,
+                    fdatasync(fd) == 0
+                else {
                     throw CorralError(.io, "write or fdatasync failed on \(path)")
                 }
             }
@@ -396,7 +465,9 @@ enum Peers {
         do {
             let setup = try SQLite(path: path)
             try setup.execute("PRAGMA journal_mode=WAL")
-            try setup.execute("CREATE TABLE IF NOT EXISTS events (session TEXT NOT NULL, seq INTEGER NOT NULL, id TEXT NOT NULL, type TEXT NOT NULL, time INTEGER NOT NULL, data TEXT NOT NULL, PRIMARY KEY (session, seq))")
+            try setup.execute(
+                "CREATE TABLE IF NOT EXISTS events (session TEXT NOT NULL, seq INTEGER NOT NULL, id TEXT NOT NULL, type TEXT NOT NULL, time INTEGER NOT NULL, data TEXT NOT NULL, PRIMARY KEY (session, seq))"
+            )
         }
         let data = String(decoding: line, as: UTF8.self)
         let seconds = try onThreads(sessions) { index in
@@ -404,9 +475,13 @@ enum Peers {
             try database.execute("PRAGMA synchronous=\(synchronous)")
             // Sixteen connections take turns at one write lock; on a busy disk a turn can be long.
             try database.execute("PRAGMA busy_timeout=600000")
-            let insert = try database.prepare("INSERT INTO events (session, seq, id, type, time, data) VALUES (?, ?, ?, ?, ?, ?)")
+            let insert = try database.prepare(
+                "INSERT INTO events (session, seq, id, type, time, data) VALUES (?, ?, ?, ?, ?, ?)")
             for seq in 1...perSession {
-                try insert.run([.text("se-\(index)"), .integer(Int64(seq)), .text("ev-\(index)-\(seq)"), .text("brain.response"), .integer(Int64(seq)), .text(data)])
+                try insert.run([
+                    .text("se-\(index)"), .integer(Int64(seq)), .text("ev-\(index)-\(seq)"), .text("brain.response"),
+                    .integer(Int64(seq)), .text(data),
+                ])
             }
         }
         return Double(sessions * perSession) / seconds
@@ -423,18 +498,24 @@ enum Peers {
             database = try SQLite(path: path)
             try database.execute("PRAGMA journal_mode=WAL")
             try database.execute("PRAGMA synchronous=OFF")
-            try database.execute("CREATE TABLE events (session TEXT NOT NULL, seq INTEGER NOT NULL, id TEXT NOT NULL, type TEXT NOT NULL, time INTEGER NOT NULL, data TEXT NOT NULL, PRIMARY KEY (session, seq))")
+            try database.execute(
+                "CREATE TABLE events (session TEXT NOT NULL, seq INTEGER NOT NULL, id TEXT NOT NULL, type TEXT NOT NULL, time INTEGER NOT NULL, data TEXT NOT NULL, PRIMARY KEY (session, seq))"
+            )
             try database.execute("CREATE TABLE leases (session TEXT PRIMARY KEY, epoch INTEGER NOT NULL)")
             try database.execute("INSERT INTO leases VALUES ('big', 1)")
             let filler = String(repeating: "The quick brown fox jumps over the lazy dog. ", count: 21)
             try database.execute("BEGIN")
             let insert = try database.prepare("INSERT INTO events VALUES ('big', ?, ?, 'tool.result', ?, ?)")
             for seq in 1...events {
-                try insert.run([.integer(Int64(seq)), .text("ev-\(seq)"), .integer(Int64(seq)), .text(#"{"n":\#(seq - 1),"text":"\#(filler)"}"#)])
+                try insert.run([
+                    .integer(Int64(seq)), .text("ev-\(seq)"), .integer(Int64(seq)),
+                    .text(#"{"n":\#(seq - 1),"text":"\#(filler)"}"#),
+                ])
             }
             try database.execute("COMMIT")
             try database.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            select = try database.prepare("SELECT seq, id, type, time, data FROM events WHERE session = 'big' AND seq >= ? ORDER BY seq LIMIT ?")
+            select = try database.prepare(
+                "SELECT seq, id, type, time, data FROM events WHERE session = 'big' AND seq >= ? ORDER BY seq LIMIT ?")
         }
 
         /// Milliseconds to fetch `count` rows from `from`, reading every column.
@@ -452,7 +533,9 @@ enum Peers {
             try fresh.execute("PRAGMA synchronous=FULL")
             try fresh.execute("UPDATE leases SET epoch = epoch + 1 WHERE session = 'big'")
             let woken = DispatchTime.now().uptimeNanoseconds
-            let rows = try fresh.prepare("SELECT seq, id, type, time, data FROM events WHERE session = 'big' AND seq >= 1 ORDER BY seq LIMIT 100").rows([])
+            let rows = try fresh.prepare(
+                "SELECT seq, id, type, time, data FROM events WHERE session = 'big' AND seq >= 1 ORDER BY seq LIMIT 100"
+            ).rows([])
             let read = DispatchTime.now().uptimeNanoseconds
             guard rows == 100 else { throw CorralError(.internalError, "sqlite first read returned \(rows) rows") }
             return (Double(woken - start) / 1e6, Double(read - woken) / 1e6)
@@ -472,7 +555,8 @@ final class SQLite: @unchecked Sendable {
 
     init(path: String) throws {
         var connection: OpaquePointer?
-        let status = sqlite3_open_v2(path, &connection, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nil)
+        let status = sqlite3_open_v2(
+            path, &connection, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nil)
         guard status == SQLITE_OK, let connection else {
             sqlite3_close(connection)
             throw CorralError(.io, "sqlite cannot open \(path): \(String(cString: sqlite3_errstr(status)))")
@@ -514,7 +598,8 @@ final class SQLite: @unchecked Sendable {
             for (index, value) in values.enumerated() {
                 switch value {
                 case .integer(let number): sqlite3_bind_int64(statement, Int32(index + 1), number)
-                case .text(let text): sqlite3_bind_text(statement, Int32(index + 1), text, -1, corral_sqlite_transient())
+                case .text(let text):
+                    sqlite3_bind_text(statement, Int32(index + 1), text, -1, corral_sqlite_transient())
                 }
             }
         }

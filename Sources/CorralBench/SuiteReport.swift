@@ -72,7 +72,8 @@ public struct SuiteReport: Codable, Sendable {
             for (index, m) in comparison.measurements.enumerated() {
                 rows.append([
                     index == 0 ? comparison.metric : "", m.subject, "\(m.count)",
-                    Self.format(m.p50), m.count > 1 ? Self.format(m.p95) : "", m.count > 1 ? Self.format(m.p99) : "", m.unit,
+                    Self.format(m.p50), m.count > 1 ? Self.format(m.p95) : "", m.count > 1 ? Self.format(m.p99) : "",
+                    m.unit,
                 ])
             }
         }
@@ -92,7 +93,8 @@ public struct SuiteReport: Codable, Sendable {
         if !checks.isEmpty {
             lines.append("targets:")
             for (metric, check) in checks {
-                lines.append("  [\(check.met ? "met" : "MISSED")] \(metric): \(check.target) (observed \(check.observed))")
+                lines.append(
+                    "  [\(check.met ? "met" : "MISSED")] \(metric): \(check.target) (observed \(check.observed))")
             }
         }
         for note in notes { lines.append("note: \(note)") }

@@ -40,7 +40,8 @@ struct CommandContext {
 
     func provisioner(engine: DockerEngineClient? = nil, templates: [SandboxTemplate] = []) throws -> Provisioner {
         Provisioner(
-            engine: try engine ?? self.engine(), configuration: .init(environment: try sandboxEnvironment(), templates: templates),
+            engine: try engine ?? self.engine(),
+            configuration: .init(environment: try sandboxEnvironment(), templates: templates),
             logger: logger)
     }
 

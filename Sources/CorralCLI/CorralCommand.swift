@@ -55,7 +55,8 @@ public struct CorralCommand: AsyncParsableCommand {
             guard code != .success, !message.isEmpty else { exit(withError: error) }
             let firstLine = message.split(separator: "\n").first.map(String.init) ?? message
             let trimmed = firstLine.hasPrefix("Error: ") ? String(firstLine.dropFirst("Error: ".count)) : firstLine
-            CLIOutput.printError(CorralError(.invalidArgument, trimmed, hint: "see corral --help, or corral COMMAND --help"))
+            CLIOutput.printError(
+                CorralError(.invalidArgument, trimmed, hint: "see corral --help, or corral COMMAND --help"))
             Foundation.exit(code.rawValue)
         }
     }
@@ -64,7 +65,8 @@ public struct CorralCommand: AsyncParsableCommand {
 extension CorralCommand {
     /// Options every command takes, with whether they take a value.
     static let globalOptions: [String: Bool] = [
-        "--engine": true, "--tls-ca": true, "--tls-cert": true, "--tls-key": true, "--state-dir": true, "--server": true,
+        "--engine": true, "--tls-ca": true, "--tls-cert": true, "--tls-key": true, "--state-dir": true,
+        "--server": true,
     ]
 
     /// Lets global options come before the subcommand, as with docker (`corral --engine URL

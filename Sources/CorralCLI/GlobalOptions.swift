@@ -4,22 +4,32 @@ import Foundation
 
 /// Options every command shares: where the engine is, where state lives.
 public struct GlobalOptions: ParsableArguments, Sendable {
-    @Option(name: .long, help: ArgumentHelp("Engine endpoint: unix:///path or tcp://host:port (env CORRAL_ENGINE).", valueName: "URL"))
+    @Option(
+        name: .long,
+        help: ArgumentHelp("Engine endpoint: unix:///path or tcp://host:port (env CORRAL_ENGINE).", valueName: "URL"))
     public var engine: String?
 
-    @Option(name: .customLong("tls-ca"), help: ArgumentHelp("CA certificate that signs the engine's certificate.", valueName: "FILE"))
+    @Option(
+        name: .customLong("tls-ca"),
+        help: ArgumentHelp("CA certificate that signs the engine's certificate.", valueName: "FILE"))
     public var tlsCA: String?
 
-    @Option(name: .customLong("tls-cert"), help: ArgumentHelp("Client certificate for a TLS engine.", valueName: "FILE"))
+    @Option(
+        name: .customLong("tls-cert"), help: ArgumentHelp("Client certificate for a TLS engine.", valueName: "FILE"))
     public var tlsCert: String?
 
     @Option(name: .customLong("tls-key"), help: ArgumentHelp("Client key for a TLS engine.", valueName: "FILE"))
     public var tlsKey: String?
 
-    @Option(name: .long, help: ArgumentHelp("A corral service to use: http://host:port, with CORRAL_TOKEN (env CORRAL_SERVER).", valueName: "URL"))
+    @Option(
+        name: .long,
+        help: ArgumentHelp(
+            "A corral service to use: http://host:port, with CORRAL_TOKEN (env CORRAL_SERVER).", valueName: "URL"))
     public var server: String?
 
-    @Option(name: .customLong("state-dir"), help: ArgumentHelp("Where corral keeps its state (env CORRAL_STATE_DIR).", valueName: "DIR"))
+    @Option(
+        name: .customLong("state-dir"),
+        help: ArgumentHelp("Where corral keeps its state (env CORRAL_STATE_DIR).", valueName: "DIR"))
     public var stateDir: String?
 
     public init() {}

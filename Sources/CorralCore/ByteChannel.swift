@@ -165,7 +165,9 @@ public final class ByteChannel: @unchecked Sendable {
 
 /// Runs blocking work on a new thread and awaits its result, keeping it off the cooperative
 /// pool.
-public func runOnThread<T: Sendable>(name: String = "corral-blocking", _ work: @escaping @Sendable () throws -> T) async throws -> T {
+public func runOnThread<T: Sendable>(name: String = "corral-blocking", _ work: @escaping @Sendable () throws -> T)
+    async throws -> T
+{
     try await withCheckedThrowingContinuation { continuation in
         let thread = Thread {
             continuation.resume(with: Result { try work() })

@@ -26,11 +26,13 @@ public struct ByteSize: Hashable, Sendable, Comparable, Codable, CustomStringCon
         case "t", "tb", "tib": multiplier = 1024 * 1024 * 1024 * 1024
         default:
             throw CorralError.invalidArgument(
-                "invalid size '\(text)': unknown unit '\(unit)'", hint: "use a number with k, m, g or t, such as 512m or 1g")
+                "invalid size '\(text)': unknown unit '\(unit)'",
+                hint: "use a number with k, m, g or t, such as 512m or 1g")
         }
         guard let value = Double(number), value.isFinite, value >= 0 else {
             throw CorralError.invalidArgument(
-                "invalid size '\(text)': '\(number)' is not a non-negative number", hint: "use a size such as 512m or 1g")
+                "invalid size '\(text)': '\(number)' is not a non-negative number",
+                hint: "use a size such as 512m or 1g")
         }
         let total = value * multiplier
         guard total < Double(Int64.max) else {
@@ -43,7 +45,9 @@ public struct ByteSize: Hashable, Sendable, Comparable, Codable, CustomStringCon
 
     /// The shortest exact spelling: `1g`, `512m`, `1536k`, `100b`.
     public var description: String {
-        for (suffix, size) in [("t", Int64(1) << 40), ("g", Int64(1) << 30), ("m", Int64(1) << 20), ("k", Int64(1) << 10)]
+        for (suffix, size) in [
+            ("t", Int64(1) << 40), ("g", Int64(1) << 30), ("m", Int64(1) << 20), ("k", Int64(1) << 10),
+        ]
         where bytes >= size && bytes % size == 0 {
             return "\(bytes / size)\(suffix)"
         }

@@ -3,7 +3,8 @@ extension Duration {
     public init(parsing text: String) throws {
         let input = text.trimmingSpaces.lowercased()
         func fail(_ why: String) -> CorralError {
-            CorralError.invalidArgument("invalid duration '\(text)': \(why)", hint: "use a duration such as 30s, 15m or 1h30m")
+            CorralError.invalidArgument(
+                "invalid duration '\(text)': \(why)", hint: "use a duration such as 30s, 15m or 1h30m")
         }
         guard !input.isEmpty else { throw fail("it is empty") }
         if let seconds = Double(input) {

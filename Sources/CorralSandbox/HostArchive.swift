@@ -17,7 +17,8 @@ public enum HostArchive {
         guard FileManager.default.fileExists(atPath: source.path, isDirectory: &isDirectory) else {
             throw CorralError.notFound("no such file on the host: \(source.path)")
         }
-        return try await stream(producing: { writer in try writer.addTree(from: source, as: name, ownership: ownership).bytes }, into: send)
+        return try await stream(
+            producing: { writer in try writer.addTree(from: source, as: name, ownership: ownership).bytes }, into: send)
     }
 
     /// Runs `produce` against a tar writer on its own thread and streams what it writes.
@@ -56,7 +57,9 @@ public enum HostArchive {
     /// `destination`. Extraction goes to a fresh directory beside the destination first, so a
     /// refused archive (an entry with `..`, a link out) leaves nothing behind.
     @discardableResult
-    public static func extract(to destination: URL, from receive: (ByteChannel) async throws -> Void) async throws -> Int64 {
+    public static func extract(to destination: URL, from receive: (ByteChannel) async throws -> Void) async throws
+        -> Int64
+    {
         var isDirectory: ObjCBool = false
         let intoExisting =
             FileManager.default.fileExists(atPath: destination.path, isDirectory: &isDirectory) && isDirectory.boolValue
@@ -68,7 +71,8 @@ public enum HostArchive {
         try FileManager.default.createDirectory(at: staging, withIntermediateDirectories: false)
         defer { try? FileManager.default.removeItem(at: staging) }
         let (bytes, top) = try await consume(from: receive) { channel in
-            let summary = try TarExtractor.extract(from: TarReader(pull: { try channel.blockingReceive() }), into: staging)
+            let summary = try TarExtractor.extract(
+                from: TarReader(pull: { try channel.blockingReceive() }), into: staging)
             return (summary.bytes, try FileManager.default.contentsOfDirectory(atPath: staging.path))
         }
         guard top.count == 1, let name = top.first else {

@@ -39,13 +39,16 @@ public struct SandboxResources: Hashable, Sendable, Codable {
 
     public func validated() throws -> SandboxResources {
         guard memory.bytes >= 6 << 20 else {
-            throw CorralError.invalidArgument("memory \(memory) is too small", hint: "give a sandbox at least 6m (the engine's minimum)")
+            throw CorralError.invalidArgument(
+                "memory \(memory) is too small", hint: "give a sandbox at least 6m (the engine's minimum)")
         }
         guard cpus > 0, cpus <= 1024, cpus.isFinite else {
-            throw CorralError.invalidArgument("cpus must be more than 0, got \(cpus)", hint: "use a number of cores such as 0.5 or 2")
+            throw CorralError.invalidArgument(
+                "cpus must be more than 0, got \(cpus)", hint: "use a number of cores such as 0.5 or 2")
         }
         guard pids >= 8 else {
-            throw CorralError.invalidArgument("pids must be at least 8, got \(pids)", hint: "use a process limit such as 256")
+            throw CorralError.invalidArgument(
+                "pids must be at least 8, got \(pids)", hint: "use a process limit such as 256")
         }
         guard tmpSize.bytes > 0, maxFileSize.bytes > 0, openFiles >= 16 else {
             throw CorralError.invalidArgument("tmp size, file size and open files must be positive")
@@ -98,7 +101,8 @@ public struct ProvisionRequest: Sendable {
         for key in labels.keys {
             guard !key.isEmpty, !key.hasPrefix("corral."), !key.contains("=") else {
                 throw CorralError.invalidArgument(
-                    "invalid label key '\(key)'", hint: "label keys are non-empty, have no '=', and do not start with 'corral.'")
+                    "invalid label key '\(key)'",
+                    hint: "label keys are non-empty, have no '=', and do not start with 'corral.'")
             }
         }
         for key in env.keys {

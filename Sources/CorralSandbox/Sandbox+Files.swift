@@ -36,7 +36,8 @@ extension Sandbox {
             }
             guard entry.size <= limit else {
                 throw CorralError(
-                    .resourceExhausted, "\(path) is \(ByteSize(bytes: entry.size)); the limit is \(ByteSize(bytes: Int64(limit)))")
+                    .resourceExhausted,
+                    "\(path) is \(ByteSize(bytes: entry.size)); the limit is \(ByteSize(bytes: Int64(limit)))")
             }
             return try reader.readData(maxBytes: limit)
         }
@@ -68,7 +69,8 @@ extension Sandbox {
         } else {
             (directory, name) = Self.split(path)
         }
-        return try await HostArchive.stream(source, as: name, ownership: Self.owner(configurationUser: environmentUser)) { tar in
+        return try await HostArchive.stream(source, as: name, ownership: Self.owner(configurationUser: environmentUser))
+        { tar in
             try await putArchive(at: directory, body: .stream(tar), describing: path)
         }
     }
@@ -77,7 +79,8 @@ extension Sandbox {
     /// checking every entry: absolute names, `..`, links that leave the archive and special
     /// files are refused, and every entry is made the sandbox user's.
     @discardableResult
-    public func copyIn(tar pull: @escaping @Sendable () throws -> [UInt8]?, to directory: String) async throws -> Int64 {
+    public func copyIn(tar pull: @escaping @Sendable () throws -> [UInt8]?, to directory: String) async throws -> Int64
+    {
         let directory = try Self.checkedPath(directory)
         let owner = Self.owner(configurationUser: environmentUser)
         return try await HostArchive.stream(producing: { writer in
@@ -126,12 +129,14 @@ extension Sandbox {
     /// An absolute path without `..`, `.` components or NUL; trailing slashes dropped.
     public static func checkedPath(_ path: String) throws -> String {
         guard path.hasPrefix("/") else {
-            throw CorralError.invalidArgument("sandbox path '\(path)' is not absolute", hint: "use a path such as /workspace/file.txt")
+            throw CorralError.invalidArgument(
+                "sandbox path '\(path)' is not absolute", hint: "use a path such as /workspace/file.txt")
         }
         guard !path.contains("\0") else { throw CorralError.invalidArgument("sandbox path contains a NUL byte") }
         let parts = path.split(separator: "/")
         if parts.contains("..") || parts.contains(".") {
-            throw CorralError.invalidArgument("sandbox path '\(path)' contains '.' or '..'", hint: "give the path without them")
+            throw CorralError.invalidArgument(
+                "sandbox path '\(path)' contains '.' or '..'", hint: "give the path without them")
         }
         return "/" + parts.joined(separator: "/")
     }

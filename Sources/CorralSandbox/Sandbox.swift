@@ -92,7 +92,9 @@ public final class Sandbox: Sendable {
     public func info() async throws -> SandboxInfo {
         do {
             let inspect = try await engine.inspectContainer(containerName)
-            guard let info = SandboxInfo(inspect: inspect, record: try records?.read(id), lastActivity: records?.lastActivity(id))
+            guard
+                let info = SandboxInfo(
+                    inspect: inspect, record: try records?.read(id), lastActivity: records?.lastActivity(id))
             else {
                 throw CorralError.notFound("sandbox \(id) not found")
             }

@@ -44,7 +44,8 @@ public struct SandboxEnvironment: Sendable, Hashable {
                 at: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
         } catch {
             throw CorralError(
-                .io, "cannot make the sandbox directory \(directory.path)", hint: "check the state directory's permissions",
+                .io, "cannot make the sandbox directory \(directory.path)",
+                hint: "check the state directory's permissions",
                 underlying: error)
         }
         return directory
@@ -52,13 +53,16 @@ public struct SandboxEnvironment: Sendable, Hashable {
 
     /// Removes what the host kept for a sandbox.
     func removeHostDirectory(for sandbox: SandboxID) {
-        guard let directory = sandboxesDirectory?.appendingPathComponent(sandbox.rawValue, isDirectory: true) else { return }
+        guard let directory = sandboxesDirectory?.appendingPathComponent(sandbox.rawValue, isDirectory: true) else {
+            return
+        }
         try? FileManager.default.removeItem(at: directory)
     }
 
     /// Finds corral-init: `CORRAL_INIT`, then beside the running executable (a build
     /// directory, or an install prefix's bin), then `/usr/local/lib/corral/corral-init`.
-    public static func locateInit(environment: [String: String] = ProcessInfo.processInfo.environment) throws -> String {
+    public static func locateInit(environment: [String: String] = ProcessInfo.processInfo.environment) throws -> String
+    {
         if let path = environment["CORRAL_INIT"], !path.isEmpty {
             guard FileManager.default.isExecutableFile(atPath: path) else {
                 throw CorralError(.notFound, "CORRAL_INIT names \(path), which is not an executable file")
@@ -70,8 +74,11 @@ public struct SandboxEnvironment: Sendable, Hashable {
             let directory = (executable as NSString).deletingLastPathComponent
             candidates.append((directory as NSString).appendingPathComponent("corral-init"))
             // A test bundle sits beside the build products.
-            candidates.append(((directory as NSString).deletingLastPathComponent as NSString).appendingPathComponent("corral-init"))
-            candidates.append(((directory as NSString).deletingLastPathComponent as NSString).appendingPathComponent("lib/corral/corral-init"))
+            candidates.append(
+                ((directory as NSString).deletingLastPathComponent as NSString).appendingPathComponent("corral-init"))
+            candidates.append(
+                ((directory as NSString).deletingLastPathComponent as NSString).appendingPathComponent(
+                    "lib/corral/corral-init"))
         }
         candidates.append("/usr/local/lib/corral/corral-init")
         if let found = candidates.first(where: { FileManager.default.isExecutableFile(atPath: $0) }) {

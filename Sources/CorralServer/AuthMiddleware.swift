@@ -14,7 +14,9 @@ struct AuthMiddleware: RouterMiddleware {
 
     let mode: Mode
 
-    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws
+        -> Response
+    {
         var context = context
         switch mode {
         case .local:
@@ -22,11 +24,13 @@ struct AuthMiddleware: RouterMiddleware {
         case .tokens(let registry):
             guard let header = request.headers[.authorization], header.lowercased().hasPrefix("bearer ") else {
                 throw CorralError(
-                    .unauthenticated, "this request needs a bearer token", hint: "send Authorization: Bearer TOKEN (corral tenant add NAME makes one)")
+                    .unauthenticated, "this request needs a bearer token",
+                    hint: "send Authorization: Bearer TOKEN (corral tenant add NAME makes one)")
             }
             let token = String(header.dropFirst("bearer ".count)).trimmingCharacters(in: .whitespaces)
             guard let tenant = try registry.tenant(forToken: token) else {
-                throw CorralError(.unauthenticated, "the bearer token is not valid", hint: "corral tenant add NAME makes a new one")
+                throw CorralError(
+                    .unauthenticated, "the bearer token is not valid", hint: "corral tenant add NAME makes a new one")
             }
             context.tenant = tenant
         }

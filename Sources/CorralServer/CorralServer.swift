@@ -53,7 +53,8 @@ public struct CorralServer: Sendable {
     let logger: Logger
 
     public init(
-        configuration: Configuration, runner: CorralServiceRunner, tenants: TenantRegistry, sessions: (any SessionStore)?,
+        configuration: Configuration, runner: CorralServiceRunner, tenants: TenantRegistry,
+        sessions: (any SessionStore)?,
         metrics: PrometheusCollectorRegistry = PrometheusCollectorRegistry(),
         brainEnvironment: [String: String] = ProcessInfo.processInfo.environment,
         logger: Logger = Logger(label: "corral.server")
@@ -135,7 +136,9 @@ public struct CorralServer: Sendable {
 
     /// Runs the pools, the reaper, the gateway and the listeners until SIGTERM or SIGINT,
     /// then shuts down gracefully: listeners stop accepting and drain their requests first.
-    public func run(handleSignals: Bool = true, onReady: @escaping @Sendable (String) async -> Void = { _ in }) async throws {
+    public func run(handleSignals: Bool = true, onReady: @escaping @Sendable (String) async -> Void = { _ in })
+        async throws
+    {
         let listeners = try applications(onReady: onReady)
         let group = ServiceGroup(
             configuration: ServiceGroupConfiguration(
@@ -168,19 +171,24 @@ public struct CorralServer: Sendable {
             for (index, byte) in bytes.enumerated() { raw[index] = byte }
         }
         let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(probe, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(probe, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+            }
         }
         if connected == 0 {
             throw CorralError(
-                .alreadyExists, "a corral service already answers on \(path)", hint: "stop it first, or use another --state-dir")
+                .alreadyExists, "a corral service already answers on \(path)",
+                hint: "stop it first, or use another --state-dir")
         }
         unlink(path)
     }
 
     static func parseListen(_ text: String) throws -> (String, Int) {
-        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]), (0...65535).contains(port)
+        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]),
+            (0...65535).contains(port)
         else {
-            throw CorralError.invalidArgument("invalid listen address '\(text)'", hint: "use host:port, such as 127.0.0.1:8420")
+            throw CorralError.invalidArgument(
+                "invalid listen address '\(text)'", hint: "use host:port, such as 127.0.0.1:8420")
         }
         var host = String(text[..<colon])
         if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
@@ -194,7 +202,8 @@ actor QuotaGate {
 
     /// Runs `body` when `current() + pending < limit`, counting it as pending meanwhile.
     func admit<T: Sendable>(
-        _ tenant: TenantID, limit: Int, what: String, current: () async throws -> Int, _ body: @Sendable () async throws -> T
+        _ tenant: TenantID, limit: Int, what: String, current: () async throws -> Int,
+        _ body: @Sendable () async throws -> T
     ) async throws -> T {
         let inFlight = pending[tenant, default: 0]
         pending[tenant] = inFlight + 1

@@ -13,7 +13,9 @@ struct ErrorMiddleware: RouterMiddleware {
     /// Host paths that must not reach a client (the state directory): replaced by a name.
     let redactions: [(path: String, name: String)]
 
-    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws
+        -> Response
+    {
         do {
             return try await next(request, context)
         } catch {
@@ -24,7 +26,8 @@ struct ErrorMiddleware: RouterMiddleware {
             }
             metrics.error(code: body.code)
             if status >= 500 {
-                context.logger.warning("request failed", metadata: ["path": "\(request.uri.path)", "error": "\(body.message)"])
+                context.logger.warning(
+                    "request failed", metadata: ["path": "\(request.uri.path)", "error": "\(body.message)"])
             }
             return JSONResponse.make(body, status: status)
         }
@@ -53,7 +56,9 @@ struct ErrorMiddleware: RouterMiddleware {
             if status == 413 { message = "the request body is larger than this route accepts" }
             return (status, APIErrorBody(code: code.rawValue, message: message))
         case is DecodingError:
-            return (400, APIErrorBody(code: CorralError.Code.invalidArgument.rawValue, message: describe(decoding: error)))
+            return (
+                400, APIErrorBody(code: CorralError.Code.invalidArgument.rawValue, message: describe(decoding: error))
+            )
         case is CancellationError:
             return (499, APIErrorBody(code: CorralError.Code.cancelled.rawValue, message: "the request was cancelled"))
         default:
@@ -73,7 +78,8 @@ struct ErrorMiddleware: RouterMiddleware {
         case .keyNotFound(let key, _): return "'\(key.stringValue)' is required"
         case .dataCorrupted(let context):
             if let underlying = context.underlyingError as? CorralError { return underlying.message }
-            return context.codingPath.isEmpty ? "the body is not valid JSON" : "\(path(context)) is invalid: \(context.debugDescription)"
+            return context.codingPath.isEmpty
+                ? "the body is not valid JSON" : "\(path(context)) is invalid: \(context.debugDescription)"
         @unknown default: return "malformed JSON"
         }
     }
@@ -110,7 +116,8 @@ enum JSONResponse {
     }()
 
     static func make(_ value: some Encodable, status: Int = 200) -> Response {
-        let data = (try? encoder.encode(value)) ?? Data(#"{"code":"internal","message":"could not encode the answer"}"#.utf8)
+        let data =
+            (try? encoder.encode(value)) ?? Data(#"{"code":"internal","message":"could not encode the answer"}"#.utf8)
         var headers = HTTPFields()
         headers[.contentType] = "application/json"
         return Response(

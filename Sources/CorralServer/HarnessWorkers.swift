@@ -26,10 +26,13 @@ actor HarnessWorkers {
 
     /// Starts `body` as the session's run; a run already going is a conflict.
     func start(_ session: SessionID, _ body: @escaping @Sendable () async throws -> RunOutcome) throws {
-        guard accepting else { throw CorralError(.unavailable, "the service is shutting down", hint: "try again once it is back") }
+        guard accepting else {
+            throw CorralError(.unavailable, "the service is shutting down", hint: "try again once it is back")
+        }
         guard running[session] == nil else {
             throw CorralError(
-                .conflict, "session \(session) is running already", hint: "stop it first: POST /v1/sessions/\(session)/harness/stop")
+                .conflict, "session \(session) is running already",
+                hint: "stop it first: POST /v1/sessions/\(session)/harness/stop")
         }
         nextToken += 1
         let token = nextToken

@@ -10,7 +10,9 @@ struct MetricsMiddleware: RouterMiddleware {
     typealias Context = CorralRequestContext
     let factory: PrometheusMetricsFactory
 
-    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws
+        -> Response
+    {
         let started = ContinuousClock.now
         var status = 500
         defer {
@@ -19,7 +21,8 @@ struct MetricsMiddleware: RouterMiddleware {
             Counter(label: "corral_http_requests_total", dimensions: dimensions, factory: factory).increment()
             let elapsed = ContinuousClock.now - started
             CoreMetrics.Timer(label: "corral_http_request_seconds", dimensions: [("route", route)], factory: factory)
-                .recordNanoseconds(elapsed.components.seconds * 1_000_000_000 + elapsed.components.attoseconds / 1_000_000_000)
+                .recordNanoseconds(
+                    elapsed.components.seconds * 1_000_000_000 + elapsed.components.attoseconds / 1_000_000_000)
         }
         do {
             let response = try await next(request, context)
@@ -37,8 +40,11 @@ struct ServerMetrics: Sendable {
     let factory: PrometheusMetricsFactory
 
     func executed(tool: String, isError: Bool, seconds: Double) {
-        Counter(label: "corral_executes_total", dimensions: [("tool", tool), ("result", isError ? "error" : "ok")], factory: factory)
-            .increment()
+        Counter(
+            label: "corral_executes_total", dimensions: [("tool", tool), ("result", isError ? "error" : "ok")],
+            factory: factory
+        )
+        .increment()
         CoreMetrics.Timer(label: "corral_execute_seconds", dimensions: [("tool", tool)], factory: factory)
             .recordNanoseconds(Int64(seconds * 1e9))
     }

@@ -28,7 +28,9 @@ extension CorralServer {
         group.post("sessions/:id/harness/run") { request, context -> Response in
             let tenant = try context.requireTenant()
             let (id, _) = try await ownSession(context)
-            let body = try await decodeOptionalJSON(RunHarnessRequest.self, from: request, context: context) ?? RunHarnessRequest()
+            let body =
+                try await decodeOptionalJSON(RunHarnessRequest.self, from: request, context: context)
+                ?? RunHarnessRequest()
             let harness = harness(for: tenant)
             guard let spec = try await harness.recordedSpec(id) else {
                 throw CorralError.invalidArgument(
@@ -55,14 +57,17 @@ extension CorralServer {
         var configuration = Harness.Configuration()
         configuration.tenant = tenant
         let provisioner = self.provisioner
-        return Harness(store: sessions ?? NoSessions(), hands: SandboxHands { provisioner }, configuration: configuration, logger: logger)
+        return Harness(
+            store: sessions ?? NoSessions(), hands: SandboxHands { provisioner }, configuration: configuration,
+            logger: logger)
     }
 
     func agentSpec(_ body: StartAgentRequest, tenant: TenantID) throws -> AgentSpec {
         let brain = try BrainSpec(parsing: body.brain, model: body.model)
         // A script is a file on the service's machine: only its own operator may name one.
         if brain.provider == .scripted && tenant != .local {
-            throw CorralError(.permissionDenied, "scripted brains are for the local tenant only", hint: "use anthropic or openai")
+            throw CorralError(
+                .permissionDenied, "scripted brains are for the local tenant only", hint: "use anthropic or openai")
         }
         var limits = AgentSpec.Limits()
         if let turns = body.maxTurns { limits.maxTurns = turns }
@@ -75,15 +80,19 @@ extension CorralServer {
     }
 
     func makeBrain(_ spec: BrainSpec) async throws -> any Brain {
-        try await BrainFactory.make(spec, credentials: EnvironmentCredentials(environment: brainEnvironment), timeout: nil)
+        try await BrainFactory.make(
+            spec, credentials: EnvironmentCredentials(environment: brainEnvironment), timeout: nil)
     }
 }
 
 /// Stands in when the service keeps no sessions: every call says so.
 struct NoSessions: SessionStore {
     func refuse() -> CorralError { CorralError(.unsupported, "this service keeps no sessions") }
-    func create(id: SessionID?, tenant: TenantID, metadata: [String: String]) async throws -> SessionInfo { throw refuse() }
-    func append(_ session: SessionID, _ events: [NewEvent], expectedSeq: UInt64?, lease: Lease, durability: Durability) async throws
+    func create(id: SessionID?, tenant: TenantID, metadata: [String: String]) async throws -> SessionInfo {
+        throw refuse()
+    }
+    func append(_ session: SessionID, _ events: [NewEvent], expectedSeq: UInt64?, lease: Lease, durability: Durability)
+        async throws
         -> AppendResult
     { throw refuse() }
     func readPage(_ session: SessionID, from: UInt64, limit: Int?) async throws -> EventPage { throw refuse() }

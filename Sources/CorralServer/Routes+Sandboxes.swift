@@ -39,7 +39,8 @@ extension CorralServer {
             let output = try await sandbox.execute(tool: body.name, input: body.input)
             // Unknown names would grow the label set without bound.
             let tool = sandbox.toolNames.contains(body.name) ? body.name : "unknown"
-            serverMetrics.executed(tool: tool, isError: output.isError, seconds: (ContinuousClock.now - started).milliseconds / 1000)
+            serverMetrics.executed(
+                tool: tool, isError: output.isError, seconds: (ContinuousClock.now - started).milliseconds / 1000)
             return JSONResponse.make(output)
         }
 

@@ -10,7 +10,9 @@ extension CorralServer {
         group.post("sessions") { request, context -> Response in
             let tenant = try context.requireTenant()
             let store = try sessionStore()
-            let body = try await decodeOptionalJSON(CreateSessionRequest.self, from: request, context: context) ?? CreateSessionRequest()
+            let body =
+                try await decodeOptionalJSON(CreateSessionRequest.self, from: request, context: context)
+                ?? CreateSessionRequest()
             let id = try body.id.map(SessionID.init(validating:))
             let info = try await quotas.admit(
                 tenant, limit: configuration.sessionsPerTenant, what: "sessions",
@@ -31,9 +33,13 @@ extension CorralServer {
         group.post("sessions/:id/events") { request, context -> Response in
             let (id, _) = try await ownSession(context)
             let bytes = try await collect(request, limit: configuration.maxAppendBytes)
-            guard !bytes.isEmpty else { throw CorralError.invalidArgument("the request has no body; send a JSON object") }
+            guard !bytes.isEmpty else {
+                throw CorralError.invalidArgument("the request has no body; send a JSON object")
+            }
             let body = try AppendEventsRequest(exact: ExactJSON.parse(bytes))
-            guard !body.events.isEmpty else { throw CorralError.invalidArgument("'events' is empty; send at least one") }
+            guard !body.events.isEmpty else {
+                throw CorralError.invalidArgument("'events' is empty; send at least one")
+            }
             let events = try body.events.map { try $0.newEvent() }
             let store = try sessionStore()
             let lease: Lease
@@ -57,7 +63,8 @@ extension CorralServer {
             let page = try await sessionStore().readPage(id, from: max(from, 1), limit: limit)
             var headers = HTTPFields()
             headers[.contentType] = "application/json"
-            return Response(status: .ok, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(string: page.exactJSON)))
+            return Response(
+                status: .ok, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(string: page.exactJSON)))
         }
 
         // A live tail as server-sent events: every event from `from` (or after Last-Event-ID)
@@ -66,7 +73,11 @@ extension CorralServer {
             let (id, _) = try await ownSession(context)
             let store = try sessionStore()
             var from = try queryNumber(request, "from") ?? 1
-            if let last = request.headers.first(where: { $0.name.canonicalName == "last-event-id" }).flatMap({ UInt64($0.value) }) { from = min(last, UInt64.max - 1) + 1 }
+            if let last = request.headers.first(where: { $0.name.canonicalName == "last-event-id" }).flatMap({
+                UInt64($0.value)
+            }) {
+                from = min(last, UInt64.max - 1) + 1
+            }
             var headers = HTTPFields()
             headers[.contentType] = "text/event-stream"
             headers[.cacheControl] = "no-store"
@@ -85,7 +96,8 @@ extension CorralServer {
                             group.addTask {
                                 defer { continuation.finish() }
                                 for try await event in store.subscribe(id, from: start) {
-                                    continuation.yield("id: \(event.seq)\nevent: \(event.type)\ndata: \(event.jsonLine)\n\n")
+                                    continuation.yield(
+                                        "id: \(event.seq)\nevent: \(event.type)\ndata: \(event.jsonLine)\n\n")
                                 }
                             }
                             group.addTask {
@@ -150,7 +162,9 @@ extension CorralServer {
 }
 
 /// Like `decodeJSON`, but an empty body is nil rather than an error.
-func decodeOptionalJSON<T: Decodable>(_ type: T.Type, from request: Request, context: CorralRequestContext) async throws -> T? {
+func decodeOptionalJSON<T: Decodable>(_ type: T.Type, from request: Request, context: CorralRequestContext) async throws
+    -> T?
+{
     let bytes = try await collect(request, limit: context.maxUploadSize)
     guard !bytes.isEmpty else { return nil }
     do {
@@ -163,7 +177,8 @@ func decodeOptionalJSON<T: Decodable>(_ type: T.Type, from request: Request, con
 func queryNumber(_ request: Request, _ name: String) throws -> UInt64? {
     guard let text = request.uri.queryParameters[Substring(name)] else { return nil }
     guard let value = UInt64(text) else {
-        throw CorralError.invalidArgument("the query parameter '\(name)' must be a non-negative whole number, got '\(text)'")
+        throw CorralError.invalidArgument(
+            "the query parameter '\(name)' must be a non-negative whole number, got '\(text)'")
     }
     return value
 }

@@ -23,12 +23,15 @@ public final class TenantRegistry: Sendable {
     public func add(_ id: TenantID) throws -> String {
         var tenants = try load()
         guard !tenants.contains(where: { $0.id == id }) else {
-            throw CorralError(.alreadyExists, "tenant '\(id)' exists already", hint: "pick another name, or remove it first")
+            throw CorralError(
+                .alreadyExists, "tenant '\(id)' exists already", hint: "pick another name, or remove it first")
         }
         var bytes = [UInt8](repeating: 0, count: 32)
         var generator = SystemRandomNumberGenerator()
         for index in bytes.indices { bytes[index] = generator.next() }
-        let token = "corral_" + Data(bytes).base64EncodedString()
+        let token =
+            "corral_"
+            + Data(bytes).base64EncodedString()
             .replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_")
             .replacingOccurrences(of: "=", with: "")
         tenants.append(Tenant(id: id, tokenSHA256: Self.hash(token), created: Date()))
@@ -67,7 +70,9 @@ public final class TenantRegistry: Sendable {
     /// the service does).
     private func load() throws -> [Tenant] {
         let modified = (try? FileManager.default.attributesOfItem(atPath: file.path)[.modificationDate]) as? Date
-        if let cached = cache.withLock({ $0.loaded == modified && modified != nil ? $0.tenants : nil }) { return cached }
+        if let cached = cache.withLock({ $0.loaded == modified && modified != nil ? $0.tenants : nil }) {
+            return cached
+        }
         guard let modified, let data = FileManager.default.contents(atPath: file.path) else { return [] }
         let decoder = JSONDecoder()
         decoder.dateDecodingStrategy = .iso8601
@@ -76,7 +81,9 @@ public final class TenantRegistry: Sendable {
             cache.withLock { $0 = (modified, tenants) }
             return tenants
         } catch {
-            throw CorralError(.corrupted, "\(file.path) is not a valid tenants file", hint: "restore it from a backup", underlying: error)
+            throw CorralError(
+                .corrupted, "\(file.path) is not a valid tenants file", hint: "restore it from a backup",
+                underlying: error)
         }
     }
 
@@ -87,7 +94,10 @@ public final class TenantRegistry: Sendable {
         let data = try encoder.encode(tenants)
         try FileManager.default.createDirectory(at: file.deletingLastPathComponent(), withIntermediateDirectories: true)
         let temporary = file.appendingPathExtension("tmp")
-        guard FileManager.default.createFile(atPath: temporary.path, contents: data, attributes: [.posixPermissions: 0o600]) else {
+        guard
+            FileManager.default.createFile(
+                atPath: temporary.path, contents: data, attributes: [.posixPermissions: 0o600])
+        else {
             throw CorralError(.io, "cannot write \(temporary.path)")
         }
         let descriptor = open(temporary.path, O_RDONLY)

@@ -42,7 +42,9 @@ extension CorralConfiguration {
         }
         if let limits = try top.table("limits") {
             try limits.allowOnly(["sandboxes_per_tenant", "sessions_per_tenant", "max_archive_size"])
-            if let value = try limits.integer("sandboxes_per_tenant") { configuration.limits.sandboxesPerTenant = value }
+            if let value = try limits.integer("sandboxes_per_tenant") {
+                configuration.limits.sandboxesPerTenant = value
+            }
             if let value = try limits.integer("sessions_per_tenant") { configuration.limits.sessionsPerTenant = value }
             if let value = try limits.byteSize("max_archive_size") { configuration.limits.maxArchiveBytes = value }
         }

@@ -79,7 +79,8 @@ final class BlockingWorkers: @unchecked Sendable {
                     pthread_mutex_lock(&mutex)
                     continue
                 }
-                var until = timespec(tv_sec: Int(first.deadline / 1_000_000_000), tv_nsec: Int(first.deadline % 1_000_000_000))
+                var until = timespec(
+                    tv_sec: Int(first.deadline / 1_000_000_000), tv_nsec: Int(first.deadline % 1_000_000_000))
                 idle += 1
                 pthread_cond_timedwait(&condition, &mutex, &until)
                 idle -= 1

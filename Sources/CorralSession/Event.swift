@@ -90,19 +90,24 @@ public struct NewEvent: Sendable, Hashable {
         do {
             value = try JSONCodec.decode(bytes)
         } catch {
-            throw CorralError(.invalidArgument, "\(error.description)",
-                hint: #"each event is one JSON object on one line, such as {"type":"user.message","data":{"text":"hi"}}"#)
+            throw CorralError(
+                .invalidArgument, "\(error.description)",
+                hint:
+                    #"each event is one JSON object on one line, such as {"type":"user.message","data":{"text":"hi"}}"#)
         }
         guard case .object(let members) = value else {
-            throw CorralError(.invalidArgument, "an event must be a JSON object, not \(value.typeName)",
+            throw CorralError(
+                .invalidArgument, "an event must be a JSON object, not \(value.typeName)",
                 hint: #"write {"type":"user.message","data":{...}}"#)
         }
         if let unknown = members.keys.sorted().first(where: { !["id", "type", "data"].contains($0) }) {
-            throw CorralError(.invalidArgument, "unknown event field '\(unknown.prefix(40))'",
+            throw CorralError(
+                .invalidArgument, "unknown event field '\(unknown.prefix(40))'",
                 hint: "an event has 'type', and optionally 'id' and 'data'")
         }
         guard case .string(let type)? = members["type"] else {
-            throw CorralError(.invalidArgument, "the event has no 'type' string",
+            throw CorralError(
+                .invalidArgument, "the event has no 'type' string",
                 hint: #"add a type, such as "type":"user.message""#)
         }
         var id: EventID?

@@ -36,7 +36,8 @@ extension Event {
             throw CorralError.invalidArgument("an event's time '\(time.prefix(40))' is not YYYY-MM-DDTHH:MM:SS.ffffffZ")
         }
         self.init(
-            seq: UInt64(seq), id: try EventID(validating: id), type: type, time: Timestamp.date(nanoseconds: nanoseconds),
+            seq: UInt64(seq), id: try EventID(validating: id), type: type,
+            time: Timestamp.date(nanoseconds: nanoseconds),
             epoch: UInt64(epoch),
             data: value["data"] ?? .null)
     }

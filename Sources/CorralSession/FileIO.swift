@@ -13,10 +13,12 @@ enum FileIO {
                 .io, "cannot \(operation) \(path): \(outOfSpace)",
                 hint: "free space on the file system that holds \(path); nothing was kept of the write that failed")
         case EACCES, EPERM, EROFS:
-            return CorralError(.permissionDenied, "cannot \(operation) \(path): \(reason)",
+            return CorralError(
+                .permissionDenied, "cannot \(operation) \(path): \(reason)",
                 hint: "check the permissions of the state directory (--state-dir or CORRAL_STATE_DIR)")
         case EMFILE, ENFILE:
-            return CorralError(.resourceExhausted, "cannot \(operation) \(path): too many open files",
+            return CorralError(
+                .resourceExhausted, "cannot \(operation) \(path): too many open files",
                 hint: "raise the open-file limit (ulimit -n) or lower FileSessionStore's maxOpenSessions")
         default:
             return CorralError(.io, "cannot \(operation) \(path): \(reason)")
@@ -39,7 +41,9 @@ enum FileIO {
     }
 
     /// Reads up to `count` bytes at `offset`; fewer only at end of file.
-    static func pread(_ fd: Int32, into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64, path: String) throws -> Int {
+    static func pread(_ fd: Int32, into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64, path: String) throws
+        -> Int
+    {
         guard let base = buffer.baseAddress else { return 0 }
         var done = 0
         while done < buffer.count {

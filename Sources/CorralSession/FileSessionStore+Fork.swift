@@ -33,14 +33,16 @@ extension FileSessionStore {
                     lastLinked = true
                 } else {
                     let (segmentFirst, end, entries) = try parent.boundary(after: atSeq)
-                    try Self.copyPrefix(parent.paths.segment(segmentFirst), bytes: end, to: staging.segment(segmentFirst))
+                    try Self.copyPrefix(
+                        parent.paths.segment(segmentFirst), bytes: end, to: staging.segment(segmentFirst))
                     try Self.writeIndex(entries, to: staging.index(segmentFirst))
                     lastLinked = false
                 }
             }
             if lastLinked {
                 // The fork writes on in a segment of its own, never in a shared file.
-                try FileSessionStore.writeDurably(LogFormat.segmentHeader(firstSeq: atSeq + 1), to: staging.segment(atSeq + 1))
+                try FileSessionStore.writeDurably(
+                    LogFormat.segmentHeader(firstSeq: atSeq + 1), to: staging.segment(atSeq + 1))
                 try Self.writeIndex([], to: staging.index(atSeq + 1))
             }
         }
@@ -65,7 +67,8 @@ extension FileSessionStore {
         let output = try OpenFile(path: target, flags: O_WRONLY | O_CREAT | O_EXCL)
         var position: UInt64 = 0
         while position < count {
-            let chunk = try FileIO.pread(input.fd, count: Int(min(4 << 20, count - position)), at: position, path: source)
+            let chunk = try FileIO.pread(
+                input.fd, count: Int(min(4 << 20, count - position)), at: position, path: source)
             guard !chunk.isEmpty else {
                 throw CorralError(.io, "\(source) ended at byte \(position) while \(count) bytes were being copied")
             }

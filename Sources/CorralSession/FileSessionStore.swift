@@ -74,22 +74,28 @@ public final class FileSessionStore: SessionStore {
 
     // MARK: SessionStore
 
-    public func create(id: SessionID? = nil, tenant: TenantID = .local, metadata: [String: String] = [:]) async throws -> SessionInfo {
+    public func create(id: SessionID? = nil, tenant: TenantID = .local, metadata: [String: String] = [:]) async throws
+        -> SessionInfo
+    {
         try Self.check(metadata)
         let id = id ?? SessionID.random()
         let manifest = SessionManifest(
-            format: SessionManifest.currentFormat, id: id, tenant: tenant, created: Timestamp.format(nanoseconds: Timestamp.nowNanoseconds()),
+            format: SessionManifest.currentFormat, id: id, tenant: tenant,
+            created: Timestamp.format(nanoseconds: Timestamp.nowNanoseconds()),
             metadata: metadata, forkedFrom: nil, segmentBytes: configuration.segmentBytes)
         try await blocking { try self.install(manifest, epoch: 1) { _ in } }
         return SessionInfo(
-            id: id, tenant: tenant, created: manifest.createdDate, metadata: metadata, forkedFrom: nil, head: 0, epoch: 1)
+            id: id, tenant: tenant, created: manifest.createdDate, metadata: metadata, forkedFrom: nil, head: 0,
+            epoch: 1)
     }
 
     public func append(
-        _ session: SessionID, _ events: [NewEvent], expectedSeq: UInt64? = nil, lease: Lease, durability: Durability = .fsync
+        _ session: SessionID, _ events: [NewEvent], expectedSeq: UInt64? = nil, lease: Lease,
+        durability: Durability = .fsync
     ) async throws -> AppendResult {
         guard lease.session == session else {
-            throw CorralError(.invalidArgument, "the lease is for session \(lease.session), not \(session)",
+            throw CorralError(
+                .invalidArgument, "the lease is for session \(lease.session), not \(session)",
                 hint: "wake \(session) (or ask for its current lease) and append with that")
         }
         let handle = try await self.handle(session)
@@ -98,7 +104,8 @@ public final class FileSessionStore: SessionStore {
         do {
             outcome = try handle.writer.withLock { writer in
                 try handle.withFileLock {
-                    try handle.writeLocked(encoded, expectedSeq: expectedSeq, lease: lease, durability: durability, writer: &writer)
+                    try handle.writeLocked(
+                        encoded, expectedSeq: expectedSeq, lease: lease, durability: durability, writer: &writer)
                 }
             }
         } catch let error as CorralError {
@@ -129,7 +136,8 @@ public final class FileSessionStore: SessionStore {
         }
         let handle = try await self.handle(session)
         return try handle.readPage(
-            from: from, limit: min(limit ?? configuration.defaultPageSize, 100_000), maxBytes: configuration.maxPageBytes)
+            from: from, limit: min(limit ?? configuration.defaultPageSize, 100_000),
+            maxBytes: configuration.maxPageBytes)
     }
 
     public func session(_ id: SessionID) async throws -> SessionInfo {
@@ -145,10 +153,12 @@ public final class FileSessionStore: SessionStore {
                 sessions.append(try await session(id))
             } catch let error as CorralError {
                 let manifest = try? SessionManifest.read(SessionPaths(root: root, id: id), id: id)
-                sessions.append(SessionInfo(
-                    id: id, tenant: manifest?.tenant ?? .local, created: manifest?.createdDate ?? Date(timeIntervalSince1970: 0),
-                    metadata: manifest?.metadata ?? [:], forkedFrom: manifest?.forkedFrom, head: 0, epoch: 0,
-                    problem: error.description))
+                sessions.append(
+                    SessionInfo(
+                        id: id, tenant: manifest?.tenant ?? .local,
+                        created: manifest?.createdDate ?? Date(timeIntervalSince1970: 0),
+                        metadata: manifest?.metadata ?? [:], forkedFrom: manifest?.forkedFrom, head: 0, epoch: 0,
+                        problem: error.description))
             }
         }
         return sessions
@@ -241,7 +251,8 @@ public final class FileSessionStore: SessionStore {
         }
         for (key, value) in metadata {
             guard !key.isEmpty, key.utf8.count <= 128, !key.utf8.contains(where: { $0 < 0x20 || $0 == 0x7F }) else {
-                throw CorralError(.invalidArgument, "invalid metadata key '\(key.prefix(60))'",
+                throw CorralError(
+                    .invalidArgument, "invalid metadata key '\(key.prefix(60))'",
                     hint: "keys are 1-128 bytes without control characters")
             }
             guard value.utf8.count <= 4096 else {
@@ -256,19 +267,22 @@ public final class FileSessionStore: SessionStore {
         let staging = root + "/.staging"
         try FileIO.makeDirectories(staging)
         Self.removeAbandoned(in: staging)
-        let temporary = SessionPaths(directory: "\(staging)/\(manifest.id).\(getpid()).\(UInt32.random(in: 0...UInt32.max))")
+        let temporary = SessionPaths(
+            directory: "\(staging)/\(manifest.id).\(getpid()).\(UInt32.random(in: 0...UInt32.max))")
         try FileIO.makeDirectory(temporary.directory)
         do {
             try Self.writeDurably(try manifest.encoded(), to: temporary.manifest)
             let lease = LeaseRecord(
-                format: 1, session: manifest.id, epoch: epoch, since: Timestamp.format(nanoseconds: Timestamp.nowNanoseconds()))
+                format: 1, session: manifest.id, epoch: epoch,
+                since: Timestamp.format(nanoseconds: Timestamp.nowNanoseconds()))
             try Self.writeDurably(try lease.encoded(), to: temporary.lease)
             try Self.writeDurably(SessionLock.encode(epoch: epoch), to: temporary.lock)
             try populate(temporary)
             try FileIO.syncDirectory(temporary.directory)
             let target = root + "/" + manifest.id.rawValue
             guard try FileIO.renameNoReplace(temporary.directory, target) else {
-                throw CorralError(.alreadyExists, "session \(manifest.id) already exists in \(root)",
+                throw CorralError(
+                    .alreadyExists, "session \(manifest.id) already exists in \(root)",
                     hint: "choose another id, or leave it out to get a new one")
             }
             try FileIO.syncDirectory(root)

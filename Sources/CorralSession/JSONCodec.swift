@@ -214,7 +214,9 @@ enum JSONCodec {
                 }
                 let key = try readString()
                 skipWhitespace()
-                guard index < bytes.count, bytes[index] == UInt8(ascii: ":") else { throw error("expected ':' after object key") }
+                guard index < bytes.count, bytes[index] == UInt8(ascii: ":") else {
+                    throw error("expected ':' after object key")
+                }
                 index += 1
                 skipWhitespace()
                 members[key] = try readValue(depth: depth)
@@ -302,11 +304,14 @@ enum JSONCodec {
                     case UInt8(ascii: "u"):
                         var scalar = try readHex4()
                         if (0xD800...0xDBFF).contains(scalar) {
-                            guard index + 1 < bytes.count, bytes[index] == UInt8(ascii: "\\"), bytes[index + 1] == UInt8(ascii: "u")
+                            guard index + 1 < bytes.count, bytes[index] == UInt8(ascii: "\\"),
+                                bytes[index + 1] == UInt8(ascii: "u")
                             else { throw error("lone UTF-16 surrogate in \\u escape") }
                             index += 2
                             let low = try readHex4()
-                            guard (0xDC00...0xDFFF).contains(low) else { throw error("lone UTF-16 surrogate in \\u escape") }
+                            guard (0xDC00...0xDFFF).contains(low) else {
+                                throw error("lone UTF-16 surrogate in \\u escape")
+                            }
                             scalar = 0x10000 + ((scalar - 0xD800) << 10) + (low - 0xDC00)
                         } else if (0xDC00...0xDFFF).contains(scalar) {
                             throw error("lone UTF-16 surrogate in \\u escape")
@@ -364,7 +369,9 @@ enum JSONCodec {
             if index < bytes.count, bytes[index] == UInt8(ascii: "e") || bytes[index] == UInt8(ascii: "E") {
                 isInteger = false
                 index += 1
-                if index < bytes.count, bytes[index] == UInt8(ascii: "+") || bytes[index] == UInt8(ascii: "-") { index += 1 }
+                if index < bytes.count, bytes[index] == UInt8(ascii: "+") || bytes[index] == UInt8(ascii: "-") {
+                    index += 1
+                }
                 guard index < bytes.count, isDigit(bytes[index]) else { throw error("expected a digit in exponent") }
                 while index < bytes.count, isDigit(bytes[index]) { index += 1 }
             }
@@ -376,6 +383,8 @@ enum JSONCodec {
             return .double(double)
         }
 
-        @inline(__always) private func isDigit(_ byte: UInt8) -> Bool { byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9") }
+        @inline(__always) private func isDigit(_ byte: UInt8) -> Bool {
+            byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9")
+        }
     }
 }

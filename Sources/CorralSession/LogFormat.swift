@@ -47,11 +47,14 @@ enum LogFormat {
     static func checkSegmentHeader(_ bytes: UnsafeRawBufferPointer) -> HeaderCheck {
         guard bytes.count >= segmentHeaderSize else { return .invalid("the file is shorter than a segment header") }
         guard bytes.prefix(8).elementsEqual(segmentMagic) else { return .invalid("it does not start with CORRALSG") }
-        guard bytes.loadLittleEndian(UInt32.self, at: 24) == crc32c(UnsafeRawBufferPointer(rebasing: bytes[0..<24])) else {
+        guard bytes.loadLittleEndian(UInt32.self, at: 24) == crc32c(UnsafeRawBufferPointer(rebasing: bytes[0..<24]))
+        else {
             return .invalid("its header checksum does not match")
         }
         let version = bytes.loadLittleEndian(UInt32.self, at: 8)
-        guard version == LogFormat.version else { return .invalid("it has format version \(version); this corral reads \(LogFormat.version)") }
+        guard version == LogFormat.version else {
+            return .invalid("it has format version \(version); this corral reads \(LogFormat.version)")
+        }
         return .valid(firstSeq: bytes.loadLittleEndian(UInt64.self, at: 16))
     }
 
@@ -104,8 +107,9 @@ enum LogFormat {
         let padding = aligned(buffer.count - start) - (buffer.count - start)
         buffer.append(contentsOf: repeatElement(0, count: padding))
         let checksum = buffer.withUnsafeBytes { raw in
-            crc32c(UnsafeRawBufferPointer(rebasing: raw[(start + 8)..<(start + 8 + body)]),
-                   continuing: crc32c(UnsafeRawBufferPointer(rebasing: raw[start..<(start + 4)])))
+            crc32c(
+                UnsafeRawBufferPointer(rebasing: raw[(start + 8)..<(start + 8 + body)]),
+                continuing: crc32c(UnsafeRawBufferPointer(rebasing: raw[start..<(start + 4)])))
         }
         buffer.withUnsafeMutableBytes { raw in
             raw.storeBytes(of: checksum.littleEndian, toByteOffset: start + 4, as: UInt32.self)
@@ -139,15 +143,20 @@ enum LogFormat {
     static func checkRecord(_ bytes: UnsafeRawBufferPointer) -> RecordCheck {
         guard bytes.count >= recordPrefixSize else { return .incomplete(needed: recordPrefixSize) }
         let body = Int(bytes.loadLittleEndian(UInt32.self, at: 0))
-        if body == 0 && bytes.loadLittleEndian(UInt32.self, at: 4) == 0 { return .invalid("zero bytes where a record should start") }
+        if body == 0 && bytes.loadLittleEndian(UInt32.self, at: 4) == 0 {
+            return .invalid("zero bytes where a record should start")
+        }
         guard body >= recordFixedSize - recordPrefixSize, body <= maxRecordBody else {
             return .invalid("record length \(body) is impossible")
         }
         let end = recordPrefixSize + body
         guard bytes.count >= end else { return .incomplete(needed: end) }
-        let expected = crc32c(UnsafeRawBufferPointer(rebasing: bytes[8..<end]),
-                              continuing: crc32c(UnsafeRawBufferPointer(rebasing: bytes[0..<4])))
-        guard bytes.loadLittleEndian(UInt32.self, at: 4) == expected else { return .invalid("record checksum does not match") }
+        let expected = crc32c(
+            UnsafeRawBufferPointer(rebasing: bytes[8..<end]),
+            continuing: crc32c(UnsafeRawBufferPointer(rebasing: bytes[0..<4])))
+        guard bytes.loadLittleEndian(UInt32.self, at: 4) == expected else {
+            return .invalid("record checksum does not match")
+        }
         let header = RecordHeader(
             seq: bytes.loadLittleEndian(UInt64.self, at: 8),
             epoch: bytes.loadLittleEndian(UInt64.self, at: 16),

@@ -31,14 +31,18 @@ struct RecordScanner {
         var needed = LogFormat.recordPrefixSize
         while true {
             if offset < bufferStart || offset + UInt64(needed) > bufferStart + UInt64(bufferCount) {
-                guard offset + UInt64(needed) <= end else { return .bad(reason: "the file ends inside a record", at: offset) }
+                guard offset + UInt64(needed) <= end else {
+                    return .bad(reason: "the file ends inside a record", at: offset)
+                }
                 try fill(from: offset, atLeast: needed)
                 guard offset + UInt64(needed) <= bufferStart + UInt64(bufferCount) else {
                     return .bad(reason: "the file ends inside a record", at: offset)
                 }
             }
             let local = Int(offset - bufferStart)
-            if buffer.withUnsafeBytes({ LogFormat.isEndMarker(UnsafeRawBufferPointer(rebasing: $0[local..<bufferCount])) }) {
+            if buffer.withUnsafeBytes({
+                LogFormat.isEndMarker(UnsafeRawBufferPointer(rebasing: $0[local..<bufferCount]))
+            }) {
                 return .endMarker(at: offset)
             }
             let check = buffer.withUnsafeBytes { raw in
@@ -53,7 +57,9 @@ struct RecordScanner {
                 offset += UInt64(header.size)
                 return .record(header, at: at)
             case .incomplete(let count):
-                guard offset + UInt64(count) <= end else { return .bad(reason: "the file ends inside a record", at: offset) }
+                guard offset + UInt64(count) <= end else {
+                    return .bad(reason: "the file ends inside a record", at: offset)
+                }
                 needed = count
             case .invalid(let reason):
                 return .bad(reason: reason, at: offset)
@@ -64,7 +70,8 @@ struct RecordScanner {
     /// The bytes of the record `next()` just returned, starting at its first byte.
     func withRecord<R>(at recordOffset: UInt64, _ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
         let local = Int(recordOffset - bufferStart)
-        return try buffer.withUnsafeBytes { raw in try body(UnsafeRawBufferPointer(rebasing: raw[local..<bufferCount])) }
+        return try buffer.withUnsafeBytes { raw in try body(UnsafeRawBufferPointer(rebasing: raw[local..<bufferCount]))
+        }
     }
 
     private mutating func fill(from start: UInt64, atLeast needed: Int) throws {
@@ -74,7 +81,8 @@ struct RecordScanner {
         let want = Int(min(UInt64(max(chunk, needed)), end - start))
         if buffer.count < want { buffer = [UInt8](repeating: 0, count: want) }
         bufferCount = try buffer.withUnsafeMutableBytes { raw in
-            try FileIO.pread(file.fd, into: UnsafeMutableRawBufferPointer(rebasing: raw[0..<want]), at: start, path: file.path)
+            try FileIO.pread(
+                file.fd, into: UnsafeMutableRawBufferPointer(rebasing: raw[0..<want]), at: start, path: file.path)
         }
         bufferStart = start
     }
@@ -85,7 +93,8 @@ enum DamageSearch {
     static func allZero(in file: OpenFile, from start: UInt64, to end: UInt64) throws -> Bool {
         var position = start
         while position < end {
-            let chunk = try FileIO.pread(file.fd, count: Int(min(1 << 20, end - position)), at: position, path: file.path)
+            let chunk = try FileIO.pread(
+                file.fd, count: Int(min(1 << 20, end - position)), at: position, path: file.path)
             guard !chunk.isEmpty else { return true }
             if chunk.contains(where: { $0 != 0 }) { return false }
             position += UInt64(chunk.count)
@@ -96,14 +105,18 @@ enum DamageSearch {
     /// The offset of the first intact record that starts after `start` (on an 8-byte
     /// boundary, before `end`) with a seq in `seqs`; nil when there is none, which makes the
     /// bytes from `start` on a torn tail rather than damage in the middle of the log.
-    static func intactRecord(in file: OpenFile, after start: UInt64, end: UInt64, seqs: ClosedRange<UInt64>) throws -> UInt64? {
+    static func intactRecord(in file: OpenFile, after start: UInt64, end: UInt64, seqs: ClosedRange<UInt64>) throws
+        -> UInt64?
+    {
         let window = 1 << 20
         var position = (start + 8) & ~7
         var buffer = [UInt8](repeating: 0, count: window + LogFormat.recordFixedSize)
         while position + UInt64(LogFormat.recordFixedSize) <= end {
             let count = Int(min(UInt64(buffer.count), end - position))
             let got = try buffer.withUnsafeMutableBytes { raw in
-                try FileIO.pread(file.fd, into: UnsafeMutableRawBufferPointer(rebasing: raw[0..<count]), at: position, path: file.path)
+                try FileIO.pread(
+                    file.fd, into: UnsafeMutableRawBufferPointer(rebasing: raw[0..<count]), at: position,
+                    path: file.path)
             }
             guard got >= LogFormat.recordFixedSize else { return nil }
             var local = 0

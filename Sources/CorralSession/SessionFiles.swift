@@ -36,7 +36,9 @@ struct SessionManifest: Codable, Sendable {
 
     static let currentFormat = 1
 
-    var createdDate: Date { Timestamp.parse(created).map { Timestamp.date(nanoseconds: $0) } ?? Date(timeIntervalSince1970: 0) }
+    var createdDate: Date {
+        Timestamp.parse(created).map { Timestamp.date(nanoseconds: $0) } ?? Date(timeIntervalSince1970: 0)
+    }
 
     func encoded() throws -> [UInt8] {
         let encoder = JSONEncoder()
@@ -49,22 +51,26 @@ struct SessionManifest: Codable, Sendable {
         do {
             bytes = try FileIO.readWholeFile(paths.manifest)
         } catch let error as CorralError where error.code == .io && !FileIO.exists(paths.manifest) {
-            throw CorralError(.corrupted, "session \(id) has no \(paths.manifest)",
+            throw CorralError(
+                .corrupted, "session \(id) has no \(paths.manifest)",
                 hint: "the directory \(paths.directory) is not a complete session; move it out of the state directory")
         }
         let manifest: SessionManifest
         do {
             manifest = try JSONDecoder().decode(SessionManifest.self, from: Data(bytes))
         } catch {
-            throw CorralError(.corrupted, "session \(id): \(paths.manifest) cannot be read: \(error)",
+            throw CorralError(
+                .corrupted, "session \(id): \(paths.manifest) cannot be read: \(error)",
                 hint: "restore the file from a backup, or move the session directory aside")
         }
         guard manifest.format == currentFormat else {
-            throw CorralError(.unsupported, "session \(id) has format \(manifest.format); this corral reads format \(currentFormat)",
+            throw CorralError(
+                .unsupported, "session \(id) has format \(manifest.format); this corral reads format \(currentFormat)",
                 hint: "use the corral version that wrote it")
         }
         guard manifest.id == id else {
-            throw CorralError(.corrupted, "\(paths.manifest) names session \(manifest.id), not \(id)",
+            throw CorralError(
+                .corrupted, "\(paths.manifest) names session \(manifest.id), not \(id)",
                 hint: "the directory was renamed by hand; rename it back to \(manifest.id)")
         }
         return manifest
@@ -87,19 +93,24 @@ struct LeaseRecord: Codable, Sendable {
 
     static func read(_ paths: SessionPaths, id: SessionID) throws -> LeaseRecord {
         guard FileIO.exists(paths.lease) else {
-            throw CorralError(.corrupted, "session \(id) has no lease file \(paths.lease)",
-                hint: "write {\"format\":1,\"session\":\"\(id)\",\"epoch\":N,\"since\":\"...\"} with the last epoch you know, or move the session aside")
+            throw CorralError(
+                .corrupted, "session \(id) has no lease file \(paths.lease)",
+                hint:
+                    "write {\"format\":1,\"session\":\"\(id)\",\"epoch\":N,\"since\":\"...\"} with the last epoch you know, or move the session aside"
+            )
         }
         let bytes = try FileIO.readWholeFile(paths.lease, limit: 64 * 1024)
         guard let record = try? JSONDecoder().decode(LeaseRecord.self, from: Data(bytes)), record.session == id else {
-            throw CorralError(.corrupted, "session \(id): lease file \(paths.lease) cannot be read",
+            throw CorralError(
+                .corrupted, "session \(id): lease file \(paths.lease) cannot be read",
                 hint: "it is replaced atomically, so damage means a disk problem; restore it or move the session aside")
         }
         return record
     }
 
     static func write(epoch: UInt64, paths: SessionPaths, id: SessionID) throws {
-        let record = LeaseRecord(format: 1, session: id, epoch: epoch, since: Timestamp.format(nanoseconds: Timestamp.nowNanoseconds()))
+        let record = LeaseRecord(
+            format: 1, session: id, epoch: epoch, since: Timestamp.format(nanoseconds: Timestamp.nowNanoseconds()))
         try FileIO.writeAtomically(try record.encoded(), to: paths.lease, directory: paths.directory)
     }
 }
@@ -133,7 +144,8 @@ final class SessionLock: @unchecked Sendable {
             defer { FileIO.unlock(file.fd) }
             if try file.size() < UInt64(Self.size) {
                 let existing = try FileIO.pread(file.fd, count: Self.size, at: 0, path: path)
-                let epoch = existing.count >= 16 && Array(existing.prefix(8)) == Self.magic
+                let epoch =
+                    existing.count >= 16 && Array(existing.prefix(8)) == Self.magic
                     ? existing.withUnsafeBytes { $0.loadLittleEndian(UInt64.self, at: 8) } : 0
                 try FileIO.pwrite(file.fd, Self.encode(epoch: epoch), at: 0, path: path)
             }

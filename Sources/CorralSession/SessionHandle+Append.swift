@@ -19,20 +19,26 @@ extension SessionHandle {
     /// Checks every event against the limits, refusing the whole call at the first problem.
     func encode(_ events: [NewEvent]) throws -> [EncodedEvent] {
         guard !events.isEmpty else {
-            throw CorralError(.invalidArgument, "append to session \(id) has no events", hint: "pass at least one event")
+            throw CorralError(
+                .invalidArgument, "append to session \(id) has no events", hint: "pass at least one event")
         }
         var generator = SplitMix64(seed: idSeeds.withLock { $0.next() })
         var total = 0
         return try events.enumerated().map { index, event in
             let which = events.count == 1 ? "the event" : "event \(index + 1) of \(events.count)"
             let type = Array(event.type.utf8)
-            guard !type.isEmpty, type.count <= NewEvent.maxTypeLength, !type.contains(where: { $0 < 0x20 || $0 == 0x7F }) else {
+            guard !type.isEmpty, type.count <= NewEvent.maxTypeLength,
+                !type.contains(where: { $0 < 0x20 || $0 == 0x7F })
+            else {
                 throw CorralError(
                     .invalidArgument, "\(which) has an invalid type '\(event.type.prefix(60))'",
-                    hint: "a type is 1-\(NewEvent.maxTypeLength) bytes without control characters, such as user.message")
+                    hint: "a type is 1-\(NewEvent.maxTypeLength) bytes without control characters, such as user.message"
+                )
             }
             if let problem = JSONCodec.unencodable(event.data) {
-                throw CorralError(.invalidArgument, "\(which): \(problem)", hint: "JSON has no NaN or infinity; send null or a string")
+                throw CorralError(
+                    .invalidArgument, "\(which): \(problem)", hint: "JSON has no NaN or infinity; send null or a string"
+                )
             }
             let data = JSONCodec.encode(event.data)
             let id = event.id ?? EventID.random(using: &generator)
@@ -64,11 +70,15 @@ extension SessionHandle {
         guard lease.epoch == current else {
             if lease.epoch < current {
                 throw CorralError(
-                    .conflict, "lease epoch \(lease.epoch) of session \(id) is stale: the session was woken at epoch \(current)",
-                    hint: "another harness took the session over with wake; stop writing to it, or wake it again to take it back")
+                    .conflict,
+                    "lease epoch \(lease.epoch) of session \(id) is stale: the session was woken at epoch \(current)",
+                    hint:
+                        "another harness took the session over with wake; stop writing to it, or wake it again to take it back"
+                )
             }
             throw CorralError(
-                .conflict, "lease epoch \(lease.epoch) of session \(id) was never given out: the current epoch is \(current)",
+                .conflict,
+                "lease epoch \(lease.epoch) of session \(id) was never given out: the current epoch is \(current)",
                 hint: "get a lease from wake (or currentLease for a plain writer)")
         }
         // The lock file holds the log's end as the last writer left it: when it matches
@@ -77,20 +87,25 @@ extension SessionHandle {
         if try lock.end() != (knownFirst, knownEnd) { try catchUp(&writer) }
         let head = self.head
         let (skip, firstSeq) = try alreadyStored(events, expectedSeq: expectedSeq, head: head)
-        let appended = events.enumerated().map { AppendResult.Appended(seq: firstSeq + UInt64($0.offset), id: $0.element.id) }
+        let appended = events.enumerated().map {
+            AppendResult.Appended(seq: firstSeq + UInt64($0.offset), id: $0.element.id)
+        }
         guard skip < events.count else {
             return WriteOutcome(events: appended, written: 0, head: head)
         }
         try rollIfNeeded(&writer)
-        let (active, activeFirst, end, lastEntry) = view.withLock { ($0.active, $0.segments.last, $0.activeEnd, $0.activeIndex.last) }
+        let (active, activeFirst, end, lastEntry) = view.withLock {
+            ($0.active, $0.segments.last, $0.activeEnd, $0.activeIndex.last)
+        }
         guard let active, let activeFirst else {
             throw CorralError(.internalError, "session \(id) has no active segment after a roll")
         }
         let time = Timestamp.nowNanoseconds()
         var buffer: [UInt8] = []
-        buffer.reserveCapacity(events[skip...].reduce(0) {
-            $0 + LogFormat.recordSize(id: $1.id.rawValue.utf8.count, type: $1.type.count, data: $1.data.count)
-        })
+        buffer.reserveCapacity(
+            events[skip...].reduce(0) {
+                $0 + LogFormat.recordSize(id: $1.id.rawValue.utf8.count, type: $1.type.count, data: $1.data.count)
+            })
         var entries: [IndexEntry] = []
         var last = lastEntry
         var seq = head
@@ -103,7 +118,8 @@ extension SessionHandle {
                 last = entry
             }
             LogFormat.appendRecord(
-                to: &buffer, seq: seq, epoch: lease.epoch, time: time, id: Array(event.id.rawValue.utf8), type: event.type,
+                to: &buffer, seq: seq, epoch: lease.epoch, time: time, id: Array(event.id.rawValue.utf8),
+                type: event.type,
                 data: event.data)
         }
         let recordBytes = UInt64(buffer.count)
@@ -122,7 +138,10 @@ extension SessionHandle {
         // disk has no room for that, the append goes ahead without.
         var runway = 0
         if case .fsync = durability, end + UInt64(buffer.count) > size, limits.runwayBytes > 0 {
-            runway = Int(min(UInt64(limits.runwayBytes), manifest.segmentBytes &- min(manifest.segmentBytes, end + UInt64(buffer.count))))
+            runway = Int(
+                min(
+                    UInt64(limits.runwayBytes),
+                    manifest.segmentBytes &- min(manifest.segmentBytes, end + UInt64(buffer.count))))
         }
         while true {
             do {
@@ -130,14 +149,16 @@ extension SessionHandle {
                 // end no other writer matches, which sends the next one to look.
                 try lock.setEnd(activeFirst, end + recordBytes)
                 if runway > 0 {
-                    try FileIO.pwrite(active.fd, buffer + [UInt8](repeating: 0, count: runway), at: end, path: active.path)
+                    try FileIO.pwrite(
+                        active.fd, buffer + [UInt8](repeating: 0, count: runway), at: end, path: active.path)
                 } else {
                     try FileIO.pwrite(active.fd, buffer, at: end, path: active.path)
                 }
                 writer.activeSize = (activeFirst, max(size, end + UInt64(buffer.count + runway)))
                 break
             } catch let failure as CorralError {
-                rollBack(active, first: activeFirst, to: end, size: size, written: buffer.count + runway, writer: &writer)
+                rollBack(
+                    active, first: activeFirst, to: end, size: size, written: buffer.count + runway, writer: &writer)
                 if runway > 0, writer.failure == nil, FileIO.isOutOfSpace(failure) {
                     runway = 0
                     continue
@@ -159,12 +180,15 @@ extension SessionHandle {
 
     /// Takes back whatever part of a failed write landed, so that a refused append leaves
     /// nothing: the file's old size, the end marker and zeros where they were.
-    private func rollBack(_ file: OpenFile, first: UInt64, to end: UInt64, size: UInt64, written: Int, writer: inout WriterState) {
+    private func rollBack(
+        _ file: OpenFile, first: UInt64, to end: UInt64, size: UInt64, written: Int, writer: inout WriterState
+    ) {
         do {
             if end + UInt64(written) > size { try FileIO.truncate(file.fd, to: max(size, end), path: file.path) }
             if size >= end + 8 {
                 let restored = Int(min(UInt64(written), size - end))
-                try FileIO.pwrite(file.fd, LogFormat.endMarker + [UInt8](repeating: 0, count: restored - 8), at: end, path: file.path)
+                try FileIO.pwrite(
+                    file.fd, LogFormat.endMarker + [UInt8](repeating: 0, count: restored - 8), at: end, path: file.path)
             }
             writer.activeSize = (first, max(size, end))
             try lock.setEnd(first, end)
@@ -191,7 +215,9 @@ extension SessionHandle {
             throw CorralError(
                 .conflict,
                 "session \(id): expected the first new event to get seq \(expected), but the head is \(head) (next seq \(head + 1))",
-                hint: "read the session from seq \(min(expected, head + 1)) and decide again; a retry with the same event ids at the same seqs would have succeeded")
+                hint:
+                    "read the session from seq \(min(expected, head + 1)) and decide again; a retry with the same event ids at the same seqs would have succeeded"
+            )
         }
         // No expectedSeq: still recognise a retry of the latest append by its ids.
         guard let firstID = events.first, firstID.callerID, head > 0 else { return (0, head + 1) }
@@ -201,7 +227,8 @@ extension SessionHandle {
         let overlap = window - position
         guard zip(events.prefix(overlap), stored[position...]).allSatisfy({ $0.callerID && $0.id == $1 }) else {
             throw CorralError(
-                .conflict, "session \(id): event id \(firstID.id) is already stored at seq \(head - UInt64(overlap) + 1) with different events after it",
+                .conflict,
+                "session \(id): event id \(firstID.id) is already stored at seq \(head - UInt64(overlap) + 1) with different events after it",
                 hint: "event ids must be unique within a session; pass expectedSeq to retry safely")
         }
         return (overlap, head + 1 - UInt64(overlap))
@@ -211,7 +238,10 @@ extension SessionHandle {
         var ids: [EventID] = []
         ids.reserveCapacity(count)
         try visitRecords(from: seq, through: seq + UInt64(count) - 1) { header, bytes in
-            ids.append(EventID(unchecked: String(decoding: UnsafeRawBufferPointer(rebasing: bytes[header.idRange]), as: UTF8.self)))
+            ids.append(
+                EventID(
+                    unchecked: String(decoding: UnsafeRawBufferPointer(rebasing: bytes[header.idRange]), as: UTF8.self))
+            )
             return true
         }
         return ids

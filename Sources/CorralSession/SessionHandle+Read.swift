@@ -38,10 +38,12 @@ extension SessionHandle {
         let type = String(decoding: UnsafeRawBufferPointer(rebasing: record[header.typeRange]), as: UTF8.self)
         let data: JSONValue
         do {
-            data = try JSONCodec.decode(UnsafeRawBufferPointer(rebasing: record[header.dataRange]).assumingMemoryBound(to: UInt8.self))
+            data = try JSONCodec.decode(
+                UnsafeRawBufferPointer(rebasing: record[header.dataRange]).assumingMemoryBound(to: UInt8.self))
         } catch {
             throw CorralError(
-                .corrupted, "session \(id): event \(header.seq) passed its checksum but its data is not JSON (\(error.description))",
+                .corrupted,
+                "session \(id): event \(header.seq) passed its checksum but its data is not JSON (\(error.description))",
                 hint: "it was written that way; copy \(paths.directory) aside and report it")
         }
         return Event(
@@ -119,7 +121,8 @@ extension SessionHandle {
                 expected += 1
             }
             guard cursor.slot >= 0 else {
-                throw corrupted("cannot be found", file: cursor.file.path, offset: scanner.offset, expectedSeq: expected)
+                throw corrupted(
+                    "cannot be found", file: cursor.file.path, offset: scanner.offset, expectedSeq: expected)
             }
             cursor = try stepBack(cursor)
         }
@@ -132,12 +135,16 @@ extension SessionHandle {
             case missing(first: UInt64?)
         }
         let found: Where = view.withLock { view in
-            guard let position = view.segments.lastIndex(where: { $0 <= seq }) else { return .missing(first: view.segments.first) }
+            guard let position = view.segments.lastIndex(where: { $0 <= seq }) else {
+                return .missing(first: view.segments.first)
+            }
             let first = view.segments[position]
             if position == view.segments.count - 1, let active = view.active {
                 let (entry, slot) = Self.lookup(view.activeIndex, seq, first: first)
-                return .active(Cursor(
-                    first: first, file: active, end: view.activeEnd, lastSeq: view.head, entry: entry, slot: slot, isActive: true))
+                return .active(
+                    Cursor(
+                        first: first, file: active, end: view.activeEnd, lastSeq: view.head, entry: entry, slot: slot,
+                        isActive: true))
             }
             return .sealed(first: first, lastSeq: view.segments[position + 1] - 1)
         }
@@ -147,10 +154,13 @@ extension SessionHandle {
         case .sealed(let first, let lastSeq):
             let (file, segment) = try sealedSegment(first)
             let (entry, slot) = Self.lookup(segment.index, seq, first: first)
-            return Cursor(first: first, file: file, end: segment.size, lastSeq: lastSeq, entry: entry, slot: slot, isActive: false)
+            return Cursor(
+                first: first, file: file, end: segment.size, lastSeq: lastSeq, entry: entry, slot: slot, isActive: false
+            )
         case .missing(let first):
             throw CorralError(
-                .corrupted, "session \(id): no segment holds seq \(seq)\(first.map { "; the first one starts at seq \($0)" } ?? "")",
+                .corrupted,
+                "session \(id): no segment holds seq \(seq)\(first.map { "; the first one starts at seq \($0)" } ?? "")",
                 hint: "a segment file is missing from \(paths.directory); restore it from a backup")
         }
     }
@@ -164,7 +174,9 @@ extension SessionHandle {
         }
         let entry: IndexEntry? =
             cursor.isActive
-            ? view.withLock { $0.segments.last == cursor.first && next.slot < $0.activeIndex.count ? $0.activeIndex[next.slot] : nil }
+            ? view.withLock {
+                $0.segments.last == cursor.first && next.slot < $0.activeIndex.count ? $0.activeIndex[next.slot] : nil
+            }
             : try sealedSegment(cursor.first).1.index[safe: next.slot]
         next.entry = entry ?? IndexEntry(seq: cursor.first, offset: UInt64(LogFormat.segmentHeaderSize))
         if entry == nil { next.slot = -1 }
@@ -207,7 +219,8 @@ extension SessionHandle {
                 .corrupted, "session \(id): segment \(path) is damaged: \(reason)",
                 hint: "events before seq \(first) can still be read; copy \(paths.directory) aside before any repair")
         }
-        let index = try cached?.index ?? loadIndexFile(first, segmentSize: size) ?? rebuildIndex(file, first: first, size: size)
+        let index =
+            try cached?.index ?? loadIndexFile(first, segmentSize: size) ?? rebuildIndex(file, first: first, size: size)
         let segment = SealedSegment(file: file, size: size, index: index)
         sealed.withLock { $0.insert(first, segment) }
         return (file, segment)

@@ -31,10 +31,11 @@ extension SessionHandle {
             }
             let size = try file.size()
             if let intact = try DamageSearch.intactRecord(
-                in: file, after: UInt64(LogFormat.segmentHeaderSize - 8), end: size, seqs: last...(last + size / 40 + 1))
-            {
+                in: file, after: UInt64(LogFormat.segmentHeaderSize - 8), end: size, seqs: last...(last + size / 40 + 1)
+            ) {
                 throw CorralError(
-                    .corrupted, "session \(id): \(file.path) has a damaged header (\(reason)) but holds an intact record at byte \(intact)",
+                    .corrupted,
+                    "session \(id): \(file.path) has a damaged header (\(reason)) but holds an intact record at byte \(intact)",
                     hint: "nothing was changed; copy \(paths.directory) aside before any repair")
             }
             try setAside(file, from: 0, removingFile: true)
@@ -129,7 +130,8 @@ extension SessionHandle {
             if size < end {
                 guard recover else { return }
                 throw CorralError(
-                    .corrupted, "session \(id): \(active.path) is \(size) bytes, shorter than the \(end) bytes of records already read",
+                    .corrupted,
+                    "session \(id): \(active.path) is \(size) bytes, shorter than the \(end) bytes of records already read",
                     hint: "something outside corral truncated it; copy \(paths.directory) aside before any repair")
             }
             var scanner = RecordScanner(file: active, from: end, end: size)
@@ -185,7 +187,8 @@ extension SessionHandle {
                 case .marker(let at):
                     // Only zeros may follow the marker; anything else is damage at the marker.
                     if try !DamageSearch.allZero(in: active, from: at + 8, to: size) {
-                        try cutOrRefuse(active, at: at, size: size, expectedSeq: newHead + 1, reason: "bytes follow the end marker")
+                        try cutOrRefuse(
+                            active, at: at, size: size, expectedSeq: newHead + 1, reason: "bytes follow the end marker")
                         return
                     }
                 case .damage(let reason, let at, let wrongSeq):
@@ -220,10 +223,12 @@ extension SessionHandle {
             guard recover else { return false }
             let size = try file.size()
             if let intact = try DamageSearch.intactRecord(
-                in: file, after: UInt64(LogFormat.segmentHeaderSize - 8), end: size, seqs: first...(first + size / 40 + 1))
+                in: file, after: UInt64(LogFormat.segmentHeaderSize - 8), end: size,
+                seqs: first...(first + size / 40 + 1))
             {
                 throw CorralError(
-                    .corrupted, "session \(id): \(path) has a damaged header but holds an intact record at byte \(intact)",
+                    .corrupted,
+                    "session \(id): \(path) has a damaged header but holds an intact record at byte \(intact)",
                     hint: "nothing was changed; copy \(paths.directory) aside before any repair")
             }
             try setAside(file, from: 0, removingFile: true)
@@ -252,9 +257,13 @@ extension SessionHandle {
         return outcome.activated
     }
 
-    private func cutOrRefuse(_ file: OpenFile, at offset: UInt64, size: UInt64, expectedSeq: UInt64, reason: String) throws {
+    private func cutOrRefuse(_ file: OpenFile, at offset: UInt64, size: UInt64, expectedSeq: UInt64, reason: String)
+        throws
+    {
         let span = (size - offset) / UInt64(LogFormat.recordFixedSize) + 1
-        if let intact = try DamageSearch.intactRecord(in: file, after: offset, end: size, seqs: expectedSeq...(expectedSeq + span)) {
+        if let intact = try DamageSearch.intactRecord(
+            in: file, after: offset, end: size, seqs: expectedSeq...(expectedSeq + span))
+        {
             throw corrupted(
                 "is damaged (\(reason)) but an intact record follows at byte \(intact); refusing to open the session",
                 file: file.path, offset: offset, expectedSeq: expectedSeq)
@@ -281,7 +290,8 @@ extension SessionHandle {
             defer { close(fd) }
             var position = offset
             while position < size {
-                let chunk = try FileIO.pread(file.fd, count: Int(min(1 << 20, size - position)), at: position, path: file.path)
+                let chunk = try FileIO.pread(
+                    file.fd, count: Int(min(1 << 20, size - position)), at: position, path: file.path)
                 guard !chunk.isEmpty else { break }
                 try FileIO.pwrite(fd, chunk, at: position - offset, path: brokenPath)
                 position += UInt64(chunk.count)
@@ -314,11 +324,17 @@ extension SessionHandle {
             guard raw.loadLittleEndian(UInt32.self, at: 8) == LogFormat.version else { return }
             for slot in 0..<count {
                 let at = LogFormat.indexHeaderSize + slot * LogFormat.indexEntrySize
-                let entry = IndexEntry(seq: raw.loadLittleEndian(UInt64.self, at: at), offset: raw.loadLittleEndian(UInt64.self, at: at + 8))
+                let entry = IndexEntry(
+                    seq: raw.loadLittleEndian(UInt64.self, at: at),
+                    offset: raw.loadLittleEndian(UInt64.self, at: at + 8))
                 if let previous = entries.last {
-                    guard entry.seq > previous.seq, entry.offset > previous.offset, entry.offset < segmentSize else { break }
+                    guard entry.seq > previous.seq, entry.offset > previous.offset, entry.offset < segmentSize else {
+                        break
+                    }
                 } else {
-                    guard entry == IndexEntry(seq: first, offset: UInt64(LogFormat.segmentHeaderSize)), entry.offset < segmentSize else { break }
+                    guard entry == IndexEntry(seq: first, offset: UInt64(LogFormat.segmentHeaderSize)),
+                        entry.offset < segmentSize
+                    else { break }
                 }
                 entries.append(entry)
             }
@@ -338,7 +354,9 @@ extension SessionHandle {
         } else {
             writer.persistedEntries = keeping
         }
-        try? FileIO.truncate(file.fd, to: UInt64(LogFormat.indexHeaderSize + writer.persistedEntries * LogFormat.indexEntrySize), path: path)
+        try? FileIO.truncate(
+            file.fd, to: UInt64(LogFormat.indexHeaderSize + writer.persistedEntries * LogFormat.indexEntrySize),
+            path: path)
         writer.indexFile = file
         writer.indexFileFirst = first
     }
@@ -349,7 +367,9 @@ extension SessionHandle {
     func persistIndex(_ writer: inout WriterState) {
         guard let file = writer.indexFile else { return }
         let (pending, first) = view.withLock { view -> ([IndexEntry], UInt64?) in
-            guard view.segments.last == writer.indexFileFirst, view.activeIndex.count > writer.persistedEntries else { return ([], nil) }
+            guard view.segments.last == writer.indexFileFirst, view.activeIndex.count > writer.persistedEntries else {
+                return ([], nil)
+            }
             return (Array(view.activeIndex[writer.persistedEntries...]), view.segments.last)
         }
         guard first != nil, !pending.isEmpty else { return }

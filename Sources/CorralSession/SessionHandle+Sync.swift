@@ -91,7 +91,8 @@ extension SessionHandle {
                     failure = CorralError(.io, "session \(id): fdatasync failed: \(error)")
                 }
             }
-            let (ready, failed, more) = syncState.withLock { state -> ([CheckedContinuation<Void, any Error>], [CheckedContinuation<Void, any Error>], Bool) in
+            let (ready, failed, more) = syncState.withLock {
+                state -> ([CheckedContinuation<Void, any Error>], [CheckedContinuation<Void, any Error>], Bool) in
                 if let failure {
                     state.failure = failure
                     let all = state.waiters.map(\.continuation)

@@ -82,7 +82,9 @@ final class SessionHandle: Sendable {
         }
     }
 
-    private init(id: SessionID, paths: SessionPaths, manifest: SessionManifest, lock: SessionLock, store: FileSessionStore) {
+    private init(
+        id: SessionID, paths: SessionPaths, manifest: SessionManifest, lock: SessionLock, store: FileSessionStore
+    ) {
         self.id = id
         self.paths = paths
         self.manifest = manifest
@@ -98,7 +100,8 @@ final class SessionHandle: Sendable {
     static func open(_ id: SessionID, store: FileSessionStore) throws -> SessionHandle {
         let paths = SessionPaths(root: store.root, id: id)
         guard FileIO.isDirectory(paths.directory) else {
-            throw CorralError(.notFound, "no session \(id) in \(store.root)", hint: "list sessions with `corral session ls`")
+            throw CorralError(
+                .notFound, "no session \(id) in \(store.root)", hint: "list sessions with `corral session ls`")
         }
         let manifest = try SessionManifest.read(paths, id: id)
         let lock = try SessionLock(path: paths.lock)
@@ -132,7 +135,9 @@ final class SessionHandle: Sendable {
         CorralError(
             .corrupted,
             "session \(id): record at byte \(offset) of \(file) (seq \(expectedSeq) expected) \(what)",
-            hint: "events before seq \(expectedSeq) can still be read and nothing was truncated; copy \(paths.directory) aside before any repair")
+            hint:
+                "events before seq \(expectedSeq) can still be read and nothing was truncated; copy \(paths.directory) aside before any repair"
+        )
     }
 
     // MARK: Waiting for the head to move

@@ -57,7 +57,8 @@ extension SessionStore {
     }
 
     public func append(
-        _ session: SessionID, _ events: [NewEvent], expectedSeq: UInt64? = nil, lease: Lease, durability: Durability = .fsync
+        _ session: SessionID, _ events: [NewEvent], expectedSeq: UInt64? = nil, lease: Lease,
+        durability: Durability = .fsync
     ) async throws -> AppendResult {
         try await append(session, events, expectedSeq: expectedSeq, lease: lease, durability: durability)
     }

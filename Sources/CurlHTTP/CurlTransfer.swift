@@ -1,9 +1,10 @@
 import CCurl
+import CorralCore
+import Synchronization
+
 #if canImport(Glibc)
 import Glibc
 #endif
-import CorralCore
-import Synchronization
 
 /// One HTTP exchange on a curl easy handle.
 ///
@@ -110,13 +111,15 @@ final class CurlTransfer: @unchecked Sendable {
         case .bytes(let bytes):
             try set(CURLOPT_POSTFIELDSIZE_LARGE, offset: curl_off_t(bytes.count))
             let code = bytes.withUnsafeBufferPointer { buffer in
-                corral_curl_setopt_pointer(easy, CURLOPT_COPYPOSTFIELDS, UnsafeMutableRawPointer(mutating: buffer.baseAddress))
+                corral_curl_setopt_pointer(
+                    easy, CURLOPT_COPYPOSTFIELDS, UnsafeMutableRawPointer(mutating: buffer.baseAddress))
             }
             try check(code, "CURLOPT_COPYPOSTFIELDS")
         case .stream:
             // UPLOAD with an unknown size sends the body chunked; CUSTOMREQUEST keeps the method.
             try set(CURLOPT_UPLOAD, 1)
-            try check(corral_curl_setopt_data_callback(easy, CURLOPT_READFUNCTION, curlReadCallback), "CURLOPT_READFUNCTION")
+            try check(
+                corral_curl_setopt_data_callback(easy, CURLOPT_READFUNCTION, curlReadCallback), "CURLOPT_READFUNCTION")
             try set(CURLOPT_READDATA, pointer: Unmanaged.passUnretained(self).toOpaque())
             headers.set("Expect", "")
             headers.set("Transfer-Encoding", "chunked")
@@ -129,9 +132,12 @@ final class CurlTransfer: @unchecked Sendable {
         if let headerList { try set(CURLOPT_HTTPHEADER, pointer: UnsafeMutableRawPointer(headerList)) }
 
         let context = Unmanaged.passUnretained(self).toOpaque()
-        try check(corral_curl_setopt_data_callback(easy, CURLOPT_HEADERFUNCTION, curlHeaderCallback), "CURLOPT_HEADERFUNCTION")
+        try check(
+            corral_curl_setopt_data_callback(easy, CURLOPT_HEADERFUNCTION, curlHeaderCallback), "CURLOPT_HEADERFUNCTION"
+        )
         try set(CURLOPT_HEADERDATA, pointer: context)
-        try check(corral_curl_setopt_data_callback(easy, CURLOPT_WRITEFUNCTION, curlWriteCallback), "CURLOPT_WRITEFUNCTION")
+        try check(
+            corral_curl_setopt_data_callback(easy, CURLOPT_WRITEFUNCTION, curlWriteCallback), "CURLOPT_WRITEFUNCTION")
         try set(CURLOPT_WRITEDATA, pointer: context)
     }
 
@@ -229,7 +235,8 @@ final class CurlTransfer: @unchecked Sendable {
             }
             let count = min(available, buffer.count)
             state.upload.withUnsafeBytes { source in
-                buffer.copyMemory(from: UnsafeRawBufferPointer(rebasing: source[state.uploadOffset..<state.uploadOffset + count]))
+                buffer.copyMemory(
+                    from: UnsafeRawBufferPointer(rebasing: source[state.uploadOffset..<state.uploadOffset + count]))
             }
             state.uploadOffset += count
             if state.uploadOffset == state.upload.count {
@@ -323,7 +330,8 @@ final class CurlTransfer: @unchecked Sendable {
                 .unavailable, "TLS with \(endpoint) failed: \(detail)",
                 hint: "check the CA, client certificate and key (--tls-ca, --tls-cert, --tls-key)")
         case CURLE_ABORTED_BY_CALLBACK:
-            return CorralError(.io, "\(request.method) \(request.path) on \(endpoint) was aborted while sending its body")
+            return CorralError(
+                .io, "\(request.method) \(request.path) on \(endpoint) was aborted while sending its body")
         default:
             return CorralError(.io, "\(request.method) \(request.path) on \(endpoint) failed: \(detail)")
         }

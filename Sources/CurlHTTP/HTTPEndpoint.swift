@@ -46,7 +46,11 @@ public enum HTTPEndpoint: Sendable, Hashable, CustomStringConvertible {
             guard let close = authority.firstIndex(of: "]") else { throw invalid("unclosed '[' in host") }
             host = String(authority[authority.index(after: authority.startIndex)..<close])
             let after = authority[authority.index(after: close)...]
-            if after.hasPrefix(":") { portText = after.dropFirst() } else if !after.isEmpty { throw invalid("junk after host") }
+            if after.hasPrefix(":") {
+                portText = after.dropFirst()
+            } else if !after.isEmpty {
+                throw invalid("junk after host")
+            }
         } else if let colon = authority.lastIndex(of: ":") {
             host = String(authority[..<colon])
             portText = authority[authority.index(after: colon)...]
@@ -62,7 +66,9 @@ public enum HTTPEndpoint: Sendable, Hashable, CustomStringConvertible {
         }
         let port: Int
         if let portText {
-            guard let parsed = Int(portText), (1...65535).contains(parsed) else { throw invalid("bad port '\(portText)'") }
+            guard let parsed = Int(portText), (1...65535).contains(parsed) else {
+                throw invalid("bad port '\(portText)'")
+            }
             port = parsed
         } else if scheme == "tcp" {
             throw invalid("tcp endpoints need a port")
@@ -76,7 +82,8 @@ public enum HTTPEndpoint: Sendable, Hashable, CustomStringConvertible {
     public var description: String {
         switch self {
         case .unixSocket(let path): "unix://\(path)"
-        case .tcp(let host, let port, let tls, let basePath): "\(tls == nil ? "http" : "https")://\(host):\(port)\(basePath)"
+        case .tcp(let host, let port, let tls, let basePath):
+            "\(tls == nil ? "http" : "https")://\(host):\(port)\(basePath)"
         }
     }
 
@@ -84,7 +91,8 @@ public enum HTTPEndpoint: Sendable, Hashable, CustomStringConvertible {
     func url(for path: String) -> String {
         switch self {
         case .unixSocket: "http://localhost\(path)"
-        case .tcp(let host, let port, let tls, let basePath): "\(tls == nil ? "http" : "https")://\(host):\(port)\(basePath)\(path)"
+        case .tcp(let host, let port, let tls, let basePath):
+            "\(tls == nil ? "http" : "https")://\(host):\(port)\(basePath)\(path)"
         }
     }
 

@@ -28,7 +28,8 @@ public struct APIVersion: Sendable, Hashable, Comparable, CustomStringConvertibl
     public static let newestSupported = APIVersion(1, 47)
 
     /// The version to use with an engine that speaks `minimum...maximum`.
-    static func negotiate(engineMinimum: APIVersion?, engineMaximum: APIVersion, endpoint: String) throws -> APIVersion {
+    static func negotiate(engineMinimum: APIVersion?, engineMaximum: APIVersion, endpoint: String) throws -> APIVersion
+    {
         if engineMaximum < oldestSupported {
             throw CorralError(
                 .unsupported,

@@ -36,7 +36,8 @@ extension DockerEngineClient {
     /// `POST /containers/{id}/stop`; stopping a stopped container is not an error.
     public func stopContainer(_ id: String, timeoutSeconds: Int? = nil) async throws {
         try await call(
-            .post, "/containers/\(Self.segment(id))/stop", query: [("t", timeoutSeconds.map(String.init))], accept: [304])
+            .post, "/containers/\(Self.segment(id))/stop", query: [("t", timeoutSeconds.map(String.init))],
+            accept: [304])
     }
 
     /// `DELETE /containers/{id}` with its anonymous volumes. Returns false when it was not there.

@@ -10,7 +10,9 @@ extension DockerEngineClient {
     ) async throws -> T {
         let path = try await self.path(
             "/events",
-            query: [("filters", Self.filters(filters)), ("since", since.map { String(Int64($0.timeIntervalSince1970)) })])
+            query: [
+                ("filters", Self.filters(filters)), ("since", since.map { String(Int64($0.timeIntervalSince1970)) }),
+            ])
         return try await streaming(HTTPRequest(.get, path), describedAs: "/events") { _, stream in
             try await body(EngineEvents(body: stream))
         }

@@ -131,7 +131,9 @@ struct RemoteCLITests {
             let remote = try JSONDecoder().decode(JSONValue.self, from: Data(shown[1].utf8))
             #expect(shown[1].contains(#""data":{"x":1.0}"#))
             let time = remote["time"]?.stringValue ?? ""
-            #expect(time.range(of: #"\.\d{6}Z$"#, options: .regularExpression) != nil && !time.hasSuffix(".000000Z"), "\(time)")
+            #expect(
+                time.range(of: #"\.\d{6}Z$"#, options: .regularExpression) != nil && !time.hasSuffix(".000000Z"),
+                "\(time)")
         }
     }
 

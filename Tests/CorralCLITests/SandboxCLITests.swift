@@ -3,20 +3,23 @@ import Foundation
 import TestSupport
 import Testing
 
-
 /// A state directory of the test's own, so that its sandboxes are its own.
 struct CLIHarness {
     let stateDirectory: URL
     let label: String
 
     init() throws {
-        stateDirectory = FileManager.default.temporaryDirectory.appendingPathComponent("corral-cli-\(UUID().uuidString.prefix(8))")
+        stateDirectory = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "corral-cli-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(at: stateDirectory, withIntermediateDirectories: true)
         label = "clitest-\(UUID().uuidString.prefix(8).lowercased())"
     }
 
     func corral(_ arguments: [String], stdin: Data? = nil) throws -> ProcessResult {
-        try runCorral(arguments, environment: ["CORRAL_STATE_DIR": stateDirectory.path, "CORRAL_ENGINE": TestEnvironment.engineEndpoint], stdin: stdin)
+        try runCorral(
+            arguments,
+            environment: ["CORRAL_STATE_DIR": stateDirectory.path, "CORRAL_ENGINE": TestEnvironment.engineEndpoint],
+            stdin: stdin)
     }
 
     /// Sandboxes this test made that still exist, found by the label it gave them.
@@ -38,7 +41,9 @@ struct SandboxCLITests {
     func runExitStatus() throws {
         let cli = try CLIHarness()
         defer { cli.cleanUp() }
-        let failing = try cli.corral(["run", "--label", "test=\(cli.label)", "--", "bash", "-c", "echo out; echo err >&2; exit 7"])
+        let failing = try cli.corral([
+            "run", "--label", "test=\(cli.label)", "--", "bash", "-c", "echo out; echo err >&2; exit 7",
+        ])
         #expect(failing.status == 7)
         #expect(failing.stdout == "out\n")
         #expect(failing.stderr.contains("err"))
@@ -54,7 +59,9 @@ struct SandboxCLITests {
     func workflow() throws {
         let cli = try CLIHarness()
         defer { cli.cleanUp() }
-        let created = try cli.corral(["sandbox", "create", "--label", "test=\(cli.label)", "--memory", "512m", "--json"])
+        let created = try cli.corral([
+            "sandbox", "create", "--label", "test=\(cli.label)", "--memory", "512m", "--json",
+        ])
         #expect(created.status == 0, "\(created.stderr)")
         let object = try JSONDecoder().decode(JSONValue.self, from: Data(created.stdout.utf8))
         let id = try #require(object["id"]?.stringValue)
@@ -63,7 +70,9 @@ struct SandboxCLITests {
         let listed = try cli.corral(["sandbox", "ls"])
         #expect(listed.stdout.contains(id))
 
-        let exec = try cli.corral(["exec", "--env", "X=1", "--workdir", "/tmp", id, "--", "bash", "-c", "echo $X; pwd; exit 5"])
+        let exec = try cli.corral([
+            "exec", "--env", "X=1", "--workdir", "/tmp", id, "--", "bash", "-c", "echo $X; pwd; exit 5",
+        ])
         #expect(exec.status == 5)
         #expect(exec.stdout == "1\n/tmp\n")
 
@@ -90,21 +99,26 @@ struct SandboxCLITests {
         #expect(again.stderr.contains("not found"))
     }
 
-    @Test("bad input ends with one clear line, a non-zero status and nothing left behind", arguments: [
-        (["sandbox", "create", "--memory", "lots"], "invalid size 'lots'"),
-        (["sandbox", "create", "--cpus=-2"], "invalid --cpus '-2'"),
-        (["sandbox", "create", "--cpus", "many"], "invalid --cpus 'many'"),
-        (["sandbox", "create", "--pids", "0"], "invalid --pids '0'"),
-        (["sandbox", "create", "--cpus", "-2"], "Missing value for '--cpus <N>'"),
-        (["sandbox", "create", "--ttl", "soon"], "invalid duration 'soon'"),
-        (["sandbox", "create", "--image", "corral/does-not-exist:1"], "image 'corral/does-not-exist:1' is not on the engine"),
-        (["sandbox", "create", "--runtime", "nope-runtime"], "runtime 'nope-runtime' is not registered"),
-        (["sandbox", "inspect", "sb-doesnotexist1"], "sandbox sb-doesnotexist1 not found"),
-        (["sandbox", "rm", "../../etc"], "invalid sandbox id '../../etc'"),
-        (["exec", "sb-doesnotexist1", "--", "true"], "sandbox sb-doesnotexist1 is gone"),
-        (["cp", "/etc/hostname", "sb-doesnotexist1:/workspace/../../etc"], "contains '.' or '..'"),
-        (["cp", "/etc/hostname", "Bad_ID:/workspace"], "invalid sandbox id 'Bad_ID'"),
-    ])
+    @Test(
+        "bad input ends with one clear line, a non-zero status and nothing left behind",
+        arguments: [
+            (["sandbox", "create", "--memory", "lots"], "invalid size 'lots'"),
+            (["sandbox", "create", "--cpus=-2"], "invalid --cpus '-2'"),
+            (["sandbox", "create", "--cpus", "many"], "invalid --cpus 'many'"),
+            (["sandbox", "create", "--pids", "0"], "invalid --pids '0'"),
+            (["sandbox", "create", "--cpus", "-2"], "Missing value for '--cpus <N>'"),
+            (["sandbox", "create", "--ttl", "soon"], "invalid duration 'soon'"),
+            (
+                ["sandbox", "create", "--image", "corral/does-not-exist:1"],
+                "image 'corral/does-not-exist:1' is not on the engine"
+            ),
+            (["sandbox", "create", "--runtime", "nope-runtime"], "runtime 'nope-runtime' is not registered"),
+            (["sandbox", "inspect", "sb-doesnotexist1"], "sandbox sb-doesnotexist1 not found"),
+            (["sandbox", "rm", "../../etc"], "invalid sandbox id '../../etc'"),
+            (["exec", "sb-doesnotexist1", "--", "true"], "sandbox sb-doesnotexist1 is gone"),
+            (["cp", "/etc/hostname", "sb-doesnotexist1:/workspace/../../etc"], "contains '.' or '..'"),
+            (["cp", "/etc/hostname", "Bad_ID:/workspace"], "invalid sandbox id 'Bad_ID'"),
+        ])
     func badInput(arguments: [String], message: String) throws {
         let cli = try CLIHarness()
         defer { cli.cleanUp() }
@@ -135,10 +149,16 @@ struct SandboxCLITests {
             let input = #"{"command": "\#(command)"}"#
             let result = try runCorral(
                 ["-c", script, BuiltProducts.path("corral"), "tool", id, "bash", input],
-                environment: ["CORRAL_STATE_DIR": cli.stateDirectory.path, "CORRAL_ENGINE": TestEnvironment.engineEndpoint],
+                environment: [
+                    "CORRAL_STATE_DIR": cli.stateDirectory.path, "CORRAL_ENGINE": TestEnvironment.engineEndpoint,
+                ],
                 executable: "/usr/bin/python3")
-            let fields = result.stdout.split(separator: " ").compactMap { Int($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
-            guard fields.count == 2 else { throw CorralError(.internalError, "unexpected output: \(result.stdout) \(result.stderr)") }
+            let fields = result.stdout.split(separator: " ").compactMap {
+                Int($0.trimmingCharacters(in: .whitespacesAndNewlines))
+            }
+            guard fields.count == 2 else {
+                throw CorralError(.internalError, "unexpected output: \(result.stdout) \(result.stderr)")
+            }
             #expect(fields[0] < 200_000, "the printed output is capped")
             return fields[1]
         }
@@ -151,7 +171,8 @@ struct SandboxCLITests {
     func traversalOnStdin() throws {
         let cli = try CLIHarness()
         defer { cli.cleanUp() }
-        let id = try cli.corral(["sandbox", "create", "--label", "test=\(cli.label)"]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        let id = try cli.corral(["sandbox", "create", "--label", "test=\(cli.label)"]).stdout.trimmingCharacters(
+            in: .whitespacesAndNewlines)
         // Built by python's tarfile, as an attacker would.
         let tarball = cli.stateDirectory.appendingPathComponent("evil.tar")
         let script = """
@@ -170,7 +191,9 @@ struct SandboxCLITests {
         let result = try cli.corral(["cp", "-", "\(id):/workspace"], stdin: try Data(contentsOf: tarball))
         #expect(result.status != 0)
         #expect(result.stderr.contains("../../escaped.txt"))
-        let listing = try cli.corral(["exec", id, "--", "bash", "-c", "ls -A /workspace; ls / | grep -c escaped || true"])
+        let listing = try cli.corral([
+            "exec", id, "--", "bash", "-c", "ls -A /workspace; ls / | grep -c escaped || true",
+        ])
         #expect(listing.stdout == "0\n")
     }
 }
@@ -180,15 +203,21 @@ struct NoEngineCLITests {
     @Test("an engine that is not running gives one line naming the socket, and a hint")
     func deadEngine() throws {
         let socket = "/tmp/corral-missing-\(UUID().uuidString.prefix(6)).sock"
-        let result = try runCorral(["sandbox", "ls"], environment: ["CORRAL_ENGINE": "unix://\(socket)", "CORRAL_STATE_DIR": NSTemporaryDirectory()])
+        let result = try runCorral(
+            ["sandbox", "ls"],
+            environment: ["CORRAL_ENGINE": "unix://\(socket)", "CORRAL_STATE_DIR": NSTemporaryDirectory()])
         #expect(result.status == 69)
-        #expect(result.stderr.hasPrefix("corral: cannot connect to unix://\(socket): no such socket\nhint: start the engine"))
+        #expect(
+            result.stderr.hasPrefix(
+                "corral: cannot connect to unix://\(socket): no such socket\nhint: start the engine"))
     }
 
-    @Test("an engine that refuses corral's API versions is named, with a hint", arguments: [
-        (#"{"Version":"29.0.0","ApiVersion":"1.52","MinAPIVersion":"1.50"}"#, "refuses API versions below 1.50"),
-        (#"{"Version":"17.03","ApiVersion":"1.26","MinAPIVersion":"1.12"}"#, "speaks API 1.26 at most"),
-    ])
+    @Test(
+        "an engine that refuses corral's API versions is named, with a hint",
+        arguments: [
+            (#"{"Version":"29.0.0","ApiVersion":"1.52","MinAPIVersion":"1.50"}"#, "refuses API versions below 1.50"),
+            (#"{"Version":"17.03","ApiVersion":"1.26","MinAPIVersion":"1.12"}"#, "speaks API 1.26 at most"),
+        ])
     func refusedVersion(version: String, message: String) throws {
         let path = "/tmp/corral-oldengine-\(UUID().uuidString.prefix(6)).sock"
         let server = try StubHTTPServer(unixSocket: path) { request, connection in
@@ -202,7 +231,9 @@ struct NoEngineCLITests {
             return true
         }
         defer { server.stop() }
-        let result = try runCorral(["sandbox", "ls"], environment: ["CORRAL_ENGINE": "unix://\(path)", "CORRAL_STATE_DIR": NSTemporaryDirectory()])
+        let result = try runCorral(
+            ["sandbox", "ls"],
+            environment: ["CORRAL_ENGINE": "unix://\(path)", "CORRAL_STATE_DIR": NSTemporaryDirectory()])
         #expect(result.status != 0)
         #expect(result.stderr.hasPrefix("corral: the engine at unix://\(path)"))
         #expect(result.stderr.contains(message))
@@ -212,7 +243,9 @@ struct NoEngineCLITests {
     @Test("global options work before the subcommand, as with docker")
     func globalOptionsFirst() throws {
         let socket = "/tmp/corral-missing-\(UUID().uuidString.prefix(6)).sock"
-        let result = try runCorral(["--engine", "unix://\(socket)", "--state-dir", NSTemporaryDirectory(), "sandbox", "ls"])
+        let result = try runCorral([
+            "--engine", "unix://\(socket)", "--state-dir", NSTemporaryDirectory(), "sandbox", "ls",
+        ])
         #expect(result.stderr.contains(socket))
     }
 }
@@ -231,7 +264,9 @@ struct WorkspaceFlagTests {
             #expect(result.status != 0)
             let lines = result.stderr.split(separator: "\n")
             #expect(lines.first?.contains(what) == true, "\(result.stderr)")
-            #expect(lines.count == 2 && lines[1].hasPrefix("hint: ") && lines[1].contains("corral serve"), "\(result.stderr)")
+            #expect(
+                lines.count == 2 && lines[1].hasPrefix("hint: ") && lines[1].contains("corral serve"),
+                "\(result.stderr)")
         }
         let stray = try cli.corral(["run", "--write", "--", "true"])
         #expect(stray.status != 0)

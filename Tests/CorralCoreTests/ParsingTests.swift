@@ -3,10 +3,12 @@ import Testing
 
 @Suite("Parsing sizes, durations and ids")
 struct ParsingTests {
-    @Test("sizes parse the way docker's --memory does", arguments: [
-        ("1g", Int64(1 << 30)), ("512m", Int64(512 << 20)), ("64k", Int64(64 << 10)), ("100", Int64(100)),
-        ("1.5g", Int64(3 << 29)), ("2GiB", Int64(2 << 30)), (" 8MB ", Int64(8 << 20)),
-    ])
+    @Test(
+        "sizes parse the way docker's --memory does",
+        arguments: [
+            ("1g", Int64(1 << 30)), ("512m", Int64(512 << 20)), ("64k", Int64(64 << 10)), ("100", Int64(100)),
+            ("1.5g", Int64(3 << 29)), ("2GiB", Int64(2 << 30)), (" 8MB ", Int64(8 << 20)),
+        ])
     func sizes(text: String, bytes: Int64) throws {
         #expect(try ByteSize(parsing: text).bytes == bytes)
     }
@@ -31,9 +33,12 @@ struct ParsingTests {
         #expect(ByteSize(bytes: 100).description == "100b")
     }
 
-    @Test("durations parse compound units and bare seconds", arguments: [
-        ("30s", 30_000.0), ("15m", 900_000.0), ("1h30m", 5_400_000.0), ("250ms", 250.0), ("2", 2000.0), ("1d", 86_400_000.0),
-    ])
+    @Test(
+        "durations parse compound units and bare seconds",
+        arguments: [
+            ("30s", 30_000.0), ("15m", 900_000.0), ("1h30m", 5_400_000.0), ("250ms", 250.0), ("2", 2000.0),
+            ("1d", 86_400_000.0),
+        ])
     func durations(text: String, milliseconds: Double) throws {
         #expect(try Duration(parsing: text).milliseconds == milliseconds)
     }
@@ -50,9 +55,11 @@ struct ParsingTests {
         }
     }
 
-    @Test("ids refuse path characters, upper case and overlong input", arguments: [
-        "", "../etc", "a/b", "A", ".hidden", "-lead", String(repeating: "x", count: 65), "sb 1", "é",
-    ])
+    @Test(
+        "ids refuse path characters, upper case and overlong input",
+        arguments: [
+            "", "../etc", "a/b", "A", ".hidden", "-lead", String(repeating: "x", count: 65), "sb 1", "é",
+        ])
     func badIDs(text: String) {
         #expect(throws: CorralError.self) { try SandboxID(validating: text) }
         #expect(SessionID(text) == nil)

@@ -235,7 +235,9 @@ struct LoopTests {
             #expect(error?.code == .notFound, "a template the provisioner does not know")
             var cloning = Self.spec
             cloning.hands = HandSpec(repo: "https://example.com/a/b.git")
-            let noGateway = await #expect(throws: CorralError.self) { try await harness.create(task: "t", spec: cloning) }
+            let noGateway = await #expect(throws: CorralError.self) {
+                try await harness.create(task: "t", spec: cloning)
+            }
             #expect(noGateway?.code == .unavailable, "a repository needs the gateway")
             let sessions = try await fixture.store.list()
             #expect(sessions.isEmpty)

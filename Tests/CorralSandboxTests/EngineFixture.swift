@@ -16,7 +16,8 @@ struct EngineFixture {
         let sandboxes = FileManager.default.temporaryDirectory.appendingPathComponent(
             "corral-sandbox-tests/sandboxes", isDirectory: true)
         var configuration = Provisioner.Configuration(
-            environment: SandboxEnvironment(initBinary: try SandboxEnvironment.locateInit(), sandboxesDirectory: sandboxes))
+            environment: SandboxEnvironment(
+                initBinary: try SandboxEnvironment.locateInit(), sandboxesDirectory: sandboxes))
         configuration.tools = tools
         provisioner = Provisioner(engine: engine, configuration: configuration)
     }
@@ -45,7 +46,8 @@ struct EngineFixture {
         }
     }
 
-    func bash(_ sandbox: Sandbox, _ command: String, timeout: Double? = nil, extra: [String: JSONValue] = [:]) async throws
+    func bash(_ sandbox: Sandbox, _ command: String, timeout: Double? = nil, extra: [String: JSONValue] = [:])
+        async throws
         -> ToolOutput
     {
         var input: [String: JSONValue] = ["command": .string(command)]
@@ -54,4 +56,3 @@ struct EngineFixture {
         return try await sandbox.execute(tool: "bash", input: .object(input))
     }
 }
-

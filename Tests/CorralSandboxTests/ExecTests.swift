@@ -44,10 +44,12 @@ struct ExecTests {
         }
     }
 
-    @Test("bad input comes back as a tool error, not a crash", arguments: [
-        JSONValue.object([:]), ["command": 42], ["command": "  "], ["command": "true", "timeout": -1],
-        ["command": "true", "workdir": "relative"], ["command": "true", "env": ["A": 1]], "not an object",
-    ])
+    @Test(
+        "bad input comes back as a tool error, not a crash",
+        arguments: [
+            JSONValue.object([:]), ["command": 42], ["command": "  "], ["command": "true", "timeout": -1],
+            ["command": "true", "workdir": "relative"], ["command": "true", "env": ["A": 1]], "not an object",
+        ])
     func badInput(input: JSONValue) async throws {
         let fixture = try EngineFixture()
         // No sandbox needed: input is checked before anything runs.
@@ -93,7 +95,8 @@ struct ExecTests {
                 sandbox, "sleep 3 & s=$!; bomb() { bomb | bomb & }; bomb; wait $s; echo survived", timeout: 20)
             #expect(bomb.text.contains("Resource temporarily unavailable"))
             #expect(bomb.text.contains("survived"))
-            let limit = try await fixture.bash(sandbox, "cat /sys/fs/cgroup/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids/pids.max")
+            let limit = try await fixture.bash(
+                sandbox, "cat /sys/fs/cgroup/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids/pids.max")
             #expect(limit.text.trimmingCharacters(in: .whitespacesAndNewlines) == "64")
             let after = try await fixture.bash(sandbox, "echo still here")
             #expect(after.text == "still here\n")
@@ -109,7 +112,8 @@ struct ExecTests {
             #expect(root.text.contains("Read-only file system"))
             let usr = try await fixture.bash(sandbox, "echo x > /usr/bin/evil")
             #expect(usr.isError)
-            let workspace = try await fixture.bash(sandbox, "echo data > /workspace/f && cat /workspace/f && stat -c %u:%g /workspace")
+            let workspace = try await fixture.bash(
+                sandbox, "echo data > /workspace/f && cat /workspace/f && stat -c %u:%g /workspace")
             #expect(workspace.text == "data\n1000:1000\n")
             let tmp = try await fixture.bash(sandbox, "echo data > /tmp/f && cat /tmp/f && stat -c %a /tmp")
             #expect(tmp.text == "data\n1777\n")
@@ -136,7 +140,9 @@ struct ExecTests {
     func privileges() async throws {
         let fixture = try EngineFixture()
         try await fixture.withSandbox { sandbox in
-            let status = try await fixture.bash(sandbox, "grep -E '^(Uid|Gid|CapInh|CapPrm|CapEff|CapBnd|CapAmb|NoNewPrivs|Seccomp):' /proc/self/status")
+            let status = try await fixture.bash(
+                sandbox, "grep -E '^(Uid|Gid|CapInh|CapPrm|CapEff|CapBnd|CapAmb|NoNewPrivs|Seccomp):' /proc/self/status"
+            )
             let fields = Dictionary(
                 uniqueKeysWithValues: status.text.split(separator: "\n").map { line -> (String, String) in
                     let parts = line.split(separator: ":", maxSplits: 1)
@@ -158,7 +164,10 @@ struct ExecTests {
     func memoryLimit() async throws {
         let fixture = try EngineFixture()
         try await fixture.withSandbox(EngineFixture.request { $0.resources.memory = .mebibytes(64) }) { sandbox in
-            let limit = try await fixture.bash(sandbox, "cat /sys/fs/cgroup/memory.max /sys/fs/cgroup/memory.swap.max 2>/dev/null || cat /sys/fs/cgroup/memory/memory.limit_in_bytes")
+            let limit = try await fixture.bash(
+                sandbox,
+                "cat /sys/fs/cgroup/memory.max /sys/fs/cgroup/memory.swap.max 2>/dev/null || cat /sys/fs/cgroup/memory/memory.limit_in_bytes"
+            )
             #expect(limit.text.hasPrefix("\(64 << 20)\n"))
             let hog = try await fixture.bash(sandbox, "python3 -c 'a = bytearray(512 * 1024 * 1024); print(len(a))'")
             #expect(hog.isError)
@@ -192,7 +201,8 @@ struct ExecTests {
         let output = try await fixture.bash(sandbox, "echo hi")
         #expect(output.isError)
         #expect(output.text.contains("sandbox \(sandbox.id) is gone"))
-        let view = try await sandbox.execute(tool: "str_replace_based_edit_tool", input: ["command": "view", "path": "/workspace"])
+        let view = try await sandbox.execute(
+            tool: "str_replace_based_edit_tool", input: ["command": "view", "path": "/workspace"])
         #expect(view.isError)
         #expect(view.text.contains("is gone"))
     }

@@ -17,7 +17,8 @@ struct FileTests {
         let fixture = try EngineFixture()
         try await fixture.withSandbox { sandbox in
             let path = "/workspace/notes.txt"
-            let created = try await edit(sandbox, ["command": "create", "path": .string(path), "file_text": "alpha\nbeta\ngamma\n"])
+            let created = try await edit(
+                sandbox, ["command": "create", "path": .string(path), "file_text": "alpha\nbeta\ngamma\n"])
             #expect(!created.isError, "\(created.text)")
             let owner = try await fixture.bash(sandbox, "stat -c %u:%g \(path); cat \(path)")
             #expect(owner.text == "1000:1000\nalpha\nbeta\ngamma\n")
@@ -33,21 +34,26 @@ struct FileTests {
             let badRange = try await edit(sandbox, ["command": "view", "path": .string(path), "view_range": [5, 9]])
             #expect(badRange.isError)
 
-            let replaced = try await edit(sandbox, ["command": "str_replace", "path": .string(path), "old_str": "beta", "new_str": "BETA"])
+            let replaced = try await edit(
+                sandbox, ["command": "str_replace", "path": .string(path), "old_str": "beta", "new_str": "BETA"])
             #expect(!replaced.isError)
             #expect(replaced.text.contains("2\tBETA"))
 
-            let noMatch = try await edit(sandbox, ["command": "str_replace", "path": .string(path), "old_str": "delta", "new_str": "x"])
+            let noMatch = try await edit(
+                sandbox, ["command": "str_replace", "path": .string(path), "old_str": "delta", "new_str": "x"])
             #expect(noMatch.isError)
             #expect(noMatch.text.contains("did not appear verbatim"))
 
-            _ = try await edit(sandbox, ["command": "insert", "path": .string(path), "insert_line": 0, "insert_text": "a\na"])
-            let twice = try await edit(sandbox, ["command": "str_replace", "path": .string(path), "old_str": "a\n", "new_str": "z"])
+            _ = try await edit(
+                sandbox, ["command": "insert", "path": .string(path), "insert_line": 0, "insert_text": "a\na"])
+            let twice = try await edit(
+                sandbox, ["command": "str_replace", "path": .string(path), "old_str": "a\n", "new_str": "z"])
             #expect(twice.isError)
             #expect(twice.text.contains("occurs"))
             #expect(twice.text.contains("lines 1, 2"))
 
-            let inserted = try await edit(sandbox, ["command": "insert", "path": .string(path), "insert_line": 5, "new_str": "omega"])
+            let inserted = try await edit(
+                sandbox, ["command": "insert", "path": .string(path), "insert_line": 5, "new_str": "omega"])
             #expect(!inserted.isError, "\(inserted.text)")
             let final = try await fixture.bash(sandbox, "cat \(path)")
             #expect(final.text == "a\na\nalpha\nBETA\ngamma\nomega\n")
@@ -75,8 +81,10 @@ struct FileTests {
     func keepsMode() async throws {
         let fixture = try EngineFixture()
         try await fixture.withSandbox { sandbox in
-            _ = try await fixture.bash(sandbox, "printf 'echo one\\n' > /workspace/run.sh && chmod 755 /workspace/run.sh")
-            _ = try await edit(sandbox, ["command": "str_replace", "path": "/workspace/run.sh", "old_str": "one", "new_str": "two"])
+            _ = try await fixture.bash(
+                sandbox, "printf 'echo one\\n' > /workspace/run.sh && chmod 755 /workspace/run.sh")
+            _ = try await edit(
+                sandbox, ["command": "str_replace", "path": "/workspace/run.sh", "old_str": "one", "new_str": "two"])
             let output = try await fixture.bash(sandbox, "/workspace/run.sh; stat -c %a /workspace/run.sh")
             #expect(output.text == "two\n755\n")
         }
@@ -87,12 +95,15 @@ struct FileTests {
         let fixture = try EngineFixture()
         try await withTemporaryDirectory { directory in
             let source = directory.appendingPathComponent("project")
-            try FileManager.default.createDirectory(at: source.appendingPathComponent("src"), withIntermediateDirectories: true)
+            try FileManager.default.createDirectory(
+                at: source.appendingPathComponent("src"), withIntermediateDirectories: true)
             try Data("print('hi')\n".utf8).write(to: source.appendingPathComponent("src/main.py"))
             try Data(repeating: 7, count: 300_000).write(to: source.appendingPathComponent("blob.bin"))
             try await fixture.withSandbox { sandbox in
                 try await sandbox.copyIn(from: source, to: "/workspace")
-                let inside = try await fixture.bash(sandbox, "cd /workspace/project && python3 src/main.py && stat -c %u:%g src/main.py && wc -c < blob.bin")
+                let inside = try await fixture.bash(
+                    sandbox,
+                    "cd /workspace/project && python3 src/main.py && stat -c %u:%g src/main.py && wc -c < blob.bin")
                 #expect(inside.text == "hi\n1000:1000\n300000\n")
 
                 let back = directory.appendingPathComponent("back")
@@ -101,7 +112,8 @@ struct FileTests {
                 #expect(try Data(contentsOf: back.appendingPathComponent("blob.bin")).count == 300_000)
 
                 // A single file to a new name.
-                try await sandbox.copyIn(from: source.appendingPathComponent("src/main.py"), to: "/workspace/renamed.py")
+                try await sandbox.copyIn(
+                    from: source.appendingPathComponent("src/main.py"), to: "/workspace/renamed.py")
                 let renamed = try await fixture.bash(sandbox, "cat /workspace/renamed.py")
                 #expect(renamed.text == "print('hi')\n")
             }
@@ -134,7 +146,9 @@ struct FileTests {
         let fixture = try EngineFixture()
         try await withTemporaryDirectory { directory in
             try await fixture.withSandbox { sandbox in
-                _ = try await fixture.bash(sandbox, "mkdir -p /workspace/out && echo a > /workspace/out/a && ln -s /etc/passwd /workspace/out/link")
+                _ = try await fixture.bash(
+                    sandbox,
+                    "mkdir -p /workspace/out && echo a > /workspace/out/a && ln -s /etc/passwd /workspace/out/link")
                 let target = directory.appendingPathComponent("copy")
                 do {
                     try await sandbox.copyOut("/workspace/out", to: target)

@@ -10,7 +10,8 @@ struct LifecycleTests {
     @Test("provision, run, inspect, remove: the container is gone afterwards")
     func lifecycle() async throws {
         let fixture = try EngineFixture()
-        let sandbox = try await fixture.provisioner.provision(EngineFixture.request { $0.labels["purpose"] = "lifecycle" })
+        let sandbox = try await fixture.provisioner.provision(
+            EngineFixture.request { $0.labels["purpose"] = "lifecycle" })
         let info = try await sandbox.info()
         #expect(info.state == "running")
         #expect(info.id == sandbox.id)

@@ -15,7 +15,8 @@ struct RuntimeTests {
             info.runtimes["runsc"] != nil,
             "the engine has no runsc runtime; register it as docs/engine.md shows (CI does)")
         try await fixture.withSandbox(EngineFixture.request { $0.runtime = .runsc }) { sandbox in
-            let output = try await fixture.bash(sandbox, "id -u; echo x > /workspace/f && cat /workspace/f; dmesg 2>/dev/null | head -1")
+            let output = try await fixture.bash(
+                sandbox, "id -u; echo x > /workspace/f && cat /workspace/f; dmesg 2>/dev/null | head -1")
             #expect(output.text.hasPrefix("1000\nx\n"))
             let inspect = try await fixture.engine.inspectContainer(sandbox.containerName)
             #expect(inspect.hostConfig?.runtime == "runsc")
@@ -36,7 +37,9 @@ struct RuntimeTests {
             #expect(error.code == .notFound)
             #expect(error.message.contains("image 'corral/missing:nope' is not on the engine"))
         }
-        let after = try await fixture.engine.listContainers(labels: ["corral.managed=1", "corral.label.test=unknown-image"])
+        let after = try await fixture.engine.listContainers(labels: [
+            "corral.managed=1", "corral.label.test=unknown-image",
+        ])
         #expect(after.isEmpty)
         _ = before
     }
@@ -45,10 +48,12 @@ struct RuntimeTests {
     func unknownRuntime() async throws {
         let fixture = try EngineFixture()
         await #expect(throws: CorralError.self) {
-            _ = try await fixture.provisioner.provision(EngineFixture.request { $0.runtime = SandboxRuntime(rawValue: "kata-nope") })
+            _ = try await fixture.provisioner.provision(
+                EngineFixture.request { $0.runtime = SandboxRuntime(rawValue: "kata-nope") })
         }
         do {
-            _ = try await fixture.provisioner.provision(EngineFixture.request { $0.runtime = SandboxRuntime(rawValue: "kata-nope") })
+            _ = try await fixture.provisioner.provision(
+                EngineFixture.request { $0.runtime = SandboxRuntime(rawValue: "kata-nope") })
         } catch let error as CorralError {
             #expect(error.message.contains("kata-nope"))
             #expect(error.hint != nil)

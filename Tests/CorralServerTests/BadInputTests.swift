@@ -14,7 +14,8 @@ struct BadInputTests {
         defer { Task { await fixture.cleanUp() } }
         try await fixture.test { client in
             for (method, uri) in [
-                (HTTPRequest.Method.get, "/v1/sandboxes"), (.post, "/v1/sandboxes"), (.get, "/v1/sandboxes/sb-x/stat?path=/"),
+                (HTTPRequest.Method.get, "/v1/sandboxes"), (.post, "/v1/sandboxes"),
+                (.get, "/v1/sandboxes/sb-x/stat?path=/"),
                 (.get, "/v1/pools"), (.delete, "/v1/sandboxes/sb-x"),
             ] {
                 let missing = try await client.call(method, uri, token: nil)

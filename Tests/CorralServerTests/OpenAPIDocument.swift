@@ -176,7 +176,6 @@ struct DocumentError: Error, CustomStringConvertible {
     init(_ description: String) { self.description = description }
 }
 
-
 extension OpenAPIDocument {
     /// RFC 3339 date-time, with or without a fraction of a second, as `format: date-time` says.
     static func isDateTime(_ text: String) -> Bool {

@@ -11,7 +11,8 @@ import Testing
 
 @Suite("Sandbox routes on a real engine", .engine)
 struct SandboxRouteTests {
-    static let create = #"{"image": "\#(TestEnvironment.baseImage)", "memory": "256m", "ttl": "15m", "labels": {"test": "server"}}"#
+    static let create =
+        #"{"image": "\#(TestEnvironment.baseImage)", "memory": "256m", "ttl": "15m", "labels": {"test": "server"}}"#
 
     @Test("create, list, inspect, execute, exec stream, files and delete work for the owner")
     func lifecycle() async throws {
@@ -30,7 +31,8 @@ struct SandboxRouteTests {
             #expect(info.tenant.rawValue == "tenant-a")
 
             let executed = try await client.call(
-                .post, "/v1/sandboxes/\(id)/execute", token: token, json: #"{"name": "bash", "input": {"command": "echo hi; exit 3"}}"#)
+                .post, "/v1/sandboxes/\(id)/execute", token: token,
+                json: #"{"name": "bash", "input": {"command": "echo hi; exit 3"}}"#)
             let output = try executed.decode(ToolOutput.self)
             #expect(output.isError)
             #expect(output.text.hasPrefix("hi\n"))
@@ -45,7 +47,8 @@ struct SandboxRouteTests {
             let stdout = events.filter { $0.stream == "stdout" }.flatMap(\.bytes)
             #expect(String(decoding: stdout, as: UTF8.self) == "out\n")
 
-            let put = try await client.call(.put, "/v1/sandboxes/\(id)/files?path=/workspace/a.txt", token: token, body: Array("data".utf8))
+            let put = try await client.call(
+                .put, "/v1/sandboxes/\(id)/files?path=/workspace/a.txt", token: token, body: Array("data".utf8))
             #expect(put.status == .noContent)
             let got = try await client.call(.get, "/v1/sandboxes/\(id)/files?path=/workspace/a.txt", token: token)
             #expect(got.text == "data")
@@ -53,7 +56,8 @@ struct SandboxRouteTests {
             let writer = try TarWriter()
             try writer.addFile(path: "dir/b.txt", contents: Array("tarred".utf8))
             let tar = try writer.finish()
-            let archived = try await client.call(.put, "/v1/sandboxes/\(id)/archive?path=/workspace", token: token, body: tar)
+            let archived = try await client.call(
+                .put, "/v1/sandboxes/\(id)/archive?path=/workspace", token: token, body: tar)
             #expect(archived.status == .noContent, "\(archived.text)")
             let stat = try await client.call(.get, "/v1/sandboxes/\(id)/stat?path=/workspace/dir", token: token)
             #expect(try stat.decode(PathStat.self).isDirectory)
@@ -65,7 +69,8 @@ struct SandboxRouteTests {
 
             let evil = try TarWriter()
             try evil.addFile(path: "../escape", contents: [1])
-            let refused = try await client.call(.put, "/v1/sandboxes/\(id)/archive?path=/workspace", token: token, body: try evil.finish())
+            let refused = try await client.call(
+                .put, "/v1/sandboxes/\(id)/archive?path=/workspace", token: token, body: try evil.finish())
             #expect(refused.status.code >= 400 && refused.status.code < 500, "\(refused.text)")
 
             let deleted = try await client.call(.delete, "/v1/sandboxes/\(id)", token: token)
@@ -87,20 +92,26 @@ struct SandboxRouteTests {
                 (.get, "/v1/sandboxes/ID", nil), (.delete, "/v1/sandboxes/ID", nil),
                 (.post, "/v1/sandboxes/ID/execute", #"{"name": "bash", "input": {"command": "true"}}"#),
                 (.post, "/v1/sandboxes/ID/exec", #"{"command": ["true"]}"#),
-                (.get, "/v1/sandboxes/ID/files?path=/etc/hostname", nil), (.put, "/v1/sandboxes/ID/files?path=/workspace/x", nil),
-                (.get, "/v1/sandboxes/ID/archive?path=/workspace", nil), (.put, "/v1/sandboxes/ID/archive?path=/workspace", nil),
+                (.get, "/v1/sandboxes/ID/files?path=/etc/hostname", nil),
+                (.put, "/v1/sandboxes/ID/files?path=/workspace/x", nil),
+                (.get, "/v1/sandboxes/ID/archive?path=/workspace", nil),
+                (.put, "/v1/sandboxes/ID/archive?path=/workspace", nil),
                 (.get, "/v1/sandboxes/ID/stat?path=/workspace", nil),
             ]
             for (method, template, json) in routes {
                 let theirs = try await client.call(
-                    method, template.replacingOccurrences(of: "ID", with: id.rawValue), token: fixture.tokenB, json: json,
+                    method, template.replacingOccurrences(of: "ID", with: id.rawValue), token: fixture.tokenB,
+                    json: json,
                     body: json == nil ? [0] : nil)
                 let absent = try await client.call(
-                    method, template.replacingOccurrences(of: "ID", with: missing.rawValue), token: fixture.tokenB, json: json,
+                    method, template.replacingOccurrences(of: "ID", with: missing.rawValue), token: fixture.tokenB,
+                    json: json,
                     body: json == nil ? [0] : nil)
                 #expect(theirs.status == .notFound, "\(method) \(template): \(theirs.text)")
                 #expect(theirs.status == absent.status)
-                #expect(theirs.text.replacingOccurrences(of: id.rawValue, with: "ID") == absent.text.replacingOccurrences(of: missing.rawValue, with: "ID"))
+                #expect(
+                    theirs.text.replacingOccurrences(of: id.rawValue, with: "ID")
+                        == absent.text.replacingOccurrences(of: missing.rawValue, with: "ID"))
             }
             let theirList = try await client.call(.get, "/v1/sandboxes", token: fixture.tokenB)
             #expect(try theirList.decode([SandboxInfo].self).isEmpty)
@@ -117,7 +128,11 @@ struct SandboxRouteTests {
         try await fixture.test { client in
             let statuses = try await withThrowingTaskGroup(of: Int.self) { group in
                 for _ in 0..<4 {
-                    group.addTask { Int(try await client.call(.post, "/v1/sandboxes", token: fixture.tokenA, json: Self.create).status.code) }
+                    group.addTask {
+                        Int(
+                            try await client.call(.post, "/v1/sandboxes", token: fixture.tokenA, json: Self.create)
+                                .status.code)
+                    }
                 }
                 return try await group.reduce(into: []) { $0.append($1) }
             }

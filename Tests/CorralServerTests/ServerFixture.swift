@@ -20,11 +20,13 @@ struct ServerFixture {
     let tokenB: String
 
     init(sandboxesPerTenant: Int = 20) async throws {
-        state = FileManager.default.temporaryDirectory.appendingPathComponent("corral-server-\(UUID().uuidString.prefix(8))")
+        state = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "corral-server-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(at: state, withIntermediateDirectories: true)
         engine = try DockerEngineClient(parsing: TestEnvironment.engineEndpoint)
         let environment = SandboxEnvironment(
-            initBinary: try SandboxEnvironment.locateInit(), sandboxesDirectory: state.appendingPathComponent("sandboxes"))
+            initBinary: try SandboxEnvironment.locateInit(),
+            sandboxesDirectory: state.appendingPathComponent("sandboxes"))
         let runner = try await CorralServiceRunner.prepare(
             configuration: CorralConfiguration(), engine: engine, environment: environment)
         var configuration = CorralServer.Configuration()

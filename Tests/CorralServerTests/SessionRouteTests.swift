@@ -17,13 +17,15 @@ struct SessionRouteTests {
         defer { Task { await fixture.cleanUp() } }
         let token = fixture.tokenA
         try await fixture.test { client in
-            let created = try await client.call(.post, "/v1/sessions", token: token, json: #"{"metadata": {"task": "demo"}}"#)
+            let created = try await client.call(
+                .post, "/v1/sessions", token: token, json: #"{"metadata": {"task": "demo"}}"#)
             #expect(created.status == .created)
             let session = try created.decode(SessionInfo.self)
             #expect(session.tenant.rawValue == "tenant-a")
             let id = session.id
 
-            let append = #"{"events": [{"id": "e1", "type": "user.message", "data": {"text": "hi"}}, {"id": "e2", "type": "brain.response"}], "expectedSeq": 1}"#
+            let append =
+                #"{"events": [{"id": "e1", "type": "user.message", "data": {"text": "hi"}}, {"id": "e2", "type": "brain.response"}], "expectedSeq": 1}"#
             let first = try await client.call(.post, "/v1/sessions/\(id)/events", token: token, json: append)
             #expect(first.status == .created)
             #expect(try first.decode(AppendEventsResponse.self).written == 2)
@@ -31,10 +33,12 @@ struct SessionRouteTests {
             #expect(retry.status == .ok)
             #expect(try retry.decode(AppendEventsResponse.self).written == 0)
             let wrongSeq = try await client.call(
-                .post, "/v1/sessions/\(id)/events", token: token, json: #"{"events": [{"type": "x"}], "expectedSeq": 1}"#)
+                .post, "/v1/sessions/\(id)/events", token: token,
+                json: #"{"events": [{"type": "x"}], "expectedSeq": 1}"#)
             #expect(wrongSeq.status == .conflict)
             let badEvent = try await client.call(
-                .post, "/v1/sessions/\(id)/events", token: token, json: #"{"events": [{"type": "x", "id": "has space"}]}"#)
+                .post, "/v1/sessions/\(id)/events", token: token,
+                json: #"{"events": [{"type": "x", "id": "has space"}]}"#)
             #expect(badEvent.status == .badRequest)
 
             let page = try await client.call(.get, "/v1/sessions/\(id)/events?from=2&limit=5", token: token)
@@ -53,13 +57,19 @@ struct SessionRouteTests {
             let stale = try await client.call(
                 .post, "/v1/sessions/\(id)/events", token: token, json: #"{"events": [{"type": "late"}], "epoch": 1}"#)
             #expect(stale.status == .conflict)
-            #expect(stale.error?.message.contains("stale") == true || stale.error?.message.contains("lease") == true, "\(stale.text)")
+            #expect(
+                stale.error?.message.contains("stale") == true || stale.error?.message.contains("lease") == true,
+                "\(stale.text)")
 
             let duplicate = try await client.call(.post, "/v1/sessions", token: token, json: #"{"id": "\#(id)"}"#)
             #expect(duplicate.status == .conflict)
-            #expect(!duplicate.text.contains(fixture.state.path), "errors never show the service's paths: \(duplicate.text)")
+            #expect(
+                !duplicate.text.contains(fixture.state.path), "errors never show the service's paths: \(duplicate.text)"
+            )
             let times = try await client.call(.get, "/v1/sessions/\(id)/events", token: token).text
-            #expect(times.range(of: #"\.\d{3}"#, options: .regularExpression) != nil, "event times keep sub-second precision: \(times)")
+            #expect(
+                times.range(of: #"\.\d{3}"#, options: .regularExpression) != nil,
+                "event times keep sub-second precision: \(times)")
 
             let mine = try await client.call(.get, "/v1/sessions", token: token).decode([SessionInfo].self)
             #expect(Set(mine.map(\.id)) == [id, forked.id])
@@ -79,14 +89,19 @@ struct SessionRouteTests {
                 (.post, "/v1/sessions/ID/fork", #"{"at": 0}"#), (.post, "/v1/sessions/ID/wake", nil),
             ]
             for (method, template, json) in routes {
-                let theirs = try await client.call(method, template.replacingOccurrences(of: "ID", with: id.rawValue), token: fixture.tokenB, json: json)
-                let absent = try await client.call(method, template.replacingOccurrences(of: "ID", with: missing.rawValue), token: fixture.tokenB, json: json)
+                let theirs = try await client.call(
+                    method, template.replacingOccurrences(of: "ID", with: id.rawValue), token: fixture.tokenB,
+                    json: json)
+                let absent = try await client.call(
+                    method, template.replacingOccurrences(of: "ID", with: missing.rawValue), token: fixture.tokenB,
+                    json: json)
                 #expect(theirs.status == .notFound, "\(method) \(template): \(theirs.text)")
                 #expect(
                     theirs.text.replacingOccurrences(of: id.rawValue, with: "ID")
                         == absent.text.replacingOccurrences(of: missing.rawValue, with: "ID"))
             }
-            #expect(try await client.call(.get, "/v1/sessions", token: fixture.tokenB).decode([SessionInfo].self).isEmpty)
+            #expect(
+                try await client.call(.get, "/v1/sessions", token: fixture.tokenB).decode([SessionInfo].self).isEmpty)
         }
     }
 
@@ -94,16 +109,20 @@ struct SessionRouteTests {
     func liveTail() async throws {
         let fixture = try await ServerFixture()
         defer { Task { await fixture.cleanUp() } }
-        let app = Application(router: fixture.server.router(auth: .tokens), configuration: .init(address: .hostname("127.0.0.1", port: 0)))
+        let app = Application(
+            router: fixture.server.router(auth: .tokens), configuration: .init(address: .hostname("127.0.0.1", port: 0))
+        )
         try await app.test(.live) { client in
             let port = try #require(client.port)
             let created = try await client.call(.post, "/v1/sessions", token: fixture.tokenA)
             let id = try created.decode(SessionInfo.self).id
-            _ = try await client.call(.post, "/v1/sessions/\(id)/events", token: fixture.tokenA, json: #"{"events": [{"type": "before"}]}"#)
+            _ = try await client.call(
+                .post, "/v1/sessions/\(id)/events", token: fixture.tokenA, json: #"{"events": [{"type": "before"}]}"#)
             let http = try CurlHTTPClient(endpoint: HTTPEndpoint(parsing: "http://127.0.0.1:\(port)"))
             defer { http.shutdown() }
             let seen = try await http.withStreamingResponse(
-                CurlHTTP.HTTPRequest(.get, "/v1/sessions/\(id)/events/stream", headers: ["Authorization": "Bearer \(fixture.tokenA)"])
+                CurlHTTP.HTTPRequest(
+                    .get, "/v1/sessions/\(id)/events/stream", headers: ["Authorization": "Bearer \(fixture.tokenA)"])
             ) { head, body in
                 #expect(head.status == 200)
                 #expect(head.headers["content-type"] == "text/event-stream")
@@ -115,7 +134,8 @@ struct SessionRouteTests {
                         // Appended after the tail is open: it must arrive on the open stream.
                         appended = true
                         _ = try await client.call(
-                            .post, "/v1/sessions/\(id)/events", token: fixture.tokenA, json: #"{"events": [{"type": "after"}]}"#)
+                            .post, "/v1/sessions/\(id)/events", token: fixture.tokenA,
+                            json: #"{"events": [{"type": "after"}]}"#)
                     }
                     if text.contains("event: after") { break }
                 }
@@ -132,7 +152,9 @@ struct SessionRouteTests {
         defer { Task { await fixture.cleanUp() } }
         var configuration = fixture.server.configuration
         configuration.sessionsPerTenant = 2
-        let server = CorralServer(configuration: configuration, runner: fixture.server.runner, tenants: fixture.server.tenants, sessions: fixture.server.sessions)
+        let server = CorralServer(
+            configuration: configuration, runner: fixture.server.runner, tenants: fixture.server.tenants,
+            sessions: fixture.server.sessions)
         try await Application(router: server.router(auth: .tokens)).test(.router) { client in
             #expect(try await client.call(.post, "/v1/sessions", token: fixture.tokenA).status == .created)
             #expect(try await client.call(.post, "/v1/sessions", token: fixture.tokenA).status == .created)

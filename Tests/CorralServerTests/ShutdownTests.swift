@@ -76,8 +76,11 @@ struct Corrald {
         socket = state.appendingPathComponent("corral.sock").path
         process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        let launcher = "import os, signal, sys; signal.pthread_sigmask(signal.SIG_SETMASK, []); os.execv(sys.argv[1], sys.argv[1:])"
-        process.arguments = ["python3", "-c", launcher, BuiltProducts.path("corrald"), "--listen", "", "--state-dir", state.path]
+        let launcher =
+            "import os, signal, sys; signal.pthread_sigmask(signal.SIG_SETMASK, []); os.execv(sys.argv[1], sys.argv[1:])"
+        process.arguments = [
+            "python3", "-c", launcher, BuiltProducts.path("corrald"), "--listen", "", "--state-dir", state.path,
+        ]
         var environment = ProcessInfo.processInfo.environment
         environment["CORRAL_ENGINE"] = TestEnvironment.engineEndpoint
         process.environment = environment
@@ -144,7 +147,9 @@ final class OutputBox: @unchecked Sendable {
         condition.lock()
         defer { condition.unlock() }
         while !String(decoding: data, as: UTF8.self).contains(needle) {
-            if done || !condition.wait(until: deadline) { return String(decoding: data, as: UTF8.self).contains(needle) }
+            if done || !condition.wait(until: deadline) {
+                return String(decoding: data, as: UTF8.self).contains(needle)
+            }
         }
         return true
     }
@@ -162,7 +167,9 @@ extension CorralClient {
 
     /// Waits until the session has an event of `type`, following its live tail.
     func waitForEvent(_ session: String, type: String) async throws {
-        let found = try await http.withStreamingResponse(request(.get, "/v1/sessions/\(session)/events/stream", timeout: .seconds(120))) {
+        let found = try await http.withStreamingResponse(
+            request(.get, "/v1/sessions/\(session)/events/stream", timeout: .seconds(120))
+        ) {
             _, body in
             var text = ""
             for try await chunk in body {

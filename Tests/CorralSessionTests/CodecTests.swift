@@ -1,7 +1,8 @@
-@testable import CorralSession
 import CorralCore
 import Foundation
 import Testing
+
+@testable import CorralSession
 
 @Suite("Checksums, JSON and timestamps")
 struct CodecTests {
@@ -38,19 +39,23 @@ struct CodecTests {
 
     @Test("JSON the standard allows is read, including escapes and surrogate pairs")
     func jsonAccepts() throws {
-        #expect(try JSONCodec.decode(#" {"a" : [1, -2.5e3, true, false, null, "x\"\\\/\b\f\n\r\t\u00e9\ud83e\udd80"]} "#)
-            == ["a": [1, .double(-2500), true, false, nil, "x\"\\/\u{8}\u{c}\n\r\té🦀"]])
+        #expect(
+            try JSONCodec.decode(#" {"a" : [1, -2.5e3, true, false, null, "x\"\\\/\b\f\n\r\t\u00e9\ud83e\udd80"]} "#)
+                == ["a": [1, .double(-2500), true, false, nil, "x\"\\/\u{8}\u{c}\n\r\té🦀"]])
         #expect(try JSONCodec.decode("9223372036854775807") == .int(Int64.max))
         #expect(try JSONCodec.decode("9223372036854775808") == .double(9223372036854775808))
         #expect(try JSONCodec.decode("0") == 0)
     }
 
-    @Test("malformed JSON is refused with the byte where it goes wrong", arguments: [
-        ("", "unexpected end of input"), ("{", "unexpected end of input"), ("{\"a\":1,}", "expected a string"),
-        ("[1 2]", "expected ','"), ("01", "leading zeros"), ("1.", "digit after '.'"), ("\"\u{01}\"", "control character"),
-        ("\"\\ud800\"", "lone UTF-16 surrogate"), ("\"\\q\"", "invalid escape"), ("nulx", "expected 'null'"),
-        ("1e999", "out of range"), ("{} {}", "after the value"), ("'a'", "unexpected character"),
-    ])
+    @Test(
+        "malformed JSON is refused with the byte where it goes wrong",
+        arguments: [
+            ("", "unexpected end of input"), ("{", "unexpected end of input"), ("{\"a\":1,}", "expected a string"),
+            ("[1 2]", "expected ','"), ("01", "leading zeros"), ("1.", "digit after '.'"),
+            ("\"\u{01}\"", "control character"),
+            ("\"\\ud800\"", "lone UTF-16 surrogate"), ("\"\\q\"", "invalid escape"), ("nulx", "expected 'null'"),
+            ("1e999", "out of range"), ("{} {}", "after the value"), ("'a'", "unexpected character"),
+        ])
     func jsonRefuses(input: String, reason: String) {
         #expect {
             _ = try JSONCodec.decode(input)
@@ -77,14 +82,16 @@ struct CodecTests {
         #expect(parsed == NewEvent(id: EventID(unchecked: "toolu_01A"), type: "tool.intent", data: ["cmd": "ls"]))
         #expect(try NewEvent(json: #"{"type":"x"}"#).data == .null)
         for (line, message) in [
-            (#"{"data":1}"#, "no 'type'"), (#"{"type":"x","dtaa":1}"#, "unknown event field 'dtaa'"), ("[1]", "must be a JSON object"),
+            (#"{"data":1}"#, "no 'type'"), (#"{"type":"x","dtaa":1}"#, "unknown event field 'dtaa'"),
+            ("[1]", "must be a JSON object"),
             (#"{"type":"x","id":"has space"}"#, "invalid event id"), (#"{"type":"x","id":7}"#, "'id' must be a string"),
             (#"{"type":"x""#, "malformed JSON"),
         ] {
             #expect {
                 _ = try NewEvent(json: line)
             } throws: { error in
-                (error as? CorralError)?.code == .invalidArgument && (error as? CorralError)?.message.contains(message) == true
+                (error as? CorralError)?.code == .invalidArgument
+                    && (error as? CorralError)?.message.contains(message) == true
             }
         }
     }
@@ -108,7 +115,8 @@ struct CodecTests {
     func recordFrame() {
         var buffer: [UInt8] = []
         LogFormat.appendRecord(
-            to: &buffer, seq: 42, epoch: 3, time: 1234, id: Array("ev-1".utf8), type: Array("user.message".utf8), data: Array("{}".utf8))
+            to: &buffer, seq: 42, epoch: 3, time: 1234, id: Array("ev-1".utf8), type: Array("user.message".utf8),
+            data: Array("{}".utf8))
         #expect(buffer.count % 8 == 0)
         buffer.withUnsafeBytes { raw in
             guard case .valid(let header) = LogFormat.checkRecord(raw) else {

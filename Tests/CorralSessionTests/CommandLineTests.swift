@@ -1,8 +1,9 @@
-@testable import CorralSession
 import CorralCore
 import Foundation
-import Testing
 import TestSupport
+import Testing
+
+@testable import CorralSession
 
 /// `corral session …` as a user runs it: the built executable, a state directory, stdin.
 @Suite("corral session commands", .timeLimit(.minutes(2)))
@@ -45,9 +46,13 @@ struct CommandLineTests {
             let events = try shown.output.map { try JSONCodec.decode($0) }
             #expect(events.map { $0["seq"] } == [2, 3])
             #expect(events.map { $0["id"] } == ["toolu_1", "toolu_1-result"])
-            #expect(events[0]["data"] == ["cmd": "ls -la"] && events[0]["epoch"] == 1 && events[0]["time"]?.stringValue?.hasSuffix("Z") == true)
+            #expect(
+                events[0]["data"] == ["cmd": "ls -la"] && events[0]["epoch"] == 1
+                    && events[0]["time"]?.stringValue?.hasSuffix("Z") == true)
             let human = try await corral(["session", "show", id, "--limit", "1"], state: state)
-            #expect(human.output.count == 1 && human.output[0].contains("user.message") && human.output[0].contains(#"{"text":"hi"}"#))
+            #expect(
+                human.output.count == 1 && human.output[0].contains("user.message")
+                    && human.output[0].contains(#"{"text":"hi"}"#))
 
             #expect(try await corral(["session", "wake", id], state: state).output == ["2"])
             let forked = try await corral(["session", "fork", id, "--at", "2", "--id", "copy"], state: state)
@@ -55,7 +60,8 @@ struct CommandLineTests {
             let listing = try await corral(["session", "ls", "--json"], state: state)
             let decoder = JSONDecoder()
             decoder.dateDecodingStrategy = .iso8601
-            let sessions = try decoder.decode([SessionInfo].self, from: Data(listing.output.joined(separator: "\n").utf8))
+            let sessions = try decoder.decode(
+                [SessionInfo].self, from: Data(listing.output.joined(separator: "\n").utf8))
             #expect(sessions.map(\.id.rawValue).sorted() == ["copy", id].sorted())
             let original = try #require(sessions.first { $0.id.rawValue == id })
             #expect(original.head == 3 && original.epoch == 2 && original.metadata == ["owner": "ci"])
@@ -70,12 +76,21 @@ struct CommandLineTests {
     func expectSeq() async throws {
         try await withTemporaryDirectory { state in
             let id = try #require(try await corral(["session", "create"], state: state).output.first)
-            #expect(try await corral(["session", "append", id, "--expect-seq", "1"], stdin: #"{"type":"a"}"# + "\n", state: state).output == ["1"])
-            let stale = try await corral(["session", "append", id, "--expect-seq", "1"], stdin: #"{"type":"b"}"# + "\n", state: state)
+            #expect(
+                try await corral(
+                    ["session", "append", id, "--expect-seq", "1"], stdin: #"{"type":"a"}"# + "\n", state: state
+                ).output == ["1"])
+            let stale = try await corral(
+                ["session", "append", id, "--expect-seq", "1"], stdin: #"{"type":"b"}"# + "\n", state: state)
             #expect(stale.status == 1)
-            #expect(stale.errors.hasPrefix("corral: session \(id): expected the first new event to get seq 1, but the head is 1"))
+            #expect(
+                stale.errors.hasPrefix(
+                    "corral: session \(id): expected the first new event to get seq 1, but the head is 1"))
             #expect(stale.errors.contains("\nhint: "))
-            #expect(try await corral(["session", "append", id, "--expect-seq", "2"], stdin: #"{"type":"b"}"# + "\n", state: state).output == ["2"])
+            #expect(
+                try await corral(
+                    ["session", "append", id, "--expect-seq", "2"], stdin: #"{"type":"b"}"# + "\n", state: state
+                ).output == ["2"])
         }
     }
 
@@ -85,7 +100,9 @@ struct CommandLineTests {
             let id = try #require(try await corral(["session", "create"], state: state).output.first)
             let store = FileSessionStore(directory: state.appendingPathComponent("sessions"))
 
-            let malformed = try await corral(["session", "append", id], stdin: #"{"type":"ok"}"# + "\n" + #"{"type": "x",}"# + "\n" + #"{"type":"never"}"# + "\n", state: state)
+            let malformed = try await corral(
+                ["session", "append", id],
+                stdin: #"{"type":"ok"}"# + "\n" + #"{"type": "x",}"# + "\n" + #"{"type":"never"}"# + "\n", state: state)
             #expect(malformed.status == 2)
             #expect(malformed.output == ["1"])
             #expect(malformed.errors.hasPrefix("corral: line 2: malformed JSON at byte 14"))
@@ -97,8 +114,11 @@ struct CommandLineTests {
             #expect(try await FileSessionStore(directory: store.directory).session(SessionID(unchecked: id)).head == 1)
 
             let unknown = try await corral(["session", "show", "se-nothere"], state: state)
-            #expect(unknown.status == 1 && unknown.errors.hasPrefix("corral: no session se-nothere in ") && unknown.output.isEmpty)
-            let unknownAppend = try await corral(["session", "append", "se-nothere"], stdin: #"{"type":"a"}"# + "\n", state: state)
+            #expect(
+                unknown.status == 1 && unknown.errors.hasPrefix("corral: no session se-nothere in ")
+                    && unknown.output.isEmpty)
+            let unknownAppend = try await corral(
+                ["session", "append", "se-nothere"], stdin: #"{"type":"a"}"# + "\n", state: state)
             #expect(unknownAppend.status == 1 && unknownAppend.errors.hasPrefix("corral: no session se-nothere"))
 
             for bad in ["../escape", "a/b", ".hidden", "UPPER"] {
@@ -108,7 +128,8 @@ struct CommandLineTests {
                 #expect(shown.status == 2 && shown.errors.hasPrefix("corral: invalid session id"), "\(bad)")
             }
             #expect(try FileManager.default.contentsOfDirectory(atPath: state.path) == ["sessions"])
-            #expect(try FileManager.default.contentsOfDirectory(atPath: store.directory.path).sorted() == [".staging", id])
+            #expect(
+                try FileManager.default.contentsOfDirectory(atPath: store.directory.path).sorted() == [".staging", id])
         }
     }
 
@@ -120,7 +141,8 @@ struct CommandLineTests {
             let lease = try await store.currentLease(id)
             _ = try await store.append(id, [event(id: "before")], lease: lease)
             let binary = try CorralBinary.path()
-            let child = try ChildProcess(binary, ["session", "tail", id.rawValue, "--json"], environment: ["CORRAL_STATE_DIR": state.path])
+            let child = try ChildProcess(
+                binary, ["session", "tail", id.rawValue, "--json"], environment: ["CORRAL_STATE_DIR": state.path])
             defer { child.killHard() }
             let seen = Task {
                 try await onOwnThread { () -> [String] in (0..<3).compactMap { _ in child.readLine() } }
@@ -142,7 +164,9 @@ struct CommandLineTests {
     static func isWatching(pid: pid_t) -> Bool {
         let directory = "/proc/\(pid)/fdinfo"
         for name in (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? [] {
-            if let info = try? String(contentsOfFile: directory + "/" + name, encoding: .utf8), info.contains("inotify wd:") {
+            if let info = try? String(contentsOfFile: directory + "/" + name, encoding: .utf8),
+                info.contains("inotify wd:")
+            {
                 return true
             }
         }

@@ -1,8 +1,9 @@
-@testable import CorralSession
 import CorralCore
 import Foundation
-import Testing
 import TestSupport
+import Testing
+
+@testable import CorralSession
 
 /// Real writer processes (`corral session append`), killed with SIGKILL at random points:
 /// before they open the session, while they read input, while they write, while they wait
@@ -41,7 +42,9 @@ struct CrashTests {
                     // One round in ten kills the writer while it starts up or recovers.
                     killAtStart: Int.random(in: 0..<10, using: &generator) == 0,
                     warmUp: Int.random(in: 1...2, using: &generator),
-                    chunks: (0..<Int.random(in: 1...4, using: &generator)).map { _ in Int.random(in: 1...8, using: &generator) },
+                    chunks: (0..<Int.random(in: 1...4, using: &generator)).map { _ in
+                        Int.random(in: 1...8, using: &generator)
+                    },
                     acksBeforeKill: Int.random(in: 0...10, using: &generator),
                     finalChunk: Int.random(in: 1...20, using: &generator),
                     killDelay: UInt32.random(in: 0...400, using: &generator)
@@ -52,7 +55,9 @@ struct CrashTests {
                         environment: ["CORRAL_STATE_DIR": directory.path])
                     var printed: [(UInt64, String)] = []
                     func take(_ line: String) {
-                        guard let value = try? JSONCodec.decode(line), let seq = value["seq"]?.intValue, let id = value["id"]?.stringValue else {
+                        guard let value = try? JSONCodec.decode(line), let seq = value["seq"]?.intValue,
+                            let id = value["id"]?.stringValue
+                        else {
                             printed.append((0, "unparsable: \(line)"))
                             return
                         }
@@ -88,8 +93,10 @@ struct CrashTests {
                 // it must never fail.
                 #expect(result.status == 137 || result.status == 0, "round \(round): writer failed: \(result.errors)")
                 let expectedAcks = result.printed.indices.map { (start + 1 + UInt64($0), "c\(Int(start) + 1 + $0)") }
-                #expect(result.printed.map(\.seq) == expectedAcks.map(\.0), "round \(round): acknowledgements out of order")
-                #expect(result.printed.map(\.id) == expectedAcks.map(\.1), "round \(round): acknowledged the wrong events")
+                #expect(
+                    result.printed.map(\.seq) == expectedAcks.map(\.0), "round \(round): acknowledgements out of order")
+                #expect(
+                    result.printed.map(\.id) == expectedAcks.map(\.1), "round \(round): acknowledged the wrong events")
                 acknowledged = max(acknowledged, result.printed.last?.seq ?? 0)
 
                 // What this round may have touched is checked every round, the whole log every
@@ -102,7 +109,9 @@ struct CrashTests {
                 #expect(total >= Int(acknowledged), "round \(round): acknowledged \(acknowledged), log holds \(total)")
                 for (offset, event) in events.enumerated() {
                     let number = checkFrom + offset
-                    if event.seq != UInt64(number) || event.id.rawValue != "c\(number)" || event.data["k"]?.intValue != Int64(number) {
+                    if event.seq != UInt64(number) || event.id.rawValue != "c\(number)"
+                        || event.data["k"]?.intValue != Int64(number)
+                    {
                         Issue.record("round \(round): seq \(event.seq) holds \(event.id), not c\(number)")
                         break
                     }
@@ -113,7 +122,9 @@ struct CrashTests {
             #expect(acknowledged > UInt64(Self.kills), "the writers acknowledged too little for the test to mean much")
             // Kills between the write and the acknowledgement happened, and the retries
             // recognised those events instead of writing them twice.
-            #expect(landedUnacknowledged > Self.kills / 20, "only \(landedUnacknowledged) kills landed between a write and its acknowledgement")
+            #expect(
+                landedUnacknowledged > Self.kills / 20,
+                "only \(landedUnacknowledged) kills landed between a write and its acknowledgement")
         }
     }
 }

@@ -1,18 +1,23 @@
-@testable import CorralSession
 import CorralCore
 import Foundation
-import Testing
 import TestSupport
+import Testing
+
+@testable import CorralSession
 
 @Suite("A full disk")
 struct DiskFullTests {
-    @Test("ENOSPC mid-batch: a clear error, nothing of the batch kept, the session readable, appends work again once there is room")
+    @Test(
+        "ENOSPC mid-batch: a clear error, nothing of the batch kept, the session readable, appends work again once there is room"
+    )
     func diskFullMidBatch() async throws {
         try await withTemporaryDirectory { directory in
             let mountPoint = directory.appendingPathComponent("small")
             try FileManager.default.createDirectory(at: mountPoint, withIntermediateDirectories: true)
             guard mount("tmpfs", mountPoint.path, "tmpfs", 0, "size=1m") == 0 else {
-                Issue.record("cannot mount a 1 MiB tmpfs at \(mountPoint.path): \(String(cString: strerror(errno))); this test needs root, as CI has")
+                Issue.record(
+                    "cannot mount a 1 MiB tmpfs at \(mountPoint.path): \(String(cString: strerror(errno))); this test needs root, as CI has"
+                )
                 return
             }
             defer { umount2(mountPoint.path, Int32(MNT_DETACH)) }
@@ -26,7 +31,9 @@ struct DiskFullTests {
             var stored: [String] = []
             var failure: CorralError?
             for batch in 0..<40 {
-                let events = (0..<4).map { event("big", id: "b\(batch)-\($0)", ["text": .string(String(repeating: "z", count: 48 * 1024))]) }
+                let events = (0..<4).map {
+                    event("big", id: "b\(batch)-\($0)", ["text": .string(String(repeating: "z", count: 48 * 1024))])
+                }
                 do {
                     _ = try await store.append(id, events, lease: lease)
                     stored += events.compactMap { $0.id?.rawValue }
@@ -37,7 +44,8 @@ struct DiskFullTests {
             }
             let error = try #require(failure, "the 1 MiB file system never filled up")
             #expect(error.code == .io)
-            #expect(error.message.contains("no space left on device") && error.message.contains(LogFormat.segmentName(1)))
+            #expect(
+                error.message.contains("no space left on device") && error.message.contains(LogFormat.segmentName(1)))
             #expect(error.hint?.contains("free space") == true)
             #expect(stored.count >= 4, "some batches should fit before the disk fills")
 

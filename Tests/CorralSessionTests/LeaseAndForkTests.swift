@@ -1,8 +1,9 @@
-@testable import CorralSession
 import CorralCore
 import Foundation
-import Testing
 import TestSupport
+import Testing
+
+@testable import CorralSession
 
 @Suite("Leases fence zombies; forks share history and then go their own way")
 struct LeaseAndForkTests {
@@ -58,7 +59,9 @@ struct LeaseAndForkTests {
             let store = makeStore(directory, segmentBytes: 1024)
             let parent = try await store.create().id
             let lease = try await store.currentLease(parent)
-            for index in 0..<60 { _ = try await store.append(parent, [event(id: "p\(index)")], lease: lease, durability: .none) }
+            for index in 0..<60 {
+                _ = try await store.append(parent, [event(id: "p\(index)")], lease: lease, durability: .none)
+            }
             let history = try await store.all(parent)
             for at in [UInt64(0), 1, 17, 59, 60] {
                 let fork = try await store.fork(parent, atSeq: at)
@@ -66,13 +69,17 @@ struct LeaseAndForkTests {
                 #expect(try await store.all(fork.id) == Array(history.prefix(Int(at))))
                 let forkLease = try await store.currentLease(fork.id)
                 for index in 0..<30 {
-                    _ = try await store.append(fork.id, [event(id: "f\(at)-\(index)")], lease: forkLease, durability: .none)
+                    _ = try await store.append(
+                        fork.id, [event(id: "f\(at)-\(index)")], lease: forkLease, durability: .none)
                 }
-                #expect(try await store.all(fork.id).map(\.id.rawValue) == history.prefix(Int(at)).map(\.id.rawValue) + (0..<30).map { "f\(at)-\($0)" })
+                #expect(
+                    try await store.all(fork.id).map(\.id.rawValue) == history.prefix(Int(at)).map(\.id.rawValue)
+                        + (0..<30).map { "f\(at)-\($0)" })
                 if at == 59 {
                     // Sealed segments are shared, not copied.
                     let shared = try sessionFiles(store, fork.id).filter { $0.hasSuffix(".seg") }.filter { name in
-                        let attributes = try FileManager.default.attributesOfItem(atPath: sessionPath(store, fork.id, name))
+                        let attributes = try FileManager.default.attributesOfItem(
+                            atPath: sessionPath(store, fork.id, name))
                         return (attributes[.referenceCount] as? Int ?? 1) > 1
                     }
                     #expect(shared.count >= 2)
@@ -90,7 +97,9 @@ struct LeaseAndForkTests {
 
 @Suite("Many sessions, many tasks")
 struct ConcurrencyTests {
-    @Test("two writers with separate store instances, as two processes, take turns on one session without losing or repeating a seq")
+    @Test(
+        "two writers with separate store instances, as two processes, take turns on one session without losing or repeating a seq"
+    )
     func writersInTurn() async throws {
         try await withTemporaryDirectory { directory in
             let first = makeStore(directory, segmentBytes: 2048)
@@ -103,8 +112,11 @@ struct ConcurrencyTests {
                 // Reading first lets the writer's view move on through the other's appends
                 // and segment rolls, so the append itself finds nothing new to read.
                 if round % 2 == 0 { _ = try await store.session(id) }
-                let batch = (0..<(round % 4 + 1)).map { event(id: "r\(round)-\($0)", ["pad": .string(String(repeating: "q", count: round % 50))]) }
-                let result = try await store.append(id, batch, lease: lease, durability: round % 5 == 0 ? .fsync : .none)
+                let batch = (0..<(round % 4 + 1)).map {
+                    event(id: "r\(round)-\($0)", ["pad": .string(String(repeating: "q", count: round % 50))])
+                }
+                let result = try await store.append(
+                    id, batch, lease: lease, durability: round % 5 == 0 ? .fsync : .none)
                 #expect(result.firstSeq == UInt64(expected.count) + 1, "round \(round)")
                 expected += batch.compactMap { $0.id?.rawValue }
             }
@@ -131,9 +143,11 @@ struct ConcurrencyTests {
                     for writer in 0..<writersPerSession {
                         group.addTask {
                             for batch in 0..<batches {
-                                let durability: Durability = batch % 5 == 0 ? .fsync : .groupCommit(maxDelay: .milliseconds(1))
+                                let durability: Durability =
+                                    batch % 5 == 0 ? .fsync : .groupCommit(maxDelay: .milliseconds(1))
                                 _ = try await store.append(
-                                    id, [event(id: "w\(writer)-b\(batch)-0"), event(id: "w\(writer)-b\(batch)-1")], lease: lease,
+                                    id, [event(id: "w\(writer)-b\(batch)-0"), event(id: "w\(writer)-b\(batch)-1")],
+                                    lease: lease,
                                     durability: durability)
                             }
                         }
@@ -142,7 +156,10 @@ struct ConcurrencyTests {
                         // A reader during the writes: every page it gets is a gap-free run.
                         for _ in 0..<20 {
                             let page = try await store.readPage(id, from: 1, limit: 1000)
-                            #expect(page.events.map(\.seq) == Array(1...UInt64(max(page.events.count, 1))).prefix(page.events.count).map { $0 })
+                            #expect(
+                                page.events.map(\.seq)
+                                    == Array(1...UInt64(max(page.events.count, 1))).prefix(page.events.count).map { $0 }
+                            )
                         }
                     }
                 }

@@ -1,8 +1,9 @@
-@testable import CorralSession
 import CorralCore
 import Foundation
-import Testing
 import TestSupport
+import Testing
+
+@testable import CorralSession
 
 /// Random sequences of operations against the store and against a plain in-memory model of
 /// what it should hold; after every step the two must agree. Segments are small, so rolls,
@@ -58,18 +59,24 @@ struct ModelTests {
                         nextID += 1
                         let callerID = Bool.random(using: &generator)
                         return NewEvent(
-                            id: callerID ? EventID(unchecked: "m\(nextID)") : nil, type: "t\(Int.random(in: 0..<4, using: &generator))",
+                            id: callerID ? EventID(unchecked: "m\(nextID)") : nil,
+                            type: "t\(Int.random(in: 0..<4, using: &generator))",
                             data: randomJSON(using: &generator))
                     }
                     let head = UInt64(session.events.count)
                     let expected: UInt64? = Bool.random(using: &generator) ? head + 1 : nil
-                    let durability: Durability = [.none, .fsync, .groupCommit(maxDelay: .milliseconds(1))].randomElement(using: &generator) ?? .none
-                    let result = try await store.append(id, batch, expectedSeq: expected, lease: lease, durability: durability)
+                    let durability: Durability =
+                        [.none, .fsync, .groupCommit(maxDelay: .milliseconds(1))].randomElement(using: &generator)
+                        ?? .none
+                    let result = try await store.append(
+                        id, batch, expectedSeq: expected, lease: lease, durability: durability)
                     #expect(result.firstSeq == head + 1 && result.written == count, "seed \(seed) step \(step)")
                     for (offset, new) in batch.enumerated() {
                         #expect(result.events[offset].seq == head + 1 + UInt64(offset))
-                        session.events.append(ModelEvent(
-                            id: result.events[offset].id.rawValue, type: new.type, data: new.data, epoch: session.epoch))
+                        session.events.append(
+                            ModelEvent(
+                                id: result.events[offset].id.rawValue, type: new.type, data: new.data,
+                                epoch: session.epoch))
                     }
                     session.lastBatch = batch.allSatisfy { $0.id != nil } ? (head + 1, batch) : nil
                 case 55..<62:
@@ -81,7 +88,8 @@ struct ModelTests {
                     }
                     if session.events.count > 0 {
                         await #expect(throws: CorralError.self) {
-                            _ = try await store.append(id, [NewEvent(type: "late")], expectedSeq: UInt64(session.events.count), lease: lease)
+                            _ = try await store.append(
+                                id, [NewEvent(type: "late")], expectedSeq: UInt64(session.events.count), lease: lease)
                         }
                     }
                 case 62..<82:
@@ -91,7 +99,9 @@ struct ModelTests {
                     let page = try await store.readPage(id, from: from, limit: limit)
                     let start = Int(max(from, 1)) - 1
                     let expected = start < head ? Array(session.events[start..<min(head, start + limit)]) : []
-                    let got = page.events.map { ModelEvent(id: $0.id.rawValue, type: $0.type, data: $0.data, epoch: $0.epoch) }
+                    let got = page.events.map {
+                        ModelEvent(id: $0.id.rawValue, type: $0.type, data: $0.data, epoch: $0.epoch)
+                    }
                     #expect(got == expected, "seed \(seed) step \(step): page from \(from) limit \(limit)")
                     #expect(page.events.map(\.seq) == Array(UInt64(start + 1)..<UInt64(start + 1 + expected.count)))
                 case 82..<88:
@@ -117,13 +127,17 @@ struct ModelTests {
                 model[id] = session
             }
             store = makeStore(directory, segmentBytes: 1500)
-            let segmentCounts = try model.keys.map { id in try sessionFiles(store, id).filter { $0.hasSuffix(".seg") }.count }
+            let segmentCounts = try model.keys.map { id in
+                try sessionFiles(store, id).filter { $0.hasSuffix(".seg") }.count
+            }
             #expect(segmentCounts.contains { $0 >= 3 }, "the run never rolled a session over three segments")
             #expect(try await store.list().map(\.id) == model.keys.sorted())
             for (id, session) in model {
                 try await check(id, session, step: -1)
                 let events = try await store.all(id)
-                #expect(events.map { ModelEvent(id: $0.id.rawValue, type: $0.type, data: $0.data, epoch: $0.epoch) } == session.events)
+                #expect(
+                    events.map { ModelEvent(id: $0.id.rawValue, type: $0.type, data: $0.data, epoch: $0.epoch) }
+                        == session.events)
                 #expect(events.map(\.seq) == Array(1...UInt64(max(events.count, 1))).prefix(events.count).map { $0 })
             }
         }

@@ -1,8 +1,9 @@
-@testable import CorralSession
 import CorralCore
 import Foundation
-import Testing
 import TestSupport
+import Testing
+
+@testable import CorralSession
 
 @Suite("Recovery: torn tails, zero fill, bit flips, lost indexes")
 struct RecoveryTests {
@@ -12,7 +13,9 @@ struct RecoveryTests {
         let id = try await store.create().id
         let lease = try await store.currentLease(id)
         for index in 0..<count {
-            _ = try await store.append(id, [event(id: "e\(index)", ["index": .int(Int64(index)), "text": "some words"])], lease: lease, durability: .none)
+            _ = try await store.append(
+                id, [event(id: "e\(index)", ["index": .int(Int64(index)), "text": "some words"])], lease: lease,
+                durability: .none)
         }
         try await store.sync(id)
         return (id, try await store.all(id))
@@ -42,7 +45,9 @@ struct RecoveryTests {
             let whole = try removeEndMarker(segment)
             // Half of a record, as a killed writer leaves it.
             var record: [UInt8] = []
-            LogFormat.appendRecord(to: &record, seq: 21, epoch: 1, time: 0, id: Array("torn".utf8), type: Array("x".utf8), data: Array("{\"a\":1}".utf8))
+            LogFormat.appendRecord(
+                to: &record, seq: 21, epoch: 1, time: 0, id: Array("torn".utf8), type: Array("x".utf8),
+                data: Array("{\"a\":1}".utf8))
             let torn = Array(record.prefix(record.count / 2))
             try appendBytes(torn, to: segment)
 
@@ -86,7 +91,8 @@ struct RecoveryTests {
                 _ = try await store.session(id)
             } throws: { error in
                 guard let error = error as? CorralError else { return false }
-                return error.code == .corrupted && error.message.contains(segment) && error.message.contains("intact record follows")
+                return error.code == .corrupted && error.message.contains(segment)
+                    && error.message.contains("intact record follows")
                     && error.message.contains("seq 6 expected")
             }
             #expect(try fileBytes(segment) == bytes)
@@ -97,7 +103,9 @@ struct RecoveryTests {
         }
     }
 
-    @Test("a flipped bit deep in history fails the read that reaches it, names the file and offset, and truncates nothing")
+    @Test(
+        "a flipped bit deep in history fails the read that reaches it, names the file and offset, and truncates nothing"
+    )
     func bitFlipInHistory() async throws {
         try await withTemporaryDirectory { directory in
             let (id, events) = try await populated(directory, count: 300)
@@ -117,7 +125,8 @@ struct RecoveryTests {
                 _ = try await store.all(id)
             } throws: { error in
                 guard let error = error as? CorralError else { return false }
-                return error.code == .corrupted && error.message.contains("byte \(offset) of \(segment)") && error.message.contains("seq 10 expected")
+                return error.code == .corrupted && error.message.contains("byte \(offset) of \(segment)")
+                    && error.message.contains("seq 10 expected")
             }
             // Later events are still readable through the index, and the session still takes appends.
             #expect(try await store.readPage(id, from: 200, limit: 10).events == Array(events[199..<209]))
@@ -144,7 +153,9 @@ struct RecoveryTests {
                     // Entries that point at the wrong places: every use is checked, so they cost
                     // speed, not correctness.
                     var bytes = try fileBytes(path)
-                    for at in stride(from: LogFormat.indexHeaderSize + 16 + 8, to: bytes.count, by: 16) { bytes[at] &+= 8 }
+                    for at in stride(from: LogFormat.indexHeaderSize + 16 + 8, to: bytes.count, by: 16) {
+                        bytes[at] &+= 8
+                    }
                     try Data(bytes).write(to: URL(fileURLWithPath: path))
                 }
             }
@@ -197,7 +208,9 @@ struct RecoveryTests {
         try await withTemporaryDirectory { directory in
             let (id, events) = try await populated(directory, count: 600, segmentBytes: 2048)
             let store = makeStore(directory, segmentBytes: 2048)
-            #expect(try sessionFiles(store, id).filter { $0.hasSuffix(".seg") }.count > 3 * SessionHandle.SealedCache.openFiles)
+            #expect(
+                try sessionFiles(store, id).filter { $0.hasSuffix(".seg") }.count > 3
+                    * SessionHandle.SealedCache.openFiles)
             var generator = SeededGenerator(seed: 11)
             for _ in 0..<300 {
                 let from = Int.random(in: 1...600, using: &generator)

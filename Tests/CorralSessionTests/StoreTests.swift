@@ -1,8 +1,9 @@
-@testable import CorralSession
 import CorralCore
 import Foundation
-import Testing
 import TestSupport
+import Testing
+
+@testable import CorralSession
 
 @Suite("Appending, reading, retries and bad input")
 struct StoreTests {
@@ -14,15 +15,19 @@ struct StoreTests {
             #expect(info.head == 0 && info.epoch == 1 && info.metadata == ["owner": "ci"] && info.tenant == .local)
             let lease = try await store.currentLease(info.id)
             let before = Date()
-            let first = try await store.append(info.id, [event(id: "a"), event("tool.intent", ["cmd": "ls"])], lease: lease)
+            let first = try await store.append(
+                info.id, [event(id: "a"), event("tool.intent", ["cmd": "ls"])], lease: lease)
             #expect(first.events.map(\.seq) == [1, 2] && first.written == 2 && first.head == 2 && first.durable)
-            let second = try await store.append(info.id, [event("tool.result", ["ok": true])], expectedSeq: 3, lease: lease)
+            let second = try await store.append(
+                info.id, [event("tool.result", ["ok": true])], expectedSeq: 3, lease: lease)
             #expect(second.firstSeq == 3)
             let events = try await store.all(info.id)
             #expect(events.map(\.seq) == [1, 2, 3])
             #expect(events.map(\.type) == ["user.message", "tool.intent", "tool.result"])
             #expect(events[0].id.rawValue == "a" && events[1].id.rawValue.hasPrefix("ev-"))
-            #expect(events.allSatisfy { $0.epoch == 1 && $0.time >= before.addingTimeInterval(-0.001) && $0.time <= Date() })
+            #expect(
+                events.allSatisfy { $0.epoch == 1 && $0.time >= before.addingTimeInterval(-0.001) && $0.time <= Date() }
+            )
             #expect(events[1].data == ["cmd": "ls"])
             let page = try await store.readPage(info.id, from: 2, limit: 1)
             #expect(page.events.map(\.seq) == [2] && page.next == 3 && page.hasMore)
@@ -62,7 +67,9 @@ struct StoreTests {
             let id = try await store.create().id
             let lease = try await store.currentLease(id)
             _ = try await store.append(id, [event(id: "a"), event(id: "b")], lease: lease)
-            for (expected, events) in [(UInt64(2), [event(id: "c")]), (5, [event()]), (0, [event()]), (1, [event(id: "a"), event(id: "z")])] {
+            for (expected, events) in [
+                (UInt64(2), [event(id: "c")]), (5, [event()]), (0, [event()]), (1, [event(id: "a"), event(id: "z")]),
+            ] {
                 await #expect {
                     _ = try await store.append(id, events, expectedSeq: expected, lease: lease)
                 } throws: { error in
@@ -93,7 +100,9 @@ struct StoreTests {
                 }
             }
             await refused(.notFound, "no session se-missing") {
-                _ = try await store.append(SessionID(unchecked: "se-missing"), [event()], lease: Lease(session: SessionID(unchecked: "se-missing"), epoch: 1))
+                _ = try await store.append(
+                    SessionID(unchecked: "se-missing"), [event()],
+                    lease: Lease(session: SessionID(unchecked: "se-missing"), epoch: 1))
             }
             #expect(!FileManager.default.fileExists(atPath: store.directory.appendingPathComponent("se-missing").path))
             await refused(.notFound, "no session") { _ = try await store.readPage(SessionID(unchecked: "se-missing")) }
@@ -101,12 +110,15 @@ struct StoreTests {
             await refused(.invalidArgument, "invalid session id") { _ = try SessionID(validating: "../etc") }
             await refused(.invalidArgument, "invalid session id") { _ = try SessionID(validating: "a/b") }
             await refused(.resourceExhausted, "over the event limit of 1k") {
-                _ = try await store.append(id, [event(), event("big", .string(String(repeating: "x", count: 2000)))], lease: lease)
+                _ = try await store.append(
+                    id, [event(), event("big", .string(String(repeating: "x", count: 2000)))], lease: lease)
             }
             await refused(.invalidArgument, "JSON cannot represent") {
                 _ = try await store.append(id, [event("n", ["x": .double(.nan)])], lease: lease)
             }
-            await refused(.invalidArgument, "invalid type") { _ = try await store.append(id, [event("")], lease: lease) }
+            await refused(.invalidArgument, "invalid type") {
+                _ = try await store.append(id, [event("")], lease: lease)
+            }
             await refused(.invalidArgument, "has no events") { _ = try await store.append(id, [], lease: lease) }
             await refused(.alreadyExists, "already exists") { _ = try await store.create(id: id) }
             #expect(try fileBytes(segment).count == size)
@@ -153,7 +165,8 @@ struct StoreTests {
         }
     }
 
-    @Test("a subscriber sees appends made through another store instance on the same directory, as from another process")
+    @Test(
+        "a subscriber sees appends made through another store instance on the same directory, as from another process")
     func subscribeAcrossInstances() async throws {
         try await withTemporaryDirectory { directory in
             let reader = makeStore(directory, segmentBytes: 2048)
@@ -173,7 +186,9 @@ struct StoreTests {
             let handle = try await reader.handle(id)
             while handle.view.withLock({ $0.waiters.isEmpty }) { await Task.yield() }
             for seq in 1...60 {
-                _ = try await writer.append(id, [event(id: "e\(seq)", ["pad": .string(String(repeating: "p", count: 100))])], lease: lease, durability: .none)
+                _ = try await writer.append(
+                    id, [event(id: "e\(seq)", ["pad": .string(String(repeating: "p", count: 100))])], lease: lease,
+                    durability: .none)
             }
             #expect(try await subscriber.value == Array(1...60))
         }
@@ -200,7 +215,8 @@ struct StoreTests {
             let store = makeStore(directory)
             let id = try await store.create().id
             let lease = try await store.currentLease(id)
-            let grouped = try await store.append(id, [event()], lease: lease, durability: .groupCommit(maxDelay: .milliseconds(2)))
+            let grouped = try await store.append(
+                id, [event()], lease: lease, durability: .groupCommit(maxDelay: .milliseconds(2)))
             #expect(!grouped.durable)
             let none = try await store.append(id, [event()], lease: lease, durability: .none)
             #expect(!none.durable)

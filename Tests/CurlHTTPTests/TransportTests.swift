@@ -238,18 +238,22 @@ struct TransportTests {
         }
     }
 
-    @Test("endpoints parse from the forms users type", arguments: [
-        ("unix:///var/run/docker.sock", "unix:///var/run/docker.sock"),
-        ("/run/x.sock", "unix:///run/x.sock"),
-        ("tcp://127.0.0.1:2375", "http://127.0.0.1:2375"),
-        ("https://api.example.test/v1/", "https://api.example.test:443/v1"),
-        ("http://[::1]:8080", "http://[::1]:8080"),
-    ])
+    @Test(
+        "endpoints parse from the forms users type",
+        arguments: [
+            ("unix:///var/run/docker.sock", "unix:///var/run/docker.sock"),
+            ("/run/x.sock", "unix:///run/x.sock"),
+            ("tcp://127.0.0.1:2375", "http://127.0.0.1:2375"),
+            ("https://api.example.test/v1/", "https://api.example.test:443/v1"),
+            ("http://[::1]:8080", "http://[::1]:8080"),
+        ])
     func endpoints(text: String, expected: String) throws {
         #expect(try HTTPEndpoint(parsing: text).description == expected)
     }
 
-    @Test("malformed endpoints are refused", arguments: ["", "docker.sock", "ftp://x", "tcp://host", "unix://relative", "tcp://h:99999"])
+    @Test(
+        "malformed endpoints are refused",
+        arguments: ["", "docker.sock", "ftp://x", "tcp://host", "unix://relative", "tcp://h:99999"])
     func badEndpoints(text: String) {
         #expect(throws: CorralError.self) { try HTTPEndpoint(parsing: text) }
     }

@@ -6,7 +6,10 @@ struct DemuxTests {
     static func frame(_ stream: UInt8, _ text: String) -> [UInt8] {
         let payload = Array(text.utf8)
         let length = UInt32(payload.count)
-        return [stream, 0, 0, 0, UInt8(length >> 24), UInt8(length >> 16 & 0xff), UInt8(length >> 8 & 0xff), UInt8(length & 0xff)]
+        return [
+            stream, 0, 0, 0, UInt8(length >> 24), UInt8(length >> 16 & 0xff), UInt8(length >> 8 & 0xff),
+            UInt8(length & 0xff),
+        ]
             + payload
     }
 
@@ -26,13 +29,18 @@ struct DemuxTests {
             offset = end
             index += 1
         }
-        return (String(decoding: stdout, as: UTF8.self), String(decoding: stderr, as: UTF8.self), demuxer.isAtFrameBoundary)
+        return (
+            String(decoding: stdout, as: UTF8.self), String(decoding: stderr, as: UTF8.self), demuxer.isAtFrameBoundary
+        )
     }
 
-    @Test("frames split at every odd boundary come out whole and in order", arguments: [[1], [3], [7], [8], [9], [1, 2, 3, 5, 8, 13], [1000]])
+    @Test(
+        "frames split at every odd boundary come out whole and in order",
+        arguments: [[1], [3], [7], [8], [9], [1, 2, 3, 5, 8, 13], [1000]])
     func oddBoundaries(pieces: [Int]) throws {
         let long = String(repeating: "z", count: 70_000)
-        let bytes = Self.frame(1, "hello ") + Self.frame(2, "warn\n") + Self.frame(1, "world\n") + Self.frame(1, long)
+        let bytes =
+            Self.frame(1, "hello ") + Self.frame(2, "warn\n") + Self.frame(1, "world\n") + Self.frame(1, long)
             + Self.frame(2, "") + Self.frame(2, "done")
         let (stdout, stderr, boundary) = try Self.demux(bytes, pieces: pieces)
         #expect(stdout == "hello world\n" + long)

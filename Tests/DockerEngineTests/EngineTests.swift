@@ -73,7 +73,9 @@ struct EngineTests {
         spec.cmd = ["true"]
         let id = try await engine.createContainer(name: nil, spec)
         try await engine.removeContainer(id)
-        let actions = try await engine.withEvents(filters: ["type": ["container"], "label": ["corral.test=\(marker)"]], since: since) { events in
+        let actions = try await engine.withEvents(
+            filters: ["type": ["container"], "label": ["corral.test=\(marker)"]], since: since
+        ) { events in
             var seen: [String] = []
             for try await event in events {
                 #expect(event.actor.id == id)

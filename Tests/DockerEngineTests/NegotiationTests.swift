@@ -25,7 +25,11 @@ struct NegotiationTests {
             case let target where target.contains("/containers/json"):
                 connection.respond(status: 200, json: "[]")
             case let target where target.contains("/images/create"):
-                connection.respond(status: 200, json: #"{"errorDetail":{"message":"archive/tar: invalid tar header"},"error":"archive/tar: invalid tar header"}"#)
+                connection.respond(
+                    status: 200,
+                    json:
+                        #"{"errorDetail":{"message":"archive/tar: invalid tar header"},"error":"archive/tar: invalid tar header"}"#
+                )
             default:
                 connection.respond(status: 500, body: Array("plain text failure".utf8))
             }

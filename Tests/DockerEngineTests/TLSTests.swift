@@ -32,7 +32,9 @@ struct TestCertificates {
         process.arguments = ["-c", script]
         try process.run()
         process.waitUntilExit()
-        guard process.terminationStatus == 0 else { throw CorralError(.internalError, "openssl could not make test certificates") }
+        guard process.terminationStatus == 0 else {
+            throw CorralError(.internalError, "openssl could not make test certificates")
+        }
     }
 }
 
@@ -66,21 +68,26 @@ struct TLSTests {
             let good = try CurlHTTPClient(
                 endpoint: HTTPEndpoint(
                     parsing: "tcp://127.0.0.1:\(port)",
-                    tls: TLSConfiguration(caFile: certificates.ca, certificateFile: certificates.clientCert, keyFile: certificates.clientKey)))
+                    tls: TLSConfiguration(
+                        caFile: certificates.ca, certificateFile: certificates.clientCert,
+                        keyFile: certificates.clientKey)))
             defer { good.shutdown() }
             let response = try await good.execute(HTTPRequest(.get, "/ping.txt", forbidReuse: true))
             #expect(response.status == 200)
             #expect(response.bodyText == "pong")
 
             let anonymous = try CurlHTTPClient(
-                endpoint: HTTPEndpoint(parsing: "tcp://127.0.0.1:\(port)", tls: TLSConfiguration(caFile: certificates.ca)))
+                endpoint: HTTPEndpoint(
+                    parsing: "tcp://127.0.0.1:\(port)", tls: TLSConfiguration(caFile: certificates.ca)))
             defer { anonymous.shutdown() }
             await #expect(throws: CorralError.self) { _ = try await anonymous.execute(HTTPRequest(.get, "/ping.txt")) }
 
             let untrusting = try CurlHTTPClient(
                 endpoint: HTTPEndpoint(
                     parsing: "tcp://127.0.0.1:\(port)",
-                    tls: TLSConfiguration(caFile: "/etc/ssl/certs/ca-certificates.crt", certificateFile: certificates.clientCert, keyFile: certificates.clientKey)))
+                    tls: TLSConfiguration(
+                        caFile: "/etc/ssl/certs/ca-certificates.crt", certificateFile: certificates.clientCert,
+                        keyFile: certificates.clientKey)))
             defer { untrusting.shutdown() }
             do {
                 _ = try await untrusting.execute(HTTPRequest(.get, "/ping.txt"))
@@ -98,7 +105,8 @@ struct TLSTests {
         "a real engine run with --tlsverify answers over TLS",
         .enabled(
             if: ProcessInfo.processInfo.environment["CORRAL_TEST_TLS_ENGINE"] != nil,
-            "no TLS engine: scripts/engine.sh starts one with the engine it starts; CORRAL_TEST_TLS_ENGINE and CORRAL_TEST_TLS_{CA,CERT,KEY} name it")
+            "no TLS engine: scripts/engine.sh starts one with the engine it starts; CORRAL_TEST_TLS_ENGINE and CORRAL_TEST_TLS_{CA,CERT,KEY} name it"
+        )
     )
     func realEngineOverTLS() async throws {
         let environment = ProcessInfo.processInfo.environment

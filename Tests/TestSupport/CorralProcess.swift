@@ -10,7 +10,9 @@ public struct ProcessResult: Sendable {
 public enum BuiltProducts {
     /// The directory holding the build products: the test bundle's own directory.
     public static var directory: URL {
-        let executable = URL(fileURLWithPath: (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0])
+        let executable = URL(
+            fileURLWithPath: (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe"))
+                ?? CommandLine.arguments[0])
         var directory = executable.deletingLastPathComponent()
         // corralPackageTests.xctest is itself a file in the products directory on Linux.
         if directory.lastPathComponent.hasSuffix(".xctest") { directory = directory.deletingLastPathComponent() }

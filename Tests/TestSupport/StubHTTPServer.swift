@@ -97,12 +97,16 @@ public final class StubHTTPServer: @unchecked Sendable {
         var address = sockaddr_un()
         address.sun_family = sa_family_t(AF_UNIX)
         let bytes = Array(path.utf8)
-        guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else { throw StubError.system("path too long") }
+        guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else {
+            throw StubError.system("path too long")
+        }
         withUnsafeMutableBytes(of: &address.sun_path) { raw in
             for (index, byte) in bytes.enumerated() { raw[index] = byte }
         }
         let bound = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+            }
         }
         guard bound == 0, listen(fd, 64) == 0 else {
             Glibc.close(fd)
@@ -126,7 +130,9 @@ public final class StubHTTPServer: @unchecked Sendable {
         address.sin_addr.s_addr = inet_addr("127.0.0.1")
         address.sin_port = 0
         let bound = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
         }
         guard bound == 0, listen(fd, 64) == 0 else {
             Glibc.close(fd)
@@ -233,10 +239,12 @@ struct StubReader {
         var headers: [(String, String)] = []
         while let line = readLine(), !line.isEmpty {
             if let colon = line.firstIndex(of: ":") {
-                headers.append((String(line[..<colon]), line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)))
+                headers.append(
+                    (String(line[..<colon]), line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)))
             }
         }
-        var request = StubRequest(method: String(parts[0]), target: String(parts[1]), headers: headers, body: [], chunked: false)
+        var request = StubRequest(
+            method: String(parts[0]), target: String(parts[1]), headers: headers, body: [], chunked: false)
         if request.header("Transfer-Encoding")?.lowercased() == "chunked" {
             request.chunked = true
             while let sizeLine = readLine(), let size = Int(sizeLine.split(separator: ";")[0], radix: 16) {

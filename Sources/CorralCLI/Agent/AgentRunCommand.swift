@@ -26,7 +26,9 @@ struct AgentRunCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Sandbox template from corral.toml (claimed from its warm pool).", valueName: "T"))
     var template: String?
 
-    @Option(help: ArgumentHelp("Repository to clone into /workspace through the gateway (needs corral serve).", valueName: "URL"))
+    @Option(
+        help: ArgumentHelp(
+            "Repository to clone into /workspace through the gateway (needs corral serve).", valueName: "URL"))
     var repo: String?
 
     @Option(help: ArgumentHelp("Sandbox image.", valueName: "REF"))

@@ -54,7 +54,8 @@ struct EmbeddedBackend: SandboxBackend {
         try await provisioner.handle(id, tenant: tenant).copyIn(from: source, to: path)
     }
 
-    func copyIn(_ id: SandboxID, tar pull: @escaping @Sendable () throws -> [UInt8]?, to directory: String) async throws {
+    func copyIn(_ id: SandboxID, tar pull: @escaping @Sendable () throws -> [UInt8]?, to directory: String) async throws
+    {
         try await provisioner.handle(id, tenant: tenant).copyIn(tar: pull, to: directory)
     }
 
@@ -111,7 +112,8 @@ struct RemoteBackend: SandboxBackend {
         }
     }
 
-    func copyIn(_ id: SandboxID, tar pull: @escaping @Sendable () throws -> [UInt8]?, to directory: String) async throws {
+    func copyIn(_ id: SandboxID, tar pull: @escaping @Sendable () throws -> [UInt8]?, to directory: String) async throws
+    {
         let channel = ByteChannel()
         let reader = Task {
             try await runOnThread(name: "corral-stdin") {

@@ -7,7 +7,8 @@ import Foundation
 struct DoctorCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "doctor",
-        abstract: "Check the engine, its API version, runtimes, the base image and corral-init; say how to fix each failure."
+        abstract:
+            "Check the engine, its API version, runtimes, the base image and corral-init; say how to fix each failure."
     )
 
     @OptionGroup var global: GlobalOptions
@@ -32,19 +33,28 @@ struct DoctorCommand: AsyncParsableCommand {
             defer { engine.shutdown() }
             let version = try await engine.version()
             let negotiated = try await engine.apiVersion()
-            checks.append(Check(name: "engine", ok: true, detail: "\(endpoint) answers: engine \(version.version), API \(version.apiVersion)"))
+            checks.append(
+                Check(
+                    name: "engine", ok: true,
+                    detail: "\(endpoint) answers: engine \(version.version), API \(version.apiVersion)"))
             checks.append(Check(name: "api version", ok: true, detail: "corral speaks API \(negotiated) with it"))
             let info = try await engine.info()
             let runtimes = info.runtimes.keys.sorted()
-            checks.append(Check(name: "runtime runc", ok: info.runtimes["runc"] != nil, detail: "registered: \(runtimes.joined(separator: ", "))"))
+            checks.append(
+                Check(
+                    name: "runtime runc", ok: info.runtimes["runc"] != nil,
+                    detail: "registered: \(runtimes.joined(separator: ", "))"))
             checks.append(
                 Check(
                     name: "runtime runsc", ok: info.runtimes["runsc"] != nil,
-                    detail: info.runtimes["runsc"] != nil ? "gVisor is available (--runtime runsc)" : "gVisor is not registered",
-                    fix: #"apt-get install runsc, then add {"runtimes":{"runsc":{"path":"/usr/bin/runsc","runtimeArgs":["--network=none","--host-uds=open"]}}} to the engine's daemon.json and restart it (scripts/engine.sh does this)"#,
+                    detail: info.runtimes["runsc"] != nil
+                        ? "gVisor is available (--runtime runsc)" : "gVisor is not registered",
+                    fix:
+                        #"apt-get install runsc, then add {"runtimes":{"runsc":{"path":"/usr/bin/runsc","runtimeArgs":["--network=none","--host-uds=open"]}}} to the engine's daemon.json and restart it (scripts/engine.sh does this)"#,
                     required: false))
             if let found = try await engine.inspectImage(image) {
-                checks.append(Check(name: "image", ok: true, detail: "\(image) is present (\(ByteSize(bytes: found.size ?? 0)))"))
+                checks.append(
+                    Check(name: "image", ok: true, detail: "\(image) is present (\(ByteSize(bytes: found.size ?? 0)))"))
             } else {
                 checks.append(
                     Check(
@@ -52,7 +62,9 @@ struct DoctorCommand: AsyncParsableCommand {
                         fix: image == ProvisionRequest.defaultImage ? "make image" : "build or import \(image)"))
             }
         } catch let error as CorralError {
-            let fix = error.code == .unavailable ? "make engine (or scripts/engine.sh up; or systemctl start docker)" : error.hint
+            let fix =
+                error.code == .unavailable
+                ? "make engine (or scripts/engine.sh up; or systemctl start docker)" : error.hint
             checks.append(Check(name: "engine", ok: false, detail: error.description, fix: fix))
         }
         do {

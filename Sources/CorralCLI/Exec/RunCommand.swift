@@ -23,7 +23,9 @@ struct RunCommand: AsyncParsableCommand {
     var arguments: [String] = []
 
     func validate() throws {
-        guard !arguments.isEmpty else { throw ValidationError("give the command after --, such as: corral run -- make test") }
+        guard !arguments.isEmpty else {
+            throw ValidationError("give the command after --, such as: corral run -- make test")
+        }
     }
 
     func run() async throws {

@@ -54,7 +54,9 @@ struct SandboxCreateOptions: ParsableArguments {
             valueName: "URL"))
     var repo: String?
 
-    @Option(help: ArgumentHelp("Branch, tag or commit to check out (default: the repository's default branch).", valueName: "REF"))
+    @Option(
+        help: ArgumentHelp(
+            "Branch, tag or commit to check out (default: the repository's default branch).", valueName: "REF"))
     var ref: String?
 
     @Option(help: ArgumentHelp("Branch to work on (default corral/<sandbox id>).", valueName: "NAME"))
@@ -121,7 +123,8 @@ struct SandboxCreateOptions: ParsableArguments {
         } else if let (flag, _) = [("--ref", ref), ("--branch", branch), ("--write", write ? "" : nil)].first(where: {
             $0.1 != nil
         }) {
-            throw CorralError.invalidArgument("\(flag) needs --repo", hint: "name the repository with --repo HOST/OWNER/REPO")
+            throw CorralError.invalidArgument(
+                "\(flag) needs --repo", hint: "name the repository with --repo HOST/OWNER/REPO")
         }
         request.egressHosts = allowHosts
         return request

@@ -3,7 +3,8 @@ import CorralCore
 import CorralSandbox
 
 struct SandboxRemove: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "rm", abstract: "Remove sandboxes and their workspaces.")
+    static let configuration = CommandConfiguration(
+        commandName: "rm", abstract: "Remove sandboxes and their workspaces.")
 
     @OptionGroup var global: GlobalOptions
 

@@ -33,7 +33,9 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("corral.toml to serve.", valueName: "FILE"))
     var config: String?
 
-    @Option(help: ArgumentHelp("Listen on host:port for tenants (\"\" for none); overrides [server] listen.", valueName: "ADDR"))
+    @Option(
+        help: ArgumentHelp(
+            "Listen on host:port for tenants (\"\" for none); overrides [server] listen.", valueName: "ADDR"))
     var listen: String?
 
     func run() async throws {

@@ -23,7 +23,9 @@ struct StandardOutput {
     mutating func flush() {
         var offset = 0
         while offset < pending.count {
-            let written = pending.withUnsafeBytes { write(1, $0.baseAddress.map { $0 + offset }, pending.count - offset) }
+            let written = pending.withUnsafeBytes {
+                write(1, $0.baseAddress.map { $0 + offset }, pending.count - offset)
+            }
             if written < 0 && errno == EINTR { continue }
             guard written > 0 else { break }
             offset += written

@@ -19,7 +19,11 @@ struct SessionAppendCommand: AsyncParsableCommand {
     @Argument(help: "Session id.")
     var id: String
 
-    @Option(name: .customLong("expect-seq"), help: "The seq the first event must get (the head + 1); refused otherwise, unless the events are a retry of ones stored there with the same ids.")
+    @Option(
+        name: .customLong("expect-seq"),
+        help:
+            "The seq the first event must get (the head + 1); refused otherwise, unless the events are a retry of ones stored there with the same ids."
+    )
     var expectSeq: UInt64?
 
     @Option(name: .long, help: "fsync (default): print after fdatasync; none: print once written.")
@@ -82,7 +86,8 @@ struct SessionAppendCommand: AsyncParsableCommand {
             pending.append(contentsOf: chunk)
             guard let newline = newlineInChunk else {
                 if pending.count > maxLine {
-                    throw CorralError(.resourceExhausted, "line \(lineNumber + 1) is longer than \(maxLine) bytes",
+                    throw CorralError(
+                        .resourceExhausted, "line \(lineNumber + 1) is longer than \(maxLine) bytes",
                         hint: "an event may take at most \(ByteSize(bytes: Int64(maxEventBytes))) once encoded")
                 }
                 continue
@@ -124,7 +129,8 @@ final class StandardInputReader: Sendable {
                 } else if errno == EINTR {
                     credits.signal()
                 } else {
-                    continuation.finish(throwing: CorralError(.io, "cannot read stdin: \(String(cString: strerror(errno)))"))
+                    continuation.finish(
+                        throwing: CorralError(.io, "cannot read stdin: \(String(cString: strerror(errno)))"))
                     return
                 }
             }

@@ -3,7 +3,8 @@ import CorralCore
 import CorralSession
 
 struct SessionCreateCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "create", abstract: "Create an empty session; print its id.")
+    static let configuration = CommandConfiguration(
+        commandName: "create", abstract: "Create an empty session; print its id.")
 
     @OptionGroup var global: GlobalOptions
 

@@ -22,7 +22,8 @@ struct SessionListCommand: AsyncParsableCommand {
         var rows = [["ID", "HEAD", "EPOCH", "TENANT", "CREATED", "FORKED FROM", "PROBLEM"]]
         for info in sessions {
             rows.append([
-                info.id.rawValue, String(info.head), String(info.epoch), info.tenant.rawValue, info.created.formatted(.iso8601),
+                info.id.rawValue, String(info.head), String(info.epoch), info.tenant.rawValue,
+                info.created.formatted(.iso8601),
                 info.forkedFrom.map { "\($0.session)@\($0.seq)" } ?? "", info.problem ?? "",
             ])
         }

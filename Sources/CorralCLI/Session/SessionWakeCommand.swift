@@ -4,7 +4,8 @@ import CorralSession
 
 struct SessionWakeCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "wake", abstract: "Take a session over: a new lease epoch; writers with an older one are refused from now on.")
+        commandName: "wake",
+        abstract: "Take a session over: a new lease epoch; writers with an older one are refused from now on.")
 
     @OptionGroup var global: GlobalOptions
 

@@ -46,13 +46,15 @@ struct TenantList: AsyncParsableCommand {
         if json {
             try CLIOutput.printJSON(rows)
         } else {
-            CLIOutput.printTable([["NAME", "CREATED"]] + rows.map { [$0.name, ISO8601DateFormatter().string(from: $0.created)] })
+            CLIOutput.printTable(
+                [["NAME", "CREATED"]] + rows.map { [$0.name, ISO8601DateFormatter().string(from: $0.created)] })
         }
     }
 }
 
 struct TenantRemove: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "rm", abstract: "Remove a tenant; its token stops working.")
+    static let configuration = CommandConfiguration(
+        commandName: "rm", abstract: "Remove a tenant; its token stops working.")
 
     @OptionGroup var global: GlobalOptions
 

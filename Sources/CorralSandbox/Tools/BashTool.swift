@@ -23,8 +23,14 @@ public struct BashTool: SandboxTool {
                 "command": ["type": "string", "description": "The command, run with bash -c."],
                 "timeout": ["type": "number", "description": "Seconds before the command is killed (default 120)."],
                 "workdir": ["type": "string", "description": "Directory to run in (default /workspace)."],
-                "env": ["type": "object", "additionalProperties": ["type": "string"], "description": "Extra environment variables."],
-                "restart": ["type": "boolean", "description": "Accepted for compatibility; every call already starts a fresh shell."],
+                "env": [
+                    "type": "object", "additionalProperties": ["type": "string"],
+                    "description": "Extra environment variables.",
+                ],
+                "restart": [
+                    "type": "boolean",
+                    "description": "Accepted for compatibility; every call already starts a fresh shell.",
+                ],
             ],
             "required": ["command"],
         ]
@@ -65,7 +71,9 @@ public struct BashTool: SandboxTool {
         }
         var timeout = configuration.defaultTimeout
         if let seconds = try fields.optionalNumber("timeout") {
-            guard seconds > 0, seconds.isFinite else { throw ToolInputError("bash: 'timeout' must be a positive number of seconds") }
+            guard seconds > 0, seconds.isFinite else {
+                throw ToolInputError("bash: 'timeout' must be a positive number of seconds")
+            }
             guard seconds <= configuration.maxTimeout.milliseconds / 1000 else {
                 throw ToolInputError("bash: 'timeout' may be at most \(configuration.maxTimeout.compactDescription)")
             }
@@ -77,17 +85,22 @@ public struct BashTool: SandboxTool {
         }
         var environment: [String: String] = [:]
         if let value = fields.object["env"], value != .null {
-            guard let object = value.objectValue else { throw ToolInputError("bash: 'env' must be an object of strings") }
+            guard let object = value.objectValue else {
+                throw ToolInputError("bash: 'env' must be an object of strings")
+            }
             for (key, entry) in object {
                 guard let text = entry.stringValue else { throw ToolInputError("bash: env '\(key)' must be a string") }
                 guard !key.isEmpty, !key.contains("=") else { throw ToolInputError("bash: invalid env name '\(key)'") }
                 environment[key] = text
             }
         }
-        return SandboxCommand(["bash", "-c", text], environment: environment, workingDirectory: workdir, timeout: timeout)
+        return SandboxCommand(
+            ["bash", "-c", text], environment: environment, workingDirectory: workdir, timeout: timeout)
     }
 
-    static func format(status: CommandStatus, command: SandboxCommand, stdout: OutputCapture, stderr: OutputCapture) -> ToolOutput {
+    static func format(status: CommandStatus, command: SandboxCommand, stdout: OutputCapture, stderr: OutputCapture)
+        -> ToolOutput
+    {
         var text = stdout.text(streamName: "stdout")
         let errors = stderr.text(streamName: "stderr")
         if !errors.isEmpty {

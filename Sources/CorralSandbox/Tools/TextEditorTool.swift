@@ -28,7 +28,9 @@ public struct TextEditorTool: SandboxTool {
                 "file_text": ["type": "string", "description": "For create: the whole file."],
                 "old_str": ["type": "string", "description": "For str_replace: text that occurs exactly once."],
                 "new_str": ["type": "string", "description": "For str_replace and insert: the new text."],
-                "insert_line": ["type": "integer", "description": "For insert: the line after which to insert (0 = top)."],
+                "insert_line": [
+                    "type": "integer", "description": "For insert: the line after which to insert (0 = top).",
+                ],
                 "insert_text": ["type": "string", "description": "For insert: the text (new_str is accepted too)."],
             ],
             "required": ["command", "path"],
@@ -89,7 +91,8 @@ public struct TextEditorTool: SandboxTool {
             }
             let lines = result.stdout.split(separator: "\n").sorted()
             return .success(
-                "Files and directories up to 2 levels deep in \(path), hidden items excluded:\n" + lines.joined(separator: "\n"))
+                "Files and directories up to 2 levels deep in \(path), hidden items excluded:\n"
+                    + lines.joined(separator: "\n"))
         }
         let text = try await readText(path, in: sandbox)
         var lines = Self.lines(text)
@@ -101,7 +104,8 @@ public struct TextEditorTool: SandboxTool {
             let last = bounds[1] == -1 ? lines.count : bounds[1]
             guard bounds[0] >= 1, bounds[0] <= max(lines.count, 1), last >= bounds[0], last <= lines.count else {
                 return .error(
-                    "view_range \(bounds) is outside the file's \(lines.count) lines; use 1-based lines, last -1 for the end")
+                    "view_range \(bounds) is outside the file's \(lines.count) lines; use 1-based lines, last -1 for the end"
+                )
             }
             first = bounds[0]
             lines = Array(lines[(first - 1)..<last])
@@ -132,7 +136,8 @@ public struct TextEditorTool: SandboxTool {
         guard matches.count == 1 else {
             let lineNumbers = matches.map { Self.lineNumber(of: $0, in: text) }
             return .error(
-                "No replacement was made: old_str occurs \(matches.count) times in \(path), at lines \(lineNumbers.map(String.init).joined(separator: ", ")); include more context so that it is unique")
+                "No replacement was made: old_str occurs \(matches.count) times in \(path), at lines \(lineNumbers.map(String.init).joined(separator: ", ")); include more context so that it is unique"
+            )
         }
         let updated = text.replacingCharacters(in: match, with: new)
         try await write(updated, to: path, in: sandbox)
@@ -151,8 +156,9 @@ public struct TextEditorTool: SandboxTool {
         lines.insert(contentsOf: added, at: line)
         let updated = lines.joined(separator: "\n") + (content.hasSuffix("\n") || content.isEmpty ? "\n" : "")
         try await write(updated, to: path, in: sandbox)
-        return .success("Inserted \(added.count) line(s) into \(path) after line \(line).\n"
-            + Self.snippet(of: updated, around: (line + 1)...(line + max(added.count, 1))))
+        return .success(
+            "Inserted \(added.count) line(s) into \(path) after line \(line).\n"
+                + Self.snippet(of: updated, around: (line + 1)...(line + max(added.count, 1))))
     }
 
     // MARK: Helpers
@@ -168,7 +174,10 @@ public struct TextEditorTool: SandboxTool {
     private func write(_ text: String, to path: String, in sandbox: Sandbox) async throws {
         let bytes = Array(text.utf8)
         guard bytes.count <= configuration.maxFileSize else {
-            throw CorralError(.resourceExhausted, "the new text is larger than the editor's limit of \(ByteSize(bytes: Int64(configuration.maxFileSize)))")
+            throw CorralError(
+                .resourceExhausted,
+                "the new text is larger than the editor's limit of \(ByteSize(bytes: Int64(configuration.maxFileSize)))"
+            )
         }
         // Keep the file's mode when it has one.
         var mode: UInt32 = 0o644

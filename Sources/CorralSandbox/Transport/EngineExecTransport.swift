@@ -58,13 +58,15 @@ struct EngineExecTransport: SandboxTransport {
         } catch let error as CorralError where error.code == .timeout {
             throw CorralError(
                 .timeout,
-                "sandbox \(sandbox): the command's output did not end within \(streamLimit?.compactDescription ?? "its limit")")
+                "sandbox \(sandbox): the command's output did not end within \(streamLimit?.compactDescription ?? "its limit")"
+            )
         }
         let exitCode = try await exitCode(of: execID)
         let elapsed = clock.now - started
         let timedOut = exitCode == 124 && command.timeout.map { elapsed >= $0 } == true
         let oomKilled = oomReported && exitCode != 0 && !timedOut
-        return CommandStatus(exitCode: exitCode, timedOut: timedOut, oomKilled: oomKilled, durationMilliseconds: elapsed.milliseconds)
+        return CommandStatus(
+            exitCode: exitCode, timedOut: timedOut, oomKilled: oomKilled, durationMilliseconds: elapsed.milliseconds)
     }
 
     /// The engine reports the exit code a moment after the output closes; ask until it does.
@@ -96,7 +98,8 @@ struct EngineExecTransport: SandboxTransport {
                     why += " with status \(state.exitCode)"
                 }
             }
-            return CorralError(.unavailable, "sandbox \(sandbox) cannot run commands: \(why)", hint: "provision a new sandbox")
+            return CorralError(
+                .unavailable, "sandbox \(sandbox) cannot run commands: \(why)", hint: "provision a new sandbox")
         }
         return error.corralError
     }
@@ -105,7 +108,8 @@ struct EngineExecTransport: SandboxTransport {
 
     static func containsOOMMarker(_ bytes: [UInt8]) -> Bool {
         guard bytes.count >= oomMarker.count else { return false }
-        for start in 0...(bytes.count - oomMarker.count) where bytes[start..<start + oomMarker.count].elementsEqual(oomMarker) {
+        for start in 0...(bytes.count - oomMarker.count)
+        where bytes[start..<start + oomMarker.count].elementsEqual(oomMarker) {
             return true
         }
         return false

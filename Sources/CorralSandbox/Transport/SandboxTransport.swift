@@ -11,7 +11,8 @@ public struct SandboxCommand: Sendable, Hashable {
     public var timeout: Duration?
 
     public init(
-        _ arguments: [String], environment: [String: String] = [:], workingDirectory: String? = nil, timeout: Duration? = nil
+        _ arguments: [String], environment: [String: String] = [:], workingDirectory: String? = nil,
+        timeout: Duration? = nil
     ) {
         self.arguments = arguments
         self.environment = environment

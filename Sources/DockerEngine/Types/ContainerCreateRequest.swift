@@ -40,7 +40,8 @@ public struct HostConfig: Codable, Sendable, Hashable {
     public var ulimits: [Ulimit]?
     public var logConfig: LogConfig?
     public var runtime: String?
-    public var init_: Bool?
+    /// The engine's own init (tini) as PID 1; corral never asks for it, corral-init is PID 1.
+    public var dockerInit: Bool?
     public var ipcMode: String?
     public var shmSize: Int64?
     public var restartPolicy: RestartPolicy?
@@ -51,7 +52,7 @@ public struct HostConfig: Codable, Sendable, Hashable {
         case networkMode = "NetworkMode", capDrop = "CapDrop", capAdd = "CapAdd", securityOpt = "SecurityOpt"
         case readonlyRootfs = "ReadonlyRootfs", tmpfs = "Tmpfs", mounts = "Mounts", pidsLimit = "PidsLimit"
         case memory = "Memory", memorySwap = "MemorySwap", nanoCpus = "NanoCpus", ulimits = "Ulimits"
-        case logConfig = "LogConfig", runtime = "Runtime", init_ = "Init", ipcMode = "IpcMode", shmSize = "ShmSize"
+        case logConfig = "LogConfig", runtime = "Runtime", dockerInit = "Init", ipcMode = "IpcMode", shmSize = "ShmSize"
         case restartPolicy = "RestartPolicy"
     }
 

@@ -11,7 +11,8 @@ public struct ContainerInspect: Decodable, Sendable {
     public var hostConfig: HostConfig?
 
     enum CodingKeys: String, CodingKey {
-        case id = "Id", name = "Name", created = "Created", state = "State", config = "Config", hostConfig = "HostConfig"
+        case id = "Id", name = "Name", created = "Created", state = "State", config = "Config", hostConfig =
+            "HostConfig"
     }
 
     public init(from decoder: any Decoder) throws {

@@ -1,6 +1,7 @@
-@testable import CorralSession
 import CorralCore
 import Foundation
+
+@testable import CorralSession
 
 /// A store over a fresh directory, with small segments so that a few hundred events span
 /// several of them.
@@ -25,7 +26,8 @@ extension SessionStore {
 
 /// Files of a session directory, by name.
 func sessionFiles(_ store: FileSessionStore, _ id: SessionID) throws -> [String] {
-    try FileManager.default.contentsOfDirectory(atPath: store.directory.appendingPathComponent(id.rawValue).path).sorted()
+    try FileManager.default.contentsOfDirectory(atPath: store.directory.appendingPathComponent(id.rawValue).path)
+        .sorted()
 }
 
 func sessionPath(_ store: FileSessionStore, _ id: SessionID, _ name: String) -> String {
@@ -63,7 +65,8 @@ func randomJSON<G: RandomNumberGenerator>(depth: Int = 0, using generator: inout
         return .double(value)
     case 4: return .string(randomText(using: &generator))
     case 5:
-        return .array((0..<Int.random(in: 0...4, using: &generator)).map { _ in randomJSON(depth: depth + 1, using: &generator) })
+        return .array(
+            (0..<Int.random(in: 0...4, using: &generator)).map { _ in randomJSON(depth: depth + 1, using: &generator) })
     default:
         var members: [String: JSONValue] = [:]
         for _ in 0..<Int.random(in: 0...4, using: &generator) {
@@ -74,6 +77,9 @@ func randomJSON<G: RandomNumberGenerator>(depth: Int = 0, using generator: inout
 }
 
 func randomText<G: RandomNumberGenerator>(using generator: inout G) -> String {
-    let pieces = ["a", "Z", "0", " ", "\"", "\\", "/", "\n", "\t", "\u{01}", "\u{1F}", "é", "漢", "🦀", "\u{2028}", "{", "]", ","]
-    return (0..<Int.random(in: 0...12, using: &generator)).map { _ in pieces.randomElement(using: &generator) ?? "" }.joined()
+    let pieces = [
+        "a", "Z", "0", " ", "\"", "\\", "/", "\n", "\t", "\u{01}", "\u{1F}", "é", "漢", "🦀", "\u{2028}", "{", "]", ",",
+    ]
+    return (0..<Int.random(in: 0...12, using: &generator)).map { _ in pieces.randomElement(using: &generator) ?? "" }
+        .joined()
 }
