@@ -101,6 +101,18 @@ public final class Vault: Sendable {
         return best.map { ResolvedCredential(entry: $0.entry, secret: VaultSecret($0.secret)) }
     }
 
+    /// The key stored for a model API's host (a scope of just `HOST`, such as
+    /// `api.anthropic.com`, or `127.0.0.1:8080` with its port), for the harness to send to
+    /// its brain. This is the one way a value leaves the vault outside the gateway: it goes
+    /// into a request header on the host, never into a sandbox or an event. Between several,
+    /// the first name in sort order wins.
+    public func brainKey(host: String) throws -> String? {
+        let host = host.lowercased()
+        return try load()
+            .filter { $0.scope.host == host && $0.scope.owner == nil }
+            .min { $0.name < $1.name }?.secret
+    }
+
     // MARK: Storage
 
     private struct Record: Codable {

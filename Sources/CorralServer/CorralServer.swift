@@ -45,7 +45,8 @@ public struct CorralServer: Sendable {
     public let tenants: TenantRegistry
     public let sessions: (any SessionStore)?
     public let metrics: PrometheusCollectorRegistry
-    /// Where brain keys and endpoints come from (ANTHROPIC_API_KEY, OPENAI_BASE_URL, ...).
+    /// Where brain keys and endpoints come from (ANTHROPIC_API_KEY, OPENAI_BASE_URL, ...); a
+    /// key not set here comes from the runner's vault.
     public let brainEnvironment: [String: String]
     let quotas: QuotaGate
     let workers: HarnessWorkers

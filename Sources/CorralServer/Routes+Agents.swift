@@ -1,5 +1,6 @@
 import CorralAPI
 import CorralCore
+import CorralGateway
 import CorralHarness
 import CorralSandbox
 import CorralSession
@@ -80,8 +81,14 @@ extension CorralServer {
     }
 
     func makeBrain(_ spec: BrainSpec) async throws -> any Brain {
-        try await BrainFactory.make(
-            spec, credentials: EnvironmentCredentials(environment: brainEnvironment), timeout: nil)
+        // A key the service's environment lacks comes from its vault (scope: the API's host).
+        var storedKey: (@Sendable (String) throws -> String?)?
+        if let vault = runner.vault {
+            storedKey = { host in try vault.brainKey(host: host) }
+        }
+        return try await BrainFactory.make(
+            spec, credentials: EnvironmentCredentials(environment: brainEnvironment, storedKey: storedKey),
+            timeout: nil)
     }
 }
 

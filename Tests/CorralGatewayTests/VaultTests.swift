@@ -38,6 +38,25 @@ struct VaultTests {
         }
     }
 
+    @Test("a brain key is the one stored for the API's whole host; owner and repository scopes never match")
+    func brainKeyByHost() async throws {
+        try await withTemporaryDirectory { directory in
+            let vault = try openVault(directory)
+            #expect(try vault.brainKey(host: "api.anthropic.com") == nil)
+            try vault.put(
+                name: "repo", scope: CredentialScope(parsing: "api.anthropic.com/acme/x"), secret: VaultSecret("r"))
+            try vault.put(name: "owner", scope: CredentialScope(parsing: "api.anthropic.com/acme"), secret: VaultSecret("o"))
+            #expect(try vault.brainKey(host: "api.anthropic.com") == nil)
+            try vault.put(name: "b", scope: CredentialScope(parsing: "API.anthropic.com"), secret: VaultSecret("key-b"))
+            try vault.put(name: "a", scope: CredentialScope(parsing: "api.anthropic.com"), secret: VaultSecret("key-a"))
+            try vault.put(name: "local", scope: CredentialScope(parsing: "127.0.0.1:8080"), secret: VaultSecret("key-l"))
+            #expect(try vault.brainKey(host: "api.anthropic.com") == "key-a")
+            #expect(try vault.brainKey(host: "127.0.0.1:8080") == "key-l")
+            #expect(try vault.brainKey(host: "127.0.0.1") == nil)
+            #expect(try vault.brainKey(host: "api.openai.com") == nil)
+        }
+    }
+
     @Test("values are sealed at rest, and another key cannot open them")
     func sealedAtRest() async throws {
         try await withTemporaryDirectory { directory in

@@ -11,6 +11,24 @@ import Testing
 /// shapes, tool calls and answers, and every way a brain call fails.
 @Suite("Brains over HTTP")
 struct BrainTests {
+    @Test("keys: the environment first, then the store by the API's host (with its port)")
+    func credentialOrder() async throws {
+        let asked = Mutex<[String]>([])
+        let stored: @Sendable (String) throws -> String? = { host in
+            asked.withLock { $0.append(host) }
+            return host == "api.anthropic.com" || host == "127.0.0.1:9999" ? "stored-\(host)" : nil
+        }
+        let bare = EnvironmentCredentials(environment: ["ANTHROPIC_API_KEY": ""], storedKey: stored)
+        #expect(try await bare.apiKey(for: .anthropic) == "stored-api.anthropic.com")
+        #expect(try await bare.apiKey(for: .openai) == nil)
+        #expect(try await bare.apiKey(for: .scripted) == nil)
+        let local = EnvironmentCredentials(
+            environment: ["ANTHROPIC_BASE_URL": "http://127.0.0.1:9999", "OPENAI_API_KEY": "env-key"], storedKey: stored)
+        #expect(try await local.apiKey(for: .anthropic) == "stored-127.0.0.1:9999")
+        #expect(try await local.apiKey(for: .openai) == "env-key")
+        #expect(asked.withLock { $0 } == ["api.anthropic.com", "api.openai.com", "127.0.0.1:9999"])
+    }
+
     static func anthropic(_ server: BrainServer, timeout: Duration = .seconds(30)) throws -> AnthropicBrain {
         var configuration = AnthropicBrain.Configuration()
         configuration.baseURL = server.baseURL

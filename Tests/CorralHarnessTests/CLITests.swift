@@ -34,6 +34,39 @@ struct CLITests {
         }
     }
 
+    @Test("a brain key stored in the vault under the API's host is used when the environment has none")
+    func keyFromVault() async throws {
+        let server = try BrainServer(.anthropic) { _ in .turn(text: "Done.", calls: []) }
+        defer { server.stop() }
+        try await withTemporaryDirectory { directory in
+            var environment = environment(directory)
+            environment["ANTHROPIC_BASE_URL"] = server.baseURL
+            let host = try #require(URLComponents(string: server.baseURL).flatMap { c in c.port.map { "127.0.0.1:\($0)" } })
+            // Before the key is stored, the error names the vault and the scope to use.
+            let missing = try runCorral(["agent", "run", "--brain", "anthropic", "x"], environment: environment)
+            #expect(missing.status == 2)
+            #expect(missing.stderr.contains("corral vault put anthropic --scope \(host)"), "\(missing.stderr)")
+            let put = try runCorral(
+                ["vault", "put", "anthropic", "--scope", host], environment: environment,
+                stdin: Data((server.apiKey + "\n").utf8))
+            #expect(put.status == 0, "\(put.stderr)")
+            let noKey = try runCorral(["agent", "run", "--brain", "openai", "x"], environment: environment)
+            #expect(noKey.stderr.contains("OPENAI_API_KEY is not set and the vault holds none for api.openai.com"))
+            #expect(noKey.stderr.contains("corral vault put openai --scope api.openai.com"))
+
+            // No --brain: the stored key makes Anthropic the default.
+            let run = try runCorral(["agent", "run", "--model", "claude-test", "say done"], environment: environment)
+            #expect(run.status == 0, "\(run.stderr)")
+            #expect(run.stdout.contains("Done."))
+            #expect(server.requests.count == 1)
+            #expect(server.problems.isEmpty, "\(server.problems)")
+            #expect(!run.stdout.contains(server.apiKey) && !run.stderr.contains(server.apiKey))
+            let id = try #require(run.stdout.split(separator: "\n").first.map(String.init))
+            let show = try runCorral(["session", "show", id, "--json"], environment: environment)
+            #expect(show.status == 0 && !show.stdout.contains(server.apiKey))
+        }
+    }
+
     @Test(
         "run prints the session id first, then the steps; wake of an ended session does nothing; --message continues it"
     )

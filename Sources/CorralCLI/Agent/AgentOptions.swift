@@ -1,5 +1,6 @@
 import ArgumentParser
 import CorralCore
+import CorralGateway
 import CorralHarness
 import CorralSandbox
 import CorralSession
@@ -9,7 +10,7 @@ import Foundation
 struct AgentBrainOptions: ParsableArguments {
     @Option(
         help: ArgumentHelp(
-            "anthropic, openai, or scripted:FILE (default: anthropic when ANTHROPIC_API_KEY is set).",
+            "anthropic, openai, or scripted:FILE (default: anthropic when its key is set or in the vault).",
             valueName: "BRAIN"))
     var brain: String?
 
@@ -25,8 +26,8 @@ struct AgentBrainOptions: ParsableArguments {
     var json = false
 
     /// The brain to use: `--brain`, else `recorded` (the session's own), else Anthropic when
-    /// its key is set.
-    func spec(recorded: BrainSpec?, environment: [String: String]) throws -> BrainSpec {
+    /// its key is set or stored in the vault.
+    func spec(recorded: BrainSpec?, credentials: EnvironmentCredentials) async throws -> BrainSpec {
         if let brain {
             var spec = try BrainSpec(parsing: brain, model: model)
             if let script = spec.script {
@@ -39,10 +40,12 @@ struct AgentBrainOptions: ParsableArguments {
             if let model { recorded.model = model }
             return recorded
         }
-        guard let key = environment["ANTHROPIC_API_KEY"], !key.isEmpty else {
+        guard try await credentials.apiKey(for: .anthropic) != nil else {
             throw CorralError(
                 .invalidArgument, "no brain chosen, and ANTHROPIC_API_KEY is not set",
-                hint: "export ANTHROPIC_API_KEY, or pass --brain openai (with OPENAI_API_KEY) or --brain scripted:FILE")
+                hint:
+                    "export ANTHROPIC_API_KEY (or `corral vault put anthropic --scope api.anthropic.com`), "
+                    + "or pass --brain openai (with OPENAI_API_KEY) or --brain scripted:FILE")
         }
         return BrainSpec(provider: .anthropic, model: model ?? BrainSpec.defaultAnthropicModel)
     }
@@ -65,14 +68,24 @@ struct AgentBrainOptions: ParsableArguments {
         }
     }
 
-    func makeBrain(_ spec: BrainSpec, environment: [String: String]) async throws -> any Brain {
+    func makeBrain(_ spec: BrainSpec, credentials: EnvironmentCredentials) async throws -> any Brain {
         let timeout = try brainTimeout.map { try Duration(parsing: $0) }
-        return try await BrainFactory.make(
-            spec, credentials: EnvironmentCredentials(environment: environment), timeout: timeout)
+        return try await BrainFactory.make(spec, credentials: credentials, timeout: timeout)
     }
 }
 
 extension GlobalOptions {
+    /// Brain keys from the environment, else from the state directory's vault when there is
+    /// one (no vault is made, and no key file, just to look).
+    func brainCredentials() throws -> EnvironmentCredentials {
+        let configuration = Vault.Configuration(stateDirectory: stateDirectory, environment: environment)
+        guard FileManager.default.fileExists(atPath: configuration.file.path) else {
+            return EnvironmentCredentials(environment: environment)
+        }
+        let vault = try Vault(configuration: configuration)
+        return EnvironmentCredentials(environment: environment, storedKey: { try vault.brainKey(host: $0) })
+    }
+
     /// The harness on this machine's session store and engine. The engine is reached only
     /// when a tool first needs a sandbox.
     func harness(image: String? = nil) -> Harness {

@@ -66,9 +66,9 @@ struct AgentRunCommand: AsyncParsableCommand {
                 try remoteRequest())
             return
         }
-        let environment = ProcessInfo.processInfo.environment
-        let brainSpec = try brainOptions.spec(recorded: nil, environment: environment)
-        let brain = try await brainOptions.makeBrain(brainSpec, environment: environment)
+        let credentials = try global.brainCredentials()
+        let brainSpec = try await brainOptions.spec(recorded: nil, credentials: credentials)
+        let brain = try await brainOptions.makeBrain(brainSpec, credentials: credentials)
         let limits = AgentSpec.Limits(
             maxTurns: maxTurns, maxTokens: maxTokens, maxWallTime: try maxTime.map { try Duration(parsing: $0) })
         let spec = AgentSpec(

@@ -49,11 +49,11 @@ struct AgentWakeCommand: AsyncParsableCommand {
                 session, message: message)
             return
         }
-        let environment = ProcessInfo.processInfo.environment
         let harness = global.harness(image: image)
         let recorded = try await harness.recordedSpec(session)
-        let brainSpec = try brainOptions.spec(recorded: recorded?.brain, environment: environment)
-        let brain = try await brainOptions.makeBrain(brainSpec, environment: environment)
+        let credentials = try global.brainCredentials()
+        let brainSpec = try await brainOptions.spec(recorded: recorded?.brain, credentials: credentials)
+        let brain = try await brainOptions.makeBrain(brainSpec, credentials: credentials)
         var out = StandardOutput()
         out.line(session.rawValue)
         out.flush()

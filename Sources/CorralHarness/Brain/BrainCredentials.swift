@@ -1,4 +1,5 @@
 import CorralCore
+import Foundation
 
 /// Where brain API keys come from. Today the environment; the vault plugs in here, so that
 /// neither a sandbox nor an event ever holds a key.
@@ -8,12 +9,18 @@ public protocol BrainCredentials: Sendable {
 }
 
 /// Keys and endpoints from `ANTHROPIC_API_KEY`/`ANTHROPIC_BASE_URL` and
-/// `OPENAI_API_KEY`/`OPENAI_BASE_URL`.
+/// `OPENAI_API_KEY`/`OPENAI_BASE_URL`; a key the environment does not hold comes from
+/// `storedKey`, which looks it up by the API's host (the vault, scope `api.anthropic.com`).
 public struct EnvironmentCredentials: BrainCredentials {
     public let environment: [String: String]
+    /// The key stored for an API host (`host` or `host:port`), or nil.
+    public let storedKey: (@Sendable (_ host: String) throws -> String?)?
 
-    public init(environment: [String: String]) {
+    public init(
+        environment: [String: String], storedKey: (@Sendable (_ host: String) throws -> String?)? = nil
+    ) {
         self.environment = environment
+        self.storedKey = storedKey
     }
 
     public func apiKey(for provider: BrainSpec.Provider) async throws -> String? {
@@ -23,7 +30,9 @@ public struct EnvironmentCredentials: BrainCredentials {
         case .openai: name = "OPENAI_API_KEY"
         case .scripted: return nil
         }
-        guard let key = environment[name], !key.isEmpty else { return nil }
+        if let key = environment[name], !key.isEmpty { return key }
+        guard let storedKey, let host = apiHost(for: provider) else { return nil }
+        guard let key = try storedKey(host), !key.isEmpty else { return nil }
         return key
     }
 
@@ -33,6 +42,21 @@ public struct EnvironmentCredentials: BrainCredentials {
         case .openai: environment["OPENAI_BASE_URL"].flatMap { $0.isEmpty ? nil : $0 }
         case .scripted: nil
         }
+    }
+
+    /// The host (with its port, when the URL names one) that `provider`'s requests go to:
+    /// the scope under which the vault keeps its key.
+    public func apiHost(for provider: BrainSpec.Provider) -> String? {
+        let base: String
+        switch provider {
+        case .anthropic: base = baseURL(for: provider) ?? AnthropicBrain.Configuration().baseURL
+        case .openai: base = baseURL(for: provider) ?? OpenAIBrain.Configuration().baseURL
+        case .scripted: return nil
+        }
+        guard let components = URLComponents(string: base), let host = components.host, !host.isEmpty else {
+            return nil
+        }
+        return (components.port.map { "\(host):\($0)" } ?? host).lowercased()
     }
 }
 

@@ -14,11 +14,7 @@ public enum BrainFactory {
             return try ScriptedBrain(contentsOf: script)
         case .anthropic:
             guard let key = try await credentials.apiKey(for: .anthropic) else {
-                throw CorralError(
-                    .invalidArgument, "no Anthropic API key: ANTHROPIC_API_KEY is not set",
-                    hint:
-                        "export ANTHROPIC_API_KEY, or pass --brain openai (with OPENAI_API_KEY) or --brain scripted:FILE"
-                )
+                throw missingKey(.anthropic, "Anthropic", variable: "ANTHROPIC_API_KEY", credentials: credentials)
             }
             var configuration = AnthropicBrain.Configuration()
             configuration.model = spec.model
@@ -27,10 +23,7 @@ public enum BrainFactory {
             return try AnthropicBrain(configuration: configuration, apiKey: key, logger: logger)
         case .openai:
             guard let key = try await credentials.apiKey(for: .openai) else {
-                throw CorralError(
-                    .invalidArgument, "no OpenAI API key: OPENAI_API_KEY is not set",
-                    hint: "export OPENAI_API_KEY (and OPENAI_BASE_URL for a compatible server), or pass another --brain"
-                )
+                throw missingKey(.openai, "OpenAI", variable: "OPENAI_API_KEY", credentials: credentials)
             }
             var configuration = OpenAIBrain.Configuration()
             configuration.model = spec.model
@@ -38,5 +31,16 @@ public enum BrainFactory {
             if let timeout { configuration.timeout = timeout }
             return try OpenAIBrain(configuration: configuration, apiKey: key, logger: logger)
         }
+    }
+
+    static func missingKey(
+        _ provider: BrainSpec.Provider, _ name: String, variable: String, credentials: EnvironmentCredentials
+    ) -> CorralError {
+        let host = credentials.apiHost(for: provider) ?? "HOST"
+        let vault = credentials.storedKey == nil ? "" : " and the vault holds none for \(host)"
+        return CorralError(
+            .invalidArgument, "no \(name) API key: \(variable) is not set\(vault)",
+            hint: "export \(variable), or store it with `corral vault put \(provider.rawValue) --scope \(host)`, "
+                + "or pass another --brain (scripted:FILE needs no key)")
     }
 }
