@@ -45,6 +45,7 @@ let package = Package(
             name: "CorralSandbox",
             dependencies: [
                 "DockerEngine", "TarArchive", "CorralGateway", .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
             ],
             exclude: ["README.md"]
         ),

@@ -45,23 +45,15 @@ final class GatewaySocket: Sendable {
     static func bind(path: String, binding: SandboxBinding, core: GatewayCore) async throws -> GatewaySocket {
         let idle = TimeAmount(core.configuration.idleTimeout)
         let registry = ConnectionRegistry()
-        // A unix socket's path must fit 108 bytes; a long state directory does not. Through an
-        // open descriptor of the directory the path is short whatever the directory's length.
-        var bindPath = path
-        var directoryFD: Int32 = -1
-        if path.utf8.count >= 100 {
-            let directory = (path as NSString).deletingLastPathComponent
-            directoryFD = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-            if directoryFD >= 0 { bindPath = "/proc/self/fd/\(directoryFD)/\((path as NSString).lastPathComponent)" }
-        }
-        defer { if directoryFD >= 0 { Glibc.close(directoryFD) } }
+        let bindPath = UnixSocketPath(path)
+        defer { withExtendedLifetime(bindPath) {} }
         let server: NIOAsyncChannel<any Channel, Never>
         do {
             server = try await ServerBootstrap(group: core.eventLoopGroup)
                 .serverChannelOption(ChannelOptions.backlog, value: 256)
                 .childChannelOption(ChannelOptions.allowRemoteHalfClosure, value: true)
                 .childChannelOption(ChannelOptions.autoRead, value: false)
-                .bind(unixDomainSocketPath: bindPath, cleanupExistingSocketFile: true) { channel in
+                .bind(unixDomainSocketPath: bindPath.usable, cleanupExistingSocketFile: true) { channel in
                     channel.eventLoop.makeCompletedFuture {
                         try channel.pipeline.syncOperations.addHandler(IdleStateHandler(allTimeout: idle))
                         try channel.pipeline.syncOperations.addHandler(CloseOnIdleHandler())

@@ -45,6 +45,7 @@ public struct ContainerShape: Sendable, Hashable {
             let proxy = "http://\(SandboxEnvironment.proxyAddress)"
             variables += [
                 "CORRAL_GATEWAY_SOCKET=\(SandboxEnvironment.gatewaySocket)",
+                "CORRAL_CONTROL_SOCKET=\(SandboxEnvironment.controlSocket)",
                 "HTTP_PROXY=\(proxy)", "HTTPS_PROXY=\(proxy)", "http_proxy=\(proxy)", "https_proxy=\(proxy)",
                 "NO_PROXY=localhost,127.0.0.1", "no_proxy=localhost,127.0.0.1",
             ]

@@ -68,9 +68,7 @@ extension Provisioner {
     private func clone(_ workspace: SandboxWorkspace, container: String, sandbox: SandboxID) async throws {
         let clock = ContinuousClock()
         let started = clock.now
-        let transport = EngineExecTransport(
-            engine: engine, container: container, sandbox: sandbox, environment: configuration.environment,
-            records: nil)
+        let transport = transport(container: container, sandbox: sandbox, records: nil)
         let branch = workspace.branch(for: sandbox)
         let command = SandboxCommand(
             [
@@ -181,8 +179,9 @@ extension Provisioner {
         let attached = Set(gateway.attachedSandboxes)
         var done: [SandboxID] = []
         for summary in running {
-            guard case .sandbox(_, let id) = SandboxLabels.classify(containerName: summary.name),
-                !attached.contains(id), let directory = configuration.environment.gatewayDirectory(for: id)
+            guard case .sandbox(_, let id) = SandboxLabels.classify(containerName: summary.name) else { continue }
+            await listenControl(id)
+            guard !attached.contains(id), let directory = configuration.environment.gatewayDirectory(for: id)
             else { continue }
             do {
                 guard let record = try store.read(id), let policy = record.gateway else { continue }

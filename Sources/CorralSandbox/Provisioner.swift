@@ -27,6 +27,9 @@ public final class Provisioner: Sendable {
         public var gateway: (any SandboxGateway)?
         /// Limit for cloning a sandbox's repository.
         public var workspaceTimeout: Duration = .seconds(600)
+        /// Whether this process listens for the control connections of the sandboxes it makes
+        /// and adopts (commands then skip the engine's exec). Needs a state directory.
+        public var controlConnections = true
 
         public init(
             environment: SandboxEnvironment, templates: [SandboxTemplate] = [], gateway: (any SandboxGateway)? = nil
@@ -51,6 +54,8 @@ public final class Provisioner: Sendable {
     /// Sandboxes this provisioner is making cold right now: record-less, but no orphans.
     private let making = Mutex<Set<SandboxID>>([])
     private let recordStore: SandboxRecordStore
+    /// The control connections this process holds; nil without a state directory.
+    public let control: ControlChannels?
 
     public init(
         engine: DockerEngineClient, configuration: Configuration, metrics: ProvisionMetrics = ProvisionMetrics(),
@@ -60,6 +65,9 @@ public final class Provisioner: Sendable {
         self.configuration = configuration
         self.metrics = metrics
         self.logger = logger ?? Logger(label: "corral.sandbox")
+        self.control =
+            configuration.controlConnections && configuration.environment.sandboxesDirectory != nil
+            ? ControlChannels(logger: self.logger) : nil
         if let directory = configuration.environment.sandboxesDirectory {
             self.recordStore = SandboxRecordStore(directory: directory)
         } else {
@@ -283,7 +291,7 @@ public final class Provisioner: Sendable {
         // setup or a clone may take longer. While this process is making it, its directory's
         // time stays fresh; should the process die, the sandbox is an orphan a grace later.
         let store = try records()
-        let interval = max(configuration.claimGrace / 3, .seconds(1))
+        let interval = max(configuration.claimGrace / 4, .milliseconds(100))
         let heartbeat = Task {
             while (try? await Task.sleep(for: interval)) != nil { store.touchDirectory(id) }
         }
@@ -341,10 +349,19 @@ public final class Provisioner: Sendable {
         let spec = shape.containerSpec(
             sandbox: id, environment: configuration.environment, created: created, instance: try instanceID(),
             extraLabels: labels)
-        _ = try configuration.environment.prepareGatewayDirectory(for: id)
+        let directory = try configuration.environment.prepareGatewayDirectory(for: id)
+        if let control, let directory {
+            do {
+                try await control.listen(id, directory: directory)
+            } catch {
+                configuration.environment.removeHostDirectory(for: id)
+                throw error
+            }
+        }
         do {
             _ = try await engine.createContainer(name: name, spec)
         } catch {
+            control?.close(id)
             configuration.environment.removeHostDirectory(for: id)
             if let error = error as? DockerEngineError {
                 throw explainCreateFailure(error, shape: shape, template: template)
@@ -364,6 +381,9 @@ public final class Provisioner: Sendable {
             throw error
         }
         let startedAt = clock.now
+        // corral-init dials in as it starts; the first command should not have to go the slow
+        // way for the few milliseconds that takes. Past the wait, commands use the engine.
+        if let control { _ = await control.waitForConnection(id, timeout: .seconds(2)) }
         if let template, !template.setup.isEmpty {
             do {
                 try await runSetup(template, container: name, sandbox: id)
@@ -379,10 +399,33 @@ public final class Provisioner: Sendable {
         ]
     }
 
+    /// How commands reach `sandbox` from this process: its control connection when there is
+    /// one, else the engine's exec.
+    func transport(container: String, sandbox: SandboxID, records: SandboxRecordStore?) -> any SandboxTransport {
+        let engineTransport = EngineExecTransport(
+            engine: engine, container: container, sandbox: sandbox, environment: configuration.environment,
+            records: records)
+        guard let control else { return engineTransport }
+        return ControlTransport(engine: engineTransport, channels: control)
+    }
+
+    /// Listens for the control connection of a sandbox this process did not make (adopted
+    /// after a restart); nothing happens when it listens already or keeps no connections.
+    public func listenControl(_ id: SandboxID) async {
+        guard let control, !control.isListening(id),
+            let directory = configuration.environment.gatewayDirectory(for: id),
+            FileManager.default.fileExists(atPath: directory.path)
+        else { return }
+        do {
+            try await control.listen(id, directory: directory)
+        } catch {
+            logger.info(
+                "cannot listen for a sandbox's control connection", metadata: ["sandbox": "\(id)", "error": "\(error)"])
+        }
+    }
+
     private func runSetup(_ template: SandboxTemplate, container: String, sandbox: SandboxID) async throws {
-        let transport = EngineExecTransport(
-            engine: engine, container: container, sandbox: sandbox, environment: configuration.environment, records: nil
-        )
+        let transport = transport(container: container, sandbox: sandbox, records: nil)
         for (index, command) in template.setup.enumerated() {
             var stderr = OutputCapture(limit: 2048)
             let status = try await transport.run(
@@ -432,7 +475,7 @@ public final class Provisioner: Sendable {
     public func handle(_ id: SandboxID, tenant: TenantID = .local, provisioning: ProvisionReport? = nil) -> Sandbox {
         Sandbox(
             id: id, tenant: tenant, engine: engine, environment: configuration.environment,
-            records: recordStore, gateway: configuration.gateway, tools: tools,
+            records: recordStore, gateway: configuration.gateway, control: control, tools: tools,
             configuration: configuration.tools, provisioning: provisioning, logger: logger)
     }
 
@@ -467,6 +510,7 @@ public final class Provisioner: Sendable {
     func discard(_ name: String, id: SandboxID) async {
         let engine = self.engine
         configuration.gateway?.detach(sandbox: id)
+        control?.close(id)
         await Task.detached { _ = try? await engine.removeContainer(name, force: true, volumes: true) }.value
         configuration.environment.removeHostDirectory(for: id)
     }

@@ -21,11 +21,14 @@ public final class Sandbox: Sendable {
     let records: SandboxRecordStore?
     /// The gateway its socket is attached to, closed on removal.
     let gateway: (any SandboxGateway)?
+    /// Where its control connection is held, closed on removal.
+    let control: ControlChannels?
     let logger: Logger
 
     init(
         id: SandboxID, tenant: TenantID, engine: DockerEngineClient, environment: SandboxEnvironment,
-        records: SandboxRecordStore?, gateway: (any SandboxGateway)? = nil, tools: [any SandboxTool],
+        records: SandboxRecordStore?, gateway: (any SandboxGateway)? = nil, control: ControlChannels? = nil,
+        tools: [any SandboxTool],
         configuration: ToolConfiguration, provisioning: ProvisionReport?, logger: Logger
     ) {
         self.id = id
@@ -34,8 +37,10 @@ public final class Sandbox: Sendable {
         self.engine = engine
         self.records = records
         self.gateway = gateway
-        self.transport = EngineExecTransport(
+        self.control = control
+        let engineTransport = EngineExecTransport(
             engine: engine, container: containerName, sandbox: id, environment: environment, records: records)
+        self.transport = control.map { ControlTransport(engine: engineTransport, channels: $0) } ?? engineTransport
         self.tools = Dictionary(tools.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
         self.configuration = configuration
         self.environment = environment
@@ -109,6 +114,7 @@ public final class Sandbox: Sendable {
     public func remove() async throws {
         let removed = try await engine.removeContainer(containerName, force: true, volumes: true)
         gateway?.detach(sandbox: id)
+        control?.close(id)
         environment.removeHostDirectory(for: id)
         if !removed {
             throw CorralError.notFound("sandbox \(id) not found", hint: "list sandboxes with `corral sandbox ls`")

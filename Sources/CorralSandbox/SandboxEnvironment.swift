@@ -21,6 +21,8 @@ public struct SandboxEnvironment: Sendable, Hashable {
     public static let gatewayDirectory = "/.corral/gateway"
     /// The gateway's socket, as corral-init sees it.
     public static let gatewaySocket = "/.corral/gateway/gateway.sock"
+    /// The control socket corral-init dials, as it sees it (see `ControlChannels`).
+    public static let controlSocket = "/.corral/gateway/\(ControlChannels.socketName)"
     /// corral-init's forwarder inside the sandbox; HTTP_PROXY points here.
     public static let proxyAddress = "127.0.0.1:3128"
 

@@ -91,7 +91,7 @@ public actor SandboxReaper {
         }
         // Records and directories whose container is gone. A directory younger than the grace
         // period may belong to a sandbox being made right now.
-        for id in directories where !present.contains(id) {
+        for id in directories where !present.contains(id) && !provisioner.isMaking(id) {
             let made = store.directoryDate(id) ?? .distantPast
             // A record is written only once its container exists: one bound before the listing
             // whose container the listing lacks is stale for sure.

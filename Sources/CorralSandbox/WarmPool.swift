@@ -254,6 +254,8 @@ public actor WarmPool {
         idle =
             idle.filter { foundIDs.contains($0.id) && !retiring.contains($0.id) }
             + found.filter { !known.contains($0.id) }.sorted { ($0.created, $0.id) < ($1.created, $1.id) }
+        // Members another process made (or this one, before a restart) dial in once listened for.
+        for member in found where !known.contains(member.id) { await provisioner.listenControl(member.id) }
         taken.formIntersection(listedMembers)
         status.claimed = claimed
         for item in retire {

@@ -66,8 +66,10 @@ final class EgressForwarder: Sendable {
 
     private func acceptLoop() {
         while true {
-            // No CLOEXEC needed on accepted sockets: PID 1 never executes anything.
+            // CLOEXEC: PID 1 starts commands for the control connection, and a relayed
+            // connection must not leak into them (the exec wrapper also closes strays).
             let client = accept(listener, nil, nil)
+            if client >= 0 { _ = fcntl(client, F_SETFD, FD_CLOEXEC) }
             if client < 0 {
                 switch errno {
                 case EINTR, ECONNABORTED, EPROTO:

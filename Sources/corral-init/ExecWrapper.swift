@@ -23,11 +23,16 @@ enum ExecWrapper {
     struct Options {
         var timeout: Double?
         var grace: Double = 2
+        /// Where the exit status is written, as decimal and a newline, before exiting (the
+        /// control connection reads it there: PID 1's reaper takes the wrapper itself).
+        var statusFD: Int32?
+        /// Changed to before the command starts.
+        var workingDirectory: String?
         var command: [String] = []
     }
 
     static let usage =
-        "usage: corral-init exec [--timeout SECONDS] [--grace SECONDS] -- COMMAND [ARGUMENT...]"
+        "usage: corral-init exec [--timeout SECONDS] [--grace SECONDS] [--workdir DIR] [--status-fd N] -- COMMAND [ARGUMENT...]"
 
     static func parse(_ arguments: [String]) -> Result<Options, InitError> {
         var options = Options()
@@ -65,6 +70,17 @@ enum ExecWrapper {
                 case .success(let seconds): options.grace = seconds
                 case .failure(let error): return .failure(error)
                 }
+            } else if argument == "--workdir" || argument == "--status-fd" {
+                index += 1
+                guard index < arguments.count else { return .failure(InitError("\(argument) needs a value; \(usage)")) }
+                if argument == "--workdir" {
+                    options.workingDirectory = arguments[index]
+                } else {
+                    guard let fd = Int32(arguments[index]), fd > 2 else {
+                        return .failure(InitError("--status-fd \(arguments[index]) is not a descriptor above 2"))
+                    }
+                    options.statusFD = fd
+                }
             } else if argument.hasPrefix("-") {
                 return .failure(InitError("unknown option \(argument); \(usage)"))
             } else {
@@ -85,7 +101,19 @@ enum ExecWrapper {
             logLine(error.message)
             return 125
         case .success(let options):
-            return Supervisor(options: options).run()
+            var status: Int32
+            if let fd = options.statusFD { closeDescriptors(above: 2, except: fd) }
+            if let directory = options.workingDirectory, chdir(directory) != 0 {
+                logLine("cannot change to \(directory): \(describeErrno(errno))")
+                status = 126
+            } else {
+                status = Supervisor(options: options).run()
+            }
+            if let fd = options.statusFD {
+                _ = writeFully(fd, Array("\(status)\n".utf8))
+                close(fd)
+            }
+            return status
         }
     }
 }
@@ -226,4 +254,20 @@ private struct Supervisor {
                 SpawnFailure(message: "cannot execute \(options.command[0]): \(describeErrno(result))", status: 126))
         }
     }
+}
+
+/// Closes every open descriptor above `floor` but `except`: started by PID 1, the wrapper may
+/// have inherited descriptors of other connections, which the command must not see.
+func closeDescriptors(above floor: Int32, except: Int32) {
+    guard let directory = opendir("/proc/self/fd") else { return }
+    let own = dirfd(directory)
+    var stray: [Int32] = []
+    while let entry = readdir(directory) {
+        let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+            String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
+        }
+        if let fd = Int32(name), fd > floor, fd != except, fd != own { stray.append(fd) }
+    }
+    closedir(directory)
+    for fd in stray { close(fd) }
 }

@@ -14,9 +14,13 @@ struct InitProcess {
         /// engine's own stop timeout (10 s by default), so that we exit 0 before it kills us.
         var shutdownGrace: Double = 2
         var forwarder: EgressForwarder.Configuration?
+        /// The host's control socket to dial (`CORRAL_CONTROL_SOCKET`); no control
+        /// connection without it.
+        var controlSocketPath: String?
     }
 
-    /// Reads `CORRAL_GATEWAY_SOCKET`, `CORRAL_PROXY_PORT` and `CORRAL_INIT_GRACE`.
+    /// Reads `CORRAL_GATEWAY_SOCKET`, `CORRAL_CONTROL_SOCKET`, `CORRAL_PROXY_PORT` and
+    /// `CORRAL_INIT_GRACE`.
     static func configurationFromEnvironment() -> Result<Configuration, InitError> {
         var configuration = Configuration()
         if let grace = environmentValue("CORRAL_INIT_GRACE") {
@@ -40,6 +44,12 @@ struct InitProcess {
                     ))
             }
             configuration.forwarder = forwarder
+        }
+        if let control = environmentValue("CORRAL_CONTROL_SOCKET") {
+            guard control.utf8.count < EgressForwarder.maxSocketPathLength else {
+                return .failure(InitError("CORRAL_CONTROL_SOCKET is longer than 107 bytes"))
+            }
+            configuration.controlSocketPath = control
         }
         return .success(configuration)
     }
@@ -70,6 +80,15 @@ struct InitProcess {
             }
         }
 
+        if let controlSocketPath = configuration.controlSocketPath {
+            switch ControlClient.start(socketPath: controlSocketPath, initPath: Self.executablePath()) {
+            case .success: break
+            case .failure(let error):
+                logLine(error.message)
+                exit(1)
+            }
+        }
+
         while true {
             guard let signal = signals.wait(until: nil) else { continue }
             switch signal {
@@ -79,6 +98,15 @@ struct InitProcess {
                 shutDown(signals: signals)
             }
         }
+    }
+
+    /// This program's own path, to start the exec wrapper from; /proc/self/exe names it even
+    /// when the image has no copy.
+    static func executablePath() -> String {
+        var buffer = [CChar](repeating: 0, count: 4096)
+        let count = readlink("/proc/self/exe", &buffer, buffer.count - 1)
+        guard count > 0 else { return CommandLine.arguments.first ?? "/.corral/init" }
+        return String(decoding: buffer[0..<count].map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 
     /// Reaps every child that has exited. Returns false once there are no children at all.

@@ -5,12 +5,21 @@ import Foundation
 import TestSupport
 import Testing
 
+/// How commands reach the sandbox: corral-init's control connection, or the engine's exec
+/// (what a process that did not make the sandbox uses).
+enum CommandPath: String, CaseIterable, Sendable, CustomTestStringConvertible {
+    case control, engine
+    var testDescription: String { rawValue }
+}
+
 /// A provisioner on the test engine, and sandboxes that are removed whatever the test does.
 struct EngineFixture {
     let engine: DockerEngineClient
     let provisioner: Provisioner
+    let path: CommandPath
 
-    init(tools: ToolConfiguration = ToolConfiguration()) throws {
+    init(tools: ToolConfiguration = ToolConfiguration(), path: CommandPath = .control) throws {
+        self.path = path
         engine = try DockerEngineClient(parsing: TestEnvironment.engineEndpoint)
         // Records and the instance id live in a state directory of the sandbox tests' own.
         let sandboxes = FileManager.default.temporaryDirectory.appendingPathComponent(
@@ -19,6 +28,7 @@ struct EngineFixture {
             environment: SandboxEnvironment(
                 initBinary: try SandboxEnvironment.locateInit(), sandboxesDirectory: sandboxes))
         configuration.tools = tools
+        configuration.controlConnections = path == .control
         provisioner = Provisioner(engine: engine, configuration: configuration)
     }
 
@@ -36,6 +46,8 @@ struct EngineFixture {
         _ request: ProvisionRequest = EngineFixture.request(), _ body: (Sandbox) async throws -> T
     ) async throws -> T {
         let sandbox = try await provisioner.provision(request)
+        // The path under test must be the one taken.
+        #expect(provisioner.control?.isConnected(sandbox.id) == (path == .control ? true : nil))
         do {
             let value = try await body(sandbox)
             try? await sandbox.remove()

@@ -7,9 +7,9 @@ import Testing
 
 @Suite("The bash tool on a real engine", .engine)
 struct ExecTests {
-    @Test("exit codes, stderr, env and workdir reach the output")
-    func basics() async throws {
-        let fixture = try EngineFixture()
+    @Test("exit codes, stderr, env and workdir reach the output", arguments: CommandPath.allCases)
+    func basics(path: CommandPath) async throws {
+        let fixture = try EngineFixture(path: path)
         try await fixture.withSandbox { sandbox in
             let ok = try await fixture.bash(sandbox, "pwd; echo $GREETING", extra: ["env": ["GREETING": "hi there"]])
             #expect(!ok.isError)
@@ -30,9 +30,11 @@ struct ExecTests {
         }
     }
 
-    @Test("a command past its timeout is killed with its children, and the output says so")
-    func timeout() async throws {
-        let fixture = try EngineFixture()
+    @Test(
+        "a command past its timeout is killed with its children, and the output says so",
+        arguments: CommandPath.allCases)
+    func timeout(path: CommandPath) async throws {
+        let fixture = try EngineFixture(path: path)
         try await fixture.withSandbox { sandbox in
             let output = try await fixture.bash(sandbox, "echo started; sleep 300 & sleep 300", timeout: 1)
             #expect(output.isError)
@@ -59,20 +61,20 @@ struct ExecTests {
         #expect(output.text.hasPrefix("bash:"))
     }
 
-    @Test("an unknown tool is a tool error that lists the known ones")
-    func unknownTool() async throws {
-        let fixture = try EngineFixture()
+    @Test("an unknown tool is a tool error that lists the known ones", arguments: CommandPath.allCases)
+    func unknownTool(path: CommandPath) async throws {
+        let fixture = try EngineFixture(path: path)
         let output = try await fixture.provisioner.handle(SandboxID.random()).execute(tool: "rm_rf", input: [:])
         #expect(output.isError)
         #expect(output.text.contains("bash"))
         #expect(output.text.contains("str_replace_based_edit_tool"))
     }
 
-    @Test("a 50 MB flood is capped with a marker, keeping its head and tail")
-    func flood() async throws {
+    @Test("a 50 MB flood is capped with a marker, keeping its head and tail", arguments: CommandPath.allCases)
+    func flood(path: CommandPath) async throws {
         var tools = ToolConfiguration()
         tools.outputLimit = 64 << 10
-        let fixture = try EngineFixture(tools: tools)
+        let fixture = try EngineFixture(tools: tools, path: path)
         try await fixture.withSandbox { sandbox in
             let output = try await fixture.bash(
                 sandbox, "echo FIRST; head -c 50000000 /dev/zero | tr '\\0' 'x'; echo; echo LAST")
@@ -85,9 +87,39 @@ struct ExecTests {
         }
     }
 
-    @Test("a fork bomb stops at the pids limit and the sandbox keeps working")
-    func forkBomb() async throws {
-        let fixture = try EngineFixture()
+    @Test(
+        "a command cancelled mid-flood stops inside the sandbox, and the next command runs",
+        arguments: CommandPath.allCases)
+    func cancelMidFlood(path: CommandPath) async throws {
+        let fixture = try EngineFixture(path: path)
+        try await fixture.withSandbox { sandbox in
+            let started = Flag()
+            let flood = Task {
+                try await sandbox.run(SandboxCommand(["sh", "-c", "exec yes flood"])) { _, _ in started.set() }
+            }
+            while !started.isSet { try await Task.sleep(for: .milliseconds(10)) }
+            try await Task.sleep(for: .milliseconds(300))
+            flood.cancel()
+            _ = await flood.result
+            let next = try await sandbox.run(SandboxCommand(["echo", "ok"], timeout: .seconds(20)))
+            #expect(next.stdout == "ok\n")
+            // The wrapper stops the command's group once its caller is gone (the engine's exec
+            // path cannot reach it: there the command runs on until the sandbox goes).
+            if path == .control {
+                var left = "?"
+                for _ in 0..<50 {
+                    left = try await sandbox.run(SandboxCommand(["sh", "-c", "pgrep -x yes || true"])).stdout
+                    if left.isEmpty { break }
+                    try await Task.sleep(for: .milliseconds(100))
+                }
+                #expect(left.isEmpty, "still running: \(left)")
+            }
+        }
+    }
+
+    @Test("a fork bomb stops at the pids limit and the sandbox keeps working", arguments: CommandPath.allCases)
+    func forkBomb(path: CommandPath) async throws {
+        let fixture = try EngineFixture(path: path)
         try await fixture.withSandbox(EngineFixture.request { $0.resources.pids = 64 }) { sandbox in
             // The sleep is forked first, so the shell can wait for it once the bomb has used
             // up every pid.
@@ -103,9 +135,9 @@ struct ExecTests {
         }
     }
 
-    @Test("the root is read-only while /workspace and /tmp are writable")
-    func readOnlyRoot() async throws {
-        let fixture = try EngineFixture()
+    @Test("the root is read-only while /workspace and /tmp are writable", arguments: CommandPath.allCases)
+    func readOnlyRoot(path: CommandPath) async throws {
+        let fixture = try EngineFixture(path: path)
         try await fixture.withSandbox { sandbox in
             let root = try await fixture.bash(sandbox, "touch /etc/corral-test")
             #expect(root.isError)
@@ -122,9 +154,9 @@ struct ExecTests {
         }
     }
 
-    @Test("the sandbox has no network interface but loopback")
-    func networkIsolation() async throws {
-        let fixture = try EngineFixture()
+    @Test("the sandbox has no network interface but loopback", arguments: CommandPath.allCases)
+    func networkIsolation(path: CommandPath) async throws {
+        let fixture = try EngineFixture(path: path)
         try await fixture.withSandbox { sandbox in
             let interfaces = try await fixture.bash(
                 sandbox, "python3 -c 'import socket; print(sorted(n for _, n in socket.if_nameindex()))'")
@@ -136,9 +168,9 @@ struct ExecTests {
         }
     }
 
-    @Test("commands run as uid 1000 with no capabilities and no new privileges")
-    func privileges() async throws {
-        let fixture = try EngineFixture()
+    @Test("commands run as uid 1000 with no capabilities and no new privileges", arguments: CommandPath.allCases)
+    func privileges(path: CommandPath) async throws {
+        let fixture = try EngineFixture(path: path)
         try await fixture.withSandbox { sandbox in
             let status = try await fixture.bash(
                 sandbox, "grep -E '^(Uid|Gid|CapInh|CapPrm|CapEff|CapBnd|CapAmb|NoNewPrivs|Seccomp):' /proc/self/status"
@@ -157,12 +189,16 @@ struct ExecTests {
             #expect(fields["Seccomp"] == "2")
             let sudo = try await fixture.bash(sandbox, "id -u; cat /proc/1/cmdline | tr '\\0' ' '")
             #expect(sudo.text.hasPrefix("1000\n/.corral/init"))
+            // The command's parent is the exec wrapper; the wrapper's parent tells the path:
+            // PID 1 over the control connection, nobody in the namespace (0) for the engine's exec.
+            let parent = try await fixture.bash(sandbox, "ps -o ppid= -p $PPID | tr -d ' '")
+            #expect(parent.text == (path == .control ? "1\n" : "0\n"), "\(parent.text)")
         }
     }
 
-    @Test("the memory limit holds and an out-of-memory kill is reported as such")
-    func memoryLimit() async throws {
-        let fixture = try EngineFixture()
+    @Test("the memory limit holds and an out-of-memory kill is reported as such", arguments: CommandPath.allCases)
+    func memoryLimit(path: CommandPath) async throws {
+        let fixture = try EngineFixture(path: path)
         try await fixture.withSandbox(EngineFixture.request { $0.resources.memory = .mebibytes(64) }) { sandbox in
             let limit = try await fixture.bash(
                 sandbox,
@@ -178,9 +214,9 @@ struct ExecTests {
         }
     }
 
-    @Test("corral-init, as PID 1, reaps orphans: no zombies pile up")
-    func reapsOrphans() async throws {
-        let fixture = try EngineFixture()
+    @Test("corral-init, as PID 1, reaps orphans: no zombies pile up", arguments: CommandPath.allCases)
+    func reapsOrphans(path: CommandPath) async throws {
+        let fixture = try EngineFixture(path: path)
         try await fixture.withSandbox { sandbox in
             // Each call leaves a child that its parent abandons; it is reparented to PID 1.
             for _ in 0..<5 {
@@ -193,9 +229,9 @@ struct ExecTests {
         }
     }
 
-    @Test("a sandbox removed behind corral's back gives a clear tool error")
-    func vanished() async throws {
-        let fixture = try EngineFixture()
+    @Test("a sandbox removed behind corral's back gives a clear tool error", arguments: CommandPath.allCases)
+    func vanished(path: CommandPath) async throws {
+        let fixture = try EngineFixture(path: path)
         let sandbox = try await fixture.provisioner.provision(EngineFixture.request())
         try await fixture.engine.removeContainer(sandbox.containerName, force: true)
         let output = try await fixture.bash(sandbox, "echo hi")
@@ -207,9 +243,9 @@ struct ExecTests {
         #expect(view.text.contains("is gone"))
     }
 
-    @Test("a stopped sandbox says it is not running")
-    func stopped() async throws {
-        let fixture = try EngineFixture()
+    @Test("a stopped sandbox says it is not running", arguments: CommandPath.allCases)
+    func stopped(path: CommandPath) async throws {
+        let fixture = try EngineFixture(path: path)
         try await fixture.withSandbox { sandbox in
             try await fixture.engine.killContainer(sandbox.containerName)
             _ = try await fixture.engine.waitContainer(sandbox.containerName)

@@ -1,7 +1,9 @@
 import CorralAPI
 import CorralCore
+import CorralSandbox
 import CorralSession
 import CurlHTTP
+import DockerEngine
 import Foundation
 import TestSupport
 import Testing
@@ -23,6 +25,18 @@ struct ShutdownTests {
             let script = directory.appendingPathComponent("brain.jsonl")
             try Data(Self.script.utf8).write(to: script)
             let state = directory.appendingPathComponent("state")
+            do {
+                try await run(script: script, state: state)
+            } catch {
+                await removeContainers(ofState: state)
+                throw error
+            }
+            await removeContainers(ofState: state)
+        }
+    }
+
+    func run(script: URL, state: URL) async throws {
+        do {
             var service = try Corrald(state: state)
             let client = try CorralClient(endpoint: .unixSocket(path: service.socket))
             defer { client.shutdown() }
@@ -59,6 +73,22 @@ struct ShutdownTests {
             #expect(after.last?.type == "session.ended")
             #expect(try service.terminate() == 0)
         }
+    }
+
+    /// A graceful stop leaves idle pool members for the next start to adopt, by design; the
+    /// test's own are removed here, found by the state directory's instance label.
+    func removeContainers(ofState state: URL) async {
+        let records = state.appendingPathComponent("sandboxes")
+        guard let instance = try? SandboxRecordStore(directory: records).instanceID(),
+            let engine = try? DockerEngineClient(parsing: TestEnvironment.engineEndpoint)
+        else { return }
+        defer { engine.shutdown() }
+        let labels = ["corral.managed=1", "corral.instance=\(instance)"]
+        for container in (try? await engine.listContainers(all: true, labels: labels)) ?? [] {
+            _ = try? await engine.removeContainer(container.id, force: true, volumes: true)
+        }
+        let left = (try? await engine.listContainers(all: true, labels: labels)) ?? []
+        #expect(left.isEmpty, "left behind: \(left.map(\.name))")
     }
 }
 

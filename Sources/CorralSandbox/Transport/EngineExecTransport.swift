@@ -24,8 +24,7 @@ struct EngineExecTransport: SandboxTransport {
             argv += ["--timeout", Self.seconds(timeout), "--grace", Self.seconds(killGrace)]
         }
         argv += ["--"] + command.arguments
-        var variables = try records?.read(sandbox)?.env ?? [:]
-        variables.merge(command.environment) { _, own in own }
+        let variables = try environment(for: command)
         records?.touch(sandbox)
         defer { records?.touch(sandbox) }
         let request = ExecCreateRequest(
@@ -42,16 +41,11 @@ struct EngineExecTransport: SandboxTransport {
         // corral-init enforces the timeout inside the sandbox. Should the stream outlive it by
         // far (a wedged engine), stop waiting rather than hang the caller.
         let streamLimit = command.timeout.map { $0 + killGrace + .seconds(10) }
-        // corral-init reports an out-of-memory kill on stderr, as a line of its own.
-        var oomReported = false
-        var stderrTail: [UInt8] = []
+        var oom = OOMWatch()
         do {
             try await engine.withExecOutput(execID, timeout: streamLimit) { stream in
                 for try await (kind, bytes) in stream {
-                    if kind == .stderr {
-                        stderrTail = Array((stderrTail + bytes).suffix(512))
-                        if !oomReported, Self.containsOOMMarker(stderrTail) { oomReported = true }
-                    }
+                    oom.see(kind, bytes)
                     try await output(kind, bytes)
                 }
             }
@@ -62,11 +56,41 @@ struct EngineExecTransport: SandboxTransport {
             )
         }
         let exitCode = try await exitCode(of: execID)
-        let elapsed = clock.now - started
-        let timedOut = exitCode == 124 && command.timeout.map { elapsed >= $0 } == true
-        let oomKilled = oomReported && exitCode != 0 && !timedOut
-        return CommandStatus(
-            exitCode: exitCode, timedOut: timedOut, oomKilled: oomKilled, durationMilliseconds: elapsed.milliseconds)
+        return CommandStatus(exitCode: exitCode, elapsed: clock.now - started, timeout: command.timeout, oom: oom)
+    }
+
+    /// The sandbox's env (bound after a warm claim, so not in the container's own) under the
+    /// command's own; stamps the sandbox's activity for the idle ttl.
+    func environment(for command: SandboxCommand) throws -> [String: String] {
+        var variables = try records?.read(sandbox)?.env ?? [:]
+        variables.merge(command.environment) { _, own in own }
+        return variables
+    }
+
+    /// Throws what is wrong when the sandbox's container is gone or not running.
+    func checkRunning() async throws {
+        let state: ContainerInspect.State
+        do {
+            state = try await engine.inspectContainer(container).state
+        } catch let error as DockerEngineError {
+            throw try await explain(error)
+        }
+        if state.running { return }
+        throw notRunning(state)
+    }
+
+    private func notRunning(_ state: ContainerInspect.State?) -> CorralError {
+        var why = "it is not running"
+        if let state {
+            why = "it is \(state.status)"
+            if state.oomKilled {
+                why += " (killed by the out-of-memory killer)"
+            } else if state.status == "exited" {
+                why += " with status \(state.exitCode)"
+            }
+        }
+        return CorralError(
+            .unavailable, "sandbox \(sandbox) cannot run commands: \(why)", hint: "provision a new sandbox")
     }
 
     /// The engine reports the exit code a moment after the output closes; ask until it does.
@@ -89,34 +113,46 @@ struct EngineExecTransport: SandboxTransport {
                 hint: "provision a new sandbox")
         }
         if error.isConflict {
-            var why = "it is not running"
-            if let state = try? await engine.inspectContainer(container).state {
-                why = "it is \(state.status)"
-                if state.oomKilled {
-                    why += " (killed by the out-of-memory killer)"
-                } else if state.status == "exited" {
-                    why += " with status \(state.exitCode)"
-                }
-            }
-            return CorralError(
-                .unavailable, "sandbox \(sandbox) cannot run commands: \(why)", hint: "provision a new sandbox")
+            return notRunning(try? await engine.inspectContainer(container).state)
         }
         return error.corralError
-    }
-
-    static let oomMarker = Array("corral-init: out of memory:".utf8)
-
-    static func containsOOMMarker(_ bytes: [UInt8]) -> Bool {
-        guard bytes.count >= oomMarker.count else { return false }
-        for start in 0...(bytes.count - oomMarker.count)
-        where bytes[start..<start + oomMarker.count].elementsEqual(oomMarker) {
-            return true
-        }
-        return false
     }
 
     static func seconds(_ duration: Duration) -> String {
         let value = duration.milliseconds / 1000
         return value == value.rounded() ? String(Int64(value)) : String(format: "%.3f", value)
+    }
+}
+
+/// corral-init reports an out-of-memory kill on stderr, as a line of its own; this watches
+/// the stream for it.
+struct OOMWatch {
+    static let marker = Array("corral-init: out of memory:".utf8)
+    private(set) var reported = false
+    private var tail: [UInt8] = []
+
+    mutating func see(_ kind: StdioStream, _ bytes: [UInt8]) {
+        guard kind == .stderr, !reported else { return }
+        tail = Array((tail + bytes.suffix(512)).suffix(512))
+        reported = Self.contains(tail)
+    }
+
+    static func contains(_ bytes: [UInt8]) -> Bool {
+        guard bytes.count >= marker.count else { return false }
+        for start in 0...(bytes.count - marker.count) where bytes[start..<start + marker.count].elementsEqual(marker) {
+            return true
+        }
+        return false
+    }
+}
+
+extension CommandStatus {
+    /// A status from the wrapper's exit code: 124 after the timeout is a timeout, and a
+    /// failure with corral-init's out-of-memory line is an OOM kill.
+    init(exitCode: Int, elapsed: Duration, timeout: Duration?, oom: OOMWatch) {
+        let timedOut = exitCode == 124 && timeout.map { elapsed >= $0 } == true
+        self.init(
+            exitCode: exitCode, timedOut: timedOut, oomKilled: oom.reported && exitCode != 0 && !timedOut,
+            durationMilliseconds: elapsed.milliseconds)
     }
 }

@@ -21,7 +21,10 @@ struct HarnessFixture: Sendable {
     init(directory: URL) {
         self.directory = directory
         self.store = FileSessionStore(directory: directory.appendingPathComponent("sessions", isDirectory: true))
-        self.hands = SandboxHands(configuration: Self.handsConfiguration, provisioner: { try Self.provisioner() })
+        // The same state directory as the `corral agent` processes the crash tests start: one
+        // instance label, so that whatever any of them made is found and removed afterwards.
+        self.hands = SandboxHands(
+            configuration: Self.handsConfiguration, provisioner: { try Self.provisioner(state: directory) })
     }
 
     static var handsConfiguration: SandboxHands.Configuration {
@@ -33,11 +36,14 @@ struct HarnessFixture: Sendable {
         return configuration
     }
 
-    static func provisioner() throws -> Provisioner {
+    static func provisioner(state: URL? = nil) throws -> Provisioner {
         let engine = try DockerEngineClient(parsing: TestEnvironment.engineEndpoint)
         return Provisioner(
             engine: engine,
-            configuration: .init(environment: SandboxEnvironment(initBinary: try SandboxEnvironment.locateInit())))
+            configuration: .init(
+                environment: SandboxEnvironment(
+                    initBinary: try SandboxEnvironment.locateInit(),
+                    sandboxesDirectory: state?.appendingPathComponent("sandboxes", isDirectory: true))))
     }
 
     func harness(_ configure: (inout Harness.Configuration) -> Void = { _ in }) -> Harness {
@@ -76,11 +82,23 @@ struct HarnessFixture: Sendable {
     func removeAllSandboxes() async {
         let sessions = (try? await store.list().map(\.id)) ?? []
         await removeSandboxes(of: sessions)
+        // `corral agent` processes run with this directory as their state: whatever they made,
+        // records or none (a process killed while provisioning leaves none), carries its
+        // instance label.
+        let sandboxes = directory.appendingPathComponent("sandboxes", isDirectory: true)
+        guard FileManager.default.fileExists(atPath: sandboxes.path),
+            let engine = try? DockerEngineClient(parsing: TestEnvironment.engineEndpoint),
+            let instance = try? SandboxRecordStore(directory: sandboxes).instanceID(),
+            let left = try? await engine.listContainers(
+                all: true, labels: ["\(SandboxLabels.managed)=1", "\(SandboxLabels.instance)=\(instance)"])
+        else { return }
+        for container in left { _ = try? await engine.removeContainer(container.id, force: true, volumes: true) }
     }
 
     /// Removes every sandbox a session made, those it recorded and any it orphaned.
     func removeSandboxes(of sessions: [SessionID]) async {
-        guard let provisioner = try? Self.provisioner(), let listed = try? await provisioner.list() else { return }
+        guard let provisioner = try? Self.provisioner(state: directory), let listed = try? await provisioner.list()
+        else { return }
         let wanted = Set(sessions)
         for info in listed where info.session.map(wanted.contains) == true {
             try? await provisioner.remove(info.id)

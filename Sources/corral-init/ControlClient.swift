@@ -1,0 +1,367 @@
+import Glibc
+import Synchronization
+
+/// The control connection: PID 1 dials the host's control socket (bind-mounted, read-only,
+/// beside the gateway's) and runs the commands the host sends down it, so that a command
+/// costs a fork and a few frames instead of the engine's exec (a runtime exec, an attach and
+/// an inspect). The sandbox dials out, never listens: gVisor lets a sandbox open a host socket
+/// (`--host-uds=open`) but not offer one.
+///
+/// The connection is redialled, with backoff, whenever it is down: the host's socket may
+/// appear after the sandbox started, and a restarted service binds it anew.
+///
+/// Frames, both ways: type (1 byte), id (4 bytes, big-endian), length (4 bytes, big-endian),
+/// payload. Host to sandbox: `exec` (1) and `kill` (2). Sandbox to host: `hello` (16, the
+/// version), `stdout` (17), `stderr` (18), `exit` (19, the status in decimal) and `failed`
+/// (20, why the command could not be started). An `exec` payload is NUL-separated fields:
+/// timeout in ms (0 for none), grace in ms, working directory, argument count, the
+/// arguments, then `KEY=VALUE` pairs that override the sandbox's environment.
+///
+/// Each command runs under `corral-init exec` (timeout, process group, OOM report) with
+/// stdin from /dev/null; the wrapper reports its exit status on a pipe, so PID 1's reaper
+/// can take every child without keeping a table. Nothing here adds privilege: commands run
+/// as PID 1 does, which is the sandbox's own user, and anyone in the sandbox who dials the
+/// socket could run commands as that user anyway.
+final class ControlClient: Sendable {
+    enum Frame: UInt8 {
+        case exec = 1
+        case kill = 2
+        case hello = 16
+        case stdout = 17
+        case stderr = 18
+        case exit = 19
+        case failed = 20
+    }
+
+    static let maxPayload = 4 << 20
+
+    let socketPath: String
+    let initPath: String
+    /// The socket in use, or -1; writes of whole frames hold the lock.
+    private let connection = Mutex<Int32>(-1)
+    /// Running commands by id: the wrapper's pid.
+    private let running = Mutex<[UInt32: pid_t]>([:])
+
+    init(socketPath: String, initPath: String) {
+        self.socketPath = socketPath
+        self.initPath = initPath
+    }
+
+    static func start(socketPath: String, initPath: String) -> Result<ControlClient, InitError> {
+        let client = ControlClient(socketPath: socketPath, initPath: initPath)
+        guard spawnDetachedThread({ client.dialLoop() }) else {
+            return .failure(InitError("cannot start the control thread: \(describeErrno(errno))"))
+        }
+        return .success(client)
+    }
+
+    private func dialLoop() {
+        var delay: useconds_t = 5_000
+        while true {
+            guard let fd = dial() else {
+                usleep(delay)
+                delay = min(delay * 2, 500_000)
+                continue
+            }
+            delay = 5_000
+            connection.withLock { $0 = fd }
+            send(.hello, id: 0, Array(corralInitVersion.utf8))
+            serve(fd)
+            connection.withLock { $0 = -1 }
+            shutdown(fd, Int32(SHUT_RDWR))
+            close(fd)
+            // Whoever sent these is gone: stop what it started rather than leave it running.
+            for pid in running.withLock({ Array($0.values) }) { kill(pid, SIGTERM) }
+        }
+    }
+
+    private func dial() -> Int32? {
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { return nil }
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        let path = Array(socketPath.utf8)
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            for (index, byte) in path.prefix(raw.count - 1).enumerated() { raw[index] = byte }
+        }
+        let result = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+            }
+        }
+        if result != 0 {
+            close(fd)
+            return nil
+        }
+        return fd
+    }
+
+    /// Reads frames until the connection ends or sends something malformed.
+    private func serve(_ fd: Int32) {
+        var header = [UInt8](repeating: 0, count: 9)
+        while readFully(fd, &header, count: 9) {
+            let id = UInt32(header[1]) << 24 | UInt32(header[2]) << 16 | UInt32(header[3]) << 8 | UInt32(header[4])
+            let length = Int(
+                UInt32(header[5]) << 24 | UInt32(header[6]) << 16 | UInt32(header[7]) << 8 | UInt32(header[8]))
+            guard length <= Self.maxPayload else { return }
+            var payload = [UInt8](repeating: 0, count: length)
+            guard length == 0 || readFully(fd, &payload, count: length) else { return }
+            switch Frame(rawValue: header[0]) {
+            case .exec:
+                start(id: id, payload)
+            case .kill:
+                if let pid = running.withLock({ $0[id] }) { kill(pid, SIGTERM) }
+            default:
+                return
+            }
+        }
+    }
+
+    struct Request {
+        var timeoutMilliseconds: UInt64
+        var graceMilliseconds: UInt64
+        var workingDirectory: String
+        var arguments: [String]
+        var environment: [String]
+    }
+
+    static func parse(_ payload: [UInt8]) -> Request? {
+        var fields = payload.split(separator: 0, omittingEmptySubsequences: false).map {
+            String(decoding: $0, as: UTF8.self)
+        }
+        if fields.last == "" { fields.removeLast() }
+        guard fields.count >= 4, let timeout = UInt64(fields[0]), let grace = UInt64(fields[1]),
+            let argc = Int(fields[3]), argc >= 1, fields.count >= 4 + argc
+        else { return nil }
+        return Request(
+            timeoutMilliseconds: timeout, graceMilliseconds: grace, workingDirectory: fields[2],
+            arguments: Array(fields[4..<(4 + argc)]), environment: Array(fields[(4 + argc)...]))
+    }
+
+    private func start(id: UInt32, _ payload: [UInt8]) {
+        guard let request = Self.parse(payload) else {
+            send(.failed, id: id, Array("corral-init: malformed exec request".utf8))
+            return
+        }
+        var wrapper = [initPath, "exec", "--status-fd", "3", "--workdir", request.workingDirectory]
+        if request.timeoutMilliseconds > 0 {
+            wrapper += [
+                "--timeout", Self.seconds(request.timeoutMilliseconds), "--grace",
+                Self.seconds(request.graceMilliseconds),
+            ]
+        }
+        wrapper += ["--"] + request.arguments
+        switch spawnWrapper(wrapper, overrides: request.environment) {
+        case .failure(let message):
+            send(.failed, id: id, Array("corral-init: \(message)".utf8))
+        case .success(let (pid, out, err, status)):
+            running.withLock { $0[id] = pid }
+            let started = spawnDetachedThread { [self] in
+                pump(id: id, out: out, err: err, status: status)
+            }
+            if !started {
+                kill(pid, SIGKILL)
+                close(out)
+                close(err)
+                close(status)
+                running.withLock { _ = $0.removeValue(forKey: id) }
+                send(.failed, id: id, Array("corral-init: cannot start a thread: \(describeErrno(errno))".utf8))
+            }
+        }
+    }
+
+    static func seconds(_ milliseconds: UInt64) -> String {
+        String(Double(milliseconds) / 1000)
+    }
+
+    private enum Spawned {
+        case success((pid_t, Int32, Int32, Int32))
+        case failure(String)
+    }
+
+    /// Starts the wrapper with stdout, stderr and fd 3 (its status) on pipes and stdin on
+    /// /dev/null, every signal unblocked and at its default.
+    private func spawnWrapper(_ arguments: [String], overrides: [String]) -> Spawned {
+        var pipes: [Int32] = []
+        for _ in 0..<3 {
+            var ends: [Int32] = [0, 0]
+            // pipe2 is not imported; the wrapper closes whatever leaks past the fcntl.
+            guard pipe(&ends) == 0 else {
+                for fd in pipes { close(fd) }
+                return .failure("cannot make a pipe: \(describeErrno(errno))")
+            }
+            for fd in ends { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
+            pipes += ends
+        }
+        defer {
+            // The write ends belong to the child now.
+            close(pipes[1])
+            close(pipes[3])
+            close(pipes[5])
+        }
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_adddup2(&actions, pipes[1], 1)
+        posix_spawn_file_actions_adddup2(&actions, pipes[3], 2)
+        posix_spawn_file_actions_adddup2(&actions, pipes[5], 3)
+
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        var empty = sigset_t()
+        sigemptyset(&empty)
+        posix_spawnattr_setsigmask(&attributes, &empty)
+        var defaults = sigset_t()
+        sigemptyset(&defaults)
+        for signal in [SIGCHLD, SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGPIPE] { sigaddset(&defaults, signal) }
+        posix_spawnattr_setsigdefault(&attributes, &defaults)
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+
+        let environment = Self.mergedEnvironment(overrides)
+        let argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]
+        let envp: [UnsafeMutablePointer<CChar>?] = environment.map { strdup($0) } + [nil]
+        defer {
+            for pointer in argv { free(pointer) }
+            for pointer in envp { free(pointer) }
+        }
+        var pid: pid_t = 0
+        let result = argv.withUnsafeBufferPointer { args in
+            envp.withUnsafeBufferPointer { env in
+                posix_spawn(&pid, initPath, &actions, &attributes, args.baseAddress!, env.baseAddress!)
+            }
+        }
+        guard result == 0 else {
+            close(pipes[0])
+            close(pipes[2])
+            close(pipes[4])
+            return .failure("cannot start \(initPath): \(describeErrno(result))")
+        }
+        return .success((pid, pipes[0], pipes[2], pipes[4]))
+    }
+
+    /// PID 1's environment, with `overrides` (`KEY=VALUE`) replacing or adding variables.
+    static func mergedEnvironment(_ overrides: [String]) -> [String] {
+        var result: [String] = []
+        var index: [Substring: Int] = [:]
+        func add(_ entry: String) {
+            let key = entry.prefix { $0 != "=" }
+            if let at = index[key] {
+                result[at] = entry
+            } else {
+                index[key] = result.count
+                result.append(entry)
+            }
+        }
+        if let base = currentEnvironment() {
+            var cursor = base
+            while let entry = cursor.pointee {
+                add(String(cString: entry))
+                cursor += 1
+            }
+        }
+        for entry in overrides where entry.contains("=") { add(entry) }
+        return result
+    }
+
+    /// Copies the command's output to the host as it comes, then its status. Once the wrapper
+    /// has exited (its status pipe closes), what is left in the pipes is sent and the rest is
+    /// not waited for: a daemon the command detached may hold them open for ever.
+    private func pump(id: UInt32, out: Int32, err: Int32, status: Int32) {
+        var descriptors = [
+            pollfd(fd: out, events: Int16(POLLIN), revents: 0),
+            pollfd(fd: err, events: Int16(POLLIN), revents: 0),
+            pollfd(fd: status, events: Int16(POLLIN), revents: 0),
+        ]
+        var buffer = [UInt8](repeating: 0, count: 64 << 10)
+        var statusText: [UInt8] = []
+        var exited = false
+        var drained = 0
+        while descriptors.contains(where: { $0.fd >= 0 }) {
+            let ready = poll(&descriptors, nfds_t(descriptors.count), exited ? 0 : -1)
+            if ready < 0 {
+                if errno == EINTR { continue }
+                break
+            }
+            if ready == 0 { break }  // exited, and nothing more is waiting
+            for slot in 0..<descriptors.count where descriptors[slot].fd >= 0 && descriptors[slot].revents != 0 {
+                let count = buffer.withUnsafeMutableBytes { read(descriptors[slot].fd, $0.baseAddress, $0.count) }
+                if count > 0 {
+                    if slot == 2 {
+                        statusText += buffer[0..<min(count, 16)]
+                    } else {
+                        send(slot == 0 ? .stdout : .stderr, id: id, Array(buffer[0..<count]))
+                        if exited { drained += count }
+                    }
+                } else if count == 0 || (errno != EINTR && errno != EAGAIN) {
+                    close(descriptors[slot].fd)
+                    descriptors[slot].fd = -1
+                    if slot == 2 { exited = true }
+                }
+            }
+            if exited && drained > 16 << 20 { break }
+        }
+        for slot in descriptors where slot.fd >= 0 { close(slot.fd) }
+        running.withLock { _ = $0.removeValue(forKey: id) }
+        let text = statusText.prefix { $0 != UInt8(ascii: "\n") }
+        if text.isEmpty {
+            send(.failed, id: id, Array("corral-init: the command's wrapper ended without a status".utf8))
+        } else {
+            send(.exit, id: id, Array(text))
+        }
+    }
+
+    /// Writes one frame whole; a frame for a connection that has gone is dropped.
+    private func send(_ type: Frame, id: UInt32, _ payload: [UInt8]) {
+        var frame: [UInt8] = [type.rawValue]
+        for shift in stride(from: 24, through: 0, by: -8) {
+            frame.append(UInt8(truncatingIfNeeded: id >> UInt32(shift)))
+        }
+        let length = UInt32(payload.count)
+        for shift in stride(from: 24, through: 0, by: -8) {
+            frame.append(UInt8(truncatingIfNeeded: length >> UInt32(shift)))
+        }
+        frame += payload
+        connection.withLock { fd in
+            guard fd >= 0 else { return }
+            if !writeFully(fd, frame, socket: true) { shutdown(fd, Int32(SHUT_RDWR)) }
+        }
+    }
+}
+
+/// Reads exactly `count` bytes; false at end of stream or on an error.
+func readFully(_ fd: Int32, _ buffer: inout [UInt8], count: Int) -> Bool {
+    var offset = 0
+    while offset < count {
+        let got = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress! + offset, count - offset) }
+        if got > 0 {
+            offset += got
+        } else if got < 0 && errno == EINTR {
+            continue
+        } else {
+            return false
+        }
+    }
+    return true
+}
+
+/// Writes all of `bytes`; false on an error. To a socket, without SIGPIPE.
+func writeFully(_ fd: Int32, _ bytes: [UInt8], socket: Bool = false) -> Bool {
+    var offset = 0
+    while offset < bytes.count {
+        let written = bytes.withUnsafeBytes { raw in
+            socket
+                ? send(fd, raw.baseAddress! + offset, raw.count - offset, Int32(MSG_NOSIGNAL))
+                : write(fd, raw.baseAddress! + offset, raw.count - offset)
+        }
+        if written > 0 {
+            offset += written
+        } else if written < 0 && errno == EINTR {
+            continue
+        } else {
+            return false
+        }
+    }
+    return true
+}
