@@ -14,7 +14,18 @@ struct SandboxSuite: BenchSuite {
         let engine = try DockerEngineClient(parsing: context.engineEndpoint)
         defer { engine.shutdown() }
         let environment = SandboxEnvironment(initBinary: try SandboxEnvironment.locateInit())
+        // `corral`: commands through the engine's exec, as a process that did not make the
+        // sandbox runs them (like for like with raw-api). `corral-control`: the maker's own
+        // control connection to corral-init, which needs a state directory for its socket.
         let provisioner = Provisioner(engine: engine, configuration: .init(environment: environment))
+        let state = context.scratch.appendingPathComponent("sandbox-suite-\(UUID().uuidString.prefix(8))")
+        defer { try? FileManager.default.removeItem(at: state) }
+        let controlled = Provisioner(
+            engine: engine,
+            configuration: .init(
+                environment: SandboxEnvironment(
+                    initBinary: environment.initBinary,
+                    sandboxesDirectory: state.appendingPathComponent("sandboxes", isDirectory: true))))
         let raw = try RawEngine(endpoint: context.engineEndpoint, version: try await engine.apiVersion().description)
         defer { raw.http.shutdown() }
         let docker = DockerCLI(endpoint: context.engineEndpoint)
@@ -27,7 +38,7 @@ struct SandboxSuite: BenchSuite {
             image: request.image, runtime: request.runtime, resources: request.resources, env: request.env)
 
         var corralCold = Samples(), corralFirst = Samples(), rawCold = Samples(), rawFirst = Samples()
-        var cliCold = Samples(), cliFirst = Samples()
+        var cliCold = Samples(), cliFirst = Samples(), controlCold = Samples(), controlFirst = Samples()
         // Interleave subjects so drift on a shared machine hits all of them alike.
         for _ in 0..<runs {
             let (sandbox, cold) = try await measureMilliseconds { try await provisioner.provision(request) }
@@ -35,6 +46,12 @@ struct SandboxSuite: BenchSuite {
             corralCold.append(cold)
             corralFirst.append(first)
             try await sandbox.remove()
+
+            let (held, heldCold) = try await measureMilliseconds { try await controlled.provision(request) }
+            let (_, heldFirst) = try await measureMilliseconds { try await held.run(SandboxCommand(["true"])) }
+            controlCold.append(heldCold)
+            controlFirst.append(heldFirst)
+            try await held.remove()
 
             let id = SandboxID.random()
             let spec = shape.containerSpec(
@@ -56,8 +73,9 @@ struct SandboxSuite: BenchSuite {
 
         // Exec round trips, in one long-lived sandbox per subject.
         let execRuns = context.quick ? 10 : max(runs, 50)
-        var corralExec = Samples(), rawExecs = Samples(), cliExecs = Samples()
+        var corralExec = Samples(), rawExecs = Samples(), cliExecs = Samples(), controlExecs = Samples()
         let sandbox = try await provisioner.provision(request)
+        let held = try await controlled.provision(request)
         let spec = shape.containerSpec(
             sandbox: SandboxID.random(), environment: environment, created: Date(), instance: "bench-raw")
         let rawContainer = try await raw.createAndStart(spec)
@@ -66,8 +84,10 @@ struct SandboxSuite: BenchSuite {
             corralExec.append(try await measureMilliseconds { try await sandbox.run(SandboxCommand(["true"])) }.1)
             rawExecs.append(try await measureMilliseconds { try await raw.exec(rawContainer, ["true"]) }.1)
             cliExecs.append(try await measureMilliseconds { try docker.exec(cliContainer, ["true"]) }.1)
+            controlExecs.append(try await measureMilliseconds { try await held.run(SandboxCommand(["true"])) }.1)
         }
         try await sandbox.remove()
+        try await held.remove()
         _ = try await engine.removeContainer(rawContainer)
         _ = try await engine.removeContainer(cliContainer)
 
@@ -83,6 +103,7 @@ struct SandboxSuite: BenchSuite {
                         Measurement(subject: "corral", unit: "ms", samples: corralCold),
                         Measurement(subject: "raw-api", unit: "ms", samples: rawCold),
                         Measurement(subject: "docker-cli run -d", unit: "ms", samples: cliCold),
+                        Measurement(subject: "corral-control", unit: "ms", samples: controlCold),
                     ],
                     targets: [
                         TargetCheck(
@@ -95,6 +116,7 @@ struct SandboxSuite: BenchSuite {
                         Measurement(subject: "corral", unit: "ms", samples: corralFirst),
                         Measurement(subject: "raw-api", unit: "ms", samples: rawFirst),
                         Measurement(subject: "docker-cli exec", unit: "ms", samples: cliFirst),
+                        Measurement(subject: "corral-control", unit: "ms", samples: controlFirst),
                     ]),
                 Comparison(
                     metric: "exec round trip of true",
@@ -102,6 +124,7 @@ struct SandboxSuite: BenchSuite {
                         Measurement(subject: "corral", unit: "ms", samples: corralExec),
                         Measurement(subject: "raw-api", unit: "ms", samples: rawExecs),
                         Measurement(subject: "docker-cli exec", unit: "ms", samples: cliExecs),
+                        Measurement(subject: "corral-control", unit: "ms", samples: controlExecs),
                     ],
                     targets: [
                         TargetCheck(
@@ -116,6 +139,7 @@ struct SandboxSuite: BenchSuite {
             notes: [
                 "raw-api sends the same create body corral does, over libcurl, with no wrapper; its exec runs `true` directly, while corral's runs it under corral-init's exec wrapper (process-group timeout)",
                 "docker-cli uses the same hardened flags; each call pays the CLI's own start-up",
+                "corral-control: the provisioning process's control connection to corral-init (a state directory is needed); its cold provision includes waiting for corral-init to dial in",
             ])
     }
 }

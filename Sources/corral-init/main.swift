@@ -1,9 +1,10 @@
 // corral-init: PID 1 of every corral sandbox, and a small exec wrapper.
 //
 //   corral-init                 PID 1: reap orphans, forward 127.0.0.1:3128 to the gateway
-//                               socket named by CORRAL_GATEWAY_SOCKET, stop everything and
-//                               exit 0 on SIGTERM or SIGINT.
-//   corral-init exec [--timeout S] [--grace S] -- CMD ARGS...
+//                               socket named by CORRAL_GATEWAY_SOCKET, run the commands sent
+//                               over the control socket named by CORRAL_CONTROL_SOCKET, stop
+//                               everything and exit 0 on SIGTERM or SIGINT.
+//   corral-init exec [--timeout S] [--grace S] [--workdir D] [--status-fd N] -- CMD ARGS...
 //                               run CMD in its own process group with a timeout (exit 124).
 //   corral-init version         print the version.
 //
@@ -19,7 +20,7 @@ let corralInitVersion = "0.1.0"
 
 let usageText = """
     usage: corral-init                      run as PID 1 (reaper, egress forwarder)
-           corral-init exec [--timeout SECONDS] [--grace SECONDS] -- COMMAND [ARGUMENT...]
+           corral-init exec [--timeout SECONDS] [--grace SECONDS] [--workdir DIR] [--status-fd N] -- COMMAND [ARGUMENT...]
            corral-init version
 
     """
