@@ -66,6 +66,7 @@ public actor SandboxReaper {
         // Sockets attached before the listing belong to containers made before it: one the
         // listing lacks is gone (a socket attached later may be a sandbox still being made).
         let attached = provisioner.configuration.gateway?.attachedSandboxes ?? []
+        let listening = provisioner.control?.listening ?? []
         let listedAt = Date()
         let containers = try await provisioner.engine.listContainers(
             all: true, labels: ["\(SandboxLabels.managed)=1", "\(SandboxLabels.instance)=\(instance)"])
@@ -100,6 +101,9 @@ public actor SandboxReaper {
             provisioner.configuration.gateway?.detach(sandbox: id)
             store.remove(id)
             sweep.removed[id] = "stale-record"
+        }
+        for id in listening where !present.contains(id) {
+            provisioner.control?.close(id)
         }
         for id in attached where !present.contains(id) {
             provisioner.configuration.gateway?.detach(sandbox: id)

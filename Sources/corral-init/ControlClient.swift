@@ -227,9 +227,10 @@ final class ControlClient: Sendable {
             for pointer in envp { free(pointer) }
         }
         var pid: pid_t = 0
-        let result = argv.withUnsafeBufferPointer { args in
-            envp.withUnsafeBufferPointer { env in
-                posix_spawn(&pid, initPath, &actions, &attributes, args.baseAddress!, env.baseAddress!)
+        let result = argv.withUnsafeBufferPointer { args -> Int32 in
+            envp.withUnsafeBufferPointer { env -> Int32 in
+                guard let args = args.baseAddress, let env = env.baseAddress else { return ENOMEM }
+                return posix_spawn(&pid, initPath, &actions, &attributes, args, env)
             }
         }
         guard result == 0 else {
@@ -334,7 +335,10 @@ final class ControlClient: Sendable {
 func readFully(_ fd: Int32, _ buffer: inout [UInt8], count: Int) -> Bool {
     var offset = 0
     while offset < count {
-        let got = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress! + offset, count - offset) }
+        let got = buffer.withUnsafeMutableBytes { raw -> Int in
+            guard let base = raw.baseAddress else { return -1 }
+            return read(fd, base + offset, count - offset)
+        }
         if got > 0 {
             offset += got
         } else if got < 0 && errno == EINTR {
@@ -350,10 +354,11 @@ func readFully(_ fd: Int32, _ buffer: inout [UInt8], count: Int) -> Bool {
 func writeFully(_ fd: Int32, _ bytes: [UInt8], socket: Bool = false) -> Bool {
     var offset = 0
     while offset < bytes.count {
-        let written = bytes.withUnsafeBytes { raw in
-            socket
-                ? send(fd, raw.baseAddress! + offset, raw.count - offset, Int32(MSG_NOSIGNAL))
-                : write(fd, raw.baseAddress! + offset, raw.count - offset)
+        let written = bytes.withUnsafeBytes { raw -> Int in
+            guard let base = raw.baseAddress else { return -1 }
+            return socket
+                ? send(fd, base + offset, raw.count - offset, Int32(MSG_NOSIGNAL))
+                : write(fd, base + offset, raw.count - offset)
         }
         if written > 0 {
             offset += written

@@ -45,11 +45,13 @@ struct VaultTests {
             #expect(try vault.brainKey(host: "api.anthropic.com") == nil)
             try vault.put(
                 name: "repo", scope: CredentialScope(parsing: "api.anthropic.com/acme/x"), secret: VaultSecret("r"))
-            try vault.put(name: "owner", scope: CredentialScope(parsing: "api.anthropic.com/acme"), secret: VaultSecret("o"))
+            try vault.put(
+                name: "owner", scope: CredentialScope(parsing: "api.anthropic.com/acme"), secret: VaultSecret("o"))
             #expect(try vault.brainKey(host: "api.anthropic.com") == nil)
             try vault.put(name: "b", scope: CredentialScope(parsing: "API.anthropic.com"), secret: VaultSecret("key-b"))
             try vault.put(name: "a", scope: CredentialScope(parsing: "api.anthropic.com"), secret: VaultSecret("key-a"))
-            try vault.put(name: "local", scope: CredentialScope(parsing: "127.0.0.1:8080"), secret: VaultSecret("key-l"))
+            try vault.put(
+                name: "local", scope: CredentialScope(parsing: "127.0.0.1:8080"), secret: VaultSecret("key-l"))
             #expect(try vault.brainKey(host: "api.anthropic.com") == "key-a")
             #expect(try vault.brainKey(host: "127.0.0.1:8080") == "key-l")
             #expect(try vault.brainKey(host: "127.0.0.1") == nil)

@@ -23,7 +23,8 @@ struct BrainTests {
         #expect(try await bare.apiKey(for: .openai) == nil)
         #expect(try await bare.apiKey(for: .scripted) == nil)
         let local = EnvironmentCredentials(
-            environment: ["ANTHROPIC_BASE_URL": "http://127.0.0.1:9999", "OPENAI_API_KEY": "env-key"], storedKey: stored)
+            environment: ["ANTHROPIC_BASE_URL": "http://127.0.0.1:9999", "OPENAI_API_KEY": "env-key"], storedKey: stored
+        )
         #expect(try await local.apiKey(for: .anthropic) == "stored-127.0.0.1:9999")
         #expect(try await local.apiKey(for: .openai) == "env-key")
         #expect(asked.withLock { $0 } == ["api.anthropic.com", "api.openai.com", "127.0.0.1:9999"])

@@ -41,7 +41,8 @@ struct CLITests {
         try await withTemporaryDirectory { directory in
             var environment = environment(directory)
             environment["ANTHROPIC_BASE_URL"] = server.baseURL
-            let host = try #require(URLComponents(string: server.baseURL).flatMap { c in c.port.map { "127.0.0.1:\($0)" } })
+            let host = try #require(
+                URLComponents(string: server.baseURL).flatMap { c in c.port.map { "127.0.0.1:\($0)" } })
             // Before the key is stored, the error names the vault and the scope to use.
             let missing = try runCorral(["agent", "run", "--brain", "anthropic", "x"], environment: environment)
             #expect(missing.status == 2)

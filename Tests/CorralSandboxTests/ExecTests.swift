@@ -117,6 +117,25 @@ struct ExecTests {
         }
     }
 
+    @Test("another process that adopts a sandbox gets its control connection: corral-init dials in again")
+    func adoptedConnection() async throws {
+        let fixture = try EngineFixture(path: .control)
+        try await fixture.withSandbox { sandbox in
+            // The maker goes away (as a killed process would): its socket stops answering.
+            fixture.provisioner.control?.close(sandbox.id)
+            let next = try EngineFixture(path: .control).provisioner
+            #expect(next.control?.isConnected(sandbox.id) == false)
+            let meanwhile = try await next.handle(sandbox.id).run(SandboxCommand(["echo", "engine"]))
+            #expect(meanwhile.stdout == "engine\n")
+            await next.listenControl(sandbox.id)
+            #expect(await next.control?.waitForConnection(sandbox.id, timeout: .seconds(5)) == true)
+            let parent = try await next.handle(sandbox.id).run(
+                SandboxCommand(["sh", "-c", "ps -o ppid= -p $PPID | tr -d ' '"]))
+            #expect(parent.stdout == "1\n", "runs under PID 1, over the control connection")
+            next.control?.close(sandbox.id)
+        }
+    }
+
     @Test("a fork bomb stops at the pids limit and the sandbox keeps working", arguments: CommandPath.allCases)
     func forkBomb(path: CommandPath) async throws {
         let fixture = try EngineFixture(path: path)

@@ -138,7 +138,9 @@ struct ModelTests {
             let segmentCounts = try model.keys.map { id in
                 try sessionFiles(store, id).filter { $0.hasSuffix(".seg") }.count
             }
-            #expect(segmentCounts.contains { $0 >= 3 }, "seed \(seed): the run never rolled a session over three segments: \(segmentCounts.sorted())")
+            #expect(
+                segmentCounts.contains { $0 >= 3 },
+                "seed \(seed): the run never rolled a session over three segments: \(segmentCounts.sorted())")
             #expect(try await store.list().map(\.id) == model.keys.sorted())
             for (id, session) in model {
                 try await check(id, session, step: -1)

@@ -73,6 +73,9 @@ public final class ControlChannels: Sendable {
         if let previous { Self.shut(previous) }
     }
 
+    /// The sandboxes this process listens for.
+    public var listening: [SandboxID] { listeners.withLock { Array($0.keys) } }
+
     /// Whether this process listens for `sandbox`.
     public func isListening(_ sandbox: SandboxID) -> Bool {
         listeners.withLock { $0[sandbox] != nil }
