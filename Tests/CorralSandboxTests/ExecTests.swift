@@ -117,6 +117,32 @@ struct ExecTests {
         }
     }
 
+    @Test("concurrent commands on one sandbox each get their own output and status", arguments: CommandPath.allCases)
+    func concurrentCommands(path: CommandPath) async throws {
+        let fixture = try EngineFixture(path: path)
+        try await fixture.withSandbox { sandbox in
+            let results = try await withThrowingTaskGroup(of: (Int, CommandResult).self) { group in
+                for index in 0..<16 {
+                    group.addTask {
+                        let command = SandboxCommand([
+                            "sh", "-c", "for i in 1 2 3; do echo \(index)-$i; echo e\(index) >&2; done; exit \(index)",
+                        ])
+                        return (index, try await sandbox.run(command))
+                    }
+                }
+                var all: [Int: CommandResult] = [:]
+                for try await (index, result) in group { all[index] = result }
+                return all
+            }
+            #expect(results.count == 16)
+            for (index, result) in results {
+                #expect(result.stdout == "\(index)-1\n\(index)-2\n\(index)-3\n")
+                #expect(result.stderr == String(repeating: "e\(index)\n", count: 3))
+                #expect(result.status.exitCode == index)
+            }
+        }
+    }
+
     @Test("another process that adopts a sandbox gets its control connection: corral-init dials in again")
     func adoptedConnection() async throws {
         let fixture = try EngineFixture(path: .control)
