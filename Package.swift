@@ -44,7 +44,8 @@ let package = Package(
         .target(
             name: "CorralSandbox",
             dependencies: [
-                "DockerEngine", "TarArchive", "CorralGateway", .product(name: "Metrics", package: "swift-metrics"),
+                "DockerEngine", "TarArchive", "CorralGateway", "ControlProtocol",
+                .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
             ],
             exclude: ["README.md"]
@@ -129,8 +130,12 @@ let package = Package(
         // dlopen in every static link.
         .executableTarget(
             name: "corral-init",
+            dependencies: ["ControlProtocol"],
             linkerSettings: [.unsafeFlags(["-static-executable", "-use-ld=lld"])]
         ),
+        // The control connection's wire format, shared by corral-init and the host: no
+        // Foundation, so that corral-init stays static and small.
+        .target(name: "ControlProtocol"),
         .target(name: "TestSupport", dependencies: ["CorralCore"], path: "Tests/TestSupport"),
         .testTarget(
             name: "CorralServiceTests",
@@ -143,7 +148,7 @@ let package = Package(
         .testTarget(name: "CurlHTTPTests", dependencies: ["CurlHTTP", "TestSupport"]),
         .testTarget(name: "TarArchiveTests", dependencies: ["TarArchive", "TestSupport"]),
         .testTarget(name: "DockerEngineTests", dependencies: ["DockerEngine", "TestSupport"]),
-        .testTarget(name: "CorralSandboxTests", dependencies: ["CorralSandbox", "TestSupport"]),
+        .testTarget(name: "CorralSandboxTests", dependencies: ["CorralSandbox", "ControlProtocol", "TestSupport"]),
         .testTarget(name: "CorralSessionTests", dependencies: ["CorralSession", "TestSupport"]),
         .testTarget(
             name: "CorralGatewayTests",

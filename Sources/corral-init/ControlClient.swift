@@ -1,3 +1,4 @@
+import ControlProtocol
 import Glibc
 import Synchronization
 
@@ -10,12 +11,7 @@ import Synchronization
 /// The connection is redialled, with backoff, whenever it is down: the host's socket may
 /// appear after the sandbox started, and a restarted service binds it anew.
 ///
-/// Frames, both ways: type (1 byte), id (4 bytes, big-endian), length (4 bytes, big-endian),
-/// payload. Host to sandbox: `exec` (1) and `kill` (2). Sandbox to host: `hello` (16, the
-/// version), `stdout` (17), `stderr` (18), `exit` (19, the status in decimal) and `failed`
-/// (20, why the command could not be started). An `exec` payload is NUL-separated fields:
-/// timeout in ms (0 for none), grace in ms, working directory, argument count, the
-/// arguments, then `KEY=VALUE` pairs that override the sandbox's environment.
+/// The frames are `ControlProtocol`'s.
 ///
 /// Each command runs under `corral-init exec` (timeout, process group, OOM report) with
 /// stdin from /dev/null; the wrapper reports its exit status on a pipe, so PID 1's reaper
@@ -23,17 +19,7 @@ import Synchronization
 /// as PID 1 does, which is the sandbox's own user, and anyone in the sandbox who dials the
 /// socket could run commands as that user anyway.
 final class ControlClient: Sendable {
-    enum Frame: UInt8 {
-        case exec = 1
-        case kill = 2
-        case hello = 16
-        case stdout = 17
-        case stderr = 18
-        case exit = 19
-        case failed = 20
-    }
-
-    static let maxPayload = 4 << 20
+    typealias Frame = ControlFrameKind
 
     let socketPath: String
     let initPath: String
@@ -98,48 +84,24 @@ final class ControlClient: Sendable {
 
     /// Reads frames until the connection ends or sends something malformed.
     private func serve(_ fd: Int32) {
-        var header = [UInt8](repeating: 0, count: 9)
-        while readFully(fd, &header, count: 9) {
-            let id = UInt32(header[1]) << 24 | UInt32(header[2]) << 16 | UInt32(header[3]) << 8 | UInt32(header[4])
-            let length = Int(
-                UInt32(header[5]) << 24 | UInt32(header[6]) << 16 | UInt32(header[7]) << 8 | UInt32(header[8]))
-            guard length <= Self.maxPayload else { return }
-            var payload = [UInt8](repeating: 0, count: length)
-            guard length == 0 || readFully(fd, &payload, count: length) else { return }
-            switch Frame(rawValue: header[0]) {
+        var header = [UInt8](repeating: 0, count: ControlFrameHeader.size)
+        while readFully(fd, &header, count: ControlFrameHeader.size) {
+            guard let frame = ControlFrameHeader(parsing: header), frame.isValid else { return }
+            var payload = [UInt8](repeating: 0, count: frame.length)
+            guard frame.length == 0 || readFully(fd, &payload, count: frame.length) else { return }
+            switch frame.kind {
             case .exec:
-                start(id: id, payload)
+                start(id: frame.id, payload)
             case .kill:
-                if let pid = running.withLock({ $0[id] }) { kill(pid, SIGTERM) }
+                if let pid = running.withLock({ $0[frame.id] }) { kill(pid, SIGTERM) }
             default:
                 return
             }
         }
     }
 
-    struct Request {
-        var timeoutMilliseconds: UInt64
-        var graceMilliseconds: UInt64
-        var workingDirectory: String
-        var arguments: [String]
-        var environment: [String]
-    }
-
-    static func parse(_ payload: [UInt8]) -> Request? {
-        var fields = payload.split(separator: 0, omittingEmptySubsequences: false).map {
-            String(decoding: $0, as: UTF8.self)
-        }
-        if fields.last == "" { fields.removeLast() }
-        guard fields.count >= 4, let timeout = UInt64(fields[0]), let grace = UInt64(fields[1]),
-            let argc = Int(fields[3]), argc >= 1, fields.count >= 4 + argc
-        else { return nil }
-        return Request(
-            timeoutMilliseconds: timeout, graceMilliseconds: grace, workingDirectory: fields[2],
-            arguments: Array(fields[4..<(4 + argc)]), environment: Array(fields[(4 + argc)...]))
-    }
-
     private func start(id: UInt32, _ payload: [UInt8]) {
-        guard let request = Self.parse(payload) else {
+        guard let request = ExecRequest(decoding: payload) else {
             send(.failed, id: id, Array("corral-init: malformed exec request".utf8))
             return
         }
@@ -314,16 +276,8 @@ final class ControlClient: Sendable {
     }
 
     /// Writes one frame whole; a frame for a connection that has gone is dropped.
-    private func send(_ type: Frame, id: UInt32, _ payload: [UInt8]) {
-        var frame: [UInt8] = [type.rawValue]
-        for shift in stride(from: 24, through: 0, by: -8) {
-            frame.append(UInt8(truncatingIfNeeded: id >> UInt32(shift)))
-        }
-        let length = UInt32(payload.count)
-        for shift in stride(from: 24, through: 0, by: -8) {
-            frame.append(UInt8(truncatingIfNeeded: length >> UInt32(shift)))
-        }
-        frame += payload
+    private func send(_ kind: Frame, id: UInt32, _ payload: [UInt8]) {
+        let frame = ControlFrameHeader(kind, id: id, length: payload.count).bytes + payload
         connection.withLock { fd in
             guard fd >= 0 else { return }
             if !writeFully(fd, frame, socket: true) { shutdown(fd, Int32(SHUT_RDWR)) }

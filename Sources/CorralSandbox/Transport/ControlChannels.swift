@@ -1,3 +1,4 @@
+import ControlProtocol
 import CorralCore
 import DockerEngine
 import Foundation
@@ -22,10 +23,89 @@ import Glibc
 public final class ControlChannels: Sendable {
     public static let socketName = "control.sock"
 
+    /// One sandbox's socket, its current connection, and the tasks waiting for one.
     private final class Listener: Sendable {
+        struct State {
+            var connection: ControlConnection?
+            var closed = false
+            var waiters: [Int: CheckedContinuation<Void, Never>] = [:]
+            /// Waits that are over (timed out) whether or not their waiter registered yet.
+            var over: Set<Int> = []
+            var nextWaiter = 0
+        }
+
         let server: any Channel
-        let connection = Mutex<ControlConnection?>(nil)
+        let state = Mutex(State())
         init(server: any Channel) { self.server = server }
+
+        var connection: ControlConnection? {
+            state.withLock { state in
+                if let current = state.connection, !current.channel.isActive { state.connection = nil }
+                return state.connection
+            }
+        }
+
+        /// Makes `connection` current and wakes the waiters; returns the one it replaced.
+        func adopt(_ connection: ControlConnection) -> ControlConnection? {
+            let (previous, waiters) = state.withLock { state in
+                defer {
+                    state.connection = connection
+                    state.waiters.removeAll()
+                }
+                return (state.connection, Array(state.waiters.values))
+            }
+            for waiter in waiters { waiter.resume() }
+            return previous
+        }
+
+        /// Closes the socket and the connection, and wakes the waiters.
+        func shut() {
+            server.close(promise: nil)
+            let (connection, waiters) = state.withLock { state in
+                defer {
+                    state.closed = true
+                    state.waiters.removeAll()
+                }
+                return (state.connection, Array(state.waiters.values))
+            }
+            connection?.channel.close(promise: nil)
+            for waiter in waiters { waiter.resume() }
+        }
+
+        /// Returns once a connection is current, the listener is shut, or `timeout` passes.
+        func waitForConnection(timeout: Duration) async {
+            let key = state.withLock { state in
+                defer { state.nextWaiter += 1 }
+                return state.nextWaiter
+            }
+            func release() {
+                state.withLock { state in
+                    state.over.insert(key)
+                    return state.waiters.removeValue(forKey: key)
+                }?.resume()
+            }
+            await withTaskGroup(of: Void.self) { group in
+                group.addTask {
+                    await withCheckedContinuation { waiter in
+                        let ready = self.state.withLock { state in
+                            if state.connection != nil || state.closed || state.over.contains(key) { return true }
+                            state.waiters[key] = waiter
+                            return false
+                        }
+                        if ready { waiter.resume() }
+                    }
+                }
+                group.addTask {
+                    // The timeout is the one thing waited for by the clock.
+                    try? await Task.sleep(for: timeout)
+                    release()
+                }
+                await group.next()
+                group.cancelAll()
+                release()
+            }
+            state.withLock { _ = $0.over.remove(key) }
+        }
     }
 
     private let group: any EventLoopGroup
@@ -70,7 +150,7 @@ public final class ControlChannels: Sendable {
             listeners[sandbox] = Listener(server: server)
             return previous
         }
-        if let previous { Self.shut(previous) }
+        if let previous { previous.shut() }
     }
 
     /// The sandboxes this process listens for.
@@ -83,7 +163,7 @@ public final class ControlChannels: Sendable {
 
     /// Stops listening for `sandbox` and drops its connection.
     public func close(_ sandbox: SandboxID) {
-        if let listener = listeners.withLock({ $0.removeValue(forKey: sandbox) }) { Self.shut(listener) }
+        if let listener = listeners.withLock({ $0.removeValue(forKey: sandbox) }) { listener.shut() }
     }
 
     /// Stops listening for every sandbox.
@@ -92,35 +172,24 @@ public final class ControlChannels: Sendable {
             defer { listeners.removeAll() }
             return Array(listeners.values)
         }) {
-            Self.shut(listener)
+            listener.shut()
         }
-    }
-
-    private static func shut(_ listener: Listener) {
-        listener.server.close(promise: nil)
-        listener.connection.withLock { $0 }?.channel.close(promise: nil)
     }
 
     /// The live connection of `sandbox`, when corral-init has dialled in.
     func connection(for sandbox: SandboxID) -> ControlConnection? {
-        guard let listener = listeners.withLock({ $0[sandbox] }) else { return nil }
-        return listener.connection.withLock { connection in
-            if let current = connection, !current.channel.isActive { connection = nil }
-            return connection
-        }
+        listeners.withLock { $0[sandbox] }?.connection
     }
 
     /// Whether corral-init of `sandbox` is connected to this process.
     public func isConnected(_ sandbox: SandboxID) -> Bool { connection(for: sandbox) != nil }
 
-    /// Waits up to `timeout` for corral-init to dial in; true when it has.
+    /// Waits up to `timeout` for corral-init to dial in (woken by its hello, not by polling);
+    /// true when it has.
     public func waitForConnection(_ sandbox: SandboxID, timeout: Duration) async -> Bool {
-        let deadline = ContinuousClock.now + timeout
-        while connection(for: sandbox) == nil {
-            guard isListening(sandbox), ContinuousClock.now < deadline else { return false }
-            try? await Task.sleep(for: .milliseconds(2))
-        }
-        return true
+        guard let listener = listeners.withLock({ $0[sandbox] }) else { return false }
+        await listener.waitForConnection(timeout: timeout)
+        return listener.connection != nil
     }
 
     /// A connection that said hello becomes the sandbox's; the newest wins.
@@ -129,38 +198,21 @@ public final class ControlChannels: Sendable {
             connection.channel.close(promise: nil)
             return
         }
-        let previous = listener.connection.withLock { current in
-            defer { current = connection }
-            return current
-        }
-        if let previous, previous !== connection { previous.channel.close(promise: nil) }
+        if let previous = listener.adopt(connection), previous !== connection { previous.channel.close(promise: nil) }
     }
 }
 
-/// One frame of the control protocol.
+/// One frame of the control protocol (`ControlProtocol` has the format).
 struct ControlFrame: Sendable {
-    enum Kind: UInt8, Sendable {
-        case exec = 1
-        case kill = 2
-        case hello = 16
-        case stdout = 17
-        case stderr = 18
-        case exit = 19
-        case failed = 20
-    }
-
-    static let maxPayload = 4 << 20
-
-    var kind: Kind
+    var kind: ControlFrameKind
     var id: UInt32
     var payload: ByteBuffer
 
-    func encode(into buffer: inout ByteBuffer) {
-        buffer.writeInteger(kind.rawValue)
-        buffer.writeInteger(id)
-        buffer.writeInteger(UInt32(payload.readableBytes))
+    var encoded: ByteBuffer {
+        var buffer = ByteBuffer(bytes: ControlFrameHeader(kind, id: id, length: payload.readableBytes).bytes)
         var payload = payload
         buffer.writeBuffer(&payload)
+        return buffer
     }
 }
 
@@ -168,18 +220,18 @@ struct ControlFrameDecoder: ByteToMessageDecoder {
     typealias InboundOut = ControlFrame
 
     mutating func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
-        guard buffer.readableBytes >= 9,
-            let kindByte = buffer.getInteger(at: buffer.readerIndex, as: UInt8.self),
-            let id = buffer.getInteger(at: buffer.readerIndex + 1, as: UInt32.self),
-            let length = buffer.getInteger(at: buffer.readerIndex + 5, as: UInt32.self)
+        guard
+            let bytes = buffer.getBytes(
+                at: buffer.readerIndex, length: min(buffer.readableBytes, ControlFrameHeader.size)),
+            let header = ControlFrameHeader(parsing: bytes)
         else { return .needMoreData }
-        guard let kind = ControlFrame.Kind(rawValue: kindByte), Int(length) <= ControlFrame.maxPayload else {
-            throw CorralError(.io, "malformed control frame (type \(kindByte), \(length) bytes)")
+        guard header.isValid, let kind = header.kind else {
+            throw CorralError(.io, "malformed control frame (kind \(header.rawKind), \(header.length) bytes)")
         }
-        guard buffer.readableBytes >= 9 + Int(length) else { return .needMoreData }
-        buffer.moveReaderIndex(forwardBy: 9)
-        guard let payload = buffer.readSlice(length: Int(length)) else { return .needMoreData }
-        context.fireChannelRead(Self.wrapInboundOut(ControlFrame(kind: kind, id: id, payload: payload)))
+        guard buffer.readableBytes >= ControlFrameHeader.size + header.length else { return .needMoreData }
+        buffer.moveReaderIndex(forwardBy: ControlFrameHeader.size)
+        guard let payload = buffer.readSlice(length: header.length) else { return .needMoreData }
+        context.fireChannelRead(Self.wrapInboundOut(ControlFrame(kind: kind, id: header.id, payload: payload)))
         return .continue
     }
 }
@@ -301,20 +353,18 @@ final class ControlConnection: Sendable {
         waiting.withLock { $0[id] = (continuation, 0) }
         defer { forget(id) }
 
-        var fields = [
-            String(timeout.map { max(Int64($0.milliseconds.rounded(.up)), 1) } ?? 0),
-            String(Int64(grace.milliseconds)), workingDirectory, String(arguments.count),
-        ]
-        fields += arguments
-        fields += environment.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
-        guard !fields.contains(where: { $0.utf8.contains(0) }) else {
+        let request = ExecRequest(
+            timeoutMilliseconds: timeout.map { UInt64(max($0.milliseconds.rounded(.up), 1)) } ?? 0,
+            graceMilliseconds: UInt64(max(grace.milliseconds, 0)), workingDirectory: workingDirectory,
+            arguments: arguments, environment: environment.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" })
+        guard let encoded = request.encoded() else {
             throw CorralError.invalidArgument("a command, its arguments and its environment cannot hold NUL bytes")
         }
-        let payload = ByteBuffer(bytes: Array(fields.joined(separator: "\0").utf8))
-        guard payload.readableBytes <= ControlFrame.maxPayload else {
+        guard encoded.count <= ControlFrameHeader.maxPayload else {
             throw CorralError.invalidArgument(
-                "the command and its environment are larger than \(ControlFrame.maxPayload >> 20) MiB")
+                "the command and its environment are larger than \(ControlFrameHeader.maxPayload >> 20) MiB")
         }
+        let payload = ByteBuffer(bytes: encoded)
         do {
             try await send(ControlFrame(kind: .exec, id: id, payload: payload))
         } catch {
@@ -348,14 +398,5 @@ final class ControlConnection: Sendable {
 
     private func send(_ frame: ControlFrame) async throws {
         try await channel.writeAndFlush(frame.encoded)
-    }
-}
-
-extension ControlFrame {
-    var encoded: ByteBuffer {
-        var buffer = ByteBuffer()
-        buffer.reserveCapacity(9 + payload.readableBytes)
-        encode(into: &buffer)
-        return buffer
     }
 }
