@@ -26,16 +26,15 @@ struct APISuite: BenchSuite {
         let engine = try DockerEngineClient(parsing: context.engineEndpoint)
         defer { engine.shutdown() }
         let state = context.scratch.appendingPathComponent("api-state", isDirectory: true)
-        let instance = SandboxRecordStore(directory: state.appendingPathComponent("sandboxes", isDirectory: true))
         let service = RunningService()
         do {
             let report = try await measure(context, engine: engine, state: state, service: service)
             await service.stop()
-            await ProvisionSuite.removeAll(engine: engine, instance: try? instance.instanceID())
+            await ProvisionSuite.removeAll(engine: engine, state: state)
             return report
         } catch {
             await service.stop()
-            await ProvisionSuite.removeAll(engine: engine, instance: try? instance.instanceID())
+            await ProvisionSuite.removeAll(engine: engine, state: state)
             throw error
         }
     }

@@ -15,13 +15,12 @@ struct ProvisionSuite: BenchSuite {
         let engine = try DockerEngineClient(parsing: context.engineEndpoint)
         defer { engine.shutdown() }
         let state = context.scratch.appendingPathComponent("provision-state", isDirectory: true)
-        let instance = SandboxRecordStore(directory: state.appendingPathComponent("sandboxes", isDirectory: true))
         do {
             let report = try await measure(context, engine: engine, state: state)
-            await Self.removeAll(engine: engine, instance: try? instance.instanceID())
+            await Self.removeAll(engine: engine, state: state)
             return report
         } catch {
-            await Self.removeAll(engine: engine, instance: try? instance.instanceID())
+            await Self.removeAll(engine: engine, state: state)
             throw error
         }
     }
@@ -54,7 +53,7 @@ struct ProvisionSuite: BenchSuite {
             var request = ProvisionRequest()
             request.template = template.name
             for index in 0..<(runs + 2) {
-                _ = try await waitFor(pool, idle: template.pool.minIdle)
+                _ = try await Self.waitFor(pool, idle: template.pool.minIdle)
                 let (sandbox, elapsed) = try await measureMilliseconds {
                     let sandbox = try await provisioner.provision(request)
                     try await Self.executeTrue(sandbox)
@@ -88,9 +87,8 @@ struct ProvisionSuite: BenchSuite {
         let densityPool = WarmPool(template: big, provisioner: provisioner, configuration: configuration)
         let densityTask = Task { try await densityPool.run() }
         let fillStart = ContinuousClock.now
-        _ = try await waitFor(densityPool, idle: densityMembers, limit: .seconds(900))
+        _ = try await Self.waitFor(densityPool, idle: densityMembers, limit: .seconds(900))
         let fillSeconds = (ContinuousClock.now - fillStart).benchMilliseconds / 1000
-        try await Task.sleep(for: .seconds(2))  // let the members settle after setup
         densityTask.cancel()
         _ = try? await densityTask.value
         let members = try await provisioner.poolMembers(template: template.name).filter { $0.state == .idle }
@@ -187,17 +185,29 @@ struct ProvisionSuite: BenchSuite {
             ])
     }
 
-    private func waitFor(_ pool: WarmPool, idle: Int, limit: Duration = .seconds(120)) async throws -> PoolStatus {
-        let deadline = ContinuousClock.now + limit
-        while ContinuousClock.now < deadline {
-            let status = await pool.currentStatus()
-            if status.idle >= idle, status.preparing == 0 { return status }
-            if status.state == .degraded, status.consecutiveFailures >= 3 {
+    /// Waits, woken by the pool's own status updates, until `idle` members are idle and none
+    /// is being made; fails when the pool keeps failing or `limit` passes.
+    static func waitFor(_ pool: WarmPool, idle: Int, limit: Duration = .seconds(180)) async throws -> PoolStatus {
+        try await withThrowingTaskGroup(of: PoolStatus?.self) { group in
+            group.addTask {
+                try await pool.waitForStatus { status in
+                    (status.idle >= idle && status.preparing == 0)
+                        || (status.state == .degraded && status.consecutiveFailures >= 3)
+                }
+            }
+            group.addTask {
+                try await Task.sleep(for: limit)  // the limit is the one wait by the clock
+                return nil
+            }
+            defer { group.cancelAll() }
+            guard let status = try await group.next() ?? nil else {
+                throw CorralError(.timeout, "the bench pool did not reach \(idle) idle members in \(limit)")
+            }
+            if status.state == .degraded, status.idle < idle {
                 throw CorralError(.engine, "the bench pool is degraded: \(status.lastError ?? "?")")
             }
-            try await Task.sleep(for: .milliseconds(20))
+            return status
         }
-        throw CorralError(.timeout, "the bench pool did not reach \(idle) idle members")
     }
 
     static func executeTrue(_ sandbox: Sandbox) async throws {
@@ -256,15 +266,13 @@ struct ProvisionSuite: BenchSuite {
         return text
     }
 
-    /// Whatever the suite made, removed whatever happened: its instance's containers and the
-    /// docker CLI's.
-    static func removeAll(engine: DockerEngineClient, instance: String?) async {
-        var labels: [[String]] = [["corral-bench=1"]]
-        if let instance { labels.append(["\(SandboxLabels.managed)=1", "\(SandboxLabels.instance)=\(instance)"]) }
-        for filter in labels {
-            for container in (try? await engine.listContainers(all: true, labels: filter)) ?? [] {
-                _ = try? await engine.removeContainer(container.id, force: true, volumes: true)
-            }
+    /// Whatever a suite made, removed whatever happened: every container of its state
+    /// directory's instance, and the docker CLI's.
+    static func removeAll(engine: DockerEngineClient, state: URL) async {
+        _ = try? await Provisioner.removeEverything(
+            engine: engine, sandboxesDirectory: state.appendingPathComponent("sandboxes", isDirectory: true))
+        for container in (try? await engine.listContainers(all: true, labels: ["corral-bench=1"])) ?? [] {
+            _ = try? await engine.removeContainer(container.id, force: true, volumes: true)
         }
     }
 }

@@ -35,13 +35,12 @@ struct WorkspaceSuite: BenchSuite {
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: directory) }
         let state = directory.appendingPathComponent("state", isDirectory: true)
-        let records = SandboxRecordStore(directory: state.appendingPathComponent("sandboxes", isDirectory: true))
         do {
             let report = try await measure(context, engine: engine, directory: directory, state: state)
-            await ProvisionSuite.removeAll(engine: engine, instance: try? records.instanceID())
+            await ProvisionSuite.removeAll(engine: engine, state: state)
             return report
         } catch {
-            await ProvisionSuite.removeAll(engine: engine, instance: try? records.instanceID())
+            await ProvisionSuite.removeAll(engine: engine, state: state)
             throw error
         }
     }
@@ -102,7 +101,7 @@ struct WorkspaceSuite: BenchSuite {
         var workspacePhase = Samples()
         var claimPhase = Samples()
         for index in 0..<(provisionRuns + 1) {
-            try await Self.waitFor(pool, idle: template.pool.minIdle)
+            _ = try await ProvisionSuite.waitFor(pool, idle: template.pool.minIdle)
             let (sandbox, elapsed) = try await measureMilliseconds {
                 let sandbox = try await provisioner.provision(request)
                 try await ProvisionSuite.executeTrue(sandbox)
@@ -121,7 +120,7 @@ struct WorkspaceSuite: BenchSuite {
 
         // Clones: direct from the host, through the gateway from the host (corral-init's
         // forwarder on a loopback port, to the sandbox's own socket), and from inside.
-        try await Self.waitFor(pool, idle: template.pool.minIdle)
+        _ = try await ProvisionSuite.waitFor(pool, idle: template.pool.minIdle)
         let sandbox = try await provisioner.provision(request)
         let socket = try Self.socketPath(provisioner, sandbox)
         let forwarder = try await HostForwarder.start(socket: socket)
@@ -210,19 +209,6 @@ struct WorkspaceSuite: BenchSuite {
     }
 
     // MARK: Helpers
-
-    static func waitFor(_ pool: WarmPool, idle: Int, limit: Duration = .seconds(180)) async throws {
-        let deadline = ContinuousClock.now + limit
-        while ContinuousClock.now < deadline {
-            let status = await pool.currentStatus()
-            if status.idle >= idle, status.preparing == 0 { return }
-            if status.state == .degraded, status.consecutiveFailures >= 3 {
-                throw CorralError(.engine, "the bench pool is degraded: \(status.lastError ?? "?")")
-            }
-            try await Task.sleep(for: .milliseconds(20))
-        }
-        throw CorralError(.timeout, "the bench pool did not reach \(idle) idle members")
-    }
 
     static func socketPath(_ provisioner: Provisioner, _ sandbox: Sandbox) throws -> String {
         guard let directory = provisioner.configuration.environment.gatewayDirectory(for: sandbox.id) else {

@@ -542,3 +542,22 @@ public final class Provisioner: Sendable {
         return error.corralError
     }
 }
+
+extension Provisioner {
+    /// Removes every container made from a state directory (its records in `sandboxes`):
+    /// claimed sandboxes, pool members, ones being made, with records or without, found by
+    /// the instance label; their volumes and host directories go with them. For tearing a
+    /// state directory down (tests, benchmarks). Returns the names of any container still
+    /// there afterwards: none, unless the engine refused a removal.
+    @discardableResult
+    public static func removeEverything(engine: DockerEngineClient, sandboxesDirectory: URL) async throws -> [String] {
+        guard FileManager.default.fileExists(atPath: sandboxesDirectory.path) else { return [] }
+        let store = SandboxRecordStore(directory: sandboxesDirectory)
+        let labels = ["\(SandboxLabels.managed)=1", "\(SandboxLabels.instance)=\(try store.instanceID())"]
+        for container in try await engine.listContainers(all: true, labels: labels) {
+            _ = try? await engine.removeContainer(container.id, force: true, volumes: true)
+            if let id = container.labels[SandboxLabels.sandbox].flatMap(SandboxID.init) { store.remove(id) }
+        }
+        return try await engine.listContainers(all: true, labels: labels).map(\.name)
+    }
+}

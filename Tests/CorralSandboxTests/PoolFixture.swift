@@ -88,25 +88,16 @@ final class PoolFixture: Sendable {
         try await withTimeout(.seconds(120), what) { try await pool.waitForStatus(condition) }
     }
 
-    /// Containers of this instance on the engine, by name.
-    func containers() async throws -> [ContainerSummary] {
-        try await engine.listContainers(
-            all: true,
-            labels: ["\(SandboxLabels.managed)=1", "\(SandboxLabels.instance)=\(try provisioner.instanceID())"])
-    }
-
     func idleMembers(_ template: SandboxTemplate) async throws -> Set<SandboxID> {
         Set(try await provisioner.poolMembers(template: template.name).filter { $0.state == .idle }.map(\.id))
     }
 
     /// Removes everything this instance made and checks, by label, that nothing is left.
     func cleanUp() async throws {
-        for container in try await containers() {
-            _ = try? await engine.removeContainer(container.id, force: true, volumes: true)
-        }
-        let left = try await containers()
+        let left = try await Provisioner.removeEverything(
+            engine: engine, sandboxesDirectory: stateDirectory.appendingPathComponent("sandboxes", isDirectory: true))
         try? FileManager.default.removeItem(at: stateDirectory)
-        #expect(left.isEmpty, "containers left behind: \(left.map(\.name))")
+        #expect(left.isEmpty, "containers left behind: \(left)")
     }
 }
 

@@ -78,17 +78,11 @@ struct ShutdownTests {
     /// A graceful stop leaves idle pool members for the next start to adopt, by design; the
     /// test's own are removed here, found by the state directory's instance label.
     func removeContainers(ofState state: URL) async {
-        let records = state.appendingPathComponent("sandboxes")
-        guard let instance = try? SandboxRecordStore(directory: records).instanceID(),
-            let engine = try? DockerEngineClient(parsing: TestEnvironment.engineEndpoint)
-        else { return }
+        guard let engine = try? DockerEngineClient(parsing: TestEnvironment.engineEndpoint) else { return }
         defer { engine.shutdown() }
-        let labels = ["corral.managed=1", "corral.instance=\(instance)"]
-        for container in (try? await engine.listContainers(all: true, labels: labels)) ?? [] {
-            _ = try? await engine.removeContainer(container.id, force: true, volumes: true)
-        }
-        let left = (try? await engine.listContainers(all: true, labels: labels)) ?? []
-        #expect(left.isEmpty, "left behind: \(left.map(\.name))")
+        let left = try? await Provisioner.removeEverything(
+            engine: engine, sandboxesDirectory: state.appendingPathComponent("sandboxes"))
+        #expect(left?.isEmpty != false, "left behind: \(left ?? [])")
     }
 }
 

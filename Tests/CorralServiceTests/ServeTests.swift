@@ -114,12 +114,10 @@ final class ServeHarness: @unchecked Sendable {
 
     func cleanUp() async {
         killServer(signal: SIGKILL)
-        if let engine = try? DockerEngineClient(parsing: TestEnvironment.engineEndpoint),
-            let left = try? await containers()
-        {
-            for container in left { _ = try? await engine.removeContainer(container.id, force: true, volumes: true) }
-            let after = (try? await containers()) ?? []
-            #expect(after.isEmpty, "left behind: \(after.map(\.name))")
+        if let engine = try? DockerEngineClient(parsing: TestEnvironment.engineEndpoint) {
+            let left = try? await Provisioner.removeEverything(
+                engine: engine, sandboxesDirectory: state.appendingPathComponent("sandboxes"))
+            #expect(left?.isEmpty != false, "left behind: \(left ?? [])")
         }
         try? FileManager.default.removeItem(at: state)
     }

@@ -1,4 +1,5 @@
 import CorralCore
+import CorralSandbox
 import DockerEngine
 import Foundation
 import TestSupport
@@ -122,15 +123,10 @@ struct ServeWorkspaceTests {
 
     /// Removes the instance's containers (idle pool members stay after a SIGTERM, by design).
     static func removeContainers(state: URL) async {
-        guard let engine = try? DockerEngineClient(parsing: TestEnvironment.engineEndpoint),
-            let instance = try? String(contentsOf: state.appendingPathComponent("sandboxes/.instance"), encoding: .utf8)
-        else { return }
+        guard let engine = try? DockerEngineClient(parsing: TestEnvironment.engineEndpoint) else { return }
         defer { engine.shutdown() }
-        let label = "corral.instance=\(instance.trimmingCharacters(in: .whitespacesAndNewlines))"
-        for container in (try? await engine.listContainers(all: true, labels: [label])) ?? [] {
-            _ = try? await engine.removeContainer(container.id, force: true, volumes: true)
-        }
-        let left = (try? await engine.listContainers(all: true, labels: [label])) ?? []
-        #expect(left.isEmpty, "left behind: \(left.map(\.name))")
+        let left = try? await Provisioner.removeEverything(
+            engine: engine, sandboxesDirectory: state.appendingPathComponent("sandboxes"))
+        #expect(left?.isEmpty != false, "left behind: \(left ?? [])")
     }
 }

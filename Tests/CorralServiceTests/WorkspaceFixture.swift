@@ -117,11 +117,9 @@ final class WorkspaceFixture: Sendable {
 
     func tearDown() async {
         await stop()
-        for container in (try? await containers()) ?? [] {
-            _ = try? await engine.removeContainer(container.id, force: true, volumes: true)
-        }
-        let left = (try? await containers()) ?? []
-        #expect(left.isEmpty, "containers left behind: \(left.map(\.name))")
+        let left = try? await Provisioner.removeEverything(
+            engine: engine, sandboxesDirectory: state.appendingPathComponent("sandboxes"))
+        #expect(left?.isEmpty != false, "containers left behind: \(left ?? [])")
         upstream.stop()
         engine.shutdown()
         try? FileManager.default.removeItem(at: directory)

@@ -246,15 +246,9 @@ final class ServiceFixture: @unchecked Sendable {
             let engine = try DockerEngineClient(parsing: TestEnvironment.engineEndpoint)
             defer { engine.shutdown() }
             for directory in [state, embeddedState] {
-                let records = directory.appendingPathComponent("sandboxes")
-                guard FileManager.default.fileExists(atPath: records.path) else { continue }
-                let instance = try SandboxRecordStore(directory: records).instanceID()
-                let labels = ["corral.managed=1", "corral.instance=\(instance)"]
-                for container in try await engine.listContainers(all: true, labels: labels) {
-                    try await engine.removeContainer(container.id, force: true, volumes: true)
-                }
-                let left = try await engine.listContainers(all: true, labels: labels)
-                #expect(left.isEmpty, "left behind: \(left.map(\.name))")
+                let left = try await Provisioner.removeEverything(
+                    engine: engine, sandboxesDirectory: directory.appendingPathComponent("sandboxes"))
+                #expect(left.isEmpty, "left behind: \(left)")
             }
         } catch {
             Issue.record("cleaning up the service's sandboxes failed: \(error)")

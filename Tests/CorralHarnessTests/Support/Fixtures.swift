@@ -79,30 +79,15 @@ struct HarnessFixture: Sendable {
         }
     }
 
+    /// Removes whatever this fixture's state directory made: in-process hands and the
+    /// `corral agent` processes the crash tests start share it (and so its instance label),
+    /// and a process killed while provisioning leaves a sandbox without a record.
     func removeAllSandboxes() async {
-        let sessions = (try? await store.list().map(\.id)) ?? []
-        await removeSandboxes(of: sessions)
-        // `corral agent` processes run with this directory as their state: whatever they made,
-        // records or none (a process killed while provisioning leaves none), carries its
-        // instance label.
-        let sandboxes = directory.appendingPathComponent("sandboxes", isDirectory: true)
-        guard FileManager.default.fileExists(atPath: sandboxes.path),
-            let engine = try? DockerEngineClient(parsing: TestEnvironment.engineEndpoint),
-            let instance = try? SandboxRecordStore(directory: sandboxes).instanceID(),
-            let left = try? await engine.listContainers(
-                all: true, labels: ["\(SandboxLabels.managed)=1", "\(SandboxLabels.instance)=\(instance)"])
-        else { return }
-        for container in left { _ = try? await engine.removeContainer(container.id, force: true, volumes: true) }
-    }
-
-    /// Removes every sandbox a session made, those it recorded and any it orphaned.
-    func removeSandboxes(of sessions: [SessionID]) async {
-        guard let provisioner = try? Self.provisioner(state: directory), let listed = try? await provisioner.list()
-        else { return }
-        let wanted = Set(sessions)
-        for info in listed where info.session.map(wanted.contains) == true {
-            try? await provisioner.remove(info.id)
-        }
+        guard let engine = try? DockerEngineClient(parsing: TestEnvironment.engineEndpoint) else { return }
+        defer { engine.shutdown() }
+        let left = try? await Provisioner.removeEverything(
+            engine: engine, sandboxesDirectory: directory.appendingPathComponent("sandboxes", isDirectory: true))
+        #expect(left?.isEmpty != false, "left behind: \(left ?? [])")
     }
 }
 
@@ -128,10 +113,10 @@ final class CheckedBrain: Brain {
 
     func respond(to request: BrainRequest) async throws -> BrainResponse {
         var problems: [String] = []
-        if let anthropic = (try? JSONText.decode(AnthropicBrain.encode(request, model: "m")))?.objectValue {
+        if let anthropic = (try? JSONCodec.decode(AnthropicBrain.encode(request, model: "m")))?.objectValue {
             problems += AnthropicShape.problems(anthropic).map { "anthropic: \($0)" }
         }
-        if let openai = (try? JSONText.decode(OpenAIBrain.encode(request, model: "m", maxTokensField: "max_tokens")))?
+        if let openai = (try? JSONCodec.decode(OpenAIBrain.encode(request, model: "m", maxTokensField: "max_tokens")))?
             .objectValue
         {
             problems += OpenAIShape.problems(openai).map { "openai: \($0)" }
