@@ -95,7 +95,7 @@ struct CLITests {
             let more = try runCorral(
                 ["agent", "wake", id, "--message", "and now?", "--json"], environment: environment(directory))
             #expect(more.status == 0, "\(more.stderr)")
-            let events = try more.stdout.split(separator: "\n").dropFirst().map { try JSONText.decode(String($0)) }
+            let events = try more.stdout.split(separator: "\n").dropFirst().map { try JSONCodec.decode(String($0)) }
             #expect(
                 events.map { $0["type"]?.stringValue } == [
                     "harness.woke", "user.message", "brain.response", "session.ended",

@@ -25,10 +25,10 @@ struct ShapeTests {
             TranscriptMessage(
                 role: .user, content: [.toolResult(ToolResultBlock(toolUseID: "toolu_1", text: "a b", isError: false))]),
         ])
-        let anthropic = try #require(try JSONText.decode(AnthropicBrain.encode(request, model: "m")).objectValue)
+        let anthropic = try #require(try JSONCodec.decode(AnthropicBrain.encode(request, model: "m")).objectValue)
         #expect(AnthropicShape.problems(anthropic) == [])
         let openai = try #require(
-            try JSONText.decode(OpenAIBrain.encode(request, model: "m", maxTokensField: "max_tokens")).objectValue)
+            try JSONCodec.decode(OpenAIBrain.encode(request, model: "m", maxTokensField: "max_tokens")).objectValue)
         #expect(OpenAIShape.problems(openai) == [])
     }
 
@@ -43,10 +43,10 @@ struct ShapeTests {
                 role: .user, content: [.toolResult(ToolResultBlock(toolUseID: "toolu_9", text: "x", isError: false))]),
         ])
         for request in [unanswered, stray] {
-            let anthropic = try #require(try JSONText.decode(AnthropicBrain.encode(request, model: "m")).objectValue)
+            let anthropic = try #require(try JSONCodec.decode(AnthropicBrain.encode(request, model: "m")).objectValue)
             #expect(!AnthropicShape.problems(anthropic).isEmpty)
             let openai = try #require(
-                try JSONText.decode(OpenAIBrain.encode(request, model: "m", maxTokensField: "max_tokens")).objectValue)
+                try JSONCodec.decode(OpenAIBrain.encode(request, model: "m", maxTokensField: "max_tokens")).objectValue)
             #expect(!OpenAIShape.problems(openai).isEmpty)
         }
         // Hand-written wire bodies the encoders would never make.
@@ -93,7 +93,7 @@ struct ShapeTests {
 
     @Test("the built-in tools are declared in Anthropic's shapes, corral's with input schemas")
     func declarations() throws {
-        let body = try JSONText.decode(AnthropicBrain.encode(Self.request([.user("task")]), model: "m"))
+        let body = try JSONCodec.decode(AnthropicBrain.encode(Self.request([.user("task")]), model: "m"))
         let tools = try #require(body["tools"]?.arrayValue)
         #expect(tools.contains(["type": "bash_20250124", "name": "bash"]))
         #expect(tools.contains(["type": "text_editor_20250728", "name": "str_replace_based_edit_tool"]))

@@ -62,10 +62,10 @@ struct StepPrinter: Sendable {
             if name == "sandbox_tool", let inner = input["input"] { input = inner }
             let summary: String
             switch data["tool"]?.stringValue ?? name {
-            case "bash": summary = "$ " + (input["command"]?.stringValue ?? JSONText.string(input))
+            case "bash": summary = "$ " + (input["command"]?.stringValue ?? JSONCodec.string(input))
             case "str_replace_based_edit_tool":
                 summary = "\(input["command"]?.stringValue ?? "?") \(input["path"]?.stringValue ?? "")"
-            default: summary = JSONText.string(input)
+            default: summary = JSONCodec.string(input)
             }
             return ["[tool] \(name)\(sandbox) " + clip(summary, 300)]
         case HarnessEvent.toolResult:

@@ -61,7 +61,7 @@ public final class AnthropicBrain: Brain {
             body["tools"] = .array(request.tools.map(wireTool))
             if request.purpose == .compaction { body["tool_choice"] = ["type": "none"] }
         }
-        return JSONText.encode(.object(body))
+        return JSONCodec.encode(.object(body))
     }
 
     static func wireTool(_ tool: ToolDeclaration) -> JSONValue {

@@ -31,7 +31,7 @@ struct BrainHTTP: Sendable {
             }
         }
         let status = response.status
-        let parsed = try? JSONText.decode(response.body)
+        let parsed = try? JSONCodec.decode(response.body)
         guard (200..<300).contains(status) else {
             throw classify(status: status, body: parsed, raw: response.body, headers: response.head.headers)
         }

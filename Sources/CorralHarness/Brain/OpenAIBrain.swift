@@ -78,7 +78,7 @@ public final class OpenAIBrain: Brain {
                             if use.inputProblem != nil, case .string(let raw) = use.input {
                                 arguments = raw
                             } else {
-                                arguments = JSONText.string(use.input)
+                                arguments = JSONCodec.string(use.input)
                             }
                             return [
                                 "id": .string(use.id), "type": "function",
@@ -108,7 +108,7 @@ public final class OpenAIBrain: Brain {
                 })
             body["tool_choice"] = request.purpose == .compaction ? "none" : "auto"
         }
-        return JSONText.encode(.object(body))
+        return JSONCodec.encode(.object(body))
     }
 
     static func decode(_ answer: JSONValue, fallbackModel: String) throws -> BrainResponse {
@@ -135,7 +135,7 @@ public final class OpenAIBrain: Brain {
                 throw BrainError(.malformed, status: 200, "a tool call lacks its id or function name")
             }
             let raw = function["arguments"]?.stringValue ?? "{}"
-            if let parsed = try? JSONText.decode(raw), parsed.objectValue != nil {
+            if let parsed = try? JSONCodec.decode(raw), parsed.objectValue != nil {
                 content.append(.toolUse(ToolUse(id: id, name: name, input: parsed)))
             } else {
                 content.append(

@@ -50,7 +50,7 @@ public struct ScriptedBrain: Brain {
                 )
             }
             let value: JSONValue
-            do { value = try JSONText.decode(line) } catch { throw bad(error.description) }
+            do { value = try JSONCodec.decode(line) } catch { throw bad(error.description) }
             guard let object = value.objectValue else { throw bad("a turn must be a JSON object") }
             if let unknown = object.keys.sorted().first(where: { !["text", "tool_calls"].contains($0) }) {
                 throw bad("unknown key '\(unknown)'")

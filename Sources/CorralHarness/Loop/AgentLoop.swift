@@ -40,7 +40,7 @@ struct AgentLoop {
         self.observer = observer
         self.catalog = ToolCatalog(provider: brain.spec.provider, handTools: harness.hands.tools)
         self.system = spec.system ?? harness.configuration.defaultSystemPrompt
-        let declared = JSONText.encode(
+        let declared = JSONCodec.encode(
             .array(
                 catalog.declarations.map {
                     ["name": .string($0.name), "description": .string($0.description), "input_schema": $0.inputSchema]

@@ -76,7 +76,7 @@ enum SessionEventsTool {
                 from.map { $0 > head ? "Nothing at or after seq \($0)." : "No events match." } ?? "No events match.")
         }
         for event in events {
-            var data = JSONText.string(event.data)
+            var data = JSONCodec.string(event.data)
             if data.utf8.count > dataCap {
                 data =
                     String(decoding: data.utf8.prefix(dataCap), as: UTF8.self) + "… [\(data.utf8.count) bytes in all]"

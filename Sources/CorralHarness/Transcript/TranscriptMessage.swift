@@ -129,6 +129,6 @@ extension TranscriptMessage {
     /// What the message costs in a context, estimated at four bytes of its JSON a token,
     /// plus a little for the framing every provider adds.
     var estimatedTokens: Int {
-        JSONText.encode(jsonValue).count / 4 + 4
+        JSONCodec.encode(jsonValue).count / 4 + 4
     }
 }

@@ -74,7 +74,7 @@ final class BrainServer: Sendable {
                     headers: raw.headers, method: raw.method, target: raw.target, body: raw.body, apiKey: key)
                 : OpenAIShape.problems(
                     headers: raw.headers, method: raw.method, target: raw.target, body: raw.body, apiKey: key)
-            let body = (try? JSONText.decode(raw.body)) ?? .null
+            let body = (try? JSONCodec.decode(raw.body)) ?? .null
             let request = BrainServer.describe(
                 body, provider: provider, bytes: raw.body.count, number: state.withLock { $0.requests.count + 1 })
             state.withLock {
@@ -84,7 +84,7 @@ final class BrainServer: Sendable {
             guard problems.isEmpty else {
                 BrainServer.respond(
                     connection, status: 400, headers: ["Content-Type": "application/json"],
-                    body: JSONText.string([
+                    body: JSONCodec.string([
                         "type": "error",
                         "error": [
                             "type": "invalid_request_error", "message": .string(problems.joined(separator: "; ")),
@@ -160,7 +160,8 @@ final class BrainServer: Sendable {
                     "usage": ["input_tokens": .int(Int64(inputTokens)), "output_tokens": 20],
                 ]
                 respond(
-                    connection, status: 200, headers: ["Content-Type": "application/json"], body: JSONText.string(body))
+                    connection, status: 200, headers: ["Content-Type": "application/json"], body: JSONCodec.string(body)
+                )
             case .openai:
                 var message: [String: JSONValue] = ["role": "assistant", "content": text.map { .string($0) } ?? .null]
                 if !calls.isEmpty {
@@ -169,7 +170,7 @@ final class BrainServer: Sendable {
                             [
                                 "id": .string(call.id), "type": "function",
                                 "function": [
-                                    "name": .string(call.name), "arguments": .string(JSONText.string(call.input)),
+                                    "name": .string(call.name), "arguments": .string(JSONCodec.string(call.input)),
                                 ],
                             ]
                         })
@@ -189,7 +190,8 @@ final class BrainServer: Sendable {
                     ],
                 ]
                 respond(
-                    connection, status: 200, headers: ["Content-Type": "application/json"], body: JSONText.string(body))
+                    connection, status: 200, headers: ["Content-Type": "application/json"], body: JSONCodec.string(body)
+                )
             }
         }
     }

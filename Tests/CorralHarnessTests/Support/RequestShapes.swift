@@ -29,7 +29,7 @@ enum AnthropicShape {
             problems.append("content-type is not application/json")
         }
         if header("authorization") != nil { problems.append("an Authorization header was sent to Anthropic") }
-        guard let value = try? JSONText.decode(body), let object = value.objectValue else {
+        guard let value = try? JSONCodec.decode(body), let object = value.objectValue else {
             return problems + ["the body is not a JSON object"]
         }
         return problems + self.problems(object)
@@ -207,7 +207,7 @@ enum OpenAIShape {
         if target != "/v1/chat/completions" { problems.append("path \(target), not /v1/chat/completions") }
         if header("authorization") != "Bearer \(apiKey)" { problems.append("Authorization is missing or wrong") }
         if header("x-api-key") != nil { problems.append("an x-api-key header was sent to an OpenAI endpoint") }
-        guard let value = try? JSONText.decode(body), let object = value.objectValue else {
+        guard let value = try? JSONCodec.decode(body), let object = value.objectValue else {
             return problems + ["the body is not a JSON object"]
         }
         return problems + self.problems(object)

@@ -1,37 +1,45 @@
-import CorralCore
-
 /// A compact JSON writer and a strict JSON reader for `JSONValue`.
 ///
-/// Events are stored as JSON text, and reading a slice decodes every event in it, so both
-/// directions sit on the hot path; Foundation's coders go through `Codable` and are an order
-/// of magnitude slower. Output is deterministic: object keys sorted, no spaces.
-enum JSONCodec {
+/// The one JSON codec of the project: session events are stored as JSON text (reading a
+/// slice decodes every event in it), and brain requests and answers are JSON bodies, so both
+/// directions sit on hot paths; Foundation's coders go through `Codable` and are an order of
+/// magnitude slower. Output is deterministic: object keys sorted, no spaces, doubles keep a
+/// fraction (`1.0`) so that a value reads back as what was written.
+public enum JSONCodec {
     /// Deepest nesting the reader accepts; deeper input is refused rather than risking the stack.
-    static let maxDepth = 512
+    public static let maxDepth = 512
 
-    struct ReadError: Error, Sendable {
-        var offset: Int
-        var reason: String
-        var description: String { "malformed JSON at byte \(offset + 1): \(reason)" }
+    public struct ReadError: Error, Sendable, CustomStringConvertible {
+        public var offset: Int
+        public var reason: String
+        public var description: String { "malformed JSON at byte \(offset + 1): \(reason)" }
     }
 
     // MARK: Writing
 
-    static func encode(_ value: JSONValue) -> [UInt8] {
+    public static func encode(_ value: JSONValue) -> [UInt8] {
         var out: [UInt8] = []
         out.reserveCapacity(64)
         write(value, to: &out)
         return out
     }
 
-    static func write(_ value: JSONValue, to out: inout [UInt8]) {
+    /// The text of `value`.
+    public static func string(_ value: JSONValue) -> String {
+        String(decoding: encode(value), as: UTF8.self)
+    }
+
+    public static func write(_ value: JSONValue, to out: inout [UInt8]) {
         switch value {
         case .null: out.append(contentsOf: "null".utf8)
         case .bool(let flag): out.append(contentsOf: (flag ? "true" : "false").utf8)
         case .int(let number): writeInteger(number, to: &out)
         case .double(let number):
-            // Non-finite numbers have no JSON spelling; callers refuse them before this point.
-            if number.isFinite, number == number.rounded(), abs(number) < 1e15 {
+            // Non-finite numbers have no JSON spelling: the session store refuses them before
+            // this point (`unencodable`); anywhere else null is what a reader can take.
+            if !number.isFinite {
+                out.append(contentsOf: "null".utf8)
+            } else if number == number.rounded(), abs(number) < 1e15 {
                 writeInteger(Int64(number), to: &out)
                 out.append(contentsOf: ".0".utf8)
             } else {
@@ -57,7 +65,7 @@ enum JSONCodec {
         }
     }
 
-    static func writeInteger(_ value: Int64, to out: inout [UInt8]) {
+    public static func writeInteger(_ value: Int64, to out: inout [UInt8]) {
         if value == 0 {
             out.append(UInt8(ascii: "0"))
             return
@@ -72,7 +80,7 @@ enum JSONCodec {
         out[start...].reverse()
     }
 
-    static func writeString(_ text: String, to out: inout [UInt8]) {
+    public static func writeString(_ text: String, to out: inout [UInt8]) {
         out.append(UInt8(ascii: "\""))
         var copy = text
         copy.withUTF8 { bytes in writeEscaped(bytes, to: &out) }
@@ -81,7 +89,7 @@ enum JSONCodec {
 
     private static let hexDigits: [UInt8] = Array("0123456789abcdef".utf8)
 
-    static func writeEscaped(_ bytes: UnsafeBufferPointer<UInt8>, to out: inout [UInt8]) {
+    public static func writeEscaped(_ bytes: UnsafeBufferPointer<UInt8>, to out: inout [UInt8]) {
         var runStart = 0
         for index in 0..<bytes.count {
             let byte = bytes[index]
@@ -108,7 +116,7 @@ enum JSONCodec {
 
     /// The first thing in `value` that has no JSON spelling, for an error message; nil when
     /// everything can be written. The path is only spelled out once a problem is found.
-    static func unencodable(_ value: JSONValue) -> String? {
+    public static func unencodable(_ value: JSONValue) -> String? {
         guard let (number, path) = firstNonFinite(value) else { return nil }
         return "data\(path) is \(number), which JSON cannot represent"
     }
@@ -134,18 +142,18 @@ enum JSONCodec {
 
     // MARK: Reading
 
-    static func decode(_ bytes: [UInt8]) throws(ReadError) -> JSONValue {
+    public static func decode(_ bytes: [UInt8]) throws(ReadError) -> JSONValue {
         try bytes.withUnsafeBufferPointer { (buffer) throws(ReadError) -> JSONValue in try decode(buffer) }
     }
 
-    static func decode(_ text: String) throws(ReadError) -> JSONValue {
+    public static func decode(_ text: String) throws(ReadError) -> JSONValue {
         var copy = text
         let result = copy.withUTF8 { buffer in Result { () throws(ReadError) -> JSONValue in try decode(buffer) } }
         return try result.get()
     }
 
     /// Parses exactly one JSON value, with optional whitespace around it.
-    static func decode(_ bytes: UnsafeBufferPointer<UInt8>) throws(ReadError) -> JSONValue {
+    public static func decode(_ bytes: UnsafeBufferPointer<UInt8>) throws(ReadError) -> JSONValue {
         var reader = Reader(bytes: bytes)
         reader.skipWhitespace()
         let value = try reader.readValue(depth: 0)
