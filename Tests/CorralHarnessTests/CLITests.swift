@@ -65,6 +65,18 @@ struct CLITests {
             let id = try #require(run.stdout.split(separator: "\n").first.map(String.init))
             let show = try runCorral(["session", "show", id, "--json"], environment: environment)
             #expect(show.status == 0 && !show.stdout.contains(server.apiKey))
+
+            // A vault whose key file is gone stands in no one's way when the environment has
+            // the key; without it, the error says what is missing.
+            try FileManager.default.removeItem(at: directory.appendingPathComponent("vault.key"))
+            var keyed = environment
+            keyed["ANTHROPIC_API_KEY"] = server.apiKey
+            let withEnvironment = try runCorral(
+                ["agent", "run", "--model", "claude-test", "again"], environment: keyed)
+            #expect(withEnvironment.status == 0, "\(withEnvironment.stderr)")
+            let lost = try runCorral(["agent", "run", "--brain", "anthropic", "x"], environment: environment)
+            #expect(lost.status != 0)
+            #expect(lost.stderr.contains("vault.key"), "\(lost.stderr)")
         }
     }
 

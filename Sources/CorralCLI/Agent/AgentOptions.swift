@@ -77,13 +77,17 @@ struct AgentBrainOptions: ParsableArguments {
 extension GlobalOptions {
     /// Brain keys from the environment, else from the state directory's vault when there is
     /// one (no vault is made, and no key file, just to look).
-    func brainCredentials() throws -> EnvironmentCredentials {
-        let configuration = Vault.Configuration(stateDirectory: stateDirectory, environment: environment)
+    func brainCredentials() -> EnvironmentCredentials {
+        var configuration = Vault.Configuration(stateDirectory: stateDirectory, environment: environment)
+        configuration.createKeyIfMissing = false
         guard FileManager.default.fileExists(atPath: configuration.file.path) else {
             return EnvironmentCredentials(environment: environment)
         }
-        let vault = try Vault(configuration: configuration)
-        return EnvironmentCredentials(environment: environment, storedKey: { try vault.brainKey(host: $0) })
+        // Opened only when the environment lacks the key: a vault whose key is missing must
+        // not stand in the way of a key that is set.
+        let vault = configuration
+        return EnvironmentCredentials(
+            environment: environment, storedKey: { try Vault(configuration: vault).brainKey(host: $0) })
     }
 
     /// The harness on this machine's session store and engine. The engine is reached only

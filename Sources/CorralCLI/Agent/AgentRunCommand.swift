@@ -66,7 +66,7 @@ struct AgentRunCommand: AsyncParsableCommand {
                 try remoteRequest())
             return
         }
-        let credentials = try global.brainCredentials()
+        let credentials = global.brainCredentials()
         let brainSpec = try await brainOptions.spec(recorded: nil, credentials: credentials)
         let brain = try await brainOptions.makeBrain(brainSpec, credentials: credentials)
         let limits = AgentSpec.Limits(

@@ -51,7 +51,7 @@ struct AgentWakeCommand: AsyncParsableCommand {
         }
         let harness = global.harness(image: image)
         let recorded = try await harness.recordedSpec(session)
-        let credentials = try global.brainCredentials()
+        let credentials = global.brainCredentials()
         let brainSpec = try await brainOptions.spec(recorded: recorded?.brain, credentials: credentials)
         let brain = try await brainOptions.makeBrain(brainSpec, credentials: credentials)
         var out = StandardOutput()
