@@ -44,7 +44,7 @@ final class ControlClient: Sendable {
     private func dialLoop() {
         var delay: useconds_t = 5_000
         while true {
-            guard let fd = dial() else {
+            guard case .success(let fd) = connectUnixSocket(socketPath) else {
                 usleep(delay)
                 delay = min(delay * 2, 500_000)
                 continue
@@ -59,27 +59,6 @@ final class ControlClient: Sendable {
             // Whoever sent these is gone: stop what it started rather than leave it running.
             for pid in running.withLock({ Array($0.values) }) { kill(pid, SIGTERM) }
         }
-    }
-
-    private func dial() -> Int32? {
-        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard fd >= 0 else { return nil }
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        let path = Array(socketPath.utf8)
-        withUnsafeMutableBytes(of: &address.sun_path) { raw in
-            for (index, byte) in path.prefix(raw.count - 1).enumerated() { raw[index] = byte }
-        }
-        let result = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
-            }
-        }
-        if result != 0 {
-            close(fd)
-            return nil
-        }
-        return fd
     }
 
     /// Reads frames until the connection ends or sends something malformed.

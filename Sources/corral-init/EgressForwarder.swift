@@ -116,28 +116,11 @@ final class EgressForwarder: Sendable {
     }
 
     private func connectGateway() -> Int32? {
-        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard fd >= 0 else {
-            logLine("cannot create a gateway socket: \(describeErrno(errno))")
-            return nil
-        }
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        let path = Array(configuration.gatewaySocketPath.utf8)
-        withUnsafeMutableBytes(of: &address.sun_path) { raw in
-            // The length was checked at startup; the prefix keeps this safe regardless.
-            for (index, byte) in path.prefix(raw.count - 1).enumerated() { raw[index] = byte }
-        }
-        while true {
-            let result = withUnsafePointer(to: &address) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                    connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
-                }
-            }
-            if result == 0 { return fd }
-            if errno == EINTR { continue }
-            logLine("cannot reach the gateway at \(configuration.gatewaySocketPath): \(describeErrno(errno))")
-            close(fd)
+        switch connectUnixSocket(configuration.gatewaySocketPath) {
+        case .success(let fd):
+            return fd
+        case .failure(let error):
+            logLine("cannot reach the gateway at \(configuration.gatewaySocketPath): \(error.description)")
             return nil
         }
     }

@@ -163,3 +163,35 @@ func spawnDetachedThread(stackSize: Int = 256 * 1024, _ body: @escaping @Sendabl
 func currentEnvironment() -> UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>? {
     environ
 }
+
+/// Connects a stream socket (close-on-exec) to the unix socket at `path`; retries on EINTR.
+/// Returns the descriptor, or the errno of the failure.
+func connectUnixSocket(_ path: String) -> Result<Int32, Errno> {
+    let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+    guard fd >= 0 else { return .failure(Errno(code: errno)) }
+    var address = sockaddr_un()
+    address.sun_family = sa_family_t(AF_UNIX)
+    let bytes = Array(path.utf8)
+    withUnsafeMutableBytes(of: &address.sun_path) { raw in
+        // Lengths are checked at startup; the prefix keeps this safe regardless.
+        for (index, byte) in bytes.prefix(raw.count - 1).enumerated() { raw[index] = byte }
+    }
+    while true {
+        let result = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+            }
+        }
+        if result == 0 { return .success(fd) }
+        if errno == EINTR { continue }
+        let failure = Errno(code: errno)
+        close(fd)
+        return .failure(failure)
+    }
+}
+
+/// An errno value as an error.
+struct Errno: Error {
+    var code: Int32
+    var description: String { describeErrno(code) }
+}

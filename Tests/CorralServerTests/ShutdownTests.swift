@@ -134,7 +134,14 @@ struct Corrald {
             kill(process.processIdentifier, SIGKILL)
             throw CorralError(.timeout, "corrald did not stop within 60 s of SIGTERM")
         }
+        // The exit can be seen before the last output is: take what is left in the pipe.
         pipe.fileHandleForReading.readabilityHandler = nil
+        let fd = pipe.fileHandleForReading.fileDescriptor
+        _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        while case let count = read(fd, &buffer, buffer.count), count > 0 {
+            collected.append(Data(buffer[0..<count]))
+        }
         return process.terminationStatus
     }
 }
