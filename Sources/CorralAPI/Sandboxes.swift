@@ -12,6 +12,8 @@ public struct CreateSandboxRequest: Codable, Sendable, Hashable {
     public var memory: ByteSize?
     public var cpus: Double?
     public var pids: Int?
+    /// Size of /workspace; 0 (no limit) is the local tenant's only.
+    public var disk: ByteSize?
     public var ttl: DurationValue?
     public var idleTTL: DurationValue?
     public var labels: [String: String]?
@@ -33,6 +35,7 @@ public struct CreateSandboxRequest: Codable, Sendable, Hashable {
             memory = request.resources.memory
             cpus = request.resources.cpus
             pids = request.resources.pids
+            disk = request.resources.disk
         }
         ttl = request.ttl.map(DurationValue.init)
         idleTTL = request.idleTTL.map(DurationValue.init)
@@ -50,7 +53,7 @@ public struct CreateSandboxRequest: Codable, Sendable, Hashable {
         if let template {
             let shaping: [(String, Bool)] = [
                 ("image", image != nil), ("runtime", runtime != nil), ("memory", memory != nil), ("cpus", cpus != nil),
-                ("pids", pids != nil),
+                ("pids", pids != nil), ("disk", disk != nil),
             ]
             if let (field, _) = shaping.first(where: { $0.1 }) {
                 throw CorralError.invalidArgument(
@@ -63,6 +66,7 @@ public struct CreateSandboxRequest: Codable, Sendable, Hashable {
         if let memory { request.resources.memory = memory }
         if let cpus { request.resources.cpus = cpus }
         if let pids { request.resources.pids = pids }
+        if let disk { request.resources.disk = disk }
         request.ttl = ttl?.duration
         request.idleTTL = idleTTL?.duration
         request.labels = labels ?? [:]

@@ -25,15 +25,16 @@ struct CommandContext {
         try DockerEngineClient(parsing: global.engineEndpoint, tls: tls, logger: logger)
     }
 
-    /// The state directory, created on first use.
+    /// The state directory, created on first use with mode 0700 (and tightened to it): it
+    /// holds sessions, records and every sandbox's sockets, for root's eyes only.
     func stateDirectory() throws -> URL {
         let directory = global.stateDirectory
         do {
-            try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        } catch {
+            try PrivateDirectory.make(directory)
+        } catch let error as CorralError {
             throw CorralError(
-                .io, "cannot create the state directory \(directory.path)",
-                hint: "pass --state-dir or set CORRAL_STATE_DIR to a directory you can write", underlying: error)
+                error.code, "cannot prepare the state directory: \(error.message)",
+                hint: "pass --state-dir or set CORRAL_STATE_DIR to a directory you can write")
         }
         return directory
     }

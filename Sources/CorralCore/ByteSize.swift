@@ -8,6 +8,7 @@ public struct ByteSize: Hashable, Sendable, Comparable, Codable, CustomStringCon
     public static func kibibytes(_ n: Int64) -> ByteSize { ByteSize(bytes: n * 1024) }
     public static func mebibytes(_ n: Int64) -> ByteSize { ByteSize(bytes: n * 1024 * 1024) }
     public static func gibibytes(_ n: Int64) -> ByteSize { ByteSize(bytes: n * 1024 * 1024 * 1024) }
+    public static func tebibytes(_ n: Int64) -> ByteSize { ByteSize(bytes: n << 40) }
 
     public init(parsing text: String) throws {
         let lowered = text.trimmingSpaces.lowercased()

@@ -22,9 +22,11 @@ public struct ContainerShape: Sendable, Hashable {
     /// The engine's create request for this sandbox: the hardened default.
     ///
     /// No network but loopback; every capability dropped; no-new-privileges with the
-    /// engine's default seccomp profile; a read-only root with a writable /workspace volume,
-    /// a /tmp tmpfs and a tmpfs HOME; memory equal to memory+swap; a pids limit; nofile,
-    /// fsize and core limits; no logging driver; runs as 1000:1000 under corral-init as PID 1.
+    /// engine's default seccomp profile; a read-only root with a writable /workspace of its
+    /// own size (see `WorkspaceDisk`), a /tmp tmpfs and a tmpfs HOME; memory equal to
+    /// memory+swap; a pids limit; nofile, fsize and core limits; no logging driver; runs as the
+    /// sandbox's own uid and gid (`SandboxUser`), named in passwd and group files of its own,
+    /// under corral-init as PID 1.
     public func containerSpec(
         sandbox: SandboxID, environment: SandboxEnvironment, created: Date, instance: String,
         extraLabels: [String: String] = [:]
@@ -32,7 +34,8 @@ public struct ContainerShape: Sendable, Hashable {
         var spec = ContainerCreateRequest(image: image)
         spec.entrypoint = [SandboxEnvironment.initPath]
         spec.cmd = []
-        spec.user = environment.user
+        let user = SandboxUser(for: sandbox)
+        spec.user = user.description
         spec.workingDir = environment.workspace
         var variables = [
             "HOME=\(environment.home)",
@@ -71,15 +74,18 @@ public struct ContainerShape: Sendable, Hashable {
         host.capDrop = ["ALL"]
         host.securityOpt = ["no-new-privileges"]
         host.readonlyRootfs = true
-        let (uid, gid) = Self.ownerIDs(environment.user)
         host.tmpfs = [
             "/tmp": "rw,nosuid,nodev,size=\(resources.tmpSize.bytes),mode=1777",
-            environment.home: "rw,nosuid,nodev,size=64m,mode=0755,uid=\(uid),gid=\(gid)",
+            environment.home: "rw,nosuid,nodev,size=64m,mode=0755,uid=\(user.uid),gid=\(user.gid)",
         ]
+        let accounts = environment.accountFiles(for: sandbox)
         host.mounts = [
-            HostConfig.Mount(type: "volume", target: environment.workspace),
+            HostConfig.Mount(
+                type: "bind", source: environment.workspaceDirectory(for: sandbox).path, target: environment.workspace),
             HostConfig.Mount(
                 type: "bind", source: environment.initBinary, target: SandboxEnvironment.initPath, readOnly: true),
+            HostConfig.Mount(type: "bind", source: accounts.passwd.path, target: "/etc/passwd", readOnly: true),
+            HostConfig.Mount(type: "bind", source: accounts.group.path, target: "/etc/group", readOnly: true),
         ]
         if let gatewayHostDirectory {
             host.mounts?.append(
@@ -103,11 +109,5 @@ public struct ContainerShape: Sendable, Hashable {
         host.runtime = runtime.rawValue
         spec.hostConfig = host
         return spec
-    }
-
-    static func ownerIDs(_ user: String) -> (String, String) {
-        let parts = user.split(separator: ":")
-        let uid = parts.first.map(String.init) ?? "1000"
-        return (uid, parts.count > 1 ? String(parts[1]) : uid)
     }
 }

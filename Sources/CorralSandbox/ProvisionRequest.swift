@@ -34,24 +34,44 @@ public struct SandboxResources: Hashable, Sendable, Codable {
     public var maxFileSize: ByteSize = .gibibytes(4)
     /// Open files per process (RLIMIT_NOFILE).
     public var openFiles: Int = 4096
+    /// Size of /workspace: a file system of its own (see `WorkspaceDisk`). 0 is a plain
+    /// directory without a size limit, for the operator only.
+    public var disk: ByteSize = .gibibytes(10)
 
     public init() {}
 
+    /// The largest values accepted: beyond them the engine or the kernel refuses, with an
+    /// answer that names host paths.
+    static let maxMemory = ByteSize.tebibytes(1)
+    static let maxPids = 1 << 22  // the kernel's pid_max limit
+    static let maxOpenFiles = 1 << 20  // the kernel's default nr_open
+    static let maxBytes = ByteSize.tebibytes(16)
+    static let minDisk = ByteSize.mebibytes(64)
+
     public func validated() throws -> SandboxResources {
-        guard memory.bytes >= 6 << 20 else {
+        guard memory.bytes >= 6 << 20, memory <= Self.maxMemory else {
             throw CorralError.invalidArgument(
-                "memory \(memory) is too small", hint: "give a sandbox at least 6m (the engine's minimum)")
+                "memory \(memory) is out of range", hint: "give a sandbox between 6m (the engine's minimum) and 1t")
         }
         guard cpus > 0, cpus <= 1024, cpus.isFinite else {
             throw CorralError.invalidArgument(
-                "cpus must be more than 0, got \(cpus)", hint: "use a number of cores such as 0.5 or 2")
+                "cpus must be more than 0 and at most 1024, got \(cpus)", hint: "use a number of cores such as 0.5 or 2"
+            )
         }
-        guard pids >= 8 else {
+        guard pids >= 8, pids <= Self.maxPids else {
             throw CorralError.invalidArgument(
-                "pids must be at least 8, got \(pids)", hint: "use a process limit such as 256")
+                "pids must be between 8 and \(Self.maxPids), got \(pids)", hint: "use a process limit such as 256")
         }
-        guard tmpSize.bytes > 0, maxFileSize.bytes > 0, openFiles >= 16 else {
-            throw CorralError.invalidArgument("tmp size, file size and open files must be positive")
+        guard openFiles >= 16, openFiles <= Self.maxOpenFiles else {
+            throw CorralError.invalidArgument(
+                "open files must be between 16 and \(Self.maxOpenFiles), got \(openFiles)")
+        }
+        guard tmpSize.bytes > 0, tmpSize <= Self.maxBytes, maxFileSize.bytes > 0, maxFileSize <= Self.maxBytes else {
+            throw CorralError.invalidArgument("tmp size and file size must be more than 0 and at most 16t")
+        }
+        guard disk.bytes == 0 || (disk >= Self.minDisk && disk <= Self.maxBytes) else {
+            throw CorralError.invalidArgument(
+                "disk \(disk) is out of range", hint: "give a workspace between 64m and 16t (0: no size limit)")
         }
         return self
     }

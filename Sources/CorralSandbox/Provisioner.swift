@@ -53,6 +53,8 @@ public final class Provisioner: Sendable {
     private let cachedInstance = Mutex<String?>(nil)
     /// Sandboxes this provisioner is making cold right now: record-less, but no orphans.
     private let making = Mutex<Set<SandboxID>>([])
+    /// Whether the host's accounts were checked against sandboxes' uids (once per process).
+    private let accountsChecked = Mutex(false)
     private let recordStore: SandboxRecordStore
     /// The control connections this process holds; nil without a state directory.
     public let control: ControlChannels?
@@ -74,9 +76,7 @@ public final class Provisioner: Sendable {
             // Without a state directory the provisioner is an instance of its own that lives as
             // long as it does: an id in memory, records in a shared temporary directory (keyed
             // by sandbox id, so provisioners never collide there).
-            self.recordStore = SandboxRecordStore(
-                directory: FileManager.default.temporaryDirectory.appendingPathComponent(
-                    "corral-ephemeral/sandboxes", isDirectory: true))
+            self.recordStore = SandboxRecordStore(directory: SandboxEnvironment.ephemeralSandboxes)
             cachedInstance.withLock { $0 = "in-" + SandboxID.random().rawValue.dropFirst(3) }
         }
     }
@@ -107,6 +107,12 @@ public final class Provisioner: Sendable {
     /// left behind.
     public func provision(_ request: ProvisionRequest) async throws -> Sandbox {
         let request = try request.validated()
+        if request.template == nil && request.resources.disk.bytes == 0 && request.tenant != .local {
+            // A workspace without a size limit could fill the host's disk: the operator's call.
+            throw CorralError(
+                .permissionDenied, "a workspace without a size limit (disk 0) is for the operator only",
+                hint: "ask for a disk size, such as 10g")
+        }
         let clock = ContinuousClock()
         let started = clock.now
         guard let name = request.template else {
@@ -273,6 +279,13 @@ public final class Provisioner: Sendable {
 
     // MARK: Making containers
 
+    /// Refuses to make sandboxes while a host account holds a uid of theirs (see `SandboxUser`).
+    private func checkHostAccounts() throws {
+        guard !accountsChecked.withLock({ $0 }) else { return }
+        try SandboxUser.checkHostAccounts()
+        accountsChecked.withLock { $0 = true }
+    }
+
     private func provisionCold(
         shape: ContainerShape, template: (SandboxTemplate, String)?, request: ProvisionRequest, binding: LateBinding,
         started: ContinuousClock.Instant
@@ -349,7 +362,9 @@ public final class Provisioner: Sendable {
         let spec = shape.containerSpec(
             sandbox: id, environment: configuration.environment, created: created, instance: try instanceID(),
             extraLabels: labels)
-        let directory = try configuration.environment.prepareGatewayDirectory(for: id)
+        try checkHostAccounts()
+        try await configuration.environment.prepareHostDirectory(for: id, disk: shape.resources.disk)
+        let directory = configuration.environment.gatewayDirectory(for: id)
         if let control, let directory {
             do {
                 try await control.listen(id, directory: directory)
@@ -495,7 +510,11 @@ public final class Provisioner: Sendable {
         return containers.compactMap { summary -> SandboxInfo? in
             guard let (owner, id) = SandboxLabels.parse(containerName: summary.name), tenant == nil || owner == tenant
             else { return nil }
-            return SandboxInfo(summary: summary, record: try? store.read(id), lastActivity: store.lastActivity(id))
+            let record = try? store.read(id)
+            // Half-made by a process that died (the reaper's next sweep removes it): nobody's
+            // sandbox, and no part of a quota.
+            if record == nil, store.claimOwner(id) == nil, Self.makerIsDead(summary.labels) { return nil }
+            return SandboxInfo(summary: summary, record: record, lastActivity: store.lastActivity(id))
         }
         .sorted { ($0.created ?? .distantPast, $0.id) < ($1.created ?? .distantPast, $1.id) }
     }
@@ -513,6 +532,11 @@ public final class Provisioner: Sendable {
         control?.close(id)
         await Task.detached { _ = try? await engine.removeContainer(name, force: true, volumes: true) }.value
         configuration.environment.removeHostDirectory(for: id)
+    }
+
+    /// True when the container's maker (its `corral.preparer` label) surely no longer runs.
+    static func makerIsDead(_ labels: [String: String]) -> Bool {
+        labels[SandboxLabels.preparer].flatMap(ProcessIdentity.isAlive) == false
     }
 
     static func createdDate(_ labels: [String: String]) -> Date? {

@@ -49,7 +49,7 @@ extension Sandbox {
         let path = try Self.checkedPath(path)
         let (parent, name) = Self.split(path)
         guard !name.isEmpty else { throw CorralError.invalidArgument("\(path) names a directory, not a file") }
-        let owner = Self.owner(configurationUser: environmentUser)
+        let owner = self.owner
         let tar = try await runOnThread(name: "corral-tar") {
             let writer = try TarWriter()
             try writer.addFile(path: name, contents: contents, mode: mode, uid: owner.uid, gid: owner.gid)
@@ -69,8 +69,7 @@ extension Sandbox {
         } else {
             (directory, name) = Self.split(path)
         }
-        return try await HostArchive.stream(source, as: name, ownership: Self.owner(configurationUser: environmentUser))
-        { tar in
+        return try await HostArchive.stream(source, as: name, ownership: owner) { tar in
             try await putArchive(at: directory, body: .stream(tar), describing: path)
         }
     }
@@ -82,7 +81,7 @@ extension Sandbox {
     public func copyIn(tar pull: @escaping @Sendable () throws -> [UInt8]?, to directory: String) async throws -> Int64
     {
         let directory = try Self.checkedPath(directory)
-        let owner = Self.owner(configurationUser: environmentUser)
+        let owner = self.owner
         return try await HostArchive.stream(producing: { writer in
             let reader = try TarReader(pull: pull)
             return try TarValidator.validate(from: reader, into: writer, options: .init(ownership: owner)).bytes
@@ -119,11 +118,10 @@ extension Sandbox {
 
     // MARK: Plumbing
 
-    var environmentUser: String { environment.user }
-
-    static func owner(configurationUser user: String) -> TarOwnership {
-        let (uid, gid) = ContainerShape.ownerIDs(user)
-        return TarOwnership(uid: Int(uid) ?? 1000, gid: Int(gid) ?? 1000)
+    /// Who files that go in belong to: the sandbox's own user.
+    var owner: TarOwnership {
+        let user = SandboxUser(for: id)
+        return TarOwnership(uid: Int(user.uid), gid: Int(user.gid))
     }
 
     /// An absolute path without `..`, `.` components or NUL; trailing slashes dropped.

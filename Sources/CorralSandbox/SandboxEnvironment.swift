@@ -1,20 +1,28 @@
 import CorralCore
 import Foundation
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// Where things are inside every sandbox, and where the host keeps what it mounts in.
 public struct SandboxEnvironment: Sendable, Hashable {
     /// Host path of the static `corral-init` binary. For a remote engine, the path on the
     /// engine's host.
     public var initBinary: String
-    /// User and group every process runs as.
-    public var user = "1000:1000"
+    /// The sandbox user's name; its uid and gid are the sandbox's own (`SandboxUser`).
+    public var userName = "agent"
     public var workspace = "/workspace"
     /// HOME: a tmpfs owned by the user, so tools that write dotfiles work on a read-only root.
     public var home = "/home/agent"
     /// Host directory holding one directory per sandbox (`<id>/gateway/`, bind-mounted at
     /// `/.corral/gateway`). The gateway serves `gateway.sock` there; nil leaves sandboxes
-    /// without one (no egress at all).
+    /// without one (no egress at all), and keeps their other host files (workspace, passwd)
+    /// in `ephemeralSandboxes`.
     public var sandboxesDirectory: URL?
+    /// Where sandboxes' host files go when there is no state directory.
+    public static let ephemeralSandboxes = FileManager.default.temporaryDirectory.appendingPathComponent(
+        "corral-ephemeral/sandboxes", isDirectory: true)
     /// Where `initBinary` appears inside the sandbox.
     public static let initPath = "/.corral/init"
     /// Where the sandbox's own gateway directory appears inside it.
@@ -31,34 +39,90 @@ public struct SandboxEnvironment: Sendable, Hashable {
         self.sandboxesDirectory = sandboxesDirectory
     }
 
+    /// The host directory of one sandbox: its record, gateway directory, workspace and the
+    /// passwd and group files it sees.
+    public func hostDirectory(for sandbox: SandboxID) -> URL {
+        (sandboxesDirectory ?? Self.ephemeralSandboxes).appendingPathComponent(sandbox.rawValue, isDirectory: true)
+    }
+
     /// The host directory of one sandbox's gateway socket.
     public func gatewayDirectory(for sandbox: SandboxID) -> URL? {
-        sandboxesDirectory?.appendingPathComponent(sandbox.rawValue, isDirectory: true)
-            .appendingPathComponent("gateway", isDirectory: true)
+        guard sandboxesDirectory != nil else { return nil }
+        return hostDirectory(for: sandbox).appendingPathComponent("gateway", isDirectory: true)
     }
 
-    /// Makes the sandbox's gateway directory: searchable by the sandbox user, writable only by
-    /// the host.
-    func prepareGatewayDirectory(for sandbox: SandboxID) throws -> URL? {
-        guard let directory = gatewayDirectory(for: sandbox) else { return nil }
+    /// The host side of the sandbox's /workspace (see `WorkspaceDisk`).
+    func workspaceDirectory(for sandbox: SandboxID) -> URL {
+        hostDirectory(for: sandbox).appendingPathComponent(WorkspaceDisk.mountName, isDirectory: true)
+    }
+
+    /// The passwd and group files bind-mounted over the image's.
+    func accountFiles(for sandbox: SandboxID) -> (passwd: URL, group: URL) {
+        let etc = hostDirectory(for: sandbox).appendingPathComponent("etc", isDirectory: true)
+        return (etc.appendingPathComponent("passwd"), etc.appendingPathComponent("group"))
+    }
+
+    /// Makes what the host keeps for a sandbox before its container is created:
+    /// - its directory, 0700, in a 0700 sandboxes directory: no host user but root reads it;
+    /// - the gateway directory, root:<sandbox gid> 0750: reachable by the sandbox (it is
+    ///   mounted there read-only) and by the service, by no other sandbox (none mounts it)
+    ///   and no host user (no account holds the gid, and the parents are 0700);
+    /// - `etc/passwd` and `etc/group` naming the sandbox's user;
+    /// - the workspace: a file system of `disk` (see `WorkspaceDisk`), or with a disk of 0 a
+    ///   plain directory without a size limit.
+    /// On failure nothing is left.
+    func prepareHostDirectory(for sandbox: SandboxID, disk: ByteSize) async throws {
+        let directory = hostDirectory(for: sandbox)
+        let user = SandboxUser(for: sandbox)
         do {
-            try FileManager.default.createDirectory(
-                at: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
+            try PrivateDirectory.make(directory.deletingLastPathComponent())
+            try PrivateDirectory.make(directory)
+            if let gateway = gatewayDirectory(for: sandbox) {
+                try Self.makeDirectory(gateway, mode: 0o750, group: user.gid)
+            }
+            let files = accountFiles(for: sandbox)
+            try Self.makeDirectory(files.passwd.deletingLastPathComponent(), mode: 0o755, group: 0)
+            try Data(user.passwd(name: userName, home: home).utf8).write(to: files.passwd)
+            try Data(user.group(name: userName).utf8).write(to: files.group)
+            chmod(files.passwd.path, 0o644)
+            chmod(files.group.path, 0o644)
+            if disk.bytes > 0 {
+                _ = try await WorkspaceDisk.make(in: directory, size: disk, owner: user)
+            } else {
+                let workspace = workspaceDirectory(for: sandbox)
+                try Self.makeDirectory(workspace, mode: 0o755, group: user.gid)
+                guard chown(workspace.path, user.uid, user.gid) == 0 else {
+                    throw CorralError(
+                        .permissionDenied,
+                        "cannot give the workspace \(workspace.path) to the sandbox's user: \(String(cString: strerror(errno)))",
+                        hint: "corral gives every sandbox a uid of its own, which needs root")
+                }
+            }
+        } catch let error as CorralError {
+            SandboxHostDirectory.remove(directory)
+            throw error
         } catch {
+            SandboxHostDirectory.remove(directory)
             throw CorralError(
                 .io, "cannot make the sandbox directory \(directory.path)",
-                hint: "check the state directory's permissions",
-                underlying: error)
+                hint: "check the state directory's permissions", underlying: error)
         }
-        return directory
     }
 
-    /// Removes what the host kept for a sandbox.
-    func removeHostDirectory(for sandbox: SandboxID) {
-        guard let directory = sandboxesDirectory?.appendingPathComponent(sandbox.rawValue, isDirectory: true) else {
-            return
+    private static func makeDirectory(_ url: URL, mode: mode_t, group: gid_t) throws {
+        if mkdir(url.path, mode) != 0 && errno != EEXIST {
+            throw CorralError(.io, "cannot make \(url.path): \(String(cString: strerror(errno)))")
         }
-        try? FileManager.default.removeItem(at: directory)
+        guard chown(url.path, 0, group) == 0, chmod(url.path, mode) == 0 else {
+            throw CorralError(
+                .permissionDenied, "cannot set the owner of \(url.path): \(String(cString: strerror(errno)))",
+                hint: "corral gives every sandbox a uid of its own, which needs root")
+        }
+    }
+
+    /// Removes what the host kept for a sandbox, its workspace included.
+    func removeHostDirectory(for sandbox: SandboxID) {
+        SandboxHostDirectory.remove(hostDirectory(for: sandbox))
     }
 
     /// Finds corral-init: `CORRAL_INIT`, then beside the running executable (a build

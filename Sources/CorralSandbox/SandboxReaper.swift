@@ -128,6 +128,9 @@ public actor SandboxReaper {
             if let owner = store.claimOwner(id).flatMap(ProcessIdentity.isAlive) {
                 return owner ? nil : "orphan"
             }
+            // Made cold by a process that died before binding it (kill -9 mid-create): gone at
+            // once, not a grace later.
+            if store.claimOwner(id) == nil, Provisioner.makerIsDead(summary.labels) { return "orphan" }
             let since =
                 store.claimDate(id) ?? store.directoryDate(id) ?? Provisioner.createdDate(summary.labels)
                 ?? .distantPast

@@ -112,7 +112,7 @@ public struct SandboxRecordStore: Sendable, Hashable {
 
     /// Removes everything the host keeps for the sandbox.
     public func remove(_ id: SandboxID) {
-        try? FileManager.default.removeItem(at: sandboxDirectory(id))
+        SandboxHostDirectory.remove(sandboxDirectory(id))
     }
 
     /// Ids of every sandbox directory present.
@@ -132,7 +132,7 @@ public struct SandboxRecordStore: Sendable, Hashable {
     public func takeClaim(_ id: SandboxID) -> Bool {
         let directory = sandboxDirectory(id)
         try? FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        let fd = open(path(id, Self.claimFile), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
+        let fd = open(path(id, Self.claimFile), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
         guard fd >= 0 else { return false }
         let line = ProcessIdentity.current + "\n"
         _ = line.withCString { Glibc.write(fd, $0, strlen($0)) }
@@ -157,7 +157,7 @@ public struct SandboxRecordStore: Sendable, Hashable {
     public func touch(_ id: SandboxID) {
         let file = path(id, Self.activityFile)
         if utimensat(AT_FDCWD, file, nil, 0) == 0 { return }
-        let fd = open(file, O_WRONLY | O_CREAT | O_CLOEXEC, 0o644)
+        let fd = open(file, O_WRONLY | O_CREAT | O_CLOEXEC, 0o600)
         if fd >= 0 { close(fd) }
     }
 
@@ -181,12 +181,7 @@ public struct SandboxRecordStore: Sendable, Hashable {
     }
 
     private func makeDirectory(_ url: URL) throws {
-        do {
-            try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
-        } catch {
-            throw CorralError(
-                .io, "cannot make \(url.path)", hint: "check the state directory's permissions", underlying: error)
-        }
+        try PrivateDirectory.make(url)
     }
 
     private func writeFile(_ path: String, _ data: Data, sync: Bool) throws {

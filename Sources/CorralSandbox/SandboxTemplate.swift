@@ -107,6 +107,7 @@ public struct SandboxTemplate: Sendable, Hashable {
         var text = "spec=\(Self.specVersion)\nimage=\(image)\nimage-id=\(imageID)\nruntime=\(runtime)\n"
         text += "memory=\(resources.memory.bytes)\ncpus=\(resources.cpus)\npids=\(resources.pids)\n"
         text += "tmp=\(resources.tmpSize.bytes)\nfsize=\(resources.maxFileSize.bytes)\nnofile=\(resources.openFiles)\n"
+        text += "disk=\(resources.disk.bytes)\n"
         for (key, value) in env.sorted(by: { $0.key < $1.key }) {
             text += "env=\(key.count):\(key)=\(value.count):\(value)\n"
         }
@@ -115,7 +116,8 @@ public struct SandboxTemplate: Sendable, Hashable {
     }
 
     /// Bumped when the hardened container spec changes, so that old members are recycled.
-    static let specVersion = 1
+    /// 2: a uid of the sandbox's own, its passwd and group, a workspace with a size.
+    static let specVersion = 2
 
     static func fnv1a64(_ text: String) -> String {
         var hash: UInt64 = 0xcbf2_9ce4_8422_2325

@@ -88,7 +88,8 @@ extension CorralConfiguration {
         }
         let table = table.named("template '\(name)'")
         try table.allowOnly([
-            "name", "image", "runtime", "memory", "cpus", "pids", "tmp_size", "max_file_size", "open_files", "env",
+            "name", "image", "runtime", "memory", "cpus", "pids", "tmp_size", "max_file_size", "open_files", "disk",
+            "env",
             "setup",
             "setup_timeout", "ttl", "idle_ttl", "pool", "egress", "workspace",
         ])
@@ -102,6 +103,7 @@ extension CorralConfiguration {
         if let size = try table.byteSize("tmp_size") { template.resources.tmpSize = size }
         if let size = try table.byteSize("max_file_size") { template.resources.maxFileSize = size }
         if let files = try table.integer("open_files") { template.resources.openFiles = files }
+        if let disk = try table.byteSize("disk") { template.resources.disk = disk }
         if let env = try table.table("env") {
             for key in env.keys {
                 guard let value = try env.string(key) else { continue }

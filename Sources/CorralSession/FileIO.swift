@@ -32,7 +32,7 @@ enum FileIO {
         error.code == .io && error.message.hasSuffix(outOfSpace)
     }
 
-    static func open(_ path: String, _ flags: Int32, mode: mode_t = 0o644, operation: String = "open") throws -> Int32 {
+    static func open(_ path: String, _ flags: Int32, mode: mode_t = 0o600, operation: String = "open") throws -> Int32 {
         while true {
             let fd = Glibc.open(path, flags | O_CLOEXEC, mode)
             if fd >= 0 { return fd }
@@ -146,7 +146,7 @@ enum FileIO {
     }
 
     static func makeDirectory(_ path: String) throws {
-        if mkdir(path, 0o755) != 0 && errno != EEXIST { throw error("create directory", path) }
+        if mkdir(path, 0o700) != 0 && errno != EEXIST { throw error("create directory", path) }
     }
 
     /// Creates `path` and any missing parents, making each new entry durable in its parent.
@@ -154,7 +154,7 @@ enum FileIO {
         if isDirectory(path) { return }
         let parent = (path as NSString).deletingLastPathComponent
         if !parent.isEmpty, parent != path { try makeDirectories(parent) }
-        if mkdir(path, 0o755) != 0 {
+        if mkdir(path, 0o700) != 0 {
             if errno == EEXIST { return }
             throw error("create directory", path)
         }
@@ -243,7 +243,7 @@ final class OpenFile: Sendable {
     let fd: Int32
     let path: String
 
-    init(path: String, flags: Int32, mode: mode_t = 0o644) throws {
+    init(path: String, flags: Int32, mode: mode_t = 0o600) throws {
         self.fd = try FileIO.open(path, flags, mode: mode)
         self.path = path
     }

@@ -265,6 +265,8 @@ public final class FileSessionStore: SessionStore {
     /// renames it into place (refusing to replace one): a session exists whole or not at all.
     func install(_ manifest: SessionManifest, epoch: UInt64, populate: (SessionPaths) throws -> Void) throws {
         let staging = root + "/.staging"
+        // Sessions are for the service's eyes only: an older corral made this 0755.
+        try PrivateDirectory.make(URL(fileURLWithPath: root))
         try FileIO.makeDirectories(staging)
         Self.removeAbandoned(in: staging)
         let temporary = SessionPaths(

@@ -280,7 +280,7 @@ extension SessionHandle {
             var brokenPath = "\(file.path).\(offset).broken"
             var fd: Int32 = -1
             while fd < 0 {
-                fd = Glibc.open(brokenPath, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
+                fd = Glibc.open(brokenPath, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
                 if fd < 0 {
                     guard errno == EEXIST else { throw FileIO.error("create", brokenPath) }
                     suffix += 1

@@ -44,7 +44,7 @@ struct SandboxRunTests {
                 .turn(
                     text: nil,
                     calls: [
-                        ("bash", ["command": "python3 sum.py && id -u"]),
+                        ("bash", ["command": "python3 sum.py && id -un"]),
                         ("str_replace_based_edit_tool", ["command": "view", "path": "/workspace/sum.py"]),
                     ])
             case 3:
@@ -78,7 +78,7 @@ struct SandboxRunTests {
             let results = events.ofType(HarnessEvent.toolResult).compactMap { $0.data["text"]?.stringValue }
             #expect(results[0].contains("No sandboxes yet"))
             #expect(results[1].contains("Created /workspace/sum.py"))
-            #expect(results[3] == "5050\n1000\n")
+            #expect(results[3] == "5050\nagent\n")
             #expect(results[4].contains("print(sum(range(1, 101)))"))
             #expect(results[5] == "0\n")
             #expect(events.ofType(HarnessEvent.toolResult).allSatisfy { $0.data["status"] == "ok" })

@@ -191,7 +191,7 @@ struct ExecTests {
             #expect(usr.isError)
             let workspace = try await fixture.bash(
                 sandbox, "echo data > /workspace/f && cat /workspace/f && stat -c %u:%g /workspace")
-            #expect(workspace.text == "data\n1000:1000\n")
+            #expect(workspace.text == "data\n\(SandboxUser(for: sandbox.id))\n")
             let tmp = try await fixture.bash(sandbox, "echo data > /tmp/f && cat /tmp/f && stat -c %a /tmp")
             #expect(tmp.text == "data\n1777\n")
             let home = try await fixture.bash(sandbox, "git config --global user.name agent && cat $HOME/.gitconfig")
@@ -213,7 +213,9 @@ struct ExecTests {
         }
     }
 
-    @Test("commands run as uid 1000 with no capabilities and no new privileges", arguments: CommandPath.allCases)
+    @Test(
+        "commands run as the sandbox's own uid, which no host account holds, with no capabilities and no new privileges",
+        arguments: CommandPath.allCases)
     func privileges(path: CommandPath) async throws {
         let fixture = try EngineFixture(path: path)
         try await fixture.withSandbox { sandbox in
@@ -225,15 +227,19 @@ struct ExecTests {
                     let parts = line.split(separator: ":", maxSplits: 1)
                     return (String(parts[0]), parts[1].trimmingCharacters(in: .whitespaces))
                 })
-            #expect(fields["Uid"]?.hasPrefix("1000\t1000") == true)
-            #expect(fields["Gid"]?.hasPrefix("1000\t1000") == true)
+            // Security review finding 9: uid 1000 is the first host account on Debian, which could
+            // ptrace the sandbox's processes and reach its sockets through /proc/PID/root.
+            let user = SandboxUser(for: sandbox.id)
+            #expect(SandboxUser.contains(user.uid) && user.uid != 1000)
+            #expect(fields["Uid"]?.hasPrefix("\(user.uid)\t\(user.uid)") == true, "\(fields["Uid"] ?? "")")
+            #expect(fields["Gid"]?.hasPrefix("\(user.gid)\t\(user.gid)") == true, "\(fields["Gid"] ?? "")")
             for capability in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
                 #expect(fields[capability] == "0000000000000000", "\(capability) is \(fields[capability] ?? "missing")")
             }
             #expect(fields["NoNewPrivs"] == "1")
             #expect(fields["Seccomp"] == "2")
-            let sudo = try await fixture.bash(sandbox, "id -u; cat /proc/1/cmdline | tr '\\0' ' '")
-            #expect(sudo.text.hasPrefix("1000\n/.corral/init"))
+            let sudo = try await fixture.bash(sandbox, "id -un; cat /proc/1/cmdline | tr '\\0' ' '")
+            #expect(sudo.text.hasPrefix("agent\n/.corral/init"), "\(sudo.text)")
             // The command's parent is the exec wrapper; the wrapper's parent tells the path:
             // PID 1 over the control connection, nobody in the namespace (0) for the engine's exec.
             let parent = try await fixture.bash(sandbox, "ps -o ppid= -p $PPID | tr -d ' '")
@@ -286,6 +292,11 @@ struct ExecTests {
             tool: "str_replace_based_edit_tool", input: ["command": "view", "path": "/workspace"])
         #expect(view.isError)
         #expect(view.text.contains("is gone"))
+        // What the host kept for it (its workspace is mounted) goes with the removal.
+        await #expect(throws: CorralError.self) { try await sandbox.remove() }
+        #expect(
+            !FileManager.default.fileExists(
+                atPath: fixture.provisioner.configuration.environment.hostDirectory(for: sandbox.id).path))
     }
 
     @Test("a stopped sandbox says it is not running", arguments: CommandPath.allCases)

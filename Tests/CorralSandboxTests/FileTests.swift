@@ -21,7 +21,7 @@ struct FileTests {
                 sandbox, ["command": "create", "path": .string(path), "file_text": "alpha\nbeta\ngamma\n"])
             #expect(!created.isError, "\(created.text)")
             let owner = try await fixture.bash(sandbox, "stat -c %u:%g \(path); cat \(path)")
-            #expect(owner.text == "1000:1000\nalpha\nbeta\ngamma\n")
+            #expect(owner.text == "\(SandboxUser(for: sandbox.id))\nalpha\nbeta\ngamma\n")
 
             let again = try await edit(sandbox, ["command": "create", "path": .string(path), "file_text": "x"])
             #expect(again.isError)
@@ -104,7 +104,7 @@ struct FileTests {
                 let inside = try await fixture.bash(
                     sandbox,
                     "cd /workspace/project && python3 src/main.py && stat -c %u:%g src/main.py && wc -c < blob.bin")
-                #expect(inside.text == "hi\n1000:1000\n300000\n")
+                #expect(inside.text == "hi\n\(SandboxUser(for: sandbox.id))\n300000\n")
 
                 let back = directory.appendingPathComponent("back")
                 try await sandbox.copyOut("/workspace/project", to: back)

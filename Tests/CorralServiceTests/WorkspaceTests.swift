@@ -36,7 +36,7 @@ struct WorkspaceTests {
             // The work tree: on the sandbox's branch, with the credential-free remote.
             let head = try await fixture.sh(
                 sandbox, "git rev-parse --abbrev-ref HEAD && cat README.md && stat -c %u:%g .")
-            #expect(head.stdout == "\(branch)\nrocket\n1000:1000\n", "\(head.stderr)")
+            #expect(head.stdout == "\(branch)\nrocket\n\(SandboxUser(for: sandbox.id))\n", "\(head.stderr)")
             let remote = try await fixture.sh(sandbox, "git remote get-url origin")
             #expect(remote.stdout == workspace.repository.gatewayRemoteURL + "\n")
 

@@ -83,6 +83,20 @@ struct DoctorCommand: AsyncParsableCommand {
         } catch let error as CorralError {
             checks.append(Check(name: "state dir", ok: false, detail: error.description, fix: error.hint))
         }
+        let conflicts = SandboxUser.conflictingAccounts()
+        checks.append(
+            Check(
+                name: "sandbox uids", ok: conflicts.isEmpty,
+                detail: conflicts.isEmpty
+                    ? "no host account holds a uid of the sandboxes' range (\(SandboxUser.base) and up)"
+                    : "host accounts in the sandboxes' uid range: \(conflicts.joined(separator: ", "))",
+                fix: "renumber those accounts: an account in the range could reach sandboxes' files and sockets"))
+        let root = geteuid() == 0
+        checks.append(
+            Check(
+                name: "root", ok: root,
+                detail: root ? "corral runs as root" : "corral runs as uid \(geteuid())",
+                fix: "run corral as root: each sandbox gets a uid and a workspace file system of its own"))
 
         for check in checks {
             let mark = check.ok ? "ok  " : (check.required ? "FAIL" : "warn")

@@ -31,6 +31,12 @@ struct SandboxCreateOptions: ParsableArguments {
     var pids: String?
 
     @Option(
+        help: ArgumentHelp(
+            "Size of /workspace, a file system of its own: a full one gives ENOSPC inside (default 10g; 0: no limit).",
+            valueName: "SIZE"))
+    var disk: String?
+
+    @Option(
         help: ArgumentHelp("Remove the sandbox this long after creation, such as 30m or 2h.", valueName: "DURATION"))
     var ttl: String?
 
@@ -78,6 +84,7 @@ struct SandboxCreateOptions: ParsableArguments {
         if let template {
             let shaping = [
                 ("--image", image), ("--runtime", runtime), ("--memory", memory), ("--cpus", cpus), ("--pids", pids),
+                ("--disk", disk),
             ]
             if let (flag, _) = shaping.first(where: { $0.1 != nil }) {
                 throw CorralError.invalidArgument(
@@ -102,6 +109,7 @@ struct SandboxCreateOptions: ParsableArguments {
             }
             request.resources.pids = value
         }
+        if let disk { request.resources.disk = try ByteSize(parsing: disk) }
         if let ttl {
             let duration = try Duration(parsing: ttl)
             guard duration > .zero else {

@@ -29,7 +29,7 @@ struct EngineExecTransport: SandboxTransport {
         defer { records?.touch(sandbox) }
         let request = ExecCreateRequest(
             cmd: argv, env: variables.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" },
-            workingDir: command.workingDirectory ?? environment.workspace, user: environment.user)
+            workingDir: command.workingDirectory ?? environment.workspace, user: SandboxUser(for: sandbox).description)
         let clock = ContinuousClock()
         let started = clock.now
         let execID: String
