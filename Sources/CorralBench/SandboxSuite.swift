@@ -37,8 +37,13 @@ struct SandboxSuite: BenchSuite {
         let shape = ContainerShape(
             image: request.image, runtime: request.runtime, resources: request.resources, env: request.env)
 
+        // What the workspace's own file system costs: the same request with disk 0 (a plain
+        // directory).
+        var undisked = request
+        undisked.resources.disk = ByteSize(bytes: 0)
         var corralCold = Samples(), corralFirst = Samples(), rawCold = Samples(), rawFirst = Samples()
         var cliCold = Samples(), cliFirst = Samples(), controlCold = Samples(), controlFirst = Samples()
+        var noDiskCold = Samples()
         // Interleave subjects so drift on a shared machine hits all of them alike.
         for _ in 0..<runs {
             let (sandbox, cold) = try await measureMilliseconds { try await provisioner.provision(request) }
@@ -47,13 +52,20 @@ struct SandboxSuite: BenchSuite {
             corralFirst.append(first)
             try await sandbox.remove()
 
+            let (plain, plainCold) = try await measureMilliseconds { try await provisioner.provision(undisked) }
+            noDiskCold.append(plainCold)
+            try await plain.remove()
+
             let (held, heldCold) = try await measureMilliseconds { try await controlled.provision(request) }
             let (_, heldFirst) = try await measureMilliseconds { try await held.run(SandboxCommand(["true"])) }
             controlCold.append(heldCold)
             controlFirst.append(heldFirst)
             try await held.remove()
 
+            // The raw subject's host files (workspace, passwd) are made outside the timing:
+            // it measures the engine's part of the same request.
             let id = SandboxID.random()
+            try await environment.prepareHostDirectory(for: id, disk: request.resources.disk)
             let spec = shape.containerSpec(
                 sandbox: id, environment: environment, created: Date(), instance: "bench-raw")
             let (container, rawCreate) = try await measureMilliseconds { try await raw.createAndStart(spec) }
@@ -61,6 +73,7 @@ struct SandboxSuite: BenchSuite {
             rawCold.append(rawCreate)
             rawFirst.append(rawExec)
             _ = try await engine.removeContainer(container)
+            environment.removeHostDirectory(for: id)
 
             let (cliContainer, cliRun) = try await measureMilliseconds {
                 try docker.run(image: context.image, initBinary: environment.initBinary, request: request)
@@ -76,8 +89,11 @@ struct SandboxSuite: BenchSuite {
         var corralExec = Samples(), rawExecs = Samples(), cliExecs = Samples(), controlExecs = Samples()
         let sandbox = try await provisioner.provision(request)
         let held = try await controlled.provision(request)
+        let rawID = SandboxID.random()
+        try await environment.prepareHostDirectory(for: rawID, disk: request.resources.disk)
+        defer { environment.removeHostDirectory(for: rawID) }
         let spec = shape.containerSpec(
-            sandbox: SandboxID.random(), environment: environment, created: Date(), instance: "bench-raw")
+            sandbox: rawID, environment: environment, created: Date(), instance: "bench-raw")
         let rawContainer = try await raw.createAndStart(spec)
         let cliContainer = try docker.run(image: context.image, initBinary: environment.initBinary, request: request)
         for _ in 0..<execRuns {
@@ -104,6 +120,7 @@ struct SandboxSuite: BenchSuite {
                         Measurement(subject: "raw-api", unit: "ms", samples: rawCold),
                         Measurement(subject: "docker-cli run -d", unit: "ms", samples: cliCold),
                         Measurement(subject: "corral-control", unit: "ms", samples: controlCold),
+                        Measurement(subject: "corral, disk 0", unit: "ms", samples: noDiskCold),
                     ],
                     targets: [
                         TargetCheck(
@@ -139,6 +156,7 @@ struct SandboxSuite: BenchSuite {
             notes: [
                 "raw-api sends the same create body corral does, over libcurl, with no wrapper; its exec runs `true` directly, while corral's runs it under corral-init's exec wrapper (process-group timeout)",
                 "docker-cli uses the same hardened flags; each call pays the CLI's own start-up",
+                "corral makes the workspace's own ext4 file system (mkfs, loop mount) before the engine is asked; `corral, disk 0` is the same request with a plain directory, so the difference is what the disk costs; raw-api's host files are made outside its timing",
                 "corral-control: the provisioning process's control connection to corral-init (a state directory is needed); its cold provision includes waiting for corral-init to dial in",
             ])
     }

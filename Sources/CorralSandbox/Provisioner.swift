@@ -363,13 +363,18 @@ public final class Provisioner: Sendable {
             sandbox: id, environment: configuration.environment, created: created, instance: try instanceID(),
             extraLabels: labels)
         try checkHostAccounts()
-        try await configuration.environment.prepareHostDirectory(for: id, disk: shape.resources.disk)
-        let directory = configuration.environment.gatewayDirectory(for: id)
+        let environment = configuration.environment
+        try environment.makeHostDirectory(for: id, disk: shape.resources.disk)
+        // The workspace's file system is made while the engine creates the container: the
+        // engine binds it only when the container starts.
+        let disk = Task { try await environment.mountWorkspace(for: id, disk: shape.resources.disk) }
+        let directory = environment.gatewayDirectory(for: id)
         if let control, let directory {
             do {
                 try await control.listen(id, directory: directory)
             } catch {
-                configuration.environment.removeHostDirectory(for: id)
+                _ = await disk.result
+                environment.removeHostDirectory(for: id)
                 throw error
             }
         }
@@ -377,10 +382,17 @@ public final class Provisioner: Sendable {
             _ = try await engine.createContainer(name: name, spec)
         } catch {
             control?.close(id)
-            configuration.environment.removeHostDirectory(for: id)
+            _ = await disk.result
+            environment.removeHostDirectory(for: id)
             if let error = error as? DockerEngineError {
                 throw explainCreateFailure(error, shape: shape, template: template)
             }
+            throw error
+        }
+        do {
+            try await disk.value
+        } catch {
+            await discard(name, id: id)
             throw error
         }
         let createdAt = clock.now

@@ -62,16 +62,28 @@ public struct SandboxEnvironment: Sendable, Hashable {
         return (etc.appendingPathComponent("passwd"), etc.appendingPathComponent("group"))
     }
 
+    /// Makes what the host keeps for a sandbox, with its workspace mounted: the two steps
+    /// below, one after the other.
+    public func prepareHostDirectory(for sandbox: SandboxID, disk: ByteSize) async throws {
+        try makeHostDirectory(for: sandbox, disk: disk)
+        do {
+            try await mountWorkspace(for: sandbox, disk: disk)
+        } catch {
+            removeHostDirectory(for: sandbox)
+            throw error
+        }
+    }
+
     /// Makes what the host keeps for a sandbox before its container is created:
     /// - its directory, 0700, in a 0700 sandboxes directory: no host user but root reads it;
     /// - the gateway directory, root:<sandbox gid> 0750: reachable by the sandbox (it is
     ///   mounted there read-only) and by the service, by no other sandbox (none mounts it)
     ///   and no host user (no account holds the gid, and the parents are 0700);
     /// - `etc/passwd` and `etc/group` naming the sandbox's user;
-    /// - the workspace: a file system of `disk` (see `WorkspaceDisk`), or with a disk of 0 a
-    ///   plain directory without a size limit.
+    /// - the workspace directory: with a `disk`, the mount point `mountWorkspace` fills;
+    ///   with a disk of 0, a plain directory of the sandbox's user without a size limit.
     /// On failure nothing is left.
-    func prepareHostDirectory(for sandbox: SandboxID, disk: ByteSize) async throws {
+    func makeHostDirectory(for sandbox: SandboxID, disk: ByteSize) throws {
         let directory = hostDirectory(for: sandbox)
         let user = SandboxUser(for: sandbox)
         do {
@@ -86,11 +98,9 @@ public struct SandboxEnvironment: Sendable, Hashable {
             try Data(user.group(name: userName).utf8).write(to: files.group)
             chmod(files.passwd.path, 0o644)
             chmod(files.group.path, 0o644)
-            if disk.bytes > 0 {
-                _ = try await WorkspaceDisk.make(in: directory, size: disk, owner: user)
-            } else {
-                let workspace = workspaceDirectory(for: sandbox)
-                try Self.makeDirectory(workspace, mode: 0o755, group: user.gid)
+            let workspace = workspaceDirectory(for: sandbox)
+            try Self.makeDirectory(workspace, mode: 0o755, group: disk.bytes > 0 ? 0 : user.gid)
+            if disk.bytes == 0 {
                 guard chown(workspace.path, user.uid, user.gid) == 0 else {
                     throw CorralError(
                         .permissionDenied,
@@ -109,6 +119,14 @@ public struct SandboxEnvironment: Sendable, Hashable {
         }
     }
 
+    /// Mounts the workspace's own file system of `disk` (see `WorkspaceDisk`) on the mount point
+    /// `makeHostDirectory` made; nothing for a disk of 0. The engine resolves bind mounts
+    /// when the container starts, so this may run while the container is being created.
+    func mountWorkspace(for sandbox: SandboxID, disk: ByteSize) async throws {
+        guard disk.bytes > 0 else { return }
+        _ = try await WorkspaceDisk.make(in: hostDirectory(for: sandbox), size: disk, owner: SandboxUser(for: sandbox))
+    }
+
     private static func makeDirectory(_ url: URL, mode: mode_t, group: gid_t) throws {
         if mkdir(url.path, mode) != 0 && errno != EEXIST {
             throw CorralError(.io, "cannot make \(url.path): \(String(cString: strerror(errno)))")
@@ -121,7 +139,7 @@ public struct SandboxEnvironment: Sendable, Hashable {
     }
 
     /// Removes what the host kept for a sandbox, its workspace included.
-    func removeHostDirectory(for sandbox: SandboxID) {
+    public func removeHostDirectory(for sandbox: SandboxID) {
         SandboxHostDirectory.remove(hostDirectory(for: sandbox))
     }
 
