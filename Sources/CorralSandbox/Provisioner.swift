@@ -352,7 +352,7 @@ public final class Provisioner: Sendable {
         let directory = try configuration.environment.prepareGatewayDirectory(for: id)
         if let control, let directory {
             do {
-                try await control.listen(id, directory: directory)
+                try await control.listen(id, directory: directory, newSandbox: true)
             } catch {
                 configuration.environment.removeHostDirectory(for: id)
                 throw error
