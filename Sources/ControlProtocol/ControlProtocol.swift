@@ -13,9 +13,10 @@
 // - When the host starts listening for a new sandbox it makes a `ControlKey` (32 random
 //   bytes), keeps it host-side (`control.secret`, 0600, outside the mounted directory) and
 //   puts a copy, `control.key`, beside the socket. corral-init makes itself undumpable
-//   (PR_SET_DUMPABLE 0, so the sandbox's user cannot read its memory, environment or
-//   descriptors through /proc/1), reads the key once at boot, before anything else runs in
-//   the sandbox, and sends it in its hello. The host compares it in constant time, answers
+//   (PR_SET_DUMPABLE 0, so the sandbox's user can neither trace it nor read its memory
+//   through /proc/1; under runc not its environment or descriptors either), reads the key
+//   once at boot, before anything else runs in the sandbox, and sends it in its hello; the
+//   key is never in the environment or on a command line. The host compares it in constant time, answers
 //   `welcome`, and deletes `control.key` once the first hello is accepted (or once it stops
 //   waiting for one), so that no later process finds it. A process that adopts the sandbox
 //   after a restart reads `control.secret` and authenticates corral-init's redial with it.

@@ -203,8 +203,9 @@ private func systemPrctl(_ option: Int32, _ arg2: UInt, _ arg3: UInt, _ arg4: UI
 
 /// Makes this process undumpable (PR_SET_DUMPABLE 0): the kernel then lets no other process
 /// of the same user, and none without CAP_SYS_PTRACE, read its memory, environment or
-/// descriptors through /proc, or trace it. Processes it starts are dumpable again once they
-/// exec. False when the kernel did not take it.
+/// descriptors through /proc, or trace it. (gVisor keeps memory and tracing closed but still
+/// shows the environment and the descriptor list, which hold no secret.) Processes it starts
+/// are dumpable again once they exec. False when the kernel did not take it.
 func makeUndumpable() -> Bool {
     let setDumpable: Int32 = 4  // PR_SET_DUMPABLE
     let getDumpable: Int32 = 3  // PR_GET_DUMPABLE
@@ -212,7 +213,7 @@ func makeUndumpable() -> Bool {
     return systemPrctl(getDumpable, 0, 0, 0, 0) == 0
 }
 
-/// Reads a regular file of at most `limit` bytes whole, without following a symbolic link.
+/// Reads a file of at most `limit` bytes whole, without following a symbolic link.
 func readSmallFile(_ path: String, limit: Int) -> Result<[UInt8], InitError> {
     let fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
     guard fd >= 0 else { return .failure(InitError("cannot open \(path): \(describeErrno(errno))")) }

@@ -81,8 +81,9 @@ struct ControlSocketAttackTests {
             for kind in ["silent", "half a header"] {
                 // The default deadline (3 s) is past the script's patience (2.5 s): only the
                 // configured one closes it in time. A close at once would be no deadline at all.
-                let seconds = try #require(closedAfter[kind] ?? nil, "\(kind): still open after 2.5 s")
-                #expect(seconds >= 0.25, "\(kind): closed after \(seconds) s")
+                let seconds = closedAfter[kind] ?? nil
+                #expect(seconds != nil, "\(kind): still open after 2.5 s")
+                if let seconds { #expect(seconds >= 0.25, "\(kind): closed after \(seconds) s") }
             }
             let parent = try await sandbox.run(SandboxCommand(["sh", "-c", "ps -o ppid= -p $PPID | tr -d ' '"]))
             #expect(parent.stdout == "1\n", "runs under PID 1, over the control connection")
@@ -148,9 +149,11 @@ struct ControlSocketAttackTests {
         }
     }
 
-    // Security review finding 5: the key must be PID 1's alone. On the old code PID 1 is
-    // dumpable, so the sandbox's user reads its environment and descriptors (and would read
-    // its memory) through /proc/1.
+    // Security review finding 5: the key must be PID 1's alone. On the old code, under runc,
+    // PID 1 is dumpable and the sandbox's user opens its memory, environment and descriptors
+    // through /proc/1. gVisor refuses /proc/1/mem (and ptrace) to a non-descendant and shows
+    // the environment and descriptor list either way, so under runsc this checks what counts
+    // there: the key is nowhere the sandbox's user can read.
     @Test(
         "inside the sandbox, PID 1's environment, memory and descriptors cannot be read, and the key file is gone once corral-init said hello",
         arguments: runtimes)
