@@ -3,13 +3,36 @@
 // Foundation, so that corral-init can link it.
 //
 // Frames, both ways: kind (1 byte), id (4 bytes, big-endian), payload length (4 bytes,
-// big-endian), payload. Host to sandbox: `exec` (an `ExecRequest`) and `kill`. Sandbox to
-// host: `hello` (corral-init's version, id 0), `stdout` and `stderr` (bytes as they come),
-// `exit` (the status in decimal) and `failed` (why the command could not be started).
+// big-endian), payload. Host to sandbox: `welcome` (the hello was accepted), `exec` (an
+// `ExecRequest`) and `kill`. Sandbox to host: `hello` (a `ControlHello`, id 0), `stdout` and
+// `stderr` (bytes as they come), `exit` (the status in decimal) and `failed` (why the command
+// could not be started).
+//
+// Protocol 2 (this one). The host's socket is reachable by every process in the sandbox, so
+// the connection must prove it is corral-init, PID 1:
+// - When the host starts listening for a new sandbox it makes a `ControlKey` (32 random
+//   bytes), keeps it host-side (`control.secret`, 0600, outside the mounted directory) and
+//   puts a copy, `control.key`, beside the socket. corral-init makes itself undumpable
+//   (PR_SET_DUMPABLE 0, so the sandbox's user can neither trace it nor read its memory
+//   through /proc/1; under runc not its environment or descriptors either), reads the key
+//   once at boot, before anything else runs in the sandbox, and sends it in its hello; the
+//   key is never in the environment or on a command line. The host compares it in constant time, answers
+//   `welcome`, and deletes `control.key` once the first hello is accepted (or once it stops
+//   waiting for one), so that no later process finds it. A process that adopts the sandbox
+//   after a restart reads `control.secret` and authenticates corral-init's redial with it.
+// - The first frame must be a hello of at most `ControlHello.maxPayload` bytes, within a few
+//   seconds; anything else (a larger frame, another kind, a wrong key, silence) is refused:
+//   the host stops reading and closes the connection at the deadline. A second hello never
+//   displaces a live connection that already said one.
+// - Frames from the sandbox carry at most `ControlFrameHeader.maxSandboxPayload` bytes.
+// Protocol 1 sent corral-init's version string as the hello and nothing else: such a hello is
+// refused (the host logs the version mismatch), and that sandbox's commands go through the
+// engine's exec.
 
 public enum ControlFrameKind: UInt8, Sendable {
     case exec = 1
     case kill = 2
+    case welcome = 3
     case hello = 16
     case stdout = 17
     case stderr = 18
@@ -19,8 +42,11 @@ public enum ControlFrameKind: UInt8, Sendable {
 
 public struct ControlFrameHeader: Sendable, Equatable {
     public static let size = 9
-    /// The largest payload either end sends or accepts.
+    /// The largest payload either end sends or accepts: an `exec` with its environment.
     public static let maxPayload = 4 << 20
+    /// The largest payload the host accepts from the sandbox (corral-init sends output in
+    /// chunks of at most this size), so that a connection never holds a large frame.
+    public static let maxSandboxPayload = 64 << 10
 
     /// Nil for a kind this version does not know.
     public var kind: ControlFrameKind?

@@ -371,7 +371,7 @@ public final class Provisioner: Sendable {
         let directory = environment.gatewayDirectory(for: id)
         if let control, let directory {
             do {
-                try await control.listen(id, directory: directory)
+                try await control.listen(id, directory: directory, newSandbox: true)
             } catch {
                 _ = await disk.result
                 environment.removeHostDirectory(for: id)

@@ -8,33 +8,38 @@ import Synchronization
 /// an inspect). The sandbox dials out, never listens: gVisor lets a sandbox open a host socket
 /// (`--host-uds=open`) but not offer one.
 ///
-/// The connection is redialled, with backoff, whenever it is down: the host's socket may
-/// appear after the sandbox started, and a restarted service binds it anew.
+/// Any process in the sandbox can dial that socket, so the first frame is a hello carrying the
+/// sandbox's control key, which only PID 1 holds (read at boot, kept in this undumpable
+/// process's memory; see `ControlProtocol.swift`). The host answers `welcome`, or refuses and
+/// closes. A forger without the key is refused and cannot displace this connection.
 ///
-/// The frames are `ControlProtocol`'s.
+/// The connection is redialled whenever it is down: at once after a welcomed connection
+/// ends (a restarted service binds the socket anew), with backoff while the socket is absent
+/// or the host refuses.
 ///
 /// Each command runs under `corral-init exec` (timeout, process group, OOM report) with
 /// stdin from /dev/null; the wrapper reports its exit status on a pipe, so PID 1's reaper
 /// can take every child without keeping a table. Nothing here adds privilege: commands run
-/// as PID 1 does, which is the sandbox's own user, and anyone in the sandbox who dials the
-/// socket could run commands as that user anyway.
+/// as PID 1 does, which is the sandbox's own user.
 final class ControlClient: Sendable {
     typealias Frame = ControlFrameKind
 
     let socketPath: String
     let initPath: String
+    private let key: ControlKey
     /// The socket in use, or -1; writes of whole frames hold the lock.
     private let connection = Mutex<Int32>(-1)
     /// Running commands by id: the wrapper's pid.
     private let running = Mutex<[UInt32: pid_t]>([:])
 
-    init(socketPath: String, initPath: String) {
+    init(socketPath: String, key: ControlKey, initPath: String) {
         self.socketPath = socketPath
+        self.key = key
         self.initPath = initPath
     }
 
-    static func start(socketPath: String, initPath: String) -> Result<ControlClient, InitError> {
-        let client = ControlClient(socketPath: socketPath, initPath: initPath)
+    static func start(socketPath: String, key: ControlKey, initPath: String) -> Result<ControlClient, InitError> {
+        let client = ControlClient(socketPath: socketPath, key: key, initPath: initPath)
         guard spawnDetachedThread({ client.dialLoop() }) else {
             return .failure(InitError("cannot start the control thread: \(describeErrno(errno))"))
         }
@@ -42,41 +47,55 @@ final class ControlClient: Sendable {
     }
 
     private func dialLoop() {
-        var delay: useconds_t = 5_000
+        let shortest: useconds_t = 5_000
+        var delay = shortest
+        func backOff() {
+            usleep(delay)
+            delay = min(delay * 2, 500_000)
+        }
         while true {
             guard case .success(let fd) = connectUnixSocket(socketPath) else {
-                usleep(delay)
-                delay = min(delay * 2, 500_000)
+                backOff()
                 continue
             }
-            delay = 5_000
             connection.withLock { $0 = fd }
-            send(.hello, id: 0, Array(corralInitVersion.utf8))
-            serve(fd)
+            send(.hello, id: 0, ControlHello(initVersion: corralInitVersion, key: key).encoded())
+            let welcomed = serve(fd)
             connection.withLock { $0 = -1 }
             shutdown(fd, Int32(SHUT_RDWR))
             close(fd)
             // Whoever sent these is gone: stop what it started rather than leave it running.
             for pid in running.withLock({ Array($0.values) }) { kill(pid, SIGTERM) }
+            // A connection the host refused must not turn into a loop of dials.
+            if welcomed {
+                delay = shortest
+            } else {
+                backOff()
+            }
         }
     }
 
-    /// Reads frames until the connection ends or sends something malformed.
-    private func serve(_ fd: Int32) {
+    /// Reads frames until the connection ends or sends something malformed; true when the
+    /// host welcomed this connection.
+    private func serve(_ fd: Int32) -> Bool {
+        var welcomed = false
         var header = [UInt8](repeating: 0, count: ControlFrameHeader.size)
         while readFully(fd, &header, count: ControlFrameHeader.size) {
-            guard let frame = ControlFrameHeader(parsing: header), frame.isValid else { return }
+            guard let frame = ControlFrameHeader(parsing: header), frame.isValid else { break }
             var payload = [UInt8](repeating: 0, count: frame.length)
-            guard frame.length == 0 || readFully(fd, &payload, count: frame.length) else { return }
+            guard frame.length == 0 || readFully(fd, &payload, count: frame.length) else { break }
             switch frame.kind {
+            case .welcome:
+                welcomed = true
             case .exec:
                 start(id: frame.id, payload)
             case .kill:
                 if let pid = running.withLock({ $0[frame.id] }) { kill(pid, SIGTERM) }
             default:
-                return
+                return welcomed
             }
         }
+        return welcomed
     }
 
     private func start(id: UInt32, _ payload: [UInt8]) {
@@ -216,7 +235,8 @@ final class ControlClient: Sendable {
             pollfd(fd: err, events: Int16(POLLIN), revents: 0),
             pollfd(fd: status, events: Int16(POLLIN), revents: 0),
         ]
-        var buffer = [UInt8](repeating: 0, count: 64 << 10)
+        // The host reads no larger frame from the sandbox.
+        var buffer = [UInt8](repeating: 0, count: ControlFrameHeader.maxSandboxPayload)
         var statusText: [UInt8] = []
         var exited = false
         var drained = 0

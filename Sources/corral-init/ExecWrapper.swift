@@ -102,7 +102,13 @@ enum ExecWrapper {
             return 125
         case .success(let options):
             var status: Int32
-            if let fd = options.statusFD { closeDescriptors(above: 2, except: fd) }
+            if let fd = options.statusFD {
+                closeDescriptors(above: 2, except: fd)
+                // The status is the wrapper's to write. A command that inherited the pipe could
+                // write one of its own, and a daemon it left behind would hold the pipe open,
+                // so that PID 1 took the command for running until the daemon ended.
+                _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
+            }
             if let directory = options.workingDirectory, chdir(directory) != 0 {
                 logLine("cannot change to \(directory): \(describeErrno(errno))")
                 status = 126

@@ -1,3 +1,4 @@
+import ControlProtocol
 import Glibc
 
 /// PID 1 of a sandbox: reaps every orphan, serves the egress forwarder when a gateway socket
@@ -15,8 +16,43 @@ struct InitProcess {
         var shutdownGrace: Double = 2
         var forwarder: EgressForwarder.Configuration?
         /// The host's control socket to dial (`CORRAL_CONTROL_SOCKET`); no control
-        /// connection without it.
+        /// connection without it, nor without `controlKey`.
         var controlSocketPath: String?
+        /// The sandbox's control key, read at boot from `control.key` beside the socket.
+        var controlKey: ControlKey?
+
+        /// Reads the control key the host put beside the control socket, once, before anything
+        /// else runs in the sandbox (the host deletes the file once corral-init has said hello).
+        /// Without the key, or when this process could not be made undumpable (the key would
+        /// then be readable through /proc/1 by the sandbox's user), there is no control
+        /// connection: the host uses the engine's exec.
+        mutating func loadControlKey(undumpable: Bool) {
+            guard let socketPath = controlSocketPath else { return }
+            let keyPath = Self.keyPath(besideSocket: socketPath)
+            guard undumpable else {
+                logLine("cannot make PID 1 undumpable (prctl): no control connection, so \(keyPath) is not read")
+                controlSocketPath = nil
+                return
+            }
+            switch readSmallFile(keyPath, limit: ControlKey.maxFileSize) {
+            case .success(let text):
+                if let key = ControlKey(hex: text) {
+                    controlKey = key
+                } else {
+                    logLine("\(keyPath) does not hold a control key: no control connection")
+                    controlSocketPath = nil
+                }
+            case .failure(let error):
+                logLine("\(error.message): no control connection")
+                controlSocketPath = nil
+            }
+        }
+
+        /// `control.key` in the control socket's directory.
+        static func keyPath(besideSocket socketPath: String) -> String {
+            guard let slash = socketPath.lastIndex(of: "/") else { return ControlKey.fileName }
+            return socketPath[...slash] + ControlKey.fileName
+        }
     }
 
     /// Reads `CORRAL_GATEWAY_SOCKET`, `CORRAL_CONTROL_SOCKET`, `CORRAL_PROXY_PORT` and
@@ -80,8 +116,8 @@ struct InitProcess {
             }
         }
 
-        if let controlSocketPath = configuration.controlSocketPath {
-            switch ControlClient.start(socketPath: controlSocketPath, initPath: Self.executablePath()) {
+        if let controlSocketPath = configuration.controlSocketPath, let key = configuration.controlKey {
+            switch ControlClient.start(socketPath: controlSocketPath, key: key, initPath: Self.executablePath()) {
             case .success: break
             case .failure(let error):
                 logLine(error.message)

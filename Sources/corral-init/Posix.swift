@@ -195,3 +195,44 @@ struct Errno: Error {
     var code: Int32
     var description: String { describeErrno(code) }
 }
+
+/// prctl(2) is variadic in C, which Swift does not import; this declares the five-argument
+/// form it is called with here (integer arguments travel in the same registers either way).
+@_silgen_name("prctl")
+private func systemPrctl(_ option: Int32, _ arg2: UInt, _ arg3: UInt, _ arg4: UInt, _ arg5: UInt) -> Int32
+
+/// Makes this process undumpable (PR_SET_DUMPABLE 0): the kernel then lets no other process
+/// of the same user, and none without CAP_SYS_PTRACE, read its memory, environment or
+/// descriptors through /proc, or trace it. (gVisor keeps memory and tracing closed but still
+/// shows the environment and the descriptor list, which hold no secret.) Processes it starts
+/// are dumpable again once they exec. False when the kernel did not take it.
+func makeUndumpable() -> Bool {
+    let setDumpable: Int32 = 4  // PR_SET_DUMPABLE
+    let getDumpable: Int32 = 3  // PR_GET_DUMPABLE
+    guard systemPrctl(setDumpable, 0, 0, 0, 0) == 0 else { return false }
+    return systemPrctl(getDumpable, 0, 0, 0, 0) == 0
+}
+
+/// Reads a file of at most `limit` bytes whole, without following a symbolic link.
+func readSmallFile(_ path: String, limit: Int) -> Result<[UInt8], InitError> {
+    let fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
+    guard fd >= 0 else { return .failure(InitError("cannot open \(path): \(describeErrno(errno))")) }
+    defer { close(fd) }
+    var buffer = [UInt8](repeating: 0, count: limit + 1)
+    var count = 0
+    while count < buffer.count {
+        let got = buffer.withUnsafeMutableBytes { raw -> Int in
+            guard let base = raw.baseAddress else { return -1 }
+            return read(fd, base + count, raw.count - count)
+        }
+        if got > 0 {
+            count += got
+        } else if got == 0 {
+            break
+        } else if errno != EINTR {
+            return .failure(InitError("cannot read \(path): \(describeErrno(errno))"))
+        }
+    }
+    guard count <= limit else { return .failure(InitError("\(path) is larger than \(limit) bytes")) }
+    return .success(Array(buffer[0..<count]))
+}

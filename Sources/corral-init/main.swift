@@ -2,8 +2,9 @@
 //
 //   corral-init                 PID 1: reap orphans, forward 127.0.0.1:3128 to the gateway
 //                               socket named by CORRAL_GATEWAY_SOCKET, run the commands sent
-//                               over the control socket named by CORRAL_CONTROL_SOCKET, stop
-//                               everything and exit 0 on SIGTERM or SIGINT.
+//                               over the control socket named by CORRAL_CONTROL_SOCKET
+//                               (proving itself with control.key beside it, read once at
+//                               boot), stop everything and exit 0 on SIGTERM or SIGINT.
 //   corral-init exec [--timeout S] [--grace S] [--workdir D] [--status-fd N] -- CMD ARGS...
 //                               run CMD in its own process group with a timeout (exit 124).
 //   corral-init version         print the version.
@@ -16,7 +17,7 @@
 // /.corral/init into images that may have no libc of their own.
 import Glibc
 
-let corralInitVersion = "0.1.0"
+let corralInitVersion = "0.2.0"
 
 let usageText = """
     usage: corral-init                      run as PID 1 (reaper, egress forwarder)
@@ -28,8 +29,12 @@ let usageText = """
 let arguments = Array(CommandLine.arguments.dropFirst())
 switch arguments.first {
 case nil:
+    // First of all, before the control key is read: no other process of the sandbox's user
+    // may read PID 1's memory, environment or descriptors through /proc/1.
+    let undumpable = makeUndumpable()
     switch InitProcess.configurationFromEnvironment() {
-    case .success(let configuration):
+    case .success(var configuration):
+        configuration.loadControlKey(undumpable: undumpable)
         InitProcess(configuration: configuration).run()
     case .failure(let error):
         logLine(error.message)

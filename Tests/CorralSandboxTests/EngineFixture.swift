@@ -2,6 +2,7 @@ import CorralCore
 import CorralSandbox
 import DockerEngine
 import Foundation
+import Logging
 import TestSupport
 import Testing
 
@@ -18,7 +19,7 @@ struct EngineFixture {
     let provisioner: Provisioner
     let path: CommandPath
 
-    init(tools: ToolConfiguration = ToolConfiguration(), path: CommandPath = .control) throws {
+    init(tools: ToolConfiguration = ToolConfiguration(), path: CommandPath = .control, logger: Logger? = nil) throws {
         self.path = path
         engine = try DockerEngineClient(parsing: TestEnvironment.engineEndpoint)
         // Records and the instance id live in a state directory of the sandbox tests' own.
@@ -29,7 +30,7 @@ struct EngineFixture {
                 initBinary: try SandboxEnvironment.locateInit(), sandboxesDirectory: sandboxes))
         configuration.tools = tools
         configuration.controlConnections = path == .control
-        provisioner = Provisioner(engine: engine, configuration: configuration)
+        provisioner = Provisioner(engine: engine, configuration: configuration, logger: logger)
     }
 
     static func request(_ configure: (inout ProvisionRequest) -> Void = { _ in }) -> ProvisionRequest {

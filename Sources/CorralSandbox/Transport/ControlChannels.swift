@@ -11,10 +11,20 @@ import Synchronization
 import Glibc
 #endif
 
-/// The host's end of every sandbox's control connection (see corral-init's `ControlClient`
-/// for the protocol): one listening socket per sandbox, `control.sock` in its gateway
-/// directory, which corral-init dials as soon as it can. A command sent down it costs a
-/// fork inside the sandbox and a few frames, instead of the engine's exec.
+/// The host's end of every sandbox's control connection (see `ControlProtocol.swift` for the
+/// protocol and corral-init's `ControlClient` for the other end): one listening socket per
+/// sandbox, `control.sock` in its gateway directory, which corral-init dials as soon as it
+/// can. A command sent down it costs a fork inside the sandbox and a few frames, instead of
+/// the engine's exec.
+///
+/// Every process in the sandbox can reach that socket, so a connection counts only once it
+/// has sent a hello with the sandbox's control key, which only corral-init (PID 1) holds; the
+/// first such connection stays the sandbox's for as long as it lives. Until then a connection
+/// may send one small frame within `helloDeadline`; a socket holds at most `maxConnections`
+/// connections at once. Refused connections are logged (one line, at most one per
+/// `refusalLogInterval` per sandbox) and are otherwise left alone: the host stops reading them
+/// and closes them at their deadline, so that a peer that redials at once (an old corral-init)
+/// cannot make a loop of it.
 ///
 /// The process that makes a sandbox (or adopts it) listens for it; other processes, and any
 /// sandbox whose corral-init has not dialled in, use the engine's exec. A connection that
@@ -22,135 +32,87 @@ import Glibc
 /// with an error that says so; nothing is re-run.
 public final class ControlChannels: Sendable {
     public static let socketName = "control.sock"
+    /// The host's copy of a sandbox's control key: in its host directory, beside (not inside)
+    /// the gateway directory that the sandbox sees, mode 0600.
+    public static let secretName = "control.secret"
 
-    /// One sandbox's socket, its current connection, and the tasks waiting for one.
-    private final class Listener: Sendable {
-        struct State {
-            var connection: ControlConnection?
-            var closed = false
-            var waiters: [Int: CheckedContinuation<Void, Never>] = [:]
-            /// Waits that are over (timed out) whether or not their waiter registered yet.
-            var over: Set<Int> = []
-            var nextWaiter = 0
-        }
+    public struct Configuration: Sendable {
+        /// Connections one sandbox's socket holds at once, whether or not they said hello:
+        /// corral-init's, and one more while it redials. Others are closed as they come.
+        public var maxConnections = 2
+        /// How long a new connection has to send corral-init's hello.
+        public var helloDeadline: Duration = .seconds(3)
+        /// Output of a sandbox's commands received and not yet read by their callers, above
+        /// which the host stops reading the connection until they catch up.
+        public var maxBufferedOutput = 4 << 20
+        /// The least time between two log lines about one sandbox's refused connections.
+        public var refusalLogInterval: Duration = .seconds(10)
 
-        let server: any Channel
-        let state = Mutex(State())
-        init(server: any Channel) { self.server = server }
-
-        var connection: ControlConnection? {
-            state.withLock { state in
-                if let current = state.connection, !current.channel.isActive { state.connection = nil }
-                return state.connection
-            }
-        }
-
-        /// Makes `connection` current and wakes the waiters; returns the one it replaced.
-        func adopt(_ connection: ControlConnection) -> ControlConnection? {
-            let (previous, waiters) = state.withLock { state in
-                defer {
-                    state.connection = connection
-                    state.waiters.removeAll()
-                }
-                return (state.connection, Array(state.waiters.values))
-            }
-            for waiter in waiters { waiter.resume() }
-            return previous
-        }
-
-        /// Closes the socket and the connection, and wakes the waiters.
-        func shut() {
-            server.close(promise: nil)
-            let (connection, waiters) = state.withLock { state in
-                defer {
-                    state.closed = true
-                    state.waiters.removeAll()
-                }
-                return (state.connection, Array(state.waiters.values))
-            }
-            connection?.channel.close(promise: nil)
-            for waiter in waiters { waiter.resume() }
-        }
-
-        /// Returns once a connection is current, the listener is shut, or `timeout` passes.
-        func waitForConnection(timeout: Duration) async {
-            let key = state.withLock { state in
-                defer { state.nextWaiter += 1 }
-                return state.nextWaiter
-            }
-            func release() {
-                state.withLock { state in
-                    state.over.insert(key)
-                    return state.waiters.removeValue(forKey: key)
-                }?.resume()
-            }
-            await withTaskGroup(of: Void.self) { group in
-                group.addTask {
-                    await withCheckedContinuation { waiter in
-                        let ready = self.state.withLock { state in
-                            if state.connection != nil || state.closed || state.over.contains(key) { return true }
-                            state.waiters[key] = waiter
-                            return false
-                        }
-                        if ready { waiter.resume() }
-                    }
-                }
-                group.addTask {
-                    // The timeout is the one thing waited for by the clock.
-                    try? await Task.sleep(for: timeout)
-                    release()
-                }
-                await group.next()
-                group.cancelAll()
-                release()
-            }
-            state.withLock { _ = $0.over.remove(key) }
-        }
+        public init() {}
     }
 
     private let group: any EventLoopGroup
-    private let listeners = Mutex<[SandboxID: Listener]>([:])
+    private let listeners = Mutex<[SandboxID: ControlListener]>([:])
+    public let configuration: Configuration
     let logger: Logger
 
-    public init(group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton, logger: Logger) {
+    public init(
+        group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
+        configuration: Configuration = Configuration(), logger: Logger
+    ) {
         self.group = group
+        self.configuration = configuration
         self.logger = logger
     }
 
     /// Listens on `directory/control.sock` for `sandbox`, replacing any socket file there.
-    public func listen(_ sandbox: SandboxID, directory: URL) async throws {
+    ///
+    /// For a sandbox about to be started (`newSandbox`), a new control key is made, kept in
+    /// `control.secret` beside `directory`, and put in `directory` as `control.key` for
+    /// corral-init to read at boot. For a running sandbox (adopted after a restart) the key
+    /// kept by whoever made it is used, and nothing is put within the sandbox's reach; without
+    /// one this throws, and the sandbox's commands go through the engine's exec.
+    public func listen(_ sandbox: SandboxID, directory: URL, newSandbox: Bool = false) async throws {
+        if let previous = listeners.withLock({ $0.removeValue(forKey: sandbox) }) { previous.shut() }
         let path = directory.appendingPathComponent(Self.socketName).path
+        let keyFile = directory.appendingPathComponent(ControlKey.fileName).path
+        let secretFile = directory.deletingLastPathComponent().appendingPathComponent(Self.secretName).path
+        let key: ControlKey
+        if newSandbox {
+            key = ControlKey.random()
+            try Self.issue(key, secretFile: secretFile, keyFile: keyFile)
+        } else {
+            key = try Self.readSecret(secretFile, sandbox: sandbox)
+        }
+        let listener = ControlListener(
+            sandbox: sandbox, key: key, keyFile: keyFile, keyIssued: newSandbox, configuration: configuration,
+            logger: logger)
         let bindPath = UnixSocketPath(path)
         defer { withExtendedLifetime(bindPath) {} }
-        let registry = self
         let server: any Channel
         do {
             server = try await ServerBootstrap(group: group)
                 .serverChannelOption(ChannelOptions.backlog, value: 4)
                 .childChannelInitializer { channel in
-                    channel.eventLoop.makeCompletedFuture {
-                        let connection = ControlConnection(channel: channel, sandbox: sandbox)
-                        try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(ControlFrameDecoder()))
-                        try channel.pipeline.syncOperations.addHandler(
-                            ControlHandler(connection: connection) { registry.adopt(connection, for: sandbox) })
-                    }
+                    channel.eventLoop.makeCompletedFuture { try listener.accept(channel) }
                 }
                 .bind(unixDomainSocketPath: bindPath.usable, cleanupExistingSocketFile: true).get()
         } catch {
+            listener.shut()
             throw CorralError(.io, "cannot listen on the control socket \(path)", underlying: error)
         }
+        listener.serve(on: server)
         // The sandbox's user is not the host's.
         guard chmod(path, 0o666) == 0 else {
             let reason = String(cString: strerror(errno))
-            try? await server.close()
+            listener.shut()
             throw CorralError(.io, "cannot set the mode of the control socket \(path): \(reason)")
         }
         let previous = listeners.withLock { listeners in
-            let previous = listeners[sandbox]
-            listeners[sandbox] = Listener(server: server)
-            return previous
+            defer { listeners[sandbox] = listener }
+            return listeners[sandbox]
         }
-        if let previous { previous.shut() }
+        previous?.shut()
     }
 
     /// The sandboxes this process listens for.
@@ -161,7 +123,7 @@ public final class ControlChannels: Sendable {
         listeners.withLock { $0[sandbox] != nil }
     }
 
-    /// Stops listening for `sandbox` and drops its connection.
+    /// Stops listening for `sandbox` and drops its connections.
     public func close(_ sandbox: SandboxID) {
         if let listener = listeners.withLock({ $0.removeValue(forKey: sandbox) }) { listener.shut() }
     }
@@ -176,7 +138,7 @@ public final class ControlChannels: Sendable {
         }
     }
 
-    /// The live connection of `sandbox`, when corral-init has dialled in.
+    /// The live connection of `sandbox`, once corral-init has dialled in and proved itself.
     func connection(for sandbox: SandboxID) -> ControlConnection? {
         listeners.withLock { $0[sandbox] }?.connection
     }
@@ -185,218 +147,232 @@ public final class ControlChannels: Sendable {
     public func isConnected(_ sandbox: SandboxID) -> Bool { connection(for: sandbox) != nil }
 
     /// Waits up to `timeout` for corral-init to dial in (woken by its hello, not by polling);
-    /// true when it has.
+    /// true when it has. When it has not, its key is taken out of the sandbox's reach: other
+    /// commands are about to run there, and none of them may find it.
     public func waitForConnection(_ sandbox: SandboxID, timeout: Duration) async -> Bool {
         guard let listener = listeners.withLock({ $0[sandbox] }) else { return false }
         await listener.waitForConnection(timeout: timeout)
-        return listener.connection != nil
-    }
-
-    /// A connection that said hello becomes the sandbox's; the newest wins.
-    private func adopt(_ connection: ControlConnection, for sandbox: SandboxID) {
-        guard let listener = listeners.withLock({ $0[sandbox] }) else {
-            connection.channel.close(promise: nil)
-            return
+        guard listener.connection != nil else {
+            listener.withdrawKey()
+            return false
         }
-        if let previous = listener.adopt(connection), previous !== connection { previous.channel.close(promise: nil) }
+        return true
+    }
+
+    /// Takes `sandbox`'s key out of its reach, if it is still there: a command is about to
+    /// run in the sandbox by another way than its control connection.
+    func withdrawKey(_ sandbox: SandboxID) {
+        listeners.withLock { $0[sandbox] }?.withdrawKey()
     }
 }
 
-/// One frame of the control protocol (`ControlProtocol` has the format).
-struct ControlFrame: Sendable {
-    var kind: ControlFrameKind
-    var id: UInt32
-    var payload: ByteBuffer
-
-    var encoded: ByteBuffer {
-        var buffer = ByteBuffer(bytes: ControlFrameHeader(kind, id: id, length: payload.readableBytes).bytes)
-        var payload = payload
-        buffer.writeBuffer(&payload)
-        return buffer
-    }
-}
-
-struct ControlFrameDecoder: ByteToMessageDecoder {
-    typealias InboundOut = ControlFrame
-
-    mutating func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
-        guard
-            let bytes = buffer.getBytes(
-                at: buffer.readerIndex, length: min(buffer.readableBytes, ControlFrameHeader.size)),
-            let header = ControlFrameHeader(parsing: bytes)
-        else { return .needMoreData }
-        guard header.isValid, let kind = header.kind else {
-            throw CorralError(.io, "malformed control frame (kind \(header.rawKind), \(header.length) bytes)")
-        }
-        guard buffer.readableBytes >= ControlFrameHeader.size + header.length else { return .needMoreData }
-        buffer.moveReaderIndex(forwardBy: ControlFrameHeader.size)
-        guard let payload = buffer.readSlice(length: header.length) else { return .needMoreData }
-        context.fireChannelRead(Self.wrapInboundOut(ControlFrame(kind: kind, id: header.id, payload: payload)))
-        return .continue
-    }
-}
-
-/// Hands frames to the commands waiting for them; a hello makes the connection current.
-final class ControlHandler: ChannelInboundHandler, Sendable {
-    typealias InboundIn = ControlFrame
-
-    let connection: ControlConnection
-    let onHello: @Sendable () -> Void
-
-    init(connection: ControlConnection, onHello: @escaping @Sendable () -> Void) {
-        self.connection = connection
-        self.onHello = onHello
+/// One sandbox's socket: who is connected to it, and which connection is corral-init's.
+final class ControlListener: Sendable {
+    struct State {
+        var server: (any Channel)?
+        /// corral-init's connection, once it said hello with the key.
+        var connection: ControlConnection?
+        /// Every connection open on the socket, corral-init's included.
+        var open: [ObjectIdentifier: any Channel] = [:]
+        var closed = false
+        /// Whether `control.key` may still be in the sandbox's directory.
+        var keyIssued: Bool
+        var waiters: [Int: CheckedContinuation<Void, Never>] = [:]
+        /// Waits that are over (timed out) whether or not their waiter registered yet.
+        var over: Set<Int> = []
+        var nextWaiter = 0
+        var lastRefusalLogged: ContinuousClock.Instant?
+        var refusedSinceLogged = 0
     }
 
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        let frame = unwrapInboundIn(data)
-        if frame.kind == .hello {
-            onHello()
-        } else {
-            connection.deliver(frame)
-        }
-    }
-
-    func channelInactive(context: ChannelHandlerContext) {
-        connection.closed()
-        context.fireChannelInactive()
-    }
-
-    func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        context.close(promise: nil)
-    }
-}
-
-/// A live control connection: commands multiplexed by id. Reads pause while more than
-/// `highWater` bytes of output wait for their readers, so a flood cannot fill the host's
-/// memory.
-final class ControlConnection: Sendable {
-    typealias Stream = AsyncThrowingStream<ControlFrame, any Error>
-
-    let channel: any Channel
     let sandbox: SandboxID
-    private let nextID = Atomic<UInt32>(0)
-    /// Commands waiting for frames, with the bytes delivered to each and not yet consumed.
-    private let waiting = Mutex<[UInt32: (continuation: Stream.Continuation, pending: Int)]>([:])
-    private let buffered = Atomic<Int>(0)
-    private let paused = Atomic<Bool>(false)
-    static let highWater = 4 << 20
-    static let lowWater = 1 << 20
+    private let key: ControlKey
+    private let keyFile: String
+    let configuration: ControlChannels.Configuration
+    private let logger: Logger
+    private let state: Mutex<State>
 
-    init(channel: any Channel, sandbox: SandboxID) {
-        self.channel = channel
+    init(
+        sandbox: SandboxID, key: ControlKey, keyFile: String, keyIssued: Bool,
+        configuration: ControlChannels.Configuration, logger: Logger
+    ) {
         self.sandbox = sandbox
+        self.key = key
+        self.keyFile = keyFile
+        self.configuration = configuration
+        self.logger = logger
+        self.state = Mutex(State(keyIssued: keyIssued))
     }
 
-    func deliver(_ frame: ControlFrame) {
-        let bytes = frame.payload.readableBytes
-        let continuation = waiting.withLock { waiting -> Stream.Continuation? in
-            guard let entry = waiting[frame.id] else { return nil }
-            waiting[frame.id]?.pending += bytes
-            return entry.continuation
+    func serve(on server: any Channel) {
+        let closed = state.withLock { state in
+            state.server = server
+            return state.closed
         }
-        guard let continuation else { return }
-        if buffered.add(bytes, ordering: .relaxed).newValue > Self.highWater, !paused.exchange(true, ordering: .relaxed)
-        {
-            channel.setOption(ChannelOptions.autoRead, value: false).whenComplete { _ in }
-        }
-        continuation.yield(frame)
+        if closed { server.close(promise: nil) }
     }
 
-    /// `bytes` of command `id`'s frames were read (or dropped with it): reading resumes once
-    /// little is left waiting.
-    private func consumed(_ bytes: Int, id: UInt32) {
-        waiting.withLock { $0[id]?.pending -= bytes }
-        release(bytes)
+    /// Why a connection was closed as it came.
+    struct TooManyConnections: Error {}
+
+    /// Sets up a new connection; throws (and the connection is closed at once) when the
+    /// socket holds enough already. Runs on the connection's event loop.
+    func accept(_ channel: any Channel) throws {
+        let admitted = state.withLock { state in
+            guard !state.closed, state.open.count < configuration.maxConnections else { return false }
+            state.open[ObjectIdentifier(channel)] = channel
+            return true
+        }
+        guard admitted else {
+            refused("too many connections (at most \(configuration.maxConnections))")
+            throw TooManyConnections()
+        }
+        let connection = ControlConnection(
+            channel: channel, sandbox: sandbox, maxBufferedOutput: configuration.maxBufferedOutput)
+        channel.closeFuture.whenComplete { _ in
+            self.state.withLock { _ = $0.open.removeValue(forKey: ObjectIdentifier(channel)) }
+        }
+        let deadline = channel.eventLoop.scheduleTask(in: TimeAmount(configuration.helloDeadline)) {
+            // A refused connection was logged when it was refused.
+            if connection.phase == .awaitingHello {
+                self.refused("no hello within \(self.configuration.helloDeadline)")
+            }
+            if connection.phase != .authenticated { channel.close(promise: nil) }
+        }
+        channel.closeFuture.whenComplete { _ in deadline.cancel() }
+        try channel.pipeline.syncOperations.addHandler(
+            ByteToMessageHandler(ControlFrameDecoder(connection: connection)))
+        try channel.pipeline.syncOperations.addHandler(
+            ControlHandler(
+                connection: connection, onHello: { self.hello($0, on: connection) },
+                onRefusal: { self.refused($0) }))
     }
 
-    private func release(_ bytes: Int) {
-        guard bytes > 0 else { return }
-        if buffered.subtract(bytes, ordering: .relaxed).newValue < Self.lowWater,
-            paused.exchange(false, ordering: .relaxed)
-        {
-            channel.setOption(ChannelOptions.autoRead, value: true).whenComplete { _ in }
-            channel.read()
+    /// What to do with a connection's hello.
+    enum HelloVerdict: Equatable {
+        case accepted
+        /// Not accepted, for a reason only corral-init can meet: close at once, it will redial.
+        case closed(String)
+        /// Refused: stop reading, and close at the hello deadline.
+        case refused(String)
+    }
+
+    /// Judges a hello (nil: a malformed one). The first right one makes the connection the
+    /// sandbox's; no later one displaces it while it lives.
+    func hello(_ hello: ControlHello?, on connection: ControlConnection) -> HelloVerdict {
+        guard let hello else { return .refused("a malformed hello") }
+        guard hello.protocolVersion == ControlHello.protocolVersion else {
+            return .refused(
+                "corral-init \(hello.initVersion) speaks control protocol \(hello.protocolVersion), this host "
+                    + "\(ControlHello.protocolVersion): its commands use the engine's exec until the sandbox is made anew"
+            )
+        }
+        guard let offered = hello.key, key.matches(offered) else {
+            return .refused("a hello without the sandbox's key")
+        }
+        let outcome = state.withLock { state -> (HelloVerdict, [CheckedContinuation<Void, Never>], Bool) in
+            if state.closed { return (.closed("no longer listening"), [], false) }
+            if let current = state.connection, current !== connection, current.channel.isActive {
+                return (.closed("a hello while corral-init's connection is live"), [], false)
+            }
+            connection.authenticate()
+            state.connection = connection
+            defer {
+                state.waiters.removeAll()
+                state.keyIssued = false
+            }
+            return (.accepted, Array(state.waiters.values), state.keyIssued)
+        }
+        let (verdict, waiters, withdraw) = outcome
+        if withdraw { unlink(keyFile) }
+        for waiter in waiters { waiter.resume() }
+        return verdict
+    }
+
+    /// Logs a refused connection: one line, at most one per `refusalLogInterval`, which counts
+    /// the ones refused since the last. Never the key, nor anything the peer sent but a
+    /// printable version string.
+    func refused(_ reason: String) {
+        let now = ContinuousClock.now
+        let count: Int? = state.withLock { state in
+            state.refusedSinceLogged += 1
+            if let last = state.lastRefusalLogged, now - last < configuration.refusalLogInterval { return nil }
+            state.lastRefusalLogged = now
+            defer { state.refusedSinceLogged = 0 }
+            return state.refusedSinceLogged
+        }
+        guard let count else { return }
+        logger.info(
+            "refused a connection to a sandbox's control socket",
+            metadata: ["sandbox": "\(sandbox)", "reason": "\(reason)", "refused": "\(count)"])
+    }
+
+    /// corral-init's live connection, if any.
+    var connection: ControlConnection? {
+        state.withLock { state in
+            if let current = state.connection, !current.channel.isActive { state.connection = nil }
+            return state.connection
         }
     }
 
-    /// Stops waiting for command `id`; what was delivered to it and not read no longer counts.
-    private func forget(_ id: UInt32) {
-        let left = waiting.withLock { $0.removeValue(forKey: id)?.pending ?? 0 }
-        release(left)
+    /// Deletes `control.key` from the sandbox's directory, if it may still be there.
+    func withdrawKey() {
+        let issued = state.withLock { state in
+            defer { state.keyIssued = false }
+            return state.keyIssued
+        }
+        if issued { unlink(keyFile) }
     }
 
-    func closed() {
-        let all = waiting.withLock { waiting in
-            Array(waiting.values.map(\.continuation))
+    /// Closes the socket and every connection, withdraws the key, and wakes the waiters.
+    func shut() {
+        let (server, open, waiters) = state.withLock { state in
+            defer {
+                state.closed = true
+                state.connection = nil
+                state.open.removeAll()
+                state.waiters.removeAll()
+            }
+            return (state.server, Array(state.open.values), Array(state.waiters.values))
         }
-        for continuation in all { continuation.finish() }
+        server?.close(promise: nil)
+        for channel in open { channel.close(promise: nil) }
+        withdrawKey()
+        for waiter in waiters { waiter.resume() }
     }
 
-    /// The command could not be sent: nothing ran, and the engine's exec may be used instead.
-    struct NotSent: Error {}
-
-    /// How a command on the connection ended: its exit status, or why it could not start.
-    enum Ending {
-        case exited(Int)
-        case failed(String)
-        /// The connection dropped while it ran.
-        case lost
-    }
-
-    func run(
-        arguments: [String], environment: [String: String], workingDirectory: String, timeout: Duration?,
-        grace: Duration, output: (StdioStream, [UInt8]) async throws -> Void
-    ) async throws -> Ending {
-        let id = nextID.add(1, ordering: .relaxed).newValue
-        let (stream, continuation) = Stream.makeStream()
-        waiting.withLock { $0[id] = (continuation, 0) }
-        defer { forget(id) }
-
-        let request = ExecRequest(
-            timeoutMilliseconds: timeout.map { UInt64(max($0.milliseconds.rounded(.up), 1)) } ?? 0,
-            graceMilliseconds: UInt64(max(grace.milliseconds, 0)), workingDirectory: workingDirectory,
-            arguments: arguments, environment: environment.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" })
-        guard let encoded = request.encoded() else {
-            throw CorralError.invalidArgument("a command, its arguments and its environment cannot hold NUL bytes")
+    /// Returns once a connection is current, the listener is shut, or `timeout` passes.
+    func waitForConnection(timeout: Duration) async {
+        let key = state.withLock { state in
+            defer { state.nextWaiter += 1 }
+            return state.nextWaiter
         }
-        guard encoded.count <= ControlFrameHeader.maxPayload else {
-            throw CorralError.invalidArgument(
-                "the command and its environment are larger than \(ControlFrameHeader.maxPayload >> 20) MiB")
+        func release() {
+            state.withLock { state in
+                state.over.insert(key)
+                return state.waiters.removeValue(forKey: key)
+            }?.resume()
         }
-        let payload = ByteBuffer(bytes: encoded)
-        do {
-            try await send(ControlFrame(kind: .exec, id: id, payload: payload))
-        } catch {
-            throw NotSent()
-        }
-        return try await withTaskCancellationHandler {
-            for try await frame in stream {
-                let bytes = frame.payload.readableBytes
-                defer { consumed(bytes, id: id) }
-                switch frame.kind {
-                case .stdout, .stderr:
-                    try Task.checkCancellation()
-                    try await output(frame.kind == .stdout ? .stdout : .stderr, Array(buffer: frame.payload))
-                case .exit:
-                    let text = String(buffer: frame.payload)
-                    guard let status = Int(text) else { return .failed("corral-init sent the status '\(text)'") }
-                    return .exited(status)
-                case .failed:
-                    return .failed(String(buffer: frame.payload))
-                default:
-                    continue
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask {
+                await withCheckedContinuation { waiter in
+                    let ready = self.state.withLock { state in
+                        if state.connection != nil || state.closed || state.over.contains(key) { return true }
+                        state.waiters[key] = waiter
+                        return false
+                    }
+                    if ready { waiter.resume() }
                 }
             }
-            try Task.checkCancellation()
-            return .lost
-        } onCancel: {
-            channel.writeAndFlush(ControlFrame(kind: .kill, id: id, payload: ByteBuffer()).encoded, promise: nil)
-            continuation.finish()
+            group.addTask {
+                // The timeout is the one thing waited for by the clock.
+                try? await Task.sleep(for: timeout)
+                release()
+            }
+            await group.next()
+            group.cancelAll()
+            release()
         }
-    }
-
-    private func send(_ frame: ControlFrame) async throws {
-        try await channel.writeAndFlush(frame.encoded)
+        state.withLock { _ = $0.over.remove(key) }
     }
 }

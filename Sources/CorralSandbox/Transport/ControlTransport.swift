@@ -12,6 +12,8 @@ struct ControlTransport: SandboxTransport {
         _ command: SandboxCommand, output: (StdioStream, [UInt8]) async throws -> Void
     ) async throws -> CommandStatus {
         guard let connection = channels.connection(for: engine.sandbox) else {
+            // corral-init has not proved itself: whatever runs now must not find its key.
+            channels.withdrawKey(engine.sandbox)
             return try await engine.run(command, output: output)
         }
         guard !command.arguments.isEmpty else { throw CorralError.invalidArgument("no command to run") }
