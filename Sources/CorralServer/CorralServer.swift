@@ -173,17 +173,19 @@ public struct CorralServer: Sendable {
         async throws
     {
         let listeners = try applications(onReady: onReady)
-        let group = ServiceGroup(
-            configuration: ServiceGroupConfiguration(
-                // A graceful shutdown stops services in reverse order: first the listeners
-                // (they drain their requests), then the harness runs (sessions stay
-                // resumable), then the pools, the reaper and the gateway.
-                services: (runner.services + [HarnessWorkersService(workers: workers)] + listeners).map {
-                    .init(service: $0, successTerminationBehavior: .gracefullyShutdownGroup)
-                },
-                gracefulShutdownSignals: handleSignals ? [.sigterm, .sigint] : [],
-                logger: logger))
-        try await group.run()
+        var groupConfiguration = ServiceGroupConfiguration(
+            // A graceful shutdown stops services in reverse order: first the listeners
+            // (they drain their requests), then the harness runs (sessions stay
+            // resumable), then the pools, the reaper and the gateway.
+            services: (runner.services + [HarnessWorkersService(workers: workers)] + listeners).map {
+                .init(service: $0, successTerminationBehavior: .gracefullyShutdownGroup)
+            },
+            gracefulShutdownSignals: handleSignals ? [.sigterm, .sigint] : [],
+            logger: logger)
+        // A request that never ends (a command without a timeout) must not hold the stop up
+        // for ever: past the grace, what is left is cancelled, and commands with it.
+        groupConfiguration.maximumGracefulShutdownDuration = configuration.shutdownTimeout
+        try await ServiceGroup(configuration: groupConfiguration).run()
     }
 
     /// A stale socket from a crashed service is removed; a live one means a service runs

@@ -75,7 +75,11 @@ extension CorralServer {
             let sandbox = try await sandbox(context)
             let channel = ByteChannel()
             let limit = configuration.maxArchiveBytes
-            async let copied: Int64 = sandbox.copyIn(tar: { try channel.blockingReceive() }, to: path)
+            // The copy may end before the body does: a path it refuses, or a tar whose end
+            // comes before the body's. Then the channel is abandoned, the loop below stops
+            // sending (a send would otherwise wait for ever for a reader that has gone), the
+            // answer goes out at once, and the rest of the body is read and dropped.
+            async let copied: Int64 = Self.copyIn(tar: channel, to: path, of: sandbox)
             do {
                 var total: Int64 = 0
                 for try await buffer in request.body {
@@ -83,7 +87,11 @@ extension CorralServer {
                     guard total <= limit else {
                         throw CorralError(.payloadTooLarge, "the archive is larger than \(ByteSize(bytes: limit))")
                     }
-                    try await channel.send(Array(buffer.readableBytesView))
+                    do {
+                        try await channel.send(Array(buffer.readableBytesView))
+                    } catch {
+                        break
+                    }
                 }
                 channel.finish()
             } catch {
@@ -162,6 +170,13 @@ extension CorralServer {
         var data = (try? JSONResponse.encoder.encode(event)) ?? Data()
         data.append(UInt8(ascii: "\n"))
         return ByteBuffer(bytes: data)
+    }
+
+    /// Copies a tar from `channel` into the sandbox, and abandons the channel when the copy
+    /// ends, however it ends, so that its sender never waits on a reader that has gone.
+    static func copyIn(tar channel: ByteChannel, to path: String, of sandbox: Sandbox) async throws -> Int64 {
+        defer { channel.cancel() }
+        return try await sandbox.copyIn(tar: { try channel.blockingReceive() }, to: path)
     }
 }
 
