@@ -1,3 +1,4 @@
+import AsyncAlgorithms
 import CorralAPI
 import CorralCore
 import CorralSandbox
@@ -32,11 +33,17 @@ extension CorralServer {
             return JSONResponse.empty()
         }
 
+        // A client that goes away stops its command: execute and exec run in a task that is
+        // cancelled when the connection's input closes, and the sandbox layer kills a cancelled
+        // command.
         group.post("sandboxes/:id/execute") { request, context -> Response in
             let body = try await decodeJSON(ExecuteRequest.self, from: request, context: context)
             let sandbox = try await sandbox(context)
             let started = ContinuousClock.now
-            let output = try await sandbox.execute(tool: body.name, input: body.input)
+            let presence = await ClientPresence.of(context.channel)
+            let output = try await cancellingWhenClientLeaves(presence) {
+                try await sandbox.execute(tool: body.name, input: body.input)
+            }
             // Unknown names would grow the label set without bound.
             let tool = sandbox.toolNames.contains(body.name) ? body.name : "unknown"
             serverMetrics.executed(
@@ -50,20 +57,43 @@ extension CorralServer {
             let body = try await decodeJSON(ExecRequest.self, from: request, context: context)
             let command = try body.sandboxCommand()
             let sandbox = try await sandbox(context)
+            let presence = await ClientPresence.of(context.channel)
             var headers = HTTPFields()
             headers[.contentType] = "application/x-ndjson"
             return Response(
                 status: .ok, headers: headers,
                 body: ResponseBody { writer in
-                    do {
-                        let status = try await sandbox.run(command) { stream, bytes in
-                            try await writer.write(Self.line(ExecStreamEvent.output(stream, bytes)))
+                    // The command runs in a task of its own, so that it can be cancelled when the
+                    // client leaves even while it prints nothing. Its lines reach this writer one
+                    // at a time: a send waits until the line is taken, so a flood waits for the
+                    // client as before.
+                    let lines = AsyncChannel<[UInt8]>()
+                    let run = Task {
+                        defer { lines.finish() }
+                        do {
+                            let status = try await sandbox.run(command) { stream, bytes in
+                                await lines.send(Self.line(ExecStreamEvent.output(stream, bytes)))
+                                try Task.checkCancellation()
+                            }
+                            await lines.send(Self.line(ExecStreamEvent.finished(status)))
+                        } catch is CancellationError {
+                        } catch let error as CorralError where error.code == .cancelled {
+                        } catch {
+                            await lines.send(
+                                Self.line(ExecStreamEvent.failed(ErrorMiddleware.describe(error).1.corralError)))
                         }
-                        try await writer.write(Self.line(ExecStreamEvent.finished(status)))
-                    } catch let error as CorralError {
-                        try await writer.write(Self.line(ExecStreamEvent.failed(error)))
-                    } catch let error as DockerEngineError {
-                        try await writer.write(Self.line(ExecStreamEvent.failed(error.corralError)))
+                    }
+                    let token = presence?.onGone { run.cancel() }
+                    defer {
+                        presence?.remove(token)
+                        run.cancel()
+                    }
+                    try await withTaskCancellationHandler {
+                        for await line in lines {
+                            try await writer.write(ByteBuffer(bytes: line))
+                        }
+                    } onCancel: {
+                        run.cancel()
                     }
                     try await writer.finish(nil)
                 })
@@ -166,10 +196,10 @@ extension CorralServer {
         guard info.tenant == tenant else { throw CorralError.notFound("session \(id) not found") }
     }
 
-    static func line(_ event: ExecStreamEvent) -> ByteBuffer {
+    static func line(_ event: ExecStreamEvent) -> [UInt8] {
         var data = (try? JSONResponse.encoder.encode(event)) ?? Data()
         data.append(UInt8(ascii: "\n"))
-        return ByteBuffer(bytes: data)
+        return Array(data)
     }
 
     /// Copies a tar from `channel` into the sandbox, and abandons the channel when the copy
