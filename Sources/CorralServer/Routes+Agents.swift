@@ -14,7 +14,7 @@ extension CorralServer {
             let tenant = try context.requireTenant()
             let body = try await decodeJSON(StartAgentRequest.self, from: request, context: context)
             let spec = try agentSpec(body, tenant: tenant)
-            let brain = try await makeBrain(spec.brain)
+            let brain = try await makeBrain(spec.brain, tenant: tenant)
             let store = try sessionStore()
             let harness = harness(for: tenant)
             let session = try await quotas.admit(
@@ -37,7 +37,9 @@ extension CorralServer {
                 throw CorralError.invalidArgument(
                     "session \(id) is not an agent session", hint: "start agents with POST /v1/agents")
             }
-            let brain = try await makeBrain(spec.brain)
+            // The spec comes from the session's log, which its tenant can write: the same
+            // rules as for a new agent apply to it.
+            let brain = try await makeBrain(spec.brain, tenant: tenant)
             try await workers.start(id) { try await harness.run(id, brain: brain, message: body.message) }
             return JSONResponse.make(await workers.status(id), status: 202)
         }
@@ -65,11 +67,7 @@ extension CorralServer {
 
     func agentSpec(_ body: StartAgentRequest, tenant: TenantID) throws -> AgentSpec {
         let brain = try BrainSpec(parsing: body.brain, model: body.model)
-        // A script is a file on the service's machine: only its own operator may name one.
-        if brain.provider == .scripted && tenant != .local {
-            throw CorralError(
-                .permissionDenied, "scripted brains are for the local tenant only", hint: "use anthropic or openai")
-        }
+        try Self.checkBrainAllowed(brain, tenant: tenant)
         var limits = AgentSpec.Limits()
         if let turns = body.maxTurns { limits.maxTurns = turns }
         limits.maxTokens = body.maxTokens
@@ -80,7 +78,18 @@ extension CorralServer {
         ).validated()
     }
 
-    func makeBrain(_ spec: BrainSpec) async throws -> any Brain {
+    /// A scripted brain reads a file on the service's machine, as the service's user: its path
+    /// is an operator's setting, never a tenant's. Every brain the service makes passes here,
+    /// whether its spec came from a request or from a session's log (which the session's
+    /// tenant can append to).
+    static func checkBrainAllowed(_ brain: BrainSpec, tenant: TenantID) throws {
+        guard brain.provider == .scripted, tenant != .local else { return }
+        throw CorralError(
+            .permissionDenied, "scripted brains are for the local tenant only", hint: "use anthropic or openai")
+    }
+
+    func makeBrain(_ spec: BrainSpec, tenant: TenantID) async throws -> any Brain {
+        try Self.checkBrainAllowed(spec, tenant: tenant)
         // A key the service's environment lacks comes from its vault (scope: the API's host).
         var storedKey: (@Sendable (String) throws -> String?)?
         if let vault = runner.vault {
