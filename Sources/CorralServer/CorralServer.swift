@@ -102,6 +102,7 @@ public struct CorralServer: Sendable {
         addSessionRoutes(to: v1)
         addAgentRoutes(to: v1)
         addPoolRoutes(to: v1)
+        addTenantRoutes(to: v1)
         return router
     }
 

@@ -21,7 +21,8 @@ extension CorralServer {
                 tenant, limit: configuration.sessionsPerTenant, what: "sessions",
                 current: { try await store.list().filter { $0.tenant == tenant }.count }
             ) { try await harness.create(task: body.task, spec: spec) }
-            try await workers.start(session) { try await harness.run(session, brain: brain) }
+            try await keepOnlyIfTenantRemains(context) { try? await store.delete(session) }
+            try await startRun(session, context: context) { try await harness.run(session, brain: brain) }
             return JSONResponse.make(await workers.status(session), status: 202)
         }
 
@@ -40,7 +41,7 @@ extension CorralServer {
             // The spec comes from the session's log, which its tenant can write: the same
             // rules as for a new agent apply to it.
             let brain = try await makeBrain(spec.brain, tenant: tenant)
-            try await workers.start(id) { try await harness.run(id, brain: brain, message: body.message) }
+            try await startRun(id, context: context) { try await harness.run(id, brain: brain, message: body.message) }
             return JSONResponse.make(await workers.status(id), status: 202)
         }
 
@@ -54,6 +55,18 @@ extension CorralServer {
             let (id, _) = try await ownSession(context)
             return JSONResponse.make(await workers.status(id))
         }
+    }
+
+    /// Starts a run for the request's tenant, unless that tenant was removed meanwhile; a run
+    /// that started while its tenant was being removed stops at once (the removal stops the
+    /// runs it finds; this catches one that starts just after).
+    func startRun(
+        _ session: SessionID, context: CorralRequestContext, _ body: @escaping @Sendable () async throws -> RunOutcome
+    ) async throws {
+        let tenant = try context.requireTenant()
+        try await keepOnlyIfTenantRemains(context) {}
+        try await workers.start(session, tenant: tenant, body)
+        try await keepOnlyIfTenantRemains(context) { _ = await workers.stop(session) }
     }
 
     func harness(for tenant: TenantID) -> Harness {
@@ -117,6 +130,7 @@ struct NoSessions: SessionStore {
     func wake(_ id: SessionID) async throws -> Lease { throw refuse() }
     func currentLease(_ id: SessionID) async throws -> Lease { throw refuse() }
     func fork(_ id: SessionID, atSeq: UInt64, newID: SessionID?) async throws -> SessionInfo { throw refuse() }
+    func delete(_ id: SessionID) async throws { throw refuse() }
     func sync(_ id: SessionID) async throws { throw refuse() }
     func waitForHead(_ id: SessionID, beyond seq: UInt64) async throws -> UInt64 { throw refuse() }
 }

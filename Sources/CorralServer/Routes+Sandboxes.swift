@@ -13,10 +13,12 @@ extension CorralServer {
             let body = try await decodeJSON(CreateSandboxRequest.self, from: request, context: context)
             let provisionRequest = try body.provisionRequest(tenant: tenant)
             if let session = provisionRequest.session { try await requireSession(session, tenant: tenant) }
+            let provisioner = self.provisioner
             let sandbox = try await quotas.admit(
                 tenant, limit: configuration.sandboxesPerTenant, what: "sandboxes",
                 current: { try await provisioner.list(tenant: tenant).count }
             ) { try await provisioner.provision(provisionRequest) }
+            try await keepOnlyIfTenantRemains(context) { try? await sandbox.remove() }
             return JSONResponse.make(CreatedSandbox(sandbox: sandbox), status: 201)
         }
 

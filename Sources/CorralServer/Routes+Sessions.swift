@@ -18,6 +18,7 @@ extension CorralServer {
                 tenant, limit: configuration.sessionsPerTenant, what: "sessions",
                 current: { try await store.list().filter { $0.tenant == tenant }.count }
             ) { try await store.create(id: id, tenant: tenant, metadata: body.metadata ?? [:]) }
+            try await keepOnlyIfTenantRemains(context) { try? await store.delete(info.id) }
             return JSONResponse.make(info, status: 201)
         }
 
@@ -101,10 +102,12 @@ extension CorralServer {
                                 }
                             }
                             group.addTask {
-                                while true {
+                                // A tenant removed meanwhile keeps no stream open.
+                                while tenantRemains(context) {
                                     try await Task.sleep(for: keepAlive)
                                     continuation.yield(": keep-alive\n\n")
                                 }
+                                continuation.finish()
                             }
                             _ = try await group.next()
                             group.cancelAll()
@@ -132,6 +135,7 @@ extension CorralServer {
                 tenant, limit: configuration.sessionsPerTenant, what: "sessions",
                 current: { try await store.list().filter { $0.tenant == tenant }.count }
             ) { try await store.fork(id, atSeq: body.at, newID: newID) }
+            try await keepOnlyIfTenantRemains(context) { try? await store.delete(info.id) }
             return JSONResponse.make(info, status: 201)
         }
 

@@ -41,9 +41,10 @@ struct ServerFixture {
     }
 
     /// Runs `body` against the token-checking router, in process.
-    func test(_ body: @Sendable (any TestClientProtocol) async throws -> Void) async throws {
+    @discardableResult
+    func test<Value>(_ body: @Sendable (any TestClientProtocol) async throws -> Value) async throws -> Value {
         let app = Application(router: server.router(auth: .tokens))
-        try await app.test(.router, body)
+        return try await app.test(.router, body)
     }
 
     /// Removes every sandbox the test made and the state directory.
