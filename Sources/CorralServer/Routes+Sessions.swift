@@ -13,7 +13,7 @@ extension CorralServer {
             let body =
                 try await decodeOptionalJSON(CreateSessionRequest.self, from: request, context: context)
                 ?? CreateSessionRequest()
-            let id = try body.id.map(SessionID.init(validating:))
+            let id = try chosenSessionID(body.id, tenant: tenant)
             let info = try await quotas.admit(
                 tenant, limit: configuration.sessionsPerTenant, what: "sessions",
                 current: { try await store.list().filter { $0.tenant == tenant }.count }
@@ -130,7 +130,7 @@ extension CorralServer {
             let (id, _) = try await ownSession(context)
             let body = try await decodeJSON(ForkSessionRequest.self, from: request, context: context)
             let store = try sessionStore()
-            let newID = try body.id.map(SessionID.init(validating:))
+            let newID = try chosenSessionID(body.id, tenant: tenant)
             let info = try await quotas.admit(
                 tenant, limit: configuration.sessionsPerTenant, what: "sessions",
                 current: { try await store.list().filter { $0.tenant == tenant }.count }
@@ -143,6 +143,21 @@ extension CorralServer {
             let (id, _) = try await ownSession(context)
             return JSONResponse.make(try await sessionStore().wake(id))
         }
+    }
+
+    /// A session id the client chose. Session ids are one namespace for every tenant, so a
+    /// network tenant may not choose one at all: answering 409 for a taken id would tell it that
+    /// another tenant's session exists. It is refused the same way whether or not the id is
+    /// taken, before anything looks. The local tenant (the operator, who sees every session's
+    /// files anyway) may choose.
+    func chosenSessionID(_ text: String?, tenant: TenantID) throws -> SessionID? {
+        guard let text else { return nil }
+        guard tenant == .local else {
+            throw CorralError.invalidArgument(
+                "a session id cannot be chosen by a network tenant",
+                hint: "leave out 'id' (corral: --id); the service picks one and returns it")
+        }
+        return try SessionID(validating: text)
     }
 
     func sessionStore() throws -> any SessionStore {

@@ -61,11 +61,8 @@ struct SessionRouteTests {
                 stale.error?.message.contains("stale") == true || stale.error?.message.contains("lease") == true,
                 "\(stale.text)")
 
-            let duplicate = try await client.call(.post, "/v1/sessions", token: token, json: #"{"id": "\#(id)"}"#)
-            #expect(duplicate.status == .conflict)
-            #expect(
-                !duplicate.text.contains(fixture.state.path), "errors never show the service's paths: \(duplicate.text)"
-            )
+            let chosen = try await client.call(.post, "/v1/sessions", token: token, json: #"{"id": "\#(id)"}"#)
+            #expect(chosen.status == .badRequest)
             let times = try await client.call(.get, "/v1/sessions/\(id)/events", token: token).text
             #expect(
                 times.range(of: #"\.\d{3}"#, options: .regularExpression) != nil,
@@ -102,6 +99,47 @@ struct SessionRouteTests {
             }
             #expect(
                 try await client.call(.get, "/v1/sessions", token: fixture.tokenB).decode([SessionInfo].self).isEmpty)
+        }
+    }
+
+    // Security review finding 11: creating or forking a session with another tenant's id
+    // answered 409, which told the caller that the id exists.
+    @Test("a network tenant cannot choose a session id: create and fork answer the same 400 whether or not it is taken")
+    func chosenIDs() async throws {
+        let fixture = try await ServerFixture()
+        defer { Task { await fixture.cleanUp() } }
+        try await fixture.test { client in
+            let theirs = try await client.call(.post, "/v1/sessions", token: fixture.tokenA).decode(SessionInfo.self).id
+            let mine = try await client.call(.post, "/v1/sessions", token: fixture.tokenB).decode(SessionInfo.self).id
+            let unused = "never-used-\(UUID().uuidString.prefix(8).lowercased())"
+            var answers: [String] = []
+            for candidate in [theirs.rawValue, unused, "not a valid id"] {
+                let created = try await client.call(
+                    .post, "/v1/sessions", token: fixture.tokenB, json: #"{"id": "\#(candidate)"}"#)
+                let forked = try await client.call(
+                    .post, "/v1/sessions/\(mine)/fork", token: fixture.tokenB,
+                    json: #"{"at": 0, "id": "\#(candidate)"}"#)
+                for response in [created, forked] {
+                    #expect(response.status == .badRequest, "\(candidate): \(response.text)")
+                    #expect(response.error?.hint?.contains("service picks") == true)
+                    #expect(!response.text.contains(candidate), "the answer names the id: \(response.text)")
+                    answers.append(response.text)
+                }
+            }
+            #expect(Set(answers).count == 1, "the answers differ: \(Set(answers))")
+            let listed = try await client.call(.get, "/v1/sessions", token: fixture.tokenB).decode([SessionInfo].self)
+            #expect(listed.map(\.id) == [mine], "nothing was made")
+        }
+        // The local tenant, the operator, chooses ids as before: it sees every session anyway.
+        try await Application(router: fixture.server.router(auth: .local)).test(.router) { client in
+            let created = try await client.call(.post, "/v1/sessions", token: nil, json: #"{"id": "operator-named"}"#)
+            #expect(created.status == .created)
+            let again = try await client.call(.post, "/v1/sessions", token: nil, json: #"{"id": "operator-named"}"#)
+            #expect(again.status == .conflict)
+            #expect(!again.text.contains(fixture.state.path), "errors never show the service's paths: \(again.text)")
+            let forked = try await client.call(
+                .post, "/v1/sessions/operator-named/fork", token: nil, json: #"{"at": 0, "id": "operator-fork"}"#)
+            #expect(forked.status == .created)
         }
     }
 
