@@ -19,7 +19,7 @@ struct ServerFixture {
     let tokenA: String
     let tokenB: String
 
-    init(sandboxesPerTenant: Int = 20) async throws {
+    init(sandboxesPerTenant: Int = 20, templates: [SandboxTemplate] = []) async throws {
         state = FileManager.default.temporaryDirectory.appendingPathComponent(
             "corral-server-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(at: state, withIntermediateDirectories: true)
@@ -27,8 +27,10 @@ struct ServerFixture {
         let environment = SandboxEnvironment(
             initBinary: try SandboxEnvironment.locateInit(),
             sandboxesDirectory: state.appendingPathComponent("sandboxes"))
+        var serviceConfiguration = CorralConfiguration()
+        serviceConfiguration.templates = templates
         let runner = try await CorralServiceRunner.prepare(
-            configuration: CorralConfiguration(), engine: engine, environment: environment)
+            configuration: serviceConfiguration, engine: engine, environment: environment)
         var configuration = CorralServer.Configuration()
         configuration.sandboxesPerTenant = sandboxesPerTenant
         configuration.stateDirectory = state.path
