@@ -24,29 +24,30 @@ struct DisconnectTests {
     }
 
     func check(route: String, json: String) async throws {
-        let fixture = try await ServerFixture()
-        defer { Task { await fixture.cleanUp() } }
-        let token = fixture.tokenA
-        try await LiveServer.with(fixture) { live in
-            let sandbox = try await UploadTests.makeSandbox(live, token: token)
-            let client = try live.connect()
-            _ = try await runOnThread {
-                client.send(
-                    ConnectionLimitTests.request("POST", "/v1/sandboxes/\(sandbox)/\(route)", token: token, json: json))
+        try await ServerFixture.with { fixture in
+            let token = fixture.tokenA
+            try await LiveServer.with(fixture) { live in
+                let sandbox = try await UploadTests.makeSandbox(live, token: token)
+                let client = try live.connect()
+                _ = try await runOnThread {
+                    client.send(
+                        ConnectionLimitTests.request(
+                            "POST", "/v1/sandboxes/\(sandbox)/\(route)", token: token, json: json))
+                }
+                var running = 0
+                for _ in 0..<50 where running == 0 {
+                    try await Task.sleep(for: .milliseconds(200))
+                    running = try await Self.sleepers(live, sandbox: sandbox, token: token)
+                }
+                #expect(running == 1, "the command never started")
+                client.closeNow()
+                var left = running
+                for _ in 0..<25 where left > 0 {
+                    try await Task.sleep(for: .milliseconds(200))
+                    left = try await Self.sleepers(live, sandbox: sandbox, token: token)
+                }
+                #expect(left == 0, "`sleep 1000` still runs 5 s after its client went away")
             }
-            var running = 0
-            for _ in 0..<50 where running == 0 {
-                try await Task.sleep(for: .milliseconds(200))
-                running = try await Self.sleepers(live, sandbox: sandbox, token: token)
-            }
-            #expect(running == 1, "the command never started")
-            client.closeNow()
-            var left = running
-            for _ in 0..<25 where left > 0 {
-                try await Task.sleep(for: .milliseconds(200))
-                left = try await Self.sleepers(live, sandbox: sandbox, token: token)
-            }
-            #expect(left == 0, "`sleep 1000` still runs 5 s after its client went away")
         }
     }
 

@@ -42,6 +42,22 @@ struct ServerFixture {
             sessions: FileSessionStore(directory: state.appendingPathComponent("sessions")))
     }
 
+    /// A fixture for `body`, cleaned up before this returns however `body` ends. (A cleanup in
+    /// a `defer { Task { ... } }` may never run: the test process can exit first, leaving the
+    /// test's sandboxes on the engine.)
+    static func with(
+        sandboxesPerTenant: Int = 20, templates: [SandboxTemplate] = [], _ body: (ServerFixture) async throws -> Void
+    ) async throws {
+        let fixture = try await ServerFixture(sandboxesPerTenant: sandboxesPerTenant, templates: templates)
+        do {
+            try await body(fixture)
+        } catch {
+            await fixture.cleanUp()
+            throw error
+        }
+        await fixture.cleanUp()
+    }
+
     /// Runs `body` against the token-checking router, in process.
     @discardableResult
     func test<Value>(_ body: @Sendable (any TestClientProtocol) async throws -> Value) async throws -> Value {

@@ -14,63 +14,63 @@ struct UploadTests {
     // is still sending 10 MB.
     @Test("bad uploads of 10 MB to archive, files and events get their 4xx at once, and the stop completes")
     func refusedUploadsAnswer() async throws {
-        let fixture = try await ServerFixture()
-        defer { Task { await fixture.cleanUp() } }
-        let token = fixture.tokenA
-        let started = ContinuousClock.now
-        try await LiveServer.with(fixture) { live in
-            let sandbox = try await Self.makeSandbox(live, token: token)
-            let session = try await Self.call(live, "POST", "/v1/sessions", token: token, body: Array("{}".utf8))
-            let sessionID = try #require(
-                try JSONDecoder().decode(JSONValue.self, from: Data(session.body))["id"]?.stringValue)
-            let tenMB = [UInt8](repeating: 0x41, count: 10 << 20)
-            let tarThenJunk = try Self.tar(name: "x.txt", contents: "x") + tenMB
-            let cases: [(String, String, String?, Int, [UInt8])] = [
-                // The copy refuses the path before it reads anything: this one hung.
-                ("PUT", "/v1/sandboxes/\(sandbox)/archive?path=relative/dir", token, 400, tenMB),
-                // A tar whose end comes long before the body's, into a path the engine refuses.
-                ("PUT", "/v1/sandboxes/\(sandbox)/archive?path=/etc", token, 403, tarThenJunk),
-                // Not a tar: the copy fails on the first bytes.
-                ("PUT", "/v1/sandboxes/\(sandbox)/archive?path=/workspace", token, 400, tenMB),
-                ("PUT", "/v1/sandboxes/sb-missing/archive?path=/workspace", token, 404, tenMB),
-                ("PUT", "/v1/sandboxes/\(sandbox)/archive?path=/workspace", "corral_not-a-token", 401, tenMB),
-                ("PUT", "/v1/sandboxes/\(sandbox)/files?path=/workspace/big", token, 413, tenMB),
-                ("PUT", "/v1/sandboxes/\(sandbox)/files?path=relative", token, 413, tenMB),
-                ("POST", "/v1/sessions/\(sessionID)/events", token, 400, tenMB),
-                ("POST", "/v1/sessions/se-missing/events", token, 404, tenMB),
-                ("POST", "/v1/sessions", token, 413, tenMB),
-            ]
-            for (method, path, caller, status, body) in cases {
-                let answered = ContinuousClock.now
-                let response = try await Self.call(live, method, path, token: caller, body: body)
-                #expect(response.status == status, "\(method) \(path): \(response.text.prefix(200))")
-                #expect(response.error != nil, "\(method) \(path): no JSON error body")
-                #expect(ContinuousClock.now - answered < .seconds(20), "\(method) \(path) took too long")
+        try await ServerFixture.with { fixture in
+            let token = fixture.tokenA
+            let started = ContinuousClock.now
+            try await LiveServer.with(fixture) { live in
+                let sandbox = try await Self.makeSandbox(live, token: token)
+                let session = try await Self.call(live, "POST", "/v1/sessions", token: token, body: Array("{}".utf8))
+                let sessionID = try #require(
+                    try JSONDecoder().decode(JSONValue.self, from: Data(session.body))["id"]?.stringValue)
+                let tenMB = [UInt8](repeating: 0x41, count: 10 << 20)
+                let tarThenJunk = try Self.tar(name: "x.txt", contents: "x") + tenMB
+                let cases: [(String, String, String?, Int, [UInt8])] = [
+                    // The copy refuses the path before it reads anything: this one hung.
+                    ("PUT", "/v1/sandboxes/\(sandbox)/archive?path=relative/dir", token, 400, tenMB),
+                    // A tar whose end comes long before the body's, into a path the engine refuses.
+                    ("PUT", "/v1/sandboxes/\(sandbox)/archive?path=/etc", token, 403, tarThenJunk),
+                    // Not a tar: the copy fails on the first bytes.
+                    ("PUT", "/v1/sandboxes/\(sandbox)/archive?path=/workspace", token, 400, tenMB),
+                    ("PUT", "/v1/sandboxes/sb-missing/archive?path=/workspace", token, 404, tenMB),
+                    ("PUT", "/v1/sandboxes/\(sandbox)/archive?path=/workspace", "corral_not-a-token", 401, tenMB),
+                    ("PUT", "/v1/sandboxes/\(sandbox)/files?path=/workspace/big", token, 413, tenMB),
+                    ("PUT", "/v1/sandboxes/\(sandbox)/files?path=relative", token, 413, tenMB),
+                    ("POST", "/v1/sessions/\(sessionID)/events", token, 400, tenMB),
+                    ("POST", "/v1/sessions/se-missing/events", token, 404, tenMB),
+                    ("POST", "/v1/sessions", token, 413, tenMB),
+                ]
+                for (method, path, caller, status, body) in cases {
+                    let answered = ContinuousClock.now
+                    let response = try await Self.call(live, method, path, token: caller, body: body)
+                    #expect(response.status == status, "\(method) \(path): \(response.text.prefix(200))")
+                    #expect(response.error != nil, "\(method) \(path): no JSON error body")
+                    #expect(ContinuousClock.now - answered < .seconds(20), "\(method) \(path) took too long")
+                }
+                // The connection is usable, and the service answers, after all that.
+                #expect(try await Self.call(live, "GET", "/v1/health", token: nil).status == 200)
             }
-            // The connection is usable, and the service answers, after all that.
-            #expect(try await Self.call(live, "GET", "/v1/health", token: nil).status == 200)
+            // LiveServer.with returns only once the graceful stop has completed.
+            #expect(ContinuousClock.now - started < .seconds(240))
         }
-        // LiveServer.with returns only once the graceful stop has completed.
-        #expect(ContinuousClock.now - started < .seconds(240))
     }
 
     // Security review finding 6: a tar whose end comes before the body's end left the sender
     // waiting for a reader that had gone, exactly like a refused path.
     @Test("a valid tar followed by junk is unpacked and answered, not left waiting")
     func tarEndsBeforeBody() async throws {
-        let fixture = try await ServerFixture()
-        defer { Task { await fixture.cleanUp() } }
-        let token = fixture.tokenA
-        try await LiveServer.with(fixture) { live in
-            let sandbox = try await Self.makeSandbox(live, token: token)
-            let tar = try Self.tar(name: "hello.txt", contents: "hello")
-            let body = tar + [UInt8](repeating: 0, count: 4 << 20) + [UInt8](repeating: 0x42, count: 4 << 20)
-            let response = try await Self.call(
-                live, "PUT", "/v1/sandboxes/\(sandbox)/archive?path=/workspace", token: token, body: body)
-            #expect(response.status == 204 || response.status == 400, "\(response.status) \(response.text)")
-            let read = try await Self.call(
-                live, "GET", "/v1/sandboxes/\(sandbox)/files?path=/workspace/hello.txt", token: token)
-            #expect(read.status == 200 && read.text == "hello", "\(read.status) \(read.text)")
+        try await ServerFixture.with { fixture in
+            let token = fixture.tokenA
+            try await LiveServer.with(fixture) { live in
+                let sandbox = try await Self.makeSandbox(live, token: token)
+                let tar = try Self.tar(name: "hello.txt", contents: "hello")
+                let body = tar + [UInt8](repeating: 0, count: 4 << 20) + [UInt8](repeating: 0x42, count: 4 << 20)
+                let response = try await Self.call(
+                    live, "PUT", "/v1/sandboxes/\(sandbox)/archive?path=/workspace", token: token, body: body)
+                #expect(response.status == 204 || response.status == 400, "\(response.status) \(response.text)")
+                let read = try await Self.call(
+                    live, "GET", "/v1/sandboxes/\(sandbox)/files?path=/workspace/hello.txt", token: token)
+                #expect(read.status == 200 && read.text == "hello", "\(read.status) \(read.text)")
+            }
         }
     }
 
