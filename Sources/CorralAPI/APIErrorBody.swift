@@ -26,6 +26,8 @@ public struct APIErrorBody: Codable, Sendable, Hashable {
         case .invalidArgument: 400
         case .unauthenticated: 401
         case .payloadTooLarge: 413
+        case .requestTimeout: 408
+        case .headersTooLarge: 431
         case .quotaExceeded: 429
         case .permissionDenied: 403
         case .notFound: 404
@@ -46,6 +48,10 @@ extension CorralError.Code {
     public static let payloadTooLarge = CorralError.Code(rawValue: "payload_too_large")
     /// A missing or unknown bearer token.
     public static let unauthenticated = CorralError.Code(rawValue: "unauthenticated")
+    /// The request head did not arrive within the service's header timeout (408).
+    public static let requestTimeout = CorralError.Code(rawValue: "request_timeout")
+    /// The request head (request line and header fields) is larger than the service takes (431).
+    public static let headersTooLarge = CorralError.Code(rawValue: "headers_too_large")
     /// A tenant's quota of sandboxes or sessions is used up.
     public static let quotaExceeded = CorralError.Code(rawValue: "quota_exceeded")
 }

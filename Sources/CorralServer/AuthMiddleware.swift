@@ -28,12 +28,26 @@ struct AuthMiddleware: RouterMiddleware {
                     hint: "send Authorization: Bearer TOKEN (corral tenant add NAME makes one)")
             }
             let token = String(header.dropFirst("bearer ".count)).trimmingCharacters(in: .whitespaces)
-            guard let tenant = try registry.tenant(forToken: token) else {
-                throw CorralError(
-                    .unauthenticated, "the bearer token is not valid", hint: "corral tenant add NAME makes a new one")
+            switch try registry.authenticate(token: token) {
+            case .tenant(let tenant, let tokenSHA256):
+                context.tenant = tenant
+                context.tokenSHA256 = tokenSHA256
+            case .reserved(let name):
+                // A tenants.json from before names were reserved, or edited by hand: such a token
+                // would act as the operator (`local`) or as a part of the system. Refused like an
+                // unknown one, and logged so that the operator removes it.
+                context.logger.warning(
+                    "refused a bearer token stored under a reserved tenant name; remove it with `corral tenant rm`",
+                    metadata: ["tenant": "\(name)", "file": "\(registry.file.path)"])
+                throw invalidToken
+            case .unknown:
+                throw invalidToken
             }
-            context.tenant = tenant
         }
         return try await next(request, context)
+    }
+
+    var invalidToken: CorralError {
+        CorralError(.unauthenticated, "the bearer token is not valid", hint: "corral tenant add NAME makes a new one")
     }
 }

@@ -6,7 +6,9 @@ import CorralSession
 import DockerEngine
 import Foundation
 import Hummingbird
+import HummingbirdCore
 import Logging
+import NIOCore
 import Prometheus
 import ServiceLifecycle
 
@@ -33,6 +35,18 @@ public struct CorralServer: Sendable {
         public var stateDirectory: String?
         /// How often an idle event stream sends a comment, so that a client that left is noticed.
         public var streamKeepAlive: Duration = .seconds(15)
+        /// A request head must arrive whole within this time (`[server] header_timeout`).
+        public var headerTimeout: Duration = .seconds(30)
+        /// A keep-alive connection with no request under way is closed after this time
+        /// (`[server] idle_timeout`). A response being sent (an event stream, a long exec) is
+        /// not idle.
+        public var idleTimeout: Duration = .seconds(60)
+        /// The largest request head; a larger one gets 431. Below the HTTP decoder's own limit
+        /// (80 KiB), so that the client always gets the JSON answer.
+        public var maxHeadBytes = 64 << 10
+        /// How long a graceful shutdown waits for requests under way before it cancels them
+        /// (`[server] shutdown_timeout`): a stop always completes.
+        public var shutdownTimeout: Duration = .seconds(30)
 
         public init(socketPath: String? = nil, listen: String? = nil) {
             self.socketPath = socketPath
@@ -88,6 +102,7 @@ public struct CorralServer: Sendable {
         addSessionRoutes(to: v1)
         addAgentRoutes(to: v1)
         addPoolRoutes(to: v1)
+        addTenantRoutes(to: v1)
         return router
     }
 
@@ -110,29 +125,47 @@ public struct CorralServer: Sendable {
         var services: [any Service] = []
         if let socketPath = configuration.socketPath {
             try Self.prepareSocketPath(socketPath)
-            let app = Application(
-                router: router(auth: .local),
-                configuration: .init(address: .unixDomainSocket(path: socketPath), serverName: "corral"),
-                onServerRunning: { _ in
+            services.append(
+                listener(auth: .local, address: .unixDomainSocket(path: socketPath)) { _ in
                     chmod(socketPath, 0o600)
                     await onReady("unix://\(socketPath)")
-                },
-                logger: logger)
-            services.append(app)
+                })
         }
         if let listen = configuration.listen {
             let (host, port) = try Self.parseListen(listen)
-            let app = Application(
-                router: router(auth: .tokens),
-                configuration: .init(address: .hostname(host, port: port), serverName: "corral"),
-                onServerRunning: { channel in
+            services.append(
+                listener(auth: .tokens, address: .hostname(host, port: port)) { channel in
                     let actual = channel.localAddress?.port ?? port
                     await onReady("http://\(host):\(actual)")
-                },
-                logger: logger)
-            services.append(app)
+                })
         }
         return services
+    }
+
+    /// One listener: the router for `auth` behind the connection limits every listener has
+    /// (head deadline, head size, idle timeout). The unix socket and TCP are set up here alike.
+    public func listener(
+        auth: AuthMode, address: BindAddress,
+        onServerRunning: @escaping @Sendable (any Channel) async -> Void = { _ in }
+    ) -> some Service {
+        Application(
+            router: router(auth: auth), server: httpServer(),
+            configuration: .init(address: address, serverName: "corral"), onServerRunning: onServerRunning,
+            logger: logger)
+    }
+
+    /// HTTP/1.1 with the connection guard ahead of the decoder and Hummingbird's idle timeout.
+    func httpServer() -> HTTPServerBuilder {
+        let limits = ConnectionLimits(
+            headerTimeout: configuration.headerTimeout, maxHeadBytes: configuration.maxHeadBytes)
+        let idle = TimeAmount.milliseconds(Int64(configuration.idleTimeout.milliseconds.rounded(.up)))
+        return HTTPServerBuilder { responder in
+            GuardedHTTP1Channel(
+                http1: HTTP1Channel(
+                    responder: responder,
+                    configuration: .init(additionalChannelHandlers: [RequestBoundaryObserver()], idleTimeout: idle)),
+                limits: limits)
+        }
     }
 
     /// Runs the pools, the reaper, the gateway and the listeners until SIGTERM or SIGINT,
@@ -141,17 +174,19 @@ public struct CorralServer: Sendable {
         async throws
     {
         let listeners = try applications(onReady: onReady)
-        let group = ServiceGroup(
-            configuration: ServiceGroupConfiguration(
-                // A graceful shutdown stops services in reverse order: first the listeners
-                // (they drain their requests), then the harness runs (sessions stay
-                // resumable), then the pools, the reaper and the gateway.
-                services: (runner.services + [HarnessWorkersService(workers: workers)] + listeners).map {
-                    .init(service: $0, successTerminationBehavior: .gracefullyShutdownGroup)
-                },
-                gracefulShutdownSignals: handleSignals ? [.sigterm, .sigint] : [],
-                logger: logger))
-        try await group.run()
+        var groupConfiguration = ServiceGroupConfiguration(
+            // A graceful shutdown stops services in reverse order: first the listeners
+            // (they drain their requests), then the harness runs (sessions stay
+            // resumable), then the pools, the reaper and the gateway.
+            services: (runner.services + [HarnessWorkersService(workers: workers)] + listeners).map {
+                .init(service: $0, successTerminationBehavior: .gracefullyShutdownGroup)
+            },
+            gracefulShutdownSignals: handleSignals ? [.sigterm, .sigint] : [],
+            logger: logger)
+        // A request that never ends (a command without a timeout) must not hold the stop up
+        // for ever: past the grace, what is left is cancelled, and commands with it.
+        groupConfiguration.maximumGracefulShutdownDuration = configuration.shutdownTimeout
+        try await ServiceGroup(configuration: groupConfiguration).run()
     }
 
     /// A stale socket from a crashed service is removed; a live one means a service runs

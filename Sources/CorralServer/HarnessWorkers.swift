@@ -12,6 +12,7 @@ actor HarnessWorkers {
     private struct Run {
         var task: Task<Void, Never>
         var token: Int
+        var tenant: TenantID
     }
 
     private var running: [SessionID: Run] = [:]
@@ -25,7 +26,9 @@ actor HarnessWorkers {
     }
 
     /// Starts `body` as the session's run; a run already going is a conflict.
-    func start(_ session: SessionID, _ body: @escaping @Sendable () async throws -> RunOutcome) throws {
+    func start(
+        _ session: SessionID, tenant: TenantID, _ body: @escaping @Sendable () async throws -> RunOutcome
+    ) throws {
         guard accepting else {
             throw CorralError(.unavailable, "the service is shutting down", hint: "try again once it is back")
         }
@@ -49,7 +52,7 @@ actor HarnessWorkers {
             }
             self.finished(session, token: token, outcome: result.0, error: result.1)
         }
-        running[session] = Run(task: task, token: token)
+        running[session] = Run(task: task, token: token, tenant: tenant)
     }
 
     private func finished(_ session: SessionID, token: Int, outcome: String, error: String?) {
@@ -72,6 +75,13 @@ actor HarnessWorkers {
         return HarnessStatus(
             session: session.rawValue, state: running[session] == nil ? "idle" : "running", lastOutcome: last?.outcome,
             lastError: last?.error)
+    }
+
+    /// Stops every run of one tenant (it is being removed) and waits for them to end.
+    func stopAll(of tenant: TenantID) async {
+        let runs = running.values.filter { $0.tenant == tenant }.map(\.task)
+        for task in runs { task.cancel() }
+        for task in runs { await task.value }
     }
 
     /// Refuses new runs and stops every running one; each session stays resumable.

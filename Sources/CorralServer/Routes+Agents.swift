@@ -14,14 +14,15 @@ extension CorralServer {
             let tenant = try context.requireTenant()
             let body = try await decodeJSON(StartAgentRequest.self, from: request, context: context)
             let spec = try agentSpec(body, tenant: tenant)
-            let brain = try await makeBrain(spec.brain)
+            let brain = try await makeBrain(spec.brain, tenant: tenant)
             let store = try sessionStore()
             let harness = harness(for: tenant)
             let session = try await quotas.admit(
                 tenant, limit: configuration.sessionsPerTenant, what: "sessions",
                 current: { try await store.list().filter { $0.tenant == tenant }.count }
             ) { try await harness.create(task: body.task, spec: spec) }
-            try await workers.start(session) { try await harness.run(session, brain: brain) }
+            try await keepOnlyIfTenantRemains(context) { try? await store.delete(session) }
+            try await startRun(session, context: context) { try await harness.run(session, brain: brain) }
             return JSONResponse.make(await workers.status(session), status: 202)
         }
 
@@ -37,8 +38,10 @@ extension CorralServer {
                 throw CorralError.invalidArgument(
                     "session \(id) is not an agent session", hint: "start agents with POST /v1/agents")
             }
-            let brain = try await makeBrain(spec.brain)
-            try await workers.start(id) { try await harness.run(id, brain: brain, message: body.message) }
+            // The spec comes from the session's log, which its tenant can write: the same
+            // rules as for a new agent apply to it.
+            let brain = try await makeBrain(spec.brain, tenant: tenant)
+            try await startRun(id, context: context) { try await harness.run(id, brain: brain, message: body.message) }
             return JSONResponse.make(await workers.status(id), status: 202)
         }
 
@@ -54,6 +57,18 @@ extension CorralServer {
         }
     }
 
+    /// Starts a run for the request's tenant, unless that tenant was removed meanwhile; a run
+    /// that started while its tenant was being removed stops at once (the removal stops the
+    /// runs it finds; this catches one that starts just after).
+    func startRun(
+        _ session: SessionID, context: CorralRequestContext, _ body: @escaping @Sendable () async throws -> RunOutcome
+    ) async throws {
+        let tenant = try context.requireTenant()
+        try await keepOnlyIfTenantRemains(context) {}
+        try await workers.start(session, tenant: tenant, body)
+        try await keepOnlyIfTenantRemains(context) { _ = await workers.stop(session) }
+    }
+
     func harness(for tenant: TenantID) -> Harness {
         var configuration = Harness.Configuration()
         configuration.tenant = tenant
@@ -65,11 +80,7 @@ extension CorralServer {
 
     func agentSpec(_ body: StartAgentRequest, tenant: TenantID) throws -> AgentSpec {
         let brain = try BrainSpec(parsing: body.brain, model: body.model)
-        // A script is a file on the service's machine: only its own operator may name one.
-        if brain.provider == .scripted && tenant != .local {
-            throw CorralError(
-                .permissionDenied, "scripted brains are for the local tenant only", hint: "use anthropic or openai")
-        }
+        try Self.checkBrainAllowed(brain, tenant: tenant)
         var limits = AgentSpec.Limits()
         if let turns = body.maxTurns { limits.maxTurns = turns }
         limits.maxTokens = body.maxTokens
@@ -80,7 +91,18 @@ extension CorralServer {
         ).validated()
     }
 
-    func makeBrain(_ spec: BrainSpec) async throws -> any Brain {
+    /// A scripted brain reads a file on the service's machine, as the service's user: its path
+    /// is an operator's setting, never a tenant's. Every brain the service makes passes here,
+    /// whether its spec came from a request or from a session's log (which the session's
+    /// tenant can append to).
+    static func checkBrainAllowed(_ brain: BrainSpec, tenant: TenantID) throws {
+        guard brain.provider == .scripted, tenant != .local else { return }
+        throw CorralError(
+            .permissionDenied, "scripted brains are for the local tenant only", hint: "use anthropic or openai")
+    }
+
+    func makeBrain(_ spec: BrainSpec, tenant: TenantID) async throws -> any Brain {
+        try Self.checkBrainAllowed(spec, tenant: tenant)
         // A key the service's environment lacks comes from its vault (scope: the API's host).
         var storedKey: (@Sendable (String) throws -> String?)?
         if let vault = runner.vault {
@@ -108,6 +130,7 @@ struct NoSessions: SessionStore {
     func wake(_ id: SessionID) async throws -> Lease { throw refuse() }
     func currentLease(_ id: SessionID) async throws -> Lease { throw refuse() }
     func fork(_ id: SessionID, atSeq: UInt64, newID: SessionID?) async throws -> SessionInfo { throw refuse() }
+    func delete(_ id: SessionID) async throws { throw refuse() }
     func sync(_ id: SessionID) async throws { throw refuse() }
     func waitForHead(_ id: SessionID, beyond seq: UInt64) async throws -> UInt64 { throw refuse() }
 }

@@ -1,3 +1,4 @@
+import AsyncAlgorithms
 import CorralAPI
 import CorralCore
 import CorralSandbox
@@ -12,10 +13,12 @@ extension CorralServer {
             let body = try await decodeJSON(CreateSandboxRequest.self, from: request, context: context)
             let provisionRequest = try body.provisionRequest(tenant: tenant)
             if let session = provisionRequest.session { try await requireSession(session, tenant: tenant) }
+            let provisioner = self.provisioner
             let sandbox = try await quotas.admit(
                 tenant, limit: configuration.sandboxesPerTenant, what: "sandboxes",
                 current: { try await provisioner.list(tenant: tenant).count }
             ) { try await provisioner.provision(provisionRequest) }
+            try await keepOnlyIfTenantRemains(context) { try? await sandbox.remove() }
             return JSONResponse.make(CreatedSandbox(sandbox: sandbox), status: 201)
         }
 
@@ -32,11 +35,17 @@ extension CorralServer {
             return JSONResponse.empty()
         }
 
+        // A client that goes away stops its command: execute and exec run in a task that is
+        // cancelled when the connection's input closes, and the sandbox layer kills a cancelled
+        // command.
         group.post("sandboxes/:id/execute") { request, context -> Response in
             let body = try await decodeJSON(ExecuteRequest.self, from: request, context: context)
             let sandbox = try await sandbox(context)
             let started = ContinuousClock.now
-            let output = try await sandbox.execute(tool: body.name, input: body.input)
+            let presence = await ClientPresence.of(context.channel)
+            let output = try await cancellingWhenClientLeaves(presence) {
+                try await sandbox.execute(tool: body.name, input: body.input)
+            }
             // Unknown names would grow the label set without bound.
             let tool = sandbox.toolNames.contains(body.name) ? body.name : "unknown"
             serverMetrics.executed(
@@ -50,20 +59,43 @@ extension CorralServer {
             let body = try await decodeJSON(ExecRequest.self, from: request, context: context)
             let command = try body.sandboxCommand()
             let sandbox = try await sandbox(context)
+            let presence = await ClientPresence.of(context.channel)
             var headers = HTTPFields()
             headers[.contentType] = "application/x-ndjson"
             return Response(
                 status: .ok, headers: headers,
                 body: ResponseBody { writer in
-                    do {
-                        let status = try await sandbox.run(command) { stream, bytes in
-                            try await writer.write(Self.line(ExecStreamEvent.output(stream, bytes)))
+                    // The command runs in a task of its own, so that it can be cancelled when the
+                    // client leaves even while it prints nothing. Its lines reach this writer one
+                    // at a time: a send waits until the line is taken, so a flood waits for the
+                    // client as before.
+                    let lines = AsyncChannel<[UInt8]>()
+                    let run = Task {
+                        defer { lines.finish() }
+                        do {
+                            let status = try await sandbox.run(command) { stream, bytes in
+                                await lines.send(Self.line(ExecStreamEvent.output(stream, bytes)))
+                                try Task.checkCancellation()
+                            }
+                            await lines.send(Self.line(ExecStreamEvent.finished(status)))
+                        } catch is CancellationError {
+                        } catch let error as CorralError where error.code == .cancelled {
+                        } catch {
+                            await lines.send(
+                                Self.line(ExecStreamEvent.failed(ErrorMiddleware.describe(error).1.corralError)))
                         }
-                        try await writer.write(Self.line(ExecStreamEvent.finished(status)))
-                    } catch let error as CorralError {
-                        try await writer.write(Self.line(ExecStreamEvent.failed(error)))
-                    } catch let error as DockerEngineError {
-                        try await writer.write(Self.line(ExecStreamEvent.failed(error.corralError)))
+                    }
+                    let token = presence?.onGone { run.cancel() }
+                    defer {
+                        presence?.remove(token)
+                        run.cancel()
+                    }
+                    try await withTaskCancellationHandler {
+                        for await line in lines {
+                            try await writer.write(ByteBuffer(bytes: line))
+                        }
+                    } onCancel: {
+                        run.cancel()
                     }
                     try await writer.finish(nil)
                 })
@@ -75,7 +107,11 @@ extension CorralServer {
             let sandbox = try await sandbox(context)
             let channel = ByteChannel()
             let limit = configuration.maxArchiveBytes
-            async let copied: Int64 = sandbox.copyIn(tar: { try channel.blockingReceive() }, to: path)
+            // The copy may end before the body does: a path it refuses, or a tar whose end
+            // comes before the body's. Then the channel is abandoned, the loop below stops
+            // sending (a send would otherwise wait for ever for a reader that has gone), the
+            // answer goes out at once, and the rest of the body is read and dropped.
+            async let copied: Int64 = Self.copyIn(tar: channel, to: path, of: sandbox)
             do {
                 var total: Int64 = 0
                 for try await buffer in request.body {
@@ -83,7 +119,11 @@ extension CorralServer {
                     guard total <= limit else {
                         throw CorralError(.payloadTooLarge, "the archive is larger than \(ByteSize(bytes: limit))")
                     }
-                    try await channel.send(Array(buffer.readableBytesView))
+                    do {
+                        try await channel.send(Array(buffer.readableBytesView))
+                    } catch {
+                        break
+                    }
                 }
                 channel.finish()
             } catch {
@@ -158,10 +198,17 @@ extension CorralServer {
         guard info.tenant == tenant else { throw CorralError.notFound("session \(id) not found") }
     }
 
-    static func line(_ event: ExecStreamEvent) -> ByteBuffer {
+    static func line(_ event: ExecStreamEvent) -> [UInt8] {
         var data = (try? JSONResponse.encoder.encode(event)) ?? Data()
         data.append(UInt8(ascii: "\n"))
-        return ByteBuffer(bytes: data)
+        return Array(data)
+    }
+
+    /// Copies a tar from `channel` into the sandbox, and abandons the channel when the copy
+    /// ends, however it ends, so that its sender never waits on a reader that has gone.
+    static func copyIn(tar channel: ByteChannel, to path: String, of sandbox: Sandbox) async throws -> Int64 {
+        defer { channel.cancel() }
+        return try await sandbox.copyIn(tar: { try channel.blockingReceive() }, to: path)
     }
 }
 

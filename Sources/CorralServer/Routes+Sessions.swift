@@ -13,11 +13,12 @@ extension CorralServer {
             let body =
                 try await decodeOptionalJSON(CreateSessionRequest.self, from: request, context: context)
                 ?? CreateSessionRequest()
-            let id = try body.id.map(SessionID.init(validating:))
+            let id = try chosenSessionID(body.id, tenant: tenant)
             let info = try await quotas.admit(
                 tenant, limit: configuration.sessionsPerTenant, what: "sessions",
                 current: { try await store.list().filter { $0.tenant == tenant }.count }
             ) { try await store.create(id: id, tenant: tenant, metadata: body.metadata ?? [:]) }
+            try await keepOnlyIfTenantRemains(context) { try? await store.delete(info.id) }
             return JSONResponse.make(info, status: 201)
         }
 
@@ -101,10 +102,12 @@ extension CorralServer {
                                 }
                             }
                             group.addTask {
-                                while true {
+                                // A tenant removed meanwhile keeps no stream open.
+                                while tenantRemains(context) {
                                     try await Task.sleep(for: keepAlive)
                                     continuation.yield(": keep-alive\n\n")
                                 }
+                                continuation.finish()
                             }
                             _ = try await group.next()
                             group.cancelAll()
@@ -127,11 +130,12 @@ extension CorralServer {
             let (id, _) = try await ownSession(context)
             let body = try await decodeJSON(ForkSessionRequest.self, from: request, context: context)
             let store = try sessionStore()
-            let newID = try body.id.map(SessionID.init(validating:))
+            let newID = try chosenSessionID(body.id, tenant: tenant)
             let info = try await quotas.admit(
                 tenant, limit: configuration.sessionsPerTenant, what: "sessions",
                 current: { try await store.list().filter { $0.tenant == tenant }.count }
             ) { try await store.fork(id, atSeq: body.at, newID: newID) }
+            try await keepOnlyIfTenantRemains(context) { try? await store.delete(info.id) }
             return JSONResponse.make(info, status: 201)
         }
 
@@ -139,6 +143,21 @@ extension CorralServer {
             let (id, _) = try await ownSession(context)
             return JSONResponse.make(try await sessionStore().wake(id))
         }
+    }
+
+    /// A session id the client chose. Session ids are one namespace for every tenant, so a
+    /// network tenant may not choose one at all: answering 409 for a taken id would tell it that
+    /// another tenant's session exists. It is refused the same way whether or not the id is
+    /// taken, before anything looks. The local tenant (the operator, who sees every session's
+    /// files anyway) may choose.
+    func chosenSessionID(_ text: String?, tenant: TenantID) throws -> SessionID? {
+        guard let text else { return nil }
+        guard tenant == .local else {
+            throw CorralError.invalidArgument(
+                "a session id cannot be chosen by a network tenant",
+                hint: "leave out 'id' (corral: --id); the service picks one and returns it")
+        }
+        return try SessionID(validating: text)
     }
 
     func sessionStore() throws -> any SessionStore {

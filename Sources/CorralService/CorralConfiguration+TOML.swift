@@ -36,9 +36,19 @@ extension CorralConfiguration {
         let top = TableReader(root, path: "", source: source)
         try top.allowOnly(["engine", "service", "server", "limits", "templates"])
         if let server = try top.table("server") {
-            try server.allowOnly(["listen", "socket"])
+            try server.allowOnly(["listen", "socket", "header_timeout", "idle_timeout", "shutdown_timeout"])
             if let listen = try server.string("listen") { configuration.server.listen = listen.isEmpty ? nil : listen }
             configuration.server.socket = try server.string("socket")
+            if let value = try server.duration("header_timeout") {
+                guard value <= CorralConfiguration.Server.maximumHeaderTimeout else {
+                    throw CorralError.invalidArgument(
+                        "\(source): [server] header_timeout is \(value.compactDescription); it may be at most 30s",
+                        hint: "a request head is a few hundred bytes: a client that needs longer is stalling")
+                }
+                configuration.server.headerTimeout = value
+            }
+            if let value = try server.duration("idle_timeout") { configuration.server.idleTimeout = value }
+            if let value = try server.duration("shutdown_timeout") { configuration.server.shutdownTimeout = value }
         }
         if let limits = try top.table("limits") {
             try limits.allowOnly(["sandboxes_per_tenant", "sessions_per_tenant", "max_archive_size"])

@@ -29,12 +29,21 @@ public struct CorralConfiguration: Sendable {
         public init() {}
     }
 
-    /// `[server]`: where the HTTP API listens.
+    /// `[server]`: where the HTTP API listens, and how long it waits for clients.
     public struct Server: Sendable, Hashable {
         /// `host:port` for tenants with bearer tokens; nil (or `listen = ""`) for none.
         public var listen: String? = "127.0.0.1:8420"
         /// The unix socket the local command line uses; nil: `$STATE/corral.sock`.
         public var socket: String?
+        /// A request head must arrive whole within this time (at most 30s).
+        public var headerTimeout: Duration = .seconds(30)
+        /// A keep-alive connection with no request under way is closed after this time; a
+        /// response still being sent (an event stream, a long exec) is not idle.
+        public var idleTimeout: Duration = .seconds(60)
+        /// How long a stop (SIGTERM) waits for requests under way before it cancels them.
+        public var shutdownTimeout: Duration = .seconds(30)
+
+        public static let maximumHeaderTimeout: Duration = .seconds(30)
 
         public init() {}
     }

@@ -181,6 +181,28 @@ public final class FileSessionStore: SessionStore {
         return try await blocking { try self.fork(parent, atSeq: atSeq, newID: newID ?? SessionID.random()) }
     }
 
+    /// Takes the session's directory out of place under its lock (so that no append is half
+    /// way), into the staging area, then removes it. From the rename on, the session is gone
+    /// for every process; one that dies before the removal leaves the staged copy, which
+    /// `removeAbandoned` sweeps up. A process that still holds the session open writes on into
+    /// the removed files and is refused at its next open.
+    public func delete(_ id: SessionID) async throws {
+        let handle = try await self.handle(id)
+        let staging = root + "/.staging"
+        let target = "\(staging)/\(id).\(getpid()).\(UInt32.random(in: 0...UInt32.max))"
+        try await blocking {
+            try FileIO.makeDirectories(staging)
+            try handle.writer.withLock { _ in
+                try handle.withFileLock {
+                    try FileIO.rename(handle.paths.directory, target)
+                    try FileIO.syncDirectory(self.root)
+                }
+            }
+            FileIO.removeTree(target)
+        }
+        evict(id, handle)
+    }
+
     public func sync(_ id: SessionID) async throws {
         let handle = try await self.handle(id)
         try await handle.awaitDurable(handle.head)

@@ -41,6 +41,11 @@ public protocol SessionStore: Sendable {
     /// from then on.
     func fork(_ id: SessionID, atSeq: UInt64, newID: SessionID?) async throws -> SessionInfo
 
+    /// Removes a session and all its events, for good (a tenant being purged). `.notFound`
+    /// when there is none. A session is never shortened or rewritten: it exists whole, or not
+    /// at all.
+    func delete(_ id: SessionID) async throws
+
     /// Waits until every event appended so far is on disk.
     func sync(_ id: SessionID) async throws
 

@@ -25,10 +25,12 @@ struct RemoteCLITests {
         return text
     }
 
+    // Through the state directory's socket, as the local tenant: a network tenant may not
+    // choose session ids (security review finding 11), and `--id` is what makes the two runs
+    // comparable. The TCP listener serves the same router.
     @Test("create, append, show, ls, wake and fork print the same through the service as embedded")
     func sessionParity() async throws {
         try await ServiceFixture.with { service in
-            let token = try service.token(for: "local")
             try await service.start()
             let lines = """
                 {"type":"user.message","id":"m-1","data":{"text":"héllo \\"there\\" / \\\\ ✓"}}
@@ -72,7 +74,7 @@ struct RemoteCLITests {
             ]
             for (name, arguments, stdin) in steps {
                 let embedded = try await service.embedded(arguments, stdin: stdin)
-                let remote = try await service.remote(arguments, token: token, stdin: stdin)
+                let remote = try await service.local(arguments, stdin: stdin)
                 #expect(remote.status == embedded.status, "\(name): \(remote.stderr) / \(embedded.stderr)")
                 #expect(Self.normalized(remote.stdout) == Self.normalized(embedded.stdout), "\(name)")
                 // An error may name the directory of the sessions: this one embedded; through the
@@ -84,7 +86,7 @@ struct RemoteCLITests {
                     "\(name)")
             }
             // The comparison holds things worth holding: the steps did what they say.
-            let shown = try await service.remote(["session", "show", "parity", "--json"], token: token)
+            let shown = try await service.local(["session", "show", "parity", "--json"])
             let events = shown.stdout.split(separator: "\n").map {
                 try? JSONDecoder().decode(JSONValue.self, from: Data($0.utf8))
             }
@@ -94,16 +96,24 @@ struct RemoteCLITests {
                 ])
             #expect(events[0]?["data"]?["text"]?.stringValue == #"héllo "there" / \ ✓"#)
             #expect(events.last??["epoch"]?.intValue == 3)
-            let taken = try await service.remote(
-                ["session", "append", "parity", "--expect-seq", "2"], token: token, stdin: #"{"type":"y"}"#)
+            let taken = try await service.local(
+                ["session", "append", "parity", "--expect-seq", "2"], stdin: #"{"type":"y"}"#)
             #expect(taken.status != 0 && taken.stderr.hasPrefix("corral: ") && taken.stderr.contains("2"))
+            // Over TCP a tenant's `--id` is refused in one line with a hint, taken or not.
+            let alice = try service.token(for: "alice")
+            for id in ["parity", "unused-id"] {
+                let chosen = try await service.remote(["session", "create", "--id", id], token: alice)
+                #expect(chosen.status == 2, "\(chosen.stderr)")
+                #expect(
+                    chosen.stderr.hasPrefix("corral: a session id cannot be chosen by a network tenant\nhint: "),
+                    "\(chosen.stderr)")
+            }
         }
     }
 
     @Test("through the service, an event reads back exactly as embedded: 1.0 stays 1.0, times keep microseconds")
     func wireFidelity() async throws {
         try await ServiceFixture.with { service in
-            let token = try service.token(for: "local")
             try await service.start()
             let arguments = [
                 ["session", "create", "--id", "exact"], ["session", "append", "exact"],
@@ -116,7 +126,7 @@ struct RemoteCLITests {
                 for (arguments, stdin) in zip(arguments, stdin) {
                     let result =
                         remote
-                        ? try await service.remote(arguments, token: token, stdin: stdin)
+                        ? try await service.local(arguments, stdin: stdin)
                         : try await service.embedded(arguments, stdin: stdin)
                     #expect(result.status == 0, "\(result.stderr)")
                     last = result.stdout
@@ -140,7 +150,7 @@ struct RemoteCLITests {
     @Test("events that do not fit one request go in several, in order; one that fits none is refused by name")
     func largeAppends() async throws {
         try await ServiceFixture.with { service in
-            let token = try service.token(for: "local")
+            let token = try service.token(for: "alice")
             try await service.start()
             let client = try CorralClient(endpoint: try HTTPEndpoint(parsing: service.url), token: token)
             defer { client.shutdown() }
@@ -232,10 +242,11 @@ struct RemoteCLITests {
     @Test("agent run with the scripted brain runs in the service and prints its steps; wake follows the same way")
     func agentRun() async throws {
         try await ServiceFixture.with { service in
-            let token = try service.token(for: "local")
+            // A scripted brain is the operator's: through the state directory's socket.
             try await service.start()
-            let run = try await service.remote(
-                ["agent", "run", "--brain", "scripted:\(Self.demoScript)", "write fizzbuzz"], token: token)
+            let run = try await service.local([
+                "agent", "run", "--brain", "scripted:\(Self.demoScript)", "write fizzbuzz",
+            ])
             #expect(run.status == 0, "\(run.stderr)")
             let lines = run.stdout.split(separator: "\n").map(String.init)
             let id = try #require(lines.first)
@@ -249,14 +260,14 @@ struct RemoteCLITests {
             #expect(lines.last == "[end] end_turn after 6 turns")
             #expect(run.stderr.isEmpty, "\(run.stderr)")
 
-            let idle = try await service.remote(["agent", "wake", id], token: token)
+            let idle = try await service.local(["agent", "wake", id])
             #expect(idle.status == 0, "\(idle.stderr)")
             #expect(idle.stdout == id + "\n")
             #expect(
                 idle.stderr
                     == "corral: session \(id) has ended (end_turn); nothing to do. Pass --message to continue it.\n")
 
-            let more = try await service.remote(["agent", "wake", id, "--message", "and now?", "--json"], token: token)
+            let more = try await service.local(["agent", "wake", id, "--message", "and now?", "--json"])
             #expect(more.status == 0, "\(more.stderr)")
             let events = more.stdout.split(separator: "\n").dropFirst().map {
                 try? JSONDecoder().decode(JSONValue.self, from: Data($0.utf8))
@@ -266,9 +277,15 @@ struct RemoteCLITests {
                     "harness.woke", "user.message", "brain.response", "session.ended",
                 ])
 
-            let refused = try await service.remote(["agent", "wake", id, "--brain", "openai"], token: token)
+            let refused = try await service.local(["agent", "wake", id, "--brain", "openai"])
             #expect(refused.status == 2)
             #expect(refused.stderr.hasPrefix("corral: --brain and --model cannot be changed through a corral service"))
+            // A network tenant may not name a script: it is a file on the service's host.
+            let alice = try service.token(for: "alice")
+            let scripted = try await service.remote(
+                ["agent", "run", "--brain", "scripted:\(Self.demoScript)", "write fizzbuzz"], token: alice)
+            #expect(scripted.status == 1)
+            #expect(scripted.stderr.hasPrefix("corral: scripted brains are for the local tenant only\nhint: "))
         }
     }
 

@@ -80,6 +80,11 @@ struct OpenAPITests {
                 try await walker.sessions()
                 try await walker.agents()
                 try await walker.service()
+                try await walker.tenantsRefused()
+            }
+            try await Application(router: server.router(auth: .local)).test(.router) { client in
+                let walker = Walker(document: document, client: client, token: "", exercised: exercised)
+                try await walker.operatorOnly()
             }
             let missing = Set(document.operations.map(\.id)).subtracting(exercised.ids).sorted()
             #expect(missing.isEmpty, "operations the walk does not exercise: \(missing); add them to Walker")
@@ -276,9 +281,9 @@ struct Walker {
         let created = try await call("createSession", .post, "/v1/sessions", expect: .created)
         let id = try created.decode(SessionInfo.self).id
         try await call(
-            "createSession", .post, "/v1/sessions", json: #"{"id": "walk-named", "metadata": {"k": "v"}}"#,
-            expect: .created)
-        try await call("createSession", .post, "/v1/sessions", json: #"{"id": "walk-named"}"#, expect: .conflict)
+            "createSession", .post, "/v1/sessions", json: #"{"metadata": {"k": "v"}}"#, expect: .created)
+        // Only the local tenant chooses ids; the local walk shows the 409 for a taken one.
+        try await call("createSession", .post, "/v1/sessions", json: #"{"id": "walk-named"}"#, expect: .badRequest)
         try await call("createSession", .post, "/v1/sessions", json: #"{"id": 7}"#, expect: .badRequest)
         try await call("listSessions", .get, "/v1/sessions", expect: .ok)
         try await call("getSession", .get, "/v1/sessions/\(id)", expect: .ok)
@@ -300,6 +305,9 @@ struct Walker {
         try await call("tailEvents", .get, "/v1/sessions/se-missing/events/stream", expect: .notFound)
         try await call("forkSession", .post, "/v1/sessions/\(id)/fork", json: #"{"at": 1}"#, expect: .created)
         try await call("forkSession", .post, "/v1/sessions/\(id)/fork", json: #"{}"#, expect: .badRequest)
+        try await call(
+            "forkSession", .post, "/v1/sessions/\(id)/fork", json: #"{"at": 0, "id": "walk-fork"}"#, expect: .badRequest
+        )
         try await call("wakeSession", .post, "/v1/sessions/\(id)/wake", expect: .ok)
         try await call("runHarness", .post, "/v1/sessions/\(id)/harness/run", expect: .badRequest)
     }
@@ -322,6 +330,32 @@ struct Walker {
         try await call(
             "startAgent", .post, "/v1/agents", json: #"{"task": "x", "brain": "scripted:/etc/passwd"}"#,
             expect: .forbidden)
+    }
+
+    /// As the local tenant (the unix socket): what only the operator may do.
+    func operatorOnly() async throws {
+        try await call(
+            "createSession", .post, "/v1/sessions", json: #"{"id": "walk-named", "metadata": {"k": "v"}}"#,
+            expect: .created)
+        try await call("createSession", .post, "/v1/sessions", json: #"{"id": "walk-named"}"#, expect: .conflict)
+        try await call(
+            "forkSession", .post, "/v1/sessions/walk-named/fork", json: #"{"at": 0, "id": "walk-named"}"#,
+            expect: .conflict)
+        try await call("listTenants", .get, "/v1/tenants", expect: .ok)
+        try await call("addTenant", .post, "/v1/tenants", json: #"{"name": "walker"}"#, expect: .created)
+        try await call("addTenant", .post, "/v1/tenants", json: #"{"name": "walker"}"#, expect: .conflict)
+        try await call("addTenant", .post, "/v1/tenants", json: #"{"name": "local"}"#, expect: .badRequest)
+        try await call("removeTenant", .delete, "/v1/tenants/walker?purge=maybe", expect: .badRequest)
+        try await call("removeTenant", .delete, "/v1/tenants/walker", expect: .ok)
+        try await call("removeTenant", .delete, "/v1/tenants/walker", expect: .notFound)
+        try await call("listPools", .get, "/v1/pools", expect: .ok)
+    }
+
+    /// As a network tenant: the operator's routes are refused.
+    func tenantsRefused() async throws {
+        try await call("listTenants", .get, "/v1/tenants", expect: .forbidden)
+        try await call("addTenant", .post, "/v1/tenants", json: #"{"name": "mallory"}"#, expect: .forbidden)
+        try await call("removeTenant", .delete, "/v1/tenants/tenant-b", expect: .forbidden)
     }
 
     func service() async throws {

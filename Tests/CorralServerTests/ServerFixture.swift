@@ -19,7 +19,7 @@ struct ServerFixture {
     let tokenA: String
     let tokenB: String
 
-    init(sandboxesPerTenant: Int = 20) async throws {
+    init(sandboxesPerTenant: Int = 20, templates: [SandboxTemplate] = []) async throws {
         state = FileManager.default.temporaryDirectory.appendingPathComponent(
             "corral-server-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(at: state, withIntermediateDirectories: true)
@@ -27,8 +27,10 @@ struct ServerFixture {
         let environment = SandboxEnvironment(
             initBinary: try SandboxEnvironment.locateInit(),
             sandboxesDirectory: state.appendingPathComponent("sandboxes"))
+        var serviceConfiguration = CorralConfiguration()
+        serviceConfiguration.templates = templates
         let runner = try await CorralServiceRunner.prepare(
-            configuration: CorralConfiguration(), engine: engine, environment: environment)
+            configuration: serviceConfiguration, engine: engine, environment: environment)
         var configuration = CorralServer.Configuration()
         configuration.sandboxesPerTenant = sandboxesPerTenant
         configuration.stateDirectory = state.path
@@ -40,10 +42,27 @@ struct ServerFixture {
             sessions: FileSessionStore(directory: state.appendingPathComponent("sessions")))
     }
 
+    /// A fixture for `body`, cleaned up before this returns however `body` ends. (A cleanup in
+    /// a `defer { Task { ... } }` may never run: the test process can exit first, leaving the
+    /// test's sandboxes on the engine.)
+    static func with(
+        sandboxesPerTenant: Int = 20, templates: [SandboxTemplate] = [], _ body: (ServerFixture) async throws -> Void
+    ) async throws {
+        let fixture = try await ServerFixture(sandboxesPerTenant: sandboxesPerTenant, templates: templates)
+        do {
+            try await body(fixture)
+        } catch {
+            await fixture.cleanUp()
+            throw error
+        }
+        await fixture.cleanUp()
+    }
+
     /// Runs `body` against the token-checking router, in process.
-    func test(_ body: @Sendable (any TestClientProtocol) async throws -> Void) async throws {
+    @discardableResult
+    func test<Value>(_ body: @Sendable (any TestClientProtocol) async throws -> Value) async throws -> Value {
         let app = Application(router: server.router(auth: .tokens))
-        try await app.test(.router, body)
+        return try await app.test(.router, body)
     }
 
     /// Removes every sandbox the test made and the state directory.

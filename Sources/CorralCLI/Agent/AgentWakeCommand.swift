@@ -51,6 +51,15 @@ struct AgentWakeCommand: AsyncParsableCommand {
         }
         let harness = global.harness(image: image)
         let recorded = try await harness.recordedSpec(session)
+        // A script path recorded in a network tenant's session came from that tenant (it can
+        // write the session's first event): never read it as this user; --brain must say.
+        if recorded?.brain.provider == .scripted, brainOptions.brain == nil,
+            try await harness.store.session(session).tenant != .local
+        {
+            throw CorralError.invalidArgument(
+                "session \(session) is a network tenant's: its recorded scripted brain is not used",
+                hint: "pass --brain to choose the brain for this wake")
+        }
         let credentials = global.brainCredentials()
         let brainSpec = try await brainOptions.spec(recorded: recorded?.brain, credentials: credentials)
         let brain = try await brainOptions.makeBrain(brainSpec, credentials: credentials)

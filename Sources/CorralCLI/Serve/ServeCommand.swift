@@ -58,6 +58,9 @@ struct ServeCommand: AsyncParsableCommand {
         settings.sandboxesPerTenant = configuration.limits.sandboxesPerTenant
         settings.sessionsPerTenant = configuration.limits.sessionsPerTenant
         settings.maxArchiveBytes = configuration.limits.maxArchiveBytes.bytes
+        settings.headerTimeout = configuration.server.headerTimeout
+        settings.idleTimeout = configuration.server.idleTimeout
+        settings.shutdownTimeout = configuration.server.shutdownTimeout
         // The pools' and provisioner's figures (swift-metrics) go to the registry /metrics shows.
         let registry = PrometheusCollectorRegistry()
         MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))

@@ -163,10 +163,14 @@ final class ServiceFixture: @unchecked Sendable {
         ]
     }
 
+    /// What the service has written to stderr (its log).
+    var serviceLog: String { server?.stderr ?? "" }
+
     /// Starts the service and waits until both its listeners answer.
-    func start() async throws {
+    func start(environment extra: [String: String] = [:]) async throws {
         let server = try RunningCorral(
-            ["serve", "--listen", "127.0.0.1:0", "--state-dir", state.path], environment: serviceEnvironment)
+            ["serve", "--listen", "127.0.0.1:0", "--state-dir", state.path],
+            environment: serviceEnvironment.merging(extra) { _, new in new })
         self.server = server
         let line = try await onOwnThread {
             try server.waitForLine("saying it listens on TCP", timeout: 120) {
