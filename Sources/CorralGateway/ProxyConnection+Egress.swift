@@ -15,6 +15,8 @@ extension ProxyConnection {
         let target = "\(host):\(port)"
         guard try await allowEgress(host: host, port: port, target: target, head: head) else { return }
         try await withUpstream(host: host, port: port, target: target) { upstreamInbound, upstreamOutbound in
+            // HTTP ends here: the decoder leaves, and what the client sends next is the tunnel's.
+            try await reader.startTunnel()
             try await write("HTTP/1.1 200 Connection Established\r\n\r\n")
             try await relay(upstreamInbound: upstreamInbound, upstreamOutbound: upstreamOutbound, halfClose: true) {
                 reader, send in

@@ -145,7 +145,7 @@ final class ProxyConnection {
     /// Answers a refusal: reads and drops a small body first so that the client sees the
     /// answer rather than a reset, then closes.
     func refuse(_ head: ProxyRequestHead, _ status: Int, _ message: String) async {
-        if head.framing != .none && !head.expectsContinue {
+        if head.method != "CONNECT" && !head.expectsContinue {
             _ = await reader.discardBody(head.framing, limit: 1 << 20)
         }
         await respond(status, message, close: true)
