@@ -13,6 +13,7 @@ extension ProxyConnection {
             throw HTTPFailure(400, "corral gateway: CONNECT needs host:port")
         }
         let target = "\(host):\(port)"
+        guard try await hostHeaderMatches(head, host: host, port: port, defaultPort: port) else { return }
         guard try await allowEgress(host: host, port: port, target: target, head: head) else { return }
         try await withUpstream(host: host, port: port, target: target) { upstreamInbound, upstreamOutbound in
             // HTTP ends here: the decoder leaves, and what the client sends next is the tunnel's.
@@ -36,12 +37,13 @@ extension ProxyConnection {
             "trailer",
             "transfer-encoding", "upgrade", "content-length",
         ]
-        var sawHost = false
-        for field in head.headers where !hopByHop.contains(field.name.lowercased()) {
-            if field.name.lowercased() == "host" { sawHost = true }
+        // The Host sent on is always the target's own (RFC 9112 §3.2.2): the one the client
+        // sent was checked against the target in `route`, and is not passed through.
+        text += "Host: \(target.authority)\r\n"
+        for field in head.headers where !hopByHop.contains(field.name.lowercased()) && field.name.lowercased() != "host"
+        {
             text += "\(field.name): \(field.value)\r\n"
         }
-        if !sawHost { text += "Host: \(target.authority)\r\n" }
         switch head.framing {
         case .none: break
         case .length(let length): text += "Content-Length: \(length)\r\n"
