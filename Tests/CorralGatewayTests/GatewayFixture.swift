@@ -63,9 +63,10 @@ struct GatewayFixture {
     /// The remote a sandbox uses: no credential in it.
     func remote(_ name: String) -> String { "http://git.corral/\(repository(name)).git" }
 
-    func storeToken(scope: String? = nil) throws {
+    /// Stores the upstream's token as `upstream-token` for `tenant` (the local one unless told).
+    func storeToken(scope: String? = nil, tenant: TenantID = .local) throws {
         try vault.put(
-            name: "upstream-token",
+            name: "upstream-token", tenant: tenant,
             scope: CredentialScope(parsing: scope ?? "127.0.0.1:\(upstream.port)/\(Self.owner)"),
             secret: VaultSecret(token))
     }
