@@ -104,21 +104,17 @@ extension ProxyConnection {
         _ body: (NIOAsyncChannelInboundStream<ByteBuffer>, NIOAsyncChannelOutboundWriter<ByteBuffer>) async throws ->
             Void
     ) async throws {
-        let address: SocketAddress
+        let dial: DialTarget
         do {
-            address = try await EgressAddress.resolve(host, port: port)
+            dial = try await core.configuration.dialPolicy.resolve(host: host, port: port, tenant: binding.tenant)
+        } catch let error as CorralError where error.code == .permissionDenied {
+            await record(.egress, .denied, target: target, reason: error.message)
+            throw HTTPFailure(403, "corral gateway: egress to \(target) is denied: \(error.message)")
         } catch {
             await record(.egress, .denied, target: target, reason: "the host name does not resolve")
-            throw HTTPFailure(502, "corral gateway: cannot resolve \(host): \(error)")
+            throw HTTPFailure(502, "corral gateway: cannot resolve \(host)")
         }
-        if !EgressAddress.isLiteral(host) && EgressAddress.isInternal(address) {
-            let shown = address.ipAddress ?? "an internal address"
-            await record(.egress, .denied, target: target, reason: "the name resolves to the internal address \(shown)")
-            throw HTTPFailure(
-                403,
-                "corral gateway: egress to \(target) is denied: the name resolves to the internal address \(shown); allow-list the address itself to reach it"
-            )
-        }
+        let address = dial.socketAddress
         await record(.egress, .allowed, target: target, reason: "the host is on the egress allow-list")
         let upstream: NIOAsyncChannel<ByteBuffer, ByteBuffer>
         do {

@@ -21,8 +21,10 @@ struct GatewayFixture {
 
     /// Runs `body` with a fresh fixture; the gateway runs until `body` returns. Afterwards
     /// checks that the token appears in no log line and no decision.
+    /// `configure` also gets the upstream's port, for settings that name it (private_hosts).
     static func with(
         configure: (inout Gateway.Configuration) -> Void = { _ in },
+        upstream configureUpstream: (inout Gateway.Configuration, _ upstreamPort: Int) throws -> Void = { _, _ in },
         _ body: (GatewayFixture) async throws -> Void
     ) async throws {
         // A short base directory: unix socket paths must stay under 108 bytes.
@@ -37,6 +39,7 @@ struct GatewayFixture {
                 stateDirectory: directory.appendingPathComponent("state"), environment: [:]))
         var configuration = Gateway.Configuration(workDirectory: directory.appendingPathComponent("state/gateway"))
         configure(&configuration)
+        try configureUpstream(&configuration, upstream.port)
         let logs = LogCapture()
         let sink = RecordingSink()
         let gateway = Gateway(configuration: configuration, vault: vault, eventSink: sink, logger: logs.logger())
