@@ -1,174 +1,165 @@
-import Foundation
 import NIOCore
+import NIOHTTP1
 
-/// Reads one sandbox connection: request heads, bodies in either framing, and raw bytes
-/// once the connection becomes a tunnel.
+/// Reads one sandbox connection as NIOHTTP1's decoder hands it over: request heads, body
+/// parts until each request's end, and raw bytes once the connection becomes a tunnel.
 ///
 /// Owned by the connection's task and never shared: the NIO iterator inside may not cross
-/// tasks. Body bytes are handed on as slices of the buffers NIO read, without copying.
+/// tasks. The decoder runs in the channel's pipeline (`GatewaySocket` adds it under
+/// `decoderName`); back-pressure is the async channel's: while parts wait unread, the channel
+/// stops reading from the socket.
 struct ConnectionReader {
-    private var iterator: NIOAsyncChannelInboundStream<ByteBuffer>.AsyncIterator
-    private var buffer: ByteBuffer
-    private var ended = false
+    /// The decoder's name in the pipeline, so that a tunnel can take it out.
+    static let decoderName = "corral.http-decoder"
+
+    private enum Phase {
+        /// Between requests: the next part is a head.
+        case idle
+        /// Inside a request: body parts, then its end.
+        case body
+        /// A tunnel: every part is raw bytes as a `.body`.
+        case raw
+    }
+
+    private var iterator: NIOAsyncChannelInboundStream<HTTPServerRequestPart>.AsyncIterator
+    private var phase = Phase.idle
+    private let channel: any Channel
     let maxHeadBytes: Int
 
-    init(_ inbound: NIOAsyncChannelInboundStream<ByteBuffer>, allocator: ByteBufferAllocator, maxHeadBytes: Int) {
+    init(_ inbound: NIOAsyncChannelInboundStream<HTTPServerRequestPart>, channel: any Channel, maxHeadBytes: Int) {
         self.iterator = inbound.makeAsyncIterator()
-        self.buffer = allocator.buffer(capacity: 0)
+        self.channel = channel
         self.maxHeadBytes = maxHeadBytes
     }
 
-    /// Reads more bytes into the buffer; false at the end of the stream.
-    private mutating func fill() async throws -> Bool {
-        guard !ended else { return false }
-        guard var more = try await iterator.next() else {
-            ended = true
-            return false
-        }
-        if buffer.readableBytes == 0 {
-            buffer = more
-        } else {
-            buffer.writeBuffer(&more)
-        }
-        return true
+    /// The decoder for a gateway connection: heads, and any single header field, limited to
+    /// `maxHeadBytes` (431); what is left once a CONNECT or an upgrade ends HTTP is passed on
+    /// as bytes.
+    static func makeDecoder(maxHeadBytes: Int) -> ByteToMessageHandler<HTTPRequestDecoder> {
+        var limits = NIOHTTPDecoderLimitConfiguration()
+        limits.maxHeaderFieldSize = maxHeadBytes
+        limits.maxHeaderListSize = maxHeadBytes
+        // The buffer holds only what the decoder has not consumed yet: a partial request line
+        // or field while a head arrives, so this bounds the request line too. Bodies pass
+        // through as they are parsed.
+        return ByteToMessageHandler(
+            HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes, limitConfiguration: limits),
+            maximumBufferSize: maxHeadBytes)
     }
 
-    /// The next request head, or nil when the peer closed cleanly between requests.
+    /// The next part; decoding errors become `HTTPFailure`s.
+    private mutating func next() async throws -> HTTPServerRequestPart? {
+        do {
+            return try await iterator.next()
+        } catch let error as HTTPFailure {
+            throw error
+        } catch is CancellationError {
+            throw CancellationError()
+        } catch {
+            guard phase != .raw else { throw error }
+            throw HTTPFailure(decoding: error, maxHeadBytes: maxHeadBytes)
+        }
+    }
+
+    /// The next request head, or nil when the peer closed cleanly between requests. What is
+    /// left of the previous request's body (up to 1 MiB) is read and dropped first.
     mutating func readHead() async throws -> ProxyRequestHead? {
-        var scanned = 0
-        while true {
-            if let end = findHeadEnd(from: scanned) {
-                guard end.headLength <= maxHeadBytes else {
-                    throw HTTPFailure(431, "the request head is larger than \(maxHeadBytes) bytes")
-                }
-                let head = try buffer.withUnsafeReadableBytes { bytes in
-                    try ProxyRequestHead(parsing: UnsafeRawBufferPointer(rebasing: bytes[0..<end.headLength]))
-                }
-                buffer.moveReaderIndex(forwardBy: end.total)
-                return head
-            }
-            scanned = max(0, buffer.readableBytes - 3)
-            guard buffer.readableBytes <= maxHeadBytes else {
-                throw HTTPFailure(431, "the request head is larger than \(maxHeadBytes) bytes")
-            }
-            guard try await fill() else {
-                if buffer.readableBytes == 0 { return nil }
-                throw HTTPFailure(400, "the connection ended inside a request head")
+        if phase == .body {
+            guard await discardBody(limit: 1 << 20) else {
+                throw HTTPFailure(400, "the previous request's body was not read and is too large to skip")
             }
         }
-    }
-
-    /// Where the blank line after the head is: the head's length and the length with the
-    /// blank line. Accepts bare LF as well as CRLF.
-    private func findHeadEnd(from start: Int) -> (headLength: Int, total: Int)? {
-        buffer.withUnsafeReadableBytes { bytes -> (Int, Int)? in
-            var index = start
-            while index < bytes.count {
-                if bytes[index] == UInt8(ascii: "\n") {
-                    if index + 1 < bytes.count, bytes[index + 1] == UInt8(ascii: "\n") {
-                        return (index, index + 2)
-                    }
-                    if index + 2 < bytes.count, bytes[index + 1] == UInt8(ascii: "\r"),
-                        bytes[index + 2] == UInt8(ascii: "\n")
-                    {
-                        return (index, index + 3)
-                    }
-                }
-                index += 1
-            }
-            return nil
+        guard let part = try await next() else { return nil }
+        guard case .head(let head) = part else {
+            throw HTTPFailure(400, "a request body arrived where a request head belongs")
         }
-    }
-
-    /// Bytes already read past the head, for a tunnel to send first.
-    mutating func takeBuffered() -> ByteBuffer? {
-        guard buffer.readableBytes > 0 else { return nil }
-        return buffer.readSlice(length: buffer.readableBytes)
-    }
-
-    /// The next bytes as they arrive, for tunnels; nil at the end.
-    mutating func nextRaw() async throws -> ByteBuffer? {
-        if let buffered = takeBuffered() { return buffered }
-        guard try await fill() else { return nil }
-        return takeBuffered()
-    }
-
-    /// At most `limit` bytes of what is buffered or arrives next; nil at the end.
-    private mutating func nextData(max limit: Int) async throws -> ByteBuffer? {
-        if buffer.readableBytes == 0 {
-            guard try await fill() else { return nil }
-        }
-        return buffer.readSlice(length: min(limit, buffer.readableBytes))
-    }
-
-    /// One line of a chunked body (size or trailer), without its line end.
-    private mutating func readLine(limit: Int = 4096) async throws -> String {
-        while true {
-            let found = buffer.withUnsafeReadableBytes { bytes in bytes.firstIndex(of: UInt8(ascii: "\n")) }
-            if let found {
-                var line = buffer.readString(length: found) ?? ""
-                buffer.moveReaderIndex(forwardBy: 1)
-                if line.hasSuffix("\r") { line.removeLast() }
-                return line
-            }
-            guard buffer.readableBytes <= limit else { throw HTTPFailure(400, "a chunk line is too long") }
-            guard try await fill() else { throw HTTPFailure(400, "the connection ended inside a chunked body") }
-        }
+        phase = .body
+        return try ProxyRequestHead(head)
     }
 
     /// Hands the body's bytes to `sink` as they arrive, de-chunked. Throws `HTTPFailure` with
-    /// 413 past `limit` bytes, 400 on bad framing or a body cut short.
+    /// 413 past `limit` bytes (at once when Content-Length says so), 400 on a body cut short.
     mutating func readBody(
         _ framing: ProxyRequestHead.BodyFraming, limit: Int64, _ sink: (ByteBuffer) async throws -> Void
     ) async throws {
-        switch framing {
-        case .none:
-            return
-        case .length(let length):
-            guard length <= limit else { throw HTTPFailure(413, "the request body is larger than \(limit) bytes") }
-            var remaining = length
-            while remaining > 0 {
-                guard let data = try await nextData(max: Int(min(remaining, Int64(Int.max)))) else {
-                    throw HTTPFailure(400, "the connection ended inside the request body")
-                }
-                remaining -= Int64(data.readableBytes)
-                try await sink(data)
+        guard phase == .body else { return }
+        if case .length(let length) = framing, length > limit {
+            throw HTTPFailure(413, "the request body is larger than \(limit) bytes")
+        }
+        var total: Int64 = 0
+        while true {
+            guard let part = try await next() else {
+                throw HTTPFailure(400, "the connection ended inside the request body")
             }
-        case .chunked:
-            var total: Int64 = 0
-            while true {
-                let line = try await readLine()
-                let sizeText =
-                    line.split(separator: ";", maxSplits: 1).first.map { $0.trimmingCharacters(in: .whitespaces) } ?? ""
-                guard !sizeText.isEmpty, sizeText.count <= 15, let size = Int64(sizeText, radix: 16), size >= 0 else {
-                    throw HTTPFailure(400, "a chunk size is not a hexadecimal number")
+            switch part {
+            case .body(let bytes):
+                total += Int64(bytes.readableBytes)
+                guard total <= limit else {
+                    throw HTTPFailure(413, "the request body is larger than \(limit) bytes")
                 }
-                if size == 0 {
-                    while try await !readLine().isEmpty {}  // trailers, ignored
-                    return
-                }
-                total += size
-                guard total <= limit else { throw HTTPFailure(413, "the request body is larger than \(limit) bytes") }
-                var remaining = size
-                while remaining > 0 {
-                    guard let data = try await nextData(max: Int(remaining)) else {
-                        throw HTTPFailure(400, "the connection ended inside a chunk")
-                    }
-                    remaining -= Int64(data.readableBytes)
-                    try await sink(data)
-                }
-                guard try await readLine().isEmpty else { throw HTTPFailure(400, "a chunk is longer than its size") }
+                try await sink(bytes)
+            case .end:
+                phase = .idle
+                return
+            case .head:
+                throw HTTPFailure(400, "a request head arrived inside a request body")
             }
         }
     }
 
     /// Reads and drops a body, up to `limit` bytes; false when it was larger or malformed.
-    mutating func discardBody(_ framing: ProxyRequestHead.BodyFraming, limit: Int64) async -> Bool {
+    mutating func discardBody(_ framing: ProxyRequestHead.BodyFraming = .none, limit: Int64) async -> Bool {
         do {
             try await readBody(framing, limit: limit) { _ in }
             return true
         } catch {
             return false
         }
+    }
+
+    /// Turns the connection into a byte stream after a CONNECT: the request's end is read,
+    /// then the decoder leaves the pipeline and hands on what it held past the head, and
+    /// every later read comes through as it is. After this, use only `nextRaw`.
+    mutating func startTunnel() async throws {
+        if phase == .body {
+            guard await discardBody(limit: 0) else {
+                throw HTTPFailure(400, "a CONNECT request carries no body")
+            }
+        }
+        let channel = self.channel
+        try await channel.eventLoop.flatSubmit {
+            let pipeline = channel.pipeline.syncOperations
+            let removed = channel.eventLoop.makePromise(of: Void.self)
+            do {
+                let decoder = try pipeline.context(name: Self.decoderName)
+                try pipeline.addHandler(RawBytesAsBody(), position: .after(decoder.handler))
+                pipeline.removeHandler(context: decoder, promise: removed)
+            } catch {
+                removed.fail(error)
+            }
+            // The decoder hands its leftovers on while it leaves, outside any read: a read
+            // complete makes the async channel deliver them now rather than with the next read.
+            return removed.futureResult.map { channel.pipeline.fireChannelReadComplete() }
+        }.get()
+        phase = .raw
+    }
+
+    /// The next bytes of a tunnel as they arrive; nil at the end.
+    mutating func nextRaw() async throws -> ByteBuffer? {
+        while let part = try await next() {
+            if case .body(let bytes) = part { return bytes }
+        }
+        return nil
+    }
+}
+
+/// Once the decoder has left a tunnel's pipeline: the socket's bytes as `.body` parts, so that
+/// the async channel keeps one element type from the first request to the last byte.
+final class RawBytesAsBody: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = HTTPServerRequestPart
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        context.fireChannelRead(wrapInboundOut(.body(unwrapInboundIn(data))))
     }
 }

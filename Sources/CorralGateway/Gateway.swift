@@ -37,6 +37,12 @@ public final class Gateway: Sendable {
         public var upstreamConnectTimeout: Duration = .seconds(10)
         /// The git the fast-forward checks run.
         public var gitExecutable = "/usr/bin/git"
+        /// Which internal addresses may be dialled, and for whom (corral.toml `[gateway]
+        /// private_hosts`). Applies to every connection the gateway makes.
+        public var dialPolicy = DialPolicy()
+        /// Branches tenants may push besides their sandboxes' own (corral.toml
+        /// `[gateway.push_branches]`). Checked at provisioning and again on every push.
+        public var pushBranches = PushBranchRules()
 
         public init(workDirectory: URL) {
             self.workDirectory = workDirectory
@@ -169,6 +175,40 @@ public final class Gateway: Sendable {
             throw CorralError.notFound("sandbox \(sandbox) is not attached to the gateway")
         }
         socket.binding.setPolicy(policy)
+    }
+
+    /// Refuses, before anything is made or cloned, what this gateway would refuse `tenant`
+    /// anyway, each with a `CorralError` (`.permissionDenied`) that names the rule:
+    ///
+    /// - a write grant whose pushable branches the operator's `push_branches` does not allow
+    ///   the tenant (a grant without branches, or `sandbox` with its own, is fine);
+    /// - a granted repository whose host resolves to an address the tenant may not dial
+    ///   (`DialPolicy`); nothing is connected to, so a tenant cannot probe the host's ports;
+    /// - for a network tenant, an egress entry that is itself an internal address.
+    ///
+    /// `sandbox` is nil while the sandbox's id is not known yet.
+    public func admit(tenant: TenantID, sandbox: SandboxID?, policy: GatewayPolicy) async throws {
+        let configuration = core.configuration
+        for grant in policy.gitGrants where grant.access == .write {
+            for branch in grant.pushableBranches ?? [] {
+                try configuration.pushBranches.check(tenant: tenant, branch: branch, sandbox: sandbox)
+            }
+        }
+        for entry in policy.egressHosts {
+            try configuration.dialPolicy.checkEgressEntry(entry, tenant: tenant)
+        }
+        for repository in Set(policy.gitGrants.map(\.repository)) {
+            let (host, port) = repository.upstreamHostAndPort
+            do {
+                _ = try await configuration.dialPolicy.resolve(host: host, port: port, tenant: tenant)
+            } catch let error as CorralError where error.code == .permissionDenied {
+                throw CorralError(.permissionDenied, "repository \(repository) is refused: \(error.message)")
+            } catch let error as CorralError where error.code == .unavailable {
+                // Not resolving is not a refusal: the clone says so in its own words, and a
+                // name may resolve a moment later.
+                continue
+            }
+        }
     }
 
     /// The sandboxes with a socket, in id order.

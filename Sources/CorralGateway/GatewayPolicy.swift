@@ -20,13 +20,17 @@ public struct GatewayPolicy: Sendable, Hashable, Codable {
         return matching.first { $0.access == .write } ?? matching.first
     }
 
-    /// Whether `host` (without brackets for IPv6) on `port` is allow-listed.
+    /// Whether `host` (without brackets for IPv6) on `port` is allow-listed. A wildcard never
+    /// matches an address literal in any spelling (`*.0.0.1` is not `127.0.0.1`). Being listed
+    /// is not enough to be dialled: `DialPolicy` decides on the address.
     public func allowsEgress(host: String, port: Int) -> Bool {
         let host = host.lowercased()
+        let literal = EgressAddress.isLiteral(host)
         return egressHosts.contains { entry in
             guard let (entryHost, entryPort) = Self.splitEntry(entry.lowercased()) else { return false }
             if let entryPort, entryPort != port { return false }
             if entryHost.hasPrefix("*.") {
+                guard !literal else { return false }
                 let suffix = entryHost.dropFirst()  // ".example.com"
                 return host.hasSuffix(suffix) && host.count > suffix.count
             }
@@ -47,6 +51,9 @@ public struct GatewayPolicy: Sendable, Hashable, Codable {
         guard !lowered.contains("://"), !lowered.contains("/") else { throw fail("a host, not a URL or a path") }
         guard let (host, _) = splitEntry(lowered) else { throw fail("a port must be a number") }
         let name = host.hasPrefix("*.") ? String(host.dropFirst(2)) : host
+        if host.hasPrefix("*.") && (name.allSatisfy { $0.isNumber || $0 == "." } || name.contains(":")) {
+            throw fail("a wildcard covers host names, never addresses; list the address itself")
+        }
         do {
             _ = try GitRepository.checkHost(name.contains(":") ? "[\(name)]" : name)
         } catch let error as CorralError {

@@ -2,6 +2,7 @@ import CorralCore
 import Foundation
 import Logging
 import NIOCore
+import NIOHTTP1
 import NIOPosix
 import Synchronization
 
@@ -112,10 +113,15 @@ final class GatewaySocket: Sendable {
     }
 
     private func handle(_ channel: any Channel, core: GatewayCore) async {
-        let connection: NIOAsyncChannel<ByteBuffer, ByteBuffer>
+        let connection: NIOAsyncChannel<HTTPServerRequestPart, ByteBuffer>
+        let maxHeadBytes = core.configuration.maxHeadBytes
         do {
             connection = try await channel.eventLoop.submit {
-                let wrapped = try NIOAsyncChannel<ByteBuffer, ByteBuffer>(
+                // Requests are read by NIOHTTP1's decoder; answers are written as bytes, since
+                // a tunnel's or a relayed upstream's bytes go out as they are.
+                try channel.pipeline.syncOperations.addHandler(
+                    ConnectionReader.makeDecoder(maxHeadBytes: maxHeadBytes), name: ConnectionReader.decoderName)
+                let wrapped = try NIOAsyncChannel<HTTPServerRequestPart, ByteBuffer>(
                     wrappingChannelSynchronously: channel, configuration: .init(isOutboundHalfClosureEnabled: true))
                 // Reads start only now that something consumes them.
                 try channel.syncOptions?.setOption(ChannelOptions.autoRead, value: true)
@@ -135,8 +141,7 @@ final class GatewaySocket: Sendable {
                 defer { release() }
                 let proxy = ProxyConnection(
                     core: core, binding: binding, channel: channel,
-                    reader: ConnectionReader(
-                        inbound, allocator: channel.allocator, maxHeadBytes: core.configuration.maxHeadBytes),
+                    reader: ConnectionReader(inbound, channel: channel, maxHeadBytes: maxHeadBytes),
                     outbound: outbound)
                 await proxy.run()
             }

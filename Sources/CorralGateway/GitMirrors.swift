@@ -53,7 +53,8 @@ final class GitMirrors: Sendable {
     /// Throws when the check itself cannot be made.
     func checkFastForwards(
         _ updates: [ReceivePackRequest.Command], repository: GitRepository, tenant: TenantID,
-        credential: ResolvedCredential?, spoolDirectory: URL, pushFile: URL, packOffset: Int64, packPresent: Bool
+        credential: ResolvedCredential?, upstream: DialTarget, spoolDirectory: URL, pushFile: URL, packOffset: Int64,
+        packPresent: Bool
     ) async throws -> [String: String] {
         let mirror = mirrorDirectory(tenant: tenant, repository: repository)
         let secrets = credential?.redactions ?? []
@@ -71,7 +72,8 @@ final class GitMirrors: Sendable {
                 if try await !hasCommit(update.old, in: mirror, environment: [:]) { missing = true }
             }
             if missing {
-                try await fetch(into: mirror, repository: repository, credential: credential, secrets: secrets)
+                try await fetch(
+                    into: mirror, repository: repository, credential: credential, upstream: upstream, secrets: secrets)
             }
         }
         let quarantine: [String: String] = [
@@ -117,13 +119,19 @@ final class GitMirrors: Sendable {
 
     /// Fetches the upstream's branches into the mirror. The credential travels in the
     /// environment as an extra header, never in a URL or an argument.
-    private func fetch(into mirror: URL, repository: GitRepository, credential: ResolvedCredential?, secrets: [String])
-        async throws
-    {
+    private func fetch(
+        into mirror: URL, repository: GitRepository, credential: ResolvedCredential?, upstream: DialTarget,
+        secrets: [String]
+    ) async throws {
         var environment: [String: String] = [:]
         var settings: [(String, String)] = []
         if let credential { settings.append(("http.extraHeader", "Authorization: \(credential.authorizationHeader)")) }
         if let upstreamCAFile { settings.append(("http.sslCAInfo", upstreamCAFile)) }
+        // The address the gateway checked, so that git's own resolution cannot pick another. A
+        // literal needs none: it is its own address.
+        if !EgressAddress.isLiteral(upstream.host) {
+            settings.append(("http.curloptResolve", "\(upstream.host):\(upstream.port):\(upstream.urlAddress)"))
+        }
         environment["GIT_CONFIG_COUNT"] = "\(settings.count)"
         for (index, setting) in settings.enumerated() {
             environment["GIT_CONFIG_KEY_\(index)"] = setting.0

@@ -60,6 +60,16 @@ public struct GitRepository: Sendable, Hashable, Codable, CustomStringConvertibl
         "\(isLoopbackHost ? "http" : "https")://\(host)/\(owner)/\(name).git"
     }
 
+    /// The upstream's host (an IPv6 literal without brackets) and port: the one given, else
+    /// 443, or 80 for the plain HTTP of a loopback host.
+    var upstreamHostAndPort: (host: String, port: Int) {
+        let bare = Self.hostWithoutPort(host)
+        var port = isLoopbackHost ? 80 : 443
+        if bare.count < host.count, let given = Int(host.dropFirst(bare.count + 1)) { port = given }
+        let name = bare.hasPrefix("[") ? String(bare.dropFirst().dropLast()) : bare
+        return (name, port)
+    }
+
     public static func < (lhs: GitRepository, rhs: GitRepository) -> Bool { lhs.description < rhs.description }
 
     public init(from decoder: any Decoder) throws {

@@ -13,8 +13,11 @@ extension ProxyConnection {
             throw HTTPFailure(400, "corral gateway: CONNECT needs host:port")
         }
         let target = "\(host):\(port)"
+        guard try await hostHeaderMatches(head, host: host, port: port, defaultPort: port) else { return }
         guard try await allowEgress(host: host, port: port, target: target, head: head) else { return }
         try await withUpstream(host: host, port: port, target: target) { upstreamInbound, upstreamOutbound in
+            // HTTP ends here: the decoder leaves, and what the client sends next is the tunnel's.
+            try await reader.startTunnel()
             try await write("HTTP/1.1 200 Connection Established\r\n\r\n")
             try await relay(upstreamInbound: upstreamInbound, upstreamOutbound: upstreamOutbound, halfClose: true) {
                 reader, send in
@@ -34,12 +37,13 @@ extension ProxyConnection {
             "trailer",
             "transfer-encoding", "upgrade", "content-length",
         ]
-        var sawHost = false
-        for field in head.headers where !hopByHop.contains(field.name.lowercased()) {
-            if field.name.lowercased() == "host" { sawHost = true }
+        // The Host sent on is always the target's own (RFC 9112 §3.2.2): the one the client
+        // sent was checked against the target in `route`, and is not passed through.
+        text += "Host: \(target.authority)\r\n"
+        for field in head.headers where !hopByHop.contains(field.name.lowercased()) && field.name.lowercased() != "host"
+        {
             text += "\(field.name): \(field.value)\r\n"
         }
-        if !sawHost { text += "Host: \(target.authority)\r\n" }
         switch head.framing {
         case .none: break
         case .length(let length): text += "Content-Length: \(length)\r\n"
@@ -100,21 +104,17 @@ extension ProxyConnection {
         _ body: (NIOAsyncChannelInboundStream<ByteBuffer>, NIOAsyncChannelOutboundWriter<ByteBuffer>) async throws ->
             Void
     ) async throws {
-        let address: SocketAddress
+        let dial: DialTarget
         do {
-            address = try await EgressAddress.resolve(host, port: port)
+            dial = try await core.configuration.dialPolicy.resolve(host: host, port: port, tenant: binding.tenant)
+        } catch let error as CorralError where error.code == .permissionDenied {
+            await record(.egress, .denied, target: target, reason: error.message)
+            throw HTTPFailure(403, "corral gateway: egress to \(target) is denied: \(error.message)")
         } catch {
             await record(.egress, .denied, target: target, reason: "the host name does not resolve")
-            throw HTTPFailure(502, "corral gateway: cannot resolve \(host): \(error)")
+            throw HTTPFailure(502, "corral gateway: cannot resolve \(host)")
         }
-        if !EgressAddress.isLiteral(host) && EgressAddress.isInternal(address) {
-            let shown = address.ipAddress ?? "an internal address"
-            await record(.egress, .denied, target: target, reason: "the name resolves to the internal address \(shown)")
-            throw HTTPFailure(
-                403,
-                "corral gateway: egress to \(target) is denied: the name resolves to the internal address \(shown); allow-list the address itself to reach it"
-            )
-        }
+        let address = dial.socketAddress
         await record(.egress, .allowed, target: target, reason: "the host is on the egress allow-list")
         let upstream: NIOAsyncChannel<ByteBuffer, ByteBuffer>
         do {

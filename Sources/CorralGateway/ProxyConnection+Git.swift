@@ -43,9 +43,28 @@ extension ProxyConnection {
                 head, 403, "corral gateway: \(repository) is granted read-only to this sandbox; pushes are refused")
             return false
         }
+        // The upstream's address is resolved and checked once per request, and the request is
+        // pinned to it: a network tenant never gets the host's own services, whatever the
+        // repository's host says or its name resolves to.
+        let upstream: DialTarget
+        let (upstreamHost, upstreamPort) = repository.upstreamHostAndPort
+        do {
+            upstream = try await core.configuration.dialPolicy.resolve(
+                host: upstreamHost, port: upstreamPort, tenant: binding.tenant)
+        } catch let error as CorralError {
+            let reason =
+                error.code == .permissionDenied
+                ? "the upstream is refused: \(error.message)" : "cannot reach \(repository.host): \(error.message)"
+            await record(action, .denied, target: "\(repository)", reason: reason)
+            await refuse(
+                head, error.code == .permissionDenied ? 403 : 502,
+                error.code == .permissionDenied
+                    ? "corral gateway: \(repository.host) is refused: \(error.message)" : "corral gateway: \(reason)")
+            return false
+        }
         let credential: ResolvedCredential?
         do {
-            credential = try core.vault.resolve(for: repository)
+            credential = try core.vault.resolve(for: repository, tenant: binding.tenant)
         } catch {
             logger.error("gateway cannot read the vault", metadata: ["error": "\(error)"])
             await record(action, .denied, target: "\(repository)", reason: "the vault cannot be read")
@@ -62,16 +81,18 @@ extension ProxyConnection {
                 reason: request.service == .receivePack
                     ? "write grant: push may start" : "\(grant.access.rawValue) grant: fetch",
                 credential: credential?.entry.name)
-            return try await forwardGit(head, request, body: .empty, credential: credential)
+            return try await forwardGit(head, request, body: .empty, credential: credential, upstream: upstream)
         case (.rpc, .uploadPack):
             if head.expectsContinue { try await write("HTTP/1.1 100 Continue\r\n\r\n") }
             var body: [UInt8] = []
             try await reader.readBody(head.framing, limit: core.configuration.maxFetchRequestBytes) { slice in
                 body.append(contentsOf: slice.readableBytesView)
             }
-            return try await forwardGit(head, request, body: .bytes(body), credential: credential)
+            return try await forwardGit(
+                head, request, body: .bytes(body), credential: credential, upstream: upstream)
         case (.rpc, .receivePack):
-            return try await handleReceivePack(head, request, grant: grant, credential: credential)
+            return try await handleReceivePack(
+                head, request, grant: grant, credential: credential, upstream: upstream)
         }
     }
 
@@ -79,7 +100,8 @@ extension ProxyConnection {
     /// refusals become a reason git prints; the upstream's own text is never passed on for
     /// errors, so nothing it echoes can leak.
     func forwardGit(
-        _ head: ProxyRequestHead, _ request: GitRequest, body: HTTPRequestBody, credential: ResolvedCredential?
+        _ head: ProxyRequestHead, _ request: GitRequest, body: HTTPRequestBody, credential: ResolvedCredential?,
+        upstream: DialTarget
     ) async throws -> Bool {
         let repository = request.repository
         let action: GatewayDecision.Action = request.service == .receivePack ? .gitPush : .gitFetch
@@ -90,8 +112,9 @@ extension ProxyConnection {
             }
         }
         if let credential { headers.add("Authorization", credential.authorizationHeader) }
-        let upstreamRequest = HTTPRequest(
+        var upstreamRequest = HTTPRequest(
             HTTPMethod(rawValue: head.method), request.upstreamPath, headers: headers, body: body)
+        upstreamRequest.connectTo = (upstream.urlAddress, upstream.port)
         let keepAlive = head.keepAlive
         do {
             let client = try core.upstreams.client(for: repository)

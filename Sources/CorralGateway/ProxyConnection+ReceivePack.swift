@@ -8,7 +8,8 @@ import NIOCore
 /// gets a proper report-status answer, so git prints `! [remote rejected] … (reason)`.
 extension ProxyConnection {
     func handleReceivePack(
-        _ head: ProxyRequestHead, _ request: GitRequest, grant: GitGrant, credential: ResolvedCredential?
+        _ head: ProxyRequestHead, _ request: GitRequest, grant: GitGrant, credential: ResolvedCredential?,
+        upstream: DialTarget
     ) async throws -> Bool {
         let repository = request.repository
         let target = "\(repository)"
@@ -48,14 +49,24 @@ extension ProxyConnection {
             return false
         }
 
-        let pushable = grant.branches(for: binding.sandbox)
+        // The operator's push_branches is applied here too, not only at provisioning: a policy
+        // recorded before the table changed, or set by `updatePolicy`, cannot widen it.
+        let rules = core.configuration.pushBranches
+        let pushable = grant.branches(for: binding.sandbox).filter {
+            rules.allows(tenant: binding.tenant, branch: $0, sandbox: binding.sandbox)
+        }
         var refusals: [String: String] = [:]
         var updates: [ReceivePackRequest.Command] = []
         for command in parsed.commands {
             let branch = command.ref.hasPrefix("refs/heads/") ? String(command.ref.dropFirst("refs/heads/".count)) : nil
             guard let branch, pushable.contains(branch) else {
-                refusals[command.ref] =
-                    "\(command.ref) is not pushable from this sandbox (pushable: \(pushable.joined(separator: ", ")))"
+                if let branch, grant.branches(for: binding.sandbox).contains(branch) {
+                    refusals[command.ref] =
+                        "\(command.ref) is not pushable: \(rules.refusal(tenant: binding.tenant, branch: branch, sandbox: binding.sandbox))"
+                } else {
+                    refusals[command.ref] =
+                        "\(command.ref) is not pushable from this sandbox (pushable: \(pushable.joined(separator: ", ")))"
+                }
                 continue
             }
             if command.isDelete {
@@ -67,7 +78,7 @@ extension ProxyConnection {
         if refusals.isEmpty && !updates.isEmpty {
             do {
                 let verdicts = try await core.mirrors.checkFastForwards(
-                    updates, repository: repository, tenant: binding.tenant, credential: credential,
+                    updates, repository: repository, tenant: binding.tenant, credential: credential, upstream: upstream,
                     spoolDirectory: spoolDirectory, pushFile: pushURL, packOffset: Int64(parsed.packOffset),
                     packPresent: Int64(parsed.packOffset) < size)
                 refusals.merge(verdicts) { first, _ in first }
@@ -87,7 +98,8 @@ extension ProxyConnection {
         await record(.gitPush, .allowed, target: target, reason: "push of \(refs)", credential: credential?.entry.name)
         var forwarded = head
         forwarded.headers.set("Content-Type", "application/x-git-receive-pack-request")
-        return try await forwardGit(forwarded, request, body: .stream(spool.stream()), credential: credential)
+        return try await forwardGit(
+            forwarded, request, body: .stream(spool.stream()), credential: credential, upstream: upstream)
     }
 
     /// Answers a refused push as receive-pack would: 200 with a report-status naming each

@@ -89,10 +89,34 @@ final class ProxyConnection {
             await record(.badRequest, .denied, target: target.authority, reason: "an https:// request without CONNECT")
             throw HTTPFailure(400, "corral gateway: send https requests through CONNECT (with TLS end to end)")
         }
+        guard try await hostHeaderMatches(head, host: target.host, port: target.port, defaultPort: 80) else {
+            return false
+        }
         if target.host == GitRepository.gatewayHost {
             return try await handleGit(head, target)
         }
         try await forward(head, target)
+        return false
+    }
+
+    /// A `Host` header, when sent, must name the request's own target (security review
+    /// finding 3): a request checked against one host must not reach another through a
+    /// virtual host, a rebinding trick or a cache keyed on Host. A mismatch is refused with a
+    /// 400 rather than rewritten, so that the attempt shows up as a decision; what is sent on
+    /// always carries the target's Host. Without a port, a Host means `defaultPort`.
+    func hostHeaderMatches(_ head: ProxyRequestHead, host: String, port: Int, defaultPort: Int) async throws -> Bool {
+        let values = head.headers.fields.filter { $0.name.lowercased() == "host" }.map(\.value)
+        guard !values.isEmpty else { return true }
+        let target = host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
+        let named = values.count == 1 ? AbsoluteTarget.splitAuthority(values[0], defaultPort: defaultPort) : nil
+        if let named, named.host == host, named.port == port { return true }
+        let shown = values.joined(separator: ", ").prefix(200)
+        await record(
+            .badRequest, .denied, target: target, reason: "the Host header (\(shown)) is not the request's target")
+        await refuse(
+            head, 400,
+            "corral gateway: the Host header (\(shown)) differs from the request's target \(target); send the target's own host"
+        )
         return false
     }
 
@@ -145,7 +169,7 @@ final class ProxyConnection {
     /// Answers a refusal: reads and drops a small body first so that the client sees the
     /// answer rather than a reset, then closes.
     func refuse(_ head: ProxyRequestHead, _ status: Int, _ message: String) async {
-        if head.framing != .none && !head.expectsContinue {
+        if head.method != "CONNECT" && !head.expectsContinue {
             _ = await reader.discardBody(head.framing, limit: 1 << 20)
         }
         await respond(status, message, close: true)

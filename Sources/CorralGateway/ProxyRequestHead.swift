@@ -1,7 +1,9 @@
 import CurlHTTP
-import Foundation
+import NIOCore
+import NIOHTTP1
 
-/// A request as a sandbox sent it to its proxy: the request line and headers.
+/// A request as a sandbox sent it to its proxy: the request line and headers, as NIOHTTP1's
+/// decoder read them, with the checks the gateway adds on top.
 struct ProxyRequestHead: Sendable {
     enum BodyFraming: Sendable, Equatable {
         case none
@@ -15,70 +17,36 @@ struct ProxyRequestHead: Sendable {
     var target: String
     /// 0 for HTTP/1.0, 1 for HTTP/1.1.
     var minorVersion: Int
-    var headers: HTTPHeaders
+    var headers: CurlHTTP.HTTPHeaders
     var framing: BodyFraming
-
-    /// Whether the client wants the connection kept after this exchange.
-    var keepAlive: Bool {
-        let tokens = headers.fields.filter { $0.name.lowercased() == "connection" }
-            .flatMap { $0.value.lowercased().split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } }
-        if minorVersion == 0 { return tokens.contains("keep-alive") }
-        return !tokens.contains("close")
-    }
+    /// Whether the client wants the connection kept after this exchange. False for a request
+    /// that asks for an upgrade: the decoder reads nothing after one.
+    var keepAlive: Bool
 
     /// `Expect: 100-continue`.
     var expectsContinue: Bool { headers["expect"]?.lowercased() == "100-continue" }
 
-    /// Parses the bytes before the blank line (without it). Throws `HTTPFailure` with a 400
-    /// (or 501) on anything malformed.
-    init(parsing bytes: UnsafeRawBufferPointer) throws {
-        // Split as bytes: in a Swift String, "\r\n" is one character.
-        var lines: [Substring] = []
-        for line in bytes.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false) {
-            let trimmed = line.last == UInt8(ascii: "\r") ? line.dropLast() : line
-            lines.append(Substring(String(decoding: trimmed, as: UTF8.self)))
+    /// Takes a head the decoder accepted (it has checked the request line, tokens, and that
+    /// Content-Length and Transfer-Encoding agree) and applies what the gateway wants beyond
+    /// that. Throws `HTTPFailure` with a 400, 501 or 505.
+    init(_ head: HTTPRequestHead) throws {
+        guard head.version.major == 1, head.version.minor <= 1 else {
+            throw HTTPFailure(505, "only HTTP/1.0 and HTTP/1.1 are spoken here")
         }
-        guard let requestLine = lines.first, !requestLine.isEmpty else {
-            throw HTTPFailure(400, "the request line is empty")
-        }
-        let parts = requestLine.split(separator: " ", omittingEmptySubsequences: false)
-        guard parts.count == 3 else { throw HTTPFailure(400, "the request line is not METHOD TARGET VERSION") }
-        guard !parts[0].isEmpty, parts[0].utf8.allSatisfy(Self.isTokenByte) else {
-            throw HTTPFailure(400, "the method is not a token")
-        }
-        guard !parts[1].isEmpty, parts[1].utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7f }) else {
-            throw HTTPFailure(400, "the request target holds spaces or control characters")
-        }
-        switch parts[2] {
-        case "HTTP/1.1": minorVersion = 1
-        case "HTTP/1.0": minorVersion = 0
-        default: throw HTTPFailure(505, "only HTTP/1.0 and HTTP/1.1 are spoken here")
-        }
-        method = String(parts[0])
-        target = String(parts[1])
-        var headers = HTTPHeaders()
-        for line in lines.dropFirst() {
-            if line.isEmpty { continue }
-            guard let first = line.utf8.first, first != UInt8(ascii: " "), first != UInt8(ascii: "\t") else {
-                throw HTTPFailure(400, "folded header lines are not accepted")
-            }
-            guard let colon = line.firstIndex(of: ":") else { throw HTTPFailure(400, "a header line has no ':'") }
-            let name = line[..<colon]
-            guard !name.isEmpty, name.utf8.allSatisfy(Self.isTokenByte) else {
-                throw HTTPFailure(400, "a header name is not a token")
-            }
-            let value = line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
+        var headers = CurlHTTP.HTTPHeaders()
+        for (name, value) in head.headers {
             guard value.utf8.allSatisfy({ $0 == 0x09 || ($0 >= 0x20 && $0 != 0x7f) }) else {
                 throw HTTPFailure(400, "a header value holds control characters")
             }
-            headers.add(String(name), value)
+            headers.add(name, value)
         }
+        method = head.method.rawValue
+        target = head.uri
+        minorVersion = head.version.minor
         self.headers = headers
 
-        let lengths = headers.fields.filter { $0.name.lowercased() == "content-length" }.map(\.value)
-        let encodings = headers.fields.filter { $0.name.lowercased() == "transfer-encoding" }.map {
-            $0.value.lowercased()
-        }
+        let lengths = head.headers["content-length"]
+        let encodings = head.headers["transfer-encoding"].map { $0.lowercased() }
         if !encodings.isEmpty {
             guard lengths.isEmpty else { throw HTTPFailure(400, "both Content-Length and Transfer-Encoding are set") }
             guard encodings == ["chunked"] else {
@@ -86,26 +54,15 @@ struct ProxyRequestHead: Sendable {
             }
             framing = .chunked
         } else if let length = lengths.first {
-            guard lengths.allSatisfy({ $0 == length }), !length.isEmpty, length.utf8.count <= 18,
-                length.utf8.allSatisfy({ $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }),
-                let value = Int64(length)
-            else {
+            guard lengths.allSatisfy({ $0 == length }), let value = Int64(length), value >= 0 else {
                 throw HTTPFailure(400, "Content-Length is not one number")
             }
             framing = value == 0 ? .none : .length(value)
         } else {
             framing = .none
         }
-    }
-
-    static func isTokenByte(_ byte: UInt8) -> Bool {
-        switch byte {
-        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"),
-            UInt8(ascii: "0")...UInt8(ascii: "9"):
-            return true
-        default:
-            return Array("!#$%&'*+-.^_`|~".utf8).contains(byte)
-        }
+        let upgrade = !head.headers["upgrade"].isEmpty
+        keepAlive = head.isKeepAlive && !upgrade
     }
 }
 
@@ -117,6 +74,21 @@ struct HTTPFailure: Error, Sendable {
     init(_ status: Int, _ message: String) {
         self.status = status
         self.message = message
+    }
+
+    /// What the decoder's errors mean for the client: 431 for a head over the limit, 505 for
+    /// an HTTP version other than 1.x, 400 for the rest.
+    init(decoding error: any Error, maxHeadBytes: Int) {
+        switch error {
+        case HTTPParserError.headerOverflow, is ByteToMessageDecoderError.PayloadTooLargeError:
+            self.init(431, "the request head is larger than \(maxHeadBytes) bytes")
+        case HTTPParserError.invalidVersion:
+            self.init(505, "only HTTP/1.0 and HTTP/1.1 are spoken here")
+        case let parser as HTTPParserError:
+            self.init(400, "the request is not valid HTTP/1.1 (\(parser))")
+        default:
+            self.init(400, "the request is not valid HTTP/1.1")
+        }
     }
 }
 

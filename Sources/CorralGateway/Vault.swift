@@ -58,42 +58,67 @@ public final class Vault: Sendable {
 
     // MARK: Operations
 
-    /// Stores a credential, replacing one of the same name.
-    public func put(name: String, scope: CredentialScope, username: String = Vault.defaultUsername, secret: VaultSecret)
-        throws
-    {
+    /// Stores a credential for `tenant`'s sandboxes, replacing that tenant's credential of the
+    /// same name. Names are unique per tenant; two tenants may each have a `gh`.
+    public func put(
+        name: String, tenant: TenantID = .local, scope: CredentialScope, username: String = Vault.defaultUsername,
+        secret: VaultSecret
+    ) throws {
         try Self.checkName(name)
         try Self.checkUsername(username)
         try Self.checkSecret(secret)
         try modify { records in
-            records.removeAll { $0.name == name }
-            records.append(Record(name: name, scope: scope, username: username, created: Date(), secret: secret.value))
+            records.removeAll { $0.name == name && $0.tenant == tenant }
+            records.append(
+                Record(
+                    name: name, tenant: tenant, scope: scope, username: username, created: Date(),
+                    secret: secret.value))
         }
     }
 
-    /// Every credential, by name, without values.
+    /// Every credential of every tenant, by tenant and name, without values.
     public func list() throws -> [VaultEntry] {
-        try load().map(\.entry).sorted { $0.name < $1.name }
+        try load().map(\.entry).sorted(by: Self.order)
     }
 
-    /// Removes a credential; not found when there is none of that name.
-    public func remove(name: String) throws {
+    /// `tenant`'s credentials, by name, without values.
+    public func list(tenant: TenantID) throws -> [VaultEntry] {
+        try load().filter { $0.tenant == tenant }.map(\.entry).sorted(by: Self.order)
+    }
+
+    /// Removes `tenant`'s credential `name`; not found when that tenant has none of that name.
+    public func remove(name: String, tenant: TenantID = .local) throws {
         try Self.checkName(name)
         try modify { records in
-            guard records.contains(where: { $0.name == name }) else {
+            guard records.contains(where: { $0.name == name && $0.tenant == tenant }) else {
                 throw CorralError.notFound(
-                    "no credential named '\(name)' in the vault", hint: "`corral vault ls` lists them")
+                    "tenant \(tenant) has no credential named '\(name)' in the vault",
+                    hint: "`corral vault ls --tenant \(tenant)` lists them")
             }
-            records.removeAll { $0.name == name }
+            records.removeAll { $0.name == name && $0.tenant == tenant }
         }
     }
 
-    /// The credential whose scope covers `repository` most specifically. Between equally
+    /// Removes every credential of `tenant` (for `corral tenant rm --purge`); returns their
+    /// names, sorted. Nothing is written when it has none.
+    @discardableResult
+    public func removeAll(tenant: TenantID) throws -> [String] {
+        var removed: [String] = []
+        try modify { records in
+            removed = records.filter { $0.tenant == tenant }.map(\.name).sorted()
+            guard !removed.isEmpty else { throw Unchanged() }
+            records.removeAll { $0.tenant == tenant }
+        }
+        return removed
+    }
+
+    /// The credential of `tenant` whose scope covers `repository` most specifically. Another
+    /// tenant's credentials are never considered, whatever their scope. Between equally
     /// specific scopes, the first name in sort order wins, so the choice never depends on
     /// storage order.
-    public func resolve(for repository: GitRepository) throws -> ResolvedCredential? {
+    public func resolve(for repository: GitRepository, tenant: TenantID) throws -> ResolvedCredential? {
         let best = try load()
-            .filter { $0.scope.covers(repository) }
+            .filter { $0.tenant == tenant && $0.scope.covers(repository) }
             .min { lhs, rhs in
                 lhs.scope.specificity != rhs.scope.specificity
                     ? lhs.scope.specificity > rhs.scope.specificity : lhs.name < rhs.name
@@ -103,32 +128,66 @@ public final class Vault: Sendable {
 
     /// The key stored for a model API's host (a scope of just `HOST`, such as
     /// `api.anthropic.com`, or `127.0.0.1:8080` with its port), for the harness to send to
-    /// its brain. This is the one way a value leaves the vault outside the gateway: it goes
-    /// into a request header on the host, never into a sandbox or an event. Between several,
-    /// the first name in sort order wins.
+    /// its brain. Brain keys are the operator's: only the local tenant's credentials count,
+    /// never one a tenant stored for its sandboxes. This is the one way a value leaves the
+    /// vault outside the gateway: it goes into a request header on the host, never into a
+    /// sandbox or an event. Between several, the first name in sort order wins.
     public func brainKey(host: String) throws -> String? {
         let host = host.lowercased()
         return try load()
-            .filter { $0.scope.host == host && $0.scope.owner == nil }
+            .filter { $0.tenant == .local && $0.scope.host == host && $0.scope.owner == nil }
             .min { $0.name < $1.name }?.secret
+    }
+
+    private static func order(_ lhs: VaultEntry, _ rhs: VaultEntry) -> Bool {
+        lhs.tenant != rhs.tenant ? lhs.tenant < rhs.tenant : lhs.name < rhs.name
     }
 
     // MARK: Storage
 
     private struct Record: Codable {
         var name: String
+        /// Absent in format version 1, where every credential was the operator's.
+        var tenant: TenantID
         var scope: CredentialScope
         var username: String
         var created: Date
         var secret: String
 
-        var entry: VaultEntry { VaultEntry(name: name, scope: scope, username: username, created: created) }
+        init(name: String, tenant: TenantID, scope: CredentialScope, username: String, created: Date, secret: String) {
+            self.name = name
+            self.tenant = tenant
+            self.scope = scope
+            self.username = username
+            self.created = created
+            self.secret = secret
+        }
+
+        init(from decoder: any Decoder) throws {
+            let container = try decoder.container(keyedBy: CodingKeys.self)
+            name = try container.decode(String.self, forKey: .name)
+            tenant = try container.decodeIfPresent(TenantID.self, forKey: .tenant) ?? .local
+            scope = try container.decode(CredentialScope.self, forKey: .scope)
+            username = try container.decode(String.self, forKey: .username)
+            created = try container.decode(Date.self, forKey: .created)
+            secret = try container.decode(String.self, forKey: .secret)
+        }
+
+        var entry: VaultEntry {
+            VaultEntry(name: name, tenant: tenant, scope: scope, username: username, created: created)
+        }
     }
 
+    /// Version 2 gives every credential a tenant. Version 1 had none: read as the local
+    /// tenant's, and written back as version 2 on the next change.
     private struct Document: Codable {
-        var version = 1
+        static let currentVersion = 2
+        var version = Document.currentVersion
         var credentials: [Record]
     }
+
+    /// Thrown inside `modify` to leave the file as it is.
+    private struct Unchanged: Error {}
 
     private var lockFile: URL {
         configuration.file.deletingLastPathComponent().appendingPathComponent(
@@ -145,13 +204,26 @@ public final class Vault: Sendable {
         }
         try withFileLock(lockFile) {
             var records = try load()
-            try change(&records)
+            do {
+                try change(&records)
+            } catch is Unchanged {
+                return
+            }
             try store(records)
         }
     }
 
+    /// The format version of the sealed document as stored; nil with no vault yet.
+    func storedFormatVersion() throws -> Int? {
+        try loadDocument()?.version
+    }
+
     private func load() throws -> [Record] {
-        guard let sealed = try AtomicFile.read(configuration.file) else { return [] }
+        try loadDocument()?.credentials ?? []
+    }
+
+    private func loadDocument() throws -> Document? {
+        guard let sealed = try AtomicFile.read(configuration.file) else { return nil }
         guard sealed.count > Self.magic.count, Array(sealed.prefix(Self.magic.count)) == Self.magic else {
             throw CorralError(
                 .corrupted, "\(configuration.file.path) is not a corral vault",
@@ -169,12 +241,16 @@ public final class Vault: Sendable {
         }
         do {
             let document = try JSONDecoder.vault.decode(Document.self, from: plaintext)
-            guard document.version == 1 else {
+            guard (1...Document.currentVersion).contains(document.version) else {
                 throw CorralError(
                     .unsupported,
-                    "the vault \(configuration.file.path) has format version \(document.version); this corral reads 1")
+                    "the vault \(configuration.file.path) has format version \(document.version); this corral reads 1 and 2",
+                    hint: "use the corral that wrote it, or a newer one")
             }
-            return document.credentials
+            if document.version == 1, document.credentials.contains(where: { $0.tenant != .local }) {
+                throw CorralError(.corrupted, "the vault \(configuration.file.path) holds malformed data")
+            }
+            return document
         } catch let error as CorralError {
             throw error
         } catch {
@@ -183,7 +259,13 @@ public final class Vault: Sendable {
     }
 
     private func store(_ records: [Record]) throws {
-        let plaintext = try JSONEncoder.vault.encode(Document(credentials: records.sorted { $0.name < $1.name }))
+        let sorted = records.sorted { $0.tenant != $1.tenant ? $0.tenant < $1.tenant : $0.name < $1.name }
+        try writeSealed(JSONEncoder.vault.encode(Document(credentials: sorted)))
+    }
+
+    /// Seals `plaintext` (a document's JSON) into the vault file. Internal so that tests can
+    /// write a document of an older format.
+    func writeSealed(_ plaintext: Data) throws {
         let box = try AES.GCM.seal(plaintext, using: key, authenticating: Self.magic)
         guard let combined = box.combined else {
             throw CorralError(.internalError, "AES-GCM gave no combined box")

@@ -1,3 +1,4 @@
+import CorralCore
 import Foundation
 
 /// A credential's value. It prints, dumps and reflects as `<redacted>`; only the gateway
@@ -20,13 +21,16 @@ public struct VaultSecret: Sendable, Hashable, CustomStringConvertible, CustomDe
 /// A credential as the vault lists it: everything but the value.
 public struct VaultEntry: Sendable, Hashable, Codable {
     public var name: String
+    /// The tenant whose sandboxes may use it; no other tenant's ever does.
+    public var tenant: TenantID
     public var scope: CredentialScope
     /// The user name sent with the token (Basic auth); `x-access-token` unless given.
     public var username: String
     public var created: Date
 
-    public init(name: String, scope: CredentialScope, username: String, created: Date) {
+    public init(name: String, tenant: TenantID = .local, scope: CredentialScope, username: String, created: Date) {
         self.name = name
+        self.tenant = tenant
         self.scope = scope
         self.username = username
         self.created = created

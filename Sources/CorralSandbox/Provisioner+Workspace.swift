@@ -14,6 +14,19 @@ struct LateBinding: Sendable {
     func policy(for sandbox: SandboxID) -> GatewayPolicy {
         GatewayPolicy(gitGrants: workspace.map { [$0.grant(for: sandbox)] } ?? [], egressHosts: egressHosts)
     }
+
+    /// The policy as far as it is known before the sandbox's id is: a branch the request named
+    /// is pushable, and no branch at all stands for the sandbox's own.
+    var requestedPolicy: GatewayPolicy {
+        let grants = workspace.map { workspace in
+            [
+                GitGrant(
+                    repository: workspace.repository, access: workspace.write ? .write : .read,
+                    pushableBranches: workspace.branch.map { [$0] })
+            ]
+        }
+        return GatewayPolicy(gitGrants: grants ?? [], egressHosts: egressHosts)
+    }
 }
 
 /// What `bindWorkspace` did, for the record.
@@ -25,13 +38,18 @@ struct BoundWorkspace: Sendable {
 extension Provisioner {
     /// The template's repository unless the request names one; the template's egress hosts
     /// and the request's. Refused when something needs the gateway and this provisioner has
-    /// none (a process other than the service).
-    func lateBinding(_ request: ProvisionRequest, template: SandboxTemplate?) throws -> LateBinding {
+    /// none (a process other than the service), and when the gateway would refuse the tenant
+    /// what it asks for (security review findings 1 and 2): a pushable branch other than the
+    /// sandbox's own that the operator's `push_branches` does not give the tenant, or a
+    /// repository host that resolves to an address the tenant may not reach. Both are
+    /// decided here, before a member is claimed or a container made, and without connecting
+    /// to the repository's host, so that a request cannot probe the host's ports.
+    func lateBinding(_ request: ProvisionRequest, template: SandboxTemplate?) async throws -> LateBinding {
         var hosts = template?.egress ?? []
         for host in request.egressHosts where !hosts.contains(host) { hosts.append(host) }
         let binding = LateBinding(workspace: request.workspace ?? template?.workspace, egressHosts: hosts)
         guard binding.workspace != nil || !hosts.isEmpty else { return binding }
-        guard configuration.gateway != nil, configuration.environment.sandboxesDirectory != nil else {
+        guard let gateway = configuration.gateway, configuration.environment.sandboxesDirectory != nil else {
             let what =
                 binding.workspace.map { "cloning \($0.repository)" }
                 ?? "egress to \(hosts.joined(separator: ", "))"
@@ -40,6 +58,7 @@ extension Provisioner {
                 "\(what) needs the gateway, which runs in the corral service, and none serves this command",
                 hint: "start the service with `corral serve`, then provision through it")
         }
+        try await gateway.admit(tenant: request.tenant, sandbox: nil, policy: binding.requestedPolicy)
         return binding
     }
 
@@ -54,6 +73,8 @@ extension Provisioner {
             return BoundWorkspace()
         }
         let policy = binding.policy(for: id)
+        // Again with the id known: the branch is now the sandbox's own, or one the table allows.
+        try await gateway.admit(tenant: request.tenant, sandbox: id, policy: policy)
         try await gateway.attach(
             sandbox: id, tenant: request.tenant, session: request.session, directory: directory, policy: policy)
         guard var workspace = binding.workspace else { return BoundWorkspace(policy: policy) }

@@ -116,7 +116,7 @@ public final class Provisioner: Sendable {
         let clock = ContinuousClock()
         let started = clock.now
         guard let name = request.template else {
-            let binding = try lateBinding(request, template: nil)
+            let binding = try await lateBinding(request, template: nil)
             let shape = ContainerShape(
                 image: request.image, runtime: request.runtime, resources: request.resources, env: [:])
             return try await provisionCold(
@@ -130,7 +130,7 @@ public final class Provisioner: Sendable {
                     ? "templates come from corral.toml: pass --config FILE, set CORRAL_CONFIG, or put it at $STATE/corral.toml"
                     : "known templates: \(known.joined(separator: ", "))")
         }
-        let binding = try lateBinding(request, template: template)
+        let binding = try await lateBinding(request, template: template)
         if let sandbox = try await claimWarm(template, request: request, binding: binding, started: started) {
             return sandbox
         }

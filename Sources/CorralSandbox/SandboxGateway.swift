@@ -20,6 +20,12 @@ public protocol SandboxGateway: Sendable {
 
     /// The sandboxes with an open socket.
     var attachedSandboxes: [SandboxID] { get }
+
+    /// Refuses, before anything is made or cloned, a policy the gateway would refuse `tenant`
+    /// anyway (a pushable branch the operator does not allow it, a repository host or egress
+    /// address it may not reach), with `.permissionDenied` naming the rule. `sandbox` is nil
+    /// while the sandbox's id is not known yet.
+    func admit(tenant: TenantID, sandbox: SandboxID?, policy: GatewayPolicy) async throws
 }
 
 extension Gateway: SandboxGateway {}

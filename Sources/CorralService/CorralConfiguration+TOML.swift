@@ -1,4 +1,5 @@
 import CorralCore
+import CorralGateway
 import CorralSandbox
 import Foundation
 import TOMLKit
@@ -34,7 +35,10 @@ extension CorralConfiguration {
         var configuration = CorralConfiguration()
         configuration.source = source
         let top = TableReader(root, path: "", source: source)
-        try top.allowOnly(["engine", "service", "server", "limits", "templates"])
+        try top.allowOnly(["engine", "service", "server", "limits", "templates", "gateway"])
+        if let gateway = try top.table("gateway") {
+            configuration.gateway = try parseGateway(gateway)
+        }
         if let server = try top.table("server") {
             try server.allowOnly(["listen", "socket", "header_timeout", "idle_timeout", "shutdown_timeout"])
             if let listen = try server.string("listen") { configuration.server.listen = listen.isEmpty ? nil : listen }
@@ -82,6 +86,26 @@ extension CorralConfiguration {
             configuration.templates.append(template)
         }
         return configuration
+    }
+
+    /// `[gateway]`: `private_hosts`, and `[gateway.push_branches]` with one key per tenant.
+    static func parseGateway(_ table: TableReader) throws -> GatewaySettings {
+        try table.allowOnly(["private_hosts", "push_branches"])
+        var settings = GatewaySettings()
+        if let hosts = try table.strings("private_hosts") {
+            settings.dialPolicy = try table.check("private_hosts") { try DialPolicy(privateHosts: hosts) }
+        }
+        if let branches = try table.table("push_branches") {
+            var rules: [TenantID: [String]] = [:]
+            for key in branches.keys.sorted() {
+                let tenant = try branches.check(key) { try TenantID(validating: key) }
+                let names = try branches.strings(key) ?? []
+                rules[tenant] = names
+                _ = try branches.check(key) { try PushBranchRules([tenant: names]) }
+            }
+            settings.pushBranches = try PushBranchRules(rules)
+        }
+        return settings
     }
 
     static func parseTemplate(_ table: TableReader, index: Int) throws -> SandboxTemplate {
@@ -188,6 +212,16 @@ struct TableReader {
                 error.message.hasPrefix("template '") || owner == nil
                 ? error.message : "\(owner ?? ""): \(error.message)"
             throw CorralError(error.code, "\(source): \(message)", hint: error.hint)
+        }
+    }
+
+    /// Runs `body`, which checks the value at `name`; its error becomes one line naming the
+    /// file and the key.
+    func check<T>(_ name: String, _ body: () throws -> T) throws -> T {
+        do {
+            return try body()
+        } catch let error as CorralError {
+            throw CorralError(error.code, "\(location(name)): \(error.message)", hint: error.hint)
         }
     }
 

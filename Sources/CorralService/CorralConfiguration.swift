@@ -1,4 +1,5 @@
 import CorralCore
+import CorralGateway
 import CorralSandbox
 import Foundation
 
@@ -57,7 +58,20 @@ public struct CorralConfiguration: Sendable {
         public init() {}
     }
 
+    /// `[gateway]`: what the operator opens beyond the gateway's defaults.
+    public struct GatewaySettings: Sendable, Hashable {
+        /// `private_hosts = ["host:port", …]`: the only internal (loopback, private,
+        /// link-local) hosts a network tenant's sandbox may reach; see `DialPolicy`.
+        public var dialPolicy = DialPolicy()
+        /// `[gateway.push_branches]`: tenant name → branches (`main`, `release/*`) its
+        /// sandboxes may push besides their own `corral/<id>`.
+        public var pushBranches = PushBranchRules()
+
+        public init() {}
+    }
+
     public var engine = Engine()
+    public var gateway = GatewaySettings()
     public var service = Service()
     public var server = Server()
     public var limits = Limits()

@@ -57,9 +57,12 @@ public struct CorralServiceRunner: Sendable {
                 logger.info("made a new vault key (mode 0600); keep it safe", metadata: ["file": "\(file.path)"])
             }
             gatewayVault = opened
+            var gatewayConfiguration = Gateway.Configuration(
+                workDirectory: state.appendingPathComponent("gateway", isDirectory: true))
+            gatewayConfiguration.dialPolicy = configuration.gateway.dialPolicy
+            gatewayConfiguration.pushBranches = configuration.gateway.pushBranches
             gateway = Gateway(
-                configuration: Gateway.Configuration(
-                    workDirectory: state.appendingPathComponent("gateway", isDirectory: true)),
+                configuration: gatewayConfiguration,
                 vault: opened, eventSink: sessions.map { SessionGatewayEvents(store: $0, logger: logger) },
                 logger: logger)
         }

@@ -18,6 +18,7 @@ final class CurlTransfer: @unchecked Sendable {
     // (setup happens before the handle is handed to the loop), and freed in deinit.
     let easy: UnsafeMutableRawPointer
     private var headerList: UnsafeMutablePointer<curl_slist>?
+    private var connectToList: UnsafeMutablePointer<curl_slist>?
     private let errorBuffer: UnsafeMutablePointer<CChar>
     let request: HTTPRequest
     let endpoint: HTTPEndpoint
@@ -63,6 +64,7 @@ final class CurlTransfer: @unchecked Sendable {
     deinit {
         curl_easy_cleanup(easy)
         if let headerList { curl_slist_free_all(headerList) }
+        if let connectToList { curl_slist_free_all(connectToList) }
         errorBuffer.deallocate()
     }
 
@@ -79,6 +81,11 @@ final class CurlTransfer: @unchecked Sendable {
         try set(CURLOPT_CONNECTTIMEOUT_MS, Int(configuration.connectTimeout.milliseconds))
         if let timeout = request.timeout { try set(CURLOPT_TIMEOUT_MS, max(1, Int(timeout.milliseconds))) }
         if request.forbidReuse { try set(CURLOPT_FORBID_REUSE, 1) }
+        if let connectTo = request.connectTo {
+            // "HOST:PORT:TO-HOST:TO-PORT" with HOST and PORT empty: whatever the URL says.
+            connectToList = curl_slist_append(nil, "::\(connectTo.address):\(connectTo.port)")
+            if let connectToList { try set(CURLOPT_CONNECT_TO, pointer: UnsafeMutableRawPointer(connectToList)) }
+        }
         switch endpoint {
         case .unixSocket(let path):
             try set(CURLOPT_UNIX_SOCKET_PATH, path)

@@ -65,6 +65,10 @@ public struct HTTPRequest: Sendable {
     /// Close the connection after this request instead of returning it to the pool. For
     /// endpoints that take the connection over (docker's attach and exec start).
     public var forbidReuse: Bool
+    /// Connect to this address (`93.184.216.34`, `[::1]`) and port instead of resolving the
+    /// URL's host (CURLOPT_CONNECT_TO): for a caller that checked the address itself and must
+    /// not have it resolved a second time. TLS still verifies the URL's host name.
+    public var connectTo: (address: String, port: Int)?
 
     public init(
         _ method: HTTPMethod, _ path: String, headers: HTTPHeaders = [:], body: HTTPRequestBody = .empty,

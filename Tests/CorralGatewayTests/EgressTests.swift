@@ -65,10 +65,10 @@ struct EgressTests {
                 port: proxyPort, "GET http://127.0.0.1:\(port)/hello?x=1 HTTP/1.1\r\nHost: 127.0.0.1:\(port)\r\n\r\n")
             answers.posted = try TCPClient.exchange(
                 port: proxyPort,
-                "POST http://127.0.0.1:\(port)/form HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n3\r\n123\r\n0\r\n\r\n"
+                "POST http://127.0.0.1:\(port)/form HTTP/1.1\r\nHost: 127.0.0.1:\(port)\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n3\r\n123\r\n0\r\n\r\n"
             )
             answers.denied = try TCPClient.exchange(
-                port: proxyPort, "GET http://localhost:\(port)/hello HTTP/1.1\r\nHost: localhost\r\n\r\n")
+                port: proxyPort, "GET http://localhost:\(port)/hello HTTP/1.1\r\nHost: localhost:\(port)\r\n\r\n")
             let fd = try TCPClient.connect(port: proxyPort)
             TCPClient.send(fd, "CONNECT 127.0.0.1:\(port) HTTP/1.1\r\nHost: 127.0.0.1:\(port)\r\n\r\n")
             answers.established = TCPClient.read(fd, until: "\r\n\r\n")
@@ -94,10 +94,12 @@ struct EgressTests {
             let answers = try await runOnThread { () -> [String] in
                 [
                     try TCPClient.exchange(
-                        unixSocket: socket, "GET http://localhost:\(port)/x HTTP/1.1\r\nHost: localhost\r\n\r\n"),
+                        unixSocket: socket, "GET http://localhost:\(port)/x HTTP/1.1\r\nHost: localhost:\(port)\r\n\r\n"
+                    ),
                     try TCPClient.exchange(unixSocket: socket, "CONNECT localhost:\(port) HTTP/1.1\r\n\r\n"),
                     try TCPClient.exchange(
-                        unixSocket: socket, "GET http://127.0.0.1:\(port)/y HTTP/1.1\r\nHost: a\r\n\r\n"),
+                        unixSocket: socket, "GET http://127.0.0.1:\(port)/y HTTP/1.1\r\nHost: 127.0.0.1:\(port)\r\n\r\n"
+                    ),
                 ]
             }
             #expect(answers[0].hasPrefix("HTTP/1.1 403"), "\(answers[0])")

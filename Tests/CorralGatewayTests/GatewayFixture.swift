@@ -21,8 +21,10 @@ struct GatewayFixture {
 
     /// Runs `body` with a fresh fixture; the gateway runs until `body` returns. Afterwards
     /// checks that the token appears in no log line and no decision.
+    /// `configure` also gets the upstream's port, for settings that name it (private_hosts).
     static func with(
         configure: (inout Gateway.Configuration) -> Void = { _ in },
+        upstream configureUpstream: (inout Gateway.Configuration, _ upstreamPort: Int) throws -> Void = { _, _ in },
         _ body: (GatewayFixture) async throws -> Void
     ) async throws {
         // A short base directory: unix socket paths must stay under 108 bytes.
@@ -37,6 +39,7 @@ struct GatewayFixture {
                 stateDirectory: directory.appendingPathComponent("state"), environment: [:]))
         var configuration = Gateway.Configuration(workDirectory: directory.appendingPathComponent("state/gateway"))
         configure(&configuration)
+        try configureUpstream(&configuration, upstream.port)
         let logs = LogCapture()
         let sink = RecordingSink()
         let gateway = Gateway(configuration: configuration, vault: vault, eventSink: sink, logger: logs.logger())
@@ -63,9 +66,10 @@ struct GatewayFixture {
     /// The remote a sandbox uses: no credential in it.
     func remote(_ name: String) -> String { "http://git.corral/\(repository(name)).git" }
 
-    func storeToken(scope: String? = nil) throws {
+    /// Stores the upstream's token as `upstream-token` for `tenant` (the local one unless told).
+    func storeToken(scope: String? = nil, tenant: TenantID = .local) throws {
         try vault.put(
-            name: "upstream-token",
+            name: "upstream-token", tenant: tenant,
             scope: CredentialScope(parsing: scope ?? "127.0.0.1:\(upstream.port)/\(Self.owner)"),
             secret: VaultSecret(token))
     }

@@ -2,6 +2,7 @@ import CorralCore
 import Foundation
 import Logging
 import NIOCore
+import TestSupport
 import Testing
 
 @testable import CorralGateway
@@ -169,24 +170,122 @@ struct ProtocolTests {
         #expect(try GitGrant(repository: "h.example/o/r", access: .read).branches(for: sandbox).isEmpty)
     }
 
-    @Test("request heads: bad framing and malformed lines are refused")
-    func requestHeads() throws {
-        func parse(_ text: String) throws -> ProxyRequestHead {
-            try Array(text.utf8).withUnsafeBytes { try ProxyRequestHead(parsing: $0) }
+    @Test("request heads: bad framing and malformed lines are refused by the decoder, and answered")
+    func requestHeads() async throws {
+        try await GatewayFixture.with { fixture in
+            let socket = try await fixture.attach(SandboxID(unchecked: "sb-heads001"), policy: GatewayPolicy())
+            let cases: [(String, String)] = [
+                ("GET http://a/\r\n\r\n", "HTTP/1.1 505"),
+                // llhttp reads repeated spaces as one; the target is unambiguous and judged as usual.
+                ("GET  http://a/ HTTP/1.1\r\n\r\n", "HTTP/1.1 403"),
+                ("GET http://a/ HTTP/2.0\r\n\r\n", "HTTP/1.1 505"),
+                ("G(T http://a/ HTTP/1.1\r\n\r\n", "HTTP/1.1 400"),
+                ("GET http://a/ HTTP/1.1\r\n folded: x\r\n\r\n", "HTTP/1.1 400"),
+                ("GET http://a/ HTTP/1.1\r\nNoColon\r\n\r\n", "HTTP/1.1 400"),
+                ("GET http://a/ HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", "HTTP/1.1 400"),
+                ("GET http://a/ HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n", "HTTP/1.1 400"),
+                ("GET http://a/ HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n", "HTTP/1.1 501"),
+                ("GET http://a/ HTTP/1.1\r\nContent-Length: -1\r\n\r\n", "HTTP/1.1 400"),
+                ("GET http://a/" + String(repeating: "p", count: 70_000) + " HTTP/1.1\r\n\r\n", "HTTP/1.1 431"),
+            ]
+            for (request, status) in cases {
+                let answer = try await runOnThread { try TCPClient.exchange(unixSocket: socket, request) }
+                #expect(answer.hasPrefix(status), "\(request.prefix(60)): \(answer.prefix(200))")
+            }
         }
-        let head = try parse("POST http://git.corral/x HTTP/1.1\r\nContent-Length: 5\r\nConnection: close")
-        #expect(head.framing == .length(5))
-        #expect(!head.keepAlive)
-        #expect(try parse("GET http://a/ HTTP/1.1\r\nTransfer-Encoding: chunked").framing == .chunked)
-        #expect(try !parse("GET http://a/ HTTP/1.0").keepAlive)
-        for bad in [
-            "GET http://a/", "GET  http://a/ HTTP/1.1", "GET http://a/ HTTP/2.0", "G(T http://a/ HTTP/1.1",
-            "GET http://a/ HTTP/1.1\r\n folded: x", "GET http://a/ HTTP/1.1\r\nNoColon",
-            "GET http://a/ HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2",
-            "GET http://a/ HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked",
-            "GET http://a/ HTTP/1.1\r\nTransfer-Encoding: gzip", "GET http://a/ HTTP/1.1\r\nContent-Length: -1",
+    }
+
+    @Test("dial policy: a network tenant is refused every internal address, in any spelling; the operator opens one")
+    func dialPolicy() async throws {
+        // Security review finding 2.
+        let network = TenantID(unchecked: "tn-net")
+        let policy = try DialPolicy(privateHosts: ["127.0.0.1:8080", "git.internal:9418", "[::1]:8443"])
+        for host in [
+            "127.0.0.1", "127.1", "0x7f.0.0.1", "2130706433", "017700000001", "[::1]", "[::ffff:127.0.0.1]", "::1",
+            "localhost", "0", "0.0.0.0", "10.0.0.1", "169.254.169.254", "100.64.0.1", "[fe80::1]",
         ] {
-            #expect(throws: HTTPFailure.self, "\(bad)") { try parse(bad) }
+            await #expect(throws: CorralError.self, "\(host)") {
+                _ = try await policy.resolve(host: host, port: 81, tenant: network)
+            }
+        }
+        // The one opened: by address, whatever the spelling; by port exactly.
+        #expect(try await policy.resolve(host: "127.1", port: 8080, tenant: network).address == "127.0.0.1")
+        #expect(try await policy.resolve(host: "localhost", port: 8080, tenant: network).address == "127.0.0.1")
+        #expect(try await policy.resolve(host: "[::1]", port: 8443, tenant: network).address == "::1")
+        // The operator's own sandboxes: literals yes, names that resolve inside no.
+        #expect(try await policy.resolve(host: "127.0.0.1", port: 81, tenant: .local).address == "127.0.0.1")
+        await #expect(throws: CorralError.self) {
+            _ = try await policy.resolve(host: "localhost", port: 81, tenant: .local)
+        }
+        do {
+            _ = try await policy.resolve(host: "0x7f.0.0.1", port: 81, tenant: network)
+        } catch let error as CorralError {
+            #expect(error.code == .permissionDenied)
+            #expect(error.message.contains("private_hosts"), "\(error.message)")
+        }
+        for bad in ["127.0.0.1", "*.internal:80", "127.1:80", "http://a:80", "a:0"] {
+            #expect(throws: CorralError.self, "\(bad)") { _ = try DialPolicy(privateHosts: [bad]) }
+        }
+        // Early refusal of allow-list entries that are themselves internal.
+        #expect(throws: CorralError.self) { try policy.checkEgressEntry("2130706433:81", tenant: network) }
+        #expect(throws: CorralError.self) { try policy.checkEgressEntry("localhost", tenant: network) }
+        try policy.checkEgressEntry("127.0.0.1:8080", tenant: network)
+        try policy.checkEgressEntry("pypi.org", tenant: network)
+        try policy.checkEgressEntry("127.0.0.1:81", tenant: .local)
+    }
+
+    @Test("push branches: the sandbox's own, the table's names and prefixes, and anything for the local tenant")
+    func pushBranchRules() throws {
+        // Security review finding 1.
+        let tenant = TenantID(unchecked: "tn-push")
+        let sandbox = SandboxID(unchecked: "sb-push001")
+        let rules = try PushBranchRules([tenant: ["release/*", "docs"]])
+        #expect(rules.allows(tenant: tenant, branch: "corral/sb-push001", sandbox: sandbox))
+        #expect(!rules.allows(tenant: tenant, branch: "corral/sb-other", sandbox: sandbox))
+        #expect(!rules.allows(tenant: tenant, branch: "corral/sb-push001", sandbox: nil))
+        #expect(rules.allows(tenant: tenant, branch: "release/1.2", sandbox: nil))
+        #expect(!rules.allows(tenant: tenant, branch: "release/", sandbox: nil))
+        #expect(rules.allows(tenant: tenant, branch: "docs", sandbox: sandbox))
+        #expect(!rules.allows(tenant: tenant, branch: "main", sandbox: sandbox))
+        #expect(!rules.allows(tenant: TenantID(unchecked: "tn-other"), branch: "docs", sandbox: nil))
+        #expect(rules.allows(tenant: .local, branch: "main", sandbox: nil))
+        for bad in ["", "a*b", "refs/heads/main", "-x", "a..b"] {
+            #expect(throws: CorralError.self, "\(bad)") { _ = try PushBranchRules([tenant: [bad]]) }
+        }
+    }
+
+    @Test("admission: what the gateway would refuse a tenant is refused before anything is made")
+    func admission() async throws {
+        // Security review findings 1 and 2.
+        try await GatewayFixture.with(configure: {
+            $0.pushBranches = (try? PushBranchRules([TenantID(unchecked: "tn-ok"): ["main"]])) ?? PushBranchRules()
+        }) { fixture in
+            let network = TenantID(unchecked: "tn-net")
+            let main = GatewayPolicy(gitGrants: [
+                try GitGrant(repository: "github.com/acme/rocket", access: .write, pushableBranches: ["main"])
+            ])
+            do {
+                try await fixture.gateway.admit(tenant: network, sandbox: nil, policy: main)
+                Issue.record("a network tenant was admitted to push main")
+            } catch let error as CorralError {
+                #expect(error.code == .permissionDenied)
+                #expect(error.message.contains("[gateway.push_branches]"), "\(error.message)")
+            }
+            try await fixture.gateway.admit(tenant: .local, sandbox: nil, policy: main)
+            let loopback = GatewayPolicy(gitGrants: [try GitGrant(repository: "127.0.0.1:9/acme/rocket", access: .read)]
+            )
+            do {
+                try await fixture.gateway.admit(tenant: network, sandbox: nil, policy: loopback)
+                Issue.record("a network tenant was admitted to a repository on loopback")
+            } catch let error as CorralError {
+                #expect(error.code == .permissionDenied)
+                #expect(error.message.contains("repository 127.0.0.1:9/acme/rocket is refused"), "\(error.message)")
+            }
+            try await fixture.gateway.admit(tenant: .local, sandbox: nil, policy: loopback)
+            await #expect(throws: CorralError.self) {
+                try await fixture.gateway.admit(
+                    tenant: network, sandbox: nil, policy: GatewayPolicy(egressHosts: ["0x7f.0.0.1:8420"]))
+            }
         }
     }
 }

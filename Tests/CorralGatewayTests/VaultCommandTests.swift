@@ -76,7 +76,50 @@ struct VaultCommandTests {
             #expect(removed.status == 0)
             let missing = try await corral(["vault", "rm", "gh"], stateDirectory: state)
             #expect(missing.status != 0)
-            #expect(missing.stderr.contains("corral: no credential named 'gh'"))
+            #expect(missing.stderr.contains("corral: tenant local has no credential named 'gh'"))
+        }
+    }
+
+    /// Security review finding 1: credentials belong to one tenant each.
+    @Test("--tenant stores, lists and removes one tenant's credential; the same name may exist per tenant")
+    func perTenant() async throws {
+        try await withTemporaryDirectory { state in
+            for tenant in ["tn-alpha", "tn-beta"] {
+                let put = try await corral(
+                    ["vault", "put", "gh", "--scope", "github.com/acme", "--tenant", tenant], stdin: "v-\(tenant)",
+                    stateDirectory: state)
+                #expect(put.status == 0, "\(put.stderr)")
+                #expect(put.stdout.contains("(tenant \(tenant))"))
+            }
+            let local = try await corral(
+                ["vault", "put", "gh", "--scope", "github.com"], stdin: "v", stateDirectory: state)
+            #expect(local.status == 0)
+
+            let table = try await corral(["vault", "ls"], stateDirectory: state)
+            let lines = table.stdout.split(separator: "\n").map { $0.split(separator: " ").map(String.init) }
+            #expect(lines.first == ["TENANT", "NAME", "SCOPE", "USERNAME"], "\(table.stdout)")
+            #expect(
+                lines.dropFirst().map { $0.prefix(2).joined(separator: "/") } == [
+                    "local/gh", "tn-alpha/gh", "tn-beta/gh",
+                ])
+
+            let json = try await corral(["vault", "ls", "--json", "--tenant", "tn-beta"], stateDirectory: state)
+            let rows = try JSONDecoder().decode([[String: String]].self, from: Data(json.stdout.utf8))
+            #expect(rows.map { $0["tenant"] } == ["tn-beta"])
+
+            let removed = try await corral(["vault", "rm", "gh", "--tenant", "tn-alpha"], stateDirectory: state)
+            #expect(removed.status == 0, "\(removed.stderr)")
+            let again = try await corral(["vault", "rm", "gh", "--tenant", "tn-alpha"], stateDirectory: state)
+            #expect(again.status != 0)
+            let left = try await corral(["vault", "ls", "--json"], stateDirectory: state)
+            let remaining = try JSONDecoder().decode([[String: String]].self, from: Data(left.stdout.utf8))
+            #expect(remaining.map { $0["tenant"] } == ["local", "tn-beta"])
+
+            let bad = try await corral(
+                ["vault", "put", "gh", "--scope", "github.com", "--tenant", "Not A Tenant"], stdin: "v",
+                stateDirectory: state)
+            #expect(bad.status != 0)
+            #expect(bad.stderr.contains("invalid tenant id"), "\(bad.stderr)")
         }
     }
 

@@ -127,7 +127,7 @@ struct VaultTests {
                 name: "a-tie", scope: CredentialScope(parsing: "other.example.com/x"), secret: VaultSecret("5"))
 
             func best(_ repository: String) throws -> String? {
-                try vault.resolve(for: GitRepository(parsing: repository))?.entry.name
+                try vault.resolve(for: GitRepository(parsing: repository), tenant: .local)?.entry.name
             }
             #expect(try best("git.example.com/acme/rocket") == "repo")
             #expect(try best("git.example.com/acme/anvil") == "owner")
@@ -178,7 +178,8 @@ struct VaultTests {
             #expect(!dumped.contains(token))
             let vault = try openVault(directory)
             try vault.put(name: "gh", scope: CredentialScope(parsing: "github.com"), secret: secret)
-            let resolved = try #require(try vault.resolve(for: GitRepository(parsing: "github.com/a/b")))
+            let resolved = try #require(
+                try vault.resolve(for: GitRepository(parsing: "github.com/a/b"), tenant: .local))
             var dumpedResolved = ""
             dump(resolved, to: &dumpedResolved)
             #expect(!"\(resolved)".contains(token))

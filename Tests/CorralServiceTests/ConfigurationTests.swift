@@ -1,4 +1,5 @@
 import CorralCore
+import CorralGateway
 import CorralSandbox
 import Foundation
 import TestSupport
@@ -80,6 +81,22 @@ struct ConfigurationTests {
             ("[[templates]]\nname = \"a\"\n[[templates]]\nname = \"a\"\n", "template 'a' is defined twice"),
             ("[engine\n", "not valid TOML at line 1"),
             ("[service]\ncheck_interval = \"0s\"\n", "service.check_interval: it must be longer than 0"),
+            ("[gateway]\nprivate_host = [\"a:1\"]\n", "gateway.private_host is not a setting corral knows"),
+            (
+                "[gateway]\nprivate_hosts = [\"127.0.0.1\"]\n",
+                "gateway.private_hosts: invalid private host '127.0.0.1': it needs a port"
+            ),
+            ("[gateway]\nprivate_hosts = [\"*.corp:80\"]\n", "gateway.private_hosts: invalid private host"),
+            ("[gateway]\nprivate_hosts = \"a:1\"\n", "gateway.private_hosts must be an array of strings"),
+            (
+                "[gateway.push_branches]\n\"Bad Tenant\" = [\"main\"]\n",
+                "gateway.push_branches.Bad Tenant: invalid tenant id"
+            ),
+            ("[gateway.push_branches]\nacme = \"main\"\n", "gateway.push_branches.acme must be an array of strings"),
+            (
+                "[gateway.push_branches]\nacme = [\"a*b\"]\n",
+                "gateway.push_branches.acme: invalid pushable branch 'a*b'"
+            ),
         ])
     func refused(text: String, message: String) throws {
         do {
@@ -89,6 +106,36 @@ struct ConfigurationTests {
             #expect(error.message.hasPrefix("test.toml: "), "\(error.message)")
             #expect(error.message.contains(message), "\(error.message)")
             #expect(!error.message.contains("\n"))
+        }
+    }
+
+    /// Security review findings 1 and 2: the operator's gateway settings.
+    @Test("[gateway] private_hosts and [gateway.push_branches] parse into the gateway's rules")
+    func gatewaySettings() async throws {
+        let configuration = try CorralConfiguration.parse(
+            """
+            [gateway]
+            private_hosts = ["git.internal:8080", "127.0.0.1:3000", "[::1]:8443"]
+
+            [gateway.push_branches]
+            acme = ["main", "release/*"]
+            tn-ci = []
+            """, source: "c.toml")
+        let gateway = configuration.gateway
+        #expect(
+            gateway.dialPolicy.privateHosts.map(\.description) == ["git.internal:8080", "127.0.0.1:3000", "[::1]:8443"])
+        let acme = TenantID(unchecked: "acme")
+        #expect(gateway.pushBranches.allows(tenant: acme, branch: "release/2", sandbox: nil))
+        #expect(gateway.pushBranches.allows(tenant: acme, branch: "main", sandbox: nil))
+        #expect(!gateway.pushBranches.allows(tenant: TenantID(unchecked: "tn-ci"), branch: "main", sandbox: nil))
+        let empty = try CorralConfiguration.parse("")
+        #expect(empty.gateway.dialPolicy.privateHosts.isEmpty)
+        #expect(empty.gateway.pushBranches.branches.isEmpty)
+        // The operator opened 127.0.0.1:3000 to network tenants: that one address and port only.
+        #expect(
+            try await gateway.dialPolicy.resolve(host: "127.0.0.1", port: 3000, tenant: acme).address == "127.0.0.1")
+        await #expect(throws: CorralError.self) {
+            _ = try await gateway.dialPolicy.resolve(host: "127.0.0.1", port: 3001, tenant: acme)
         }
     }
 

@@ -27,12 +27,17 @@ final class WorkspaceFixture: Sendable {
     let clock: ManualClock
     let templates: [SandboxTemplate]
     let reapInterval: Duration
+    /// corral.toml's `[gateway]`, made once the upstream's port is known.
+    let gatewaySettings: @Sendable (_ upstreamPort: Int) throws -> CorralConfiguration.GatewaySettings
     private let running = Mutex<(runner: CorralServiceRunner, task: Task<Void, any Error>)?>(nil)
 
     static let owner = "acme"
     static let credentialName = "upstream-token"
 
-    private init(templates: [SandboxTemplate], reapInterval: Duration) throws {
+    private init(
+        templates: [SandboxTemplate], reapInterval: Duration,
+        gateway: @escaping @Sendable (Int) throws -> CorralConfiguration.GatewaySettings
+    ) throws {
         // Short: a sandbox's socket path must stay under 108 bytes.
         directory = URL(fileURLWithPath: "/tmp/cw-\(UUID().uuidString.prefix(8).lowercased())", isDirectory: true)
         state = directory.appendingPathComponent("state", isDirectory: true)
@@ -46,6 +51,7 @@ final class WorkspaceFixture: Sendable {
         clock = ManualClock()
         self.templates = templates
         self.reapInterval = reapInterval
+        self.gatewaySettings = gateway
     }
 
     /// Runs `body` with a fresh fixture and the service running; afterwards removes every
@@ -54,9 +60,12 @@ final class WorkspaceFixture: Sendable {
     /// reaper sweeps once at start and then only when the clock is moved past `reapInterval`.
     static func with(
         templates: [SandboxTemplate] = [], reapInterval: Duration = .seconds(30),
+        gateway: @escaping @Sendable (_ upstreamPort: Int) throws -> CorralConfiguration.GatewaySettings = { _ in
+            CorralConfiguration.GatewaySettings()
+        },
         _ body: (WorkspaceFixture) async throws -> Void
     ) async throws {
-        let fixture = try WorkspaceFixture(templates: templates, reapInterval: reapInterval)
+        let fixture = try WorkspaceFixture(templates: templates, reapInterval: reapInterval, gateway: gateway)
         do {
             try fixture.upstream.createRepository(owner: owner, name: "rocket", files: ["README.md": "rocket\n"])
             try fixture.storeToken()
@@ -91,6 +100,7 @@ final class WorkspaceFixture: Sendable {
         var configuration = CorralConfiguration()
         configuration.templates = templates
         configuration.service.reapInterval = reapInterval
+        configuration.gateway = try gatewaySettings(upstream.port)
         var logger = Logger(label: "corral") { label in CapturingLogHandler(capture: self.logs, label: label) }
         logger.logLevel = .trace
         let clock = self.clock

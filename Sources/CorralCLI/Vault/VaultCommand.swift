@@ -8,7 +8,7 @@ import Foundation
 struct VaultCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "vault",
-        abstract: "Credentials for git hosts, encrypted at rest; values are never printed.",
+        abstract: "Credentials for git hosts, one tenant's each, encrypted at rest; values are never printed.",
         subcommands: [VaultPutCommand.self, VaultListCommand.self, VaultRemoveCommand.self]
     )
 }

@@ -13,8 +13,10 @@ struct VaultPutCommand: AsyncParsableCommand {
         abstract: "Store a credential; the value is read from standard input, never from arguments.",
         discussion: """
             The scope says where the credential may be used: HOST, HOST/OWNER or HOST/OWNER/REPO. \
-            When several match a repository, the most specific wins. Example:
-              printf '%s' "$TOKEN" | corral vault put gh-apple --scope github.com/apple
+            When several match a repository, the most specific wins. A credential belongs to one \
+            tenant (--tenant, default local): only that tenant's sandboxes are ever given it. \
+            Example:
+              printf '%s' "$TOKEN" | corral vault put gh-apple --scope github.com/apple --tenant acme
             """
     )
 
@@ -29,12 +31,16 @@ struct VaultPutCommand: AsyncParsableCommand {
     @Option(name: .long, help: "The user name sent with the token (default x-access-token).")
     var username: String = Vault.defaultUsername
 
+    @Option(name: .long, help: "The tenant whose sandboxes may use it (default: local, the operator's).")
+    var tenant: String = TenantID.local.rawValue
+
     func run() async throws {
+        let owner = try TenantID(validating: tenant)
         let parsedScope = try CredentialScope(parsing: scope)
         let secret = try SecretInput.readSecret(prompt: "value for \(name): ")
         let vault = try global.openVault()
-        try vault.put(name: name, scope: parsedScope, username: username, secret: secret)
-        print("stored \(name) for \(parsedScope)")
+        try vault.put(name: name, tenant: owner, scope: parsedScope, username: username, secret: secret)
+        print("stored \(name) for \(parsedScope) (tenant \(owner))")
     }
 }
 

@@ -13,8 +13,12 @@ struct VaultRemoveCommand: AsyncParsableCommand {
     @Argument(help: "The credential's name.")
     var name: String
 
+    @Option(name: .long, help: "The tenant it belongs to (default: local).")
+    var tenant: String = TenantID.local.rawValue
+
     func run() async throws {
-        try global.openVault().remove(name: name)
-        print("removed \(name)")
+        let owner = try TenantID(validating: tenant)
+        try global.openVault().remove(name: name, tenant: owner)
+        print("removed \(name) (tenant \(owner))")
     }
 }

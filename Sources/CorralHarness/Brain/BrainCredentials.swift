@@ -10,7 +10,8 @@ public protocol BrainCredentials: Sendable {
 
 /// Keys and endpoints from `ANTHROPIC_API_KEY`/`ANTHROPIC_BASE_URL` and
 /// `OPENAI_API_KEY`/`OPENAI_BASE_URL`; a key the environment does not hold comes from
-/// `storedKey`, which looks it up by the API's host (the vault, scope `api.anthropic.com`).
+/// `storedKey`, which looks it up by the API's host (the vault, scope `api.anthropic.com`,
+/// among the local tenant's credentials only: brain keys are the operator's, never a tenant's).
 public struct EnvironmentCredentials: BrainCredentials {
     public let environment: [String: String]
     /// The key stored for an API host (`host` or `host:port`), or nil.
