@@ -41,7 +41,8 @@ extension CorralServer {
 
     var administration: TenantAdministration {
         TenantAdministration(
-            registry: tenants, provisioner: provisioner, sessions: sessions, workers: workers, logger: logger)
+            registry: tenants, provisioner: provisioner, sessions: sessions, vault: runner.vault, workers: workers,
+            logger: logger)
     }
 
     func requireOperator(_ context: CorralRequestContext) throws {

@@ -1,5 +1,6 @@
 import CorralAPI
 import CorralCore
+import CorralGateway
 import CorralSandbox
 import CorralSession
 import Foundation
@@ -21,24 +22,29 @@ public struct TenantAdministration: Sendable {
     public let registry: TenantRegistry
     let provisioner: Provisioner
     let sessions: (any SessionStore)?
+    /// Where the tenant's credentials are; nil when there is no vault (nothing to own there).
+    let vault: Vault?
     /// The service's harness runs; nil without a service.
     let workers: HarnessWorkers?
     let logger: Logger
 
     public init(
-        registry: TenantRegistry, provisioner: Provisioner, sessions: (any SessionStore)?,
+        registry: TenantRegistry, provisioner: Provisioner, sessions: (any SessionStore)?, vault: Vault?,
         logger: Logger = Logger(label: "corral.tenants")
     ) {
-        self.init(registry: registry, provisioner: provisioner, sessions: sessions, workers: nil, logger: logger)
+        self.init(
+            registry: registry, provisioner: provisioner, sessions: sessions, vault: vault, workers: nil,
+            logger: logger)
     }
 
     init(
-        registry: TenantRegistry, provisioner: Provisioner, sessions: (any SessionStore)?, workers: HarnessWorkers?,
-        logger: Logger
+        registry: TenantRegistry, provisioner: Provisioner, sessions: (any SessionStore)?, vault: Vault?,
+        workers: HarnessWorkers?, logger: Logger
     ) {
         self.registry = registry
         self.provisioner = provisioner
         self.sessions = sessions
+        self.vault = vault
         self.workers = workers
         self.logger = logger
     }
@@ -54,11 +60,11 @@ public struct TenantAdministration: Sendable {
     }
 
     /// Everything a tenant can own. `holdings`, `remove` and `add` go through this list only:
-    /// a new kind of thing (vault credentials: `Vault.list(tenant:)`, `Vault.removeAll(tenant:)`)
-    /// is one more entry here.
+    /// a new kind of thing is one more entry here.
     func ownedKinds(of tenant: TenantID) -> [OwnedKind] {
         let provisioner = self.provisioner
         let sessions = self.sessions
+        let vault = self.vault
         return [
             OwnedKind(
                 name: "sandboxes",
@@ -96,8 +102,14 @@ public struct TenantAdministration: Sendable {
                         try await sessions?.delete(try SessionID(validating: id))
                     } catch let error as CorralError where error.code == .notFound {}
                 }),
-            // Credentials join here once the vault keeps them per tenant:
-            // OwnedKind(name: "credentials", list: { try vault.list(tenant: tenant).map(\.name) }, remove: { _ in try vault.removeAll(tenant: tenant) }),
+            OwnedKind(
+                name: "credentials",
+                list: { try vault?.list(tenant: tenant).map(\.name) ?? [] },
+                remove: { name in
+                    do {
+                        try vault?.remove(name: name, tenant: tenant)
+                    } catch let error as CorralError where error.code == .notFound {}
+                }),
         ]
     }
 

@@ -106,6 +106,9 @@ struct TenantCLITests {
                 try JSONDecoder().decode(JSONValue.self, from: Data(sandbox.stdout.utf8))["id"]?.stringValue)
             let sessionID = try await service.remote(["session", "create"], token: alice).stdout
                 .trimmingCharacters(in: .whitespacesAndNewlines)
+            let stored = try await service.local(
+                ["vault", "put", "alicekey", "--scope", "github.com/alice", "--tenant", "alice"], stdin: "token\n")
+            #expect(stored.status == 0, "\(stored.stderr)")
 
             let refused = try await service.local(["tenant", "rm", "alice"])
             #expect(refused.status == 1)
@@ -113,13 +116,17 @@ struct TenantCLITests {
             #expect(lines.count == 2, "\(refused.stderr)")
             #expect(lines.first?.hasPrefix("corral: tenant 'alice' owns ") == true)
             #expect(refused.stderr.contains(sandboxID) && refused.stderr.contains(sessionID), "\(refused.stderr)")
+            #expect(refused.stderr.contains("alicekey"), "the credential is named: \(refused.stderr)")
             #expect(lines.last?.contains("--purge") == true)
             #expect(try await service.remote(["sandbox", "ls"], token: alice).status == 0, "the token still works")
 
             let purged = try await service.local(["tenant", "rm", "alice", "--purge"])
             #expect(purged.status == 0, "\(purged.stderr)")
             #expect(purged.stdout.contains(sandboxID) && purged.stdout.contains(sessionID), "\(purged.stdout)")
+            #expect(purged.stdout.contains("alicekey"), "\(purged.stdout)")
             #expect(try await Self.containerExists(sandboxID, tenant: "alice") == false, "the sandbox still runs")
+            let credentials = try await service.local(["vault", "ls", "--tenant", "alice"])
+            #expect(credentials.status == 0 && !credentials.stdout.contains("alicekey"), "\(credentials.stdout)")
             let gone = try await service.remote(["sandbox", "ls"], token: alice)
             #expect(gone.status == 1 && gone.stderr.hasPrefix("corral: the bearer token is not valid"))
 

@@ -81,9 +81,25 @@ struct VaultCommandTests {
     }
 
     /// Security review finding 1: credentials belong to one tenant each.
-    @Test("--tenant stores, lists and removes one tenant's credential; the same name may exist per tenant")
+    // `tenant add` asks the engine what an earlier tenant of the name left behind.
+    @Test(
+        "--tenant stores, lists and removes one tenant's credential; the same name may exist per tenant", .engine)
     func perTenant() async throws {
         try await withTemporaryDirectory { state in
+            // A credential waits for no tenant: the tenant must exist first.
+            let early = try await corral(
+                ["vault", "put", "gh", "--scope", "github.com/acme", "--tenant", "tn-alpha"], stdin: "v",
+                stateDirectory: state)
+            #expect(early.status != 0)
+            #expect(early.stderr.contains("no tenant 'tn-alpha'"), "\(early.stderr)")
+            let reserved = try await corral(
+                ["vault", "put", "gh", "--scope", "github.com/acme", "--tenant", "system"], stdin: "v",
+                stateDirectory: state)
+            #expect(reserved.status != 0)
+            for tenant in ["tn-alpha", "tn-beta"] {
+                let added = try await corral(["tenant", "add", tenant], stateDirectory: state)
+                #expect(added.status == 0, "\(added.stderr)")
+            }
             for tenant in ["tn-alpha", "tn-beta"] {
                 let put = try await corral(
                     ["vault", "put", "gh", "--scope", "github.com/acme", "--tenant", tenant], stdin: "v-\(tenant)",

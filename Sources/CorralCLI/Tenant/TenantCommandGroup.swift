@@ -1,6 +1,7 @@
 import ArgumentParser
 import CorralAPI
 import CorralCore
+import CorralGateway
 import CorralServer
 import DockerEngine
 import Foundation
@@ -41,10 +42,17 @@ enum TenantBackend {
         }
         let configuration = try context.configuration(explicit: nil)
         let engine = try context.engine(configuration: configuration)
+        let state = try context.stateDirectory()
+        // Credentials are owned too; with no vault yet there are none (and no key is made).
+        var vaultConfiguration = Vault.Configuration(stateDirectory: state)
+        vaultConfiguration.createKeyIfMissing = false
+        let vault =
+            FileManager.default.fileExists(atPath: vaultConfiguration.file.path)
+            ? try Vault(configuration: vaultConfiguration) : nil
         let administration = TenantAdministration(
-            registry: TenantRegistry(stateDirectory: try context.stateDirectory()),
+            registry: TenantRegistry(stateDirectory: state),
             provisioner: try context.provisioner(engine: engine, templates: configuration?.templates ?? []),
-            sessions: global.sessionStore(), logger: context.logger)
+            sessions: global.sessionStore(), vault: vault, logger: context.logger)
         return .files(administration, engine)
     }
 

@@ -1,6 +1,7 @@
 import ArgumentParser
 import CorralCore
 import CorralGateway
+import CorralServer
 import Foundation
 
 #if canImport(Glibc)
@@ -36,6 +37,15 @@ struct VaultPutCommand: AsyncParsableCommand {
 
     func run() async throws {
         let owner = try TenantID(validating: tenant)
+        if owner != .local {
+            // A credential for a tenant that does not exist would wait for whoever is added
+            // under that name next.
+            try TenantRegistry.checkNotReserved(owner)
+            guard try TenantRegistry(stateDirectory: global.stateDirectory).contains(owner) else {
+                throw CorralError(
+                    .notFound, "no tenant '\(owner)'", hint: "add it first with `corral tenant add \(owner)`")
+            }
+        }
         let parsedScope = try CredentialScope(parsing: scope)
         let secret = try SecretInput.readSecret(prompt: "value for \(name): ")
         let vault = try global.openVault()
