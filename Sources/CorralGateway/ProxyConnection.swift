@@ -99,8 +99,8 @@ final class ProxyConnection {
         return false
     }
 
-    /// A `Host` header, when sent, must name the request's own target (security review
-    /// finding 3): a request checked against one host must not reach another through a
+    /// A `Host` header, when sent, must name the request's own target (a low finding of the
+    /// security review): a request checked against one host must not reach another through a
     /// virtual host, a rebinding trick or a cache keyed on Host. A mismatch is refused with a
     /// 400 rather than rewritten, so that the attempt shows up as a decision; what is sent on
     /// always carries the target's Host. Without a port, a Host means `defaultPort`.

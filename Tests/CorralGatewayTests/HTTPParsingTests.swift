@@ -4,11 +4,11 @@ import Foundation
 import TestSupport
 import Testing
 
-/// Security review finding 4: the gateway's HTTP/1.1 parsing is NIOHTTP1's decoder; what the
+/// Security review, "How" (the parser on NIOHTTP1): the gateway's HTTP/1.1 parsing is NIOHTTP1's decoder; what the
 /// hand-written parser did, it still does.
 @Suite("HTTP parsing on NIOHTTP1")
 struct HTTPParsingTests {
-    /// Security review finding 4 (the parser moved onto NIOHTTP1): bytes a client sends right
+    /// Security review, "How" (the parser moved onto NIOHTTP1): bytes a client sends right
     /// behind its CONNECT head belong to the tunnel, not to the HTTP decoder.
     @Test("bytes sent right behind a CONNECT head go through the tunnel")
     func connectWithEarlyBytes() async throws {
@@ -30,7 +30,7 @@ struct HTTPParsingTests {
         #expect(server.requests.map(\.target) == ["/early"])
     }
 
-    /// Security review finding 4: body limits hold with NIOHTTP1 framing, by Content-Length
+    /// Security review, "How" (the parser on NIOHTTP1): body limits hold with NIOHTTP1 framing, by Content-Length
     /// (refused at once) and chunked (refused past the limit), and the gateway carries on.
     @Test("git request bodies over the limit get 413 in either framing")
     func bodyLimits() async throws {

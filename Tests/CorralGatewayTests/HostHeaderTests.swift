@@ -4,10 +4,10 @@ import Foundation
 import TestSupport
 import Testing
 
-/// Security review finding 3: a Host header that is not the request's own target.
+/// Security review, low finding (Host header): a Host header that is not the request's own target.
 @Suite("Host headers against the target")
 struct HostHeaderTests {
-    /// Security review finding 3: a request checked against one host carries a Host header
+    /// Security review, low finding (Host header): a request checked against one host carries a Host header
     /// naming another (a virtual host on the same address, say). It is refused, not passed on.
     @Test("a Host header that differs from the target is refused; what is sent on carries the target's")
     func hostHeaderMismatch() async throws {
