@@ -24,6 +24,10 @@ struct CrashTests {
     /// The conversation, picked by how many turns the transcript holds (so it survives any
     /// number of harness deaths): four appends, a read and a log query among them, then done.
     static func reply(_ request: BrainServer.Request) -> BrainServer.Reply {
+        // A brain thinks for a while. Without it a run's steps follow each other in a few
+        // milliseconds, and on a loaded machine many kills would land after the run ended
+        // (each connection has a thread of its own: this holds up that run only).
+        usleep(50_000)
         func append(_ line: Int) -> (String, JSONValue) {
             ("bash", ["command": .string("echo line-\(line) >> /workspace/log.txt")])
         }
