@@ -74,7 +74,8 @@ struct ConnectionLimitTests {
                     return connection.readUntilClosed(timeout: 60)
                 }
                 #expect(second.closed, "still open after 60 s")
-                #expect(RawResponse(second.bytes)?.status == 408, "closed after \(second.seconds) s, not by the deadline")
+                #expect(
+                    RawResponse(second.bytes)?.status == 408, "closed after \(second.seconds) s, not by the deadline")
             }
         }
     }
