@@ -10,7 +10,7 @@ struct HostStateCLITests {
     // Security review finding 9: the state directory holds sessions, records and every
     // sandbox's sockets; it was 0755.
     @Test("the command line makes the state directory 0700, and tightens one an older corral left open")
-    func stateDirectoryIsPrivate() throws {
+    func stateDirectoryIsPrivate() async throws {
         let root = FileManager.default.temporaryDirectory.appendingPathComponent(
             "corral-state-\(UUID().uuidString.prefix(8))")
         defer { try? FileManager.default.removeItem(at: root) }
@@ -19,9 +19,11 @@ struct HostStateCLITests {
         try FileManager.default.createDirectory(
             at: old, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
         for state in [fresh, old] {
-            let result = try runCorral(
-                ["sandbox", "ls"],
-                environment: ["CORRAL_STATE_DIR": state.path, "CORRAL_ENGINE": TestEnvironment.engineEndpoint])
+            let result = try await onOwnThread {
+                try runCorral(
+                    ["sandbox", "ls"],
+                    environment: ["CORRAL_STATE_DIR": state.path, "CORRAL_ENGINE": TestEnvironment.engineEndpoint])
+            }
             #expect(result.status == 0, "\(result.stderr)")
             var info = stat()
             try #require(stat(state.path, &info) == 0)
@@ -67,7 +69,7 @@ struct HostStateCLITests {
             if made.isEmpty { try await Task.sleep(for: .milliseconds(100)) }
         }
         maker.kill()
-        let listed = try cli.corral(["sandbox", "ls", "--json"])
+        let listed = try await onOwnThread { try cli.corral(["sandbox", "ls", "--json"]) }
         #expect(listed.status == 0)
         let sandboxes = try JSONDecoder().decode([JSONValue].self, from: Data(listed.stdout.utf8))
         #expect(sandboxes.isEmpty, "listed: \(listed.stdout)")

@@ -100,7 +100,7 @@ struct RemoteCLITests {
                 ["session", "append", "parity", "--expect-seq", "2"], stdin: #"{"type":"y"}"#)
             #expect(taken.status != 0 && taken.stderr.hasPrefix("corral: ") && taken.stderr.contains("2"))
             // Over TCP a tenant's `--id` is refused in one line with a hint, taken or not.
-            let alice = try service.token(for: "alice")
+            let alice = try await service.token(for: "alice")
             for id in ["parity", "unused-id"] {
                 let chosen = try await service.remote(["session", "create", "--id", id], token: alice)
                 #expect(chosen.status == 2, "\(chosen.stderr)")
@@ -150,7 +150,7 @@ struct RemoteCLITests {
     @Test("events that do not fit one request go in several, in order; one that fits none is refused by name")
     func largeAppends() async throws {
         try await ServiceFixture.with { service in
-            let token = try service.token(for: "alice")
+            let token = try await service.token(for: "alice")
             try await service.start()
             let client = try CorralClient(endpoint: try HTTPEndpoint(parsing: service.url), token: token)
             defer { client.shutdown() }
@@ -186,7 +186,7 @@ struct RemoteCLITests {
     @Test("tail follows appends made while it runs, over server-sent events")
     func tailLive() async throws {
         try await ServiceFixture.with { service in
-            let token = try service.token(for: "alice")
+            let token = try await service.token(for: "alice")
             try await service.start()
             let id = try await service.remote(["session", "create"], token: token).stdout
                 .trimmingCharacters(in: .whitespacesAndNewlines)
@@ -281,7 +281,7 @@ struct RemoteCLITests {
             #expect(refused.status == 2)
             #expect(refused.stderr.hasPrefix("corral: --brain and --model cannot be changed through a corral service"))
             // A network tenant may not name a script: it is a file on the service's host.
-            let alice = try service.token(for: "alice")
+            let alice = try await service.token(for: "alice")
             let scripted = try await service.remote(
                 ["agent", "run", "--brain", "scripted:\(Self.demoScript)", "write fizzbuzz"], token: alice)
             #expect(scripted.status == 1)
@@ -347,8 +347,8 @@ struct RemoteCLITests {
     @Test("another tenant's session is as missing as one that does not exist, on every command")
     func tenantsApart() async throws {
         try await ServiceFixture.with { service in
-            let alice = try service.token(for: "alice")
-            let bob = try service.token(for: "bob")
+            let alice = try await service.token(for: "alice")
+            let bob = try await service.token(for: "bob")
             try await service.start()
             let id = try await service.remote(["session", "create"], token: alice).stdout
                 .trimmingCharacters(in: .whitespacesAndNewlines)
@@ -390,7 +390,7 @@ struct RemoteCLITests {
     @Test("a bad or missing token: one line saying so, a hint, nothing else")
     func badToken() async throws {
         try await ServiceFixture.with { service in
-            _ = try service.token(for: "alice")
+            _ = try await service.token(for: "alice")
             try await service.start()
             for (token, message) in [
                 ("corral_not-a-token", "the bearer token is not valid"), (nil, "this request needs a bearer token"),

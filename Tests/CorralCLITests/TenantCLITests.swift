@@ -35,7 +35,7 @@ struct TenantCLITests {
     @Test("a token stored under `local` in an old tenants.json is refused and logged; it sees no local session")
     func oldLocalEntry() async throws {
         try await ServiceFixture.with { service in
-            let token = try service.token(for: "to-be-local")
+            let token = try await service.token(for: "to-be-local")
             let file = service.state.appendingPathComponent("tenants.json")
             let text = try String(contentsOf: file, encoding: .utf8)
             try text.replacingOccurrences(of: "\"to-be-local\"", with: "\"local\"").write(
@@ -71,7 +71,7 @@ struct TenantCLITests {
             try await service.start()
             let probe = service.state.appendingPathComponent("probe.jsonl")
             try Data(#"{"text": "read from the host"}"#.utf8).write(to: probe)
-            let mallory = try service.token(for: "mallory")
+            let mallory = try await service.token(for: "mallory")
             let id = try await service.remote(["session", "create"], token: mallory).stdout
                 .trimmingCharacters(in: .whitespacesAndNewlines)
             let forged = [
@@ -99,7 +99,7 @@ struct TenantCLITests {
     func removeThroughService() async throws {
         try await ServiceFixture.with { service in
             try await service.start()
-            let alice = try service.token(for: "alice")
+            let alice = try await service.token(for: "alice")
             let sandbox = try await service.remote(["sandbox", "create", "--json"], token: alice)
             #expect(sandbox.status == 0, "\(sandbox.stderr)")
             let sandboxID = try #require(
@@ -130,7 +130,7 @@ struct TenantCLITests {
             let gone = try await service.remote(["sandbox", "ls"], token: alice)
             #expect(gone.status == 1 && gone.stderr.hasPrefix("corral: the bearer token is not valid"))
 
-            let newcomer = try service.token(for: "alice")
+            let newcomer = try await service.token(for: "alice")
             let sandboxes = try await service.remote(["sandbox", "ls", "--json"], token: newcomer)
             #expect(sandboxes.status == 0 && !sandboxes.stdout.contains(sandboxID), "\(sandboxes.stdout)")
             let sessions = try await service.remote(["session", "ls"], token: newcomer)
@@ -145,7 +145,7 @@ struct TenantCLITests {
     func removeWithoutService() async throws {
         try await ServiceFixture.with { service in
             try await service.start()
-            let bob = try service.token(for: "bob")
+            let bob = try await service.token(for: "bob")
             let sandbox = try await service.remote(["sandbox", "create", "--json"], token: bob)
             let sandboxID = try #require(
                 try JSONDecoder().decode(JSONValue.self, from: Data(sandbox.stdout.utf8))["id"]?.stringValue)

@@ -104,7 +104,7 @@ struct HostBoundaryTests {
                 gateway.appendingPathComponent("control.sock").path,
             ]
             for target in targets {
-                let attempt = try Self.asHostUser(
+                let attempt = try await Self.asHostUser(
                     """
                     import socket, sys
                     path = sys.argv[1]
@@ -165,10 +165,14 @@ struct HostBoundaryTests {
     // MARK: Helpers
 
     /// Runs a python3 script as uid and gid 1000 with no supplementary groups; its output.
-    static func asHostUser(_ script: String, _ argument: String) throws -> String {
-        let result = try runCorral(
-            ["--reuid", "1000", "--regid", "1000", "--clear-groups", "/usr/bin/python3", "-c", script, argument],
-            executable: "/usr/bin/setpriv")
+    static func asHostUser(_ script: String, _ argument: String) async throws -> String {
+        // On a thread of its own: waiting for a process would hold one of the few cooperative
+        // threads every test shares.
+        let result = try await runOnThread {
+            try runCorral(
+                ["--reuid", "1000", "--regid", "1000", "--clear-groups", "/usr/bin/python3", "-c", script, argument],
+                executable: "/usr/bin/setpriv")
+        }
         return result.stdout + result.stderr
     }
 

@@ -192,8 +192,9 @@ final class ServiceFixture: @unchecked Sendable {
     }
 
     /// A new tenant's token.
-    func token(for tenant: String) throws -> String {
-        let result = try runCorral(["tenant", "add", tenant], environment: serviceEnvironment)
+    func token(for tenant: String) async throws -> String {
+        let environment = serviceEnvironment
+        let result = try await onOwnThread { try runCorral(["tenant", "add", tenant], environment: environment) }
         guard result.status == 0 else { throw WaitFailure(description: "tenant add failed: \(result.stderr)") }
         return result.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
     }
