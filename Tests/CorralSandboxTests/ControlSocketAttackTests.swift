@@ -341,10 +341,19 @@ struct ControlSocketAttackTests {
     static let forgerScript = """
         import json, os, socket, struct, sys, time
 
+        # The parent returns only once the child has left the process group: the exec
+        # wrapper kills the group when the command ends, and on a loaded machine the child
+        # may not have called setsid by then.
+        ready, told = os.pipe()
         if os.fork() > 0:
+            os.close(told)
+            os.read(ready, 1)
             print("started")
             sys.exit(0)
+        os.close(ready)
         os.setsid()
+        os.write(told, b"x")
+        os.close(told)
         null = os.open("/dev/null", os.O_RDWR)
         for fd in (0, 1, 2):
             os.dup2(null, fd)
