@@ -86,6 +86,7 @@ clean_up() {
             grep -n -m 5 -A 12 -E "Fatal error|Crash|error:" "$log" >&2 || tail -n 40 "$log" >&2 || true
         fi
     fi
+    unmount_workspaces "$state"
     rm -rf "$state"
     exit "$status"
 }

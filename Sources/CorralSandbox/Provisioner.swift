@@ -594,6 +594,11 @@ extension Provisioner {
             _ = try? await engine.removeContainer(container.id, force: true, volumes: true)
             if let id = container.labels[SandboxLabels.sandbox].flatMap(SandboxID.init) { store.remove(id) }
         }
-        return try await engine.listContainers(all: true, labels: labels).map(\.name)
+        let left = try await engine.listContainers(all: true, labels: labels)
+        // Host directories whose container went some other way: their workspaces are mounted
+        // until removed here.
+        let kept = Set(left.compactMap { $0.labels[SandboxLabels.sandbox].flatMap(SandboxID.init) })
+        for id in store.ids() where !kept.contains(id) { store.remove(id) }
+        return left.map(\.name)
     }
 }

@@ -65,11 +65,11 @@ struct ServerFixture {
         return try await app.test(.router, body)
     }
 
-    /// Removes every sandbox the test made and the state directory.
+    /// Removes every sandbox the test made (their workspaces are mounted) and the state
+    /// directory.
     func cleanUp() async {
-        if let sandboxes = try? await server.runner.provisioner.list() {
-            for sandbox in sandboxes { _ = try? await engine.removeContainer(sandbox.containerID) }
-        }
+        _ = try? await Provisioner.removeEverything(
+            engine: engine, sandboxesDirectory: state.appendingPathComponent("sandboxes"))
         try? FileManager.default.removeItem(at: state)
         engine.shutdown()
     }

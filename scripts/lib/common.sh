@@ -105,3 +105,16 @@ engine_status_of() {
 
 # The repository root, from any script inside it.
 repo_root() { cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd; }
+
+# unmount_workspaces STATE: lazily unmounts every sandbox workspace (a file system of its own,
+# see docs/architecture.md) under the state directory STATE, so that it can be removed once
+# its containers are gone. corral does this itself when it removes a sandbox; this is for a
+# script that removed the containers through the engine.
+unmount_workspaces() {
+    local state=$1 mount_point
+    [ -d "$state/sandboxes" ] || return 0
+    for mount_point in "$state"/sandboxes/sb-*/workspace; do
+        [ -d "$mount_point" ] || continue
+        while umount -l "$mount_point" 2>/dev/null; do :; done
+    done
+}
