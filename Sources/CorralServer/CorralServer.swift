@@ -195,23 +195,8 @@ public struct CorralServer: Sendable {
         try FileManager.default.createDirectory(
             atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
         guard FileManager.default.fileExists(atPath: path) else { return }
-        let probe = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(probe) }
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        let bytes = Array(path.utf8)
-        guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else {
-            throw CorralError.invalidArgument("socket path \(path) is too long", hint: "use a shorter --state-dir")
-        }
-        withUnsafeMutableBytes(of: &address.sun_path) { raw in
-            for (index, byte) in bytes.enumerated() { raw[index] = byte }
-        }
-        let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                connect(probe, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
-            }
-        }
-        if connected == 0 {
+        let connected = UnixSocketPath.accepts(path)
+        if connected {
             throw CorralError(
                 .alreadyExists, "a corral service already answers on \(path)",
                 hint: "stop it first, or use another --state-dir")

@@ -12,13 +12,11 @@ extension CommandContext {
             let token = global.environment["CORRAL_TOKEN"].flatMap { $0.isEmpty ? nil : $0 }
             return try CorralClient(endpoint: try HTTPEndpoint(parsing: server), token: token)
         }
+        // A connect tells whether a service answers, without an HTTP round trip before every
+        // command.
         let socket = try stateDirectory().appendingPathComponent("corral.sock").path
-        if FileManager.default.fileExists(atPath: socket) {
-            let client = try CorralClient(endpoint: .unixSocket(path: socket))
-            if await client.isServing() { return client }
-            client.shutdown()
-        }
-        return nil
+        guard UnixSocketPath.accepts(socket) else { return nil }
+        return try CorralClient(endpoint: .unixSocket(path: socket))
     }
 
     /// Where sandbox commands go: a service (see `serviceClient`), else this process, straight
