@@ -32,6 +32,8 @@ let package = Package(
     targets: [
         // libcurl's header, and the library opened on first use (dlopen): see include/ccurl.h.
         .target(name: "CCurl"),
+        // posix_spawn's GNU extensions, for the host agent the command line starts.
+        .target(name: "CCorralProcess"),
         .systemLibrary(name: "CArchive", pkgConfig: "libarchive", providers: [.apt(["libarchive-dev"])]),
         // The session bench's peer; only CorralBench links it.
         .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
@@ -112,7 +114,7 @@ let package = Package(
             name: "CorralCLI",
             dependencies: [
                 "CorralSandbox", "CorralSession", "CorralService", "CorralGateway", "CorralAPI", "CorralServer",
-                "CorralHarness",
+                "CorralHarness", "CCorralProcess",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),

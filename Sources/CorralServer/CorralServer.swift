@@ -47,6 +47,9 @@ public struct CorralServer: Sendable {
         /// How long a graceful shutdown waits for requests under way before it cancels them
         /// (`[server] shutdown_timeout`): a stop always completes.
         public var shutdownTimeout: Duration = .seconds(30)
+        /// Stop once idle this long (no request under way, no harness run): the host agent
+        /// the command line starts on demand. Nil: run until stopped.
+        public var idleExit: Duration?
 
         public init(socketPath: String? = nil, listen: String? = nil) {
             self.socketPath = socketPath
@@ -65,6 +68,7 @@ public struct CorralServer: Sendable {
     let quotas: QuotaGate
     let workers: HarnessWorkers
     let serverMetrics: ServerMetrics
+    let activity = ServerActivity()
     let logger: Logger
 
     public init(
@@ -91,6 +95,7 @@ public struct CorralServer: Sendable {
     /// The router for one listener.
     public func router(auth: AuthMode) -> Router<CorralRequestContext> {
         let router = Router(context: CorralRequestContext.self)
+        router.add(middleware: ActivityMiddleware(activity: activity))
         router.add(middleware: MetricsMiddleware(factory: serverMetrics.factory))
         router.add(
             middleware: ErrorMiddleware(
@@ -173,7 +178,14 @@ public struct CorralServer: Sendable {
     public func run(handleSignals: Bool = true, onReady: @escaping @Sendable (String) async -> Void = { _ in })
         async throws
     {
-        let listeners = try applications(onReady: onReady)
+        var listeners = try applications(onReady: onReady)
+        if let after = configuration.idleExit {
+            // Last in the list, so that a graceful shutdown stops it first.
+            listeners.append(
+                IdleExitService(
+                    after: after, activity: activity, workers: workers, socketPath: configuration.socketPath,
+                    logger: logger))
+        }
         var groupConfiguration = ServiceGroupConfiguration(
             // A graceful shutdown stops services in reverse order: first the listeners
             // (they drain their requests), then the harness runs (sessions stay
