@@ -1,3 +1,4 @@
+import CCorralInit
 import Glibc
 
 // Small, allocation-light helpers over Glibc. corral-init must not import Foundation: it is
@@ -196,21 +197,14 @@ struct Errno: Error {
     var description: String { describeErrno(code) }
 }
 
-/// prctl(2) is variadic in C, which Swift does not import; this declares the five-argument
-/// form it is called with here (integer arguments travel in the same registers either way).
-@_silgen_name("prctl")
-private func systemPrctl(_ option: Int32, _ arg2: UInt, _ arg3: UInt, _ arg4: UInt, _ arg5: UInt) -> Int32
-
 /// Makes this process undumpable (PR_SET_DUMPABLE 0): the kernel then lets no other process
 /// of the same user, and none without CAP_SYS_PTRACE, read its memory, environment or
 /// descriptors through /proc, or trace it. (gVisor keeps memory and tracing closed but still
 /// shows the environment and the descriptor list, which hold no secret.) Processes it starts
 /// are dumpable again once they exec. False when the kernel did not take it.
 func makeUndumpable() -> Bool {
-    let setDumpable: Int32 = 4  // PR_SET_DUMPABLE
-    let getDumpable: Int32 = 3  // PR_GET_DUMPABLE
-    guard systemPrctl(setDumpable, 0, 0, 0, 0) == 0 else { return false }
-    return systemPrctl(getDumpable, 0, 0, 0, 0) == 0
+    guard corral_set_dumpable(0) == 0 else { return false }
+    return corral_get_dumpable() == 0
 }
 
 /// Reads a file of at most `limit` bytes whole, without following a symbolic link.
