@@ -165,10 +165,12 @@ func currentEnvironment() -> UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?
     environ
 }
 
-/// Connects a stream socket (close-on-exec) to the unix socket at `path`; retries on EINTR.
-/// Returns the descriptor, or the errno of the failure.
-func connectUnixSocket(_ path: String) -> Result<Int32, Errno> {
-    let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+/// Connects a stream socket (close-on-exec, and non-blocking when asked) to the unix socket
+/// at `path`; retries on EINTR. Returns the descriptor, or the errno of the failure.
+func connectUnixSocket(_ path: String, nonBlocking: Bool = false) -> Result<Int32, Errno> {
+    var type = Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue)
+    if nonBlocking { type |= Int32(SOCK_NONBLOCK.rawValue) }
+    let fd = socket(AF_UNIX, type, 0)
     guard fd >= 0 else { return .failure(Errno(code: errno)) }
     var address = sockaddr_un()
     address.sun_family = sa_family_t(AF_UNIX)
@@ -185,6 +187,7 @@ func connectUnixSocket(_ path: String) -> Result<Int32, Errno> {
         }
         if result == 0 { return .success(fd) }
         if errno == EINTR { continue }
+        // A unix socket connects at once or not at all; EAGAIN means its backlog is full.
         let failure = Errno(code: errno)
         close(fd)
         return .failure(failure)
@@ -229,4 +232,25 @@ func readSmallFile(_ path: String, limit: Int) -> Result<[UInt8], InitError> {
     }
     guard count <= limit else { return .failure(InitError("\(path) is larger than \(limit) bytes")) }
     return .success(Array(buffer[0..<count]))
+}
+
+/// Writes all of `bytes`; false on an error. To a socket, without SIGPIPE.
+func writeFully(_ fd: Int32, _ bytes: [UInt8], socket: Bool = false) -> Bool {
+    var offset = 0
+    while offset < bytes.count {
+        let written = bytes.withUnsafeBytes { raw -> Int in
+            guard let base = raw.baseAddress else { return -1 }
+            return socket
+                ? send(fd, base + offset, raw.count - offset, Int32(MSG_NOSIGNAL))
+                : write(fd, base + offset, raw.count - offset)
+        }
+        if written > 0 {
+            offset += written
+        } else if written < 0 && errno == EINTR {
+            continue
+        } else {
+            return false
+        }
+    }
+    return true
 }
