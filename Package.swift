@@ -152,9 +152,12 @@ let package = Package(
         // dlopen in every static link.
         .executableTarget(
             name: "corral-init",
-            dependencies: ["ControlProtocol"],
+            dependencies: ["ControlProtocol", "CCorralInit"],
             linkerSettings: [.unsafeFlags(["-static-executable", "-use-ld=lld"])]
         ),
+        // What corral-init needs from Linux that Swift cannot call: the variadic prctl and
+        // ioctl, a vfork spawn that gives a command its controlling terminal, signalfd.
+        .target(name: "CCorralInit"),
         // The control connection's wire format, shared by corral-init and the host: no
         // Foundation, so that corral-init stays static and small.
         .target(name: "ControlProtocol"),
