@@ -320,9 +320,11 @@ final class ControlStream: Sendable {
             break
         }
         if frame.kind.countsAgainstWindow {
+            // What corral-init may have sent is the window less what is held and what was
+            // consumed but not credited back yet.
             let within = state.withLock { state -> Bool in
                 state.held += bytes
-                return state.held <= state.window
+                return state.held + state.unreported <= state.window
             }
             guard within else { return false }
         }
