@@ -46,12 +46,15 @@ let package = Package(
             exclude: ["README.md"]
         ),
         .target(name: "CurlHTTP", dependencies: ["CCurl", "CorralCore"], exclude: ["README.md"]),
+        // What a sandbox may reach (grants, repositories, egress hosts): plain values that
+        // provisioning, the gateway and the API share, without the gateway's implementation.
+        .target(name: "CorralPolicy", dependencies: ["CorralCore"]),
         .target(name: "TarArchive", dependencies: ["CArchive", "CorralCore"], exclude: ["README.md"]),
         .target(name: "DockerEngine", dependencies: ["CurlHTTP", "TarArchive"], exclude: ["README.md"]),
         .target(
             name: "CorralSandbox",
             dependencies: [
-                "DockerEngine", "TarArchive", "CorralGateway", "ControlProtocol",
+                "DockerEngine", "TarArchive", "CorralPolicy", "ControlProtocol",
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
             ],
@@ -72,7 +75,7 @@ let package = Package(
         .target(
             name: "CorralGateway",
             dependencies: [
-                "CurlHTTP", "CorralCore",
+                "CurlHTTP", "CorralCore", "CorralPolicy",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -178,7 +181,7 @@ let package = Package(
         .testTarget(
             name: "CorralGatewayTests",
             dependencies: [
-                "CorralGateway", "TestSupport",
+                "CorralGateway", "CorralPolicy", "TestSupport",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
             ]

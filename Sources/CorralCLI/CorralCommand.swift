@@ -107,11 +107,6 @@ extension CorralCommand {
     }
 }
 
-/// Errors from lower modules that know how to present themselves as a `CorralError`.
-public protocol CorralErrorConvertible: Error {
-    var corralError: CorralError { get }
-}
-
 extension CorralError {
     /// Exit statuses follow sysexits loosely: 2 for usage, 69 unavailable, 1 for the rest.
     var exitStatus: Int32 {

@@ -60,3 +60,22 @@ extension CorralError {
         CorralError(.notFound, message, hint: hint)
     }
 }
+
+/// An error of a lower module that presents itself as a `CorralError` (the engine's refusals,
+/// an API's error body). The command line and the HTTP API both convert through this, and
+/// `CorralError(converting:)` is how any other caller does.
+public protocol CorralErrorConvertible: Error {
+    var corralError: CorralError { get }
+}
+
+extension CorralError {
+    /// `error` itself when it is a `CorralError`, its conversion when it offers one; nil
+    /// otherwise.
+    public init?(converting error: any Error) {
+        switch error {
+        case let error as CorralError: self = error
+        case let error as any CorralErrorConvertible: self = error.corralError
+        default: return nil
+        }
+    }
+}

@@ -1,4 +1,5 @@
 import CorralCore
+import CorralPolicy
 
 /// Where a vault credential may be used: a whole host, one owner on it, or one repository.
 ///

@@ -1,4 +1,5 @@
 import CorralCore
+import CorralPolicy
 import NIOCore
 
 /// Whether the gateway may connect to an address on behalf of a tenant's sandbox: one rule for

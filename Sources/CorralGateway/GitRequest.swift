@@ -1,3 +1,5 @@
+import CorralPolicy
+
 /// A smart-HTTP request to `http://git.corral/HOST/OWNER/REPO(.git)/…`, as the gateway
 /// understands it. Anything else under git.corral (the dumb protocol, odd paths, odd
 /// methods) is refused.

@@ -1,4 +1,5 @@
 import CorralCore
+import CorralPolicy
 import NIOCore
 import NIOPosix
 

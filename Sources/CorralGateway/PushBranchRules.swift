@@ -1,4 +1,5 @@
 import CorralCore
+import CorralPolicy
 
 /// Which branches a tenant's sandboxes may push besides their own (`corral/<sandbox id>`): the
 /// operator's corral.toml `[gateway.push_branches]`, tenant name → branch names.

@@ -1,4 +1,5 @@
 import CorralCore
+import CorralPolicy
 import Crypto
 import Foundation
 

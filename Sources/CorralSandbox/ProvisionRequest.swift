@@ -1,5 +1,5 @@
 import CorralCore
-import CorralGateway
+import CorralPolicy
 
 /// The container runtime a sandbox runs under.
 public struct SandboxRuntime: RawRepresentable, Hashable, Sendable, Codable, CustomStringConvertible {

@@ -1,5 +1,5 @@
 import CorralCore
-import CorralGateway
+import CorralPolicy
 import DockerEngine
 import Foundation
 import Logging
@@ -429,11 +429,9 @@ public final class Provisioner: Sendable {
     /// How commands reach `sandbox` from this process: its control connection when there is
     /// one, else the engine's exec.
     func transport(container: String, sandbox: SandboxID, records: SandboxRecordStore?) -> any SandboxTransport {
-        let engineTransport = EngineExecTransport(
+        SandboxTransports.make(
             engine: engine, container: container, sandbox: sandbox, environment: configuration.environment,
-            records: records)
-        guard let control else { return engineTransport }
-        return ControlTransport(engine: engineTransport, channels: control)
+            records: records, control: control)
     }
 
     /// Listens for the control connection of a sandbox this process did not make (adopted

@@ -38,9 +38,9 @@ public final class Sandbox: Sendable {
         self.records = records
         self.gateway = gateway
         self.control = control
-        let engineTransport = EngineExecTransport(
-            engine: engine, container: containerName, sandbox: id, environment: environment, records: records)
-        self.transport = control.map { ControlTransport(engine: engineTransport, channels: $0) } ?? engineTransport
+        self.transport = SandboxTransports.make(
+            engine: engine, container: containerName, sandbox: id, environment: environment, records: records,
+            control: control)
         self.tools = Dictionary(tools.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
         self.configuration = configuration
         self.environment = environment

@@ -1,5 +1,5 @@
 import CorralCore
-import CorralGateway
+import CorralPolicy
 import Foundation
 
 /// What provisioning needs of the gateway: a socket per sandbox, bound in the sandbox's own
@@ -8,7 +8,7 @@ import Foundation
 /// A seam of two calls rather than the `Gateway` itself, in the spirit of the exec transport:
 /// the gateway runs in the long-running service, and a provisioner in another process (the
 /// command line, a second host) can be given one that asks that service to attach, without
-/// provisioning changing. In this process it is `Gateway`, which conforms below.
+/// provisioning changing. In this process it is `Gateway` (the conformance is in CorralService, which links both).
 public protocol SandboxGateway: Sendable {
     /// Serves the socket in `directory` for `sandbox` under `policy`. Throws when the sandbox
     /// is attached already or the gateway has stopped.
@@ -27,5 +27,3 @@ public protocol SandboxGateway: Sendable {
     /// while the sandbox's id is not known yet.
     func admit(tenant: TenantID, sandbox: SandboxID?, policy: GatewayPolicy) async throws
 }
-
-extension Gateway: SandboxGateway {}

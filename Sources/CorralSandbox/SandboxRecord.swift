@@ -1,5 +1,5 @@
 import CorralCore
-import CorralGateway
+import CorralPolicy
 import Foundation
 
 /// What corral knows about one claimed or cold sandbox beyond its container's labels: the

@@ -1,5 +1,5 @@
 import CorralCore
-import CorralGateway
+import CorralPolicy
 import Foundation
 
 /// A template's name: an id (a-z, 0-9, '-', '_'), so that it can sit inside container names.

@@ -1,5 +1,5 @@
 import CorralCore
-import CorralGateway
+import CorralPolicy
 
 /// A git repository to clone into a sandbox's /workspace, through its gateway.
 ///

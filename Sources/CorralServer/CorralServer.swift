@@ -251,5 +251,3 @@ actor QuotaGate {
         return try await body()
     }
 }
-
-extension DockerEngineError: CorralErrorRepresentable {}

@@ -37,7 +37,7 @@ struct ErrorMiddleware: RouterMiddleware {
         switch error {
         case let error as CorralError:
             return (APIErrorBody.status(for: error.code), APIErrorBody(error))
-        case let error as any CorralErrorRepresentable:
+        case let error as any CorralErrorConvertible:
             let converted = error.corralError
             return (APIErrorBody.status(for: converted.code), APIErrorBody(converted))
         case let error as any HTTPResponseError:
@@ -94,11 +94,6 @@ struct ErrorMiddleware: RouterMiddleware {
             String(describing: type).hasPrefix("Array") ? "an array" : "an object"
         }
     }
-}
-
-/// Errors of lower modules that can present themselves as a `CorralError`.
-protocol CorralErrorRepresentable: Error {
-    var corralError: CorralError { get }
 }
 
 /// JSON responses with corral's encoder settings (ISO 8601 dates, sorted keys).

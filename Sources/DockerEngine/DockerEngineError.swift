@@ -2,7 +2,7 @@ import CorralCore
 
 /// The engine answered a request with an error status. Carries the status and the engine's
 /// own message, so callers can tell "no such container" (404) from "name in use" (409).
-public struct DockerEngineError: Error, Sendable, CustomStringConvertible, Equatable {
+public struct DockerEngineError: CorralErrorConvertible, Sendable, CustomStringConvertible, Equatable {
     public var status: Int
     /// The engine's `message`, or the raw body when it sent no JSON.
     public var message: String

@@ -1,5 +1,6 @@
 import CorralCore
 import CorralGateway
+import CorralPolicy
 import Dispatch
 import Foundation
 import TestSupport

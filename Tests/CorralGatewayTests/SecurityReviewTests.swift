@@ -1,5 +1,6 @@
 import CorralCore
 import CorralGateway
+import CorralPolicy
 import Foundation
 import TestSupport
 import Testing

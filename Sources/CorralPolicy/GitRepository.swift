@@ -62,7 +62,7 @@ public struct GitRepository: Sendable, Hashable, Codable, CustomStringConvertibl
 
     /// The upstream's host (an IPv6 literal without brackets) and port: the one given, else
     /// 443, or 80 for the plain HTTP of a loopback host.
-    var upstreamHostAndPort: (host: String, port: Int) {
+    package var upstreamHostAndPort: (host: String, port: Int) {
         let bare = Self.hostWithoutPort(host)
         var port = isLoopbackHost ? 80 : 443
         if bare.count < host.count, let given = Int(host.dropFirst(bare.count + 1)) { port = given }
@@ -89,7 +89,7 @@ public struct GitRepository: Sendable, Hashable, Codable, CustomStringConvertibl
             hint: "name a repository as HOST/OWNER/REPO, such as github.com/apple/swift")
     }
 
-    static func dropGitSuffix(_ name: String) -> String {
+    package static func dropGitSuffix(_ name: String) -> String {
         name.hasSuffix(".git") ? String(name.dropLast(4)) : name
     }
 
@@ -109,7 +109,7 @@ public struct GitRepository: Sendable, Hashable, Codable, CustomStringConvertibl
     }
 
     /// Lower-cases and checks `name[:port]` or `[v6]:port`.
-    static func checkHost(_ raw: String) throws -> String {
+    package static func checkHost(_ raw: String) throws -> String {
         let host = raw.lowercased()
         func fail(_ why: String) -> CorralError {
             CorralError.invalidArgument("invalid host '\(raw.prefix(200))': \(why)")
@@ -153,7 +153,7 @@ public struct GitRepository: Sendable, Hashable, Codable, CustomStringConvertibl
     }
 
     /// An owner or repository name: letters, digits, `.`, `_`, `-`; never `.` or `..`.
-    static func checkSegment(_ text: String, what: String) throws -> String {
+    package static func checkSegment(_ text: String, what: String) throws -> String {
         guard !text.isEmpty else { throw CorralError.invalidArgument("the \(what) is empty") }
         guard text.utf8.count <= 100 else {
             throw CorralError.invalidArgument("the \(what) is longer than 100 characters")

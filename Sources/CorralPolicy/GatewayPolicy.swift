@@ -25,7 +25,7 @@ public struct GatewayPolicy: Sendable, Hashable, Codable {
     /// is not enough to be dialled: `DialPolicy` decides on the address.
     public func allowsEgress(host: String, port: Int) -> Bool {
         let host = host.lowercased()
-        let literal = EgressAddress.isLiteral(host)
+        let literal = HostLiteral.isLiteral(host)
         return egressHosts.contains { entry in
             guard let (entryHost, entryPort) = Self.splitEntry(entry.lowercased()) else { return false }
             if let entryPort, entryPort != port { return false }
@@ -66,7 +66,7 @@ public struct GatewayPolicy: Sendable, Hashable, Codable {
     }
 
     /// `host`, `host:port`, `[v6]`, `[v6]:port` or a bare IPv6 address; nil when malformed.
-    static func splitEntry(_ entry: String) -> (host: String, port: Int?)? {
+    package static func splitEntry(_ entry: String) -> (host: String, port: Int?)? {
         if entry.hasPrefix("[") {
             guard let close = entry.firstIndex(of: "]") else { return nil }
             let host = String(entry[entry.index(after: entry.startIndex)..<close])
