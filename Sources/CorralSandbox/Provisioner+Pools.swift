@@ -50,7 +50,7 @@ extension Provisioner {
             if summary.state != "running", state != .claimed { state = .dead }
             return PoolMemberInfo(
                 id: kind.sandboxID, template: pool, state: state, tenant: tenant, containerState: summary.state,
-                created: Provisioner.createdDate(summary.labels),
+                created: ContainerMaker.createdDate(summary.labels),
                 templateHash: summary.labels[SandboxLabels.templateHash])
         }
         .sorted { ($0.template, $0.created ?? .distantPast, $0.id) < ($1.template, $1.created ?? .distantPast, $1.id) }

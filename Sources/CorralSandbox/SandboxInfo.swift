@@ -56,7 +56,7 @@ public struct SandboxInfo: Sendable, Codable, Hashable {
         self.image = image
         self.state = state
         self.runtime = engineLabels[SandboxLabels.runtime] ?? "runc"
-        self.created = Provisioner.createdDate(engineLabels)
+        self.created = ContainerMaker.createdDate(engineLabels)
         self.template = engineLabels[SandboxLabels.template].flatMap(TemplateName.init)
         self.expires = record?.expires
         self.session = record?.session

@@ -130,9 +130,9 @@ public actor SandboxReaper {
             }
             // Made cold by a process that died before binding it (kill -9 mid-create): gone at
             // once, not a grace later.
-            if store.claimOwner(id) == nil, Provisioner.makerIsDead(summary.labels) { return "orphan" }
+            if store.claimOwner(id) == nil, ContainerMaker.makerIsDead(summary.labels) { return "orphan" }
             let since =
-                store.claimDate(id) ?? store.directoryDate(id) ?? Provisioner.createdDate(summary.labels)
+                store.claimDate(id) ?? store.directoryDate(id) ?? ContainerMaker.createdDate(summary.labels)
                 ?? .distantPast
             // Being made by this process right now: its heartbeat may run late on a loaded
             // machine, but it is no orphan. (Another process's is judged by the heartbeat.)

@@ -36,7 +36,10 @@ public actor WarmPool {
     }
 
     public nonisolated let template: SandboxTemplate
-    let provisioner: Provisioner
+    /// Makes, takes and discards members; the pool never calls the provisioner.
+    let maker: ContainerMaker
+    /// Where the pool is found by provisioning in this process while it runs.
+    let registry: PoolRegistry
     let configuration: Configuration
     let logger: Logger
 
@@ -60,7 +63,8 @@ public actor WarmPool {
         logger: Logger? = nil
     ) {
         self.template = template
-        self.provisioner = provisioner
+        self.maker = provisioner.maker
+        self.registry = provisioner.pools
         self.configuration = configuration
         self.logger = logger ?? Logger(label: "corral.pool")
         let initial = PoolStatus(template: template, updated: configuration.timer.now())
@@ -74,9 +78,9 @@ public actor WarmPool {
     /// claim, later (with backoff) after failures. Cancellation stops it cleanly; idle members
     /// stay on the engine for the next process to adopt.
     public func run() async throws {
-        provisioner.register(self, template: template.name)
+        registry.register(self, template: template.name)
         defer {
-            provisioner.unregister(template: template.name, pool: self)
+            registry.unregister(template: template.name, pool: self)
             status.state = .stopped
             publish()
         }
@@ -134,14 +138,14 @@ public actor WarmPool {
         status.preparing = preparing.count
         status.updated = configuration.timer.now()
         if let directory = configuration.statusDirectory { status.publish(to: directory) }
-        provisioner.metrics.poolSize(template: template.name, idle: status.idle, preparing: status.preparing)
+        maker.metrics.poolSize(template: template.name, idle: status.idle, preparing: status.preparing)
         statusWaiters.update(status)
     }
 
     // MARK: Claims
 
     /// Hands out an idle member to `tenant`: nil when none is idle (the caller goes cold).
-    func claim(tenant: TenantID) async throws -> Provisioner.Claim? {
+    func claim(tenant: TenantID) async throws -> MemberClaim? {
         defer { wake() }
         while !idle.isEmpty {
             let member = idle.removeFirst()
@@ -150,14 +154,14 @@ public actor WarmPool {
             defer { claiming.remove(member.id) }
             let won: Bool
             do {
-                won = try await provisioner.takeMember(member.id, template: template.name, tenant: tenant)
+                won = try await maker.takeMember(member.id, template: template.name, tenant: tenant)
             } catch {
                 // The engine failed, not the claim: the member may be fine, keep it.
                 taken.remove(member.id)
                 idle.insert(member, at: 0)
                 throw error
             }
-            if won { return Provisioner.Claim(id: member.id, created: member.created) }
+            if won { return MemberClaim(id: member.id, created: member.created) }
         }
         return nil
     }
@@ -181,7 +185,7 @@ public actor WarmPool {
             status.consecutiveFailures += 1
             status.lastError = "\(error)"
             status.state = .degraded
-            provisioner.metrics.refillFailed(template: template.name)
+            maker.metrics.refillFailed(template: template.name)
             logger.info(
                 "pool pass failed; retrying with backoff",
                 metadata: [
@@ -193,18 +197,18 @@ public actor WarmPool {
     }
 
     private func reconcileOnce() async throws {
-        let fingerprint = try await provisioner.fingerprint(of: template)
-        let store = try provisioner.records()
-        let containers = try await provisioner.engine.listContainers(
+        let fingerprint = try await maker.fingerprint(of: template)
+        let store = maker.records
+        let containers = try await maker.engine.listContainers(
             all: true,
             labels: [
-                "\(SandboxLabels.managed)=1", "\(SandboxLabels.instance)=\(try provisioner.instanceID())",
+                "\(SandboxLabels.managed)=1", "\(SandboxLabels.instance)=\(try maker.instanceID())",
                 "\(SandboxLabels.pool)=\(template.name)",
             ])
         // Everything below runs without suspending until the retirements: the sets read here
         // are the ones current after the listing.
         let now = configuration.timer.now()
-        let grace = provisioner.configuration.claimGrace.milliseconds / 1000
+        let grace = maker.claimGrace.milliseconds / 1000
         var found: [Member] = []
         var retire: [(id: SandboxID, container: String, reason: String, needsMarker: Bool)] = []
         var claimed = 0
@@ -212,7 +216,7 @@ public actor WarmPool {
         for summary in containers {
             guard let kind = SandboxLabels.classify(containerName: summary.name) else { continue }
             let created =
-                Provisioner.createdDate(summary.labels) ?? Date(timeIntervalSince1970: TimeInterval(summary.created))
+                ContainerMaker.createdDate(summary.labels) ?? Date(timeIntervalSince1970: TimeInterval(summary.created))
             switch kind {
             case .sandbox:
                 if summary.state == "running" { claimed += 1 }
@@ -255,7 +259,7 @@ public actor WarmPool {
             idle.filter { foundIDs.contains($0.id) && !retiring.contains($0.id) }
             + found.filter { !known.contains($0.id) }.sorted { ($0.created, $0.id) < ($1.created, $1.id) }
         // Members another process made (or this one, before a restart) dial in once listened for.
-        for member in found where !known.contains(member.id) { await provisioner.listenControl(member.id) }
+        for member in found where !known.contains(member.id) { await maker.listenControl(member.id) }
         taken.formIntersection(listedMembers)
         status.claimed = claimed
         for item in retire {
@@ -263,8 +267,8 @@ public actor WarmPool {
             // member that is being removed.
             if item.needsMarker, !store.takeClaim(item.id) { continue }
             taken.insert(item.id)
-            await provisioner.discard(item.container, id: item.id)
-            provisioner.metrics.memberRetired(template: template.name, reason: item.reason)
+            await maker.discard(item.container, id: item.id)
+            maker.metrics.memberRetired(template: template.name, reason: item.reason)
             logger.info(
                 "pool member retired",
                 metadata: ["template": "\(template.name)", "sandbox": "\(item.id)", "reason": "\(item.reason)"])
@@ -283,7 +287,7 @@ public actor WarmPool {
             return max(0, min(wanted, room))
         }
         guard deficit() > 0 else { return }
-        let provisioner = self.provisioner
+        let maker = self.maker
         let template = self.template
         var failure: (any Error)?
         await withTaskGroup(of: (SandboxID, (any Error)?).self) { group in
@@ -295,7 +299,7 @@ public actor WarmPool {
                     running += 1
                     group.addTask {
                         do {
-                            try await provisioner.makeMember(template, fingerprint: fingerprint, id: id)
+                            try await maker.makeMember(template, fingerprint: fingerprint, id: id)
                             return (id, nil)
                         } catch {
                             return (id, error)
@@ -310,7 +314,7 @@ public actor WarmPool {
                     failure = failure ?? error
                 } else {
                     idle.append(Member(id: id, created: configuration.timer.now()))
-                    provisioner.metrics.memberMade(template: template.name)
+                    maker.metrics.memberMade(template: template.name)
                 }
                 publish()
             }
