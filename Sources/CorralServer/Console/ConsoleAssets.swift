@@ -186,6 +186,7 @@ enum ConsoleAssets {
               var template = document.createElement('template');
               template.innerHTML = html;
               var rows = Array.prototype.slice.call(template.content.children);
+              var batch = document.createDocumentFragment();
               for (var i = 0; i < rows.length; i++) {
                 var row = rows[i];
                 var seq = Number(row.dataset.seq);
@@ -194,8 +195,9 @@ enum ConsoleAssets {
                 last = seq;
                 received += 1;
                 settle(row);
-                list.appendChild(row);
+                batch.appendChild(row);
               }
+              list.appendChild(batch);
               while (list.children.length > keep) { list.removeChild(list.firstElementChild); }
               list.dataset.head = String(last);
               list.dataset.received = String(received);

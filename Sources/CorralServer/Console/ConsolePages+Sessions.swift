@@ -320,7 +320,7 @@ extension CorralServer {
                 }
                 continue
             }
-            let summary = try await console.summaries.summary(of: id, head: page.head, store: store)
+            let summary = try await console.summaries.summary(of: id, after: page.events, store: store)
             var html = ""
             for event in page.events {
                 let open =

@@ -28,6 +28,20 @@ actor SessionSummaries {
         return cache[id] ?? SessionSummary()
     }
 
+    /// The summary of `id` with `events` folded in, when they follow what is cached (a live
+    /// stream has just read them: no need to read them again); otherwise as `summary(of:)`.
+    func summary(of id: SessionID, after events: [Event], store: any SessionStore) async throws -> SessionSummary {
+        guard let first = events.first, let last = events.last else {
+            return try await summary(of: id, head: 0, store: store)
+        }
+        if reading[id] == nil, var cached = cache[id], cached.head + 1 == first.seq {
+            cached.fold(events)
+            cache[id] = cached
+            return cached
+        }
+        return try await summary(of: id, head: last.seq, store: store)
+    }
+
     /// What is cached, without reading: for pages that can do with a summary a moment old.
     func cached(_ id: SessionID) -> SessionSummary? { cache[id] }
 
