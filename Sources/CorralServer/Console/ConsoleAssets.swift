@@ -209,11 +209,34 @@ enum ConsoleAssets {
               if (follow) { window.scrollTo(0, document.documentElement.scrollHeight); }
             }
 
+            // Messages that come faster than frames are drawn wait for the next frame and go
+            // in together: one layout a frame, however fast the session is written.
+            var pending = [];
+            var flushing = false;
+
+            function flush() {
+              flushing = false;
+              var html = pending.join('');
+              pending = [];
+              addRows(html);
+            }
+
+            function queueRows(html) {
+              pending.push(html);
+              if (flushing) { return; }
+              flushing = true;
+              if (window.requestAnimationFrame && !document.hidden) {
+                window.requestAnimationFrame(flush);
+              } else {
+                setTimeout(flush, 16);
+              }
+            }
+
             function open() {
               if (source || document.hidden) { return; }
               source = new EventSource(list.dataset.stream + '?from=' + (last + 1));
               source.addEventListener('open', function () { say('Live: new events appear as they are written.'); });
-              source.addEventListener('rows', function (event) { addRows(event.data); });
+              source.addEventListener('rows', function (event) { queueRows(event.data); });
               source.addEventListener('summary', function (event) {
                 var summary = document.getElementById('summary');
                 if (summary) { summary.innerHTML = event.data; }
