@@ -160,7 +160,7 @@ for _ in $(seq 1 240); do
     sleep 0.25
 done
 [ -n "$url" ] || { cat "$log" >&2; die "corrald did not listen within 60 s"; }
-export CONSOLE_URL=$url CONSOLE_STATE=$state CONSOLE_LOG=$log CONSOLE_CORRAL=$corral CONSOLE_CORRALD_PID=$corrald_pid
+export CONSOLE_URL=$url CONSOLE_STATE=$state CONSOLE_LOG=$log CONSOLE_CORRAL=$corral CONSOLE_CORRALD_PID=$corrald_pid CONSOLE_CORRALD_BIN=$corrald
 
 for tenant in acme globex; do
     token=$("$corral" tenant add "$tenant") || die "corral tenant add $tenant failed"
