@@ -86,6 +86,8 @@ state=$(mktemp -d /tmp/corral-console.XXXXXX)
 log=$state/corrald.log
 export CORRAL_STATE_DIR=$state
 unset CORRAL_SERVER CORRAL_TOKEN
+# No __pycache__ in the source tree.
+export PYTHONDONTWRITEBYTECODE=1
 brain_pid=""
 corrald_pid=""
 tenants=()
