@@ -19,7 +19,8 @@
 SWIFT ?= swift
 FORMAT_PATHS := Sources Tests Package.swift
 SHELL_SCRIPTS := scripts/engine.sh scripts/deps.sh scripts/demo.sh scripts/check-init.sh \
-	scripts/fuzz-api.sh scripts/test-console.sh scripts/lib/common.sh images/base/build.sh .ci/run
+	scripts/fuzz-api.sh scripts/fleet.sh scripts/test-console.sh scripts/lib/common.sh images/base/build.sh \
+	.ci/run
 
 # CORRAL_REQUIRE_ENGINE, CORRAL_ENGINE and CORRAL_TEST_IMAGE reach the tests when set in the
 # environment or on the command line (make exports both). Not `export`ed here: that would

@@ -1,10 +1,11 @@
 /// What corral-init sends first on a control connection: NUL-separated fields, the protocol
 /// version in decimal, corral-init's own version, and the sandbox's `ControlKey` in hex.
 /// Protocol 1's hello was corral-init's version string alone; it decodes as version 1 with no
-/// key, so that the host can say what is wrong.
+/// key, so that the host can say what is wrong. Protocols 2 and 3 share the hello; a later
+/// protocol's decodes without a key (its layout is not known here).
 public struct ControlHello: Sendable, CustomStringConvertible, CustomReflectable {
     /// The protocol both ends of this build speak.
-    public static let protocolVersion = 2
+    public static let protocolVersion = 3
     /// The largest hello the host reads, and the largest frame it reads before one: a peer that
     /// has not proved itself cannot make the host hold more.
     public static let maxPayload = 256
@@ -44,7 +45,7 @@ public struct ControlHello: Sendable, CustomStringConvertible, CustomReflectable
         guard let version = Int(String(decoding: fields[0], as: UTF8.self)), version >= 2 else { return nil }
         protocolVersion = version
         initVersion = Self.printable(fields[1])
-        key = version == 2 && fields.count == 3 ? ControlKey(hex: fields[2]) : nil
+        key = (2...Self.protocolVersion).contains(version) && fields.count == 3 ? ControlKey(hex: fields[2]) : nil
     }
 
     public var description: String {

@@ -21,14 +21,6 @@ public final class CorralClient: Sendable {
 
     public func shutdown() { http.shutdown() }
 
-    /// True when a corral service answers at the endpoint.
-    public func isServing() async -> Bool {
-        guard let response = try? await http.execute(request(.get, "/v1/health", timeout: .seconds(5))) else {
-            return false
-        }
-        return response.status == 200
-    }
-
     // MARK: Sandboxes
 
     public func createSandbox(_ body: CreateSandboxRequest) async throws -> CreatedSandbox {

@@ -5,10 +5,13 @@ import DockerEngine
 import Foundation
 
 /// Suite `sandbox`: cold provision and first exec, and the exec round trip of `true`, for
-/// corral, raw engine API calls (the same requests, by hand) and the docker CLI.
+/// corral, raw engine API calls (the same requests, by hand) and the docker CLI; and the
+/// control path's round trip of `true` on runc and gVisor beside the floor under it (fork,
+/// exec and wait of /bin/true inside the sandbox).
 struct SandboxSuite: BenchSuite {
     static let name = "sandbox"
-    static let summary = "cold provision + first exec, and exec round trip; corral vs raw engine API vs docker CLI"
+    static let summary =
+        "cold provision + first exec, and exec round trip; corral vs raw engine API vs docker CLI; the control path vs its floor"
 
     func run(_ context: BenchContext) async throws -> SuiteReport {
         let engine = try DockerEngineClient(parsing: context.engineEndpoint)
@@ -103,11 +106,45 @@ struct SandboxSuite: BenchSuite {
             controlExecs.append(try await measureMilliseconds { try await held.run(SandboxCommand(["true"])) }.1)
         }
         try await sandbox.remove()
-        try await held.remove()
         _ = try await engine.removeContainer(rawContainer)
         _ = try await engine.removeContainer(cliContainer)
 
+        // The control path beside its floor, on each runtime: the round trip of `true` over the
+        // control connection, and fork+exec+wait of /bin/true inside the same sandbox (timed by
+        // corral-init itself, started through the engine's exec so that the control
+        // connection is idle meanwhile).
+        var gvisor = request
+        gvisor.runtime = .runsc
+        let heldGVisor = try await controlled.provision(gvisor)
+        var controlPath: [(SandboxRuntime, control: Samples, floor: Samples)] = []
+        for (runtime, subject) in [(SandboxRuntime.runc, held), (.runsc, heldGVisor)] {
+            var control = Samples()
+            for _ in 0..<max(execRuns, 200) {
+                control.append(try await measureMilliseconds { try await subject.run(SandboxCommand(["true"])) }.1)
+            }
+            let floor = try await spawnFloor(in: provisioner.handle(subject.id), runs: context.quick ? 50 : 500)
+            controlPath.append((runtime, control, floor))
+        }
+        try await held.remove()
+        try await heldGVisor.remove()
+
         func ratio(_ a: Samples, _ b: Samples) -> Double { a.median / b.median }
+        var controlMeasurements: [Measurement] = []
+        var controlTargets: [TargetCheck] = []
+        for (runtime, control, floor) in controlPath {
+            controlMeasurements.append(Measurement(subject: "corral-control, \(runtime)", unit: "ms", samples: control))
+            controlMeasurements.append(
+                Measurement(subject: "fork+exec+wait floor, \(runtime)", unit: "ms", samples: floor))
+            controlTargets.append(
+                TargetCheck(
+                    target: "\(runtime): control path p50 <= 1.5 ms",
+                    observed: String(format: "%.3f ms", control.median), met: control.median <= 1.5))
+            controlTargets.append(
+                TargetCheck(
+                    target: "\(runtime): moonshot, control path p50 <= floor + 0.5 ms",
+                    observed: String(format: "%.3f vs %.3f + 0.5 ms", control.median, floor.median),
+                    met: control.median <= floor.median + 0.5))
+        }
         let coldRatio = ratio(corralCold, rawCold)
         let execRatio = ratio(corralExec, rawExecs)
         return SuiteReport(
@@ -152,13 +189,36 @@ struct SandboxSuite: BenchSuite {
                             observed: String(format: "%.1f vs %.1f ms", corralExec.median, cliExecs.median),
                             met: corralExec.median < cliExecs.median),
                     ]),
+                Comparison(
+                    metric: "control path: true vs the floor", measurements: controlMeasurements,
+                    targets: controlTargets),
             ],
             notes: [
                 "raw-api sends the same create body corral does, over libcurl, with no wrapper; its exec runs `true` directly, while corral's runs it under corral-init's exec wrapper (process-group timeout)",
                 "docker-cli uses the same hardened flags; each call pays the CLI's own start-up",
                 "corral makes the workspace's own ext4 file system (mkfs, loop mount) before the engine is asked; `corral, disk 0` is the same request with a plain directory, so the difference is what the disk costs; raw-api's host files are made outside its timing",
                 "corral-control: the provisioning process's control connection to corral-init (a state directory is needed); its cold provision includes waiting for corral-init to dial in",
+                "fork+exec+wait floor: `corral-init spawn-floor` inside the sandbox starts /bin/true the way corral-init starts commands (vfork, a session of its own, exec) and waits for it, timing each cycle itself; the gap to corral-control is the protocol, the host and the connection",
             ])
+    }
+
+    /// The floor under a command in `sandbox`: corral-init's own timings of fork+exec+wait of
+    /// /bin/true, in milliseconds.
+    private func spawnFloor(in sandbox: Sandbox, runs: Int) async throws -> Samples {
+        let result = try await sandbox.run(
+            SandboxCommand([SandboxEnvironment.initPath, "spawn-floor", String(runs)], timeout: .seconds(120)))
+        struct Report: Decodable {
+            var samplesMicroseconds: [Double]
+            enum CodingKeys: String, CodingKey { case samplesMicroseconds = "samples_us" }
+        }
+        guard result.status.exitCode == 0,
+            let report = try? JSONDecoder().decode(Report.self, from: Data(result.stdout.utf8))
+        else {
+            throw CorralError(
+                .engine,
+                "corral-init spawn-floor failed (status \(result.status.exitCode)): \(result.stderr.prefix(200))")
+        }
+        return Samples(report.samplesMicroseconds.map { $0 / 1000 })
     }
 }
 

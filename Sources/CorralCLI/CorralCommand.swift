@@ -8,6 +8,7 @@ public struct CorralCommand: AsyncParsableCommand {
     public static let configuration = CommandConfiguration(
         commandName: "corral",
         abstract: "Disposable, hardened sandboxes and durable sessions for AI agents.",
+        version: "corral \(CorralVersion.current)",
         subcommands: [
             DoctorCommand.self,
             SandboxCommandGroup.self,
@@ -21,6 +22,7 @@ public struct CorralCommand: AsyncParsableCommand {
             TenantCommandGroup.self,
             VaultCommand.self,
             AgentCommand.self,
+            VersionCommand.self,
         ]
     )
 

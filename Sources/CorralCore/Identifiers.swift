@@ -103,3 +103,12 @@ public struct TenantID: CorralIdentifier {
     /// The tenant that owns everything made without a service (the command line on its own).
     public static let local = TenantID(unchecked: "local")
 }
+
+/// A command started in a sandbox over its control connection: it names the command for as
+/// long as corral-init keeps it (to attach to it, list it, signal it), whichever process asks.
+public struct CommandID: CorralIdentifier {
+    public static let kind = "command id"
+    public static let prefix = "cm"
+    public let rawValue: String
+    public init(unchecked rawValue: String) { self.rawValue = rawValue }
+}

@@ -47,6 +47,9 @@ public struct CorralServer: Sendable {
         /// How long a graceful shutdown waits for requests under way before it cancels them
         /// (`[server] shutdown_timeout`): a stop always completes.
         public var shutdownTimeout: Duration = .seconds(30)
+        /// Stop once idle this long (no request under way, no harness run): the host agent
+        /// the command line starts on demand. Nil: run until stopped.
+        public var idleExit: Duration?
         /// The web console at `/console` (docs/console.md).
         public var console = ConsoleSettings()
 
@@ -67,6 +70,7 @@ public struct CorralServer: Sendable {
     let quotas: QuotaGate
     let workers: HarnessWorkers
     let serverMetrics: ServerMetrics
+    let activity = ServerActivity()
     /// The console's logins, summaries and charts, shared by both listeners.
     let console: ConsoleState
     let logger: Logger
@@ -103,6 +107,7 @@ public struct CorralServer: Sendable {
     /// The API's router for one listener (`/v1`, `/metrics`): what docs/openapi.yaml describes.
     public func router(auth: AuthMode) -> Router<CorralRequestContext> {
         let router = Router(context: CorralRequestContext.self)
+        router.add(middleware: ActivityMiddleware(activity: activity))
         router.add(middleware: MetricsMiddleware(factory: serverMetrics.factory))
         router.add(
             middleware: ErrorMiddleware(
@@ -185,7 +190,14 @@ public struct CorralServer: Sendable {
     public func run(handleSignals: Bool = true, onReady: @escaping @Sendable (String) async -> Void = { _ in })
         async throws
     {
-        let listeners = try applications(onReady: onReady)
+        var listeners = try applications(onReady: onReady)
+        if let after = configuration.idleExit {
+            // Last in the list, so that a graceful shutdown stops it first.
+            listeners.append(
+                IdleExitService(
+                    after: after, activity: activity, workers: workers, socketPath: configuration.socketPath,
+                    logger: logger))
+        }
         var groupConfiguration = ServiceGroupConfiguration(
             // A graceful shutdown stops services in reverse order: first the listeners
             // (they drain their requests), then the harness runs (sessions stay
@@ -207,23 +219,8 @@ public struct CorralServer: Sendable {
         try FileManager.default.createDirectory(
             atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
         guard FileManager.default.fileExists(atPath: path) else { return }
-        let probe = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(probe) }
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        let bytes = Array(path.utf8)
-        guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else {
-            throw CorralError.invalidArgument("socket path \(path) is too long", hint: "use a shorter --state-dir")
-        }
-        withUnsafeMutableBytes(of: &address.sun_path) { raw in
-            for (index, byte) in bytes.enumerated() { raw[index] = byte }
-        }
-        let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                connect(probe, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
-            }
-        }
-        if connected == 0 {
+        let connected = UnixSocketPath.accepts(path)
+        if connected {
             throw CorralError(
                 .alreadyExists, "a corral service already answers on \(path)",
                 hint: "stop it first, or use another --state-dir")

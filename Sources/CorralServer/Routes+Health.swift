@@ -18,7 +18,3 @@ extension CorralServer {
         }
     }
 }
-
-public enum CorralVersion {
-    public static let current = "0.1.0"
-}

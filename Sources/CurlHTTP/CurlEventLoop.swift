@@ -23,8 +23,8 @@ final class CurlEventLoop: @unchecked Sendable {
     private var active: [UnsafeMutableRawPointer: CurlTransfer] = [:]
 
     init(maxConnections: Int) throws {
-        _ = CurlLibrary.initialized
-        guard let multi = curl_multi_init() else {
+        try CurlLibrary.load()
+        guard let multi = corral_curl_multi_init() else {
             throw CorralError(.internalError, "libcurl could not allocate a multi handle")
         }
         self.multi = multi
@@ -35,7 +35,7 @@ final class CurlEventLoop: @unchecked Sendable {
     }
 
     deinit {
-        curl_multi_cleanup(multi)
+        corral_curl_multi_cleanup(multi)
     }
 
     func add(_ transfer: CurlTransfer) {
@@ -50,7 +50,7 @@ final class CurlEventLoop: @unchecked Sendable {
     /// Stops the loop thread; transfers still running fail as cancelled.
     func stop() {
         commands.withLock { $0.stopping = true }
-        curl_multi_wakeup(multi)
+        corral_curl_multi_wakeup(multi)
     }
 
     private func send(_ command: Command) {
@@ -60,7 +60,7 @@ final class CurlEventLoop: @unchecked Sendable {
             return true
         }
         if accepted {
-            curl_multi_wakeup(multi)
+            corral_curl_multi_wakeup(multi)
         } else if case .add(let transfer) = command {
             transfer.cancel()
         }
@@ -76,12 +76,12 @@ final class CurlEventLoop: @unchecked Sendable {
             for command in batch { apply(command) }
             if stopping { break }
             var running: Int32 = 0
-            _ = curl_multi_perform(multi, &running)
+            _ = corral_curl_multi_perform(multi, &running)
             collectFinished()
-            _ = curl_multi_poll(multi, nil, 0, 1000, nil)
+            _ = corral_curl_multi_poll(multi, nil, 0, 1000, nil)
         }
         for (easy, transfer) in active {
-            curl_multi_remove_handle(multi, easy)
+            corral_curl_multi_remove_handle(multi, easy)
             transfer.cancel()
         }
         active.removeAll()
@@ -90,7 +90,7 @@ final class CurlEventLoop: @unchecked Sendable {
     private func apply(_ command: Command) {
         switch command {
         case .add(let transfer):
-            let code = curl_multi_add_handle(multi, transfer.easy)
+            let code = corral_curl_multi_add_handle(multi, transfer.easy)
             if code == CURLM_OK {
                 active[transfer.easy] = transfer
             } else {
@@ -98,21 +98,21 @@ final class CurlEventLoop: @unchecked Sendable {
             }
         case .remove(let transfer):
             if active.removeValue(forKey: transfer.easy) != nil {
-                curl_multi_remove_handle(multi, transfer.easy)
+                corral_curl_multi_remove_handle(multi, transfer.easy)
             }
         case .unpause(let transfer):
             if active[transfer.easy] != nil {
-                _ = curl_easy_pause(transfer.easy, corral_CURLPAUSE_CONT)
+                _ = corral_curl_easy_pause(transfer.easy, corral_CURLPAUSE_CONT)
             }
         }
     }
 
     private func collectFinished() {
         var remaining: Int32 = 0
-        while let message = curl_multi_info_read(multi, &remaining) {
+        while let message = corral_curl_multi_info_read(multi, &remaining) {
             guard message.pointee.msg == CURLMSG_DONE, let easy = message.pointee.easy_handle else { continue }
             let code = message.pointee.data.result
-            curl_multi_remove_handle(multi, easy)
+            corral_curl_multi_remove_handle(multi, easy)
             if let transfer = active.removeValue(forKey: easy) {
                 transfer.complete(code)
             }
@@ -121,6 +121,13 @@ final class CurlEventLoop: @unchecked Sendable {
 }
 
 enum CurlLibrary {
-    /// curl_global_init, once per process (thread-safe since curl 7.84).
-    static let initialized: Bool = curl_global_init(corral_CURL_GLOBAL_ALL) == CURLE_OK
+    /// Opens libcurl and runs curl_global_init, once per process (see CCurl's header: the
+    /// library is loaded on first use, not at start-up).
+    static func load() throws {
+        var error = [CChar](repeating: 0, count: 512)
+        guard corral_curl_load(&error, error.count) == 0 else {
+            let reason = String(decoding: error.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+            throw CorralError(.unavailable, reason, hint: "install libcurl (apt-get install libcurl4)")
+        }
+    }
 }

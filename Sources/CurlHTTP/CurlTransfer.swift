@@ -48,7 +48,7 @@ final class CurlTransfer: @unchecked Sendable {
     }
 
     init(request: HTTPRequest, endpoint: HTTPEndpoint, configuration: CurlHTTPClient.Configuration) throws {
-        guard let easy = curl_easy_init() else {
+        guard let easy = corral_curl_easy_init() else {
             throw CorralError(.internalError, "libcurl could not allocate a transfer")
         }
         self.easy = easy
@@ -62,9 +62,9 @@ final class CurlTransfer: @unchecked Sendable {
     }
 
     deinit {
-        curl_easy_cleanup(easy)
-        if let headerList { curl_slist_free_all(headerList) }
-        if let connectToList { curl_slist_free_all(connectToList) }
+        corral_curl_easy_cleanup(easy)
+        if let headerList { corral_curl_slist_free_all(headerList) }
+        if let connectToList { corral_curl_slist_free_all(connectToList) }
         errorBuffer.deallocate()
     }
 
@@ -83,7 +83,7 @@ final class CurlTransfer: @unchecked Sendable {
         if request.forbidReuse { try set(CURLOPT_FORBID_REUSE, 1) }
         if let connectTo = request.connectTo {
             // "HOST:PORT:TO-HOST:TO-PORT" with HOST and PORT empty: whatever the URL says.
-            connectToList = curl_slist_append(nil, "::\(connectTo.address):\(connectTo.port)")
+            connectToList = corral_curl_slist_append(nil, "::\(connectTo.address):\(connectTo.port)")
             if let connectToList { try set(CURLOPT_CONNECT_TO, pointer: UnsafeMutableRawPointer(connectToList)) }
         }
         switch endpoint {
@@ -134,7 +134,7 @@ final class CurlTransfer: @unchecked Sendable {
         for field in headers {
             // "Name:" with nothing after it tells curl to drop a header it would add itself.
             let line = field.value.isEmpty ? "\(field.name):" : "\(field.name): \(field.value)"
-            headerList = curl_slist_append(headerList, line)
+            headerList = corral_curl_slist_append(headerList, line)
         }
         if let headerList { try set(CURLOPT_HTTPHEADER, pointer: UnsafeMutableRawPointer(headerList)) }
 
@@ -166,7 +166,8 @@ final class CurlTransfer: @unchecked Sendable {
 
     private func check(_ code: CURLcode, _ what: String) throws {
         guard code == CURLE_OK else {
-            throw CorralError(.internalError, "libcurl refused \(what): \(String(cString: curl_easy_strerror(code)))")
+            throw CorralError(
+                .internalError, "libcurl refused \(what): \(String(cString: corral_curl_easy_strerror(code)))")
         }
     }
 
@@ -314,7 +315,8 @@ final class CurlTransfer: @unchecked Sendable {
     }
 
     private func transportError(_ code: CURLcode) -> CorralError {
-        let detail = errorBuffer.pointee == 0 ? String(cString: curl_easy_strerror(code)) : String(cString: errorBuffer)
+        let detail =
+            errorBuffer.pointee == 0 ? String(cString: corral_curl_easy_strerror(code)) : String(cString: errorBuffer)
         let isCancelled = state.withLock { $0.cancelled }
         if isCancelled { return CorralError(.cancelled, "\(request.method) \(request.path) was cancelled") }
         switch code {

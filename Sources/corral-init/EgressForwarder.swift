@@ -1,3 +1,4 @@
+import CCorralInit
 import Glibc
 import Synchronization
 
@@ -66,10 +67,9 @@ final class EgressForwarder: Sendable {
 
     private func acceptLoop() {
         while true {
-            // CLOEXEC: PID 1 starts commands for the control connection, and a relayed
-            // connection must not leak into them (the exec wrapper also closes strays).
-            let client = accept(listener, nil, nil)
-            if client >= 0 { _ = fcntl(client, F_SETFD, FD_CLOEXEC) }
+            // Close-on-exec from the start: PID 1 starts commands for the control connection
+            // on another thread, and a relayed connection must not leak into them.
+            let client = corral_accept(listener)
             if client < 0 {
                 switch errno {
                 case EINTR, ECONNABORTED, EPROTO:

@@ -102,10 +102,16 @@ struct InitProcess {
             action.sa_flags = SA_RESTART
             sigaction(signal, &action, nil)
         }
-        let signals = SignalSet(Self.handledSignals)
         // Before any thread exists: threads inherit the mask, so no thread can take these
-        // signals through the empty handler and lose them.
-        _ = signals.block()
+        // signals through the empty handler and lose them. SIGPIPE too: a command that closes
+        // its stdin must give PID 1 an EPIPE, not kill it. (Commands start with every signal
+        // unblocked.)
+        _ = SignalSet(Self.handledSignals + [SIGPIPE]).block()
+        // With a control connection, its loop takes SIGCHLD (from a signalfd) and reaps every
+        // child, so that it learns each command's status as it exits; this thread waits for
+        // the signals that stop the sandbox.
+        let controlled = configuration.controlSocketPath != nil && configuration.controlKey != nil
+        let signals = SignalSet(controlled ? [SIGTERM, SIGINT] : Self.handledSignals)
 
         if let forwarderConfiguration = configuration.forwarder {
             switch EgressForwarder.start(configuration: forwarderConfiguration) {
@@ -117,7 +123,7 @@ struct InitProcess {
         }
 
         if let controlSocketPath = configuration.controlSocketPath, let key = configuration.controlKey {
-            switch ControlClient.start(socketPath: controlSocketPath, key: key, initPath: Self.executablePath()) {
+            switch ControlLoop.start(socketPath: controlSocketPath, key: key) {
             case .success: break
             case .failure(let error):
                 logLine(error.message)
@@ -134,15 +140,6 @@ struct InitProcess {
                 shutDown(signals: signals)
             }
         }
-    }
-
-    /// This program's own path, to start the exec wrapper from; /proc/self/exe names it even
-    /// when the image has no copy.
-    static func executablePath() -> String {
-        var buffer = [CChar](repeating: 0, count: 4096)
-        let count = readlink("/proc/self/exe", &buffer, buffer.count - 1)
-        guard count > 0 else { return CommandLine.arguments.first ?? "/.corral/init" }
-        return String(decoding: buffer[0..<count].map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 
     /// Reaps every child that has exited. Returns false once there are no children at all.

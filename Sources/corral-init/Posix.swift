@@ -1,3 +1,4 @@
+import CCorralInit
 import Glibc
 
 // Small, allocation-light helpers over Glibc. corral-init must not import Foundation: it is
@@ -164,10 +165,12 @@ func currentEnvironment() -> UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?
     environ
 }
 
-/// Connects a stream socket (close-on-exec) to the unix socket at `path`; retries on EINTR.
-/// Returns the descriptor, or the errno of the failure.
-func connectUnixSocket(_ path: String) -> Result<Int32, Errno> {
-    let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+/// Connects a stream socket (close-on-exec, and non-blocking when asked) to the unix socket
+/// at `path`; retries on EINTR. Returns the descriptor, or the errno of the failure.
+func connectUnixSocket(_ path: String, nonBlocking: Bool = false) -> Result<Int32, Errno> {
+    var type = Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue)
+    if nonBlocking { type |= Int32(SOCK_NONBLOCK.rawValue) }
+    let fd = socket(AF_UNIX, type, 0)
     guard fd >= 0 else { return .failure(Errno(code: errno)) }
     var address = sockaddr_un()
     address.sun_family = sa_family_t(AF_UNIX)
@@ -184,6 +187,7 @@ func connectUnixSocket(_ path: String) -> Result<Int32, Errno> {
         }
         if result == 0 { return .success(fd) }
         if errno == EINTR { continue }
+        // A unix socket connects at once or not at all; EAGAIN means its backlog is full.
         let failure = Errno(code: errno)
         close(fd)
         return .failure(failure)
@@ -196,21 +200,14 @@ struct Errno: Error {
     var description: String { describeErrno(code) }
 }
 
-/// prctl(2) is variadic in C, which Swift does not import; this declares the five-argument
-/// form it is called with here (integer arguments travel in the same registers either way).
-@_silgen_name("prctl")
-private func systemPrctl(_ option: Int32, _ arg2: UInt, _ arg3: UInt, _ arg4: UInt, _ arg5: UInt) -> Int32
-
 /// Makes this process undumpable (PR_SET_DUMPABLE 0): the kernel then lets no other process
 /// of the same user, and none without CAP_SYS_PTRACE, read its memory, environment or
 /// descriptors through /proc, or trace it. (gVisor keeps memory and tracing closed but still
 /// shows the environment and the descriptor list, which hold no secret.) Processes it starts
 /// are dumpable again once they exec. False when the kernel did not take it.
 func makeUndumpable() -> Bool {
-    let setDumpable: Int32 = 4  // PR_SET_DUMPABLE
-    let getDumpable: Int32 = 3  // PR_GET_DUMPABLE
-    guard systemPrctl(setDumpable, 0, 0, 0, 0) == 0 else { return false }
-    return systemPrctl(getDumpable, 0, 0, 0, 0) == 0
+    guard corral_set_dumpable(0) == 0 else { return false }
+    return corral_get_dumpable() == 0
 }
 
 /// Reads a file of at most `limit` bytes whole, without following a symbolic link.
@@ -235,4 +232,25 @@ func readSmallFile(_ path: String, limit: Int) -> Result<[UInt8], InitError> {
     }
     guard count <= limit else { return .failure(InitError("\(path) is larger than \(limit) bytes")) }
     return .success(Array(buffer[0..<count]))
+}
+
+/// Writes all of `bytes`; false on an error. To a socket, without SIGPIPE.
+func writeFully(_ fd: Int32, _ bytes: [UInt8], socket: Bool = false) -> Bool {
+    var offset = 0
+    while offset < bytes.count {
+        let written = bytes.withUnsafeBytes { raw -> Int in
+            guard let base = raw.baseAddress else { return -1 }
+            return socket
+                ? send(fd, base + offset, raw.count - offset, Int32(MSG_NOSIGNAL))
+                : write(fd, base + offset, raw.count - offset)
+        }
+        if written > 0 {
+            offset += written
+        } else if written < 0 && errno == EINTR {
+            continue
+        } else {
+            return false
+        }
+    }
+    return true
 }

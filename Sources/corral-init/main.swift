@@ -7,6 +7,9 @@
 //                               boot), stop everything and exit 0 on SIGTERM or SIGINT.
 //   corral-init exec [--timeout S] [--grace S] [--workdir D] [--status-fd N] -- CMD ARGS...
 //                               run CMD in its own process group with a timeout (exit 124).
+//   corral-init spawn-floor [COUNT] [PROGRAM...]
+//                               time COUNT starts of PROGRAM (/bin/true) the way PID 1 starts
+//                               commands: the floor under any way of running one.
 //   corral-init version         print the version.
 //
 // Environment (PID 1 mode): CORRAL_GATEWAY_SOCKET (unix socket path; no forwarder without
@@ -17,11 +20,12 @@
 // /.corral/init into images that may have no libc of their own.
 import Glibc
 
-let corralInitVersion = "0.2.0"
+let corralInitVersion = "0.3.0"
 
 let usageText = """
     usage: corral-init                      run as PID 1 (reaper, egress forwarder)
            corral-init exec [--timeout SECONDS] [--grace SECONDS] [--workdir DIR] [--status-fd N] -- COMMAND [ARGUMENT...]
+           corral-init spawn-floor [COUNT] [PROGRAM [ARGUMENT...]]
            corral-init version
 
     """
@@ -42,6 +46,8 @@ case nil:
     }
 case "exec":
     exit(ExecWrapper.run(Array(arguments.dropFirst())))
+case "spawn-floor":
+    exit(SpawnFloor.run(Array(arguments.dropFirst())))
 case "version", "--version", "-V":
     print("corral-init \(corralInitVersion)")
 case "help", "--help", "-h":

@@ -110,8 +110,9 @@ struct ControlChannelsTests {
     }
 }
 
-/// A blocking unix-socket peer, as corral-init (or anyone in a sandbox) would dial.
-final class PeerSocket {
+/// A blocking unix-socket peer, as corral-init (or anyone in a sandbox) would dial. Only its
+/// descriptor is shared, and tests use it from one thread at a time.
+final class PeerSocket: @unchecked Sendable {
     let fd: Int32
 
     init(path: String) throws {
@@ -147,6 +148,15 @@ final class PeerSocket {
         }
         _ = try read(parsed.length)
         return parsed.rawKind
+    }
+
+    /// The next frame whole; nil once the host closed the connection.
+    func readFrame() throws -> (kind: UInt8, id: UInt32, payload: [UInt8])? {
+        guard let header = try read(ControlFrameHeader.size), let parsed = ControlFrameHeader(parsing: header) else {
+            return nil
+        }
+        guard let payload = try read(parsed.length) else { return nil }
+        return (parsed.rawKind, parsed.id, payload)
     }
 
     private func read(_ count: Int) throws -> [UInt8]? {

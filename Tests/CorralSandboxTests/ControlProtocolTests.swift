@@ -16,27 +16,74 @@ struct ControlProtocolTests {
         #expect(ControlFrameHeader(parsing: huge.bytes)?.isValid == false)
     }
 
-    @Test("an exec request round-trips, empty arguments and all; NUL bytes and short payloads are refused")
+    @Test(
+        "an exec request round-trips, empty arguments and all; NUL bytes, no arguments and short payloads are refused")
     func execRequest() throws {
         let request = ExecRequest(
-            timeoutMilliseconds: 1500, graceMilliseconds: 2000, workingDirectory: "/work space",
-            arguments: ["sh", "-c", "echo \"$A\"", ""], environment: ["A=1=2", "B="])
+            commandID: "cm-abc", arguments: ["sh", "-c", "echo \"$A\"", ""], environment: ["A=1=2", "B="],
+            workingDirectory: "/work space", timeoutMilliseconds: 1500, graceMilliseconds: 2000, stdin: true,
+            detached: true, terminal: WindowSize(rows: 24, columns: 80), outputWindow: 1 << 16)
         let payload = try #require(request.encoded())
         #expect(ExecRequest(decoding: payload) == request)
-        let bare = ExecRequest(
-            timeoutMilliseconds: 0, graceMilliseconds: 0, workingDirectory: "/", arguments: ["true", ""],
-            environment: [])
+        let bare = ExecRequest(commandID: "cm-x", arguments: ["true", ""], workingDirectory: "/")
         #expect(ExecRequest(decoding: try #require(bare.encoded())) == bare)
         var withNUL = request
         withNUL.arguments.append("a\u{0}b")
         #expect(withNUL.encoded() == nil)
-        #expect(ExecRequest(decoding: Array("10\u{0}20\u{0}/\u{0}3\u{0}only-one".utf8)) == nil)
-        #expect(ExecRequest(decoding: Array("x\u{0}20\u{0}/\u{0}1\u{0}true".utf8)) == nil)
+        var none = bare
+        none.arguments = []
+        #expect(ExecRequest(decoding: try #require(none.encoded())) == nil)
+        #expect(ExecRequest(decoding: payload.dropLast()) == nil)
+        #expect(ExecRequest(decoding: payload + [0]) == nil)
         #expect(ExecRequest(decoding: []) == nil)
+    }
+
+    @Test("terminal sizes outside 1...1000 rows and 1...2000 columns are refused on the wire too")
+    func windowSize() throws {
+        #expect(WindowSize(rows: 0, columns: 80) == nil)
+        #expect(WindowSize(rows: 24, columns: 2001) == nil)
+        #expect(WindowSize(rows: 100_000, columns: 100_000) == nil)
+        let size = try #require(WindowSize(rows: 1000, columns: 2000))
+        #expect(WindowSize(decoding: size.encoded()) == size)
+        var writer = ControlFieldWriter()
+        writer.append(UInt64(5000))
+        writer.append(UInt64(80))
+        #expect(WindowSize(decoding: writer.bytes) == nil)
+    }
+
+    @Test("reports, requests and listings round-trip; a failure decodes from anything")
+    func messages() throws {
+        let exit = ExitReport(status: 137, timedOut: false, outOfMemory: true, endedMilliseconds: 99, outputEnd: 12)
+        #expect(ExitReport(decoding: exit.encoded()) == exit)
+        let record = CommandRecord(
+            commandID: "cm-1", pid: 42, arguments: ["sleep", "9"], startedMilliseconds: 7, exit: exit, detached: true,
+            terminal: false, stdinOpen: false, outputEnd: 12, retainedStart: 0)
+        #expect(CommandRecord(decoding: record.encoded()) == record)
+        let attached = AttachedReport(command: record, startOffset: 5, dropped: 5)
+        #expect(AttachedReport(decoding: attached.encoded()) == attached)
+        let attach = AttachRequest(commandID: "cm-1", offset: 3, stdin: true, outputWindow: 4096)
+        #expect(AttachRequest(decoding: attach.encoded()) == attach)
+        let signal = SignalRequest(commandID: "cm-1", signal: 15)
+        #expect(SignalRequest(decoding: signal.encoded()) == signal)
+        let file = FileRequest(.write, path: "/tmp/a", mode: 0o755, exclusive: true)
+        #expect(FileRequest(decoding: try #require(file.encoded())) == file)
+        #expect(FileRequest(.read, path: "/tmp/\u{0}").encoded() == nil)
+        let status = FileStatus(
+            name: "a", kind: .symlink, size: 3, mode: 0o777, modifiedNanoseconds: 5, linkTarget: "b", uid: 1, gid: 2)
+        #expect(FileStatus(decoding: status.encoded()) == status)
+        #expect(
+            FileStatus.decodeListing(FileStatus.encodeListing([status.encoded(), status.encoded()])) == [
+                status, status,
+            ])
+        let failure = ControlFailure(ControlFailure.Code.system, errno: 2, "cannot read /x")
+        #expect(ControlFailure(decoding: failure.encoded()) == failure)
+        #expect(ControlFailure(decoding: Array("old text".utf8)).message == "old text")
+        #expect(ControlCredit.decode(ControlCredit.encode(70_000)) == 70_000)
+        #expect(ControlCredit.decode([1, 2, 3]) == nil)
     }
 }
 
-/// The hello and the key of control protocol 2.
+/// The hello and the key of control protocols 2 and 3.
 @Suite("The control protocol's hello and key")
 struct ControlHelloTests {
     @Test("a key round-trips through hex, is compared by value, and never prints")
@@ -66,8 +113,10 @@ struct ControlHelloTests {
 
         let legacy = try #require(ControlHello(decoding: Array("0.1.0".utf8)))
         #expect(legacy.protocolVersion == 1 && legacy.initVersion == "0.1.0" && legacy.key == nil)
-        let future = try #require(ControlHello(decoding: Array("3\u{0}x\u{0}".utf8) + key.hex))
-        #expect(future.protocolVersion == 3 && future.key == nil)
+        let older = try #require(ControlHello(decoding: Array("2\u{0}x\u{0}".utf8) + key.hex))
+        #expect(older.protocolVersion == 2 && older.key?.matches(key) == true)
+        let future = try #require(ControlHello(decoding: Array("4\u{0}x\u{0}".utf8) + key.hex))
+        #expect(future.protocolVersion == 4 && future.key == nil)
         #expect(ControlHello(decoding: Array("two\u{0}x\u{0}".utf8)) == nil)
         #expect(ControlHello(decoding: [UInt8](repeating: 0x41, count: ControlHello.maxPayload + 1)) == nil)
         let noisy = try #require(ControlHello(decoding: Array("2\u{0}\u{1b}[31mred\nline\u{0}".utf8)))

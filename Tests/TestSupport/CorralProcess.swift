@@ -24,6 +24,16 @@ public enum BuiltProducts {
     }
 }
 
+/// The environment a test's `corral` runs with: the test's own, then `overrides`. Commands
+/// drive the engine themselves (CORRAL_AGENT=0) unless a test asks for the host agent: a test
+/// of embedded behaviour must not find it went through an agent that outlives the test.
+public func commandEnvironment(_ overrides: [String: String]) -> [String: String] {
+    var environment = ProcessInfo.processInfo.environment
+    environment["CORRAL_AGENT"] = "0"
+    environment.merge(overrides) { _, new in new }
+    return environment
+}
+
 /// Runs `corral` with `arguments`, feeding `stdin`, and collects its output.
 public func runCorral(
     _ arguments: [String], environment: [String: String] = [:], stdin: Data? = nil, product: String = "corral",
@@ -32,9 +42,7 @@ public func runCorral(
     let process = Process()
     process.executableURL = URL(fileURLWithPath: executable ?? BuiltProducts.path(product))
     process.arguments = arguments
-    var env = ProcessInfo.processInfo.environment
-    env.merge(environment) { _, new in new }
-    process.environment = env
+    process.environment = commandEnvironment(environment)
     let out = Pipe()
     let err = Pipe()
     let input = Pipe()

@@ -38,9 +38,30 @@ struct ServeCommand: AsyncParsableCommand {
             "Listen on host:port for tenants (\"\" for none); overrides [server] listen.", valueName: "ADDR"))
     var listen: String?
 
+    @Flag(
+        help: ArgumentHelp(
+            "Run as the host agent the command line starts on demand: the unix socket only, no pools unless corral.toml names some, and an idle exit (see CORRAL_AGENT in corral --help)."
+        ))
+    var agent = false
+
+    @Option(
+        name: .customLong("idle-exit"),
+        help: ArgumentHelp(
+            "Stop after this long with no request under way and no agent run (default: never; 5m with --agent).",
+            valueName: "DURATION"))
+    var idleExit: String?
+
+    /// A pipe the command line that started this agent waits on: one byte once the socket
+    /// answers.
+    @Option(name: .customLong("ready-fd"), help: .hidden)
+    var readyFD: Int32?
+
     func run() async throws {
         let context = CommandContext(global)
-        let configuration = try context.configuration(explicit: config) ?? .embeddedDefaults
+        // The agent serves what the state directory's corral.toml says, and nothing more: no
+        // embedded warm pool that a plain `corral run` did not ask for.
+        let configuration =
+            try context.configuration(explicit: config) ?? (agent ? CorralConfiguration() : .embeddedDefaults)
         let state = try context.stateDirectory()
         let engine = try context.engine(configuration: configuration)
         defer { engine.shutdown() }
@@ -53,7 +74,12 @@ struct ServeCommand: AsyncParsableCommand {
         }
         var settings = CorralServer.Configuration(
             socketPath: configuration.server.socket ?? state.appendingPathComponent("corral.sock").path,
-            listen: listen.map { $0.isEmpty ? nil : $0 } ?? configuration.server.listen)
+            listen: agent ? nil : listen.map { $0.isEmpty ? nil : $0 } ?? configuration.server.listen)
+        if let idleExit {
+            settings.idleExit = try Duration(parsing: idleExit)
+        } else if agent {
+            settings.idleExit = HostAgent.idleExit(environment: global.environment)
+        }
         settings.stateDirectory = state.path
         settings.sandboxesPerTenant = configuration.limits.sandboxesPerTenant
         settings.sessionsPerTenant = configuration.limits.sessionsPerTenant
@@ -72,7 +98,14 @@ struct ServeCommand: AsyncParsableCommand {
         say(
             "corral serve: \(configuration.source ?? "configuration"); pools \(pools.isEmpty ? "none" : pools.joined(separator: ", ")); state \(state.path)"
         )
-        try await server.run(onReady: { address in say("corral serve: listening on \(address)") })
+        let readyFD = self.readyFD
+        try await server.run(onReady: { address in
+            say("corral serve: listening on \(address)")
+            if let readyFD, address.hasPrefix("unix://") {
+                _ = write(readyFD, "1", 1)
+                close(readyFD)
+            }
+        })
         say("corral serve: stopped")
     }
 }

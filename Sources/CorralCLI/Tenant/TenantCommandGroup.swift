@@ -35,10 +35,8 @@ enum TenantBackend {
         }
         let context = CommandContext(global)
         let socket = try context.stateDirectory().appendingPathComponent("corral.sock").path
-        if FileManager.default.fileExists(atPath: socket) {
-            let client = try CorralClient(endpoint: .unixSocket(path: socket))
-            if await client.isServing() { return .service(client) }
-            client.shutdown()
+        if UnixSocketPath.accepts(socket) {
+            return .service(try CorralClient(endpoint: .unixSocket(path: socket)))
         }
         let configuration = try context.configuration(explicit: nil)
         let engine = try context.engine(configuration: configuration)

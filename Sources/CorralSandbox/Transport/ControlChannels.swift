@@ -12,7 +12,7 @@ import Glibc
 #endif
 
 /// The host's end of every sandbox's control connection (see `ControlProtocol.swift` for the
-/// protocol and corral-init's `ControlClient` for the other end): one listening socket per
+/// protocol and corral-init's `ControlLoop` for the other end): one listening socket per
 /// sandbox, `control.sock` in its gateway directory, which corral-init dials as soon as it
 /// can. A command sent down it costs a fork inside the sandbox and a few frames, instead of
 /// the engine's exec.
@@ -28,8 +28,8 @@ import Glibc
 ///
 /// The process that makes a sandbox (or adopts it) listens for it; other processes, and any
 /// sandbox whose corral-init has not dialled in, use the engine's exec. A connection that
-/// drops takes its running commands with it (corral-init stops them), and the commands fail
-/// with an error that says so; nothing is re-run.
+/// drops takes its running commands with it (corral-init stops them), unless they were
+/// started detached, and the commands fail with an error that says so; nothing is re-run.
 public final class ControlChannels: Sendable {
     public static let socketName = "control.sock"
     /// The host's copy of a sandbox's control key: in its host directory, beside (not inside)
@@ -42,9 +42,13 @@ public final class ControlChannels: Sendable {
         public var maxConnections = 2
         /// How long a new connection has to send corral-init's hello.
         public var helloDeadline: Duration = .seconds(3)
-        /// Output of a sandbox's commands received and not yet read by their callers, above
-        /// which the host stops reading the connection until they catch up.
-        public var maxBufferedOutput = 4 << 20
+        /// Output of a sandbox's commands received and not yet read by their callers, at most:
+        /// the output windows of all of a connection's streams come out of it (see
+        /// `ControlConnection`).
+        public var maxBufferedOutput = 16 << 20
+        /// One stream's output window, when `maxBufferedOutput` has room for it: what one
+        /// command may have in flight to a caller that does not read.
+        public var streamWindow = ControlLimits.outputWindow
         /// The least time between two log lines about one sandbox's refused connections.
         public var refusalLogInterval: Duration = .seconds(10)
 
@@ -147,13 +151,14 @@ public final class ControlChannels: Sendable {
     public func isConnected(_ sandbox: SandboxID) -> Bool { connection(for: sandbox) != nil }
 
     /// Waits up to `timeout` for corral-init to dial in (woken by its hello, not by polling);
-    /// true when it has. When it has not, its key is taken out of the sandbox's reach: other
-    /// commands are about to run there, and none of them may find it.
-    public func waitForConnection(_ sandbox: SandboxID, timeout: Duration) async -> Bool {
+    /// true when it has. When it has not, its key is taken out of the sandbox's reach (unless
+    /// `withdrawingKey` is false: the caller runs nothing else there): other commands are
+    /// about to run there, and none of them may find it.
+    public func waitForConnection(_ sandbox: SandboxID, timeout: Duration, withdrawingKey: Bool = true) async -> Bool {
         guard let listener = listeners.withLock({ $0[sandbox] }) else { return false }
         await listener.waitForConnection(timeout: timeout)
         guard listener.connection != nil else {
-            listener.withdrawKey()
+            if withdrawingKey { listener.withdrawKey() }
             return false
         }
         return true
@@ -228,7 +233,8 @@ final class ControlListener: Sendable {
             throw TooManyConnections()
         }
         let connection = ControlConnection(
-            channel: channel, sandbox: sandbox, maxBufferedOutput: configuration.maxBufferedOutput)
+            channel: channel, sandbox: sandbox, budget: configuration.maxBufferedOutput,
+            streamWindow: configuration.streamWindow)
         channel.closeFuture.whenComplete { _ in
             self.state.withLock { _ = $0.open.removeValue(forKey: ObjectIdentifier(channel)) }
         }

@@ -156,3 +156,74 @@ extension CommandStatus {
             durationMilliseconds: elapsed.milliseconds)
     }
 }
+
+extension EngineExecTransport {
+    /// A command through the engine's exec, as a `RunningCommand`: its output as it comes,
+    /// its status at the end, and cancellation when its caller goes away. The engine's exec
+    /// has no stdin stream here, no kill, and nothing that outlives the request, so stdin,
+    /// terminals, detached commands, attach, listing and signals need the control connection.
+    func start(_ command: SandboxCommand, stdin: Bool, terminal: TerminalSize?, detached: Bool) async throws
+        -> RunningCommand
+    {
+        if stdin || terminal != nil || detached {
+            let feature = stdin ? "stdin" : terminal != nil ? "a terminal" : "a detached command"
+            throw Self.needsControl(feature, sandbox: sandbox)
+        }
+        guard !command.arguments.isEmpty else { throw CorralError.invalidArgument("no command to run") }
+        let inbox = CommandInbox()
+        let task = Task {
+            do {
+                let status = try await run(command) { stream, bytes in
+                    await inbox.push(waiting: stream, bytes)
+                    try Task.checkCancellation()
+                }
+                inbox.finish(.exited(status))
+            } catch {
+                inbox.finish(.failed(error))
+            }
+        }
+        inbox.started(.started(pid: 0))
+        return RunningCommand(
+            id: CommandID.random(), pid: nil, arguments: command.arguments, isDetached: false, hasTerminal: false,
+            acceptsInput: false, inbox: inbox, controls: EngineCommandControls(task: task, sandbox: sandbox))
+    }
+
+    func attach(_ command: CommandID, from offset: Int64, stdin: Bool) async throws -> RunningCommand {
+        throw Self.needsControl("attaching to a command", sandbox: sandbox)
+    }
+
+    func commands() async throws -> [CommandInfo] {
+        throw Self.needsControl("listing commands", sandbox: sandbox)
+    }
+
+    func signal(_ command: CommandID, _ signal: CommandSignal) async throws {
+        throw Self.needsControl("signalling a command", sandbox: sandbox)
+    }
+
+    static func needsControl(_ feature: String, sandbox: SandboxID) -> CorralError {
+        CorralError(
+            .unsupported,
+            "sandbox \(sandbox): \(feature) needs the sandbox's control connection, and this process runs its commands through the engine's exec",
+            hint: "go through the service that made or adopted the sandbox (corral serve)")
+    }
+}
+
+/// What the engine's exec can do for a running command: stop it, by cancelling its request
+/// (its wrapper then kills its process group).
+struct EngineCommandControls: CommandControls {
+    let task: Task<Void, Never>
+    let sandbox: SandboxID
+
+    func write(_ bytes: [UInt8]) async throws { throw EngineExecTransport.needsControl("stdin", sandbox: sandbox) }
+    func closeStdin() async throws { throw EngineExecTransport.needsControl("stdin", sandbox: sandbox) }
+    func resize(_ size: TerminalSize) async throws {
+        throw EngineExecTransport.needsControl("a terminal", sandbox: sandbox)
+    }
+    func signal(_ signal: CommandSignal) async throws {
+        throw EngineExecTransport.needsControl("signalling a command", sandbox: sandbox)
+    }
+    func release() { task.cancel() }
+    func lossError(command: CommandID, detached: Bool) async -> any Error {
+        CorralError(.unavailable, "sandbox \(sandbox): command \(command) was lost")
+    }
+}

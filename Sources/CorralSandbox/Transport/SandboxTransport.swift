@@ -38,8 +38,8 @@ public struct CommandStatus: Sendable, Hashable, Codable {
     }
 }
 
-/// How commands reach a sandbox. Today the engine's exec; later a control connection held by
-/// corral-init. Tools are written against this seam only.
+/// How commands reach a sandbox: corral-init's control connection (`ControlTransport`), or the
+/// engine's exec (`EngineExecTransport`). Tools are written against this seam only.
 public protocol SandboxTransport: Sendable {
     /// Runs `command`, handing output to `output` as it arrives, and returns how it ended.
     /// Throws `CorralError` with `.notFound` when the sandbox no longer exists and
@@ -47,4 +47,19 @@ public protocol SandboxTransport: Sendable {
     func run(
         _ command: SandboxCommand, output: (StdioStream, [UInt8]) async throws -> Void
     ) async throws -> CommandStatus
+
+    /// Starts `command` and returns it running: with stdin open, on a terminal, or detached
+    /// (outliving its caller and the connection) as asked. Transports that cannot do one of
+    /// those refuse with `.unsupported`.
+    func start(_ command: SandboxCommand, stdin: Bool, terminal: TerminalSize?, detached: Bool) async throws
+        -> RunningCommand
+
+    /// Streams a running command's output from `offset`, replaying what is still buffered.
+    func attach(_ command: CommandID, from offset: Int64, stdin: Bool) async throws -> RunningCommand
+
+    /// The commands corral-init keeps: running, and ended a short while ago.
+    func commands() async throws -> [CommandInfo]
+
+    /// Sends `signal` to a command's process group.
+    func signal(_ command: CommandID, _ signal: CommandSignal) async throws
 }

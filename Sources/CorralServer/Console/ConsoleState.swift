@@ -37,9 +37,11 @@ final class ConsoleState: Sendable {
 }
 
 extension CorralServer {
-    /// The console's own long-running work: sampling for the charts.
+    /// The console's own long-running work: sampling for the charts. Not in the host agent
+    /// (`idleExit` set), which the command line starts on demand, on the unix socket only, and
+    /// which should not ping the engine every few seconds for charts nobody opens.
     var consoleServices: [any Service] {
-        guard configuration.console.enabled else { return [] }
+        guard configuration.console.enabled, configuration.idleExit == nil else { return [] }
         return [
             ConsoleSampler(
                 runner: runner, history: console.history, summaries: console.summaries, sessions: sessions,

@@ -30,9 +30,7 @@ final class RunningCorral: @unchecked Sendable {
     init(_ arguments: [String], environment: [String: String]) throws {
         process.executableURL = URL(fileURLWithPath: BuiltProducts.path("corral"))
         process.arguments = arguments
-        var env = ProcessInfo.processInfo.environment
-        env.merge(environment) { _, new in new }
-        process.environment = env
+        process.environment = commandEnvironment(environment)
         let out = Pipe()
         let err = Pipe()
         process.standardOutput = out

@@ -12,9 +12,7 @@ final class HarnessProcess: @unchecked Sendable {
     init(_ arguments: [String], environment: [String: String]) throws {
         process.executableURL = URL(fileURLWithPath: BuiltProducts.path("corral"))
         process.arguments = arguments
-        var merged = ProcessInfo.processInfo.environment
-        merged.merge(environment) { _, new in new }
-        process.environment = merged
+        process.environment = commandEnvironment(environment)
         process.standardOutput = output
         process.standardError = errors
         process.standardInput = FileHandle.nullDevice

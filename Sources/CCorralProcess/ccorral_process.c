@@ -1,0 +1,30 @@
+#define _GNU_SOURCE
+#include "ccorral_process.h"
+
+#include <fcntl.h>
+#include <spawn.h>
+#include <unistd.h>
+
+int corral_spawn_detached(const char *path, char *const argv[], char *const envp[], int output_fd, int ready_fd,
+                          pid_t *pid) {
+    posix_spawn_file_actions_t actions;
+    posix_spawnattr_t attributes;
+    int status = posix_spawn_file_actions_init(&actions);
+    if (status != 0) return status;
+    status = posix_spawnattr_init(&attributes);
+    if (status != 0) {
+        posix_spawn_file_actions_destroy(&actions);
+        return status;
+    }
+    if ((status = posix_spawnattr_setflags(&attributes, POSIX_SPAWN_SETSID)) == 0 &&
+        (status = posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)) == 0 &&
+        (status = posix_spawn_file_actions_adddup2(&actions, output_fd, 1)) == 0 &&
+        (status = posix_spawn_file_actions_adddup2(&actions, output_fd, 2)) == 0 &&
+        (status = posix_spawn_file_actions_adddup2(&actions, ready_fd, 3)) == 0 &&
+        (status = posix_spawn_file_actions_addclosefrom_np(&actions, 4)) == 0) {
+        status = posix_spawn(pid, path, &actions, &attributes, argv, envp);
+    }
+    posix_spawnattr_destroy(&attributes);
+    posix_spawn_file_actions_destroy(&actions);
+    return status;
+}
