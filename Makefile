@@ -2,12 +2,14 @@
 # it is not run as root, with the command that fixes it.
 #
 #   make build    swift build (debug)
-#   make test     build, then swift test; CORRAL_REQUIRE_ENGINE=1 makes engine tests fail
-#                 instead of skip when no engine answers (CI sets it)
+#   make test     build, then swift test, then the console's browser tests
+#                 (scripts/test-console.sh); CORRAL_REQUIRE_ENGINE=1 makes engine and browser
+#                 tests fail instead of skip when no engine or browser is there (CI sets it)
 #   make engine   start dockerd with runsc and a TLS endpoint, unless an engine answers
 #   make image    engine, then corral/base:bookworm (reused unless REBUILD=1)
 #   make run      prepare the machine (packages, engine, image, build), then the demo
-#   make bench    engine, image, then corral-bench in release mode (.build/bench.json)
+#   make bench    engine, image, then corral-bench in release mode (.build/bench.json), then
+#                 the console's benchmark in Chromium (.build/console-bench.json)
 #   make fuzz     engine, image, build, then schemathesis against a live corrald
 #                 (scripts/fuzz-api.sh; CORRAL_FUZZ_SECONDS bounds it)
 #   make fmt      swift format, in place
@@ -17,7 +19,8 @@
 SWIFT ?= swift
 FORMAT_PATHS := Sources Tests Package.swift
 SHELL_SCRIPTS := scripts/engine.sh scripts/deps.sh scripts/demo.sh scripts/check-init.sh \
-	scripts/fuzz-api.sh scripts/fleet.sh scripts/lib/common.sh images/base/build.sh .ci/run
+	scripts/fuzz-api.sh scripts/fleet.sh scripts/test-console.sh scripts/lib/common.sh images/base/build.sh \
+	.ci/run
 
 # CORRAL_REQUIRE_ENGINE, CORRAL_ENGINE and CORRAL_TEST_IMAGE reach the tests when set in the
 # environment or on the command line (make exports both). Not `export`ed here: that would
@@ -31,6 +34,7 @@ build:
 test:
 	$(SWIFT) build
 	$(SWIFT) test
+	scripts/test-console.sh
 
 deps:
 	scripts/deps.sh
@@ -50,6 +54,7 @@ run: deps image build
 bench: image
 	$(SWIFT) build -c release
 	.build/release/corral-bench --json .build/bench.json
+	scripts/test-console.sh --bench
 
 fuzz: image build
 	scripts/fuzz-api.sh

@@ -4,7 +4,8 @@
 #
 # 1. corrald starts on embedded defaults: sessions under ./var, the local engine, template
 #    `base` with a small warm pool, the API on 127.0.0.1:8420 (CORRAL_LISTEN to change).
-#    It prints the URL, a token for a local tenant and a line to try.
+#    It prints the URL, the console's URL with an operator console token to log in with, a
+#    token for a local tenant and a line to try.
 # 2. One sandbox goes through the tools an agent gets (bash, the editor), through corrald.
 # 3. One agent session runs through corrald: the scripted brain, or the real one when
 #    ANTHROPIC_API_KEY is set.
@@ -50,8 +51,15 @@ cat "$log"
 url="http://$listen"
 "$corral" tenant rm demo >/dev/null 2>&1 || true
 token=$("$corral" tenant add demo)
+# The operator's console token is made on the unix socket, the operator's own door.
+console_token=$(curl -sS --fail --unix-socket "$CORRAL_STATE_DIR/corral.sock" -X POST \
+    http://corral/console/operator-token) || { echo "demo: could not make a console token" >&2; exit 1; }
 cat <<TEXT
 corrald answers on $url (and on $CORRAL_STATE_DIR/corral.sock for this machine's corral).
+The console: $url/console
+  log in as the operator with:  $console_token
+  (or as tenant 'demo' with its token below; a new operator token replaces this one:
+   curl --unix-socket $CORRAL_STATE_DIR/corral.sock -X POST http://corral/console/operator-token)
 A token for tenant 'demo' (printed once; only its hash is kept):
   export CORRAL_TOKEN=$token
 Try:
@@ -140,6 +148,6 @@ if [ "${DEMO_EXIT:-0}" = 1 ]; then
     echo "demo done; corrald stopped (DEMO_EXIT=1)"
     exit 0
 fi
-step "corrald keeps serving on $url until Ctrl-C"
+step "corrald keeps serving on $url until Ctrl-C; the console is at $url/console"
 trap 'echo; echo "stopping corrald"; stop_corrald; exit 0' INT TERM
 wait "$corrald_pid"

@@ -50,6 +50,8 @@ public struct CorralServer: Sendable {
         /// Stop once idle this long (no request under way, no harness run): the host agent
         /// the command line starts on demand. Nil: run until stopped.
         public var idleExit: Duration?
+        /// The web console at `/console` (docs/console.md).
+        public var console = ConsoleSettings()
 
         public init(socketPath: String? = nil, listen: String? = nil) {
             self.socketPath = socketPath
@@ -69,6 +71,8 @@ public struct CorralServer: Sendable {
     let workers: HarnessWorkers
     let serverMetrics: ServerMetrics
     let activity = ServerActivity()
+    /// The console's logins, summaries and charts, shared by both listeners.
+    let console: ConsoleState
     let logger: Logger
 
     public init(
@@ -87,12 +91,20 @@ public struct CorralServer: Sendable {
         self.quotas = QuotaGate()
         self.workers = HarnessWorkers(logger: logger)
         self.serverMetrics = ServerMetrics(factory: PrometheusMetricsFactory(registry: metrics))
+        self.console = ConsoleState(configuration: configuration)
         self.logger = logger
     }
 
     var provisioner: Provisioner { runner.provisioner }
 
-    /// The router for one listener.
+    /// What one listener serves: the API and, unless it is turned off, the console's pages.
+    public func listenerRouter(auth: AuthMode) -> Router<CorralRequestContext> {
+        let router = router(auth: auth)
+        if configuration.console.enabled { addConsoleRoutes(to: router, auth: auth) }
+        return router
+    }
+
+    /// The API's router for one listener (`/v1`, `/metrics`): what docs/openapi.yaml describes.
     public func router(auth: AuthMode) -> Router<CorralRequestContext> {
         let router = Router(context: CorralRequestContext.self)
         router.add(middleware: ActivityMiddleware(activity: activity))
@@ -154,7 +166,7 @@ public struct CorralServer: Sendable {
         onServerRunning: @escaping @Sendable (any Channel) async -> Void = { _ in }
     ) -> some Service {
         Application(
-            router: router(auth: auth), server: httpServer(),
+            router: listenerRouter(auth: auth), server: httpServer(),
             configuration: .init(address: address, serverName: "corral"), onServerRunning: onServerRunning,
             logger: logger)
     }
@@ -190,7 +202,7 @@ public struct CorralServer: Sendable {
             // A graceful shutdown stops services in reverse order: first the listeners
             // (they drain their requests), then the harness runs (sessions stay
             // resumable), then the pools, the reaper and the gateway.
-            services: (runner.services + [HarnessWorkersService(workers: workers)] + listeners).map {
+            services: (runner.services + [HarnessWorkersService(workers: workers)] + consoleServices + listeners).map {
                 .init(service: $0, successTerminationBehavior: .gracefullyShutdownGroup)
             },
             gracefulShutdownSignals: handleSignals ? [.sigterm, .sigint] : [],

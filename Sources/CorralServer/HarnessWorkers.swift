@@ -93,6 +93,9 @@ actor HarnessWorkers {
     }
 
     var count: Int { running.count }
+
+    /// The tenant of each run going on (the console counts them per tenant).
+    var runningTenants: [TenantID] { running.values.map(\.tenant) }
 }
 
 /// The workers as a service: on graceful shutdown, every run is stopped (after the listeners
