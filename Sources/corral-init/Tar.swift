@@ -420,6 +420,8 @@ final class TarUnpacker {
             return nil
         }
         let target = directory + "/" + parts.joined(separator: "/")
+        // Archives need not list the directories their files are in (`tar` makes them).
+        if let failure = makeParents(parts) { return failure }
         switch type {
         case UInt8(ascii: "0"), 0, UInt8(ascii: "7"):
             var info = stat()
@@ -464,6 +466,23 @@ final class TarUnpacker {
         default:
             // Devices, FIFOs and the like: the host refuses them before they get here.
             state = skipData
+        }
+        return nil
+    }
+
+    /// Makes the directories above an entry that do not exist yet, as `tar` does (mode 0755,
+    /// before the umask).
+    private func makeParents(_ parts: [Substring]) -> ControlFailure? {
+        var path = directory
+        for part in parts.dropLast() {
+            path += "/" + part
+            if mkdir(path, 0o755) == 0 { continue }
+            let failure = errno
+            var info = stat()
+            guard failure == EEXIST, stat(path, &info) == 0, info.st_mode & S_IFMT == S_IFDIR else {
+                return FileOperations.systemFailure(
+                    failure == EEXIST ? ENOTDIR : failure, "cannot make the directory \(path)")
+            }
         }
         return nil
     }

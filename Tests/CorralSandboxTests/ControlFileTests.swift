@@ -118,7 +118,7 @@ struct ControlFileTests {
     @Test(
         "a 200 MB file goes in and comes back out intact, and the host's memory stays bounded",
         .timeLimit(.minutes(5)), arguments: runtimes)
-    func largeRoundTrip(runtime: SandboxRuntime) async throws {
+    func memoryBoundLargeRoundTrip(runtime: SandboxRuntime) async throws {
         let fixture = try EngineFixture(path: .control)
         try await fixture.withSandbox(on: runtime) { sandbox in
             let total = 200_000_000

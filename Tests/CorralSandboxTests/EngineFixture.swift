@@ -161,8 +161,46 @@ func residentBytes() -> Int {
     return (fields.count > 1 ? Int(fields[1]) ?? 0 : 0) * sysconf(Int32(_SC_PAGESIZE))
 }
 
-/// The largest resident size seen while `body` runs.
+/// Resident memory is the whole process's: measurements take turns, so that one test's
+/// buffers never count against another's bound. The tests that measure (their functions are
+/// named `memoryBound…`) run in a process of their own, after the others (see the Makefile).
+actor MeasurementTurns {
+    static let shared = MeasurementTurns()
+    private var busy = false
+    private var waiting: [CheckedContinuation<Void, Never>] = []
+
+    func begin() async {
+        guard busy else {
+            busy = true
+            return
+        }
+        await withCheckedContinuation { waiting.append($0) }
+    }
+
+    func end() {
+        if waiting.isEmpty { busy = false } else { waiting.removeFirst().resume() }
+    }
+
+    /// Runs `body` in this process's only measurement.
+    static func alone<T>(_ body: () async throws -> T) async throws -> T {
+        await shared.begin()
+        do {
+            let value = try await body()
+            await shared.end()
+            return value
+        } catch {
+            await shared.end()
+            throw error
+        }
+    }
+}
+
+/// The largest resident size seen while `body` runs, measured alone (see `MeasurementTurns`).
 func peakResidentGrowth<T>(during body: () async throws -> T) async throws -> (T, Int) {
+    try await MeasurementTurns.alone { try await measurePeakResidentGrowth(during: body) }
+}
+
+private func measurePeakResidentGrowth<T>(during body: () async throws -> T) async throws -> (T, Int) {
     let before = residentBytes()
     let peak = Peak(before)
     let sampler = Task {

@@ -49,7 +49,7 @@ struct FlowControlTests {
     // The stream window bounds what the host holds for a command nobody reads: protocol 2 read
     // until 4 MiB waited per connection; with many such commands each holds one window.
     @Test("eight stalled commands of 10 MB each hold the host to their windows, and a command beside them runs")
-    func manyStalled() async throws {
+    func memoryBoundManyStalled() async throws {
         let fixture = try EngineFixture(path: .control)
         try await fixture.withSandbox { sandbox in
             let (stalled, growth) = try await peakResidentGrowth {

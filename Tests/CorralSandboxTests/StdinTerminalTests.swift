@@ -18,7 +18,7 @@ struct StdinTerminalTests {
     @Test(
         "100 MB piped through cat comes back byte for byte, EOF ends it, and memory stays bounded",
         .timeLimit(.minutes(5)), arguments: runtimes)
-    func pipeThroughCat(runtime: SandboxRuntime) async throws {
+    func memoryBoundPipeThroughCat(runtime: SandboxRuntime) async throws {
         let fixture = try EngineFixture(path: .control)
         try await fixture.withSandbox(on: runtime) { sandbox in
             let total = 100_000_000
