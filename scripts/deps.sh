@@ -15,7 +15,7 @@ CORRAL_SCRIPT_NAME=deps.sh
 PACKAGES=(
     libcurl4-openssl-dev libarchive-dev libsqlite3-dev pkg-config
     docker.io runsc mmdebstrap e2fsprogs mount util-linux
-    git openssl curl ca-certificates python3 shellcheck
+    git openssl curl ca-certificates python3 shellcheck tmux
 )
 
 command -v swift >/dev/null 2>&1 ||
