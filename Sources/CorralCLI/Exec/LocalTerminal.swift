@@ -81,7 +81,8 @@ final class LocalTerminal: @unchecked Sendable {
 }
 
 /// Our stdin as a stream of chunks, read on a thread of its own, with backpressure: at most a
-/// mebibyte waits unsent. It ends at EOF.
+/// mebibyte waits unsent. It ends at EOF, and for its reader when the reading task is
+/// cancelled (the command ended while stdin stays open, as a terminal's does).
 func standardInputStream() -> AsyncThrowingStream<[UInt8], any Error> {
     let channel = ByteChannel()
     Thread {
@@ -105,5 +106,11 @@ func standardInputStream() -> AsyncThrowingStream<[UInt8], any Error> {
             }
         }
     }.start()
-    return channel.asyncStream()
+    return AsyncThrowingStream {
+        try await withTaskCancellationHandler {
+            try await channel.receive()
+        } onCancel: {
+            channel.cancel()
+        }
+    }
 }
