@@ -51,12 +51,8 @@ extension CorralClient {
         _ id: SandboxID, _ command: CommandID, _ input: AsyncThrowingStream<[UInt8], any Error>, close: Bool = true
     ) async throws -> StdinWritten {
         let path = "/v1/sandboxes/\(id)/commands/\(command)/stdin" + (close ? "" : "?close=false")
-        // A transport of its own: while an upload waits for input (a terminal's keys), the
-        // shared transfer loop holds other requests up (resizes, signals) here.
-        let uploader = try CurlHTTPClient(endpoint: endpoint, configuration: http.configuration)
-        defer { uploader.shutdown() }
         let request = request(.post, path, body: .stream(input), contentType: "application/octet-stream", timeout: nil)
-        return try await decode(uploader.execute(request))
+        return try await decode(send(request))
     }
 
     public func resizeCommand(_ id: SandboxID, _ command: CommandID, to size: TerminalSize) async throws {
