@@ -14,11 +14,12 @@ CORRAL_SCRIPT_NAME=deps.sh
 # the tests act as an unprivileged host user), shellcheck for `make check`, iproute2 and
 # iptables for the worker fleet's network namespaces (scripts/fleet.sh), and headless Chromium
 # with its WebDriver and python3-venv for the console's browser tests (selenium itself comes
-# from PyPI into a venv under .build/, see scripts/test-console.sh).
+# from PyPI into a venv under .build/, see scripts/test-console.sh), tmux for the terminal
+# test of `corral exec -it`.
 PACKAGES=(
     libcurl4-openssl-dev libarchive-dev libsqlite3-dev pkg-config
     docker.io runsc mmdebstrap e2fsprogs mount util-linux
-    git openssl curl ca-certificates python3 shellcheck iproute2 iptables
+    git openssl curl ca-certificates python3 shellcheck iproute2 iptables tmux
     chromium chromium-driver python3-venv
 )
 

@@ -33,6 +33,7 @@ public struct APIErrorBody: Codable, Sendable, Hashable {
         case .notFound: 404
         case .alreadyExists, .conflict: 409
         case .resourceExhausted: 429
+        case .insufficientStorage: 507
         case .unsupported: 501
         case .engine: 502
         case .unavailable: 503
@@ -54,4 +55,6 @@ extension CorralError.Code {
     public static let headersTooLarge = CorralError.Code(rawValue: "headers_too_large")
     /// A tenant's quota of sandboxes or sessions is used up.
     public static let quotaExceeded = CorralError.Code(rawValue: "quota_exceeded")
+    /// The sandbox's disk or tmpfs is full (ENOSPC, EDQUOT) for a file written into it (507).
+    public static let insufficientStorage = CorralError.Code(rawValue: "insufficient_storage")
 }

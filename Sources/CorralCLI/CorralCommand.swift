@@ -15,6 +15,9 @@ public struct CorralCommand: AsyncParsableCommand {
             ExecCommand.self,
             ToolCommand.self,
             CopyCommand.self,
+            AttachCommand.self,
+            PsCommand.self,
+            KillCommand.self,
             RunCommand.self,
             PoolCommandGroup.self,
             ServeCommand.self,
@@ -119,6 +122,11 @@ extension CorralError {
 }
 
 enum CLIOutput {
+    /// A one-line note on stderr.
+    static func note(_ text: String) {
+        FileHandle.standardError.write(Data((text + "\n").utf8))
+    }
+
     static func printError(_ error: CorralError) {
         var text = "corral: \(error.description)\n"
         if let hint = error.hint { text += "hint: \(hint)\n" }

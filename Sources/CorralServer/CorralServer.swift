@@ -73,6 +73,8 @@ public struct CorralServer: Sendable {
     let activity = ServerActivity()
     /// The console's logins, summaries and charts, shared by both listeners.
     let console: ConsoleState
+    /// Commands this server started and still follows, for their stdin and resizes.
+    let liveCommands = LiveCommands()
     let logger: Logger
 
     public init(
@@ -116,6 +118,8 @@ public struct CorralServer: Sendable {
         addHealthRoutes(to: router)
         let v1 = router.group("v1").add(middleware: AuthMiddleware(mode: auth.middlewareMode(tenants)))
         addSandboxRoutes(to: v1)
+        addCommandRoutes(to: v1)
+        addFileRoutes(to: v1)
         addSessionRoutes(to: v1)
         addAgentRoutes(to: v1)
         addPoolRoutes(to: v1)

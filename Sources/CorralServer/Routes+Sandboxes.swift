@@ -131,13 +131,17 @@ extension CorralServer {
                 _ = try? await copied
                 throw error
             }
-            _ = try await copied
+            do {
+                _ = try await copied
+            } catch {
+                throw fileError(error)
+            }
             return JSONResponse.empty()
         }
 
         group.get("sandboxes/:id/stat") { request, context -> Response in
             let path = try requireQuery(request, "path")
-            guard let stat = try await sandbox(context).stat(path) else {
+            guard let stat = try await fileErrors({ try await sandbox(context).stat(path) }) else {
                 return JSONResponse.make(APIErrorBody(code: "no_such_path", message: "nothing at \(path)"), status: 404)
             }
             return JSONResponse.make(stat)
@@ -147,7 +151,7 @@ extension CorralServer {
             let path = try requireQuery(request, "path")
             let sandbox = try await sandbox(context)
             // Look first, so that a missing path is a 404 rather than a broken stream.
-            guard try await sandbox.stat(path) != nil else {
+            guard try await fileErrors({ try await sandbox.stat(path) }) != nil else {
                 throw CorralError.notFound("no such file or directory in sandbox \(sandbox.id): \(path)")
             }
             var headers = HTTPFields()
@@ -158,23 +162,6 @@ extension CorralServer {
                     try await sandbox.copyOut(path, tarChunks: { try await writer.write(ByteBuffer(bytes: $0)) })
                     try await writer.finish(nil)
                 })
-        }
-
-        group.put("sandboxes/:id/files") { request, context -> Response in
-            let path = try requireQuery(request, "path")
-            let sandbox = try await sandbox(context)
-            let bytes = try await collect(request, limit: configuration.maxFileBytes)
-            try await sandbox.writeFile(path, contents: bytes)
-            return JSONResponse.empty()
-        }
-
-        group.get("sandboxes/:id/files") { request, context -> Response in
-            let path = try requireQuery(request, "path")
-            let sandbox = try await sandbox(context)
-            let bytes = try await sandbox.readFile(path, limit: configuration.maxFileBytes)
-            var headers = HTTPFields()
-            headers[.contentType] = "application/octet-stream"
-            return Response(status: .ok, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(bytes: bytes)))
         }
     }
 

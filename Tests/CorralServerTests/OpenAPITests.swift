@@ -273,6 +273,8 @@ struct Walker {
             expect: .forbidden)
         try await call("putArchive", .put, "/v1/sandboxes/sb-missing/archive?path=/tmp", body: [0], expect: .notFound)
 
+        try await commandsAndFiles(id)
+
         try await call("removeSandbox", .delete, "/v1/sandboxes/\(id)", expect: .noContent)
         try await call("removeSandbox", .delete, "/v1/sandboxes/\(id)", expect: .notFound)
     }

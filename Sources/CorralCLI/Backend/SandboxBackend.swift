@@ -23,6 +23,24 @@ protocol SandboxBackend: Sendable {
     func copyOut(_ id: SandboxID, _ path: String, tarChunks: ([UInt8]) async throws -> Void) async throws
     func pools() async throws -> [PoolStatus]
     func shutdown()
+
+    // Commands that run on (see SandboxBackend+Commands.swift).
+
+    /// Runs `command` for as long as this call, with `stdin` fed to it (EOF at its end), on a
+    /// terminal of `terminal`'s size resized by `resizes`; `started` gets its handle.
+    func interact(
+        _ id: SandboxID, _ command: SandboxCommand, stdin: AsyncThrowingStream<[UInt8], any Error>?,
+        terminal: TerminalSize?, resizes: AsyncStream<TerminalSize>?,
+        output: (CommandOutputChunk) async throws -> Void
+    ) async throws -> CommandStatus
+    func startDetached(_ id: SandboxID, _ command: SandboxCommand, stdin: Bool, terminal: TerminalSize?)
+        async throws -> CommandHandle
+    func attach(
+        _ id: SandboxID, _ command: CommandID, from offset: Int64, attached: (CommandHandle) async throws -> Void,
+        output: (CommandOutputChunk) async throws -> Void
+    ) async throws -> CommandStatus
+    func commands(_ id: SandboxID) async throws -> [CommandInfo]
+    func signal(_ id: SandboxID, _ command: CommandID, _ signal: CommandSignal) async throws
 }
 
 /// The library, in this process.

@@ -8,7 +8,13 @@ struct ExecCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "exec",
         abstract: "Run a command in a sandbox, streaming its output; exit with its status.",
-        discussion: "A command past its --timeout is killed with its children and corral exits 124."
+        discussion: """
+            A command past its --timeout is killed with its children and corral exits 124.
+            -i pipes stdin through (its end is EOF); -t runs the command on a terminal in the sandbox, with \
+            this terminal in raw mode (restored on exit) and its size passed on; without a terminal on this \
+            side, -t falls back to no terminal, with a note on stderr. --detach prints the command's id and \
+            leaves it running: follow it with `corral attach`, list with `corral ps`, stop with `corral kill`.
+            """
     )
 
     @OptionGroup var global: GlobalOptions
@@ -17,6 +23,15 @@ struct ExecCommand: AsyncParsableCommand {
     @Option(
         name: .customLong("env"), help: ArgumentHelp("Environment variable, KEY=VALUE (repeatable).", valueName: "K=V"))
     var environment: [String] = []
+
+    @Flag(name: .shortAndLong, help: "Pipe stdin to the command; its end closes the command's stdin.")
+    var interactive = false
+
+    @Flag(name: [.customShort("t"), .customLong("tty")], help: "Run the command on a terminal in the sandbox.")
+    var tty = false
+
+    @Flag(name: [.customShort("d"), .customLong("detach")], help: "Leave the command running; print its id.")
+    var detach = false
 
     @Argument(help: "The sandbox id.")
     var id: String
@@ -34,9 +49,29 @@ struct ExecCommand: AsyncParsableCommand {
         let sandboxID = try parseSandboxID(id)
         var sandboxCommand = try command.command(arguments)
         sandboxCommand.environment = try parsePairs(environment, what: "environment variable")
+        var terminal: TerminalSize?
+        if tty {
+            if let size = LocalTerminal.size(), LocalTerminal.isInteractive || detach {
+                terminal = size
+            } else if detach {
+                terminal = TerminalSize(rows: 24, columns: 80)
+            } else {
+                CLIOutput.note("corral: no terminal on this side (stdin or stdout is not one): running without -t")
+            }
+        }
         let backend = try await CommandContext(global).backend()
         defer { backend.shutdown() }
-        let status = try await streamCommand(sandboxCommand, in: sandboxID, backend: backend)
+        if detach {
+            let handle = try await backend.startDetached(
+                sandboxID, sandboxCommand, stdin: interactive, terminal: terminal)
+            print(handle.id.rawValue)
+            return
+        }
+        guard interactive || terminal != nil else {
+            throw ExitCode(try await streamCommand(sandboxCommand, in: sandboxID, backend: backend))
+        }
+        let status = try await interactCommand(
+            sandboxCommand, in: sandboxID, stdin: interactive, terminal: terminal, backend: backend)
         throw ExitCode(status)
     }
 }
@@ -85,6 +120,30 @@ func streamCommand(_ command: SandboxCommand, in sandbox: SandboxID, backend: an
     if status.oomKilled {
         CLIOutput.printError(
             CorralError(.resourceExhausted, "the command was killed for exceeding the sandbox's memory limit"))
+    }
+    return Int32(truncatingIfNeeded: status.exitCode)
+}
+
+/// Runs `command` with our stdin piped to it (`stdin`) and/or on a terminal in the sandbox
+/// (`terminal`, with ours in raw mode until it ends, however it ends). Returns the exit status
+/// to pass on.
+func interactCommand(
+    _ command: SandboxCommand, in sandbox: SandboxID, stdin: Bool, terminal: TerminalSize?,
+    backend: any SandboxBackend
+) async throws -> Int32 {
+    let local = try terminal.map { _ in try LocalTerminal() }
+    defer { local?.restore() }
+    let resizes = local?.resizes()
+    let status = try await backend.interact(
+        sandbox, command, stdin: stdin ? standardInputStream() : nil, terminal: terminal, resizes: resizes
+    ) { chunk in
+        let handle = chunk.stream == .stderr ? FileHandle.standardError : FileHandle.standardOutput
+        handle.write(Data(chunk.bytes))
+    }
+    local?.restore()
+    if status.timedOut {
+        CLIOutput.printError(CorralError(.timeout, "the command timed out and was killed"))
+        return 124
     }
     return Int32(truncatingIfNeeded: status.exitCode)
 }
