@@ -120,6 +120,7 @@ public struct CorralServer: Sendable {
         addAgentRoutes(to: v1)
         addPoolRoutes(to: v1)
         addTenantRoutes(to: v1)
+        addE2BRoutes(to: router, auth: auth)
         return router
     }
 
