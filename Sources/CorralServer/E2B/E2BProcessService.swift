@@ -45,6 +45,8 @@ struct E2BProcessService: Sendable {
             if environment["HOME"] == nil, home == E2BDataPlane.home { environment["HOME"] = home }
             let cwd = try config.protoString("cwd")
             let directory = cwd.isEmpty ? home : try await plane.resolve(cwd, in: sandbox)
+            // The shell's `pwd` then says /home/user, not where a symlink to it leads.
+            if environment["PWD"] == nil { environment["PWD"] = directory }
             var terminal: TerminalSize?
             if let pty = message["pty"], pty != .null {
                 let size = pty["size"]
