@@ -119,7 +119,8 @@ enum ConnectWire {
     static func unaryResponse(_ message: JSONValue) -> Response {
         var headers = HTTPFields()
         headers[.contentType] = unaryContentType
-        return Response(status: .ok, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(bytes: encode(message))))
+        return Response(
+            status: .ok, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(bytes: encode(message))))
     }
 
     static func unaryError(_ error: ConnectError) -> Response {

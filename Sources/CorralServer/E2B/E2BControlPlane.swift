@@ -33,7 +33,8 @@ struct E2BControlPlane: Sendable {
             return .local
         case .tokens:
             guard let key = E2BHeaders.value(request, "x-api-key"), !key.isEmpty else {
-                throw E2BAPIError(status: 401, message: "missing API key: send it in the X-API-Key header (E2B_API_KEY)")
+                throw E2BAPIError(
+                    status: 401, message: "missing API key: send it in the X-API-Key header (E2B_API_KEY)")
             }
             switch try server.tenants.authenticate(token: key) {
             case .tenant(let tenant, let tokenSHA256):
@@ -230,7 +231,8 @@ struct E2BControlPlane: Sendable {
 
     /// A sandbox as E2B's list and get answer it.
     func listed(record: SandboxRecord, file: E2BSandboxFile?) -> JSONValue {
-        let resources = record.template.flatMap { provisioner.configuration.template(named: $0)?.resources }
+        let resources =
+            record.template.flatMap { provisioner.configuration.template(named: $0)?.resources }
             ?? SandboxResources()
         // A sandbox without an end runs until removed: E2B always names one.
         let end = record.expires ?? record.bound.addingTimeInterval(Double(Self.maxTimeout) * 365)

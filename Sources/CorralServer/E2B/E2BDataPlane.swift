@@ -30,7 +30,10 @@ struct E2BDataPlane: Sendable {
         }
         if let port = E2BHeaders.value(request, "e2b-sandbox-port"), port != Self.envdPort {
             throw E2BAPIError(
-                status: 502, message: "The sandbox \(idText.prefix(80)) port \(port.prefix(8)) is not open: corral serves only envd's port 49983")
+                status: 502,
+                message:
+                    "The sandbox \(idText.prefix(80)) port \(port.prefix(8)) is not open: corral serves only envd's port 49983"
+            )
         }
         guard let id = SandboxID(idText), let store = try? provisioner.records(), let record = try? store.read(id),
             record.expires.map({ $0 > Date() }) ?? true
@@ -40,7 +43,8 @@ struct E2BDataPlane: Sendable {
         if checkToken {
             guard let file = E2BSandboxFile.read(store, id) else {
                 throw E2BAPIError(
-                    status: 401, message: "sandbox \(id) has no access token yet: connect to it with Sandbox.connect first")
+                    status: 401,
+                    message: "sandbox \(id) has no access token yet: connect to it with Sandbox.connect first")
             }
             guard let presented = E2BHeaders.value(request, "x-access-token"), !presented.isEmpty else {
                 throw E2BAPIError(status: 401, message: "missing access token: send X-Access-Token")

@@ -45,12 +45,16 @@ struct ConnectError: Error, Sendable {
     var code: String
     var message: String
 
-    static func invalidArgument(_ message: String) -> ConnectError { ConnectError(code: "invalid_argument", message: message) }
+    static func invalidArgument(_ message: String) -> ConnectError {
+        ConnectError(code: "invalid_argument", message: message)
+    }
     static func notFound(_ message: String) -> ConnectError { ConnectError(code: "not_found", message: message) }
     static func unauthenticated(_ message: String) -> ConnectError {
         ConnectError(code: "unauthenticated", message: message)
     }
-    static func unimplemented(_ message: String) -> ConnectError { ConnectError(code: "unimplemented", message: message) }
+    static func unimplemented(_ message: String) -> ConnectError {
+        ConnectError(code: "unimplemented", message: message)
+    }
 
     init(code: String, message: String) {
         self.code = code

@@ -72,7 +72,9 @@ struct E2BFilesystemService: Sendable {
         {
             return Self.entry(file, path: trimmed)
         }
-        guard let stat = try await sandbox.stat(trimmed) else { throw ConnectError.notFound("path \(trimmed) not found") }
+        guard let stat = try await sandbox.stat(trimmed) else {
+            throw ConnectError.notFound("path \(trimmed) not found")
+        }
         let kind: SandboxFileInfo.Kind = stat.isDirectory ? .directory : stat.isSymlink ? .symlink : .file
         return Self.entry(
             name: name.isEmpty ? "/" : name, kind: kind, size: stat.size, mode: stat.mode & 0o7777, modified: nil,

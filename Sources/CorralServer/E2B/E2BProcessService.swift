@@ -33,7 +33,9 @@ struct E2BProcessService: Sendable {
             var arguments = [try config.protoString("cmd")]
             guard !arguments[0].isEmpty else { throw ConnectError.invalidArgument("process.cmd is required") }
             for argument in config["args"].flatMap(Self.array) ?? [] {
-                guard let text = argument.stringValue else { throw ConnectError.invalidArgument("args must be strings") }
+                guard let text = argument.stringValue else {
+                    throw ConnectError.invalidArgument("args must be strings")
+                }
                 arguments.append(text)
             }
             var environment: [String: String] = [:]
