@@ -207,8 +207,11 @@ def test_reading_a_missing_file_or_a_directory_fails(sandbox):
 
 
 def test_writing_outside_what_the_user_may_write_fails(sandbox):
-    with pytest.raises(SandboxException):
+    with pytest.raises(SandboxException) as raised:
         sandbox.files.write("/etc/corral-e2b-test", "no")
+    assert str(raised.value).startswith("403:")
+    with pytest.raises(SandboxException):
+        sandbox.files.make_dir("/usr/corral-e2b-test")
     with pytest.raises(SandboxException):
         sandbox.commands.run("touch /usr/bin/nope")
 
@@ -283,3 +286,16 @@ def test_async_client_end_to_end():
         assert not await sbx.is_running()
 
     asyncio.run(scenario())
+
+
+def test_user_root_still_runs_as_the_sandbox_user(sandbox):
+    assert sandbox.commands.run("id -u", user="root").stdout.strip() != "0"
+
+
+def test_another_port_is_not_open(sandbox):
+    request = urllib.request.Request(API + "/health")
+    request.add_header("E2b-Sandbox-Id", sandbox.sandbox_id)
+    request.add_header("E2b-Sandbox-Port", "8080")
+    with pytest.raises(urllib.error.HTTPError) as raised:
+        urllib.request.urlopen(request, timeout=30)
+    assert raised.value.code == 502 and b"port is not open" in raised.value.read()

@@ -32,7 +32,7 @@ struct E2BDataPlane: Sendable {
             throw E2BAPIError(
                 status: 502,
                 message:
-                    "The sandbox \(idText.prefix(80)) port \(port.prefix(8)) is not open: corral serves only envd's port 49983"
+                    "The sandbox \(idText.prefix(80)) is running but port is not open: corral serves only envd's port 49983, not \(port.prefix(8))"
             )
         }
         guard let id = SandboxID(idText), let store = try? provisioner.records(), let record = try? store.read(id),
