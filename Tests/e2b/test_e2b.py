@@ -20,6 +20,7 @@ from e2b.exceptions import (
     InvalidArgumentException,
     NotFoundException,
     SandboxException,
+    TimeoutException,
 )
 from e2b.sandbox.commands.command_handle import PtySize
 
@@ -136,6 +137,15 @@ def test_background_connect_send_stdin_and_kill(sandbox):
     with pytest.raises(CommandExitException):
         handle.wait()
     assert handle.pid not in [p.pid for p in sandbox.commands.list()]
+
+
+def test_a_command_timeout_stops_the_command(sandbox):
+    with pytest.raises(TimeoutException):
+        sandbox.commands.run("sleep 30 # timeout-test", timeout=1)
+    deadline = time.monotonic() + 15
+    while any("timeout-test" in " ".join(p.args) for p in sandbox.commands.list()):
+        assert time.monotonic() < deadline, "the command outlived its timeout"
+        time.sleep(0.2)
 
 
 def test_close_stdin_ends_input(sandbox):

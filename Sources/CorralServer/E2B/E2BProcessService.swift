@@ -20,6 +20,11 @@ struct E2BProcessService: Sendable {
 
     func start(_ request: Request, context: CorralRequestContext, sandbox: Sandbox) async -> Response {
         let interval = keepaliveInterval(request)
+        // As envd does, the call's deadline is the command's: it is stopped when it passes,
+        // though the stream ending earlier (the client going away) leaves it running.
+        let deadline = E2BHeaders.value(request, "connect-timeout-ms").flatMap { Int64($0) }.flatMap {
+            $0 > 0 ? Duration.milliseconds($0) : nil
+        }
         let presence = await ClientPresence.of(context.channel)
         let message: JSONValue
         do {
@@ -59,7 +64,8 @@ struct E2BProcessService: Sendable {
             let stdin = terminal != nil || (message["stdin"]?.boolValue ?? true)
             let tag = message["tag"]?.stringValue
             let command = try await sandbox.start(
-                SandboxCommand(arguments, environment: environment, workingDirectory: directory), stdin: stdin,
+                SandboxCommand(arguments, environment: environment, workingDirectory: directory, timeout: deadline),
+                stdin: stdin,
                 terminal: terminal, detached: true)
             let pid = command.pid ?? 0
             let pump = E2BCommandPump(command: command)
