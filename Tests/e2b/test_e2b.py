@@ -226,9 +226,19 @@ def test_writing_outside_what_the_user_may_write_fails(sandbox):
         sandbox.commands.run("touch /usr/bin/nope")
 
 
-def test_watch_dir_says_it_is_not_supported(sandbox):
+def test_watch_dir_reports_creates_writes_and_removes(sandbox):
+    sandbox.files.make_dir("/home/user/watched/inner")
+    handle = sandbox.files.watch_dir("/home/user/watched", recursive=True)
+    sandbox.files.write("/home/user/watched/new.txt", "content")
+    sandbox.files.write("/home/user/watched/inner/deep.txt", "x")
+    events = {(e.name, e.type.value) for e in handle.get_new_events()}
+    assert ("new.txt", "create") in events and ("new.txt", "write") in events
+    assert ("inner/deep.txt", "create") in events
+    sandbox.files.remove("/home/user/watched/new.txt")
+    assert [(e.name, e.type.value) for e in handle.get_new_events()] == [("new.txt", "remove")]
+    handle.stop()
     with pytest.raises(SandboxException):
-        sandbox.files.watch_dir("/home/user")
+        handle.get_new_events()
 
 
 # --- the data plane's own checks ---------------------------------------------
@@ -287,6 +297,15 @@ def test_async_client_end_to_end():
             await sbx.files.write("/home/user/async.txt", b"bytes")
             assert await sbx.files.read("/home/user/async.txt", format="bytes") == bytearray(b"bytes")
             assert [e.name for e in await sbx.files.list("/home/user")] == ["async.txt"]
+            seen = []
+            watcher = await sbx.files.watch_dir("/home/user", on_event=seen.append)
+            await sbx.files.write("/home/user/watched-async.txt", "w")
+            deadline = time.monotonic() + 10
+            while not any(e.name == "watched-async.txt" for e in seen):
+                assert time.monotonic() < deadline, "no watch event within 10 s"
+                await asyncio.sleep(0.1)
+            await watcher.stop()
+            await sbx.files.remove("/home/user/watched-async.txt")
             info = await sbx.get_info()
             assert info.metadata == {"suite": "e2b-async"}
             again = await AsyncSandbox.connect(sbx.sandbox_id)

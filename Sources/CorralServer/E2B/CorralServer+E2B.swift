@@ -47,7 +47,7 @@ extension CorralServer {
 
         let plane = E2BDataPlane(server: self, processes: E2BProcessTable(), homes: E2BHomeCache())
         let process = E2BProcessService(plane: plane)
-        let filesystem = E2BFilesystemService(plane: plane)
+        let filesystem = E2BFilesystemService(plane: plane, watchers: E2BWatchers())
         let files = E2BFilesRoute(plane: plane)
 
         router.get("health") { request, _ in
@@ -108,7 +108,7 @@ extension CorralServer {
                 return E2BAPIError(converting: error).response
             }
             if method == "WatchDir" {
-                return E2BStream.failed(Self.noWatching)
+                return await filesystem.watchDir(request, context: context, sandbox: sandbox)
             }
             return await Self.unary(request) { message in
                 switch method {
@@ -117,15 +117,14 @@ extension CorralServer {
                 case "Move": try await filesystem.move(message, sandbox: sandbox)
                 case "ListDir": try await filesystem.listDir(message, sandbox: sandbox)
                 case "Remove": try await filesystem.remove(message, sandbox: sandbox)
-                case "CreateWatcher", "GetWatcherEvents", "RemoveWatcher": throw Self.noWatching
+                case "CreateWatcher": try await filesystem.createWatcher(message, sandbox: sandbox)
+                case "GetWatcherEvents": try await filesystem.watcherEvents(message, sandbox: sandbox)
+                case "RemoveWatcher": try filesystem.removeWatcher(message, sandbox: sandbox)
                 default: throw ConnectError.unimplemented("filesystem.Filesystem/\(method.prefix(40)) is not a method")
                 }
             }
         }
     }
-
-    static let noWatching = ConnectError.unimplemented(
-        "watching directories is not supported by corral's envd: poll with files.list instead")
 
     /// A unary Connect call: its JSON request in, its JSON answer or Connect error out.
     static func unary(_ request: Request, _ body: (JSONValue) async throws -> JSONValue) async -> Response {

@@ -2,12 +2,14 @@ import CorralCore
 import CorralSandbox
 import DockerEngine
 import Foundation
+import Hummingbird
 
 /// envd's `filesystem.Filesystem` service over corral's file operations, as the sandbox's
-/// user: Stat, MakeDir, Move, ListDir (to a depth) and Remove. Watching (WatchDir and the
-/// watcher calls) is not served: corral-init has no file watcher to carry.
+/// user: Stat, MakeDir, Move, ListDir (to a depth) and Remove; WatchDir and the watcher calls
+/// by polling (`E2BWatchers`).
 struct E2BFilesystemService: Sendable {
     let plane: E2BDataPlane
+    let watchers: E2BWatchers
 
     /// The deepest ListDir walks, whatever the request asks.
     static let maxDepth = 16
@@ -59,6 +61,64 @@ struct E2BFilesystemService: Sendable {
             }
         }
         return .object(["entries": .array(entries)])
+    }
+
+    // MARK: Watching
+
+    func createWatcher(_ message: JSONValue, sandbox: Sandbox) async throws -> JSONValue {
+        try Self.refuseEntries(message)
+        let path = try await plane.resolve(try message.protoString("path"), in: sandbox)
+        let id = try await watchers.create(
+            sandbox: sandbox, path: path, recursive: message["recursive"]?.boolValue ?? false)
+        return .object(["watcherId": .string(id)])
+    }
+
+    func watcherEvents(_ message: JSONValue, sandbox: Sandbox) async throws -> JSONValue {
+        .object(["events": .array(try await watchers.events(try message.protoString("watcherId"), sandbox: sandbox))])
+    }
+
+    func removeWatcher(_ message: JSONValue, sandbox: Sandbox) throws -> JSONValue {
+        try watchers.remove(try message.protoString("watcherId"), sandbox: sandbox)
+        return .object([:])
+    }
+
+    /// WatchDir: a start event once the directory is seen, then its changes as they are found.
+    func watchDir(_ request: Request, context: CorralRequestContext, sandbox: Sandbox) async -> Response {
+        let presence = await ClientPresence.of(context.channel)
+        let message: JSONValue
+        do {
+            message = try await ConnectWire.singleRequest(request)
+            try Self.refuseEntries(message)
+        } catch {
+            return E2BStream.failed(ConnectError(converting: error))
+        }
+        let interval = E2BProcessService(plane: plane).keepaliveInterval(request)
+        let plane = self.plane
+        return E2BStream.response(
+            presence: presence, keepalive: interval,
+            keepaliveFrame: ConnectWire.envelope(.object(["keepalive": .object([:])]))
+        ) { frames in
+            let path = try await plane.resolve(try message.protoString("path"), in: sandbox)
+            let recursive = message["recursive"]?.boolValue ?? false
+            var snapshot = try await E2BWatchers.look(sandbox, path: path, recursive: recursive)
+            await frames.send(ConnectWire.envelope(.object(["start": .object([:])])))
+            while true {
+                try await Task.sleep(for: E2BWatchers.interval)
+                let now = try await E2BWatchers.look(sandbox, path: path, recursive: recursive)
+                for event in E2BWatchers.difference(from: snapshot, to: now) {
+                    await frames.send(ConnectWire.envelope(.object(["filesystem": event])))
+                }
+                snapshot = now
+            }
+        }
+    }
+
+    /// Entry info in events needs envd 0.6.3, which corral does not claim; an older SDK that
+    /// asks anyway is told.
+    static func refuseEntries(_ message: JSONValue) throws {
+        if message["includeEntry"]?.boolValue == true {
+            throw ConnectError.unimplemented("watch events with entry info are not supported")
+        }
     }
 
     // MARK: Entries
