@@ -97,10 +97,12 @@ public struct CorralServer: Sendable {
 
     var provisioner: Provisioner { runner.provisioner }
 
-    /// What one listener serves: the API and, unless it is turned off, the console's pages.
+    /// What one listener serves: the API, E2B's API (docs/e2b.md) and, unless it is turned off, the
+    /// console's pages.
     public func listenerRouter(auth: AuthMode) -> Router<CorralRequestContext> {
         let router = router(auth: auth)
         if configuration.console.enabled { addConsoleRoutes(to: router, auth: auth) }
+        addE2BRoutes(to: router, auth: auth)
         return router
     }
 
@@ -120,7 +122,6 @@ public struct CorralServer: Sendable {
         addAgentRoutes(to: v1)
         addPoolRoutes(to: v1)
         addTenantRoutes(to: v1)
-        addE2BRoutes(to: router, auth: auth)
         return router
     }
 

@@ -14,7 +14,7 @@ struct E2BRouteTests {
     @Test("a key that is no tenant token, or none, is E2B's 401 in E2B's shape; an unknown template its 404")
     func keysAndTemplates() async throws {
         try await ServerFixture.with { fixture in
-            try await fixture.test { client in
+            try await Application(router: fixture.server.listenerRouter(auth: .tokens)).test(.router) { client in
                 for key in [nil, "corral_not-a-token"] {
                     let response = try await client.e2b(
                         .post, "/v2/sandboxes", key: key, json: #"{"templateID":"base"}"#)
@@ -33,7 +33,7 @@ struct E2BRouteTests {
     @Test("another tenant's sandbox is E2B's 404 everywhere; the data plane wants the sandbox's own access token")
     func isolation() async throws {
         try await ServerFixture.with { fixture in
-            try await fixture.test { client in
+            try await Application(router: fixture.server.listenerRouter(auth: .tokens)).test(.router) { client in
                 let created = try await client.e2b(
                     .post, "/v2/sandboxes", key: fixture.tokenA, json: #"{"templateID":"base","metadata":{"k":"v"}}"#)
                 #expect(created.status == .created)

@@ -6,7 +6,8 @@ extension CorralServer {
     /// E2B's API beside corral's (docs/e2b.md): its control plane (`/sandboxes`, `/v2/sandboxes`)
     /// with E2B API keys that are tenant tokens, and envd's data plane (`/process.Process/*`,
     /// `/filesystem.Filesystem/*`, `/files`, `/health`) for requests that name a sandbox with
-    /// `E2b-Sandbox-Id` and carry its access token. None of these paths is one of corral's.
+    /// `E2b-Sandbox-Id` and carry its access token. None of these paths is one of corral's; like
+    /// the console's, they are added beside the API (`listenerRouter`), outside docs/openapi.yaml.
     ///
     /// Both answer in E2B's error shapes, never corral's: every handler turns its own failures
     /// into E2B's answer, so the error middleware outside sees none.
