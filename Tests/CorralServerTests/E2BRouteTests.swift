@@ -26,6 +26,12 @@ struct E2BRouteTests {
                     .post, "/v2/sandboxes", key: fixture.tokenA, json: #"{"templateID":"no-such"}"#)
                 #expect(unknown.status == .notFound)
                 #expect(String(buffer: unknown.body).contains("template 'no-such' not found"))
+                // The sandbox ports' catch-all leaves other unknown paths corral's 404.
+                for path in ["/", "/no-such-route", "/v1/no-such-route"] {
+                    let missing = try await client.execute(uri: path, method: .get)
+                    #expect(missing.status == .notFound, "\(path)")
+                    #expect(missing.error?.code == "not_found", "\(path)")
+                }
             }
         }
     }

@@ -321,10 +321,45 @@ def test_user_root_still_runs_as_the_sandbox_user(sandbox):
     assert sandbox.commands.run("id -u", user="root").stdout.strip() != "0"
 
 
-def test_another_port_is_not_open(sandbox):
-    request = urllib.request.Request(API + "/health")
-    request.add_header("E2b-Sandbox-Id", sandbox.sandbox_id)
-    request.add_header("E2b-Sandbox-Port", "8080")
-    with pytest.raises(urllib.error.HTTPError) as raised:
-        urllib.request.urlopen(request, timeout=30)
-    assert raised.value.code == 502 and b"port is not open" in raised.value.read()
+# --- ports -------------------------------------------------------------------
+
+
+def _port_request(host_or_headers, path="/", data=None):
+    request = urllib.request.Request(API + path, data=data, method="POST" if data is not None else "GET")
+    for name, value in host_or_headers.items():
+        request.add_header(name, value)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+def test_a_server_in_the_sandbox_is_reached_through_get_host(sandbox):
+    sandbox.files.write("/home/user/site/hello.txt", "served from inside")
+    server = sandbox.commands.run(
+        "cd /home/user/site && exec python3 -m http.server 8000 --bind 127.0.0.1", background=True, timeout=0
+    )
+    try:
+        token = sandbox.traffic_access_token
+        assert token
+        deadline = time.monotonic() + 20
+        while True:
+            status, body = _port_request(
+                {"Host": sandbox.get_host(8000), "e2b-traffic-access-token": token}, "/hello.txt"
+            )
+            if status == 200 or time.monotonic() > deadline:
+                break
+            time.sleep(0.3)
+        assert (status, body) == (200, b"served from inside")
+        by_header = {"E2b-Sandbox-Id": sandbox.sandbox_id, "E2b-Sandbox-Port": "8000", "X-Access-Token": token}
+        assert _port_request(by_header, "/hello.txt") == (200, b"served from inside")
+        assert _port_request(by_header, "/missing")[0] == 404
+        assert _port_request({"Host": sandbox.get_host(8000)}, "/hello.txt")[0] == 401
+        wrong = dict(by_header, **{"X-Access-Token": "0" * 64})
+        assert _port_request(wrong, "/hello.txt")[0] == 401
+        closed = dict(by_header, **{"E2b-Sandbox-Port": "8001"})
+        status, body = _port_request(closed, "/")
+        assert status == 502 and b"port is not open" in body
+    finally:
+        server.kill()

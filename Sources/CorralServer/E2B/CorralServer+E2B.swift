@@ -1,5 +1,6 @@
 import CorralCore
 import CorralSandbox
+import HTTPTypes
 import Hummingbird
 
 extension CorralServer {
@@ -50,8 +51,10 @@ extension CorralServer {
         let process = E2BProcessService(plane: plane)
         let filesystem = E2BFilesystemService(plane: plane, watchers: E2BWatchers())
         let files = E2BFilesRoute(plane: plane)
+        let ports = E2BPortProxy(plane: plane)
 
         router.get("health") { request, _ in
+            if let target = E2BPortProxy.target(request) { return await ports.serve(request, target: target) }
             do {
                 _ = try plane.sandbox(request, checkToken: false)
                 return Response(status: .noContent)
@@ -60,6 +63,7 @@ extension CorralServer {
             }
         }
         router.get("files") { request, _ in
+            if let target = E2BPortProxy.target(request) { return await ports.serve(request, target: target) }
             do {
                 return try await files.read(request, sandbox: try plane.sandbox(request))
             } catch {
@@ -67,6 +71,7 @@ extension CorralServer {
             }
         }
         router.post("files") { request, _ in
+            if let target = E2BPortProxy.target(request) { return await ports.serve(request, target: target) }
             do {
                 return try await files.write(request, sandbox: try plane.sandbox(request))
             } catch {
@@ -75,6 +80,7 @@ extension CorralServer {
         }
 
         router.post("process.Process/:method") { request, context in
+            if let target = E2BPortProxy.target(request) { return await ports.serve(request, target: target) }
             let sandbox: Sandbox
             let method = context.parameters.get("method") ?? ""
             do {
@@ -101,6 +107,7 @@ extension CorralServer {
         }
 
         router.post("filesystem.Filesystem/:method") { request, context in
+            if let target = E2BPortProxy.target(request) { return await ports.serve(request, target: target) }
             let sandbox: Sandbox
             let method = context.parameters.get("method") ?? ""
             do {
@@ -122,6 +129,16 @@ extension CorralServer {
                 case "GetWatcherEvents": try await filesystem.watcherEvents(message, sandbox: sandbox)
                 case "RemoveWatcher": try filesystem.removeWatcher(message, sandbox: sandbox)
                 default: throw ConnectError.unimplemented("filesystem.Filesystem/\(method.prefix(40)) is not a method")
+                }
+            }
+        }
+
+        // Any other path is a sandbox port's when the request names one, and no route otherwise.
+        for method: HTTPRequest.Method in [.get, .head, .post, .put, .patch, .delete, .options] {
+            for path in ["/", "**"] {
+                router.on(RouterPath(path), method: method) { request, _ in
+                    guard let target = E2BPortProxy.target(request) else { throw HTTPError(.notFound) }
+                    return await ports.serve(request, target: target)
                 }
             }
         }

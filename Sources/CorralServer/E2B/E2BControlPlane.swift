@@ -139,7 +139,9 @@ struct E2BControlPlane: Sendable {
     static func created(_ id: SandboxID, file: E2BSandboxFile) -> JSONValue {
         .object([
             "templateID": .string(file.templateID), "sandboxID": .string(id.rawValue), "clientID": .string(clientID),
-            "envdVersion": .string(envdVersion), "envdAccessToken": .string(file.accessToken), "domain": .null,
+            "envdVersion": .string(envdVersion), "envdAccessToken": .string(file.accessToken),
+            // Ports take the same token (docs/e2b.md): E2B's header for them is this one's.
+            "trafficAccessToken": .string(file.accessToken), "domain": .null,
         ])
     }
 

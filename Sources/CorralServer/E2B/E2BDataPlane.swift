@@ -35,21 +35,31 @@ struct E2BDataPlane: Sendable {
                     "The sandbox \(idText.prefix(80)) is running but port is not open: corral serves only envd's port 49983, not \(port.prefix(8))"
             )
         }
+        return try sandbox(
+            idText: idText, presented: checkToken ? [E2BHeaders.value(request, "x-access-token")] : nil)
+    }
+
+    /// The sandbox `idText` names, once one of the `presented` tokens is its access token (nil:
+    /// no check).
+    func sandbox(idText: String, presented: [String?]?) throws -> Sandbox {
         guard let id = SandboxID(idText), let store = try? provisioner.records(), let record = try? store.read(id),
             record.expires.map({ $0 > Date() }) ?? true
         else {
             throw E2BAPIError(status: 502, message: "The sandbox \(idText.prefix(80)) was not found")
         }
-        if checkToken {
+        if let presented {
             guard let file = E2BSandboxFile.read(store, id) else {
                 throw E2BAPIError(
                     status: 401,
                     message: "sandbox \(id) has no access token yet: connect to it with Sandbox.connect first")
             }
-            guard let presented = E2BHeaders.value(request, "x-access-token"), !presented.isEmpty else {
+            let tokens = presented.compactMap { $0 }.filter { !$0.isEmpty }
+            guard !tokens.isEmpty else {
                 throw E2BAPIError(status: 401, message: "missing access token: send X-Access-Token")
             }
-            guard file.accepts(presented) else { throw E2BAPIError(status: 401, message: "invalid access token") }
+            guard tokens.contains(where: file.accepts) else {
+                throw E2BAPIError(status: 401, message: "invalid access token")
+            }
         }
         return provisioner.handle(id, tenant: record.tenant)
     }
