@@ -130,8 +130,8 @@ struct E2BControlPlane: Sendable {
 
     static func timeout(_ value: JSONValue?) throws -> Int {
         guard let value, value != .null else { return defaultTimeout }
-        guard let seconds = value.intValue, seconds >= 0, seconds <= Int64(maxTimeout) else {
-            throw E2BAPIError.badRequest("timeout must be a whole number of seconds from 0 to \(maxTimeout)")
+        guard let seconds = value.intValue, seconds >= 1, seconds <= Int64(maxTimeout) else {
+            throw E2BAPIError.badRequest("timeout must be a whole number of seconds from 1 to \(maxTimeout)")
         }
         return Int(seconds)
     }

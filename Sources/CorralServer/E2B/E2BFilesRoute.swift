@@ -24,7 +24,8 @@ struct E2BFilesRoute: Sendable {
         guard !stat.isDirectory else { throw E2BAPIError.badRequest("path '\(path)' is a directory") }
         var headers = HTTPFields()
         headers[.contentType] = "application/octet-stream"
-        headers[.contentLength] = String(stat.size)
+        // No length: the file may change while it is read, and a wrong length breaks the
+        // connection; the body is chunked instead.
         return Response(
             status: .ok, headers: headers,
             body: ResponseBody { writer in
