@@ -143,6 +143,14 @@ for tenant in acme globex; do
     tenants+=("$tenant")
     export "E2B_TOKEN_${tenant^^}=$token"
 done
+# The pool's members first: sandboxes made through E2B's API come from it (a test checks so).
+for _ in $(seq 1 240); do
+    idle=$(curl -sS --unix-socket "$state/corral.sock" http://corral/v1/pools 2>/dev/null |
+        python3 -c 'import json, sys; print(sum(p.get("idle", 0) for p in json.load(sys.stdin)))' 2>/dev/null || echo 0)
+    [ "${idle:-0}" -ge 2 ] && break
+    sleep 0.25
+done
+[ "${idle:-0}" -ge 2 ] || die "the e2b template's pool did not fill within 60 s" "read $log"
 export E2B_API_URL=$url E2B_SANDBOX_URL=$url E2B_API_KEY=$E2B_TOKEN_ACME E2B_OTHER_API_KEY=$E2B_TOKEN_GLOBEX
 say "corrald answers at $url (state $state); $("$python" -m pip show e2b 2>/dev/null | sed -n 's/^Version: /e2b /p')"
 

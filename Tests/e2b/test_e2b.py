@@ -7,6 +7,7 @@ wire protocol itself except where the SDK would refuse to send bad input.
 """
 
 import asyncio
+import json
 import os
 import time
 import urllib.request
@@ -43,6 +44,15 @@ def test_create_with_metadata_and_envs(sandbox):
     assert info.metadata == {"suite": "e2b", "kind": "shared"}
     assert info.template_id == "base"
     assert sandbox.commands.run("echo $GREETING").stdout == "hello\n"
+
+
+def test_create_claims_from_the_e2b_templates_warm_pool(sandbox):
+    request = urllib.request.Request(f"{API}/v1/sandboxes/{sandbox.sandbox_id}")
+    request.add_header("Authorization", f"Bearer {os.environ['E2B_API_KEY']}")
+    with urllib.request.urlopen(request, timeout=30) as response:
+        info = json.load(response)
+    assert info["template"] == "e2b"
+    assert info["path"] == "warm"
 
 
 def test_list_filters_by_metadata(sandbox):
