@@ -8,9 +8,13 @@
 # everything it made whatever happened: the tenants with their sandboxes, the pool's members,
 # corrald, the workspaces' mounts and the state directory.
 #
+# With --bench, the drop-in's benchmark instead (Tests/e2b/bench_e2b.py): create to first run,
+# and commands.run("true") through the SDK beside corral's own API, to E2B_BENCH_JSON.
+#
 #   CORRAL_REQUIRE_ENGINE=1   a missing engine, venv or SDK fails instead of skipping
 #   CORRAL_BIN, CORRALD_BIN   the binaries (default .build/debug/...)
 #   E2B_TEST_ARGS             extra pytest arguments (such as -k NAME)
+#   E2B_BENCH_JSON            where --bench writes its figures (default .build/e2b-bench.json)
 #
 # The SDK and pytest come from PyPI into .build/e2b-venv, made when missing.
 set -euo pipefail
@@ -19,6 +23,13 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 CORRAL_SCRIPT_NAME=test-e2b
 # shellcheck source-path=SCRIPTDIR source=lib/common.sh
 . scripts/lib/common.sh
+
+mode="test"
+case "${1:-}" in
+    "") ;;
+    --bench) mode=bench ;;
+    *) die "unknown argument '$1'" "scripts/test-e2b.sh [--bench]" ;;
+esac
 
 PINS="e2b==2.63.0 pytest==9.2.0"
 E2B_IMAGE=corral/e2b:bookworm
@@ -154,5 +165,10 @@ done
 export E2B_API_URL=$url E2B_SANDBOX_URL=$url E2B_API_KEY=$E2B_TOKEN_ACME E2B_OTHER_API_KEY=$E2B_TOKEN_GLOBEX
 say "corrald answers at $url (state $state); $("$python" -m pip show e2b 2>/dev/null | sed -n 's/^Version: /e2b /p')"
 
+if [ "$mode" = bench ]; then
+    E2B_BENCH_SOCKET=$state/corral.sock E2B_BENCH_JSON=${E2B_BENCH_JSON:-$PWD/.build/e2b-bench.json} \
+        "$python" Tests/e2b/bench_e2b.py
+    exit 0
+fi
 # shellcheck disable=SC2086 # E2B_TEST_ARGS is split on purpose
 "$python" -m pytest -q -p no:cacheprovider Tests/e2b ${E2B_TEST_ARGS:-}
