@@ -2,8 +2,9 @@
 # scripts/test-e2b.sh: E2B's own Python SDK (from PyPI, pinned) against a corrald of its own.
 #
 # Builds the `e2b` template's image (Tests/e2b/image: corral/base with /home/user) when it is
-# missing, starts corrald on a fresh state directory and a free loopback port with an `e2b`
-# template and a warm pool of it, makes two tenants, then runs Tests/e2b/test_e2b.py with
+# missing and the code interpreter's on top of it (Tests/e2b/code-interpreter), starts corrald on
+# a fresh state directory and a free loopback port with both templates and warm pools of them,
+# makes two tenants, then runs Tests/e2b/test_*.py with
 # E2B_API_URL and E2B_SANDBOX_URL naming corrald and E2B_API_KEY a tenant token; and removes
 # everything it made whatever happened: the tenants with their sandboxes, the pool's members,
 # corrald, the workspaces' mounts and the state directory.
@@ -31,8 +32,9 @@ case "${1:-}" in
     *) die "unknown argument '$1'" "scripts/test-e2b.sh [--bench]" ;;
 esac
 
-PINS="e2b==2.63.0 pytest==9.2.0"
+PINS="e2b==2.63.0 e2b-code-interpreter==2.11.5 pytest==9.2.0"
 E2B_IMAGE=corral/e2b:bookworm
+INTERPRETER_IMAGE=corral/e2b-code-interpreter:bookworm
 venv=.build/e2b-venv
 corral=${CORRAL_BIN:-.build/debug/corral}
 corrald=${CORRALD_BIN:-.build/debug/corrald}
@@ -51,7 +53,7 @@ if [ ! -x "$corral" ] || [ ! -x "$corrald" ]; then
 fi
 
 python=$venv/bin/python
-if [ "$(cat "$venv/corral-pins" 2>/dev/null)" != "$PINS" ] || ! "$python" -c 'import e2b, pytest' 2>/dev/null; then
+if [ "$(cat "$venv/corral-pins" 2>/dev/null)" != "$PINS" ] || ! "$python" -c 'import e2b, e2b_code_interpreter, pytest' 2>/dev/null; then
     say "installing $PINS into $venv"
     rm -rf "$venv"
     system_python=/usr/bin/python3
@@ -79,6 +81,14 @@ if [ "$(engine_curl "/images/$E2B_IMAGE/json" -o /dev/null -w '%{http_code}')" !
         die "building $E2B_IMAGE failed: $build_log" "read Tests/e2b/image/Dockerfile"
 fi
 
+# The code interpreter's image, on top: always rebuilt (a copy of one file, cached by the engine),
+# so that it holds the kernel server of this tree.
+build_log=$(tar -C Tests/e2b/code-interpreter -c Dockerfile kernel.py |
+    engine_curl "/build?t=$INTERPRETER_IMAGE&rm=1&forcerm=1" -X POST -H 'Content-Type: application/x-tar' --data-binary @-)
+case "$build_log" in
+    *'"error"'*) die "building $INTERPRETER_IMAGE failed: $build_log" "read Tests/e2b/code-interpreter/Dockerfile" ;;
+esac
+
 state=$(mktemp -d /tmp/corral-e2b.XXXXXX)
 log=$state/corrald.log
 export CORRAL_STATE_DIR=$state
@@ -94,6 +104,15 @@ image = "$E2B_IMAGE"
 
 [templates.pool]
 min_idle = 2
+
+[[templates]]
+name = "code-interpreter-v1"
+image = "$INTERPRETER_IMAGE"
+# The server is detached on purpose (setsid), then waited for: a member is idle with it up.
+setup = ["setsid python3 /opt/corral/kernel.py </dev/null >/dev/null 2>&1 &", "python3 /opt/corral/kernel.py --wait"]
+
+[templates.pool]
+min_idle = 1
 TOML
 
 stop_corrald() {
@@ -158,10 +177,10 @@ done
 for _ in $(seq 1 240); do
     idle=$(curl -sS --unix-socket "$state/corral.sock" http://corral/v1/pools 2>/dev/null |
         python3 -c 'import json, sys; print(sum(p.get("idle", 0) for p in json.load(sys.stdin)))' 2>/dev/null || echo 0)
-    [ "${idle:-0}" -ge 2 ] && break
+    [ "${idle:-0}" -ge 3 ] && break
     sleep 0.25
 done
-[ "${idle:-0}" -ge 2 ] || die "the e2b template's pool did not fill within 60 s" "read $log"
+[ "${idle:-0}" -ge 3 ] || die "the templates' pools did not fill within 60 s" "read $log"
 export E2B_API_URL=$url E2B_SANDBOX_URL=$url E2B_API_KEY=$E2B_TOKEN_ACME E2B_OTHER_API_KEY=$E2B_TOKEN_GLOBEX
 say "corrald answers at $url (state $state); $("$python" -m pip show e2b 2>/dev/null | sed -n 's/^Version: /e2b /p')"
 
