@@ -123,7 +123,9 @@ stop_corrald() {
         say "corrald did not stop within 30 s of SIGTERM; killing it"
         kill -KILL "$corrald_pid" 2>/dev/null || true
     fi
-    wait "$corrald_pid" 2>/dev/null || true
+    # Braced: bash's own "no record of process" note, when the child was reaped already, goes
+    # to the shell's stderr, not the builtin's.
+    { wait "$corrald_pid"; } 2>/dev/null || true
 }
 
 clean_up() {

@@ -73,8 +73,13 @@ struct E2BPortProxy: Sendable {
                     "exec 3<>/dev/tcp/127.0.0.1/\"$1\" || exit \(Self.notOpen); cat <&3 & cat >&3; wait",
                     "relay", String(target.port),
                 ], timeout: Self.timeout), stdin: true)
-        try await command.write(stdin: Self.head(of: request, port: target.port, bodyBytes: body.count) + body)
-        try await command.closeStdin()
+        do {
+            try await command.write(stdin: Self.head(of: request, port: target.port, bodyBytes: body.count) + body)
+            try await command.closeStdin()
+        } catch let error as CorralError where error.code == .conflict {
+            // The relay ended before it took the request (the port refused it): its status,
+            // read below, says so.
+        }
 
         // The answer's head, then the rest streams.
         var received: [UInt8] = []
