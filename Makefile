@@ -3,9 +3,10 @@
 #
 #   make build    swift build (debug)
 #   make test     build, then swift test (the tests that bound this process's memory, named
-#                 memoryBound…, in a second process of their own), then the console's browser tests
-#                 (scripts/test-console.sh); CORRAL_REQUIRE_ENGINE=1 makes engine and browser
-#                 tests fail instead of skip when no engine or browser is there (CI sets it)
+#                 memoryBound…, in a second process of their own), then the console's browser
+#                 tests (scripts/test-console.sh) and E2B's SDK against corrald
+#                 (scripts/test-e2b.sh); CORRAL_REQUIRE_ENGINE=1 makes engine, browser and SDK
+#                 tests fail instead of skip when no engine, browser or SDK is there (CI sets it)
 #   make engine   start dockerd with runsc and a TLS endpoint, unless an engine answers
 #   make image    engine, then corral/base:bookworm (reused unless REBUILD=1)
 #   make run      prepare the machine (packages, engine, image, build), then the demo
@@ -20,7 +21,7 @@
 SWIFT ?= swift
 FORMAT_PATHS := Sources Tests Package.swift
 SHELL_SCRIPTS := scripts/engine.sh scripts/deps.sh scripts/demo.sh scripts/check-init.sh \
-	scripts/fuzz-api.sh scripts/fleet.sh scripts/test-console.sh scripts/lib/common.sh images/base/build.sh \
+	scripts/fuzz-api.sh scripts/fleet.sh scripts/test-console.sh scripts/test-e2b.sh scripts/lib/common.sh images/base/build.sh \
 	.ci/run
 
 # CORRAL_REQUIRE_ENGINE, CORRAL_ENGINE and CORRAL_TEST_IMAGE reach the tests when set in the
@@ -37,6 +38,7 @@ test:
 	$(SWIFT) test --skip memoryBound
 	$(SWIFT) test --skip-build --filter memoryBound
 	scripts/test-console.sh
+	scripts/test-e2b.sh
 
 deps:
 	scripts/deps.sh

@@ -99,10 +99,12 @@ public struct CorralServer: Sendable {
 
     var provisioner: Provisioner { runner.provisioner }
 
-    /// What one listener serves: the API and, unless it is turned off, the console's pages.
+    /// What one listener serves: the API, E2B's API (docs/e2b.md) and, unless it is turned off, the
+    /// console's pages.
     public func listenerRouter(auth: AuthMode) -> Router<CorralRequestContext> {
         let router = router(auth: auth)
         if configuration.console.enabled { addConsoleRoutes(to: router, auth: auth) }
+        addE2BRoutes(to: router, auth: auth)
         return router
     }
 
