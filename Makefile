@@ -5,6 +5,7 @@
 #   make test     build, then swift test; CORRAL_REQUIRE_ENGINE=1 makes engine tests fail
 #                 instead of skip when no engine answers (CI sets it)
 #   make engine   start dockerd with runsc and a TLS endpoint, unless an engine answers
+#   make postgres start the private PostgreSQL (scripts/postgres.sh up); postgres-down stops it
 #   make image    engine, then corral/base:bookworm (reused unless REBUILD=1)
 #   make run      prepare the machine (packages, engine, image, build), then the demo
 #   make bench    engine, image, then corral-bench in release mode (.build/bench.json)
@@ -16,14 +17,14 @@
 
 SWIFT ?= swift
 FORMAT_PATHS := Sources Tests Package.swift
-SHELL_SCRIPTS := scripts/engine.sh scripts/deps.sh scripts/demo.sh scripts/check-init.sh \
+SHELL_SCRIPTS := scripts/engine.sh scripts/postgres.sh scripts/deps.sh scripts/demo.sh scripts/check-init.sh \
 	scripts/fuzz-api.sh scripts/fleet.sh scripts/lib/common.sh images/base/build.sh .ci/run
 
 # CORRAL_REQUIRE_ENGINE, CORRAL_ENGINE and CORRAL_TEST_IMAGE reach the tests when set in the
 # environment or on the command line (make exports both). Not `export`ed here: that would
 # pass them as empty strings when unset, and an empty CORRAL_ENGINE is not the default.
 
-.PHONY: build test engine engine-down image run bench fuzz fmt check clean deps
+.PHONY: build test engine engine-down postgres postgres-down image run bench fuzz fmt check clean deps
 
 build:
 	$(SWIFT) build
@@ -40,6 +41,12 @@ engine:
 
 engine-down:
 	scripts/engine.sh down
+
+postgres:
+	scripts/postgres.sh up
+
+postgres-down:
+	scripts/postgres.sh down
 
 image: engine
 	images/base/build.sh

@@ -12,11 +12,13 @@ CORRAL_SCRIPT_NAME=deps.sh
 # pkg-config to find them. Run: the engine, gVisor, the image builder, mkfs.ext4 and mount
 # for sandboxes' workspaces, and the tools the scripts and tests call (python3 and setpriv:
 # the tests act as an unprivileged host user), shellcheck for `make check`, iproute2 and
-# iptables for the worker fleet's network namespaces (scripts/fleet.sh).
+# iptables for the worker fleet's network namespaces (scripts/fleet.sh), PostgreSQL for the
+# PostgreSQL session store's tests and bench (scripts/postgres.sh; pgbench comes with it).
 PACKAGES=(
     libcurl4-openssl-dev libarchive-dev libsqlite3-dev pkg-config
     docker.io runsc mmdebstrap e2fsprogs mount util-linux
     git openssl curl ca-certificates python3 shellcheck iproute2 iptables
+    postgresql
 )
 
 command -v swift >/dev/null 2>&1 ||
