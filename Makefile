@@ -8,7 +8,8 @@
 #   make postgres start the private PostgreSQL (scripts/postgres.sh up); postgres-down stops it
 #   make image    engine, then corral/base:bookworm (reused unless REBUILD=1)
 #   make run      prepare the machine (packages, engine, image, build), then the demo
-#   make bench    engine, image, then corral-bench in release mode (.build/bench.json)
+#   make bench    engine, image, PostgreSQL, then corral-bench in release mode (.build/bench.json);
+#                 the session suite measures the PostgreSQL store beside the files and pgbench
 #   make fuzz     engine, image, build, then schemathesis against a live corrald
 #                 (scripts/fuzz-api.sh; CORRAL_FUZZ_SECONDS bounds it)
 #   make fmt      swift format, in place
@@ -54,9 +55,9 @@ image: engine
 run: deps image build
 	scripts/demo.sh
 
-bench: image
+bench: image postgres
 	$(SWIFT) build -c release
-	.build/release/corral-bench --json .build/bench.json
+	eval "$$(scripts/postgres.sh env)" && .build/release/corral-bench --json .build/bench.json
 
 fuzz: image build
 	scripts/fuzz-api.sh

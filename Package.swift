@@ -141,7 +141,8 @@ let package = Package(
         .target(
             name: "CorralBench",
             dependencies: [
-                "CorralSandbox", "CorralSession", "CorralService", "CorralHarness", "CorralGateway", "CSQLite",
+                "CorralSandbox", "CorralSession", "CorralSessionPostgres", "CorralService", "CorralHarness",
+                "CorralGateway", "CSQLite",
                 // The workspace suite's upstream: the git smart-HTTP server the tests use.
                 "TestSupport",
                 // The api suite runs corrald in process and drives it as a client would.

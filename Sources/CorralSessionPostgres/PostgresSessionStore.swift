@@ -461,8 +461,9 @@ struct SplitMix: RandomNumberGenerator {
 }
 
 extension PostgresSessionStore {
-    /// Drops the store's schema with everything in it: for tests that made one of their own.
-    func dropSchema() async throws {
+    /// Drops the store's schema with every session in it, for good: for tests and benchmarks
+    /// that made a schema of their own.
+    public func dropSchema() async throws {
         let schema = url.schema
         try await connections.withConnection("dropping schema \(schema)") { connection in
             try await connection.rows("DROP SCHEMA IF EXISTS \(unescaped: schema) CASCADE", logger: logger)

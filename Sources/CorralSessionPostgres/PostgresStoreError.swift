@@ -67,9 +67,22 @@ enum PostgresStoreError {
                 .permissionDenied, "cannot log in to the session store at \(url): \(psql.code)",
                 hint: "check the user and password in [store] url or CORRAL_STORE_URL")
         default:
-            let reason = psql.underlying.map { String(describing: $0) } ?? psql.code.description
-            return unavailable(url, what, reason: reason)
+            return unavailable(url, what, reason: reason(psql))
         }
+    }
+
+    /// A short reason for a connection that failed: NIO's errors nest the target and errno.
+    static func reason(_ error: PSQLError) -> String {
+        let text = error.underlying.map { String(describing: $0) } ?? error.code.description
+        let known = [
+            ("Connection refused", "connection refused"), ("connectTimeout", "connect timed out"),
+            ("timed out", "timed out"), ("Connection reset", "connection reset"), ("No such file", "no such socket"),
+        ]
+        if let match = known.first(where: { text.contains($0.0) }) { return match.1 }
+        if error.code == .serverClosedConnection || error.code == .uncleanShutdown {
+            return "the server closed the connection"
+        }
+        return String(text.prefix(160))
     }
 
     static func unavailable(_ url: PostgresStoreURL, _ what: String, reason: String) -> CorralError {
