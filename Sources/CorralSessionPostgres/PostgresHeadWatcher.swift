@@ -21,6 +21,9 @@ final class PostgresHeadWatcher: Sendable {
         var closed = false
     }
 
+    /// The longest a waiter goes without reading the head itself.
+    let poll: Duration = .seconds(2)
+
     init(channel: String, connections: PostgresConnections, logger: Logger) {
         self.channel = channel
         self.connections = connections
@@ -80,13 +83,39 @@ final class PostgresHeadWatcher: Sendable {
         try await ensureListening()
         let head = try await readHead()
         if head > seq { return head }
-        await withTaskCancellationHandler {
-            await waiter.wait()
-        } onCancel: {
-            waiter.wake()
+        // A notification is sent after the appends commit; a writer that died in between
+        // sent none, so the head is read again after `poll` at the latest.
+        let poll = self.poll
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask {
+                await withTaskCancellationHandler {
+                    await waiter.wait()
+                } onCancel: {
+                    waiter.wake()
+                }
+            }
+            group.addTask { try? await Task.sleep(for: poll) }
+            await group.next()
+            group.cancelAll()
         }
         try Task.checkCancellation()
         return nil
+    }
+
+    /// Tells every store on the database that these sessions' heads moved: a NOTIFY sent on
+    /// this store's listening connection (made now when there is none), not waited for. A
+    /// lost one costs a tail at most `poll`.
+    func notify(_ heads: [String: Int64]) async {
+        do {
+            try await ensureListening()
+        } catch {
+            return
+        }
+        guard let connection = state.withLock({ $0.connection }), !connection.isClosed else { return }
+        let sessions = Array(heads.keys)
+        let values = sessions.map { heads[$0] ?? 0 }
+        let query: PostgresQuery = "SELECT notify_heads(\(channel), \(sessions), \(values))"
+        connection.query(query, logger: logger).whenComplete { _ in }
     }
 
     private func ensureListening() async throws {

@@ -52,7 +52,7 @@ enum PostgresSchema {
                 """
                 CREATE FUNCTION append_batch(
                     p_sessions text[], p_epochs bigint[], p_expected bigint[], p_counts int[], p_times bigint[],
-                    p_ids text[], p_caller boolean[], p_types text[], p_data text[], p_sync boolean, p_channel text)
+                    p_ids text[], p_caller boolean[], p_types text[], p_data text[], p_sync boolean)
                 RETURNS TABLE (r_call int, r_outcome text, r_first bigint, r_written int, r_head bigint, r_epoch bigint)
                 LANGUAGE plpgsql AS $fn$
                 DECLARE
@@ -138,7 +138,6 @@ enum PostgresSchema {
                                 FROM generate_series(skip + 1, n) AS g;
                             r_head := cur_head + n - skip;
                             UPDATE sessions SET head = r_head WHERE id = p_sessions[c];
-                            PERFORM pg_notify(p_channel, p_sessions[c] || ' ' || r_head);
                         END IF;
                         r_outcome := 'ok';
                         r_first := start;
@@ -146,6 +145,19 @@ enum PostgresSchema {
                         RETURN NEXT;
                         base := base + n;
                     END LOOP;
+                END
+                $fn$
+                """,
+                // Tails are told after the appends commit, in a transaction of their own: a NOTIFY
+                // holds a lock that serialises committing transactions until their WAL flush,
+                // which would undo the server's own group commit of concurrent appends. This one
+                // writes no WAL and waits for no flush.
+                """
+                CREATE FUNCTION notify_heads(p_channel text, p_sessions text[], p_heads bigint[])
+                RETURNS void LANGUAGE plpgsql AS $fn$
+                BEGIN
+                    PERFORM set_config('synchronous_commit', 'off', true);
+                    PERFORM pg_notify(p_channel, s || ' ' || h) FROM unnest(p_sessions, p_heads) AS u (s, h);
                 END
                 $fn$
                 """,

@@ -91,7 +91,7 @@ public final class PostgresSessionStore: SessionStore {
             commit: { [connections, watcher, logger, commitCount] requests in
                 commitCount.value.add(1, ordering: .relaxed)
                 return try await Self.commit(
-                    requests, connections: connections, channel: watcher.channel, logger: logger)
+                    requests, connections: connections, watcher: watcher, logger: logger)
             })
         appends.withLock { $0 = queue }
     }
@@ -196,7 +196,8 @@ public final class PostgresSessionStore: SessionStore {
     /// One transaction for every append of `requests`, sorted by session (a stable sort: one
     /// session's appends keep their order) so that batches lock rows in the same order.
     static func commit(
-        _ requests: [PostgresAppendQueue.Request], connections: PostgresConnections, channel: String, logger: Logger
+        _ requests: [PostgresAppendQueue.Request], connections: PostgresConnections, watcher: PostgresHeadWatcher,
+        logger: Logger
     ) async throws -> [PostgresAppendQueue.Outcome] {
         let order = requests.indices.sorted {
             (requests[$0].session.rawValue, $0) < (requests[$1].session.rawValue, $1)
@@ -229,14 +230,23 @@ public final class PostgresSessionStore: SessionStore {
             requests.count == 1
             ? "appending to session \(requests[0].session)" : "appending to \(requests.count) sessions"
         let rows = try await connections.withConnection(what) { connection in
-            try await connection.rows(
+            let rows = try await connection.rows(
                 """
                 SELECT r_call, r_outcome, r_first, r_written, r_head, r_epoch FROM append_batch(
                     \(sessions), \(epochs), \(expected), \(counts), \(times), \(ids), \(caller), \(types), \(data),
-                    \(sync), \(channel))
+                    \(sync))
                 """, logger: logger
             ).decode((Int32, String, Int64, Int32, Int64, Int64).self).gather()
+            return rows
         }
+        // Wake tails, once per session with its newest head, on the watcher's own connection
+        // and without waiting for the answer.
+        var heads: [String: Int64] = [:]
+        for row in rows where row.1 == "ok" && row.3 > 0 && row.0 >= 1 && Int(row.0) <= order.count {
+            let session = sessions[Int(row.0) - 1]
+            heads[session] = max(heads[session] ?? 0, row.4)
+        }
+        if !heads.isEmpty { await watcher.notify(heads) }
         var outcomes = [PostgresAppendQueue.Outcome?](repeating: nil, count: requests.count)
         for (call, kind, first, written, head, epoch) in rows where call >= 1 && Int(call) <= order.count {
             outcomes[order[Int(call) - 1]] = PostgresAppendQueue.Outcome(
