@@ -5,7 +5,7 @@ import PostgresNIO
 import Synchronization
 
 /// Live tails across processes: one connection per store LISTENs on the store's channel,
-/// where every append that moves a head notifies `session head`. Waiters register before they
+/// where committers notify `session head` once their appends are in (`notify(_:)`). Waiters register before they
 /// read the head, so that a notification between the read and the wait is not lost; when the
 /// connection drops, every waiter is woken to read again (and the next wait reconnects, or
 /// fails with `.unavailable` while the database is down).

@@ -16,8 +16,8 @@ import Synchronization
 /// - Durability: `.fsync` appends commit with `synchronous_commit` on and return after the
 ///   flush; `.groupCommit` and `.none` commit with it off (the server's WAL writer flushes
 ///   within `wal_writer_delay`), and `sync(_:)` forces a flush.
-/// - Live tails: every append that moves a head NOTIFYs the store's channel; `waitForHead`
-///   LISTENs on one connection per store and then reads the head itself.
+/// - Live tails: after appends commit, their sessions' new heads are NOTIFYed on the store's
+///   channel; `waitForHead` LISTENs on one connection per store and then reads the head itself.
 ///
 /// Make one with `connect(_:logger:)`, which checks the database and migrates the schema, and
 /// call `shutdown()` when done.
