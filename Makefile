@@ -2,16 +2,19 @@
 # it is not run as root, with the command that fixes it.
 #
 #   make build    swift build (debug)
-#   make test     build, then swift test (the tests that bound this process's memory, named
+#   make test     PostgreSQL (for the session store's PostgreSQL cases), build, then swift
+#                 test (the tests that bound this process's memory, named
 #                 memoryBound…, in a second process of their own), then the console's browser
 #                 tests (scripts/test-console.sh) and E2B's SDK against corrald
 #                 (scripts/test-e2b.sh); CORRAL_REQUIRE_ENGINE=1 makes engine, browser and SDK
 #                 tests fail instead of skip when no engine, browser or SDK is there (CI sets it)
 #   make engine   start dockerd with runsc and a TLS endpoint, unless an engine answers
+#   make postgres start the private PostgreSQL (scripts/postgres.sh up); postgres-down stops it
 #   make image    engine, then corral/base:bookworm (reused unless REBUILD=1)
 #   make run      prepare the machine (packages, engine, image, build), then the demo
-#   make bench    engine, image, then corral-bench in release mode (.build/bench.json), then
-#                 the console's benchmark in Chromium (.build/console-bench.json)
+#   make bench    engine, image, PostgreSQL, then corral-bench in release mode (.build/bench.json;
+#                 the session suite measures the PostgreSQL store beside the files and pgbench),
+#                 then the console's benchmark in Chromium (.build/console-bench.json)
 #   make fuzz     engine, image, build, then schemathesis against a live corrald
 #                 (scripts/fuzz-api.sh; CORRAL_FUZZ_SECONDS bounds it)
 #   make fmt      swift format, in place
@@ -20,22 +23,22 @@
 
 SWIFT ?= swift
 FORMAT_PATHS := Sources Tests Package.swift
-SHELL_SCRIPTS := scripts/engine.sh scripts/deps.sh scripts/demo.sh scripts/check-init.sh \
-	scripts/fuzz-api.sh scripts/fleet.sh scripts/test-console.sh scripts/test-e2b.sh scripts/lib/common.sh images/base/build.sh \
-	.ci/run
+SHELL_SCRIPTS := scripts/engine.sh scripts/postgres.sh scripts/deps.sh scripts/demo.sh \
+	scripts/check-init.sh scripts/fuzz-api.sh scripts/fleet.sh scripts/test-console.sh \
+	scripts/test-e2b.sh scripts/lib/common.sh images/base/build.sh .ci/run
 
 # CORRAL_REQUIRE_ENGINE, CORRAL_ENGINE and CORRAL_TEST_IMAGE reach the tests when set in the
 # environment or on the command line (make exports both). Not `export`ed here: that would
 # pass them as empty strings when unset, and an empty CORRAL_ENGINE is not the default.
 
-.PHONY: build test engine engine-down image run bench fuzz fmt check clean deps
+.PHONY: build test engine engine-down postgres postgres-down image run bench fuzz fmt check clean deps
 
 build:
 	$(SWIFT) build
 
-test:
+test: postgres
 	$(SWIFT) build
-	$(SWIFT) test --skip memoryBound
+	eval "$$(scripts/postgres.sh env)" && $(SWIFT) test --skip memoryBound
 	$(SWIFT) test --skip-build --filter memoryBound
 	scripts/test-console.sh
 	scripts/test-e2b.sh
@@ -49,15 +52,21 @@ engine:
 engine-down:
 	scripts/engine.sh down
 
+postgres:
+	scripts/postgres.sh up
+
+postgres-down:
+	scripts/postgres.sh down
+
 image: engine
 	images/base/build.sh
 
 run: deps image build
 	scripts/demo.sh
 
-bench: image
+bench: image postgres
 	$(SWIFT) build -c release
-	.build/release/corral-bench --json .build/bench.json
+	eval "$$(scripts/postgres.sh env)" && .build/release/corral-bench --json .build/bench.json
 	scripts/test-console.sh --bench
 
 fuzz: image build

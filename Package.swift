@@ -28,6 +28,10 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-crypto", "3.12.0"..<"5.0.0"),
         // Only the tests read YAML: OpenAPITests checks docs/openapi.yaml against the router.
         .package(url: "https://github.com/jpsim/Yams", "5.0.1"..<"7.0.0"),
+        // The PostgreSQL session store; only CorralSessionPostgres links it.
+        .package(url: "https://github.com/vapor/postgres-nio", from: "1.33.2"),
+        // postgres-nio's TLS; named for the store's sslmode settings.
+        .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.25.0"),
     ],
     targets: [
         // libcurl's header, and the library opened on first use (dlopen): see include/ccurl.h.
@@ -65,13 +69,26 @@ let package = Package(
         .target(
             name: "CorralService",
             dependencies: [
-                "CorralSandbox", "CorralGateway", "CorralSession",
+                "CorralSandbox", "CorralGateway", "CorralSession", "CorralSessionPostgres",
                 .product(name: "TOMLKit", package: "TOMLKit"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             exclude: ["README.md"]
         ),
         .target(name: "CorralSession", dependencies: ["CCorralSession", "CorralCore"], exclude: ["README.md"]),
+        // Sessions in PostgreSQL, behind the same SessionStore protocol: its own module, so that
+        // the file store and whatever uses only it do not link postgres-nio.
+        .target(
+            name: "CorralSessionPostgres",
+            dependencies: [
+                "CorralSession", "CorralCore",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            exclude: ["README.md"]
+        ),
         .target(
             name: "CorralGateway",
             dependencies: [
@@ -127,7 +144,8 @@ let package = Package(
         .target(
             name: "CorralBench",
             dependencies: [
-                "CorralSandbox", "CorralSession", "CorralService", "CorralHarness", "CorralGateway", "CSQLite",
+                "CorralSandbox", "CorralSession", "CorralSessionPostgres", "CorralService", "CorralHarness",
+                "CorralGateway", "CSQLite",
                 // The workspace suite's upstream: the git smart-HTTP server the tests use.
                 "TestSupport",
                 // The api suite runs corrald in process and drives it as a client would.
@@ -177,7 +195,13 @@ let package = Package(
         .testTarget(name: "TarArchiveTests", dependencies: ["TarArchive", "TestSupport"]),
         .testTarget(name: "DockerEngineTests", dependencies: ["DockerEngine", "TestSupport"]),
         .testTarget(name: "CorralSandboxTests", dependencies: ["CorralSandbox", "ControlProtocol", "TestSupport"]),
-        .testTarget(name: "CorralSessionTests", dependencies: ["CorralSession", "TestSupport"]),
+        .testTarget(
+            name: "CorralSessionTests",
+            dependencies: [
+                "CorralSession", "CorralSessionPostgres", "TestSupport",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         .testTarget(
             name: "CorralGatewayTests",
             dependencies: [

@@ -12,15 +12,17 @@ CORRAL_SCRIPT_NAME=deps.sh
 # pkg-config to find them. Run: the engine, gVisor, the image builder, mkfs.ext4 and mount
 # for sandboxes' workspaces, and the tools the scripts and tests call (python3 and setpriv:
 # the tests act as an unprivileged host user), shellcheck for `make check`, iproute2 and
-# iptables for the worker fleet's network namespaces (scripts/fleet.sh), and headless Chromium
-# with its WebDriver and python3-venv for the console's browser tests and the E2B SDK's tests
-# (selenium and E2B's SDK come from PyPI into venvs under .build/, see scripts/test-console.sh
-# and scripts/test-e2b.sh), tmux for the terminal test of `corral exec -it`.
+# iptables for the worker fleet's network namespaces (scripts/fleet.sh), PostgreSQL for the
+# PostgreSQL session store's tests and bench (scripts/postgres.sh; pgbench comes with it), and
+# headless Chromium with its WebDriver and python3-venv for the console's browser tests and the
+# E2B SDK's tests (selenium and E2B's SDK come from PyPI into venvs under .build/, see
+# scripts/test-console.sh and scripts/test-e2b.sh), tmux for the terminal test of
+# `corral exec -it`.
 PACKAGES=(
     libcurl4-openssl-dev libarchive-dev libsqlite3-dev pkg-config
     docker.io runsc mmdebstrap e2fsprogs mount util-linux
     git openssl curl ca-certificates python3 shellcheck iproute2 iptables tmux
-    chromium chromium-driver python3-venv
+    chromium chromium-driver python3-venv postgresql
 )
 
 command -v swift >/dev/null 2>&1 ||

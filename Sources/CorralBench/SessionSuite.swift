@@ -1,7 +1,9 @@
 import CSQLite
 import CorralCore
 import CorralSession
+import CorralSessionPostgres
 import Foundation
+import Logging
 
 /// The session store beside SQLite (WAL, one row per event) and a JSONL file, on the same
 /// disk in the same run, plus a bare write+fdatasync loop that bounds what any fsync-per-
@@ -214,6 +216,23 @@ struct SessionSuite: BenchSuite {
         report.notes.append(
             "slices use random start seqs; SQLite holds the same events, one row each, keyed by (session, seq)")
         try? FileManager.default.removeItem(at: big)
+
+        // The PostgreSQL store beside these, when a cluster is named (`make bench` starts one).
+        if let url = ProcessInfo.processInfo.environment["CORRAL_TEST_STORE_URL"], !url.isEmpty,
+            appendRates.count == 6
+        {
+            let file = FileFigures(fsyncOne: corralFsync, fsyncSixteen: appendRates[1].1, noneSixteen: appendRates[5].1)
+            let postgres = try await Self.postgres(url: url, sizes: sizes, file: file, context: context)
+            for var comparison in postgres.comparisons {
+                comparison.metric = "postgres: " + comparison.metric
+                report.comparisons.append(comparison)
+            }
+            report.notes.append(contentsOf: postgres.notes)
+        } else {
+            report.notes.append(
+                "postgres: not measured; set CORRAL_TEST_STORE_URL (scripts/postgres.sh up, then eval \"$(scripts/postgres.sh env)\")"
+            )
+        }
         return report
     }
 
@@ -628,6 +647,281 @@ final class SQLite: @unchecked Sendable {
                 }
                 count += 1
             }
+        }
+    }
+}
+
+// MARK: PostgreSQL
+
+/// The PostgreSQL session store on the cluster CORRAL_TEST_STORE_URL names (scripts/postgres.sh
+/// starts one), beside the file store's figures of the same run and pgbench's single-row
+/// insert rate on the same cluster: a transaction per row, `synchronous_commit` on, the floor
+/// of any durable append there.
+extension SessionSuite {
+    struct FileFigures {
+        var fsyncOne: Double
+        var fsyncSixteen: Double
+        var noneSixteen: Double
+    }
+
+    static func postgres(url text: String, sizes: Sizes, file: FileFigures, context: BenchContext) async throws
+        -> SuiteReport
+    {
+        var report = SuiteReport(suite: "\(name) (postgres)")
+        var url = try PostgresStoreURL(parsing: text)
+        url.schema = "bench_\(UInt32.random(in: 0...UInt32.max))"
+        var logger = Logger(label: "corral-bench.postgres")
+        logger.logLevel = .warning
+        let store = try await PostgresSessionStore.connect(.init(url: url), logger: logger)
+        let pgbench = try Pgbench(url: url)
+        try pgbench.prepare()
+        defer { pgbench.cleanUp() }
+        report.notes.append(
+            "postgres: \(url) (schema \(url.schema), dropped after); pgbench: \(pgbench.binary), a custom script of one INSERT of a ~200-byte row per transaction"
+        )
+        let rounds = context.quick ? 3 : 5
+        func progress(_ text: String) { FileHandle.standardError.write(Data("session (postgres): \(text)\n".utf8)) }
+        progress("single appends against pgbench")
+
+        // One writer, a durable append at a time, against pgbench with one client.
+        var single = Samples()
+        var pgbenchSingle = Samples()
+        let oneSession = try await store.create().id
+        let oneLease = try await store.currentLease(oneSession)
+        let perRound = max(50, sizes.fsyncEvents / rounds)
+        for _ in 0..<rounds {
+            pgbenchSingle.append(try pgbench.insertRate(clients: 1, transactions: perRound))
+            let (_, milliseconds) = try await measureMilliseconds {
+                for index in 0..<perRound {
+                    _ = try await store.append(
+                        oneSession,
+                        [
+                            NewEvent(
+                                type: "brain.response", data: index % 2 == 0 ? smallPayload : ["n": .int(Int64(index))])
+                        ],
+                        lease: oneLease, durability: .fsync)
+                }
+            }
+            single.append(Double(perRound) / (milliseconds / 1000))
+        }
+        report.comparisons.append(
+            Comparison(
+                metric: "append, fsync per event, 1 session (events/s per round)",
+                measurements: [
+                    Measurement(subject: "corral postgres", unit: "events/s", samples: single),
+                    Measurement(subject: "pgbench insert, 1 client", unit: "tx/s", samples: pgbenchSingle),
+                    Measurement(subject: "corral files (same run)", unit: "events/s", value: file.fsyncOne),
+                ],
+                targets: [
+                    TargetCheck(
+                        target: ">= 0.8x pgbench's single-row insert rate",
+                        observed: String(
+                            format: "%.2fx (%.0f vs %.0f/s)", single.median / pgbenchSingle.median, single.median,
+                            pgbenchSingle.median),
+                        met: single.median >= 0.8 * pgbenchSingle.median)
+                ]))
+
+        // Sixteen writers on sixteen sessions: group commit.
+        progress("16 writers")
+        for (level, durability) in [("fsync per event", Durability.fsync), ("no fsync", .none)] {
+            var rates = Samples()
+            var pgbenchRates = Samples()
+            var eventsPerCommit = Samples()
+            let perSession = max(
+                20, (durability == .fsync ? sizes.fsyncEventsPerSession : sizes.lazyEventsPerSession / 10) / rounds)
+            for _ in 0..<rounds {
+                if durability == .fsync {
+                    pgbenchRates.append(try pgbench.insertRate(clients: 16, transactions: perSession))
+                }
+                let commitsBefore = store.commits
+                let rate = try await Self.postgresAppends(
+                    store: store, sessions: 16, perSession: perSession, durability: durability)
+                rates.append(rate)
+                eventsPerCommit.append(Double(16 * perSession) / Double(max(1, store.commits - commitsBefore)))
+            }
+            var measurements = [
+                Measurement(subject: "corral postgres", unit: "events/s", samples: rates),
+                Measurement(
+                    subject: "corral postgres, appends per transaction", unit: "appends", samples: eventsPerCommit),
+                Measurement(
+                    subject: "corral files (same run)", unit: "events/s",
+                    value: durability == .fsync ? file.fsyncSixteen : file.noneSixteen),
+            ]
+            if durability == .fsync {
+                measurements.append(
+                    Measurement(subject: "pgbench insert, 16 clients", unit: "tx/s", samples: pgbenchRates))
+            }
+            report.comparisons.append(
+                Comparison(
+                    metric: "append, \(level), 16 writers on 16 sessions (group commit)", measurements: measurements))
+        }
+
+        // One big session: slices and wake.
+        progress("a session of \(sizes.bigSessionEvents) events")
+        let bigEvents = sizes.bigSessionEvents
+        let big = try await store.create().id
+        let bigLease = try await store.currentLease(big)
+        let filler = String(repeating: "The quick brown fox jumps over the lazy dog. ", count: 21)
+        let (_, building) = try await measureMilliseconds {
+            var written = 0
+            while written < bigEvents {
+                let count = min(1000, bigEvents - written)
+                let chunk = (0..<count).map { offset in
+                    NewEvent(type: "tool.result", data: ["n": .int(Int64(written + offset)), "text": .string(filler)])
+                }
+                _ = try await store.append(big, chunk, lease: bigLease, durability: .none)
+                written += count
+            }
+            try await store.sync(big)
+        }
+        report.notes.append(
+            String(format: "postgres big session: %d events written in %.1f s", bigEvents, building / 1000))
+        var slices = Samples()
+        var generator = SystemRandomNumberGenerator()
+        for _ in 0..<sizes.slices {
+            let from = UInt64.random(in: 1...UInt64(bigEvents - 99), using: &generator)
+            let (page, milliseconds) = try await measureMilliseconds {
+                try await store.readPage(big, from: from, limit: 100)
+            }
+            guard page.events.count == 100, page.events.first?.seq == from else {
+                throw CorralError(.internalError, "postgres slice from \(from) returned \(page.events.count) events")
+            }
+            slices.append(milliseconds)
+        }
+        let label = bigEvents >= 1_000_000 ? "1M" : "\(bigEvents / 1000)k"
+        report.comparisons.append(
+            Comparison(
+                metric: "slice of 100 events from a \(label)-event session",
+                measurements: [Measurement(subject: "corral postgres", unit: "ms", samples: slices)],
+                targets: [
+                    TargetCheck(
+                        target: "p99 < 2 ms", observed: String(format: "p99 %.3f ms", slices.p99), met: slices.p99 < 2)
+                ]))
+        progress("wakes")
+        var wakes = Samples()
+        for _ in 0..<sizes.wakes {
+            // A new store: what a replica that takes the session over does.
+            let fresh = try await PostgresSessionStore.connect(.init(url: url), logger: logger)
+            let (_, milliseconds) = try await measureMilliseconds { try await fresh.wake(big) }
+            wakes.append(milliseconds)
+            await fresh.shutdown()
+        }
+        report.comparisons.append(
+            Comparison(
+                metric: "wake a \(label)-event session (new store, lease epoch + 1, durable)",
+                measurements: [Measurement(subject: "corral postgres", unit: "ms", samples: wakes)],
+                targets: [
+                    TargetCheck(
+                        target: "< 20 ms", observed: String(format: "max %.2f ms", wakes.values.max() ?? .nan),
+                        met: (wakes.values.max() ?? .infinity) < 20)
+                ]))
+        try await store.dropSchema()
+        await store.shutdown()
+        return report
+    }
+
+    static func postgresAppends(store: PostgresSessionStore, sessions: Int, perSession: Int, durability: Durability)
+        async throws -> Double
+    {
+        var ids: [(SessionID, Lease)] = []
+        for _ in 0..<sessions {
+            let id = try await store.create().id
+            ids.append((id, try await store.currentLease(id)))
+        }
+        let (_, milliseconds) = try await measureMilliseconds {
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for (id, lease) in ids {
+                    group.addTask {
+                        for index in 0..<perSession {
+                            _ = try await store.append(
+                                id,
+                                [
+                                    NewEvent(
+                                        type: "brain.response",
+                                        data: index % 2 == 0 ? smallPayload : ["n": .int(Int64(index))])
+                                ],
+                                lease: lease, durability: durability)
+                        }
+                    }
+                }
+                try await group.waitForAll()
+            }
+        }
+        return Double(sessions * perSession) / (milliseconds / 1000)
+    }
+
+    /// pgbench on the store's cluster: a table of its own in the bench's schema, one INSERT
+    /// per transaction.
+    struct Pgbench {
+        let url: PostgresStoreURL
+        let binary: String
+        let psql: String
+        let script: URL
+
+        init(url: PostgresStoreURL) throws {
+            self.url = url
+            let versions = (try? FileManager.default.contentsOfDirectory(atPath: "/usr/lib/postgresql")) ?? []
+            guard
+                let directory = versions.compactMap({ Int($0) }).sorted().last.map({ "/usr/lib/postgresql/\($0)/bin" }),
+                FileManager.default.isExecutableFile(atPath: directory + "/pgbench")
+            else {
+                throw CorralError(
+                    .notFound, "pgbench is not installed (no /usr/lib/postgresql/*/bin/pgbench)",
+                    hint: "apt-get install postgresql (Debian's postgresql-15 ships pgbench)")
+            }
+            binary = directory + "/pgbench"
+            psql = directory + "/psql"
+            script = FileManager.default.temporaryDirectory.appendingPathComponent(
+                "corral-pgbench-\(UUID().uuidString).sql")
+        }
+
+        /// Host, port and user; the database goes last (pgbench takes it as its argument).
+        var connection: [String] {
+            ["-h", url.socketDirectory ?? url.host, "-p", String(url.port), "-U", url.user]
+        }
+
+        var environment: [String: String] {
+            var environment = ["PATH": "/usr/bin:/bin"]
+            if let password = url.password { environment["PGPASSWORD"] = password }
+            return environment
+        }
+
+        var table: String { "\(url.schema).pgbench_events" }
+
+        func prepare() throws {
+            let payload = JSONCodec.string(SessionSuite.smallPayload).replacingOccurrences(of: "'", with: "''")
+            try "INSERT INTO \(table) (session_id, data) VALUES ('se-pgbench', '\(payload)');\n"
+                .write(to: script, atomically: true, encoding: .utf8)
+            _ = try BenchProcess.output(
+                psql,
+                connection + [
+                    "-X", "-q", "-v", "ON_ERROR_STOP=1", "-c",
+                    "CREATE TABLE \(table) (id bigserial PRIMARY KEY, session_id text NOT NULL, data text NOT NULL)",
+                    url.database,
+                ], environment: environment)
+        }
+
+        /// Transactions per second, as pgbench reports them, over `transactions` per client.
+        /// A count, not `-T`: pgbench ends a timed run on SIGALRM, which the threads this
+        /// process spawns from may have blocked.
+        func insertRate(clients: Int, transactions: Int) throws -> Double {
+            let output = try BenchProcess.output(
+                binary,
+                connection + [
+                    "-n", "-c", String(clients), "-j", String(min(clients, 2)), "-t", String(transactions), "-f",
+                    script.path, url.database,
+                ],
+                environment: environment)
+            guard let line = output.split(separator: "\n").first(where: { $0.hasPrefix("tps = ") }),
+                let value = Double(line.dropFirst("tps = ".count).prefix { $0 == "." || $0.isNumber })
+            else {
+                throw CorralError(.internalError, "pgbench printed no tps line")
+            }
+            return value
+        }
+
+        func cleanUp() {
+            try? FileManager.default.removeItem(at: script)
         }
     }
 }

@@ -1,6 +1,7 @@
 import CorralCore
 import CorralGateway
 import CorralSandbox
+import CorralSessionPostgres
 import Foundation
 import TOMLKit
 
@@ -35,7 +36,18 @@ extension CorralConfiguration {
         var configuration = CorralConfiguration()
         configuration.source = source
         let top = TableReader(root, path: "", source: source)
-        try top.allowOnly(["engine", "service", "server", "limits", "templates", "gateway"])
+        try top.allowOnly(["engine", "service", "server", "limits", "templates", "gateway", "store"])
+        if let store = try top.table("store") {
+            try store.allowOnly(["url"])
+            if let url = try store.string("url"), !url.isEmpty {
+                do {
+                    _ = try PostgresStoreURL(parsing: url)
+                } catch let error as CorralError {
+                    throw CorralError(.invalidArgument, "\(source): [store] url: \(error.message)", hint: error.hint)
+                }
+                configuration.store.url = url
+            }
+        }
         if let gateway = try top.table("gateway") {
             configuration.gateway = try parseGateway(gateway)
         }

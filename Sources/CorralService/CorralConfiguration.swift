@@ -1,6 +1,7 @@
 import CorralCore
 import CorralGateway
 import CorralSandbox
+import CorralSessionPostgres
 import Foundation
 
 /// corral.toml: where the engine is, how the service runs, and the templates with their pools.
@@ -70,7 +71,19 @@ public struct CorralConfiguration: Sendable {
         public init() {}
     }
 
+    /// `[store]`: where sessions live. The URL holds a password: print `redactedURL`, never
+    /// `url`.
+    public struct Store: Sendable, Hashable {
+        /// `postgres://…` for PostgreSQL; nil for the files under the state directory.
+        public var url: String?
+
+        public init() {}
+
+        public var redactedURL: String? { url.map(PostgresStoreURL.redact) }
+    }
+
     public var engine = Engine()
+    public var store = Store()
     public var gateway = GatewaySettings()
     public var service = Service()
     public var server = Server()

@@ -78,7 +78,8 @@ public final class FileSessionStore: SessionStore {
         -> SessionInfo
     {
         try Self.check(metadata)
-        let id = id ?? SessionID.random()
+        // An id made with init(unchecked:) must not become a path outside the store.
+        let id = try id.map { try SessionID(validating: $0.rawValue) } ?? SessionID.random()
         let manifest = SessionManifest(
             format: SessionManifest.currentFormat, id: id, tenant: tenant,
             created: Timestamp.format(nanoseconds: Timestamp.nowNanoseconds()),
@@ -177,8 +178,9 @@ public final class FileSessionStore: SessionStore {
     }
 
     public func fork(_ id: SessionID, atSeq: UInt64, newID: SessionID? = nil) async throws -> SessionInfo {
+        let newID = try newID.map { try SessionID(validating: $0.rawValue) } ?? SessionID.random()
         let parent = try await handle(id)
-        return try await blocking { try self.fork(parent, atSeq: atSeq, newID: newID ?? SessionID.random()) }
+        return try await blocking { try self.fork(parent, atSeq: atSeq, newID: newID) }
     }
 
     /// Takes the session's directory out of place under its lock (so that no append is half

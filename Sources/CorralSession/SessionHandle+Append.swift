@@ -2,13 +2,7 @@ import CorralCore
 import Foundation
 
 extension SessionHandle {
-    /// An event checked and encoded before any lock is taken.
-    struct EncodedEvent {
-        var id: EventID
-        var callerID: Bool
-        var type: [UInt8]
-        var data: [UInt8]
-    }
+    typealias EncodedEvent = NewEvent.Checked
 
     struct WriteOutcome: Sendable {
         var events: [AppendResult.Appended]
@@ -18,46 +12,10 @@ extension SessionHandle {
 
     /// Checks every event against the limits, refusing the whole call at the first problem.
     func encode(_ events: [NewEvent]) throws -> [EncodedEvent] {
-        guard !events.isEmpty else {
-            throw CorralError(
-                .invalidArgument, "append to session \(id) has no events", hint: "pass at least one event")
-        }
         var generator = SplitMix64(seed: idSeeds.withLock { $0.next() })
-        var total = 0
-        return try events.enumerated().map { index, event in
-            let which = events.count == 1 ? "the event" : "event \(index + 1) of \(events.count)"
-            let type = Array(event.type.utf8)
-            guard !type.isEmpty, type.count <= NewEvent.maxTypeLength,
-                !type.contains(where: { $0 < 0x20 || $0 == 0x7F })
-            else {
-                throw CorralError(
-                    .invalidArgument, "\(which) has an invalid type '\(event.type.prefix(60))'",
-                    hint: "a type is 1-\(NewEvent.maxTypeLength) bytes without control characters, such as user.message"
-                )
-            }
-            if let problem = JSONCodec.unencodable(event.data) {
-                throw CorralError(
-                    .invalidArgument, "\(which): \(problem)", hint: "JSON has no NaN or infinity; send null or a string"
-                )
-            }
-            let data = JSONCodec.encode(event.data)
-            let id = event.id ?? EventID.random(using: &generator)
-            let size = id.rawValue.utf8.count + type.count + data.count
-            guard size <= limits.maxEventBytes else {
-                throw CorralError(
-                    .resourceExhausted,
-                    "\(which) is \(ByteSize(bytes: Int64(size))) (\(size) bytes), over the event limit of \(ByteSize(bytes: Int64(limits.maxEventBytes)))",
-                    hint: "store large payloads elsewhere and append a reference to them; nothing was written")
-            }
-            total += LogFormat.recordSize(id: id.rawValue.utf8.count, type: type.count, data: data.count)
-            guard total <= limits.maxAppendBytes else {
-                throw CorralError(
-                    .resourceExhausted,
-                    "append to session \(id) is over \(ByteSize(bytes: Int64(limits.maxAppendBytes))) in one call",
-                    hint: "split it into several appends; nothing was written")
-            }
-            return EncodedEvent(id: id, callerID: event.id != nil, type: type, data: data)
-        }
+        return try NewEvent.check(
+            events, session: id, maxEventBytes: limits.maxEventBytes, maxAppendBytes: limits.maxAppendBytes,
+            recordSize: { LogFormat.recordSize(id: $0, type: $1, data: $2) }, ids: &generator)
     }
 
     /// The locked part of an append: lease check, catching up with the files, the retry and

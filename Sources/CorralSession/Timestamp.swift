@@ -3,17 +3,17 @@ import Foundation
 /// Wall-clock instants as nanoseconds since the Unix epoch, the way records store them, and
 /// their RFC 3339 spelling (`2025-01-02T03:04:05.123456Z`, always UTC, microseconds).
 public enum Timestamp {
-    static func nowNanoseconds() -> Int64 {
+    public static func nowNanoseconds() -> Int64 {
         var spec = timespec()
         clock_gettime(CLOCK_REALTIME, &spec)
         return Int64(spec.tv_sec) * 1_000_000_000 + Int64(spec.tv_nsec)
     }
 
-    static func date(nanoseconds: Int64) -> Date {
+    public static func date(nanoseconds: Int64) -> Date {
         Date(timeIntervalSince1970: Double(nanoseconds / 1000) / 1_000_000)
     }
 
-    static func nanoseconds(_ date: Date) -> Int64 {
+    public static func nanoseconds(_ date: Date) -> Int64 {
         let seconds = date.timeIntervalSince1970
         guard seconds.isFinite, abs(seconds) < 9e9 else { return 0 }
         return Int64((seconds * 1_000_000).rounded()) * 1000

@@ -5,12 +5,11 @@ import Testing
 
 @testable import CorralSession
 
-@Suite("Leases fence zombies; forks share history and then go their own way")
+@Suite("Leases fence zombies; forks share history and then go their own way, on every store")
 struct LeaseAndForkTests {
-    @Test("after a wake, appends under the older lease are refused and write nothing")
-    func zombieRefused() async throws {
-        try await withTemporaryDirectory { directory in
-            let store = makeStore(directory)
+    @Test("after a wake, appends under the older lease are refused and write nothing", arguments: StoreKind.all)
+    func zombieRefused(_ kind: StoreKind) async throws {
+        try await withStore(kind) { store, _ in
             let id = try await store.create().id
             let zombie = try await store.currentLease(id)
             _ = try await store.append(id, [event()], lease: zombie)
@@ -32,15 +31,15 @@ struct LeaseAndForkTests {
         }
     }
 
-    @Test("a wake in another process fences a writer that already had the session open")
-    func zombieAcrossProcesses() async throws {
-        try await withTemporaryDirectory { directory in
-            let harness = makeStore(directory)
+    @Test("a wake in another process fences a writer that already had the session open", arguments: StoreKind.all)
+    func zombieAcrossProcesses(_ kind: StoreKind) async throws {
+        try await withStore(kind) { harness, fixture in
             let id = try await harness.create().id
             let lease = try await harness.currentLease(id)
             _ = try await harness.append(id, [event()], lease: lease)
-            // A second instance shares nothing in memory with the first: only the files.
-            let replacement = makeStore(directory)
+            // A second instance shares nothing in memory with the first: only the files (or
+            // the database).
+            let replacement = try await fixture.open()
             let newLease = try await replacement.wake(id)
             await #expect {
                 _ = try await harness.append(id, [event("zombie")], lease: lease)
@@ -48,15 +47,19 @@ struct LeaseAndForkTests {
             _ = try await replacement.append(id, [event("new")], lease: newLease)
             #expect(try await harness.all(id).map(\.type) == ["user.message", "new"])
             // The lease is durable: a store opened afterwards sees the new epoch.
-            #expect(try await makeStore(directory).session(id).epoch == newLease.epoch)
+            let later = try await fixture.open()
+            #expect(try await later.session(id).epoch == newLease.epoch)
+            await later.close()
+            await replacement.close()
         }
     }
 
-    @Test("a fork holds its parent's events up to the fork point; later appends to either stay apart")
-    func forkIndependence() async throws {
-        try await withTemporaryDirectory { directory in
-            // Small segments: the fork links whole sealed segments and copies part of one.
-            let store = makeStore(directory, segmentBytes: 1024)
+    @Test(
+        "a fork holds its parent's events up to the fork point; later appends to either stay apart",
+        arguments: StoreKind.all)
+    func forkIndependence(_ kind: StoreKind) async throws {
+        // Small segments: the fork links whole sealed segments and copies part of one.
+        try await withStore(kind, segmentBytes: 1024) { store, fixture in
             let parent = try await store.create().id
             let lease = try await store.currentLease(parent)
             for index in 0..<60 {
@@ -75,7 +78,7 @@ struct LeaseAndForkTests {
                 #expect(
                     try await store.all(fork.id).map(\.id.rawValue) == history.prefix(Int(at)).map(\.id.rawValue)
                         + (0..<30).map { "f\(at)-\($0)" })
-                if at == 59 {
+                if at == 59, let store = store as? FileSessionStore {
                     // Sealed segments are shared, not copied.
                     let shared = try sessionFiles(store, fork.id).filter { $0.hasSuffix(".seg") }.filter { name in
                         let attributes = try FileManager.default.attributesOfItem(
@@ -86,8 +89,9 @@ struct LeaseAndForkTests {
                 }
             }
             _ = try await store.append(parent, [event(id: "p60")], lease: lease)
-            let reopened = makeStore(directory, segmentBytes: 1024)
+            let reopened = try await fixture.open()
             #expect(try await reopened.all(parent).map(\.id.rawValue) == (0...60).map { "p\($0)" })
+            await reopened.close()
             await #expect {
                 _ = try await store.fork(parent, atSeq: 62)
             } throws: { ($0 as? CorralError)?.code == .invalidArgument }
@@ -95,15 +99,15 @@ struct LeaseAndForkTests {
     }
 }
 
-@Suite("Many sessions, many tasks")
+@Suite("Many sessions, many tasks, on every store")
 struct ConcurrencyTests {
     @Test(
-        "two writers with separate store instances, as two processes, take turns on one session without losing or repeating a seq"
+        "two writers with separate store instances, as two processes, take turns on one session without losing or repeating a seq",
+        arguments: StoreKind.all
     )
-    func writersInTurn() async throws {
-        try await withTemporaryDirectory { directory in
-            let first = makeStore(directory, segmentBytes: 2048)
-            let second = makeStore(directory, segmentBytes: 2048)
+    func writersInTurn(_ kind: StoreKind) async throws {
+        try await withStore(kind, segmentBytes: 2048) { first, fixture in
+            let second = try await fixture.open()
             let id = try await first.create().id
             let lease = try await first.currentLease(id)
             var expected: [String] = []
@@ -120,17 +124,23 @@ struct ConcurrencyTests {
                 #expect(result.firstSeq == UInt64(expected.count) + 1, "round \(round)")
                 expected += batch.compactMap { $0.id?.rawValue }
             }
-            for store in [first, second, makeStore(directory, segmentBytes: 2048)] {
+            let third = try await fixture.open()
+            for store in [first, second, third] {
                 #expect(try await store.all(id).map(\.id.rawValue) == expected)
             }
-            #expect(try sessionFiles(first, id).filter { $0.hasSuffix(".seg") }.count > 3)
+            if let first = first as? FileSessionStore {
+                #expect(try sessionFiles(first, id).filter { $0.hasSuffix(".seg") }.count > 3)
+            }
+            await second.close()
+            await third.close()
         }
     }
 
-    @Test("concurrent appends to many sessions from many tasks land exactly once, in seq order, while readers read")
-    func manyWriters() async throws {
-        try await withTemporaryDirectory { directory in
-            let store = makeStore(directory, segmentBytes: 16 * 1024)
+    @Test(
+        "concurrent appends to many sessions from many tasks land exactly once, in seq order, while readers read",
+        arguments: StoreKind.all)
+    func manyWriters(_ kind: StoreKind) async throws {
+        try await withStore(kind, segmentBytes: 16 * 1024) { store, _ in
             let sessions = try await withThrowingTaskGroup(of: SessionID.self) { group in
                 for _ in 0..<16 { group.addTask { try await store.create().id } }
                 return try await group.reduce(into: []) { $0.append($1) }

@@ -9,7 +9,7 @@ import Testing
 /// what it should hold; after every step the two must agree. Segments are small, so rolls,
 /// sealed segments and index lookups are all exercised; the store is reopened from disk now
 /// and then, so that nothing is only right in memory.
-@Suite("The store against an in-memory model")
+@Suite("Every store against an in-memory model")
 struct ModelTests {
     /// Small enough that every seed's run rolls at least one session over three segments.
     static let segmentBytes: UInt64 = 1000
@@ -29,11 +29,14 @@ struct ModelTests {
         var lastBatch: (seq: UInt64, events: [NewEvent])?
     }
 
-    @Test("append, read, fork and wake agree with the model", arguments: [1, 2, 3, 4, 5, 6] as [UInt64])
-    func randomOperations(seed: UInt64) async throws {
-        try await withTemporaryDirectory { directory in
+    @Test(
+        "append, read, fork and wake agree with the model",
+        arguments: StoreKind.all, [1, 2, 3, 4, 5, 6] as [UInt64])
+    func randomOperations(_ kind: StoreKind, seed: UInt64) async throws {
+        try await withStore(kind, segmentBytes: Self.segmentBytes) { first, fixture in
             var generator = SeededGenerator(seed: seed)
-            var store = makeStore(directory, segmentBytes: Self.segmentBytes)
+            var store = first
+            var opened: [any SessionStore] = []
             var model: [SessionID: ModelSession] = [:]
             var nextID = 0
             // Sessions in the order they were made: their ids are random, so choosing among
@@ -128,19 +131,23 @@ struct ModelTests {
                         _ = try await store.append(id, [NewEvent(type: "zombie")], lease: lease)
                     } throws: { ($0 as? CorralError)?.code == .conflict }
                 case 94..<97:
-                    store = makeStore(directory, segmentBytes: Self.segmentBytes)
+                    store = try await fixture.open()
+                    opened.append(store)
                 default:
                     try await check(id, session, step: step)
                 }
                 model[id] = session
             }
-            store = makeStore(directory, segmentBytes: Self.segmentBytes)
-            let segmentCounts = try model.keys.map { id in
-                try sessionFiles(store, id).filter { $0.hasSuffix(".seg") }.count
+            store = try await fixture.open()
+            opened.append(store)
+            if let store = store as? FileSessionStore {
+                let segmentCounts = try model.keys.map { id in
+                    try sessionFiles(store, id).filter { $0.hasSuffix(".seg") }.count
+                }
+                #expect(
+                    segmentCounts.contains { $0 >= 3 },
+                    "seed \(seed): the run never rolled a session over three segments: \(segmentCounts.sorted())")
             }
-            #expect(
-                segmentCounts.contains { $0 >= 3 },
-                "seed \(seed): the run never rolled a session over three segments: \(segmentCounts.sorted())")
             #expect(try await store.list().map(\.id) == model.keys.sorted())
             for (id, session) in model {
                 try await check(id, session, step: -1)
@@ -150,6 +157,7 @@ struct ModelTests {
                         == session.events)
                 #expect(events.map(\.seq) == Array(1...UInt64(max(events.count, 1))).prefix(events.count).map { $0 })
             }
+            for other in opened { await other.close() }
         }
     }
 }

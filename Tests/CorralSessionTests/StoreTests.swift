@@ -5,12 +5,12 @@ import Testing
 
 @testable import CorralSession
 
-@Suite("Appending, reading, retries and bad input")
+@Suite("Appending, reading, retries and bad input, on every store")
 struct StoreTests {
-    @Test("events read back in order, with seqs from 1, the lease's epoch and the store's time")
-    func appendAndRead() async throws {
-        try await withTemporaryDirectory { directory in
-            let store = makeStore(directory)
+    @Test(
+        "events read back in order, with seqs from 1, the lease's epoch and the store's time", arguments: StoreKind.all)
+    func appendAndRead(_ kind: StoreKind) async throws {
+        try await withStore(kind) { store, _ in
             let info = try await store.create(metadata: ["owner": "ci"])
             #expect(info.head == 0 && info.epoch == 1 && info.metadata == ["owner": "ci"] && info.tenant == .local)
             let lease = try await store.currentLease(info.id)
@@ -36,22 +36,21 @@ struct StoreTests {
         }
     }
 
-    @Test("a retried append with the same ids at the same seqs succeeds and writes nothing")
-    func idempotentRetry() async throws {
-        try await withTemporaryDirectory { directory in
-            let store = makeStore(directory)
+    @Test("a retried append with the same ids at the same seqs succeeds and writes nothing", arguments: StoreKind.all)
+    func idempotentRetry(_ kind: StoreKind) async throws {
+        try await withStore(kind) { store, _ in
             let id = try await store.create().id
             let lease = try await store.currentLease(id)
             let batch = [event(id: "x1"), event(id: "x2"), event(id: "x3")]
             _ = try await store.append(id, batch, expectedSeq: 1, lease: lease)
-            let segment = sessionPath(store, id, LogFormat.segmentName(1))
-            let size = try fileBytes(segment).count
+            let size = try await storedSize(store, id)
             let retried = try await store.append(id, batch, expectedSeq: 1, lease: lease)
             #expect(retried.written == 0 && retried.events.map(\.seq) == [1, 2, 3] && retried.head == 3)
             // Without expectedSeq, a retry of the latest append is recognised by its ids too.
             let again = try await store.append(id, batch, lease: lease)
             #expect(again.written == 0 && again.events.map(\.seq) == [1, 2, 3])
-            #expect(try fileBytes(segment).count == size)
+            #expect(try await storedSize(store, id) == size)
+            #expect(try await store.session(id).head == 3)
             // A batch cut short by a crash: the part that landed is skipped, the rest written.
             let longer = batch + [event(id: "x4")]
             let resumed = try await store.append(id, longer, expectedSeq: 1, lease: lease)
@@ -60,10 +59,9 @@ struct StoreTests {
         }
     }
 
-    @Test("an expectedSeq that does not match the head is refused and writes nothing")
-    func expectedSeqMismatch() async throws {
-        try await withTemporaryDirectory { directory in
-            let store = makeStore(directory)
+    @Test("an expectedSeq that does not match the head is refused and writes nothing", arguments: StoreKind.all)
+    func expectedSeqMismatch(_ kind: StoreKind) async throws {
+        try await withStore(kind) { store, _ in
             let id = try await store.create().id
             let lease = try await store.currentLease(id)
             _ = try await store.append(id, [event(id: "a"), event(id: "b")], lease: lease)
@@ -81,15 +79,13 @@ struct StoreTests {
         }
     }
 
-    @Test("bad input gets a clear error and nothing is written")
-    func badInput() async throws {
-        try await withTemporaryDirectory { directory in
-            let store = makeStore(directory, maxEventBytes: 1024)
+    @Test("bad input gets a clear error and nothing is written", arguments: StoreKind.all)
+    func badInput(_ kind: StoreKind) async throws {
+        try await withStore(kind, maxEventBytes: 1024) { store, _ in
             let id = try await store.create().id
             let lease = try await store.currentLease(id)
             _ = try await store.append(id, [event()], lease: lease)
-            let segment = sessionPath(store, id, LogFormat.segmentName(1))
-            let size = try fileBytes(segment).count
+            let size = try await storedSize(store, id)
 
             func refused(_ code: CorralError.Code, _ text: String, _ body: () async throws -> Void) async {
                 await #expect {
@@ -104,7 +100,11 @@ struct StoreTests {
                     SessionID(unchecked: "se-missing"), [event()],
                     lease: Lease(session: SessionID(unchecked: "se-missing"), epoch: 1))
             }
-            #expect(!FileManager.default.fileExists(atPath: store.directory.appendingPathComponent("se-missing").path))
+            if let store = store as? FileSessionStore {
+                #expect(
+                    !FileManager.default.fileExists(atPath: store.directory.appendingPathComponent("se-missing").path))
+            }
+            #expect(try await store.list().map(\.id) == [id])
             await refused(.notFound, "no session") { _ = try await store.readPage(SessionID(unchecked: "se-missing")) }
             await refused(.notFound, "no session") { _ = try await store.wake(SessionID(unchecked: "se-missing")) }
             await refused(.invalidArgument, "invalid session id") { _ = try SessionID(validating: "../etc") }
@@ -121,15 +121,22 @@ struct StoreTests {
             }
             await refused(.invalidArgument, "has no events") { _ = try await store.append(id, [], lease: lease) }
             await refused(.alreadyExists, "already exists") { _ = try await store.create(id: id) }
-            #expect(try fileBytes(segment).count == size)
+            await refused(.alreadyExists, "already exists") { _ = try await store.fork(id, atSeq: 1, newID: id) }
+            await refused(.invalidArgument, "cannot fork") { _ = try await store.fork(id, atSeq: 2) }
+            await refused(.invalidArgument, "invalid metadata key") {
+                _ = try await store.create(metadata: ["bad\u{1}key": "x"])
+            }
+            await refused(.conflict, "is stale") {
+                _ = try await store.append(id, [event()], lease: Lease(session: id, epoch: 0))
+            }
+            #expect(try await storedSize(store, id) == size)
             #expect(try await store.session(id).head == 1)
         }
     }
 
-    @Test("sessions list with their heads, epochs and fork origins")
-    func listing() async throws {
-        try await withTemporaryDirectory { directory in
-            let store = makeStore(directory)
+    @Test("sessions list with their heads, epochs and fork origins", arguments: StoreKind.all)
+    func listing(_ kind: StoreKind) async throws {
+        try await withStore(kind) { store, _ in
             #expect(try await store.list().isEmpty)
             let a = try await store.create(id: SessionID(unchecked: "a"), tenant: TenantID(unchecked: "acme")).id
             let lease = try await store.currentLease(a)
@@ -143,10 +150,9 @@ struct StoreTests {
         }
     }
 
-    @Test("a subscriber sees the history, then each new event as it is appended")
-    func subscribe() async throws {
-        try await withTemporaryDirectory { directory in
-            let store = makeStore(directory)
+    @Test("a subscriber sees the history, then each new event as it is appended", arguments: StoreKind.all)
+    func subscribe(_ kind: StoreKind) async throws {
+        try await withStore(kind) { store, _ in
             let id = try await store.create().id
             let lease = try await store.currentLease(id)
             _ = try await store.append(id, [event(id: "old")], lease: lease)
@@ -166,11 +172,11 @@ struct StoreTests {
     }
 
     @Test(
-        "a subscriber sees appends made through another store instance on the same directory, as from another process")
-    func subscribeAcrossInstances() async throws {
-        try await withTemporaryDirectory { directory in
-            let reader = makeStore(directory, segmentBytes: 2048)
-            let writer = makeStore(directory, segmentBytes: 2048)
+        "a subscriber sees appends made through another store instance on the same space, as from another process",
+        arguments: StoreKind.all)
+    func subscribeAcrossInstances(_ kind: StoreKind) async throws {
+        try await withStore(kind, segmentBytes: 2048) { reader, fixture in
+            let writer = try await fixture.open()
             let id = try await writer.create().id
             let lease = try await writer.currentLease(id)
             let subscriber = Task {
@@ -181,23 +187,27 @@ struct StoreTests {
                 }
                 return seqs
             }
-            // Once the subscriber waits for the head to move, only the directory watch can
-            // tell it that another instance appended: nothing in this instance changes.
-            let handle = try await reader.handle(id)
-            while handle.view.withLock({ $0.waiters.isEmpty }) { await Task.yield() }
+            // Once the subscriber waits for the head to move, only the directory watch (or
+            // LISTEN) can tell it that another instance appended: nothing in this one changes.
+            if let reader = reader as? FileSessionStore {
+                let handle = try await reader.handle(id)
+                while handle.view.withLock({ $0.waiters.isEmpty }) { await Task.yield() }
+            } else {
+                try await Task.sleep(for: .milliseconds(200))
+            }
             for seq in 1...60 {
                 _ = try await writer.append(
                     id, [event(id: "e\(seq)", ["pad": .string(String(repeating: "p", count: 100))])], lease: lease,
                     durability: .none)
             }
             #expect(try await subscriber.value == Array(1...60))
+            await writer.close()
         }
     }
 
-    @Test("cancelling a subscriber ends its sequence")
-    func cancelSubscriber() async throws {
-        try await withTemporaryDirectory { directory in
-            let store = makeStore(directory)
+    @Test("cancelling a subscriber ends its sequence", arguments: StoreKind.all)
+    func cancelSubscriber(_ kind: StoreKind) async throws {
+        try await withStore(kind) { store, _ in
             let id = try await store.create().id
             let subscriber = Task {
                 var count = 0
@@ -209,10 +219,9 @@ struct StoreTests {
         }
     }
 
-    @Test("group commit and no-fsync appends become durable on sync")
-    func durabilityModes() async throws {
-        try await withTemporaryDirectory { directory in
-            let store = makeStore(directory)
+    @Test("group commit and no-fsync appends become durable on sync", arguments: StoreKind.all)
+    func durabilityModes(_ kind: StoreKind) async throws {
+        try await withStore(kind) { store, _ in
             let id = try await store.create().id
             let lease = try await store.currentLease(id)
             let grouped = try await store.append(
@@ -221,8 +230,10 @@ struct StoreTests {
             let none = try await store.append(id, [event()], lease: lease, durability: .none)
             #expect(!none.durable)
             try await store.sync(id)
-            let handle = try await store.handle(id)
-            #expect(handle.syncState.withLock { $0.durable } == 2)
+            if let store = store as? FileSessionStore {
+                let handle = try await store.handle(id)
+                #expect(handle.syncState.withLock { $0.durable } == 2)
+            }
             #expect(try await store.all(id).count == 2)
         }
     }

@@ -92,7 +92,7 @@ extension GlobalOptions {
 
     /// The harness on this machine's session store and engine. The engine is reached only
     /// when a tool first needs a sandbox.
-    func harness(image: String? = nil) -> Harness {
+    func harness(image: String? = nil) async throws -> Harness {
         var configuration = SandboxHands.Configuration()
         if let image { configuration.image = image }
         let global = self
@@ -100,7 +100,7 @@ extension GlobalOptions {
             let context = CommandContext(global)
             return try context.provisioner(configuration: try context.configuration(explicit: nil))
         }
-        return Harness(store: sessionStore(), hands: hands)
+        return Harness(store: try await sessionStore(), hands: hands)
     }
 }
 

@@ -74,7 +74,7 @@ struct AgentRunCommand: AsyncParsableCommand {
         let spec = AgentSpec(
             brain: brainSpec, limits: limits, contextBudget: contextBudget, system: system,
             hands: HandSpec(template: template, repo: repo))
-        let harness = global.harness(image: image)
+        let harness = try await global.harness(image: image)
         let session = try await harness.create(task: task, spec: spec)
         var out = StandardOutput()
         out.line(session.rawValue)

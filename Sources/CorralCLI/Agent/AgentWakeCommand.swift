@@ -49,7 +49,7 @@ struct AgentWakeCommand: AsyncParsableCommand {
                 session, message: message)
             return
         }
-        let harness = global.harness(image: image)
+        let harness = try await global.harness(image: image)
         let recorded = try await harness.recordedSpec(session)
         // A script path recorded in a network tenant's session came from that tenant (it can
         // write the session's first event): never read it as this user; --brain must say.

@@ -39,6 +39,6 @@ extension CommandContext {
     /// under the state directory.
     func sessionBackend() async throws -> any SessionBackend {
         if let client = try await serviceClient() { return RemoteSessionBackend(client: client) }
-        return EmbeddedSessionBackend(store: global.sessionStore())
+        return EmbeddedSessionBackend(store: try await global.sessionStore())
     }
 }

@@ -1,5 +1,6 @@
 import CorralAPI
 import CorralCore
+import CorralService
 import CorralSession
 import Foundation
 
@@ -54,7 +55,7 @@ extension SessionBackend {
 
 /// The session files under the state directory, in this process.
 struct EmbeddedSessionBackend: SessionBackend {
-    let store: FileSessionStore
+    let store: any SessionStore
 
     func create(id: SessionID?, tenant: TenantID?, metadata: [String: String]) async throws -> SessionInfo {
         try await store.create(id: id, tenant: tenant ?? .local, metadata: metadata)
@@ -91,7 +92,7 @@ struct EmbeddedSessionBackend: SessionBackend {
         try await store.fork(id, atSeq: seq, newID: newID)
     }
 
-    var maxEventBytes: Int { store.configuration.maxEventBytes }
+    var maxEventBytes: Int { SessionStoreSelection.maxEventBytes(store) }
 
     func shutdown() {}
 }

@@ -65,7 +65,9 @@ struct ServeCommand: AsyncParsableCommand {
         let state = try context.stateDirectory()
         let engine = try context.engine(configuration: configuration)
         defer { engine.shutdown() }
-        let sessions = FileSessionStore(directory: state.appendingPathComponent("sessions", isDirectory: true))
+        let sessions = try await SessionStoreSelection.open(
+            configuration: configuration, environment: global.environment, stateDirectory: state, logger: context.logger
+        )
         let runner = try await CorralServiceRunner.prepare(
             configuration: configuration, engine: engine, environment: try context.sandboxEnvironment(),
             sessions: sessions, logger: context.logger)
@@ -106,6 +108,7 @@ struct ServeCommand: AsyncParsableCommand {
                 close(readyFD)
             }
         })
+        await SessionStoreSelection.close(sessions)
         say("corral serve: stopped")
     }
 }

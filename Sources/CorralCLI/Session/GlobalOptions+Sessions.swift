@@ -1,11 +1,18 @@
 import CorralCore
+import CorralService
 import CorralSession
 import Foundation
+import Logging
 
 extension GlobalOptions {
-    /// The session store under the state directory: `<state-dir>/sessions`.
-    func sessionStore() -> FileSessionStore {
-        FileSessionStore(directory: stateDirectory.appendingPathComponent("sessions", isDirectory: true))
+    /// The session store: `CORRAL_STORE_URL` or corral.toml's `[store] url` (PostgreSQL), else
+    /// the files under `<state-dir>/sessions`. See `SessionStoreSelection`.
+    func sessionStore() async throws -> any SessionStore {
+        let configuration = try ConfigurationDiscovery.load(
+            explicit: nil, environment: environment, stateDirectory: stateDirectory)
+        return try await SessionStoreSelection.open(
+            configuration: configuration, environment: environment, stateDirectory: stateDirectory,
+            logger: Logger(label: "corral.session-store"))
     }
 }
 

@@ -50,7 +50,7 @@ enum TenantBackend {
         let administration = TenantAdministration(
             registry: TenantRegistry(stateDirectory: state),
             provisioner: try context.provisioner(engine: engine, templates: configuration?.templates ?? []),
-            sessions: global.sessionStore(), vault: vault, logger: context.logger)
+            sessions: try await global.sessionStore(), vault: vault, logger: context.logger)
         return .files(administration, engine)
     }
 

@@ -1,0 +1,47 @@
+import CorralCore
+import CorralSession
+import CorralSessionPostgres
+import Foundation
+import Logging
+
+/// Which session store a command or the service uses: `CORRAL_STORE_URL`, else corral.toml's
+/// `[store] url`, else the files under `<state>/sessions` (the default). Everything that
+/// touches sessions opens its store here, so that all of it agrees.
+public enum SessionStoreSelection {
+    /// The store URL in force, nil for the files. An empty `CORRAL_STORE_URL` means the files,
+    /// whatever corral.toml says.
+    public static func url(configuration: CorralConfiguration?, environment: [String: String]) -> String? {
+        if let named = environment["CORRAL_STORE_URL"] { return named.isEmpty ? nil : named }
+        return configuration?.store.url
+    }
+
+    /// Opens the store: connects and migrates for PostgreSQL (a wrong URL, password or a
+    /// database that is down is one line naming the URL without its password).
+    public static func open(
+        configuration: CorralConfiguration?, environment: [String: String], stateDirectory: URL, logger: Logger
+    ) async throws -> any SessionStore {
+        guard let text = url(configuration: configuration, environment: environment) else {
+            return FileSessionStore(directory: stateDirectory.appendingPathComponent("sessions", isDirectory: true))
+        }
+        let url: PostgresStoreURL
+        do {
+            url = try PostgresStoreURL(parsing: text)
+        } catch let error as CorralError {
+            let origin = environment["CORRAL_STORE_URL"] != nil ? "CORRAL_STORE_URL" : "[store] url"
+            throw CorralError(.invalidArgument, "\(origin): \(error.message)", hint: error.hint)
+        }
+        return try await PostgresSessionStore.connect(.init(url: url), logger: logger)
+    }
+
+    /// Closes what `open` opened (a PostgreSQL store's connections).
+    public static func close(_ store: any SessionStore) async {
+        if let store = store as? PostgresSessionStore { await store.shutdown() }
+    }
+
+    /// The largest event the store takes.
+    public static func maxEventBytes(_ store: any SessionStore) -> Int {
+        if let store = store as? PostgresSessionStore { return store.configuration.maxEventBytes }
+        if let store = store as? FileSessionStore { return store.configuration.maxEventBytes }
+        return FileSessionStore.Configuration().maxEventBytes
+    }
+}
