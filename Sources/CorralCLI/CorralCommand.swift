@@ -18,6 +18,7 @@ public struct CorralCommand: AsyncParsableCommand {
             AttachCommand.self,
             PsCommand.self,
             KillCommand.self,
+            PortForwardCommand.self,
             RunCommand.self,
             PoolCommandGroup.self,
             ServeCommand.self,

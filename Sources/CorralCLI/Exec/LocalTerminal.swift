@@ -84,16 +84,21 @@ final class LocalTerminal: @unchecked Sendable {
 /// mebibyte waits unsent. It ends at EOF, and for its reader when the reading task is
 /// cancelled (the command ended while stdin stays open, as a terminal's does).
 func standardInputStream() -> AsyncThrowingStream<[UInt8], any Error> {
+    inputStream(reading: STDIN_FILENO, name: "stdin")
+}
+
+/// What `descriptor` gives until its end, read on a thread of its own; `name` is for errors.
+func inputStream(reading descriptor: Int32, name: String) -> AsyncThrowingStream<[UInt8], any Error> {
     let channel = ByteChannel()
     Thread {
         var buffer = [UInt8](repeating: 0, count: 64 << 10)
         while true {
-            let count = buffer.withUnsafeMutableBytes { read(STDIN_FILENO, $0.baseAddress, $0.count) }
+            let count = buffer.withUnsafeMutableBytes { read(descriptor, $0.baseAddress, $0.count) }
             if count < 0 && errno == EINTR { continue }
             guard count > 0 else {
                 if count < 0 {
                     channel.finish(
-                        throwing: CorralError(.io, "reading stdin failed: \(String(cString: strerror(errno)))"))
+                        throwing: CorralError(.io, "reading \(name) failed: \(String(cString: strerror(errno)))"))
                 } else {
                     channel.finish()
                 }
