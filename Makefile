@@ -14,7 +14,8 @@
 #   make run      prepare the machine (packages, engine, image, build), then the demo
 #   make bench    engine, image, PostgreSQL, then corral-bench in release mode (.build/bench.json;
 #                 the session suite measures the PostgreSQL store beside the files and pgbench),
-#                 then the console's benchmark in Chromium (.build/console-bench.json)
+#                 then the console's benchmark in Chromium (.build/console-bench.json) and E2B's
+#                 SDK beside corral's own client (.build/e2b-bench.json)
 #   make fuzz     engine, image, build, then schemathesis against a live corrald
 #                 (scripts/fuzz-api.sh; CORRAL_FUZZ_SECONDS bounds it)
 #   make fmt      swift format, in place
@@ -68,6 +69,7 @@ bench: image postgres
 	$(SWIFT) build -c release
 	eval "$$(scripts/postgres.sh env)" && .build/release/corral-bench --json .build/bench.json
 	scripts/test-console.sh --bench
+	scripts/test-e2b.sh --bench
 
 fuzz: image build
 	scripts/fuzz-api.sh
