@@ -118,7 +118,8 @@ final class PeerSocket: @unchecked Sendable {
     init(path: String) throws {
         fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw CorralError(.io, "socket: \(errno)") }
-        var timeout = timeval(tv_sec: 5, tv_usec: 0)
+        // Wide: in a full parallel run on two cores the host may take seconds to send a frame.
+        var timeout = timeval(tv_sec: 30, tv_usec: 0)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
         var address = sockaddr_un()
         address.sun_family = sa_family_t(AF_UNIX)

@@ -209,8 +209,31 @@ struct RawResponse: Sendable {
         } else if let length = headers["content-length"].flatMap(Int.init) {
             complete = body.count >= length
             body = Array(body.prefix(length))
+        } else if headers["transfer-encoding"]?.lowercased() == "chunked" {
+            (body, complete) = Self.dechunk(body)
         } else {
             complete = false
+        }
+    }
+
+    /// A chunked body's data, and whether its last (empty) chunk has come.
+    static func dechunk(_ bytes: [UInt8]) -> ([UInt8], Bool) {
+        var data: [UInt8] = []
+        var index = 0
+        while true {
+            guard
+                let lineEnd = (index..<max(index, bytes.count - 1)).first(where: {
+                    bytes[$0] == 13 && bytes[$0 + 1] == 10
+                }),
+                let size = Int(
+                    String(decoding: bytes[index..<lineEnd], as: UTF8.self).split(separator: ";").first ?? "", radix: 16
+                )
+            else { return (data, false) }
+            if size == 0 { return (data, true) }
+            let start = lineEnd + 2
+            guard start + size <= bytes.count else { return (data, false) }
+            data += bytes[start..<(start + size)]
+            index = start + size + 2
         }
     }
 

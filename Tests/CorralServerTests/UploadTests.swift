@@ -34,7 +34,8 @@ struct UploadTests {
                     ("PUT", "/v1/sandboxes/sb-missing/archive?path=/workspace", token, 404, tenMB),
                     ("PUT", "/v1/sandboxes/\(sandbox)/archive?path=/workspace", "corral_not-a-token", 401, tenMB),
                     ("PUT", "/v1/sandboxes/\(sandbox)/files?path=/workspace/big", token, 413, tenMB),
-                    ("PUT", "/v1/sandboxes/\(sandbox)/files?path=relative", token, 413, tenMB),
+                    // A path that is not absolute is refused before the body is looked at.
+                    ("PUT", "/v1/sandboxes/\(sandbox)/files?path=relative", token, 400, tenMB),
                     ("POST", "/v1/sessions/\(sessionID)/events", token, 400, tenMB),
                     ("POST", "/v1/sessions/se-missing/events", token, 404, tenMB),
                     ("POST", "/v1/sessions", token, 413, tenMB),

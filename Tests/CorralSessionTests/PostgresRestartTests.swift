@@ -101,7 +101,12 @@ struct PostgresRestartTests {
         while acked() < 20 { try await Task.sleep(for: .milliseconds(5)) }
         _ = try await onOwnThread { try cluster.run("down") }
         let failuresBefore = shared.progress.withLock { $0.failures.count }
-        try await Task.sleep(for: .milliseconds(500))
+        // An append in flight when the server went may take its connect timeout (2 s) to
+        // fail, longer on a loaded machine: wait for the first failure, within a wide bound.
+        let downDeadline = ContinuousClock.now + .seconds(30)
+        while shared.progress.withLock({ $0.failures.count }) == failuresBefore, ContinuousClock.now < downDeadline {
+            try await Task.sleep(for: .milliseconds(20))
+        }
         #expect(
             shared.progress.withLock { $0.failures.count } > failuresBefore,
             "no append failed while the database was down")
