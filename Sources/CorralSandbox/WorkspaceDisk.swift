@@ -1,5 +1,6 @@
 import CorralCore
 import Foundation
+import Synchronization
 
 #if canImport(Glibc)
 import Glibc
@@ -103,6 +104,8 @@ enum WorkspaceDisk {
 
 /// Runs a host program to completion and throws, with its stderr, when it fails. Blocking.
 enum HostCommand {
+    private static let spawning = Mutex(())
+
     static func run(_ executable: String, _ arguments: [String], what: String, hint: String) throws {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: executable)
@@ -113,7 +116,9 @@ enum HostCommand {
         process.standardOutput = FileHandle.nullDevice
         process.standardInput = FileHandle.nullDevice
         do {
-            try process.run()
+            // Foundation's Process.run crashed (in memcpy) when threads started processes at
+            // once: one start at a time.
+            try spawning.withLock { _ in try process.run() }
         } catch {
             throw CorralError(.unavailable, "cannot \(what): cannot run \(executable)", hint: hint, underlying: error)
         }

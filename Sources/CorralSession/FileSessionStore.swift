@@ -196,7 +196,11 @@ public final class FileSessionStore: SessionStore {
             try FileIO.makeDirectories(staging)
             try handle.writer.withLock { _ in
                 try handle.withFileLock {
-                    try FileIO.rename(handle.paths.directory, target)
+                    do {
+                        try FileIO.rename(handle.paths.directory, target)
+                    } catch  where access(handle.paths.directory, F_OK) != 0 {
+                        return  // deleted by another caller since it was found: it is gone either way
+                    }
                     try FileIO.syncDirectory(self.root)
                 }
             }

@@ -41,6 +41,12 @@ enum HostAgent {
         try await runOnThread(name: "corral-agent-start") {
             try spawnAndWait(state: state, log: log, global: global)
         }
+        // Another command may have started the agent a moment before ours found the state
+        // directory taken: its socket answers once it is up.
+        let deadline = ContinuousClock.now + .seconds(15)
+        while !UnixSocketPath.accepts(socket), ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(50))
+        }
         guard UnixSocketPath.accepts(socket) else {
             let last =
                 ((try? String(contentsOf: log, encoding: .utf8)) ?? "")
