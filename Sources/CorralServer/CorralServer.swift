@@ -11,6 +11,7 @@ import Logging
 import NIOCore
 import Prometheus
 import ServiceLifecycle
+import Synchronization
 
 /// corrald: the HTTP API over the long-running service. The same router serves two
 /// listeners: a unix socket in the state directory, where every request is the local
@@ -224,6 +225,7 @@ public struct CorralServer: Sendable {
     static func prepareSocketPath(_ path: String) throws {
         try FileManager.default.createDirectory(
             atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+        try lockSocketPath(path)
         guard FileManager.default.fileExists(atPath: path) else { return }
         let connected = UnixSocketPath.accepts(path)
         if connected {
@@ -232,6 +234,30 @@ public struct CorralServer: Sendable {
                 hint: "stop it first, or use another --state-dir")
         }
         unlink(path)
+    }
+
+    /// Locks held on socket paths by this process, kept until it exits (the kernel lets go
+    /// of them then, whatever the exit).
+    private static let socketLocks = Mutex<[String: Int32]>([:])
+
+    /// Takes `PATH.lock` for this process: two services starting at once on one state
+    /// directory (host agents started by racing commands) both found no live socket, and
+    /// both bound one. A process that holds the lock already (a restart in-process) keeps it.
+    static func lockSocketPath(_ path: String) throws {
+        try socketLocks.withLock { locks in
+            guard locks[path] == nil else { return }
+            let descriptor = open(path + ".lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+            guard descriptor >= 0 else {
+                throw CorralError(.io, "cannot open \(path).lock: \(String(cString: strerror(errno)))")
+            }
+            guard flock(descriptor, LOCK_EX | LOCK_NB) == 0 else {
+                close(descriptor)
+                throw CorralError(
+                    .alreadyExists, "a corral service already serves \(path)",
+                    hint: "stop it first, or use another --state-dir")
+            }
+            locks[path] = descriptor
+        }
     }
 
     static func parseListen(_ text: String) throws -> (String, Int) {
