@@ -36,7 +36,7 @@ let package = Package(
     targets: [
         // libcurl's header, and the library opened on first use (dlopen): see include/ccurl.h.
         .target(name: "CCurl"),
-        // posix_spawn's GNU extensions, for the host agent the command line starts.
+        // posix_spawn's GNU extensions: host programs (ChildProcess) and the host agent.
         .target(name: "CCorralProcess"),
         .systemLibrary(name: "CArchive", pkgConfig: "libarchive", providers: [.apt(["libarchive-dev"])]),
         // The session bench's peer; only CorralBench links it.
@@ -46,14 +46,14 @@ let package = Package(
         .target(name: "CCorralSession"),
         .target(
             name: "CorralCore",
-            dependencies: [.product(name: "Logging", package: "swift-log")],
+            dependencies: ["CCorralProcess", .product(name: "Logging", package: "swift-log")],
             exclude: ["README.md"]
         ),
         .target(name: "CurlHTTP", dependencies: ["CCurl", "CorralCore"], exclude: ["README.md"]),
         // What a sandbox may reach (grants, repositories, egress hosts): plain values that
         // provisioning, the gateway and the API share, without the gateway's implementation.
         .target(name: "CorralPolicy", dependencies: ["CorralCore"]),
-        .target(name: "TarArchive", dependencies: ["CArchive", "CorralCore"], exclude: ["README.md"]),
+        .target(name: "TarArchive", dependencies: ["CArchive", "CorralCore", "CorralPOSIX"], exclude: ["README.md"]),
         .target(name: "DockerEngine", dependencies: ["CurlHTTP", "TarArchive"], exclude: ["README.md"]),
         .target(
             name: "CorralSandbox",
@@ -75,7 +75,9 @@ let package = Package(
             ],
             exclude: ["README.md"]
         ),
-        .target(name: "CorralSession", dependencies: ["CCorralSession", "CorralCore"], exclude: ["README.md"]),
+        .target(
+            name: "CorralSession", dependencies: ["CCorralSession", "CorralCore", "CorralPOSIX"], exclude: ["README.md"]
+        ),
         // Sessions in PostgreSQL, behind the same SessionStore protocol: its own module, so that
         // the file store and whatever uses only it do not link postgres-nio.
         .target(
@@ -173,12 +175,14 @@ let package = Package(
         // dlopen in every static link.
         .executableTarget(
             name: "corral-init",
-            dependencies: ["ControlProtocol", "CCorralInit"],
+            dependencies: ["ControlProtocol", "CCorralInit", "CorralPOSIX"],
             linkerSettings: [.unsafeFlags(["-static-executable", "-use-ld=lld"])]
         ),
         // What corral-init needs from Linux that Swift cannot call: the variadic prctl and
         // ioctl, a vfork spawn that gives a command its controlling terminal, signalfd.
         .target(name: "CCorralInit"),
+        // readdir's entry names read in place (no over-read): corral-init and the host share it.
+        .target(name: "CorralPOSIX"),
         // The control connection's wire format, shared by corral-init and the host: no
         // Foundation, so that corral-init stays static and small.
         .target(name: "ControlProtocol"),
@@ -190,7 +194,7 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
-        .testTarget(name: "CorralCoreTests", dependencies: ["CorralCore"]),
+        .testTarget(name: "CorralCoreTests", dependencies: ["CorralCore", "CorralPOSIX"]),
         .testTarget(name: "CurlHTTPTests", dependencies: ["CurlHTTP", "TestSupport"]),
         .testTarget(name: "TarArchiveTests", dependencies: ["TarArchive", "TestSupport"]),
         .testTarget(name: "DockerEngineTests", dependencies: ["DockerEngine", "TestSupport"]),

@@ -2,6 +2,7 @@
 #include "ccorral_process.h"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <spawn.h>
 #include <unistd.h>
 
@@ -28,3 +29,36 @@ int corral_spawn_detached(const char *path, char *const argv[], char *const envp
     posix_spawn_file_actions_destroy(&actions);
     return status;
 }
+
+int corral_spawn(const char *path, char *const argv[], char *const envp[], int stdin_fd, int stdout_fd, int stderr_fd,
+                 const char *directory, pid_t *pid) {
+    posix_spawn_file_actions_t actions;
+    posix_spawnattr_t attributes;
+    int status = posix_spawn_file_actions_init(&actions);
+    if (status != 0) return status;
+    status = posix_spawnattr_init(&attributes);
+    if (status != 0) {
+        posix_spawn_file_actions_destroy(&actions);
+        return status;
+    }
+    sigset_t none, defaults;
+    sigemptyset(&none);
+    sigemptyset(&defaults);
+    int reset[] = {SIGPIPE, SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGCHLD};
+    for (unsigned i = 0; i < sizeof reset / sizeof reset[0]; i++) sigaddset(&defaults, reset[i]);
+    if ((status = posix_spawnattr_setflags(&attributes, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF)) == 0 &&
+        (status = posix_spawnattr_setsigmask(&attributes, &none)) == 0 &&
+        (status = posix_spawnattr_setsigdefault(&attributes, &defaults)) == 0 &&
+        (status = posix_spawn_file_actions_adddup2(&actions, stdin_fd, 0)) == 0 &&
+        (status = posix_spawn_file_actions_adddup2(&actions, stdout_fd, 1)) == 0 &&
+        (status = posix_spawn_file_actions_adddup2(&actions, stderr_fd, 2)) == 0 &&
+        (directory == NULL || (status = posix_spawn_file_actions_addchdir_np(&actions, directory)) == 0) &&
+        (status = posix_spawn_file_actions_addclosefrom_np(&actions, 3)) == 0) {
+        status = posix_spawn(pid, path, &actions, &attributes, argv, envp);
+    }
+    posix_spawnattr_destroy(&attributes);
+    posix_spawn_file_actions_destroy(&actions);
+    return status;
+}
+
+int corral_pipe(int fds[2]) { return pipe2(fds, O_CLOEXEC); }

@@ -75,7 +75,7 @@ struct CLISuite: BenchSuite {
 
     /// Stops the service and the agent (its socket removed), then removes every container
     /// either state directory made, pool members included, with their workspaces.
-    static func tearDown(service: Process, states: [URL], engine: String) async {
+    static func tearDown(service: ChildProcess, states: [URL], engine: String) async {
         BenchProcess.stop(service)
         for state in states { try? FileManager.default.removeItem(at: state.appendingPathComponent("corral.sock")) }
         guard let client = try? DockerEngineClient(parsing: engine) else { return }
@@ -236,8 +236,8 @@ struct CLISuite: BenchSuite {
     }
 }
 
-/// Spawning processes for the suite: posix_spawn and waitpid, so that what is timed is the
-/// command, not Foundation's process machinery.
+/// Spawning processes for the suite: ChildProcess (posix_spawn and waitpid), so that what is
+/// timed is the command, not Foundation's process machinery.
 enum BenchProcess {
     static func sibling(_ name: String) -> String {
         let executable =
@@ -276,29 +276,17 @@ enum BenchProcess {
     private static func timedRun(
         _ path: String, _ arguments: [String], environment: [String: String], output: String?
     ) throws -> (Int32, Double) {
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_addopen(&actions, 1, output ?? "/dev/null", O_WRONLY | O_CREAT | O_TRUNC, 0o600)
-        posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
-        let argv = ([path] + arguments).map { strdup($0) } + [nil]
-        let envp = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
-        defer {
-            for pointer in argv { free(pointer) }
-            for pointer in envp { free(pointer) }
+        let out = output.map { open($0, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600) }
+        if let out, out < 0 {
+            throw CorralError(.io, "cannot open \(output ?? ""): \(String(cString: strerror(errno)))")
         }
-        var pid: pid_t = 0
+        defer { if let out { close(out) } }
         let clock = ContinuousClock()
         let started = clock.now
-        let spawned = posix_spawn(&pid, path, &actions, nil, argv, envp)
-        guard spawned == 0 else {
-            throw CorralError(.io, "cannot run \(path): \(String(cString: strerror(spawned)))")
-        }
-        var status: Int32 = 0
-        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        let child = try ChildProcess.spawn(path, arguments, environment: environment, stdout: out)
+        let termination = child.wait()
         let elapsed = (clock.now - started).benchMilliseconds
-        let exited = status & 0x7f == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
+        let exited = termination.code ?? 128 + termination.status
         guard exited == 0 else {
             throw CorralError(
                 .engine,
@@ -309,27 +297,21 @@ enum BenchProcess {
     }
 
     /// A long-running process (a service), its output to `log`.
-    static func start(_ path: String, _ arguments: [String], environment: [String: String], log: URL) throws -> Process
+    static func start(_ path: String, _ arguments: [String], environment: [String: String], log: URL) throws
+        -> ChildProcess
     {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: path)
-        process.arguments = arguments
-        process.environment = environment
         guard FileManager.default.createFile(atPath: log.path, contents: nil) else {
             throw CorralError(.io, "cannot create \(log.path)")
         }
         let handle = try FileHandle(forWritingTo: log)
-        process.standardOutput = handle
-        process.standardError = handle
-        process.standardInput = FileHandle.nullDevice
-        try process.run()
-        return process
+        defer { try? handle.close() }
+        return try ChildProcess.spawn(
+            path, arguments, environment: environment, stdout: handle.fileDescriptor, stderr: handle.fileDescriptor)
     }
 
-    static func stop(_ process: Process) {
-        guard process.isRunning else { return }
-        process.terminate()
-        process.waitUntilExit()
+    static func stop(_ process: ChildProcess) {
+        process.signal(SIGTERM)
+        process.wait()
     }
 
     static func waitForSocket(_ path: String) async throws {

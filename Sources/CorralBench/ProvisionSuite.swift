@@ -246,22 +246,13 @@ struct ProvisionSuite: BenchSuite {
 
     @discardableResult
     static func docker(_ arguments: [String], host: String?) throws -> String {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["docker"] + arguments
         var environment = ProcessInfo.processInfo.environment
         if let host { environment["DOCKER_HOST"] = host }
-        process.environment = environment
-        let output = Pipe()
-        process.standardOutput = output
-        process.standardError = output
-        try process.run()
-        let data = output.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        let text = String(decoding: data, as: UTF8.self)
-        guard process.terminationStatus == 0 else {
+        let output = try ChildProcess.run("/usr/bin/env", ["docker"] + arguments, environment: environment)
+        let text = String(decoding: output.stdout, as: UTF8.self)
+        guard output.termination.succeeded else {
             throw CorralError(
-                .engine, "docker \(arguments.prefix(2).joined(separator: " ")) failed: \(text.prefix(200))")
+                .engine, "docker \(arguments.prefix(2).joined(separator: " ")) failed: \(output.reason)")
         }
         return text
     }

@@ -296,23 +296,6 @@ struct DockerCLI {
     }
 
     private func invoke(_ arguments: [String]) throws -> String {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["docker"] + arguments
-        var environment = ProcessInfo.processInfo.environment
-        environment["DOCKER_HOST"] = endpoint
-        process.environment = environment
-        let output = Pipe()
-        process.standardOutput = output
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        let data = output.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        guard process.terminationStatus == 0 else {
-            throw CorralError(
-                .engine,
-                "docker \(arguments.prefix(2).joined(separator: " ")) failed with status \(process.terminationStatus)")
-        }
-        return String(decoding: data, as: UTF8.self)
+        try ProvisionSuite.docker(arguments, host: endpoint)
     }
 }

@@ -253,25 +253,12 @@ struct WorkspaceSuite: BenchSuite {
 
     /// Runs the host's git and returns the milliseconds it took, from spawn to exit.
     static func timeGit(_ arguments: [String], environment: [String: String]) throws -> Double {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/git")
-        process.arguments = arguments
-        process.environment = environment
-        process.standardInput = FileHandle.nullDevice
-        process.standardOutput = FileHandle.nullDevice
-        let errors = Pipe()
-        process.standardError = errors
         let clock = ContinuousClock()
         let start = clock.now
-        try process.run()
-        let stderr = errors.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
+        let output = try ChildProcess.run("/usr/bin/git", arguments, environment: environment, limit: 4096)
         let elapsed = (clock.now - start).benchMilliseconds
-        guard process.terminationStatus == 0 else {
-            throw CorralError(
-                .engine,
-                "git \(arguments.first ?? "") on the host failed: \(String(decoding: stderr, as: UTF8.self).prefix(300))"
-            )
+        guard output.termination.succeeded else {
+            throw CorralError(.engine, "git \(arguments.first ?? "") on the host failed: \(output.reason)")
         }
         return elapsed
     }
@@ -292,20 +279,18 @@ struct WorkspaceSuite: BenchSuite {
 /// socket, the path a sandbox's git takes, without the container.
 final class HostForwarder: Sendable {
     let port: Int
-    private let process: Process
+    private let process: ChildProcess
 
-    private init(port: Int, process: Process) {
+    private init(port: Int, process: ChildProcess) {
         self.port = port
         self.process = process
     }
 
     static func start(socket: String) async throws -> HostForwarder {
         let port = try freePort()
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: try SandboxEnvironment.locateInit())
-        process.environment = ["CORRAL_GATEWAY_SOCKET": socket, "CORRAL_PROXY_PORT": "\(port)"]
-        process.standardInput = FileHandle.nullDevice
-        try process.run()
+        let process = try ChildProcess.spawn(
+            try SandboxEnvironment.locateInit(), [],
+            environment: ["CORRAL_GATEWAY_SOCKET": socket, "CORRAL_PROXY_PORT": "\(port)"])
         let forwarder = HostForwarder(port: port, process: process)
         let deadline = ContinuousClock.now + .seconds(20)
         while !TestEnvironment.tcpPortAccepts(port: port) {
@@ -319,9 +304,8 @@ final class HostForwarder: Sendable {
     }
 
     func stop() {
-        guard process.isRunning else { return }
-        process.terminate()
-        process.waitUntilExit()
+        process.signal(SIGTERM)
+        process.wait()
     }
 
     /// A free loopback port: bound, read, released.

@@ -1,6 +1,9 @@
 import CorralCore
 import Foundation
-import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Runs the host's git with a clean environment: no system or global config, no prompts, no
 /// proxy variables inherited from the service. Credentials go in through
@@ -21,82 +24,59 @@ struct GitRunner: Sendable {
         _ arguments: [String], environment extra: [String: String] = [:], stdinFile: (url: URL, offset: UInt64)? = nil,
         redacting secrets: [String] = []
     ) async throws -> Outcome {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = arguments
         var environment = [
             "PATH": ProcessInfo.processInfo.environment["PATH"] ?? "/usr/local/bin:/usr/bin:/bin",
             "HOME": home.path, "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": "/dev/null", "GIT_TERMINAL_PROMPT": "0",
             "GIT_ASKPASS": "/bin/false", "LC_ALL": "C",
         ]
         environment.merge(extra) { _, new in new }
-        process.environment = environment
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
-        var input: FileHandle?
+        var input: Int32?
         if let stdinFile {
-            do {
-                let handle = try FileHandle(forReadingFrom: stdinFile.url)
-                try handle.seek(toOffset: stdinFile.offset)
-                input = handle
-            } catch {
-                throw CorralError(.io, "cannot open \(stdinFile.url.path) for git", underlying: error)
+            let fd = open(stdinFile.url.path, O_RDONLY | O_CLOEXEC)
+            guard fd >= 0, lseek(fd, off_t(stdinFile.offset), SEEK_SET) >= 0 else {
+                let reason = String(cString: strerror(errno))
+                if fd >= 0 { close(fd) }
+                throw CorralError(.io, "cannot open \(stdinFile.url.path) for git: \(reason)")
             }
+            input = fd
         }
-        process.standardInput = input ?? FileHandle.nullDevice
+        defer { if let input { close(input) } }
+        let pipe = try ChildProcess.makePipe()
+        let child: ChildProcess
         do {
-            try process.run()
+            child = try ChildProcess.spawn(
+                executable, arguments, environment: environment, stdin: input, stdout: pipe.write, stderr: pipe.write)
         } catch {
-            try? input?.close()
+            close(pipe.read)
+            close(pipe.write)
             throw CorralError(
                 .unavailable, "cannot run \(executable)",
                 hint: "install git on the gateway's host (apt-get install git)",
                 underlying: error)
         }
-        try? input?.close()
-        let running = RunningProcess(process)
-        let reading = pipe.fileHandleForReading
+        close(pipe.write)
         return try await withTaskCancellationHandler {
             try await runOnThread(name: "corral-git") {
+                defer { close(pipe.read) }
                 var output = Data()
+                var buffer = [UInt8](repeating: 0, count: 16 * 1024)
                 while true {
-                    let data = reading.availableData
-                    if data.isEmpty { break }
-                    if output.count < 64 * 1024 { output.append(data.prefix(64 * 1024 - output.count)) }
+                    let count = read(pipe.read, &buffer, buffer.count)
+                    if count < 0 && errno == EINTR { continue }
+                    if count <= 0 { break }
+                    if output.count < 64 * 1024 {
+                        output.append(contentsOf: buffer[0..<min(count, 64 * 1024 - output.count)])
+                    }
                 }
-                running.wait()
+                let termination = child.wait()
                 var text = String(decoding: output, as: UTF8.self)
                 for secret in secrets where !secret.isEmpty {
                     text = text.replacingOccurrences(of: secret, with: "<redacted>")
                 }
-                return Outcome(status: running.status, output: text)
+                return Outcome(status: termination.status, output: text)
             }
         } onCancel: {
-            running.terminate()
-        }
-    }
-}
-
-/// A started process, shared between the thread that waits for it and a cancellation
-/// handler that may stop it.
-private final class RunningProcess: @unchecked Sendable {
-    // Process is thread-safe for these calls; the lock orders terminate against exit.
-    private let process: Process
-    private let lock = Mutex(false)
-
-    init(_ process: Process) { self.process = process }
-
-    func wait() {
-        process.waitUntilExit()
-        lock.withLock { $0 = true }
-    }
-
-    var status: Int32 { process.terminationStatus }
-
-    func terminate() {
-        lock.withLock { exited in
-            if !exited && process.isRunning { process.terminate() }
+            child.signal(SIGTERM)
         }
     }
 }

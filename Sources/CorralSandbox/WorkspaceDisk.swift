@@ -1,6 +1,5 @@
 import CorralCore
 import Foundation
-import Synchronization
 
 #if canImport(Glibc)
 import Glibc
@@ -104,31 +103,17 @@ enum WorkspaceDisk {
 
 /// Runs a host program to completion and throws, with its stderr, when it fails. Blocking.
 enum HostCommand {
-    private static let spawning = Mutex(())
-
     static func run(_ executable: String, _ arguments: [String], what: String, hint: String) throws {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = arguments
-        process.environment = ["PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"]
-        let errors = Pipe()
-        process.standardError = errors
-        process.standardOutput = FileHandle.nullDevice
-        process.standardInput = FileHandle.nullDevice
+        let output: ChildProcess.Output
         do {
-            // Foundation's Process.run crashed (in memcpy) when threads started processes at
-            // once: one start at a time.
-            try spawning.withLock { _ in try process.run() }
+            output = try ChildProcess.run(
+                executable, arguments, environment: ["PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"],
+                limit: 4096)
         } catch {
             throw CorralError(.unavailable, "cannot \(what): cannot run \(executable)", hint: hint, underlying: error)
         }
-        let output = errors.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        guard process.terminationReason == .exit, process.terminationStatus == 0 else {
-            let text =
-                String(decoding: output.prefix(400), as: UTF8.self)
-                .split(separator: "\n").first.map(String.init) ?? "status \(process.terminationStatus)"
-            throw CorralError(.io, "cannot \(what): \(text)", hint: hint)
+        guard output.termination.succeeded else {
+            throw CorralError(.io, "cannot \(what): \(output.reason)", hint: hint)
         }
     }
 }

@@ -1,5 +1,6 @@
 import CCorralSession
 import CorralCore
+import CorralPOSIX
 import Foundation
 
 /// Thin, throwing wrappers over the POSIX calls the store makes. Every error names the
@@ -137,9 +138,7 @@ enum FileIO {
         defer { closedir(dir) }
         var names: [String] = []
         while let entry = readdir(dir) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
-                String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
-            }
+            let name = DirectoryEntry.name(entry)
             if name != "." && name != ".." { names.append(name) }
         }
         return names

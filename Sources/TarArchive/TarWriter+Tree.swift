@@ -1,4 +1,5 @@
 import CorralCore
+import CorralPOSIX
 import Foundation
 
 #if canImport(Glibc)
@@ -210,7 +211,7 @@ private struct TreeWalk {
                 if errno != 0 { throw CorralError.posix(errno, "cannot list \(quoted(hostPath))") }
                 break
             }
-            let raw = withUnsafeBytes(of: item.pointee.d_name) { Array($0.prefix { $0 != 0 }) }
+            let raw = DirectoryEntry.nameBytes(item)
             if raw == [0x2E] || raw == [0x2E, 0x2E] { continue }
             guard let name = String(validating: raw, as: UTF8.self) else {
                 throw CorralError(

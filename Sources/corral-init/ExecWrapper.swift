@@ -1,3 +1,4 @@
+import CorralPOSIX
 import Glibc
 
 /// `corral-init exec [--timeout S] [--grace S] -- CMD ARGS…`
@@ -269,9 +270,7 @@ func closeDescriptors(above floor: Int32, except: Int32) {
     let own = dirfd(directory)
     var stray: [Int32] = []
     while let entry = readdir(directory) {
-        let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
-            String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
-        }
+        let name = DirectoryEntry.name(entry)
         if let fd = Int32(name), fd > floor, fd != except, fd != own { stray.append(fd) }
     }
     closedir(directory)

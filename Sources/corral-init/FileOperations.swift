@@ -1,4 +1,5 @@
 import ControlProtocol
+import CorralPOSIX
 import Glibc
 
 /// A stream of the control connection that moves a file's bytes (or a listing, or a tar)
@@ -193,9 +194,7 @@ enum FileOperations {
         }
         var names: [(String, Bool)] = []
         while let entry = readdir(directory) {
-            let entryName = withUnsafeBytes(of: entry.pointee.d_name) { raw in
-                String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
-            }
+            let entryName = DirectoryEntry.name(entry)
             if entryName == "." || entryName == ".." { continue }
             var isDirectory = entry.pointee.d_type == UInt8(DT_DIR)
             if entry.pointee.d_type == UInt8(DT_UNKNOWN) {
@@ -301,9 +300,7 @@ final class DirectoryTransfer: FileTransfer {
         var size = 0
         let fd = dirfd(directory)
         while size < 32 << 10, let entry = readdir(directory) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
-                String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
-            }
+            let name = DirectoryEntry.name(entry)
             if name == "." || name == ".." { continue }
             var info = stat()
             guard fstatat(fd, name, &info, AT_SYMLINK_NOFOLLOW) == 0 else { continue }

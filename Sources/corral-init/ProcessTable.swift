@@ -1,3 +1,4 @@
+import CorralPOSIX
 import Glibc
 
 /// Just enough of /proc to tell live processes from zombies.
@@ -8,9 +9,7 @@ enum ProcessTable {
         guard let directory = opendir("/proc") else { return nil }
         defer { closedir(directory) }
         while let entry = readdir(directory) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
-                String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
-            }
+            let name = DirectoryEntry.name(entry)
             guard let pid = Int32(name), let stat = readStat(pid: pid) else { continue }
             if stat.processGroup == group && stat.state != "Z" && stat.state != "X" { return true }
         }

@@ -1,4 +1,5 @@
 import ControlProtocol
+import CorralPOSIX
 import Glibc
 
 // Just enough tar for the control connection's copies, in corral-init (no libarchive here):
@@ -233,9 +234,7 @@ final class TarProducer {
             }
             if let top = stack.last {
                 if let entry = readdir(top.directory) {
-                    let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
-                        String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
-                    }
+                    let name = DirectoryEntry.name(entry)
                     if name == "." || name == ".." { continue }
                     _ = add(path: top.path + "/" + name, archive: top.archive + "/" + name, top: false)
                 } else {

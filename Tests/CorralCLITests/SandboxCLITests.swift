@@ -183,11 +183,8 @@ struct SandboxCLITests {
                     info = tarfile.TarInfo(name); info.size = len(data)
                     t.addfile(info, io.BytesIO(data))
             """
-        let python = Process()
-        python.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        python.arguments = ["python3", "-c", script]
-        try python.run()
-        python.waitUntilExit()
+        let python = try ChildProcess.run("/usr/bin/env", ["python3", "-c", script])
+        try #require(python.termination.succeeded, "\(python.reason)")
         let result = try cli.corral(["cp", "-", "\(id):/workspace"], stdin: try Data(contentsOf: tarball))
         #expect(result.status != 0)
         #expect(result.stderr.contains("../../escaped.txt"))

@@ -104,9 +104,9 @@ func freeLoopbackPort() throws -> Int {
 /// a loopback port and forwards each connection to a sandbox's gateway socket.
 final class Forwarder: Sendable {
     let port: Int
-    private let process: Process
+    private let process: ChildProcess
 
-    private init(port: Int, process: Process) {
+    private init(port: Int, process: ChildProcess) {
         self.port = port
         self.process = process
     }
@@ -116,17 +116,14 @@ final class Forwarder: Sendable {
     static func start(socket: String) async throws -> Forwarder {
         let binary = try BuildProducts.path(of: "corral-init")
         let port = try freeLoopbackPort()
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: binary)
-        process.environment = ["CORRAL_GATEWAY_SOCKET": socket, "CORRAL_PROXY_PORT": "\(port)"]
-        process.standardInput = FileHandle.nullDevice
-        try process.run()
+        let process = try ChildProcess.spawn(
+            binary, [], environment: ["CORRAL_GATEWAY_SOCKET": socket, "CORRAL_PROXY_PORT": "\(port)"])
         let forwarder = Forwarder(port: port, process: process)
         let deadline = ContinuousClock.now + .seconds(20)
         while !(try await runOnThread { TCPClient.canConnect(port: port) }) {
             guard process.isRunning else {
                 throw CorralError(
-                    .unavailable, "corral-init exited with status \(process.terminationStatus) before listening")
+                    .unavailable, "corral-init exited with \(process.wait()) before listening")
             }
             guard ContinuousClock.now < deadline else {
                 forwarder.stop()
@@ -140,10 +137,8 @@ final class Forwarder: Sendable {
     var proxyURL: String { "http://127.0.0.1:\(port)" }
 
     func stop() {
-        if process.isRunning {
-            process.terminate()
-            process.waitUntilExit()
-        }
+        process.signal(SIGTERM)
+        process.wait()
     }
 }
 

@@ -15,29 +15,15 @@ struct VaultCommandTests {
     func corral(_ arguments: [String], stdin: String? = nil, stateDirectory: URL) async throws -> Run {
         let binary = try BuildProducts.path(of: "corral")
         return try await runOnThread {
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: binary)
-            process.arguments = arguments
-            process.environment = [
-                "CORRAL_STATE_DIR": stateDirectory.path,
-                "PATH": ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin",
-            ]
-            let input = Pipe()
-            let output = Pipe()
-            let errors = Pipe()
-            process.standardInput = input
-            process.standardOutput = output
-            process.standardError = errors
-            try process.run()
-            if let stdin { input.fileHandleForWriting.write(Data(stdin.utf8)) }
-            try input.fileHandleForWriting.close()
-            // Small outputs: reading one pipe to its end cannot stall the other.
-            let out = output.fileHandleForReading.readDataToEndOfFile()
-            let err = errors.fileHandleForReading.readDataToEndOfFile()
-            process.waitUntilExit()
+            let output = try ChildProcess.run(
+                binary, arguments,
+                environment: [
+                    "CORRAL_STATE_DIR": stateDirectory.path,
+                    "PATH": ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin",
+                ], stdin: Data((stdin ?? "").utf8))
             return Run(
-                status: process.terminationStatus, stdout: String(decoding: out, as: UTF8.self),
-                stderr: String(decoding: err, as: UTF8.self))
+                status: output.status, stdout: String(decoding: output.stdout, as: UTF8.self),
+                stderr: String(decoding: output.stderr, as: UTF8.self))
         }
     }
 

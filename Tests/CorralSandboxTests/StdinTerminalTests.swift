@@ -254,14 +254,7 @@ enum StreamPattern {
         let file = FileManager.default.temporaryDirectory.appendingPathComponent("corral-sha-\(UUID().uuidString)")
         try Data(data).write(to: file)
         defer { try? FileManager.default.removeItem(at: file) }
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/sha256sum")
-        process.arguments = [file.path]
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        try process.run()
-        let output = pipe.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
+        let output = try ChildProcess.run("/usr/bin/sha256sum", [file.path]).stdout
         return String(decoding: output, as: UTF8.self).split(separator: " ").first.map(String.init) ?? ""
     }
 }

@@ -75,14 +75,7 @@ struct CommandAPITests {
                     try handle.write(contentsOf: block)
                 }
                 try handle.close()
-                let process = Process()
-                process.executableURL = URL(fileURLWithPath: "/usr/bin/sha256sum")
-                process.arguments = [file.path]
-                let pipe = Pipe()
-                process.standardOutput = pipe
-                try process.run()
-                let output = pipe.fileHandleForReading.readDataToEndOfFile()
-                process.waitUntilExit()
+                let output = try ChildProcess.run("/usr/bin/sha256sum", [file.path]).stdout
                 return String(String(decoding: output, as: UTF8.self).prefix(64))
             }
             try await Self.withSandbox(runtime: runtime) { client, _, sandbox in

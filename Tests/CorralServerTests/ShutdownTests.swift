@@ -86,63 +86,60 @@ struct ShutdownTests {
     }
 }
 
-/// A corrald process with its own state directory, started with SIGTERM unblocked (children of
-/// the test runner inherit its blocked SIGTERM, which would make this test meaningless).
+/// A corrald process with its own state directory. ChildProcess starts it with SIGTERM
+/// unblocked (children would otherwise inherit the test runner's blocked SIGTERM, which would
+/// make this test meaningless).
 struct Corrald {
-    let process: Process
+    let process: ChildProcess
     let socket: String
-    let pipe: Pipe
     private let collected = OutputBox()
     private let exited = DispatchSemaphore(value: 0)
 
     init(state: URL) throws {
         try FileManager.default.createDirectory(at: state, withIntermediateDirectories: true)
         socket = state.appendingPathComponent("corral.sock").path
-        process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        let launcher =
-            "import os, signal, sys; signal.pthread_sigmask(signal.SIG_SETMASK, []); os.execv(sys.argv[1], sys.argv[1:])"
-        process.arguments = [
-            "python3", "-c", launcher, BuiltProducts.path("corrald"), "--listen", "", "--state-dir", state.path,
-        ]
         var environment = ProcessInfo.processInfo.environment
         environment["CORRAL_ENGINE"] = TestEnvironment.engineEndpoint
-        process.environment = environment
-        pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
-        let box = collected
-        let exited = self.exited
-        pipe.fileHandleForReading.readabilityHandler = { handle in box.append(handle.availableData) }
-        process.terminationHandler = { _ in
+        let pipe = try ChildProcess.makePipe()
+        defer { close(pipe.write) }
+        do {
+            process = try ChildProcess.spawn(
+                BuiltProducts.path("corrald"), ["--listen", "", "--state-dir", state.path], environment: environment,
+                stdout: pipe.write, stderr: pipe.write)
+        } catch {
+            close(pipe.read)
+            throw error
+        }
+        let (box, exited, process) = (collected, self.exited, process)
+        Thread.detachNewThread {
+            var buffer = [UInt8](repeating: 0, count: 65536)
+            while case let count = read(pipe.read, &buffer, buffer.count), count > 0 || (count < 0 && errno == EINTR) {
+                if count > 0 { box.append(Data(buffer[0..<count])) }
+            }
+            close(pipe.read)
             box.finish()
+        }
+        Thread.detachNewThread {
+            process.wait()
             exited.signal()
         }
-        try process.run()
         guard collected.wait(for: "listening on unix://", timeout: 60) else {
-            kill(process.processIdentifier, SIGKILL)
+            process.signal(SIGKILL)
             throw CorralError(.unavailable, "corrald did not start: \(collected.text)")
         }
     }
 
     var output: String { collected.text }
 
-    /// Sends SIGTERM and waits for the exit status.
+    /// Sends SIGTERM and waits for the exit status, and for the last of the output.
     func terminate() throws -> Int32 {
-        kill(process.processIdentifier, SIGTERM)
+        process.signal(SIGTERM)
         guard exited.wait(timeout: .now() + 60) == .success else {
-            kill(process.processIdentifier, SIGKILL)
+            process.signal(SIGKILL)
             throw CorralError(.timeout, "corrald did not stop within 60 s of SIGTERM")
         }
-        // The exit can be seen before the last output is: take what is left in the pipe.
-        pipe.fileHandleForReading.readabilityHandler = nil
-        let fd = pipe.fileHandleForReading.fileDescriptor
-        _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
-        var buffer = [UInt8](repeating: 0, count: 65536)
-        while case let count = read(fd, &buffer, buffer.count), count > 0 {
-            collected.append(Data(buffer[0..<count]))
-        }
-        return process.terminationStatus
+        collected.waitForEnd(timeout: 10)
+        return process.wait().status
     }
 }
 
@@ -170,6 +167,14 @@ final class OutputBox: @unchecked Sendable {
         condition.lock()
         defer { condition.unlock() }
         return String(decoding: data, as: UTF8.self)
+    }
+
+    /// Waits until the output ends (or the timeout passes).
+    func waitForEnd(timeout: TimeInterval) {
+        let deadline = Date().addingTimeInterval(timeout)
+        condition.lock()
+        defer { condition.unlock() }
+        while !done && condition.wait(until: deadline) {}
     }
 
     /// True once `needle` has arrived; false when the process ended or time ran out first.

@@ -19,7 +19,7 @@ final class ServeHarness: @unchecked Sendable {
     let state: URL
     let config: URL
     let template: String
-    private var server: Process?
+    private var server: ChildProcess?
 
     init(minIdle: Int = 2, setup: [String] = [], extraService: String = "") throws {
         state = FileManager.default.temporaryDirectory.appendingPathComponent(
@@ -57,22 +57,15 @@ final class ServeHarness: @unchecked Sendable {
 
     /// Starts `corral serve` in the background.
     func startServer() throws {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: BuiltProducts.path("corral"))
-        process.arguments = ["serve"]
         var env = ProcessInfo.processInfo.environment
         env.merge(environment) { _, new in new }
-        process.environment = env
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        server = process
+        server = try ChildProcess.spawn(BuiltProducts.path("corral"), ["serve"], environment: env)
     }
 
     func killServer(signal: Int32) {
         guard let server else { return }
-        kill(server.processIdentifier, signal)
-        server.waitUntilExit()
+        server.signal(signal)
+        server.wait()
         self.server = nil
     }
 

@@ -49,12 +49,10 @@ struct ServeWorkspaceTests {
         }
         let serverLog = directory.appendingPathComponent("serve.log")
         _ = FileManager.default.createFile(atPath: serverLog.path, contents: nil)
-        let server = Process()
+        var server: ChildProcess?
         defer {
-            if server.isRunning {
-                server.terminate()
-                server.waitUntilExit()
-            }
+            server?.signal(SIGTERM)
+            server?.wait()
             upstream.stop()
             try? FileManager.default.removeItem(at: directory)
         }
@@ -63,13 +61,11 @@ struct ServeWorkspaceTests {
                 ["vault", "put", "upstream", "--scope", "127.0.0.1:\(upstream.port)/acme"], stdin: Data(token.utf8))
             #expect(stored.status == 0, "\(stored.stderr)")
 
-            server.executableURL = URL(fileURLWithPath: BuiltProducts.path("corral"))
-            server.arguments = ["serve", "--listen", ""]
-            server.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
             let log = try FileHandle(forWritingTo: serverLog)
-            server.standardOutput = log
-            server.standardError = log
-            try server.run()
+            server = try ChildProcess.spawn(
+                BuiltProducts.path("corral"), ["serve", "--listen", ""],
+                environment: ProcessInfo.processInfo.environment.merging(environment) { _, new in new },
+                stdout: log.fileDescriptor, stderr: log.fileDescriptor)
             try await waitUntil("the service answers and its pool is full", limit: .seconds(120)) {
                 let pools = try runCorral(["pool", "ls", "--json"], environment: environment)
                 guard pools.status == 0,
@@ -102,8 +98,8 @@ struct ServeWorkspaceTests {
 
             let removed = try corral(["sandbox", "rm", id])
             #expect(removed.status == 0, "\(removed.stderr)")
-            server.terminate()
-            server.waitUntilExit()
+            server?.signal(SIGTERM)
+            server?.wait()
             try? log.close()
         } catch {
             await Self.removeContainers(state: state)

@@ -373,20 +373,11 @@ extension WorkspaceFixture {
 
     /// `docker inspect`, all of it, as an operator would see it.
     static func dockerInspect(_ name: String) throws -> String {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["docker", "inspect", name]
         var environment = ProcessInfo.processInfo.environment
         if TestEnvironment.engineEndpoint.hasPrefix("unix://") {
             environment["DOCKER_HOST"] = TestEnvironment.engineEndpoint
         }
-        process.environment = environment
-        let output = Pipe()
-        process.standardOutput = output
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        let data = output.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return String(decoding: data, as: UTF8.self)
+        let output = try ChildProcess.run("/usr/bin/env", ["docker", "inspect", name], environment: environment)
+        return String(decoding: output.stdout, as: UTF8.self)
     }
 }

@@ -27,13 +27,9 @@ struct TestCertificates {
             printf 'extendedKeyUsage=clientAuth\\n' > client.ext
             openssl x509 -req -in client.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial -out cert.pem -days 2 -extfile client.ext 2>/dev/null
             """
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/bin/sh")
-        process.arguments = ["-c", script]
-        try process.run()
-        process.waitUntilExit()
-        guard process.terminationStatus == 0 else {
-            throw CorralError(.internalError, "openssl could not make test certificates")
+        let made = try ChildProcess.run("/bin/sh", ["-c", script])
+        guard made.termination.succeeded else {
+            throw CorralError(.internalError, "openssl could not make test certificates: \(made.reason)")
         }
     }
 }
@@ -48,20 +44,16 @@ struct TLSTests {
             let certificates = try TestCertificates(in: directory)
             try Data("pong".utf8).write(to: directory.appendingPathComponent("ping.txt"))
             let port = try freeLoopbackPort()
-            let server = Process()
-            server.executableURL = URL(fileURLWithPath: "/usr/bin/openssl")
-            server.arguments = [
-                "s_server", "-accept", "127.0.0.1:\(port)", "-WWW", "-Verify", "2", "-verify_return_error",
-                "-CAfile", certificates.ca, "-cert", certificates.serverCert, "-key", certificates.serverKey, "-quiet",
-            ]
-            server.currentDirectoryURL = directory
-            server.standardOutput = FileHandle.nullDevice
-            server.standardError = FileHandle.nullDevice
-            try server.run()
+            let server = try ChildProcess.spawn(
+                "/usr/bin/openssl",
+                [
+                    "s_server", "-accept", "127.0.0.1:\(port)", "-WWW", "-Verify", "2", "-verify_return_error",
+                    "-CAfile", certificates.ca, "-cert", certificates.serverCert, "-key", certificates.serverKey,
+                    "-quiet",
+                ], directory: directory.path)
             defer {
-                // SIGKILL: children of the test runner inherit its blocked SIGTERM.
-                kill(server.processIdentifier, SIGKILL)
-                server.waitUntilExit()
+                server.signal(SIGTERM)
+                server.wait()
             }
             try await waitForListener(port: port)
 

@@ -1,3 +1,4 @@
+import CorralCore
 import Foundation
 
 /// Runs the built `corral` binary (or another product) as a subprocess.
@@ -39,41 +40,22 @@ public func runCorral(
     _ arguments: [String], environment: [String: String] = [:], stdin: Data? = nil, product: String = "corral",
     executable: String? = nil
 ) throws -> ProcessResult {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: executable ?? BuiltProducts.path(product))
-    process.arguments = arguments
-    process.environment = commandEnvironment(environment)
-    let out = Pipe()
-    let err = Pipe()
-    let input = Pipe()
-    process.standardOutput = out
-    process.standardError = err
-    process.standardInput = input
-    try process.run()
-    if let stdin { input.fileHandleForWriting.write(stdin) }
-    try input.fileHandleForWriting.close()
-    // Read both pipes while the process runs, so a full pipe cannot stall it.
-    let stdoutData = Locked(Data())
-    let group = DispatchGroup()
-    group.enter()
-    DispatchQueue.global().async {
-        stdoutData.value = out.fileHandleForReading.readDataToEndOfFile()
-        group.leave()
-    }
-    let stderrData = err.fileHandleForReading.readDataToEndOfFile()
-    group.wait()
-    process.waitUntilExit()
+    let output = try ChildProcess.run(
+        executable ?? BuiltProducts.path(product), arguments, environment: commandEnvironment(environment),
+        stdin: stdin ?? Data())
     return ProcessResult(
-        status: process.terminationStatus, stdout: String(decoding: stdoutData.value, as: UTF8.self),
-        stderr: String(decoding: stderrData, as: UTF8.self))
+        status: output.status, stdout: String(decoding: output.stdout, as: UTF8.self),
+        stderr: String(decoding: output.stderr, as: UTF8.self))
 }
 
-final class Locked<T>: @unchecked Sendable {
-    private let lock = NSLock()
-    private var stored: T
-    init(_ value: T) { stored = value }
-    var value: T {
-        get { lock.withLock { stored } }
-        set { lock.withLock { stored = newValue } }
+/// Reads a descriptor to its end (blocking).
+public func readToEnd(_ fd: Int32) -> Data {
+    var data = Data()
+    var buffer = [UInt8](repeating: 0, count: 64 * 1024)
+    while true {
+        let count = read(fd, &buffer, buffer.count)
+        if count < 0 && errno == EINTR { continue }
+        if count <= 0 { return data }
+        data.append(contentsOf: buffer[0..<count])
     }
 }

@@ -1,3 +1,4 @@
+import CorralCore
 import Foundation
 import Synchronization
 
@@ -143,23 +144,7 @@ private final class Backend: Sendable {
     }
 
     private static func runCGI(environment: [String: String], body: [UInt8]) throws -> Data {
-        let input = FileManager.default.temporaryDirectory.appendingPathComponent("corral-cgi-\(UUID().uuidString)")
-        try Data(body).write(to: input)
-        defer { try? FileManager.default.removeItem(at: input) }
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/git")
-        process.arguments = ["http-backend"]
-        process.environment = environment
-        let stdin = try FileHandle(forReadingFrom: input)
-        defer { try? stdin.close() }
-        process.standardInput = stdin
-        let stdout = Pipe()
-        process.standardOutput = stdout
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        let output = stdout.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return output
+        try ChildProcess.run("/usr/bin/git", ["http-backend"], environment: environment, stdin: Data(body)).stdout
     }
 
     private static func parseCGI(_ output: Data) -> (Int, [String: String], [UInt8]) {
@@ -229,31 +214,9 @@ public enum Git {
     public static func runAllowingFailure(_ arguments: [String], environment: [String: String] = fixtureEnvironment)
         throws -> Result
     {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/git")
-        process.arguments = arguments
-        process.environment = environment
-        process.standardInput = FileHandle.nullDevice
-        let directory = FileManager.default.temporaryDirectory
-        let outURL = directory.appendingPathComponent("corral-git-out-\(UUID().uuidString)")
-        let errURL = directory.appendingPathComponent("corral-git-err-\(UUID().uuidString)")
-        _ = FileManager.default.createFile(atPath: outURL.path, contents: nil)
-        _ = FileManager.default.createFile(atPath: errURL.path, contents: nil)
-        defer {
-            try? FileManager.default.removeItem(at: outURL)
-            try? FileManager.default.removeItem(at: errURL)
-        }
-        let out = try FileHandle(forWritingTo: outURL)
-        let err = try FileHandle(forWritingTo: errURL)
-        process.standardOutput = out
-        process.standardError = err
-        try process.run()
-        process.waitUntilExit()
-        try? out.close()
-        try? err.close()
+        let output = try ChildProcess.run("/usr/bin/git", arguments, environment: environment)
         return Result(
-            status: process.terminationStatus,
-            stdout: (try? String(contentsOf: outURL, encoding: .utf8)) ?? "",
-            stderr: (try? String(contentsOf: errURL, encoding: .utf8)) ?? "")
+            status: output.status, stdout: String(decoding: output.stdout, as: UTF8.self),
+            stderr: String(decoding: output.stderr, as: UTF8.self))
     }
 }

@@ -21,30 +21,35 @@ struct WaitFailure: Error, CustomStringConvertible {
 /// A `corral` subprocess whose output a test reads while it runs.
 final class RunningCorral: @unchecked Sendable {
     // @unchecked: the buffers are guarded by `condition`.
-    let process = Process()
+    let process: ChildProcess
     private let condition = NSCondition()
     private var stdoutBytes: [UInt8] = []
     private var stderrBytes: [UInt8] = []
     private var openPipes = 2
 
     init(_ arguments: [String], environment: [String: String]) throws {
-        process.executableURL = URL(fileURLWithPath: BuiltProducts.path("corral"))
-        process.arguments = arguments
-        process.environment = commandEnvironment(environment)
-        let out = Pipe()
-        let err = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        process.standardInput = FileHandle.nullDevice
-        try process.run()
-        drain(out.fileHandleForReading, stdout: true)
-        drain(err.fileHandleForReading, stdout: false)
+        let out = try ChildProcess.makePipe()
+        let err = try ChildProcess.makePipe()
+        defer {
+            close(out.write)
+            close(err.write)
+        }
+        process = try ChildProcess.spawn(
+            BuiltProducts.path("corral"), arguments, environment: commandEnvironment(environment), stdout: out.write,
+            stderr: err.write)
+        drain(out.read, stdout: true)
+        drain(err.read, stdout: false)
     }
 
-    private func drain(_ handle: FileHandle, stdout: Bool) {
+    private func drain(_ fd: Int32, stdout: Bool) {
         Thread { [self] in
+            var buffer = [UInt8](repeating: 0, count: 64 * 1024)
             while true {
-                let data = handle.availableData
+                var count = read(fd, &buffer, buffer.count)
+                if count < 0 && errno == EINTR { continue }
+                count = max(count, 0)
+                let data = buffer[0..<count]
+                if data.isEmpty { close(fd) }
                 condition.lock()
                 if data.isEmpty {
                     openPipes -= 1
@@ -102,16 +107,13 @@ final class RunningCorral: @unchecked Sendable {
             }
         }
         condition.unlock()
-        process.waitUntilExit()
-        return (process.terminationStatus, stdout, stderr)
+        return (process.wait().status, stdout, stderr)
     }
 
-    /// SIGKILL: children of the test runner inherit a blocked SIGTERM, and a client that goes
-    /// away is what the tests mean.
+    /// SIGKILL: a client that goes away is what the tests mean.
     func kill() {
-        guard process.isRunning else { return }
-        Glibc.kill(process.processIdentifier, SIGKILL)
-        process.waitUntilExit()
+        process.signal(SIGKILL)
+        process.wait()
     }
 }
 
