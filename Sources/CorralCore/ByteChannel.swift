@@ -1,8 +1,8 @@
 import Foundation
 
 /// A bounded queue of byte chunks between a thread that may block and a Swift task that
-/// must not. Blocking code (libarchive) reads or writes on its own thread; async code
-/// (an HTTP body) is on the other side. Either side can finish the stream, with or without an
+/// must not, or between two tasks. Blocking code (libarchive) reads or writes on its own
+/// thread; async code (an HTTP body) is on the other side. Either side can finish the stream, with or without an
 /// error; the reader sees the error after the chunks sent before it.
 public final class ByteChannel: @unchecked Sendable {
     private let condition = NSCondition()
@@ -60,9 +60,12 @@ public final class ByteChannel: @unchecked Sendable {
                 continuation.resume(throwing: CorralError(.cancelled, "the reader of this stream has gone"))
                 return
             }
-            chunks.append(bytes)
-            buffered += bytes.count
-            condition.broadcast()
+            if let waiting = deliverOrQueue(bytes) {
+                condition.unlock()
+                waiting.resume(returning: bytes)
+                continuation.resume()
+                return
+            }
             if buffered >= capacity {
                 sender = continuation
                 condition.unlock()

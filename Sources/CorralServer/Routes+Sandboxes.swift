@@ -154,12 +154,39 @@ extension CorralServer {
             guard try await fileErrors({ try await sandbox.stat(path) }) != nil else {
                 throw CorralError.notFound("no such file or directory in sandbox \(sandbox.id): \(path)")
             }
+            // The copy starts before the answer does: what fails before its first byte (the
+            // root, a special file, a file the sandbox's user cannot read) is an error status,
+            // not a 200 whose stream breaks. A bounded channel keeps the flow control.
+            let channel = ByteChannel(capacity: 256 << 10)
+            let copy = Task {
+                do {
+                    try await sandbox.copyOut(path, tarChunks: { try await channel.send($0) })
+                    channel.finish()
+                } catch {
+                    channel.finish(throwing: error)
+                }
+            }
+            let first: [UInt8]?
+            do {
+                first = try await fileErrors { try await channel.receive() }
+            } catch {
+                channel.cancel()
+                throw error
+            }
             var headers = HTTPFields()
             headers[.contentType] = "application/x-tar"
             return Response(
                 status: .ok, headers: headers,
                 body: ResponseBody { writer in
-                    try await sandbox.copyOut(path, tarChunks: { try await writer.write(ByteBuffer(bytes: $0)) })
+                    defer {
+                        channel.cancel()
+                        copy.cancel()
+                    }
+                    var chunk = first
+                    while let bytes = chunk {
+                        try await writer.write(ByteBuffer(bytes: bytes))
+                        chunk = try await channel.receive()
+                    }
                     try await writer.finish(nil)
                 })
         }

@@ -66,6 +66,18 @@ struct SandboxRouteTests {
                 while let entry = try reader.nextEntry() { names.append(entry.path) }
                 #expect(names.contains { $0.hasSuffix("dir/b.txt") })
 
+                // What fails before the first byte is an error status with a JSON body, never a
+                // 200 whose stream breaks: the root, a special file, a file its user cannot read.
+                let locked = try await client.call(
+                    .post, "/v1/sandboxes/\(id)/exec", token: token,
+                    json: #"{"command": ["sh", "-c", "echo x > /workspace/locked && chmod 000 /workspace/locked"]}"#)
+                #expect(locked.status == .ok, "\(locked.text)")
+                for (path, status) in [("/", 400), ("/dev/null", 400), ("/workspace/locked", 403)] {
+                    let refused = try await client.call(.get, "/v1/sandboxes/\(id)/archive?path=\(path)", token: token)
+                    #expect(refused.status.code == status, "\(path): \(refused.status) \(refused.text)")
+                    #expect(refused.headers[.contentType]?.hasPrefix("application/json") == true, "\(path)")
+                }
+
                 let evil = try TarWriter()
                 try evil.addFile(path: "../escape", contents: [1])
                 let refused = try await client.call(
