@@ -35,21 +35,7 @@ engine_answers || die "no container engine answers at $(engine_endpoint)" "make 
 
 # schemathesis, pinned, in a venv of its own so that it never touches the system's packages.
 schemathesis="$venv/bin/schemathesis"
-if [ "$(cat "$venv/corral-pins" 2>/dev/null)" != "$PINS" ] || ! "$schemathesis" --version >/dev/null 2>&1; then
-    say "installing $PINS into $venv"
-    command -v python3 >/dev/null 2>&1 || apt_install_missing python3 python3-venv
-    rm -rf "$venv"
-    if ! python3 -m venv "$venv" >/dev/null 2>&1; then
-        # Debian's own python3 keeps venv in a package of its own.
-        apt_install_missing python3-venv
-        rm -rf "$venv"
-        python3 -m venv "$venv" || die "python3 -m venv failed" "apt-get install -y python3-venv"
-    fi
-    # shellcheck disable=SC2086 # PINS is a list of requirements
-    "$venv/bin/pip" install --quiet --disable-pip-version-check $PINS ||
-        die "pip install $PINS failed" "check that PyPI is reachable, then retry"
-    printf '%s\n' "$PINS" >"$venv/corral-pins"
-fi
+python_venv "$venv" "$PINS" 'import schemathesis'
 
 mkdir -p "$report"
 state=$(mktemp -d /tmp/corral-fuzz.XXXXXX)
@@ -59,26 +45,13 @@ serve_pid=""
 # Stops the service, then removes what it made: sandboxes and pool members carry the
 # instance label of this state directory, and nothing else on the engine does.
 clean_up() {
-    local status=$? instance ids id
+    local status=$?
     if [ -n "$serve_pid" ] && kill -0 "$serve_pid" 2>/dev/null; then
-        kill -TERM "$serve_pid" 2>/dev/null || true
-        for _ in $(seq 1 60); do kill -0 "$serve_pid" 2>/dev/null || break; sleep 0.5; done
-        if kill -0 "$serve_pid" 2>/dev/null; then
-            say "corrald did not stop within 30 s of SIGTERM; killing it"
-            kill -KILL "$serve_pid" 2>/dev/null || true
-            status=1
-        fi
-        wait "$serve_pid" 2>/dev/null || true
+        stop_process "$serve_pid" corrald
+        # Killed rather than stopped is a failure of its own.
+        grep -q "corral serve: stopped" "$log" 2>/dev/null || status=1
     fi
-    instance=$(cat "$state/sandboxes/.instance" 2>/dev/null || true)
-    if [ -n "$instance" ]; then
-        ids=$(engine_curl "/containers/json?all=1&filters=%7B%22label%22%3A%5B%22corral.instance%3D$instance%22%5D%7D" |
-            python3 -c 'import json, sys; print("\n".join(c["Id"] for c in json.load(sys.stdin)))' 2>/dev/null || true)
-        for id in $ids; do
-            engine_curl "/containers/$id?force=1&v=1" -X DELETE -o /dev/null || say "warning: could not remove container $id"
-        done
-        say "removed $(printf '%s\n' "$ids" | grep -c . || true) container(s) of instance $instance"
-    fi
+    say "removed $(remove_instance_containers "$state") container(s) of the fuzzed service"
     if [ -f "$log" ]; then
         cp "$log" "$report/corrald.log" 2>/dev/null || true
         if [ "$status" -ne 0 ]; then
@@ -102,14 +75,7 @@ ANTHROPIC_API_KEY=fuzz-not-a-key ANTHROPIC_BASE_URL=http://127.0.0.1:9 \
     "$corral" serve --listen 127.0.0.1:0 >"$log" 2>&1 &
 serve_pid=$!
 
-url=""
-for _ in $(seq 1 120); do
-    kill -0 "$serve_pid" 2>/dev/null || die "corrald exited while starting" "read the log above"
-    url=$(sed -n 's/.*listening on \(http:\/\/[^ ]*\).*/\1/p' "$log" | head -n 1)
-    [ -n "$url" ] && break
-    sleep 0.5
-done
-[ -n "$url" ] || die "corrald did not listen within 60 s" "read the log above"
+url=$(wait_for_service "$serve_pid" "$log")
 say "corrald answers at $url (state $state); fuzzing for at most ${budget}s"
 
 # One sandbox, one session and one agent session made up front, so that the operations on an

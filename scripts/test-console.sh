@@ -64,20 +64,7 @@ fi
 export CONSOLE_CHROMIUM=$chromium CONSOLE_CHROMEDRIVER=$chromedriver
 
 python=$venv/bin/python
-if [ "$(cat "$venv/corral-pins" 2>/dev/null)" != "$SELENIUM_PIN" ] || ! "$python" -c 'import selenium' 2>/dev/null; then
-    say "installing $SELENIUM_PIN into $venv"
-    rm -rf "$venv"
-    system_python=/usr/bin/python3
-    [ -x "$system_python" ] || system_python=python3
-    "$system_python" -m venv "$venv" >/dev/null 2>&1 || {
-        apt_install_missing python3-venv
-        rm -rf "$venv"
-        "$system_python" -m venv "$venv" || die "python3 -m venv failed" "apt-get install -y python3-venv"
-    }
-    "$venv/bin/pip" install --quiet --disable-pip-version-check "$SELENIUM_PIN" ||
-        die "pip install $SELENIUM_PIN failed" "check that PyPI is reachable, then retry"
-    printf '%s\n' "$SELENIUM_PIN" >"$venv/corral-pins"
-fi
+python_venv "$venv" "$SELENIUM_PIN" 'import selenium'
 
 # Screenshots of this run only: CI keeps the directory as an artifact.
 if [ "$mode" = test ]; then rm -rf "$CONSOLE_SCREENSHOTS"; fi
@@ -92,23 +79,11 @@ brain_pid=""
 corrald_pid=""
 tenants=()
 
-stop_pid() {
-    local pid=$1 what=$2
-    [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 0
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
-    if kill -0 "$pid" 2>/dev/null; then
-        say "$what did not stop within 30 s of SIGTERM; killing it"
-        kill -KILL "$pid" 2>/dev/null || true
-    fi
-    wait "$pid" 2>/dev/null || true
-}
-
 # Removes everything made here: through corral first (tenants with what they own, the
 # operator's sandboxes, the pools' idle members), then whatever still carries this state
 # directory's instance label on the engine, then the workspaces' mounts and the directory.
 clean_up() {
-    local status=$? tenant ids id instance
+    local status=$? tenant id
     trap - EXIT
     if [ -n "$corrald_pid" ] && kill -0 "$corrald_pid" 2>/dev/null; then
         for tenant in "${tenants[@]}"; do
@@ -118,18 +93,10 @@ clean_up() {
             "$corral" sandbox rm "$id" >/dev/null 2>&1 || say "warning: could not remove sandbox $id"
         done
     fi
-    stop_pid "$corrald_pid" corrald
-    stop_pid "$brain_pid" "the brain double"
+    stop_process "$corrald_pid" corrald
+    stop_process "$brain_pid" "the brain double"
     "$corral" pool drain >/dev/null 2>&1 || true
-    instance=$(cat "$state/sandboxes/.instance" 2>/dev/null || true)
-    if [ -n "$instance" ]; then
-        ids=$(engine_curl "/containers/json?all=1&filters=%7B%22label%22%3A%5B%22corral.instance%3D$instance%22%5D%7D" |
-            python3 -c 'import json, sys; print("\n".join(c["Id"] for c in json.load(sys.stdin)))' 2>/dev/null || true)
-        for id in $ids; do
-            say "warning: removing container $id, which corral left behind"
-            engine_curl "/containers/$id?force=1&v=1" -X DELETE -o /dev/null || true
-        done
-    fi
+    remove_instance_containers "$state" "warning: removing a container corral left behind" >/dev/null
     if [ "$status" -ne 0 ] && [ -f "$log" ]; then
         mkdir -p "$CONSOLE_SCREENSHOTS"
         cp "$log" "$CONSOLE_SCREENSHOTS/corrald.log" 2>/dev/null || true
@@ -154,14 +121,7 @@ export CONSOLE_BRAIN_PROBLEMS=$state/brain.problems
 ANTHROPIC_BASE_URL="http://127.0.0.1:$(cat "$state/brain.port")" ANTHROPIC_API_KEY=sk-console-test-not-a-key \
     OPENAI_API_KEY="" OPENAI_BASE_URL="" CORRAL_LOG="${CORRAL_LOG:-trace}" "$corrald" --listen 127.0.0.1:0 >"$log" 2>&1 &
 corrald_pid=$!
-url=""
-for _ in $(seq 1 240); do
-    kill -0 "$corrald_pid" 2>/dev/null || { cat "$log" >&2; die "corrald exited while starting"; }
-    url=$(sed -n 's/.*listening on \(http:\/\/[^ ]*\).*/\1/p' "$log" | head -n 1)
-    [ -n "$url" ] && grep -q "listening on unix" "$log" && break
-    sleep 0.25
-done
-[ -n "$url" ] || { cat "$log" >&2; die "corrald did not listen within 60 s"; }
+url=$(wait_for_service "$corrald_pid" "$log")
 export CONSOLE_URL=$url CONSOLE_STATE=$state CONSOLE_LOG=$log CONSOLE_CORRAL=$corral CONSOLE_CORRALD_PID=$corrald_pid CONSOLE_CORRALD_BIN=$corrald
 
 for tenant in acme globex; do

@@ -53,22 +53,7 @@ if [ ! -x "$corral" ] || [ ! -x "$corrald" ]; then
 fi
 
 python=$venv/bin/python
-if [ "$(cat "$venv/corral-pins" 2>/dev/null)" != "$PINS" ] || ! "$python" -c 'import e2b, e2b_code_interpreter, pytest' 2>/dev/null; then
-    say "installing $PINS into $venv"
-    rm -rf "$venv"
-    system_python=/usr/bin/python3
-    [ -x "$system_python" ] || system_python=python3
-    "$system_python" -m venv "$venv" >/dev/null 2>&1 || {
-        [ "${CORRAL_REQUIRE_ENGINE:-0}" = 1 ] || is_root || unavailable "python3 -m venv does not work" "apt-get install -y python3-venv"
-        apt_install_missing python3-venv
-        rm -rf "$venv"
-        "$system_python" -m venv "$venv" || die "python3 -m venv failed" "apt-get install -y python3-venv"
-    }
-    # shellcheck disable=SC2086 # the pins are separate words
-    "$venv/bin/pip" install --quiet --disable-pip-version-check $PINS ||
-        unavailable "pip install $PINS failed" "check that PyPI is reachable, then retry"
-    printf '%s\n' "$PINS" >"$venv/corral-pins"
-fi
+python_venv "$venv" "$PINS" 'import e2b, e2b_code_interpreter, pytest'
 
 # The e2b template's image, from the base image already on the engine.
 if [ "$(engine_curl "/images/$E2B_IMAGE/json" -o /dev/null -w '%{http_code}')" != 200 ]; then
@@ -115,37 +100,17 @@ setup = ["setsid python3 /opt/corral/kernel.py </dev/null >/dev/null 2>&1 &", "p
 min_idle = 1
 TOML
 
-stop_corrald() {
-    [ -n "$corrald_pid" ] && kill -0 "$corrald_pid" 2>/dev/null || return 0
-    kill -TERM "$corrald_pid" 2>/dev/null || true
-    for _ in $(seq 1 60); do kill -0 "$corrald_pid" 2>/dev/null || break; sleep 0.5; done
-    if kill -0 "$corrald_pid" 2>/dev/null; then
-        say "corrald did not stop within 30 s of SIGTERM; killing it"
-        kill -KILL "$corrald_pid" 2>/dev/null || true
-    fi
-    # Braced: bash's own "no record of process" note, when the child was reaped already, goes
-    # to the shell's stderr, not the builtin's.
-    { wait "$corrald_pid"; } 2>/dev/null || true
-}
-
 clean_up() {
-    local status=$? tenant ids id instance
+    local status=$? tenant
     trap - EXIT
     if [ -n "$corrald_pid" ] && kill -0 "$corrald_pid" 2>/dev/null; then
         for tenant in "${tenants[@]}"; do
             "$corral" tenant rm "$tenant" --purge >/dev/null 2>&1 || say "warning: could not purge tenant $tenant"
         done
     fi
-    stop_corrald
+    stop_process "$corrald_pid" corrald
     "$corral" pool drain >/dev/null 2>&1 || true
-    instance=$(cat "$state/sandboxes/.instance" 2>/dev/null || true)
-    if [ -n "$instance" ]; then
-        ids=$(engine_curl "/containers/json?all=1&filters=%7B%22label%22%3A%5B%22corral.instance%3D$instance%22%5D%7D" |
-            python3 -c 'import json, sys; print("\n".join(c["Id"] for c in json.load(sys.stdin)))' 2>/dev/null || true)
-        for id in $ids; do
-            engine_curl "/containers/$id?force=1&v=1" -X DELETE -o /dev/null || true
-        done
-    fi
+    remove_instance_containers "$state" >/dev/null
     if [ "$status" -ne 0 ] && [ -f "$log" ]; then
         mkdir -p .build
         cp "$log" .build/e2b-corrald.log 2>/dev/null || true
@@ -161,14 +126,7 @@ trap 'exit 143' TERM
 
 CORRAL_LOG="${CORRAL_LOG:-info}" "$corrald" --listen 127.0.0.1:0 >"$log" 2>&1 &
 corrald_pid=$!
-url=""
-for _ in $(seq 1 240); do
-    kill -0 "$corrald_pid" 2>/dev/null || { cat "$log" >&2; die "corrald exited while starting"; }
-    url=$(sed -n 's/.*listening on \(http:\/\/[^ ]*\).*/\1/p' "$log" | head -n 1)
-    [ -n "$url" ] && grep -q "listening on unix" "$log" && break
-    sleep 0.25
-done
-[ -n "$url" ] || { cat "$log" >&2; die "corrald did not listen within 60 s"; }
+url=$(wait_for_service "$corrald_pid" "$log")
 
 for tenant in acme globex; do
     token=$("$corral" tenant add "$tenant") || die "corral tenant add $tenant failed"

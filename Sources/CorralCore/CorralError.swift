@@ -36,6 +36,9 @@ public struct CorralError: Error, Sendable, CustomStringConvertible, Equatable {
     public var hint: String?
     /// The underlying error, rendered once; kept as text so the error stays Sendable and Equatable.
     public var underlying: String?
+    /// For a passing condition (a database that is restarting): the seconds after which a
+    /// retry may succeed. The HTTP API sends it as `Retry-After`.
+    public var retryAfterSeconds: Int?
 
     public init(_ code: Code, _ message: String, hint: String? = nil, underlying: (any Error)? = nil) {
         self.code = code

@@ -29,7 +29,11 @@ struct ErrorMiddleware: RouterMiddleware {
                 context.logger.warning(
                     "request failed", metadata: ["path": "\(request.uri.path)", "error": "\(body.message)"])
             }
-            return JSONResponse.make(body, status: status)
+            var response = JSONResponse.make(body, status: status)
+            if let seconds = CorralError(converting: error)?.retryAfterSeconds {
+                response.headers[.retryAfter] = String(max(1, seconds))
+            }
+            return response
         }
     }
 

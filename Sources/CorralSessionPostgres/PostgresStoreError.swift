@@ -85,9 +85,14 @@ enum PostgresStoreError {
         return String(text.prefix(160))
     }
 
+    /// Clients may retry after this: the pool reconnects on its own once the server is back.
+    static let retryAfterSeconds = 2
+
     static func unavailable(_ url: PostgresStoreURL, _ what: String, reason: String) -> CorralError {
-        CorralError(
+        var error = CorralError(
             .unavailable, "the session store at \(url) is unavailable (\(what): \(reason))",
             hint: "check that PostgreSQL runs and answers there (scripts/postgres.sh status); retry once it does")
+        error.retryAfterSeconds = retryAfterSeconds
+        return error
     }
 }

@@ -78,6 +78,47 @@ struct InteractiveCLITests {
         }
     }
 
+    // Without adoption of the sandbox's control connection by the new service, ps would list
+    // nothing and attach would find no command; without the output ring in corral-init (not
+    // in the service), "before" would be lost with the killed service.
+    @Test(
+        "a detached command outlives its service killed with SIGKILL; the next service lists it, and attach has all of it"
+    )
+    func detachedOutlivesService() async throws {
+        try await ServiceFixture.with { service in
+            try await service.start()
+            let id = try await Self.sandbox(service)
+            let started = try await service.local([
+                "exec", "--detach", id, "--", "sh", "-c",
+                "echo before; while [ ! -e /tmp/go ]; do sleep 0.05; done; echo after; exec sleep 1000",
+            ])
+            #expect(started.status == 0, "\(started.stderr)")
+            let command = started.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+
+            service.kill()
+            try await service.start()
+            let listed = try await service.local(["ps", id, "--json"])
+            #expect(listed.status == 0, "\(listed.stderr)")
+            let commands = try JSONDecoder().decode([JSONValue].self, from: Data(listed.stdout.utf8))
+            #expect(
+                commands.contains { $0["id"]?.stringValue == command && $0["state"]?.stringValue == "running" },
+                "\(listed.stdout)")
+
+            let follower = try service.localBackground(["attach", id, command])
+            defer { follower.kill() }
+            try await onOwnThread { try follower.waitForLine("before") { $0 == "before" } }
+            let go = try await service.local(["exec", id, "--", "touch", "/tmp/go"])
+            #expect(go.status == 0, "\(go.stderr)")
+            try await onOwnThread { try follower.waitForLine("after") { $0 == "after" } }
+            #expect(follower.lines == ["before", "after"])
+
+            let killed = try await service.local(["kill", id, command, "KILL"])
+            #expect(killed.status == 0, "\(killed.stderr)")
+            let ended = try await onOwnThread { try follower.waitForExit() }
+            #expect(ended.status == 137, "\(ended.stderr)")
+        }
+    }
+
     // Without the control connection under cp, /tmp (a tmpfs) is out of the engine's sight.
     @Test("cp to /tmp and HOME in the sandbox and back")
     func copyTmpfs() async throws {

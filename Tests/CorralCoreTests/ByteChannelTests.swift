@@ -4,10 +4,12 @@ import Testing
 
 @Suite("ByteChannel")
 struct ByteChannelTests {
-    /// Every byte, in order, whichever side waits first; a small capacity makes both wait.
+    /// Every byte, in order, whichever side waits first; a small capacity makes both wait. The
+    /// time limits catch a lost wake-up (a hang); they are generous because in a full parallel
+    /// run other tests' blocking calls can hold the few cooperative threads for a while.
     func pattern(_ index: Int) -> [UInt8] { (0..<1000).map { UInt8(truncatingIfNeeded: index &+ $0) } }
 
-    @Test("a task sends to a task: every chunk arrives, in order, then the end", .timeLimit(.minutes(1)))
+    @Test("a task sends to a task: every chunk arrives, in order, then the end", .timeLimit(.minutes(5)))
     func taskToTask() async throws {
         let channel = ByteChannel(capacity: 4096)
         let sender = Task {
@@ -23,7 +25,7 @@ struct ByteChannelTests {
         #expect(received == (0..<500).flatMap(pattern))
     }
 
-    @Test("a thread sends to a task, and a task to a thread", .timeLimit(.minutes(1)))
+    @Test("a thread sends to a task, and a task to a thread", .timeLimit(.minutes(5)))
     func acrossThreads() async throws {
         let toTask = ByteChannel(capacity: 4096)
         let sending = Task {

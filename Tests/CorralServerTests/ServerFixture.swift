@@ -19,7 +19,9 @@ struct ServerFixture {
     let tokenA: String
     let tokenB: String
 
-    init(sandboxesPerTenant: Int = 20, templates: [SandboxTemplate] = []) async throws {
+    init(sandboxesPerTenant: Int = 20, templates: [SandboxTemplate] = [], sessions: (any SessionStore)? = nil)
+        async throws
+    {
         state = FileManager.default.temporaryDirectory.appendingPathComponent(
             "corral-server-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(at: state, withIntermediateDirectories: true)
@@ -39,16 +41,18 @@ struct ServerFixture {
         tokenB = try tenants.add(TenantID(unchecked: "tenant-b"))
         server = CorralServer(
             configuration: configuration, runner: runner, tenants: tenants,
-            sessions: FileSessionStore(directory: state.appendingPathComponent("sessions")))
+            sessions: sessions ?? FileSessionStore(directory: state.appendingPathComponent("sessions")))
     }
 
     /// A fixture for `body`, cleaned up before this returns however `body` ends. (A cleanup in
     /// a `defer { Task { ... } }` may never run: the test process can exit first, leaving the
     /// test's sandboxes on the engine.)
     static func with(
-        sandboxesPerTenant: Int = 20, templates: [SandboxTemplate] = [], _ body: (ServerFixture) async throws -> Void
+        sandboxesPerTenant: Int = 20, templates: [SandboxTemplate] = [], sessions: (any SessionStore)? = nil,
+        _ body: (ServerFixture) async throws -> Void
     ) async throws {
-        let fixture = try await ServerFixture(sandboxesPerTenant: sandboxesPerTenant, templates: templates)
+        let fixture = try await ServerFixture(
+            sandboxesPerTenant: sandboxesPerTenant, templates: templates, sessions: sessions)
         do {
             try await body(fixture)
         } catch {

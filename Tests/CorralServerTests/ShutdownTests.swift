@@ -37,7 +37,7 @@ struct ShutdownTests {
 
     func run(script: URL, state: URL) async throws {
         do {
-            var service = try Corrald(state: state)
+            var service = try await Corrald.start(state: state)
             let client = try CorralClient(endpoint: .unixSocket(path: service.socket))
             defer { client.shutdown() }
 
@@ -47,7 +47,7 @@ struct ShutdownTests {
             // Wait for the long tool call to be under way: its intent is durable before it runs.
             try await client.waitForEvent(session, type: "tool.intent")
 
-            let status = try service.terminate()
+            let status = try await service.stop()
             #expect(status == 0, "corrald exits cleanly on SIGTERM")
             #expect(service.output.contains("corral serve: stopped"))
 
@@ -58,7 +58,7 @@ struct ShutdownTests {
             #expect(events.contains("tool.intent"))
             #expect(!events.contains("session.ended"))
 
-            service = try Corrald(state: state)
+            service = try await Corrald.start(state: state)
             let again = try CorralClient(endpoint: .unixSocket(path: service.socket))
             defer { again.shutdown() }
             _ = try await again.post("/v1/sessions/\(session)/harness/run", "{}")
@@ -71,7 +71,7 @@ struct ShutdownTests {
             #expect(results.first?.data["status"]?.stringValue == "unknown", "\(results.first?.data ?? .null)")
             #expect(after.contains { $0.type == "harness.woke" && $0.epoch > 2 })
             #expect(after.last?.type == "session.ended")
-            #expect(try service.terminate() == 0)
+            #expect(try await service.stop() == 0)
         }
     }
 
@@ -89,7 +89,7 @@ struct ShutdownTests {
 /// A corrald process with its own state directory. ChildProcess starts it with SIGTERM
 /// unblocked (children would otherwise inherit the test runner's blocked SIGTERM, which would
 /// make this test meaningless).
-struct Corrald {
+struct Corrald: Sendable {
     let process: ChildProcess
     let socket: String
     private let collected = OutputBox()
@@ -130,6 +130,18 @@ struct Corrald {
     }
 
     var output: String { collected.text }
+
+    /// `init` on a thread of its own: it waits up to a minute for corrald to listen, which
+    /// must not hold one of the few cooperative threads the other tests run on.
+    static func start(state: URL) async throws -> Corrald {
+        try await runOnThread { try Corrald(state: state) }
+    }
+
+    /// `terminate` on a thread of its own, for the same reason.
+    func stop() async throws -> Int32 {
+        let service = self
+        return try await runOnThread { try service.terminate() }
+    }
 
     /// Sends SIGTERM and waits for the exit status, and for the last of the output.
     func terminate() throws -> Int32 {

@@ -17,7 +17,7 @@ struct CommandLineTests {
     func corral(_ arguments: [String], stdin: String = "", state: URL) async throws -> Run {
         let binary = try CorralBinary.path()
         return try await onOwnThread {
-            let child = try ChildProcess(binary, arguments, environment: ["CORRAL_STATE_DIR": state.path])
+            let child = try PipedChild(binary, arguments, environment: ["CORRAL_STATE_DIR": state.path])
             child.write(stdin)
             child.closeInput()
             let output = child.remainingOutput()
@@ -141,7 +141,7 @@ struct CommandLineTests {
             let lease = try await store.currentLease(id)
             _ = try await store.append(id, [event(id: "before")], lease: lease)
             let binary = try CorralBinary.path()
-            let child = try ChildProcess(
+            let child = try PipedChild(
                 binary, ["session", "tail", id.rawValue, "--json"], environment: ["CORRAL_STATE_DIR": state.path])
             defer { child.killHard() }
             let seen = Task {

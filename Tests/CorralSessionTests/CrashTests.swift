@@ -50,7 +50,7 @@ struct CrashTests {
                     killDelay: UInt32.random(in: 0...400, using: &generator)
                 )
                 let result = try await onOwnThread { () throws -> Round in
-                    let child = try ChildProcess(
+                    let child = try PipedChild(
                         binary, ["session", "append", id.rawValue, "--expect-seq", String(start + 1), "--json"],
                         environment: ["CORRAL_STATE_DIR": directory.path])
                     var printed: [(UInt64, String)] = []

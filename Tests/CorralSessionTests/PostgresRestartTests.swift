@@ -7,45 +7,8 @@ import Testing
 @testable import CorralSession
 @testable import CorralSessionPostgres
 
-/// A PostgreSQL of the test's own (scripts/postgres.sh with its own directory and port), so
-/// that stopping it does not disturb the other tests' database.
-final class PrivateCluster: Sendable {
-    let home: String
-    let port: Int
-    let script = TestEnvironment.repositoryRoot.appendingPathComponent("scripts/postgres.sh").path
-
-    init() throws {
-        home = "/var/lib/corral-postgres-tests/c-\(UInt32.random(in: 0...UInt32.max))"
-        port = try #require((56000..<57000).shuffled().first { !TestEnvironment.tcpPortAccepts(port: $0) })
-    }
-
-    /// Runs the script with this cluster's directory and port (posix_spawn and waitpid, as the
-    /// other child processes of these tests; call it from `onOwnThread`).
-    @discardableResult
-    func run(_ command: String) throws -> String {
-        let child = try ChildProcess(
-            script, [command], environment: ["CORRAL_POSTGRES_HOME": home, "CORRAL_POSTGRES_PORT": String(port)])
-        child.closeInput()
-        let output = child.remainingOutput()
-        let problems = child.errorOutput()
-        guard child.wait() == 0 else {
-            throw CorralError(.internalError, "postgres.sh \(command) failed: \(problems)")
-        }
-        return output.joined(separator: "\n")
-    }
-
-    func url() throws -> PostgresStoreURL {
-        let line = try run("env").trimmingCharacters(in: .whitespacesAndNewlines)
-        guard let start = line.range(of: "postgres://") else {
-            throw CorralError(.internalError, "postgres.sh env printed no URL")
-        }
-        return try PostgresStoreURL(parsing: String(line[start.lowerBound...]))
-    }
-
-    func remove() {
-        _ = try? run("down")
-        try? FileManager.default.removeItem(atPath: home)
-    }
+extension PrivateCluster {
+    func url() throws -> PostgresStoreURL { try PostgresStoreURL(parsing: try urlText()) }
 }
 
 /// What the writer of the restart test has done, shared with the test.
@@ -120,6 +83,8 @@ struct PostgresRestartTests {
         let (ackedNames, failures) = shared.progress.withLock { ($0.acked, $0.failures) }
         #expect(ackedNames.count >= resumedAt + 20, "appends did not resume after the restart")
         #expect(!failures.isEmpty && failures.allSatisfy { $0.code == .unavailable || $0.code == .cancelled })
+        // The HTTP API answers these with 503 and Retry-After.
+        #expect(failures.filter { $0.code == .unavailable }.allSatisfy { $0.retryAfterSeconds != nil })
         let password = url.password ?? "\u{0}"
         for failure in failures {
             #expect(failure.message.contains("postgres://\(url.user)@127.0.0.1:\(url.port)/"))

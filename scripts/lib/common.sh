@@ -118,3 +118,74 @@ unmount_workspaces() {
         while umount -l "$mount_point" 2>/dev/null; do :; done
     done
 }
+
+# python_venv DIR PINS IMPORTS: a venv in DIR with PINS (pip requirements, space-separated)
+# installed, made again when its pins changed or IMPORTS (a python statement) fails in it.
+# Dies when python3 -m venv or pip fails; callers that may skip check for python3 first.
+python_venv() {
+    local venv=$1 pins=$2 imports=$3 system_python=/usr/bin/python3
+    if [ "$(cat "$venv/corral-pins" 2>/dev/null)" = "$pins" ] && "$venv/bin/python" -c "$imports" 2>/dev/null; then
+        return 0
+    fi
+    say "installing $pins into $venv"
+    [ -x "$system_python" ] || system_python=python3
+    command -v "$system_python" >/dev/null 2>&1 || apt_install_missing python3 python3-venv
+    rm -rf "$venv"
+    if ! "$system_python" -m venv "$venv" >/dev/null 2>&1; then
+        # Debian's own python3 keeps venv in a package of its own.
+        apt_install_missing python3-venv
+        rm -rf "$venv"
+        "$system_python" -m venv "$venv" || die "python3 -m venv failed" "apt-get install -y python3-venv"
+    fi
+    # shellcheck disable=SC2086 # the pins are separate words
+    "$venv/bin/pip" install --quiet --disable-pip-version-check $pins ||
+        die "pip install $pins failed" "check that PyPI is reachable, then retry"
+    printf '%s\n' "$pins" >"$venv/corral-pins"
+}
+
+# stop_process PID WHAT: SIGTERM, up to 30 s for it to end, then SIGKILL; reaps it.
+stop_process() {
+    local pid=$1 what=$2
+    [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 0
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+    if kill -0 "$pid" 2>/dev/null; then
+        say "$what did not stop within 30 s of SIGTERM; killing it"
+        kill -KILL "$pid" 2>/dev/null || true
+    fi
+    # Braced: bash's own "no record of process" note, when the child was reaped already, goes
+    # to the shell's stderr, not the builtin's.
+    { wait "$pid"; } 2>/dev/null || true
+}
+
+# wait_for_service PID LOG: waits (up to 60 s) until the service PID logs both its loopback
+# URL and its unix socket, and prints the URL. Dies, with the log, when it exits or stays mute.
+wait_for_service() {
+    local pid=$1 log=$2 url=""
+    for _ in $(seq 1 240); do
+        kill -0 "$pid" 2>/dev/null || { cat "$log" >&2; die "the service exited while starting"; }
+        url=$(sed -n 's/.*listening on \(http:\/\/[^ ]*\).*/\1/p' "$log" | head -n 1)
+        [ -n "$url" ] && grep -q "listening on unix" "$log" && break
+        url=""
+        sleep 0.25
+    done
+    [ -n "$url" ] || { cat "$log" >&2; die "the service did not listen within 60 s"; }
+    printf '%s\n' "$url"
+}
+
+# remove_instance_containers STATE [NOTE]: removes every container of the corral instance
+# whose state directory is STATE (the corral.instance label names it), saying NOTE for each
+# when given; prints how many there were.
+remove_instance_containers() {
+    local state=$1 note=${2:-} instance ids id count=0
+    instance=$(cat "$state/sandboxes/.instance" 2>/dev/null || true)
+    [ -n "$instance" ] || { echo 0; return 0; }
+    ids=$(engine_curl "/containers/json?all=1&filters=%7B%22label%22%3A%5B%22corral.instance%3D$instance%22%5D%7D" |
+        python3 -c 'import json, sys; print("\n".join(c["Id"] for c in json.load(sys.stdin)))' 2>/dev/null || true)
+    for id in $ids; do
+        [ -n "$note" ] && say "$note: $id"
+        engine_curl "/containers/$id?force=1&v=1" -X DELETE -o /dev/null || say "warning: could not remove container $id"
+        count=$((count + 1))
+    done
+    echo "$count"
+}

@@ -1,13 +1,13 @@
+import CorralCore
 import Foundation
 import Testing
 
-/// A child process with pipes on its stdin, stdout and stderr, made with posix_spawn so that
-/// a test can kill it with SIGKILL at the moment it chooses and read exactly what it printed.
-/// Its reads block: call them from `onOwnThread`, never from the cooperative pool.
-final class ChildProcess: @unchecked Sendable {
+/// A child process with pipes on its stdin, stdout and stderr (CorralCore's ChildProcess), so
+/// that a test can kill it with SIGKILL at the moment it chooses and read exactly what it
+/// printed. Its reads block: call them from `onOwnThread`, never from the cooperative pool.
+final class PipedChild: @unchecked Sendable {
     // @unchecked: used from one thread at a time by the test that made it.
-    private static let spawning = NSLock()
-    let pid: pid_t
+    private let child: ChildProcess
     private var input: Int32
     private let output: Int32
     private let errors: Int32
@@ -15,51 +15,33 @@ final class ChildProcess: @unchecked Sendable {
     private var outputClosed = false
     private(set) var exitStatus: Int32?
 
+    var pid: pid_t { child.pid }
+
     init(_ executable: String, _ arguments: [String], environment: [String: String] = [:]) throws {
         // A write to a child that was just killed must fail with EPIPE, not kill the tests.
         signal(SIGPIPE, SIG_IGN)
-        // Tests spawn children from several threads at once: every pipe end is close-on-exec
-        // (posix_spawn's dup2 onto 0, 1 and 2 clears that for the child's own), and pipes are
-        // made and children spawned one at a time, so that no child inherits another's pipe
-        // and keeps it open after that one is gone.
-        Self.spawning.lock()
-        defer { Self.spawning.unlock() }
-        var stdinPipe: [Int32] = [-1, -1]
-        var stdoutPipe: [Int32] = [-1, -1]
-        var stderrPipe: [Int32] = [-1, -1]
-        guard pipe(&stdinPipe) == 0, pipe(&stdoutPipe) == 0, pipe(&stderrPipe) == 0 else {
-            throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO)
-        }
-        for fd in stdinPipe + stdoutPipe + stderrPipe { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_adddup2(&actions, stdinPipe[0], 0)
-        posix_spawn_file_actions_adddup2(&actions, stdoutPipe[1], 1)
-        posix_spawn_file_actions_adddup2(&actions, stderrPipe[1], 2)
-        var merged = ProcessInfo.processInfo.environment
-        for (key, value) in environment { merged[key] = value }
-        let argv = ([executable] + arguments).map { strdup($0) } + [nil]
-        let envp = merged.map { strdup("\($0.key)=\($0.value)") } + [nil]
+        // Every pipe end is close-on-exec and the child gets only its own three, so that no
+        // child keeps another's pipe open after that one is gone.
+        let stdinPipe = try ChildProcess.makePipe()
+        let stdoutPipe = try ChildProcess.makePipe()
+        let stderrPipe = try ChildProcess.makePipe()
         defer {
-            argv.forEach { free($0) }
-            envp.forEach { free($0) }
+            close(stdinPipe.read)
+            close(stdoutPipe.write)
+            close(stderrPipe.write)
         }
-        var child: pid_t = 0
-        let status = posix_spawn(&child, executable, &actions, nil, argv, envp)
-        close(stdinPipe[0])
-        close(stdoutPipe[1])
-        close(stderrPipe[1])
-        guard status == 0 else {
-            close(stdinPipe[1])
-            close(stdoutPipe[0])
-            close(stderrPipe[0])
-            throw POSIXError(POSIXErrorCode(rawValue: status) ?? .EIO)
+        do {
+            child = try ChildProcess.spawn(
+                executable, arguments,
+                environment: ProcessInfo.processInfo.environment.merging(environment) { _, new in new },
+                stdin: stdinPipe.read, stdout: stdoutPipe.write, stderr: stderrPipe.write)
+        } catch {
+            for fd in [stdinPipe.write, stdoutPipe.read, stderrPipe.read] { close(fd) }
+            throw error
         }
-        pid = child
-        input = stdinPipe[1]
-        output = stdoutPipe[0]
-        errors = stderrPipe[0]
+        input = stdinPipe.write
+        output = stdoutPipe.read
+        errors = stderrPipe.read
     }
 
     deinit {
@@ -67,9 +49,8 @@ final class ChildProcess: @unchecked Sendable {
         close(output)
         close(errors)
         if exitStatus == nil {
-            kill(pid, SIGKILL)
-            var status: Int32 = 0
-            waitpid(pid, &status, 0)
+            child.signal(SIGKILL)
+            child.wait()
         }
     }
 
@@ -132,15 +113,13 @@ final class ChildProcess: @unchecked Sendable {
         return String(decoding: all, as: UTF8.self)
     }
 
-    func killHard() { kill(pid, SIGKILL) }
+    func killHard() { child.signal(SIGKILL) }
 
     /// Waits for the child; its exit status, or 128 + the signal that ended it.
     @discardableResult
     func wait() -> Int32 {
-        if let exitStatus { return exitStatus }
-        var status: Int32 = 0
-        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
-        let code = (status & 0x7F) == 0 ? (status >> 8) & 0xFF : 128 + (status & 0x7F)
+        let termination = child.wait()
+        let code = termination.code ?? 128 + termination.status
         exitStatus = code
         return code
     }

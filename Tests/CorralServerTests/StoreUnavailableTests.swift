@@ -1,0 +1,59 @@
+import CorralCore
+import CorralSessionPostgres
+import Foundation
+import Hummingbird
+import HummingbirdTesting
+import Logging
+import TestSupport
+import Testing
+
+@Suite("The API while its PostgreSQL store is down", .engine)
+struct StoreUnavailableTests {
+    @Test(
+        "a request that needs the store is a 503 with Retry-After while the database is down, and works again once it is back",
+        .enabled(if: TestEnvironment.shouldRunStoreTests, Comment(rawValue: TestEnvironment.storeSkipReason)),
+        .timeLimit(.minutes(3)))
+    func unavailableThenBack() async throws {
+        guard TestEnvironment.storeURL != nil else {
+            Issue.record(Comment(rawValue: TestEnvironment.storeMissingFailure))
+            return
+        }
+        let cluster = try PrivateCluster()
+        defer { cluster.remove() }
+        let text = try await runOnThread {
+            try cluster.run("up")
+            return try cluster.urlText()
+        }
+        var configuration = PostgresSessionStore.Configuration(url: try PostgresStoreURL(parsing: text))
+        configuration.connectTimeout = .seconds(2)
+        let store = try await PostgresSessionStore.connect(configuration, logger: Logger(label: "corral.test"))
+        do {
+            try await ServerFixture.with(sessions: store) { fixture in
+                try await fixture.test { client in
+                    let created = try await client.call(.post, "/v1/sessions", token: fixture.tokenA, json: "{}")
+                    #expect(created.status.code == 201, "\(created.text)")
+
+                    try await runOnThread { try cluster.run("down") }
+                    let down = try await client.call(.post, "/v1/sessions", token: fixture.tokenA, json: "{}")
+                    #expect(down.status.code == 503, "\(down.text)")
+                    #expect(down.headers[.retryAfter] == "2")
+                    #expect(down.text.contains("unavailable") && !down.text.contains("SELECT"), "\(down.text)")
+
+                    try await runOnThread { try cluster.run("up") }
+                    let deadline = ContinuousClock.now + .seconds(60)
+                    var status = 0
+                    while status != 201, ContinuousClock.now < deadline {
+                        status = Int(
+                            try await client.call(.post, "/v1/sessions", token: fixture.tokenA, json: "{}").status.code)
+                        if status != 201 { try await Task.sleep(for: .milliseconds(200)) }
+                    }
+                    #expect(status == 201, "the API did not recover once the database was back")
+                }
+            }
+        } catch {
+            await store.shutdown()
+            throw error
+        }
+        await store.shutdown()
+    }
+}
