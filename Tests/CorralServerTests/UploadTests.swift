@@ -79,9 +79,9 @@ struct UploadTests {
 
     /// One request on a fresh raw connection: the body is sent from another thread while the
     /// answer is awaited, as a client that streams its upload would.
-    static func call(_ live: LiveServer, _ method: String, _ path: String, token: String?, body: [UInt8] = [])
-        async throws -> RawResponse
-    {
+    static func call(
+        _ live: LiveServer, _ method: String, _ path: String, token: String?, body: [UInt8] = [], timeout: Int = 30
+    ) async throws -> RawResponse {
         let connection = try live.connect()
         var head = "\(method) \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: \(body.count)\r\n"
         if let token { head += "Authorization: Bearer \(token)\r\n" }
@@ -89,12 +89,15 @@ struct UploadTests {
         let request = Array(head.utf8) + body
         let sender = Thread { connection.send(request) }
         sender.start()
-        let response = try await runOnThread { connection.readResponse(timeout: 30) }
-        return try #require(response, "\(method) \(path): no answer within 30 s")
+        let response = try await runOnThread { connection.readResponse(timeout: TimeInterval(timeout)) }
+        return try #require(response, "\(method) \(path): no answer within \(timeout) s")
     }
 
+    /// A cold sandbox takes about 0.4 s here, but tens of seconds while the whole suite makes
+    /// dozens at once on two cores (seen in CI): what these tests time is not this.
     static func makeSandbox(_ live: LiveServer, token: String) async throws -> String {
-        let created = try await call(live, "POST", "/v1/sandboxes", token: token, body: Array("{}".utf8))
+        let created = try await call(
+            live, "POST", "/v1/sandboxes", token: token, body: Array("{}".utf8), timeout: 180)
         #expect(created.status == 201, "\(created.text)")
         return try #require(try JSONDecoder().decode(JSONValue.self, from: Data(created.body))["id"]?.stringValue)
     }
