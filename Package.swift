@@ -38,7 +38,8 @@ let package = Package(
         .target(name: "CCurl"),
         // posix_spawn's GNU extensions: host programs (ChildProcess) and the host agent.
         .target(name: "CCorralProcess"),
-        .systemLibrary(name: "CArchive", pkgConfig: "libarchive", providers: [.apt(["libarchive-dev"])]),
+        // libarchive's headers, and the library opened on first use (dlopen): see include/carchive.h.
+        .target(name: "CArchive"),
         // The session bench's peer; only CorralBench links it.
         .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
         // CRC-32C on the CPU's CRC instructions, and renameat2(RENAME_NOREPLACE), which Glibc's

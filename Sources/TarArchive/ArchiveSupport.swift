@@ -10,7 +10,17 @@ import Darwin
 /// Size of the chunks TarArchive moves at a time: file reads, entry data, sink writes.
 let tarChunkSize = 64 * 1024
 
-/// A UTF-8 `LC_CTYPE` for the calling thread while libarchive runs (see shim.h for why).
+/// Opens libarchive on first use (see carchive.h for why not at start); cheap after that.
+/// Throws when the library cannot be loaded.
+func loadLibarchive() throws {
+    var error = [CChar](repeating: 0, count: 512)
+    guard corral_archive_load(&error, error.count) == 0 else {
+        let reason = String(decoding: error.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        throw CorralError(.unavailable, reason, hint: "install libarchive (apt-get install libarchive13)")
+    }
+}
+
+/// A UTF-8 `LC_CTYPE` for the calling thread while libarchive runs (see carchive.h for why).
 ///
 /// Owned by one reader or writer; `uselocale` only affects the calling thread, so the
 /// process locale and other threads are never touched.
@@ -35,7 +45,7 @@ final class ArchiveLocale {
 
 /// The text libarchive left for its last failure, or a fallback when it left none.
 func archiveErrorText(_ archive: OpaquePointer?) -> String {
-    guard let archive, let text = archive_error_string(archive) else { return "libarchive gave no detail" }
+    guard let archive, let text = corral_archive_error_string(archive) else { return "libarchive gave no detail" }
     return String(cString: text)
 }
 

@@ -43,16 +43,17 @@ public final class TarReader {
     /// Chunks may have any size; empty ones are skipped. An error thrown by `pull` stops the
     /// reader and comes back, unchanged, from the call that needed more input.
     public init(pull: @escaping () throws -> [UInt8]?) throws {
-        guard let archive = archive_read_new() else {
+        try loadLibarchive()
+        guard let archive = corral_archive_read_new() else {
             throw CorralError(
                 .resourceExhausted, "cannot allocate a libarchive reader", hint: "free some memory and retry")
         }
         self.archive = archive
         context = ReadContext(pull: pull)
-        try check(archive_read_support_format_tar(archive), "cannot enable tar reading", code: .internalError)
-        try check(archive_read_support_format_empty(archive), "cannot enable tar reading", code: .internalError)
+        try check(corral_archive_read_support_format_tar(archive), "cannot enable tar reading", code: .internalError)
+        try check(corral_archive_read_support_format_empty(archive), "cannot enable tar reading", code: .internalError)
         let opened = locale.run {
-            archive_read_open(
+            corral_archive_read_open(
                 archive, Unmanaged.passUnretained(context).toOpaque(), nil,
                 { archive, clientData, buffer in
                     guard let clientData, let buffer else { return -1 }
@@ -82,7 +83,7 @@ public final class TarReader {
     }
 
     deinit {
-        archive_read_free(archive)
+        corral_archive_read_free(archive)
     }
 
     // MARK: Entries
@@ -95,7 +96,7 @@ public final class TarReader {
         case .reading: break
         }
         var header: OpaquePointer?
-        let status = locale.run { archive_read_next_header(archive, &header) }
+        let status = locale.run { corral_archive_read_next_header(archive, &header) }
         if status == ARCHIVE_EOF {
             state = .atEnd
             currentEntry = nil
@@ -152,7 +153,8 @@ public final class TarReader {
         try requireReading()
         guard currentEntry != nil, !entryDataDone else { return }
         try check(
-            archive_read_data_skip(archive), "cannot skip the data of tar entry \(quoted(currentEntry?.path ?? ""))")
+            corral_archive_read_data_skip(archive),
+            "cannot skip the data of tar entry \(quoted(currentEntry?.path ?? ""))")
         entryDataDone = true
     }
 
@@ -160,7 +162,7 @@ public final class TarReader {
     func readData(into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
         try requireReading()
         guard currentEntry != nil, !entryDataDone, let base = buffer.baseAddress, !buffer.isEmpty else { return 0 }
-        let got = archive_read_data(archive, base, buffer.count)
+        let got = corral_archive_read_data(archive, base, buffer.count)
         if got < 0 {
             try check(Int32(clamping: got), "cannot read the data of tar entry \(quoted(currentEntry?.path ?? ""))")
         }
@@ -172,16 +174,16 @@ public final class TarReader {
 
     private func makeEntry(_ header: OpaquePointer) throws -> TarEntry {
         let path: String
-        switch ArchiveText(archive_entry_pathname(header)) {
+        switch ArchiveText(corral_archive_entry_pathname(header)) {
         case .text(let text): path = text
         case .absent:
             try fail(CorralError(.invalidArgument, "a tar header has no name", hint: malformedArchiveHint))
         case .invalid(let bytes): try fail(invalidNameError(bytes, what: "name"))
         }
-        let typeBits = UInt32(archive_entry_filetype(header)) & FileTypeBits.mask
+        let typeBits = UInt32(corral_archive_entry_filetype(header)) & FileTypeBits.mask
         var linkTarget: String?
         var type: TarEntry.EntryType
-        if let hardlink = archive_entry_hardlink(header) {
+        if let hardlink = corral_archive_entry_hardlink(header) {
             type = .hardlink
             linkTarget = try linkText(hardlink, entry: path)
         } else {
@@ -190,15 +192,16 @@ public final class TarReader {
             case FileTypeBits.directory: type = .directory
             case FileTypeBits.symlink:
                 type = .symlink
-                linkTarget = try linkText(archive_entry_symlink(header), entry: path)
+                linkTarget = try linkText(corral_archive_entry_symlink(header), entry: path)
             default: type = .other
             }
         }
-        let size = (type == .file || type == .hardlink) ? max(0, archive_entry_size(header)) : 0
-        let time = Date(timespec(tv_sec: archive_entry_mtime(header), tv_nsec: archive_entry_mtime_nsec(header)))
+        let size = (type == .file || type == .hardlink) ? max(0, corral_archive_entry_size(header)) : 0
+        let time = Date(
+            timespec(tv_sec: corral_archive_entry_mtime(header), tv_nsec: corral_archive_entry_mtime_nsec(header)))
         var entry = TarEntry(
-            path: path, type: type, size: size, mode: UInt32(archive_entry_perm(header)),
-            uid: Int(archive_entry_uid(header)), gid: Int(archive_entry_gid(header)), mtime: time,
+            path: path, type: type, size: size, mode: UInt32(corral_archive_entry_perm(header)),
+            uid: Int(corral_archive_entry_uid(header)), gid: Int(corral_archive_entry_gid(header)), mtime: time,
             linkTarget: linkTarget)
         entry.fileTypeBits = typeBits
         return entry

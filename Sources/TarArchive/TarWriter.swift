@@ -57,7 +57,8 @@ public final class TarWriter {
     }
 
     private init(format: Format, destination: WriteContext.Destination) throws {
-        guard let archive = archive_write_new() else {
+        try loadLibarchive()
+        guard let archive = corral_archive_write_new() else {
             throw CorralError(
                 .resourceExhausted, "cannot allocate a libarchive writer", hint: "free some memory and retry")
         }
@@ -65,11 +66,11 @@ public final class TarWriter {
         context = WriteContext(destination)
         let chosen =
             switch format {
-            case .pax: archive_write_set_format_pax_restricted(archive)
-            case .ustar: archive_write_set_format_ustar(archive)
+            case .pax: corral_archive_write_set_format_pax_restricted(archive)
+            case .ustar: corral_archive_write_set_format_ustar(archive)
             }
         try check(chosen, "cannot select the tar format", code: .internalError)
-        let opened = archive_write_open2(
+        let opened = corral_archive_write_open2(
             archive, Unmanaged.passUnretained(context).toOpaque(), nil,
             { archive, clientData, buffer, length in
                 guard let clientData else { return -1 }
@@ -87,9 +88,9 @@ public final class TarWriter {
             // declared size and write the trailer: endless for a header that declared 2^62
             // bytes, and never wanted in the caller's sink. archive_write_fail skips it all.
             context.abandoned = true
-            archive_write_fail(archive)
+            corral_archive_write_fail(archive)
         }
-        archive_write_free(archive)
+        corral_archive_write_free(archive)
         readBuffer?.deallocate()
     }
 
@@ -160,7 +161,7 @@ public final class TarWriter {
     public func finish() throws -> [UInt8] {
         try requireOpen()
         if entryRemaining > 0 { try fail(shortEntryError()) }
-        try check(archive_write_close(archive), "cannot finish the tar stream")
+        try check(corral_archive_write_close(archive), "cannot finish the tar stream")
         do {
             try context.flush()
         } catch {
@@ -177,39 +178,39 @@ public final class TarWriter {
         try requireOpen()
         if entryRemaining > 0 { try fail(shortEntryError()) }
         try checkWritable(entry)
-        guard let header = archive_entry_new() else {
+        guard let header = corral_archive_entry_new() else {
             try fail(
                 CorralError(.resourceExhausted, "cannot allocate a tar header", hint: "free some memory and retry"))
         }
-        defer { archive_entry_free(header) }
+        defer { corral_archive_entry_free(header) }
         let time = TarTimestamp(secondsSince1970: entry.mtime.timeIntervalSince1970)
         let status = locale.run {
             // copy_pathname takes the bytes as they are (UTF-8, under the UTF-8 locale);
             // the *_utf8 setters crash libarchive 3.6's pax writer when conversion fails.
-            archive_entry_copy_pathname(header, entry.path)
-            archive_entry_set_perm(header, mode_t(entry.mode & 0o7777))
-            archive_entry_set_uid(header, Int64(entry.uid))
-            archive_entry_set_gid(header, Int64(entry.gid))
-            archive_entry_set_mtime(header, time_t(time.seconds), Int(time.nanoseconds))
+            corral_archive_entry_copy_pathname(header, entry.path)
+            corral_archive_entry_set_perm(header, mode_t(entry.mode & 0o7777))
+            corral_archive_entry_set_uid(header, Int64(entry.uid))
+            corral_archive_entry_set_gid(header, Int64(entry.gid))
+            corral_archive_entry_set_mtime(header, time_t(time.seconds), Int(time.nanoseconds))
             switch entry.type {
             case .file:
-                archive_entry_set_filetype(header, FileTypeBits.regular)
-                archive_entry_set_size(header, entry.size)
+                corral_archive_entry_set_filetype(header, FileTypeBits.regular)
+                corral_archive_entry_set_size(header, entry.size)
             case .directory:
-                archive_entry_set_filetype(header, FileTypeBits.directory)
-                archive_entry_set_size(header, 0)
+                corral_archive_entry_set_filetype(header, FileTypeBits.directory)
+                corral_archive_entry_set_size(header, 0)
             case .symlink:
-                archive_entry_set_filetype(header, FileTypeBits.symlink)
-                archive_entry_set_size(header, 0)
-                archive_entry_copy_symlink(header, entry.linkTarget ?? "")
+                corral_archive_entry_set_filetype(header, FileTypeBits.symlink)
+                corral_archive_entry_set_size(header, 0)
+                corral_archive_entry_copy_symlink(header, entry.linkTarget ?? "")
             case .hardlink:
-                archive_entry_set_filetype(header, FileTypeBits.regular)
-                archive_entry_set_size(header, 0)
-                archive_entry_copy_hardlink(header, entry.linkTarget ?? "")
+                corral_archive_entry_set_filetype(header, FileTypeBits.regular)
+                corral_archive_entry_set_size(header, 0)
+                corral_archive_entry_copy_hardlink(header, entry.linkTarget ?? "")
             case .other:
                 break  // refused by checkWritable
             }
-            return archive_write_header(archive, header)
+            return corral_archive_write_header(archive, header)
         }
         try check(status, "cannot write the header of tar entry \(quoted(entry.path))", code: .invalidArgument)
         entryPath = entry.path
@@ -229,7 +230,7 @@ public final class TarWriter {
         }
         var offset = 0
         while offset < bytes.count {
-            let written = archive_write_data(archive, base + offset, bytes.count - offset)
+            let written = corral_archive_write_data(archive, base + offset, bytes.count - offset)
             if written <= 0 {
                 try check(
                     written < 0 ? Int32(written) : ARCHIVE_FATAL,
@@ -244,7 +245,7 @@ public final class TarWriter {
     func endEntry() throws {
         try requireOpen()
         if entryRemaining > 0 { try fail(shortEntryError()) }
-        try check(archive_write_finish_entry(archive), "cannot finish tar entry \(quoted(entryPath))")
+        try check(corral_archive_write_finish_entry(archive), "cannot finish tar entry \(quoted(entryPath))")
     }
 
     /// Streams an open regular file as `entry`, which declares its size; a file that shrinks
@@ -321,7 +322,7 @@ public final class TarWriter {
     private func fail(_ error: any Error) throws -> Never {
         state = .failed(error)
         context.abandoned = true
-        archive_write_fail(archive)
+        corral_archive_write_fail(archive)
         throw error
     }
 

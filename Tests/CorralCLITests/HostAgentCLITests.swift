@@ -22,7 +22,7 @@ struct HostAgentCLITests {
                 "CORRAL_STATE_DIR": state.path, "CORRAL_ENGINE": TestEnvironment.engineEndpoint,
                 "CORRAL_AGENT": agent, "CORRAL_AGENT_IDLE": idle, "CORRAL_CONFIG": "",
             ]
-            return try await onOwnThread { try runCorral(arguments, environment: environment) }
+            return try await onOwnThread { try runCorralBlocking(arguments, environment: environment) }
         }
 
         var socket: String { state.appendingPathComponent("corral.sock").path }

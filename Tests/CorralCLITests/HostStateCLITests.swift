@@ -20,7 +20,7 @@ struct HostStateCLITests {
             at: old, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
         for state in [fresh, old] {
             let result = try await onOwnThread {
-                try runCorral(
+                try runCorralBlocking(
                     ["sandbox", "ls"],
                     environment: ["CORRAL_STATE_DIR": state.path, "CORRAL_ENGINE": TestEnvironment.engineEndpoint])
             }
@@ -69,7 +69,7 @@ struct HostStateCLITests {
             if made.isEmpty { try await Task.sleep(for: .milliseconds(100)) }
         }
         maker.kill()
-        let listed = try await onOwnThread { try cli.corral(["sandbox", "ls", "--json"]) }
+        let listed = try await cli.corral(["sandbox", "ls", "--json"])
         #expect(listed.status == 0)
         let sandboxes = try JSONDecoder().decode([JSONValue].self, from: Data(listed.stdout.utf8))
         #expect(sandboxes.isEmpty, "listed: \(listed.stdout)")

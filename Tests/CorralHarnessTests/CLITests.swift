@@ -22,14 +22,16 @@ struct CLITests {
     @Test("with no key and no --brain, the error says what to do")
     func noBrain() async throws {
         try await withTemporaryDirectory { directory in
-            let result = try runCorral(["agent", "run", "do something"], environment: environment(directory))
+            let result = try await runCorral(["agent", "run", "do something"], environment: environment(directory))
             #expect(result.status == 2)
             #expect(result.stderr.hasPrefix("corral: no brain chosen, and ANTHROPIC_API_KEY is not set\nhint: "))
             #expect(result.stderr.contains("--brain scripted:FILE"))
             #expect(result.stdout.isEmpty)
-            let openai = try runCorral(["agent", "run", "--brain", "openai", "x"], environment: environment(directory))
+            let openai = try await runCorral(
+                ["agent", "run", "--brain", "openai", "x"], environment: environment(directory))
             #expect(openai.stderr.contains("OPENAI_API_KEY is not set"))
-            let unknown = try runCorral(["agent", "run", "--brain", "llama", "x"], environment: environment(directory))
+            let unknown = try await runCorral(
+                ["agent", "run", "--brain", "llama", "x"], environment: environment(directory))
             #expect(unknown.stderr.contains("unknown brain 'llama'"))
         }
     }
@@ -44,26 +46,27 @@ struct CLITests {
             let host = try #require(
                 URLComponents(string: server.baseURL).flatMap { c in c.port.map { "127.0.0.1:\($0)" } })
             // Before the key is stored, the error names the vault and the scope to use.
-            let missing = try runCorral(["agent", "run", "--brain", "anthropic", "x"], environment: environment)
+            let missing = try await runCorral(["agent", "run", "--brain", "anthropic", "x"], environment: environment)
             #expect(missing.status == 2)
             #expect(missing.stderr.contains("corral vault put anthropic --scope \(host)"), "\(missing.stderr)")
-            let put = try runCorral(
+            let put = try await runCorral(
                 ["vault", "put", "anthropic", "--scope", host], environment: environment,
                 stdin: Data((server.apiKey + "\n").utf8))
             #expect(put.status == 0, "\(put.stderr)")
-            let noKey = try runCorral(["agent", "run", "--brain", "openai", "x"], environment: environment)
+            let noKey = try await runCorral(["agent", "run", "--brain", "openai", "x"], environment: environment)
             #expect(noKey.stderr.contains("OPENAI_API_KEY is not set and the vault holds none for api.openai.com"))
             #expect(noKey.stderr.contains("corral vault put openai --scope api.openai.com"))
 
             // No --brain: the stored key makes Anthropic the default.
-            let run = try runCorral(["agent", "run", "--model", "claude-test", "say done"], environment: environment)
+            let run = try await runCorral(
+                ["agent", "run", "--model", "claude-test", "say done"], environment: environment)
             #expect(run.status == 0, "\(run.stderr)")
             #expect(run.stdout.contains("Done."))
             #expect(server.requests.count == 1)
             #expect(server.problems.isEmpty, "\(server.problems)")
             #expect(!run.stdout.contains(server.apiKey) && !run.stderr.contains(server.apiKey))
             let id = try #require(run.stdout.split(separator: "\n").first.map(String.init))
-            let show = try runCorral(["session", "show", id, "--json"], environment: environment)
+            let show = try await runCorral(["session", "show", id, "--json"], environment: environment)
             #expect(show.status == 0 && !show.stdout.contains(server.apiKey))
 
             // A vault whose key file is gone stands in no one's way when the environment has
@@ -71,10 +74,10 @@ struct CLITests {
             try FileManager.default.removeItem(at: directory.appendingPathComponent("vault.key"))
             var keyed = environment
             keyed["ANTHROPIC_API_KEY"] = server.apiKey
-            let withEnvironment = try runCorral(
+            let withEnvironment = try await runCorral(
                 ["agent", "run", "--model", "claude-test", "again"], environment: keyed)
             #expect(withEnvironment.status == 0, "\(withEnvironment.stderr)")
-            let lost = try runCorral(["agent", "run", "--brain", "anthropic", "x"], environment: environment)
+            let lost = try await runCorral(["agent", "run", "--brain", "anthropic", "x"], environment: environment)
             #expect(lost.status != 0)
             #expect(lost.stderr.contains("vault.key"), "\(lost.stderr)")
         }
@@ -87,7 +90,7 @@ struct CLITests {
         try await withTemporaryDirectory { directory in
             let script = directory.appendingPathComponent("script.jsonl")
             try Self.script.write(to: script, atomically: true, encoding: .utf8)
-            let run = try runCorral(
+            let run = try await runCorral(
                 ["agent", "run", "--brain", "scripted:\(script.path)", "look around"],
                 environment: environment(directory))
             #expect(run.status == 0, "\(run.stderr)")
@@ -99,12 +102,12 @@ struct CLITests {
             #expect(lines.contains("[tool] session_events {\"limit\":2}"))
             #expect(lines.last == "[end] end_turn after 3 turns")
 
-            let idle = try runCorral(["agent", "wake", id], environment: environment(directory))
+            let idle = try await runCorral(["agent", "wake", id], environment: environment(directory))
             #expect(idle.status == 0)
             #expect(idle.stdout == id + "\n")
             #expect(idle.stderr.contains("has ended (end_turn); nothing to do"))
 
-            let more = try runCorral(
+            let more = try await runCorral(
                 ["agent", "wake", id, "--message", "and now?", "--json"], environment: environment(directory))
             #expect(more.status == 0, "\(more.stderr)")
             let events = try more.stdout.split(separator: "\n").dropFirst().map { try JSONCodec.decode(String($0)) }
@@ -114,7 +117,7 @@ struct CLITests {
                 ])
             #expect(events[2]["data"]?["content"]?.arrayValue?.first?["text"] == "(the script has no more turns)")
 
-            let show = try runCorral(["session", "show", id], environment: environment(directory))
+            let show = try await runCorral(["session", "show", id], environment: environment(directory))
             #expect(show.stdout.contains("tool.intent"))
         }
     }
@@ -125,26 +128,26 @@ struct CLITests {
             let script = directory.appendingPathComponent("bad.jsonl")
             try "{\"text\": \"fine\"}\n{\"tool_calls\": \"bash\"}\n".write(
                 to: script, atomically: true, encoding: .utf8)
-            let bad = try runCorral(
+            let bad = try await runCorral(
                 ["agent", "run", "--brain", "scripted:\(script.path)", "x"], environment: environment(directory))
             #expect(bad.status == 2)
             #expect(bad.stderr.contains("bad.jsonl line 2: 'tool_calls' must be an array"))
-            let missing = try runCorral(
+            let missing = try await runCorral(
                 ["agent", "run", "--brain", "scripted:/nonexistent.jsonl", "x"], environment: environment(directory))
             #expect(missing.stderr.contains("cannot read the brain script /nonexistent.jsonl"))
 
             let good = directory.appendingPathComponent("good.jsonl")
             try Self.script.write(to: good, atomically: true, encoding: .utf8)
-            let template = try runCorral(
+            let template = try await runCorral(
                 ["agent", "run", "--brain", "scripted:\(good.path)", "--template", "python", "x"],
                 environment: environment(directory))
             #expect(template.status == 1)
             #expect(template.stderr.contains("no template 'python' in the configuration"))
-            let repo = try runCorral(
+            let repo = try await runCorral(
                 ["agent", "run", "--brain", "scripted:\(good.path)", "--repo", "https://example.com/owner/a.git", "x"],
                 environment: environment(directory))
             #expect(repo.stderr.contains("a repository workspace needs the gateway"))
-            let sessions = try runCorral(["session", "ls"], environment: environment(directory))
+            let sessions = try await runCorral(["session", "ls"], environment: environment(directory))
             #expect(!sessions.stdout.contains("se-"))
         }
     }

@@ -104,7 +104,7 @@ struct SandboxRunTests {
                 if let listing = request.toolResults.last,
                     let id = listing.split(separator: " ").first(where: { $0.hasPrefix("sb-") })
                 {
-                    _ = try? runCorral(
+                    _ = try? runCorralBlocking(
                         ["sandbox", "rm", String(id)], environment: ["CORRAL_STATE_DIR": NSTemporaryDirectory()])
                 }
                 return .turn(text: nil, calls: [("bash", ["command": "cat /workspace/a.txt"])])

@@ -169,7 +169,7 @@ struct HostBoundaryTests {
         // On a thread of its own: waiting for a process would hold one of the few cooperative
         // threads every test shares.
         let result = try await runOnThread {
-            try runCorral(
+            try runCorralBlocking(
                 ["--reuid", "1000", "--regid", "1000", "--clear-groups", "/usr/bin/python3", "-c", script, argument],
                 executable: "/usr/bin/setpriv")
         }

@@ -112,7 +112,7 @@ struct ConnectionLimitTests {
                 let session = try await runOnThread { () -> String in
                     let connection = try live.connect()
                     connection.send(Self.request("POST", "/v1/sessions", token: token, json: "{}"))
-                    let created = try #require(connection.readResponse(timeout: 10))
+                    let created = try #require(connection.readResponse(timeout: 30))
                     let info = try JSONDecoder().decode(JSONValue.self, from: Data(created.body))
                     return try #require(info["id"]?.stringValue)
                 }
@@ -160,7 +160,7 @@ struct ConnectionLimitTests {
                     let connection = unix ? try RawConnection(unixPath: live.socketPath) : try live.connect()
                     let response = try await runOnThread { () -> RawResponse? in
                         connection.send("GET /v1/sessions HTTP/1.1\r\nHost: x\r\nX-Big: \(big)\r\n\r\n")
-                        return connection.readResponse(timeout: 5)
+                        return connection.readResponse(timeout: 15)
                     }
                     let answer = try #require(response)
                     #expect(answer.status == 431)
@@ -174,7 +174,7 @@ struct ConnectionLimitTests {
                 let connection = try live.connect()
                 let many = try await runOnThread { () -> RawResponse? in
                     connection.send("GET /v1/health HTTP/1.1\r\nHost: x\r\n\(fields)\r\n")
-                    return connection.readResponse(timeout: 5)
+                    return connection.readResponse(timeout: 15)
                 }
                 #expect(many?.status == 431)
                 // A head within the limit is served as before.
@@ -183,7 +183,7 @@ struct ConnectionLimitTests {
                     fine.send(
                         "GET /v1/health HTTP/1.1\r\nHost: x\r\nX-Ok: \(String(repeating: "c", count: 16 << 10))\r\n\r\n"
                     )
-                    return fine.readResponse(timeout: 5)
+                    return fine.readResponse(timeout: 30)
                 }
                 #expect(ok?.status == 200)
             }

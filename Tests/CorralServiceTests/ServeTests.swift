@@ -51,8 +51,8 @@ final class ServeHarness: @unchecked Sendable {
         ["CORRAL_STATE_DIR": state.path, "CORRAL_ENGINE": TestEnvironment.engineEndpoint, "CORRAL_CONFIG": config.path]
     }
 
-    func corral(_ arguments: [String]) throws -> ProcessResult {
-        try runCorral(arguments, environment: environment)
+    func corral(_ arguments: [String]) async throws -> ProcessResult {
+        try await runCorral(arguments, environment: environment)
     }
 
     /// Starts `corral serve` in the background.
@@ -81,21 +81,24 @@ final class ServeHarness: @unchecked Sendable {
         func ids(_ state: String) -> Set<String> { Set(members.filter { $0.state == state }.map(\.id)) }
     }
 
-    func pool() throws -> Pool? {
-        let result = try corral(["pool", "ls", "--json"])
+    func pool() async throws -> Pool? {
+        let result = try await corral(["pool", "ls", "--json"])
         guard result.status == 0 else { throw TimeoutError(what: "pool ls failed: \(result.stderr)") }
         return try JSONDecoder().decode([Pool].self, from: Data(result.stdout.utf8)).first { $0.template == template }
     }
 
     /// Polls `pool ls` (a separate process's view) until `condition` holds; bounded.
     @discardableResult
-    func waitForPool(_ what: String, timeout: Duration = .seconds(90), _ condition: (Pool) -> Bool) throws -> Pool {
+    func waitForPool(_ what: String, timeout: Duration = .seconds(90), _ condition: (Pool) -> Bool) async throws
+        -> Pool
+    {
         let deadline = ContinuousClock.now + timeout
         while ContinuousClock.now < deadline {
-            if let pool = try pool(), condition(pool) { return pool }
-            Thread.sleep(forTimeInterval: 0.2)
+            if let pool = try await pool(), condition(pool) { return pool }
+            try await Task.sleep(for: .milliseconds(200))
         }
-        throw TimeoutError(what: "\(what); last: \(String(describing: try? pool()))")
+        let last = try? await pool()
+        throw TimeoutError(what: "\(what); last: \(String(describing: last))")
     }
 
     /// Every container of this state directory's instance.
@@ -120,26 +123,28 @@ final class ServeHarness: @unchecked Sendable {
 struct ServeTests {
     @Test("kill -9 of corral serve, mid-refill, then a restart: it adopts what is there and leaks nothing")
     func killAndRestart() async throws {
-        let harness = try ServeHarness(minIdle: 2, setup: ["sleep 2"])
+        // The setup's sleep is the window in which the test sees a member being made: each look
+        // is a `corral pool ls` process, which takes seconds of its own on a loaded machine.
+        let harness = try ServeHarness(minIdle: 2, setup: ["sleep 6"])
         do {
             try harness.startServer()
-            let full = try harness.waitForPool("2 idle") { $0.counts["idle"] == 2 && $0.state == "ready" }
-            let claimed = try harness.corral(["sandbox", "create", "--template", harness.template, "--json"])
+            let full = try await harness.waitForPool("2 idle") { $0.counts["idle"] == 2 && $0.state == "ready" }
+            let claimed = try await harness.corral(["sandbox", "create", "--template", harness.template, "--json"])
             #expect(claimed.status == 0, "\(claimed.stderr)")
             let object = try JSONDecoder().decode(JSONValue.self, from: Data(claimed.stdout.utf8))
             #expect(object["path"]?.stringValue == "warm")
             let claimedID = try #require(object["id"]?.stringValue)
             #expect(full.ids("idle").contains(claimedID))
             // The server refills: a member is being made (its setup sleeps) when it dies.
-            try harness.waitForPool("a member being made") { $0.counts["preparing"] == 1 }
+            try await harness.waitForPool("a member being made") { $0.counts["preparing"] == 1 }
             harness.killServer(signal: SIGKILL)
-            let afterKill = try #require(try harness.pool())
+            let afterKill = try #require(try await harness.pool())
             #expect(afterKill.state == "stopped", "a dead server's status is not believed")
             let survivors = afterKill.ids("idle")
             #expect(survivors == full.ids("idle").subtracting([claimedID]))
 
             try harness.startServer()
-            let adopted = try harness.waitForPool("adopted and refilled") {
+            let adopted = try await harness.waitForPool("adopted and refilled") {
                 $0.state == "ready" && $0.counts["idle"] == 2 && $0.counts["preparing"] == 0
             }
             #expect(adopted.ids("idle").isSuperset(of: survivors), "idle members are adopted, not remade")
@@ -149,9 +154,9 @@ struct ServeTests {
             #expect(names.count == 3, "\(names)")
             #expect(names.filter { $0.hasPrefix("corral-prep.") }.isEmpty)
             // The claimed sandbox lived through it all.
-            #expect(try harness.corral(["exec", claimedID, "--", "true"]).status == 0)
+            #expect(try await harness.corral(["exec", claimedID, "--", "true"]).status == 0)
             harness.killServer(signal: SIGTERM)
-            #expect(try harness.pool()?.state == "stopped")
+            #expect(try await harness.pool()?.state == "stopped")
         } catch {
             await harness.cleanUp()
             throw error
@@ -164,14 +169,14 @@ struct ServeTests {
         let harness = try ServeHarness(minIdle: 3)
         do {
             try harness.startServer()
-            let full = try harness.waitForPool("3 idle") { $0.counts["idle"] == 3 && $0.state == "ready" }
+            let full = try await harness.waitForPool("3 idle") { $0.counts["idle"] == 3 && $0.state == "ready" }
             // Stop the server so that the claimers see exactly these members.
             harness.killServer(signal: SIGTERM)
             let environment = harness.environment
             let results = try await withThrowingTaskGroup(of: (Int, ProcessResult).self) { group in
                 for index in 0..<5 {
                     group.addTask {
-                        let result = try runCorral(
+                        let result = try await runCorral(
                             ["sandbox", "create", "--template", harness.template, "--json", "--env", "N=\(index)"],
                             environment: environment)
                         return (index, result)
@@ -194,7 +199,7 @@ struct ServeTests {
             for (index, result) in results.enumerated() {
                 let object = try JSONDecoder().decode(JSONValue.self, from: Data(result.stdout.utf8))
                 let id = try #require(object["id"]?.stringValue)
-                let exec = try harness.corral(["exec", id, "--", "sh", "-c", "echo $N"])
+                let exec = try await harness.corral(["exec", id, "--", "sh", "-c", "echo $N"])
                 #expect(exec.stdout == "\(index)\n")
             }
         } catch {
@@ -208,23 +213,25 @@ struct ServeTests {
     func createTemplate() async throws {
         let harness = try ServeHarness(minIdle: 1)
         do {
-            let cold = try harness.corral(["sandbox", "create", "--template", harness.template, "--json"])
+            let cold = try await harness.corral(["sandbox", "create", "--template", harness.template, "--json"])
             #expect(cold.status == 0, "\(cold.stderr)")
             #expect(cold.stdout.contains(#""path" : "cold""#))
-            let unknown = try harness.corral(["sandbox", "create", "--template", "nope"])
+            let unknown = try await harness.corral(["sandbox", "create", "--template", "nope"])
             #expect(unknown.status != 0)
             #expect(
                 unknown.stderr.hasPrefix("corral: no template named 'nope'\nhint: known templates: \(harness.template)")
             )
-            let mixed = try harness.corral(["sandbox", "create", "--template", harness.template, "--memory", "1g"])
+            let mixed = try await harness.corral([
+                "sandbox", "create", "--template", harness.template, "--memory", "1g",
+            ])
             #expect(mixed.stderr.hasPrefix("corral: --memory cannot be combined with --template"))
             let empty = harness.state.appendingPathComponent("empty-state")
-            let noConfig = try runCorral(
+            let noConfig = try await runCorral(
                 ["sandbox", "create", "--template", "base"],
                 environment: ["CORRAL_STATE_DIR": empty.path, "CORRAL_CONFIG": ""])
             #expect(
                 noConfig.stderr.hasPrefix("corral: no template named 'base'\nhint: templates come from corral.toml"))
-            let serveMissing = try runCorral(
+            let serveMissing = try await runCorral(
                 ["serve", "--config", harness.state.appendingPathComponent("none.toml").path],
                 environment: harness.environment)
             #expect(serveMissing.status != 0)
@@ -249,7 +256,7 @@ struct ServeTests {
         defer { try? FileManager.default.removeItem(at: state) }
         let config = state.appendingPathComponent("corral.toml")
         try Data("[[templates]]\nname = \"bad\"\n\(line)\n[templates.pool]\nmin_idle = 1\n".utf8).write(to: config)
-        let result = try runCorral(
+        let result = try await runCorral(
             ["serve", "--config", config.path],
             environment: ["CORRAL_STATE_DIR": state.path, "CORRAL_ENGINE": TestEnvironment.engineEndpoint])
         #expect(result.status != 0)

@@ -42,8 +42,8 @@ struct ServeWorkspaceTests {
             "CORRAL_CONFIG": config.path, "CORRAL_LOG": "trace",
         ]
         var outputs: [String] = []
-        func corral(_ arguments: [String], stdin: Data? = nil) throws -> ProcessResult {
-            let result = try runCorral(arguments, environment: environment, stdin: stdin)
+        func corral(_ arguments: [String], stdin: Data? = nil) async throws -> ProcessResult {
+            let result = try await runCorral(arguments, environment: environment, stdin: stdin)
             outputs.append(result.stdout + result.stderr)
             return result
         }
@@ -57,7 +57,7 @@ struct ServeWorkspaceTests {
             try? FileManager.default.removeItem(at: directory)
         }
         do {
-            let stored = try corral(
+            let stored = try await corral(
                 ["vault", "put", "upstream", "--scope", "127.0.0.1:\(upstream.port)/acme"], stdin: Data(token.utf8))
             #expect(stored.status == 0, "\(stored.stderr)")
 
@@ -67,14 +67,14 @@ struct ServeWorkspaceTests {
                 environment: ProcessInfo.processInfo.environment.merging(environment) { _, new in new },
                 stdout: log.fileDescriptor, stderr: log.fileDescriptor)
             try await waitUntil("the service answers and its pool is full", limit: .seconds(120)) {
-                let pools = try runCorral(["pool", "ls", "--json"], environment: environment)
+                let pools = try await runCorral(["pool", "ls", "--json"], environment: environment)
                 guard pools.status == 0,
                     let list = try? JSONDecoder().decode([JSONValue].self, from: Data(pools.stdout.utf8))
                 else { return false }
                 return list.first?["counts"]?["idle"]?.intValue == 1
             }
 
-            let created = try corral([
+            let created = try await corral([
                 "sandbox", "create", "--template", template, "--repo",
                 "http://127.0.0.1:\(upstream.port)/acme/rocket.git", "--write", "--json",
             ])
@@ -83,7 +83,7 @@ struct ServeWorkspaceTests {
             let id = try #require(object["id"]?.stringValue)
             #expect(object["path"]?.stringValue == "warm")
 
-            let pushed = try corral([
+            let pushed = try await corral([
                 "exec", id, "--", "sh", "-c",
                 "cat README.md && echo more >> README.md && git commit -qam more && git push -q && git status -sb | head -1",
             ])
@@ -91,12 +91,12 @@ struct ServeWorkspaceTests {
             #expect(pushed.stdout == "rocket\n## corral/\(id)\n", "\(pushed.stdout)")
             #expect(upstream.head(owner: "acme", name: "rocket", branch: "corral/\(id)") != nil)
 
-            let inspected = try corral(["sandbox", "inspect", id])
+            let inspected = try await corral(["sandbox", "inspect", id])
             let info = try JSONDecoder().decode(JSONValue.self, from: Data(inspected.stdout.utf8))
             #expect(info["workspace"]?["repository"]?.stringValue == "127.0.0.1:\(upstream.port)/acme/rocket")
             #expect(info["workspace"]?["branch"]?.stringValue == "corral/\(id)")
 
-            let removed = try corral(["sandbox", "rm", id])
+            let removed = try await corral(["sandbox", "rm", id])
             #expect(removed.status == 0, "\(removed.stderr)")
             server?.signal(SIGTERM)
             server?.wait()

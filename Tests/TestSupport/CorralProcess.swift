@@ -35,8 +35,22 @@ public func commandEnvironment(_ overrides: [String: String]) -> [String: String
     return environment
 }
 
-/// Runs `corral` with `arguments`, feeding `stdin`, and collects its output.
+/// Runs `corral` with `arguments`, feeding `stdin`, and collects its output, waiting on a
+/// thread of its own: a command can take tens of seconds on a loaded machine, and a test that
+/// waited on one of the few cooperative threads would starve every server the other tests run
+/// in process (seen: in-process corrald answering nothing for 30 s).
 public func runCorral(
+    _ arguments: [String], environment: [String: String] = [:], stdin: Data? = nil, product: String = "corral",
+    executable: String? = nil
+) async throws -> ProcessResult {
+    try await runOnThread {
+        try runCorralBlocking(
+            arguments, environment: environment, stdin: stdin, product: product, executable: executable)
+    }
+}
+
+/// `runCorral` for code that is already on a thread of its own.
+public func runCorralBlocking(
     _ arguments: [String], environment: [String: String] = [:], stdin: Data? = nil, product: String = "corral",
     executable: String? = nil
 ) throws -> ProcessResult {

@@ -194,7 +194,9 @@ final class ServiceFixture: @unchecked Sendable {
     /// A new tenant's token.
     func token(for tenant: String) async throws -> String {
         let environment = serviceEnvironment
-        let result = try await onOwnThread { try runCorral(["tenant", "add", tenant], environment: environment) }
+        let result = try await onOwnThread {
+            try runCorralBlocking(["tenant", "add", tenant], environment: environment)
+        }
         guard result.status == 0 else { throw WaitFailure(description: "tenant add failed: \(result.stderr)") }
         return result.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
     }
@@ -204,7 +206,8 @@ final class ServiceFixture: @unchecked Sendable {
         let environment = clientEnvironment(state: clientState, token: token)
         let url = self.url
         return try await onOwnThread {
-            try runCorral(["--server", url] + arguments, environment: environment, stdin: stdin.map { Data($0.utf8) })
+            try runCorralBlocking(
+                ["--server", url] + arguments, environment: environment, stdin: stdin.map { Data($0.utf8) })
         }
     }
 
@@ -212,7 +215,7 @@ final class ServiceFixture: @unchecked Sendable {
     func local(_ arguments: [String], stdin: String? = nil) async throws -> ProcessResult {
         let environment = clientEnvironment(state: state, token: nil)
         return try await onOwnThread {
-            try runCorral(arguments, environment: environment, stdin: stdin.map { Data($0.utf8) })
+            try runCorralBlocking(arguments, environment: environment, stdin: stdin.map { Data($0.utf8) })
         }
     }
 
@@ -220,7 +223,7 @@ final class ServiceFixture: @unchecked Sendable {
     func embedded(_ arguments: [String], stdin: String? = nil) async throws -> ProcessResult {
         let environment = clientEnvironment(state: embeddedState, token: nil)
         return try await onOwnThread {
-            try runCorral(arguments, environment: environment, stdin: stdin.map { Data($0.utf8) })
+            try runCorralBlocking(arguments, environment: environment, stdin: stdin.map { Data($0.utf8) })
         }
     }
 
