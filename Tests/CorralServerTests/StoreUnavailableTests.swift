@@ -26,7 +26,9 @@ struct StoreUnavailableTests {
         }
         var configuration = PostgresSessionStore.Configuration(url: try PostgresStoreURL(parsing: text))
         configuration.connectTimeout = .seconds(2)
-        let store = try await PostgresSessionStore.connect(configuration, logger: Logger(label: "corral.test"))
+        let store = try await retrying(for: .seconds(30)) {
+            try await PostgresSessionStore.connect(configuration, logger: Logger(label: "corral.test"))
+        }
         do {
             try await ServerFixture.with(sessions: store) { fixture in
                 try await fixture.test { client in

@@ -141,7 +141,10 @@ struct ServeTests {
             let afterKill = try #require(try await harness.pool())
             #expect(afterKill.state == "stopped", "a dead server's status is not believed")
             let survivors = afterKill.ids("idle")
-            #expect(survivors == full.ids("idle").subtracting([claimedID]))
+            // The member being made may have finished in the moment between the look and the
+            // kill (a look is a process of its own): then it is one more idle survivor.
+            #expect(survivors.isSuperset(of: full.ids("idle").subtracting([claimedID])), "\(survivors)")
+            #expect(survivors.count <= 2, "\(survivors)")
 
             try harness.startServer()
             let adopted = try await harness.waitForPool("adopted and refilled") {

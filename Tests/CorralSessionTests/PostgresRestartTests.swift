@@ -38,7 +38,9 @@ struct PostgresRestartTests {
         let url = try await onOwnThread { try cluster.url() }
         var configuration = PostgresSessionStore.Configuration(url: url)
         configuration.connectTimeout = .seconds(2)
-        let store = try await PostgresSessionStore.connect(configuration, logger: testLogger)
+        let store = try await retrying(for: .seconds(30)) {
+            try await PostgresSessionStore.connect(configuration, logger: testLogger)
+        }
         let id = try await store.create().id
         let lease = try await store.currentLease(id)
 

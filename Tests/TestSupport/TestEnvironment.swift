@@ -68,3 +68,17 @@ public func withTemporaryDirectory<T>(_ body: (URL) async throws -> T) async thr
     defer { try? FileManager.default.removeItem(at: url) }
     return try await body(url)
 }
+
+/// `body` again until it succeeds or `limit` passes (then its last error): for a first
+/// connection to a server a test has just started, which a loaded machine may take longer to
+/// accept than the short timeouts the test itself is about.
+public func retrying<T>(for limit: Duration, _ body: () async throws -> T) async throws -> T {
+    let deadline = ContinuousClock.now + limit
+    while true {
+        do {
+            return try await body()
+        } catch  where ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(250))
+        }
+    }
+}
