@@ -46,15 +46,18 @@ final class HarnessProcess: @unchecked Sendable {
     /// Waits for the process to end and returns its status and what it printed.
     func finish() -> Finished {
         let errors = self.errors
-        let stderrData = Mutex<Data?>(nil)
-        let reader = Thread { stderrData.withLock { $0 = readToEnd(errors) } }
-        reader.start()
+        let stderrData = Mutex(Data())
+        let stderrRead = DispatchSemaphore(value: 0)
+        Thread.detachNewThread {
+            stderrData.withLock { $0 = readToEnd(errors) }
+            stderrRead.signal()
+        }
         let stdout = Data(firstLineBytes) + readToEnd(output)
         let termination = child.wait()
-        while stderrData.withLock({ $0 == nil }) { usleep(1000) }
+        stderrRead.wait()
         return Finished(
             status: termination.status, stdout: String(decoding: stdout, as: UTF8.self),
-            stderr: String(decoding: stderrData.withLock { $0 } ?? Data(), as: UTF8.self))
+            stderr: String(decoding: stderrData.withLock { $0 }, as: UTF8.self))
     }
 
     var wasKilled: Bool { child.wait().signal != nil }
