@@ -32,6 +32,9 @@ let package = Package(
         .package(url: "https://github.com/vapor/postgres-nio", from: "1.33.2"),
         // postgres-nio's TLS; named for the store's sslmode settings.
         .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.25.0"),
+        // The worker link: one HTTP/2 connection per worker, dialled by the worker, with the
+        // roles reversed once it is up (docs/workers.md).
+        .package(url: "https://github.com/apple/swift-nio-http2", from: "1.30.0"),
     ],
     targets: [
         // libcurl's header, and the library opened on first use (dlopen): see include/ccurl.h.
@@ -130,6 +133,11 @@ let package = Package(
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "CoreMetrics", package: "swift-metrics"),
+                .product(name: "HummingbirdHTTP2", package: "hummingbird"),
+                .product(name: "NIOHTTP2", package: "swift-nio-http2"),
+                .product(name: "NIOHTTPTypesHTTP2", package: "swift-nio-extras"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
             ],
             exclude: ["README.md"]
         ),

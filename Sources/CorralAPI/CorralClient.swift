@@ -157,7 +157,7 @@ public final class CorralClient: Sendable {
 
     /// A decoder for the service's answers. Dates are ISO 8601, with or without fractional
     /// seconds (event times carry microseconds).
-    static func decoder() -> JSONDecoder {
+    public static func decoder() -> JSONDecoder {
         let decoder = JSONDecoder()
         decoder.dateDecodingStrategy = .custom { decoder in
             let container = try decoder.singleValueContainer()

@@ -18,20 +18,26 @@ public struct TenantSummary: Codable, Sendable, Hashable {
     public var created: Date
     /// The name is one the system uses: the entry is stale and its token is refused.
     public var reserved: Bool?
+    /// The worker groups its sandboxes may run in; absent: the default group.
+    public var groups: [String]?
 
-    public init(name: String, created: Date, reserved: Bool? = nil) {
+    public init(name: String, created: Date, reserved: Bool? = nil, groups: [String]? = nil) {
         self.name = name
         self.created = created
         self.reserved = reserved
+        self.groups = groups
     }
 }
 
 /// `POST /v1/tenants`.
 public struct AddTenantRequest: Codable, Sendable, Hashable {
     public var name: String
+    /// Worker groups to bind it to (`corral tenant add NAME --group G`); absent: the default.
+    public var groups: [String]?
 
-    public init(name: String) {
+    public init(name: String, groups: [String]? = nil) {
         self.name = name
+        self.groups = groups
     }
 }
 
@@ -62,8 +68,9 @@ extension CorralClient {
         try await call(.get, "/v1/tenants")
     }
 
-    public func addTenant(_ name: TenantID) async throws -> AddedTenant {
-        try await call(.post, "/v1/tenants", body: AddTenantRequest(name: name.rawValue))
+    public func addTenant(_ name: TenantID, groups: [String] = []) async throws -> AddedTenant {
+        try await call(
+            .post, "/v1/tenants", body: AddTenantRequest(name: name.rawValue, groups: groups.isEmpty ? nil : groups))
     }
 
     public func removeTenant(_ name: TenantID, purge: Bool) async throws -> RemovedTenant {

@@ -22,6 +22,7 @@ public struct CorralCommand: AsyncParsableCommand {
             RunCommand.self,
             PoolCommandGroup.self,
             ServeCommand.self,
+            WorkerCommand.self,
             SessionCommand.self,
             TenantCommandGroup.self,
             VaultCommand.self,

@@ -29,6 +29,8 @@ public struct SandboxInfo: Sendable, Codable, Hashable {
     public var workspace: SandboxWorkspace?
     /// Hosts its gateway lets it reach; nil when no gateway serves it.
     public var egressHosts: [String]?
+    /// The worker that runs it; nil: the service's own engine host.
+    public var worker: String?
 
     init?(summary: ContainerSummary, record: SandboxRecord?, lastActivity: Date?) {
         guard let (tenant, id) = SandboxLabels.parse(containerName: summary.name) else { return nil }

@@ -1,15 +1,18 @@
 import CorralAPI
 import CorralCore
+import HTTPTypes
 import Hummingbird
 
 /// Decides who is asking. On the unix socket in the state directory (mode 0600) every request
-/// is the local tenant's; on TCP a bearer token names the tenant.
+/// is the local tenant's; on TCP a bearer token names the tenant; on a worker's link the control
+/// plane names it (the worker dialled that control plane and verified it), for the link's epoch.
 struct AuthMiddleware: RouterMiddleware {
     typealias Context = CorralRequestContext
 
     enum Mode: Sendable {
         case local
         case tokens(TenantRegistry)
+        case controlPlane(currentEpoch: @Sendable () -> Int64?)
     }
 
     let mode: Mode
@@ -21,6 +24,17 @@ struct AuthMiddleware: RouterMiddleware {
         switch mode {
         case .local:
             context.tenant = .local
+        case .controlPlane(let currentEpoch):
+            let presented = request.headers[corral: WorkerProtocol.epochHeader].flatMap { Int64($0) }
+            guard let presented, presented == currentEpoch() else {
+                throw CorralError(
+                    .conflict,
+                    "a call from a stale control-plane link (epoch \(presented.map(String.init) ?? "none")) is refused")
+            }
+            guard let name = request.headers[corral: WorkerProtocol.tenantHeader] else {
+                throw CorralError(.unauthenticated, "a call on the worker link names no tenant")
+            }
+            context.tenant = name == TenantID.local.rawValue ? .local : try TenantID(validating: name)
         case .tokens(let registry):
             guard let header = request.headers[.authorization], header.lowercased().hasPrefix("bearer ") else {
                 throw CorralError(

@@ -282,7 +282,11 @@ final class ClientPresence: Sendable {
     static func of(_ channel: (any Channel)?) async -> ClientPresence? {
         guard let channel else { return nil }
         return try? await channel.eventLoop.submit {
-            try channel.pipeline.syncOperations.handler(type: ConnectionGuard.self).presence
+            // A stream a worker serves has its own (StreamPresenceHandler); a connection, the guard's.
+            if let stream = try? channel.pipeline.syncOperations.handler(type: StreamPresenceHandler.self) {
+                return stream.presence
+            }
+            return try channel.pipeline.syncOperations.handler(type: ConnectionGuard.self).presence
         }.get()
     }
 }

@@ -53,6 +53,8 @@ public struct CorralServer: Sendable {
         public var idleExit: Duration?
         /// The web console at `/console` (docs/console.md).
         public var console = ConsoleSettings()
+        /// Where workers dial in (`[workers] listen`); nil: this service has no workers but its own.
+        public var workers: WorkerListener.Settings?
 
         public init(socketPath: String? = nil, listen: String? = nil) {
             self.socketPath = socketPath
@@ -76,6 +78,8 @@ public struct CorralServer: Sendable {
     let console: ConsoleState
     /// Commands this server started and still follows, for their stdin and resizes.
     let liveCommands = LiveCommands()
+    /// The workers dialled in, when `configuration.workers` is set.
+    public let fleet: WorkerFleet?
     let logger: Logger
 
     public init(
@@ -95,6 +99,7 @@ public struct CorralServer: Sendable {
         self.workers = HarnessWorkers(logger: logger)
         self.serverMetrics = ServerMetrics(factory: PrometheusMetricsFactory(registry: metrics))
         self.console = ConsoleState(configuration: configuration)
+        self.fleet = configuration.workers.map { WorkerFleet(settings: $0.fleet, logger: logger) }
         self.logger = logger
     }
 
@@ -120,6 +125,7 @@ public struct CorralServer: Sendable {
                 redactions: configuration.stateDirectory.map { [($0, "$STATE")] } ?? []))
         addHealthRoutes(to: router)
         let v1 = router.group("v1").add(middleware: AuthMiddleware(mode: auth.middlewareMode(tenants)))
+        if let fleet, !auth.isControlPlane { v1.add(middleware: WorkerRoutingMiddleware(fleet: fleet, server: self)) }
         addSandboxRoutes(to: v1)
         addCommandRoutes(to: v1)
         addFileRoutes(to: v1)
@@ -127,6 +133,7 @@ public struct CorralServer: Sendable {
         addAgentRoutes(to: v1)
         addPoolRoutes(to: v1)
         addTenantRoutes(to: v1)
+        addWorkerRoutes(to: v1)
         return router
     }
 
@@ -135,13 +142,34 @@ public struct CorralServer: Sendable {
         case local
         /// Bearer tokens name the tenant: TCP.
         case tokens
+        /// The control plane names the tenant: a worker's link (`WorkerAgent`), for its epoch.
+        case controlPlane(currentEpoch: @Sendable () -> Int64?)
 
         func middlewareMode(_ registry: TenantRegistry) -> AuthMiddleware.Mode {
             switch self {
             case .local: .local
             case .tokens: .tokens(registry)
+            case .controlPlane(let epoch): .controlPlane(currentEpoch: epoch)
             }
         }
+
+        var isControlPlane: Bool {
+            if case .controlPlane = self { return true }
+            return false
+        }
+    }
+
+    /// What a worker serves on its link: the API as the control plane's calls need it, and the
+    /// heartbeat's status.
+    public func workerRouter(
+        currentEpoch: @escaping @Sendable () -> Int64?, status: @escaping @Sendable () async -> WorkerStatus
+    ) -> Router<CorralRequestContext> {
+        let router = router(auth: .controlPlane(currentEpoch: currentEpoch))
+        router.group("v1/worker").add(middleware: AuthMiddleware(mode: .controlPlane(currentEpoch: currentEpoch)))
+            .get("status") { _, _ -> Response in
+                JSONResponse.make(await status())
+            }
+        return router
     }
 
     /// The HTTP listeners as services, to run beside the runner's.
@@ -155,6 +183,7 @@ public struct CorralServer: Sendable {
                     await onReady("unix://\(socketPath)")
                 })
         }
+        if let workers = workerListener(onReady: { await onReady("workers \($0)") }) { services.append(workers) }
         if let listen = configuration.listen {
             let (host, port) = try Self.parseListen(listen)
             services.append(
@@ -164,6 +193,15 @@ public struct CorralServer: Sendable {
                 })
         }
         return services
+    }
+
+    /// Where workers dial in, when `configuration.workers` is set; `onReady` gets its URL.
+    public func workerListener(onReady: @escaping @Sendable (String) async -> Void) -> WorkerListener? {
+        guard let workers = configuration.workers, let fleet else { return nil }
+        return WorkerListener(
+            settings: workers, fleet: fleet,
+            tokens: WorkerTokenRegistry(stateDirectory: URL(fileURLWithPath: configuration.stateDirectory ?? ".")),
+            logger: logger, onReady: onReady)
     }
 
     /// One listener: the router for `auth` behind the connection limits every listener has
@@ -194,10 +232,12 @@ public struct CorralServer: Sendable {
 
     /// Runs the pools, the reaper, the gateway and the listeners until SIGTERM or SIGINT,
     /// then shuts down gracefully: listeners stop accepting and drain their requests first.
-    public func run(handleSignals: Bool = true, onReady: @escaping @Sendable (String) async -> Void = { _ in })
-        async throws
-    {
-        var listeners = try applications(onReady: onReady)
+    public func run(
+        handleSignals: Bool = true, extraServices: [any Service] = [],
+        onReady: @escaping @Sendable (String) async -> Void = { _ in }
+    ) async throws {
+        // A worker's link (extraServices) stops with the listeners, before the pools.
+        var listeners = try applications(onReady: onReady) + extraServices
         if let after = configuration.idleExit {
             // Last in the list, so that a graceful shutdown stops it first.
             listeners.append(
@@ -270,6 +310,18 @@ public struct CorralServer: Sendable {
         var host = String(text[..<colon])
         if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
         return (host.isEmpty ? "127.0.0.1" : host, port)
+    }
+
+    /// An IPv4 or IPv6 literal (no TLS server name is sent for one).
+    static func isIPAddress(_ host: String) -> Bool {
+        var v4 = in_addr()
+        var v6 = in6_addr()
+        return inet_pton(AF_INET, host, &v4) == 1 || inet_pton(AF_INET6, host, &v6) == 1
+    }
+
+    /// A loopback host: plain HTTP is allowed there (development and tests), TLS everywhere else.
+    static func isLoopback(_ host: String) -> Bool {
+        host == "localhost" || host == "::1" || host.hasPrefix("127.")
     }
 }
 

@@ -11,7 +11,8 @@ extension CorralServer {
             try requireOperator(context)
             let rows = try tenants.list().map {
                 TenantSummary(
-                    name: $0.id.rawValue, created: $0.created, reserved: TenantRegistry.isReserved($0.id) ? true : nil)
+                    name: $0.id.rawValue, created: $0.created, reserved: TenantRegistry.isReserved($0.id) ? true : nil,
+                    groups: $0.groups)
             }
             return JSONResponse.make(rows)
         }
@@ -20,7 +21,7 @@ extension CorralServer {
             try requireOperator(context)
             let body = try await decodeJSON(AddTenantRequest.self, from: request, context: context)
             let name = try TenantID(validating: body.name)
-            let token = try await administration.add(name)
+            let token = try await administration.add(name, groups: body.groups ?? [])
             return JSONResponse.make(AddedTenant(name: name.rawValue, token: token), status: 201)
         }
 

@@ -126,7 +126,7 @@ public struct TenantAdministration: Sendable {
     // MARK: Adding and removing
 
     /// Adds a tenant and returns its token, printed once.
-    public func add(_ tenant: TenantID) async throws -> String {
+    public func add(_ tenant: TenantID, groups: [String] = []) async throws -> String {
         try TenantRegistry.checkNotReserved(tenant)
         if try registry.contains(tenant) {
             throw CorralError(
@@ -138,7 +138,7 @@ public struct TenantAdministration: Sendable {
                 .conflict, "an earlier tenant named '\(tenant)' left \(left.summary); a new one would inherit them",
                 hint: "remove them with `corral tenant rm \(tenant) --purge`, or pick another name")
         }
-        return try registry.add(tenant)
+        return try registry.add(tenant, groups: groups)
     }
 
     /// Removes a tenant. Without `purge` it is refused while the tenant owns anything, and the

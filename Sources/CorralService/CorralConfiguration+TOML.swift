@@ -36,7 +36,7 @@ extension CorralConfiguration {
         var configuration = CorralConfiguration()
         configuration.source = source
         let top = TableReader(root, path: "", source: source)
-        try top.allowOnly(["engine", "service", "server", "limits", "templates", "gateway", "store"])
+        try top.allowOnly(["engine", "service", "server", "limits", "templates", "gateway", "store", "workers"])
         if let store = try top.table("store") {
             try store.allowOnly(["url"])
             if let url = try store.string("url"), !url.isEmpty {
@@ -73,6 +73,23 @@ extension CorralConfiguration {
             }
             if let value = try limits.integer("sessions_per_tenant") { configuration.limits.sessionsPerTenant = value }
             if let value = try limits.byteSize("max_archive_size") { configuration.limits.maxArchiveBytes = value }
+        }
+        if let workers = try top.table("workers") {
+            try workers.allowOnly(["listen", "tls_cert", "tls_key", "heartbeat", "grace", "sample", "local_group"])
+            if let listen = try workers.string("listen") {
+                configuration.workers.listen = listen.isEmpty ? nil : listen
+            }
+            configuration.workers.tlsCert = try workers.string("tls_cert")
+            configuration.workers.tlsKey = try workers.string("tls_key")
+            if let value = try workers.duration("heartbeat") { configuration.workers.heartbeat = value }
+            if let value = try workers.duration("grace") { configuration.workers.grace = value }
+            if let value = try workers.integer("sample") {
+                guard value >= 1 else {
+                    throw CorralError.invalidArgument("\(source): [workers] sample must be 1 or more")
+                }
+                configuration.workers.sample = value
+            }
+            if let value = try workers.string("local_group") { configuration.workers.localGroup = value }
         }
         if let engine = try top.table("engine") {
             try engine.allowOnly(["endpoint", "tls_ca", "tls_cert", "tls_key"])

@@ -50,6 +50,26 @@ public struct CorralConfiguration: Sendable {
         public init() {}
     }
 
+    /// `[workers]`: where workers dial in, and how the control plane follows them
+    /// (docs/workers.md).
+    public struct Workers: Sendable, Hashable {
+        /// `host:port` of the worker port; nil (the default): no workers but the service's own
+        /// engine host.
+        public var listen: String?
+        /// PEM files for the worker port's TLS; required unless it listens on loopback.
+        public var tlsCert: String?
+        public var tlsKey: String?
+        public var heartbeat: Duration = .seconds(5)
+        public var grace: Duration = .seconds(30)
+        /// Workers sampled per placement (the best of them by free room is taken).
+        public var sample = 3
+        /// The group of the service's own engine host; "" for none (a control plane that runs no
+        /// sandboxes itself).
+        public var localGroup = "default"
+
+        public init() {}
+    }
+
     /// `[limits]`: what one tenant may hold, and how large requests may be.
     public struct Limits: Sendable, Hashable {
         public var sandboxesPerTenant = 20
@@ -88,6 +108,7 @@ public struct CorralConfiguration: Sendable {
     public var service = Service()
     public var server = Server()
     public var limits = Limits()
+    public var workers = Workers()
     public var templates: [SandboxTemplate] = []
     /// Where it was read from, for messages.
     public var source: String?

@@ -1,4 +1,6 @@
-// corrald: the corral service. `corrald [options]` is `corral serve [options]`.
+// corrald: the corral service. `corrald [options]` is `corral serve [options]`;
+// `corrald worker [options]` is `corral worker [options]`.
 import CorralCLI
 
-await CorralCommand.runAndExit(arguments: ["serve"] + Array(CommandLine.arguments.dropFirst()))
+let arguments = Array(CommandLine.arguments.dropFirst())
+await CorralCommand.runAndExit(arguments: arguments.first == "worker" ? arguments : ["serve"] + arguments)

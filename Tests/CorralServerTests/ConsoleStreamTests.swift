@@ -16,7 +16,7 @@ struct ConsoleStreamTests {
         try await ConsoleFixture.with { fixture in
             let id = try await fixture.session(of: "tenant-a", [NewEvent(type: "user.message", data: ["text": "go"])])
             let cookie = fixture.server.console.logins.open(
-                viewer: .tenant(TenantID(unchecked: "tenant-a")), credentialSHA256: TenantRegistry.hash(fixture.tokenA)
+                viewer: .tenant(TenantID(unchecked: "tenant-a")), credentialSHA256: BearerToken.hash(fixture.tokenA)
             ).id
             try await Self.live(fixture) { port in
                 let connection = try RawConnection(port: port)
@@ -49,7 +49,7 @@ struct ConsoleStreamTests {
                 // Another tenant's login gets nothing of it.
                 let other = fixture.server.console.logins.open(
                     viewer: .tenant(TenantID(unchecked: "tenant-b")),
-                    credentialSHA256: TenantRegistry.hash(fixture.tokenB)
+                    credentialSHA256: BearerToken.hash(fixture.tokenB)
                 ).id
                 let foreign = try RawConnection(port: port)
                 foreign.send(Self.request("/console/sessions/\(id)/stream", cookie: other))
@@ -79,7 +79,7 @@ struct ConsoleStreamTests {
             try await Self.live(server, logger: fixture) { port in
                 let cookie = server.console.logins.open(
                     viewer: .tenant(TenantID(unchecked: "tenant-a")),
-                    credentialSHA256: TenantRegistry.hash(fixture.tokenA)
+                    credentialSHA256: BearerToken.hash(fixture.tokenA)
                 ).id
                 let connection = try RawConnection(port: port)
                 connection.send(Self.request("/console/sessions/\(id)/stream", cookie: cookie))

@@ -12,6 +12,8 @@ struct LiveServer: Sendable {
     let server: CorralServer
     let port: Int
     let socketPath: String
+    /// `http://127.0.0.1:PORT` where workers dial in, when the configuration has `workers`.
+    let workerURL: String?
 
     /// Runs `body` against a live server made from the fixture's with `configure`'s settings,
     /// then stops it gracefully and checks that the stop completes.
@@ -25,7 +27,7 @@ struct LiveServer: Sendable {
             configuration: configuration, runner: fixture.server.runner, tenants: fixture.server.tenants,
             sessions: fixture.server.sessions, brainEnvironment: fixture.server.brainEnvironment)
         let socketPath = fixture.state.appendingPathComponent("live-\(UUID().uuidString.prefix(6)).sock").path
-        let ready = Mutex<(port: Int?, unix: Bool)>((nil, false))
+        let ready = Mutex<(port: Int?, unix: Bool, workers: String?)>((nil, false, nil))
         let (started, continuation) = AsyncStream<Void>.makeStream()
         let tcp = server.listener(auth: .tokens, address: .hostname("127.0.0.1", port: 0)) { channel in
             ready.withLock { $0.port = channel.localAddress?.port }
@@ -35,15 +37,25 @@ struct LiveServer: Sendable {
             ready.withLock { $0.unix = true }
             continuation.yield()
         }
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: tcp), .init(service: unix)]
+        if let workers = server.workerListener(onReady: { url in
+            ready.withLock { $0.workers = url }
+            continuation.yield()
+        }) {
+            services.append(.init(service: workers))
+        }
+        let wantsWorkers = configuration.workers != nil
         let group = ServiceGroup(
-            configuration: ServiceGroupConfiguration(
-                services: [.init(service: tcp), .init(service: unix)], logger: .init(label: "live-server")))
+            configuration: ServiceGroupConfiguration(services: services, logger: .init(label: "live-server")))
         try await withThrowingTaskGroup(of: Void.self) { tasks in
             tasks.addTask { try await group.run() }
-            for await _ in started where ready.withLock({ $0.port != nil && $0.unix }) { break }
+            for await _ in started
+            where ready.withLock({ $0.port != nil && $0.unix && ($0.workers != nil || !wantsWorkers) }) { break }
             let port = try #require(ready.withLock { $0.port })
             do {
-                try await body(LiveServer(server: server, port: port, socketPath: socketPath))
+                try await body(
+                    LiveServer(
+                        server: server, port: port, socketPath: socketPath, workerURL: ready.withLock { $0.workers }))
             } catch {
                 await group.triggerGracefulShutdown()
                 throw error

@@ -4,7 +4,9 @@ import CorralSandbox
 import CorralServer
 import CorralService
 import CorralSession
+import DockerEngine
 import Foundation
+import Logging
 import Metrics
 import Prometheus
 
@@ -56,59 +58,119 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(name: .customLong("ready-fd"), help: .hidden)
     var readyFD: Int32?
 
+    @Option(
+        name: .customLong("workers-listen"),
+        help: ArgumentHelp(
+            "Listen on host:port for workers that dial in (\"\" for none); overrides [workers] listen.",
+            valueName: "ADDR"))
+    var workersListen: String?
+
     func run() async throws {
         let context = CommandContext(global)
         // The agent serves what the state directory's corral.toml says, and nothing more: no
         // embedded warm pool that a plain `corral run` did not ask for.
-        let configuration =
+        var configuration =
             try context.configuration(explicit: config) ?? (agent ? CorralConfiguration() : .embeddedDefaults)
-        let state = try context.stateDirectory()
-        let engine = try context.engine(configuration: configuration)
-        defer { engine.shutdown() }
-        let sessions = try await SessionStoreSelection.open(
-            configuration: configuration, environment: global.environment, stateDirectory: state, logger: context.logger
-        )
-        let runner = try await CorralServiceRunner.prepare(
-            configuration: configuration, engine: engine, environment: try context.sandboxEnvironment(),
-            sessions: sessions, logger: context.logger)
-        if case .created(let file)? = runner.vault?.keyOrigin {
-            say("corral serve: made a new vault key at \(file.path) (mode 0600); keep it safe")
-        }
-        var settings = CorralServer.Configuration(
-            socketPath: configuration.server.socket ?? state.appendingPathComponent("corral.sock").path,
-            listen: agent ? nil : listen.map { $0.isEmpty ? nil : $0 } ?? configuration.server.listen)
+        if let workersListen { configuration.workers.listen = workersListen.isEmpty ? nil : workersListen }
+        var service = try await ServiceAssembly.make(
+            context: context, global: global, configuration: configuration,
+            listen: agent ? nil : listen.map { $0.isEmpty ? nil : $0 } ?? configuration.server.listen,
+            workers: agent ? nil : configuration.workers)
+        defer { service.engine.shutdown() }
         if let idleExit {
-            settings.idleExit = try Duration(parsing: idleExit)
+            service.server.configuration.idleExit = try Duration(parsing: idleExit)
         } else if agent {
-            settings.idleExit = HostAgent.idleExit(environment: global.environment)
+            service.server.configuration.idleExit = HostAgent.idleExit(environment: global.environment)
         }
-        settings.stateDirectory = state.path
-        settings.sandboxesPerTenant = configuration.limits.sandboxesPerTenant
-        settings.sessionsPerTenant = configuration.limits.sessionsPerTenant
-        settings.maxArchiveBytes = configuration.limits.maxArchiveBytes.bytes
-        settings.headerTimeout = configuration.server.headerTimeout
-        settings.idleTimeout = configuration.server.idleTimeout
-        settings.shutdownTimeout = configuration.server.shutdownTimeout
-        // The pools' and provisioner's figures (swift-metrics) go to the registry /metrics shows.
-        let registry = PrometheusCollectorRegistry()
-        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
-        let server = CorralServer(
-            configuration: settings, runner: runner, tenants: TenantRegistry(stateDirectory: state),
-            sessions: sessions, metrics: registry, logger: context.logger)
         let pools = configuration.templates.filter { $0.pool.minIdle > 0 }
             .map { "\($0.name) (min_idle \($0.pool.minIdle), max_total \($0.pool.maxTotal))" }
         say(
-            "corral serve: \(configuration.source ?? "configuration"); pools \(pools.isEmpty ? "none" : pools.joined(separator: ", ")); state \(state.path)"
+            "corral serve: \(configuration.source ?? "configuration"); pools \(pools.isEmpty ? "none" : pools.joined(separator: ", ")); state \(service.state.path)"
         )
         let readyFD = self.readyFD
-        try await server.run(onReady: { address in
+        try await service.server.make().run(onReady: { address in
             say("corral serve: listening on \(address)")
             if let readyFD, address.hasPrefix("unix://") {
                 _ = write(readyFD, "1", 1)
                 close(readyFD)
             }
         })
-        await SessionStoreSelection.close(sessions)
+        await SessionStoreSelection.close(service.sessions)
         say("corral serve: stopped")
+    }
+}
+
+/// What `corral serve` and `corral worker` both run: the engine, the session store, the pools,
+/// the reaper and the gateway (the runner), and the API over them.
+struct ServiceAssembly {
+    let engine: DockerEngineClient
+    let sessions: any SessionStore
+    let state: URL
+    var server: ServerParts
+
+    /// The server's parts, made into a `CorralServer` once the caller set what it needs.
+    struct ServerParts {
+        var configuration: CorralServer.Configuration
+        let runner: CorralServiceRunner
+        let tenants: TenantRegistry
+        let sessions: (any SessionStore)?
+        let metrics: PrometheusCollectorRegistry
+        let logger: Logger
+
+        func make() -> CorralServer {
+            CorralServer(
+                configuration: configuration, runner: runner, tenants: tenants, sessions: sessions, metrics: metrics,
+                logger: logger)
+        }
+    }
+
+    static func make(
+        context: CommandContext, global: GlobalOptions, configuration: CorralConfiguration, listen: String?,
+        workers: CorralConfiguration.Workers?
+    ) async throws -> ServiceAssembly {
+        let state = try context.stateDirectory()
+        let engine = try context.engine(configuration: configuration)
+        do {
+            let sessions = try await SessionStoreSelection.open(
+                configuration: configuration, environment: global.environment, stateDirectory: state,
+                logger: context.logger)
+            let runner = try await CorralServiceRunner.prepare(
+                configuration: configuration, engine: engine, environment: try context.sandboxEnvironment(),
+                sessions: sessions, logger: context.logger)
+            if case .created(let file)? = runner.vault?.keyOrigin {
+                say("corral serve: made a new vault key at \(file.path) (mode 0600); keep it safe")
+            }
+            var settings = CorralServer.Configuration(
+                socketPath: configuration.server.socket ?? state.appendingPathComponent("corral.sock").path,
+                listen: listen)
+            settings.stateDirectory = state.path
+            settings.sandboxesPerTenant = configuration.limits.sandboxesPerTenant
+            settings.sessionsPerTenant = configuration.limits.sessionsPerTenant
+            settings.maxArchiveBytes = configuration.limits.maxArchiveBytes.bytes
+            settings.headerTimeout = configuration.server.headerTimeout
+            settings.idleTimeout = configuration.server.idleTimeout
+            settings.shutdownTimeout = configuration.server.shutdownTimeout
+            if let workers, let listen = workers.listen {
+                var listener = WorkerListener.Settings(listen: listen)
+                listener.certificate = workers.tlsCert
+                listener.key = workers.tlsKey
+                listener.fleet.heartbeat = workers.heartbeat
+                listener.fleet.grace = workers.grace
+                listener.fleet.sample = workers.sample
+                listener.fleet.localGroup = workers.localGroup.isEmpty ? nil : workers.localGroup
+                settings.workers = listener
+            }
+            // The pools' and provisioner's figures (swift-metrics) go to the registry /metrics shows.
+            let registry = PrometheusCollectorRegistry()
+            MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
+            return ServiceAssembly(
+                engine: engine, sessions: sessions, state: state,
+                server: ServerParts(
+                    configuration: settings, runner: runner, tenants: TenantRegistry(stateDirectory: state),
+                    sessions: sessions, metrics: registry, logger: context.logger))
+        } catch {
+            engine.shutdown()
+            throw error
+        }
     }
 }

@@ -73,15 +73,21 @@ struct TenantAdd: AsyncParsableCommand {
     @Argument(help: "The tenant's name (a-z, 0-9, '-', '_').")
     var name: String
 
+    @Option(
+        name: .customLong("group"),
+        help: "A worker group its sandboxes may run in (repeatable); none: the default group.")
+    var groups: [String] = []
+
     func run() async throws {
         let tenant = try TenantID(validating: name)
         // Refused before anything is looked at, with or without a service.
         try TenantRegistry.checkNotReserved(tenant)
+        for group in groups { try WorkerGroup.validate(group) }
         let backend = try await TenantBackend.make(global)
         defer { backend.shutdown() }
         switch backend {
-        case .service(let client): print(try await client.addTenant(tenant).token)
-        case .files(let administration, _): print(try await administration.add(tenant))
+        case .service(let client): print(try await client.addTenant(tenant, groups: groups).token)
+        case .files(let administration, _): print(try await administration.add(tenant, groups: groups))
         }
     }
 }
@@ -98,16 +104,18 @@ struct TenantList: AsyncParsableCommand {
         let registry = TenantRegistry(stateDirectory: try CommandContext(global).stateDirectory())
         let rows = try registry.list().map {
             TenantSummary(
-                name: $0.id.rawValue, created: $0.created, reserved: TenantRegistry.isReserved($0.id) ? true : nil)
+                name: $0.id.rawValue, created: $0.created, reserved: TenantRegistry.isReserved($0.id) ? true : nil,
+                groups: $0.groups)
         }
         if json {
             try CLIOutput.printJSON(rows)
         } else {
             CLIOutput.printTable(
-                [["NAME", "CREATED"]]
+                [["NAME", "GROUPS", "CREATED"]]
                     + rows.map {
                         [
                             $0.name + ($0.reserved == true ? " (reserved name: token refused)" : ""),
+                            ($0.groups ?? [WorkerGroup.defaultName]).joined(separator: ","),
                             ISO8601DateFormatter().string(from: $0.created),
                         ]
                     })

@@ -31,7 +31,7 @@ final class OperatorConsoleToken: Sendable {
     /// earlier one, and returns it: it is shown once.
     func mint(now: Date = Date()) throws -> String {
         let token = "corral_operator_" + ConsoleLogins.randomToken()
-        try store(Stored(tokenSHA256: TenantRegistry.hash(token), created: now))
+        try store(Stored(tokenSHA256: BearerToken.hash(token), created: now))
         return token
     }
 
@@ -46,7 +46,7 @@ final class OperatorConsoleToken: Sendable {
     /// The token's hash when `token` is the operator's token.
     func authenticate(_ token: String) throws -> String? {
         guard let stored = try load() else { return nil }
-        let presented = TenantRegistry.hash(token)
+        let presented = BearerToken.hash(token)
         return ConsoleLogins.constantTimeEqual(stored.tokenSHA256, presented) ? presented : nil
     }
 

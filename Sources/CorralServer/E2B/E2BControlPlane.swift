@@ -31,6 +31,9 @@ struct E2BControlPlane: Sendable {
         case .local:
             context.tenant = .local
             return .local
+        case .controlPlane:
+            // A worker's link serves corral's API only; E2B's is the control plane's.
+            throw E2BAPIError(status: 404, message: "E2B's API is served by the control plane, not by a worker")
         case .tokens:
             guard let key = E2BHeaders.value(request, "x-api-key"), !key.isEmpty else {
                 throw E2BAPIError(

@@ -1,0 +1,120 @@
+import CorralCore
+import Crypto
+import Foundation
+import Synchronization
+
+/// A list kept in one JSON file of the state directory (tenants, worker tokens). Every change
+/// is a read-modify-write under an flock on `FILE.lock`, so that commands in several processes
+/// at once, and a running service, never lose one another's changes. Each change opens the lock
+/// file anew, and flock locks belong to an open file, so two tasks of one process are
+/// serialised the same way. Readers take no lock: the file is replaced by rename, whole, after
+/// an fsync.
+final class LockedJSONFile<Element: Codable & Sendable>: Sendable {
+    let file: URL
+    /// What the file holds, in errors: "tenants file".
+    let what: String
+    private var lockFile: URL { file.appendingPathExtension("lock") }
+    /// The file's bytes at the last read and what they held: a reader parses the file again
+    /// only when the bytes changed. Bytes, not the modification time, because two writes within
+    /// one tick of the file system's clock would look alike.
+    private let cache = Mutex<(bytes: Data?, elements: [Element])>((nil, []))
+
+    init(file: URL, what: String) {
+        self.file = file
+        self.what = what
+    }
+
+    func modify(_ change: (inout [Element]) throws -> Void) throws {
+        try FileManager.default.createDirectory(at: file.deletingLastPathComponent(), withIntermediateDirectories: true)
+        let descriptor = open(lockFile.path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        guard descriptor >= 0 else {
+            throw CorralError(.io, "cannot open \(lockFile.path): \(String(cString: strerror(errno)))")
+        }
+        defer { close(descriptor) }
+        while flock(descriptor, LOCK_EX) != 0 {
+            guard errno == EINTR else {
+                throw CorralError(.io, "cannot lock \(lockFile.path): \(String(cString: strerror(errno)))")
+            }
+        }
+        defer { flock(descriptor, LOCK_UN) }
+        var elements = try load()
+        try change(&elements)
+        try save(elements)
+    }
+
+    func load() throws -> [Element] {
+        guard let data = FileManager.default.contents(atPath: file.path) else { return [] }
+        if let cached = cache.withLock({ $0.bytes == data ? $0.elements : nil }) { return cached }
+        let decoder = JSONDecoder()
+        decoder.dateDecodingStrategy = .iso8601
+        do {
+            let elements = try decoder.decode([Element].self, from: data)
+            cache.withLock { $0 = (data, elements) }
+            return elements
+        } catch {
+            throw CorralError(
+                .corrupted, "\(file.path) is not a valid \(what)", hint: "restore it from a backup", underlying: error)
+        }
+    }
+
+    private func save(_ elements: [Element]) throws {
+        let encoder = JSONEncoder()
+        encoder.dateEncodingStrategy = .iso8601
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        let data = try encoder.encode(elements)
+        let temporary = file.appendingPathExtension("tmp")
+        unlink(temporary.path)
+        guard
+            FileManager.default.createFile(
+                atPath: temporary.path, contents: data, attributes: [.posixPermissions: 0o600])
+        else {
+            throw CorralError(.io, "cannot write \(temporary.path)")
+        }
+        let descriptor = open(temporary.path, O_RDONLY | O_CLOEXEC)
+        if descriptor >= 0 {
+            fsync(descriptor)
+            close(descriptor)
+        }
+        guard rename(temporary.path, file.path) == 0 else {
+            throw CorralError(.io, "cannot replace \(file.path): \(String(cString: strerror(errno)))")
+        }
+        let directory = open(file.deletingLastPathComponent().path, O_RDONLY | O_CLOEXEC)
+        if directory >= 0 {
+            fsync(directory)
+            close(directory)
+        }
+    }
+}
+
+/// Bearer tokens as corral makes and keeps them: `corral_` and 43 base64url characters, stored
+/// only as a SHA-256, compared in constant time.
+enum BearerToken {
+    static func make() -> String {
+        var bytes = [UInt8](repeating: 0, count: 32)
+        var generator = SystemRandomNumberGenerator()
+        for index in bytes.indices { bytes[index] = generator.next() }
+        return "corral_"
+            + Data(bytes).base64EncodedString()
+            .replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_")
+            .replacingOccurrences(of: "=", with: "")
+    }
+
+    static func hash(_ token: String) -> String {
+        SHA256.hash(data: Data(token.utf8)).map { String(format: "%02x", $0) }.joined()
+    }
+
+    /// The last of `candidates` whose stored hash equals the presented token's; every candidate
+    /// is compared whole, so the time does not tell how many characters matched.
+    static func match<T>(_ token: String, in candidates: [T], hash storedHash: (T) -> String) -> T? {
+        let presented = Array(hash(token).utf8)
+        var match: T?
+        for candidate in candidates {
+            let stored = Array(storedHash(candidate).utf8)
+            guard stored.count == presented.count else { continue }
+            var difference: UInt8 = 0
+            for index in stored.indices { difference |= stored[index] ^ presented[index] }
+            if difference == 0 { match = candidate }
+        }
+        return match
+    }
+}

@@ -1,0 +1,285 @@
+import CorralAPI
+import CorralCore
+import Foundation
+import Hummingbird
+import HummingbirdCore
+import HummingbirdHTTP2
+import Logging
+import NIOCore
+import NIOHTTPTypes
+import NIOPosix
+import NIOSSL
+import ServiceLifecycle
+import Synchronization
+
+/// The worker's end of its link (`corral worker`): it dials the control plane, asks for the
+/// upgrade with its token and protocol range, and, after the 101, serves corral's own API as an
+/// HTTP/2 server on the connection it opened, one stream per call. It accepts no inbound
+/// connection. A link that ends is dialled again with backoff (1 s doubling to 30 s); a refusal
+/// that another try cannot mend (token, group, protocol) stops the worker with its reason.
+public struct WorkerAgent: Service {
+    public struct Settings: Sendable {
+        /// `https://host:port` (or `http://` on loopback): the control plane's worker port.
+        public var server: String
+        public var token: String
+        /// The group to join; the token decides it, this only checks it.
+        public var group: String?
+        public var name: String
+        /// PEM certificates that verify the control plane; nil: the system's roots.
+        public var caFile: String?
+        public var maxSandboxes = 64
+        public var connectTimeout: Duration = .seconds(5)
+        public var handshakeTimeout: Duration = .seconds(10)
+        public var longestBackoff: Duration = .seconds(30)
+
+        public init(server: String, token: String, name: String) {
+            self.server = server
+            self.token = token
+            self.name = name
+        }
+    }
+
+    let settings: Settings
+    let server: CorralServer
+    let logger: Logger
+    let onConnected: @Sendable (String) async -> Void
+    /// The epoch of the link up now; calls that carry another are refused.
+    private let epoch = LinkEpoch()
+
+    public init(
+        settings: Settings, server: CorralServer, logger: Logger,
+        onConnected: @escaping @Sendable (String) async -> Void = { _ in }
+    ) {
+        self.settings = settings
+        self.server = server
+        self.logger = logger
+        self.onConnected = onConnected
+    }
+
+    /// A refusal no retry mends.
+    struct Refused: Error, CustomStringConvertible {
+        let error: CorralError
+        var description: String { error.description }
+    }
+
+    public func run() async throws {
+        let target = try Target(settings.server)
+        let tls = try makeTLS(target)
+        var delay = Duration.seconds(1)
+        while !Task.isCancelled && !Task.isShuttingDownGracefully {
+            let started = ContinuousClock.now
+            do {
+                try await connectOnce(target, tls: tls)
+            } catch let refused as Refused {
+                throw refused.error
+            } catch {
+                logger.warning(
+                    "worker link to \(settings.server) ended: \(error); dialling again in \(delay)",
+                    metadata: ["worker": "\(settings.name)"])
+            }
+            epoch.set(nil)
+            if ContinuousClock.now - started > settings.longestBackoff { delay = .seconds(1) }
+            try? await gracefulSleep(for: delay)
+            delay = min(delay * 2, settings.longestBackoff)
+        }
+    }
+
+    /// Sleeps, or returns at once when a graceful shutdown begins.
+    private func gracefulSleep(for duration: Duration) async throws {
+        try await cancelWhenGracefulShutdown { try await Task.sleep(for: duration) }
+    }
+
+    // MARK: The control plane's address
+
+    public struct Target: Sendable {
+        public var secure: Bool
+        var host: String
+        var port: Int
+
+        public init(_ text: String) throws {
+            guard let url = URL(string: text), let scheme = url.scheme?.lowercased(), let host = url.host,
+                scheme == "http" || scheme == "https"
+            else {
+                throw CorralError.invalidArgument(
+                    "'\(text)' is not a control plane URL", hint: "use https://HOST:PORT (http:// on loopback only)")
+            }
+            secure = scheme == "https"
+            self.host = host.hasPrefix("[") ? String(host.dropFirst().dropLast()) : host
+            port = url.port ?? (secure ? 443 : 80)
+            guard secure || CorralServer.isLoopback(self.host) else {
+                throw CorralError.invalidArgument(
+                    "plain http:// is for loopback only; '\(text)' is not", hint: "use https:// with --ca FILE")
+            }
+        }
+    }
+
+    private func makeTLS(_ target: Target) throws -> NIOSSLContext? {
+        guard target.secure else { return nil }
+        var configuration = TLSConfiguration.makeClientConfiguration()
+        if let caFile = settings.caFile {
+            do {
+                configuration.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(caFile))
+            } catch {
+                throw CorralError.invalidArgument("cannot read --ca \(caFile): \(error)")
+            }
+        }
+        return try NIOSSLContext(configuration: configuration)
+    }
+
+    // MARK: One link
+
+    private func connectOnce(_ target: Target, tls: NIOSSLContext?) async throws {
+        let name = settings.name
+        let accepted = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .channelOption(.socketOption(.so_keepalive), value: 1)
+            .channelOption(.tcpOption(.tcp_nodelay), value: 1)
+            .connectTimeout(.milliseconds(Int64(settings.connectTimeout.milliseconds)))
+            .connect(host: target.host, port: target.port) { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    if let tls {
+                        try channel.pipeline.syncOperations.addHandler(
+                            try NIOSSLClientHandler(
+                                context: tls, serverHostname: CorralServer.isIPAddress(target.host) ? nil : target.host)
+                        )
+                    }
+                    let promise = channel.eventLoop.makePromise(of: LinkHead.self)
+                    try channel.pipeline.syncOperations.addHandler(
+                        LinkHeadReader(promise: promise, readsBody: true), name: WorkerListener.readerName)
+                    return WorkerListener.Accepted(channel: channel, head: promise.futureResult)
+                }
+            }
+        let channel = accepted.channel
+        var headers: [(String, String)] = [
+            ("Host", "\(target.host):\(target.port)"), ("Connection", "Upgrade"),
+            ("Upgrade", WorkerProtocol.upgradeToken), ("Authorization", "Bearer \(settings.token)"),
+            (WorkerProtocol.nameHeader, name),
+            (WorkerProtocol.protocolHeader, WorkerProtocol.format(WorkerProtocol.versions)),
+            (WorkerProtocol.versionHeader, CorralVersion.current),
+        ]
+        if let group = settings.group { headers.append((WorkerProtocol.groupHeader, group)) }
+        let request = LinkHead(startLine: ["GET", WorkerProtocol.connectPath, "HTTP/1.1"], headers: headers)
+        let timeout = channel.eventLoop.scheduleTask(in: .milliseconds(Int64(settings.handshakeTimeout.milliseconds))) {
+            channel.close(promise: nil)
+        }
+        let answer: LinkHead
+        do {
+            try await channel.writeAndFlush(request.serialized())
+            answer = try await accepted.head.get()
+            timeout.cancel()
+        } catch {
+            timeout.cancel()
+            channel.close(promise: nil)
+            throw error
+        }
+        guard answer.status == 101 else {
+            channel.close(promise: nil)
+            throw Self.refusal(answer)
+        }
+        guard let linkEpoch = answer.header(WorkerProtocol.epochHeader).flatMap(Int64.init),
+            let version = answer.header(WorkerProtocol.protocolHeader).flatMap(Int.init),
+            WorkerProtocol.versions.contains(version)
+        else {
+            channel.close(promise: nil)
+            throw Refused(
+                error: CorralError(
+                    .unsupported,
+                    "the control plane switched to a worker protocol this worker does not speak (\(answer.header(WorkerProtocol.protocolHeader) ?? "none"); this worker speaks \(WorkerProtocol.format(WorkerProtocol.versions)))"
+                ))
+        }
+        epoch.set(linkEpoch)
+        let http2 = HTTP2Channel(
+            responder: responder(),
+            configuration: .init(
+                streamConfiguration: .init(additionalChannelHandlers: [StreamPresenceHandler()])))
+        let logger = self.logger
+        let value = try await channel.eventLoop.submit {
+            let value = http2.setup(channel: channel, logger: logger)
+            _ = channel.pipeline.syncOperations.removeHandler(name: WorkerListener.readerName)
+            return value
+        }.get().get()
+        logger.info(
+            "worker link up", metadata: ["server": "\(settings.server)", "worker": "\(name)", "epoch": "\(linkEpoch)"])
+        await onConnected(settings.server)
+        await withGracefulShutdownHandler {
+            await http2.handle(value: value, logger: logger)
+        } onGracefulShutdown: {
+            channel.close(promise: nil)
+        }
+        throw CorralError(.unavailable, "the control plane closed the link")
+    }
+
+    /// The error a non-101 answer carries; a refusal no retry mends is `Refused`.
+    static func refusal(_ answer: LinkHead) -> any Error {
+        let status = answer.status ?? 0
+        var error =
+            (try? JSONDecoder().decode(APIErrorBody.self, from: Data(answer.body)))?.corralError
+            ?? CorralError(.unavailable, "the control plane answered the worker's handshake with HTTP \(status)")
+        if error.hint == nil, status == 404 {
+            error.hint = "is --server the control plane's worker port ([workers] listen)?"
+        }
+        switch status {
+        case 400, 401, 403, 404, 426: return Refused(error: error)
+        default: return error
+        }
+    }
+
+    // MARK: What the worker serves
+
+    private func responder() -> HTTPChannelHandler.Responder {
+        let router = server.workerRouter(
+            currentEpoch: { [epoch] in epoch.get() }, status: { [self] in await self.status() })
+        let responder = router.buildResponder()
+        let logger = self.logger
+        return { request, responseWriter, channel in
+            let context = CorralRequestContext(source: .init(channel: channel, logger: logger))
+            let response: Response
+            do {
+                response = try await responder.respond(to: request, context: context)
+            } catch {
+                response = Response(status: .internalServerError)
+            }
+            try await responseWriter.write(response: response.head, body: response.body)
+        }
+    }
+
+    /// The heartbeat's answer: what this engine host offers and runs now.
+    func status() async -> WorkerStatus {
+        let runner = server.runner
+        var pools: [WorkerPoolStatus] = []
+        for pool in runner.pools {
+            let status = await pool.currentStatus()
+            pools.append(.init(template: status.template.rawValue, ready: status.idle, target: status.minIdle))
+        }
+        let sandboxes = (try? await runner.provisioner.list()) ?? []
+        return WorkerStatus(
+            name: settings.name, group: settings.group ?? WorkerGroup.defaultName, version: CorralVersion.current,
+            epoch: epoch.get() ?? 0,
+            capacity: .init(
+                cpus: ProcessInfo.processInfo.activeProcessorCount,
+                memoryBytes: Int64(ProcessInfo.processInfo.physicalMemory), maxSandboxes: settings.maxSandboxes),
+            templates: runner.configuration.templates.map(\.name.rawValue).sorted(), pools: pools,
+            sandboxes: sandboxes.map { WorkerSandbox(id: $0.id, tenant: $0.tenant) })
+    }
+}
+
+/// On each HTTP/2 stream a worker serves: the caller's presence, gone when the stream closes
+/// (the control plane resets it when its own client leaves), so that a command stops with it.
+final class StreamPresenceHandler: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPRequestPart
+    typealias InboundOut = HTTPRequestPart
+
+    let presence = ClientPresence()
+
+    func channelInactive(context: ChannelHandlerContext) {
+        presence.markGone()
+        context.fireChannelInactive()
+    }
+}
+
+/// The epoch of a worker's link that is up now, if one is.
+final class LinkEpoch: Sendable {
+    private let value = Mutex<Int64?>(nil)
+
+    func get() -> Int64? { value.withLock { $0 } }
+    func set(_ epoch: Int64?) { value.withLock { $0 = epoch } }
+}

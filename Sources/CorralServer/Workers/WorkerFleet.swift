@@ -1,0 +1,301 @@
+import CorralAPI
+import CorralCore
+import Foundation
+import Logging
+import Synchronization
+
+/// The control plane's view of its workers: who is connected, what each offers (from its last
+/// heartbeat), and which worker runs which sandbox. Every worker's state comes from the worker
+/// itself: a corrald that restarts learns the sandboxes again from the first heartbeat of each
+/// worker that reconnects.
+public final class WorkerFleet: Sendable {
+    public struct Settings: Sendable {
+        /// Time between heartbeats (the control plane asks each worker for its status).
+        public var heartbeat: Duration = .seconds(5)
+        /// A worker silent this long is lost: its sandboxes are given up.
+        public var grace: Duration = .seconds(30)
+        /// Placement samples this many workers and takes the one with the most free room.
+        public var sample = 3
+        /// The group of the service's own engine host (the in-process worker); nil: the service
+        /// runs no sandboxes of its own.
+        public var localGroup: String? = WorkerGroup.defaultName
+        /// The sandboxes the service's own engine host takes, for placement's free room.
+        public var localMaxSandboxes = 64
+
+        public init() {}
+    }
+
+    struct Member: Sendable {
+        var name: String
+        var group: String
+        var version: String
+        var protocolVersion: Int
+        var epoch: Int64
+        var address: String?
+        var connected: Date
+        /// When this link was taken: a worker never heard from is lost this long after.
+        var attached: ContinuousClock.Instant = .now
+        var link: WorkerLinkClient
+        var lastHeartbeat: ContinuousClock.Instant?
+        var lastHeartbeatDate: Date?
+        var status: WorkerStatus?
+        /// When the link was seen closed; nil while it is up.
+        var linkLost: ContinuousClock.Instant?
+    }
+
+    private struct State {
+        var members: [String: Member] = [:]
+        var placements: [SandboxID: String] = [:]
+        /// Sandboxes on a worker that was lost: removed when that worker comes back.
+        var abandoned: [String: Set<SandboxID>] = [:]
+        var lastEpoch: Int64 = 0
+    }
+
+    public let settings: Settings
+    private let state = Mutex(State())
+    let logger: Logger
+
+    public init(settings: Settings = Settings(), logger: Logger) {
+        self.settings = settings
+        self.logger = logger
+    }
+
+    // MARK: Links
+
+    /// A new epoch: above every earlier one of this process and of earlier processes (it starts
+    /// from the clock in milliseconds), so that a worker can tell a stale caller from this one.
+    func nextEpoch() -> Int64 {
+        state.withLock { state in
+            state.lastEpoch = max(state.lastEpoch + 1, Int64(Date().timeIntervalSince1970 * 1000))
+            return state.lastEpoch
+        }
+    }
+
+    /// Takes a worker's new link; an older link of the same name is closed (its calls end).
+    func attach(_ member: Member) {
+        let replaced = state.withLock { state -> Member? in
+            let old = state.members[member.name]
+            state.members[member.name] = member
+            return old
+        }
+        if let replaced, replaced.epoch != member.epoch { replaced.link.close() }
+        logger.info(
+            "worker connected",
+            metadata: [
+                "worker": "\(member.name)", "group": "\(member.group)", "epoch": "\(member.epoch)",
+                "address": "\(member.address ?? "?")",
+            ])
+    }
+
+    /// Closes every link: this process stops taking calls for its workers.
+    func closeAll() {
+        for member in state.withLock({ Array($0.members.values) }) { member.link.close() }
+    }
+
+    /// Heartbeats for one link until it closes: the first at once, so that placement knows the
+    /// worker before its first call.
+    func followHeartbeats(name: String, epoch: Int64) async {
+        while !Task.isCancelled {
+            guard let member = state.withLock({ $0.members[name] }), member.epoch == epoch else { return }
+            guard member.link.isActive else {
+                state.withLock { state in
+                    if state.members[name]?.epoch == epoch, state.members[name]?.linkLost == nil {
+                        state.members[name]?.linkLost = .now
+                    }
+                }
+                logger.warning("worker link closed", metadata: ["worker": "\(name)", "epoch": "\(epoch)"])
+                return
+            }
+            do {
+                let status = try await member.link.get("/v1/worker/status", as: WorkerStatus.self)
+                await received(status, from: name, epoch: epoch)
+            } catch {
+                logger.warning("worker heartbeat failed", metadata: ["worker": "\(name)", "error": "\(error)"])
+            }
+            try? await Task.sleep(for: settings.heartbeat)
+        }
+    }
+
+    private func received(_ status: WorkerStatus, from name: String, epoch: Int64) async {
+        let (abandoned, link) = state.withLock { state -> ([WorkerSandbox], WorkerLinkClient?) in
+            guard state.members[name]?.epoch == epoch else { return ([], nil) }
+            state.members[name]?.status = status
+            state.members[name]?.lastHeartbeat = .now
+            state.members[name]?.lastHeartbeatDate = Date()
+            let given = state.abandoned[name] ?? []
+            var abandoned: [WorkerSandbox] = []
+            for sandbox in status.sandboxes {
+                if given.contains(sandbox.id) {
+                    abandoned.append(sandbox)
+                } else {
+                    state.placements[sandbox.id] = name
+                }
+            }
+            return (abandoned, state.members[name]?.link)
+        }
+        // A worker that comes back after it was lost: what the control plane gave up on goes.
+        guard let link else { return }
+        for sandbox in abandoned {
+            do {
+                try await WorkerRoutingMiddleware.remove(sandbox, on: link)
+                _ = state.withLock { $0.abandoned[name]?.remove(sandbox.id) }
+                logger.info(
+                    "removed a sandbox given up while its worker was lost",
+                    metadata: ["worker": "\(name)", "sandbox": "\(sandbox.id)"])
+            } catch {
+                logger.warning(
+                    "could not remove a sandbox given up while its worker was lost",
+                    metadata: ["worker": "\(name)", "sandbox": "\(sandbox.id)", "error": "\(error)"])
+            }
+        }
+    }
+
+    /// Marks workers silent past the grace as lost; their sandboxes are given up. Called before
+    /// every placement and listing, so no timer is needed for correctness.
+    func expireLost(now: ContinuousClock.Instant = .now) {
+        let silent = state.withLock { state -> [WorkerLinkClient] in
+            var silent: [WorkerLinkClient] = []
+            for (name, member) in state.members where Self.isLost(member, now: now, grace: settings.grace) {
+                // A link that is up but answers no heartbeat: its calls end now, with an error.
+                if member.link.isActive { silent.append(member.link) }
+                let mine = state.placements.filter { $0.value == name }.map(\.key)
+                guard !mine.isEmpty else { continue }
+                for id in mine { state.placements[id] = nil }
+                state.abandoned[name, default: []].formUnion(mine)
+                logger.warning(
+                    "worker lost: its sandboxes are given up",
+                    metadata: ["worker": "\(name)", "sandboxes": "\(mine.count)"])
+            }
+            return silent
+        }
+        for link in silent { link.close() }
+    }
+
+    static func isLost(_ member: Member, now: ContinuousClock.Instant, grace: Duration) -> Bool {
+        now - (member.lastHeartbeat ?? member.attached) > grace
+    }
+
+    // MARK: Sandboxes
+
+    /// Where a call for a sandbox goes.
+    enum Route: Sendable {
+        /// The service's own engine host.
+        case local
+        case worker(name: String, link: WorkerLinkClient)
+    }
+
+    func route(_ id: SandboxID) throws -> Route {
+        expireLost()
+        return try state.withLock { state in
+            if let name = state.abandoned.first(where: { $0.value.contains(id) })?.key {
+                throw CorralError(
+                    .unavailable,
+                    "sandbox \(id) ran on worker '\(name)', which is lost (silent past the \(Int(settings.grace.components.seconds))s grace); its files are gone",
+                    hint: "create a new sandbox")
+            }
+            guard let name = state.placements[id], let member = state.members[name] else { return .local }
+            guard member.link.isActive else {
+                var error = CorralError(
+                    .unavailable, "sandbox \(id) runs on worker '\(name)', whose link is down",
+                    hint:
+                        "the worker reconnects by itself; a worker silent for \(Int(settings.grace.components.seconds))s is lost"
+                )
+                error.retryAfterSeconds = 2
+                throw error
+            }
+            return .worker(name: name, link: member.link)
+        }
+    }
+
+    func recordPlacement(_ id: SandboxID, on worker: String) {
+        state.withLock { $0.placements[id] = worker }
+    }
+
+    func forget(_ id: SandboxID) {
+        _ = state.withLock { $0.placements.removeValue(forKey: id) }
+    }
+
+    /// The connected workers of these groups (nil: of every group).
+    func links(in groups: [String]?) -> [(name: String, link: WorkerLinkClient)] {
+        expireLost()
+        return state.withLock { state in
+            state.members.values.filter { (groups?.contains($0.group) ?? true) && $0.link.isActive }
+                .sorted { $0.name < $1.name }.map { ($0.name, $0.link) }
+        }
+    }
+
+    // MARK: Placement
+
+    /// Where a new sandbox of `template` for a tenant of `groups` goes: a warm member first (the
+    /// local pool's, then a worker's), else the best of `sample` workers drawn at random, by free
+    /// room. `localWarm` and `localFree` describe the service's own engine host.
+    func place(
+        groups: [String], template: String?, localWarm: Bool, localFree: Double,
+        using generator: inout some RandomNumberGenerator
+    ) throws -> Route {
+        expireLost()
+        let localCandidate = settings.localGroup.map { groups.contains($0) } ?? false
+        if localCandidate, localWarm { return .local }
+        let candidates = state.withLock { state in
+            state.members.values.filter { member in
+                guard groups.contains(member.group), member.link.isActive, member.linkLost == nil,
+                    let status = member.status
+                else { return false }
+                if let template { return status.templates.contains(template) }
+                return true
+            }
+        }
+        if let template,
+            let warm = candidates.filter({ member in
+                member.status?.pools.contains { $0.template == template && $0.ready > 0 } == true
+            }).max(by: { Self.freeRoom($0) < Self.freeRoom($1) })
+        {
+            return .worker(name: warm.name, link: warm.link)
+        }
+        var options: [(route: Route, free: Double)] = candidates.map {
+            (.worker(name: $0.name, link: $0.link), Self.freeRoom($0))
+        }
+        if localCandidate { options.append((.local, localFree)) }
+        guard !options.isEmpty else {
+            throw CorralError(
+                .unavailable,
+                "no worker of group \(groups.joined(separator: ", ")) is connected"
+                    + (template.map { " with template '\($0)'" } ?? ""),
+                hint: "start `corral worker --group \(groups[0])` on an engine host, or check `corral worker ls`")
+        }
+        options.shuffle(using: &generator)
+        let sampled = options.prefix(max(1, settings.sample))
+        guard let best = sampled.max(by: { $0.free < $1.free }), best.free > 0 else {
+            throw CorralError(
+                .resourceExhausted, "every worker of group \(groups.joined(separator: ", ")) is full",
+                hint: "remove sandboxes, or add workers")
+        }
+        return best.route
+    }
+
+    /// Free room as a fraction of the worker's sandboxes: 1 empty, 0 full.
+    static func freeRoom(_ member: Member) -> Double {
+        guard let status = member.status, status.capacity.maxSandboxes > 0 else { return 0 }
+        return Double(status.capacity.maxSandboxes - status.sandboxes.count) / Double(status.capacity.maxSandboxes)
+    }
+
+    // MARK: Listing
+
+    public func summaries() -> [WorkerSummary] {
+        expireLost()
+        let now = ContinuousClock.now
+        return state.withLock { state in
+            state.members.values.sorted { $0.name < $1.name }.map { member in
+                let lost = Self.isLost(member, now: now, grace: settings.grace)
+                let up = member.link.isActive && member.linkLost == nil
+                return WorkerSummary(
+                    name: member.name, group: member.group,
+                    state: lost ? "lost" : up ? "connected" : "unreachable", version: member.version,
+                    protocol: member.protocolVersion, epoch: member.epoch, address: member.address,
+                    connected: member.connected, lastHeartbeat: member.lastHeartbeatDate,
+                    capacity: member.status?.capacity, sandboxes: member.status?.sandboxes.count ?? 0,
+                    templates: member.status?.templates ?? [], pools: member.status?.pools ?? [])
+            }
+        }
+    }
+}

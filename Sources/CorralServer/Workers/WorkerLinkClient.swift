@@ -1,0 +1,166 @@
+import CorralAPI
+import CorralCore
+import Foundation
+import HTTPTypes
+import Hummingbird
+import NIOCore
+import NIOHTTP2
+import NIOHTTPTypes
+import NIOHTTPTypesHTTP2
+
+/// The control plane's end of one worker link: after the 101 corrald is the HTTP/2 client on
+/// the connection the worker dialled, and each call is a stream of its own. HTTP/2 gives every
+/// stream its own flow-control window, so a caller that stops reading stalls only its call.
+final class WorkerLinkClient: Sendable {
+    typealias Stream = NIOAsyncChannel<HTTPResponsePart, HTTPRequestPart>
+
+    let channel: any Channel
+    let multiplexer: NIOHTTP2Handler.AsyncStreamMultiplexer<Void>
+    let epoch: Int64
+
+    /// Configures HTTP/2 (client) on `channel`; call on its event loop, after the 101 is written.
+    init(channel: any Channel, epoch: Int64) throws {
+        self.channel = channel
+        self.epoch = epoch
+        var configuration = NIOHTTP2Handler.Configuration()
+        // Calls carry archives and command output: 1 MiB per stream before the worker waits.
+        configuration.connection.initialSettings = [
+            HTTP2Setting(parameter: .maxConcurrentStreams, value: 1000),
+            HTTP2Setting(parameter: .initialWindowSize, value: 1 << 20),
+            HTTP2Setting(parameter: .maxHeaderListSize, value: 1 << 16),
+        ]
+        multiplexer = try channel.pipeline.syncOperations.configureAsyncHTTP2Pipeline(
+            mode: .client, configuration: configuration
+        ) { stream in
+            // The worker opens no streams of its own.
+            stream.close()
+        }
+    }
+
+    var isActive: Bool { channel.isActive }
+
+    func close() { channel.close(promise: nil) }
+
+    /// One call: the head, then the body as it comes. Returns the answer's head and its body as
+    /// a bounded channel; `finished` completes when the stream is done both ways.
+    func call(
+        _ head: HTTPRequest, body: (some AsyncSequence<ByteBuffer, any Error> & Sendable)?
+    ) async throws -> (response: HTTPResponse, body: ByteChannel, task: Task<Void, any Error>) {
+        let stream: Stream
+        do {
+            stream = try await multiplexer.openStream { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(HTTP2FramePayloadToHTTPClientCodec())
+                    return try Stream(wrappingChannelSynchronously: channel)
+                }
+            }
+        } catch {
+            throw CorralError(.unavailable, "the worker's link closed", underlying: error)
+        }
+        let answer = AsyncThrowingStream<HTTPResponse, any Error>.makeStream()
+        let bodyChannel = ByteChannel(capacity: 1 << 20)
+        let task = Task {
+            do {
+                try await stream.executeThenClose { inbound, outbound in
+                    try await withThrowingTaskGroup(of: Void.self) { group in
+                        group.addTask {
+                            try await outbound.write(.head(head))
+                            if let body {
+                                for try await chunk in body { try await outbound.write(.body(chunk)) }
+                            }
+                            try await outbound.write(.end(nil))
+                        }
+                        var parts = inbound.makeAsyncIterator()
+                        var sawHead = false
+                        while let part = try await parts.next() {
+                            switch part {
+                            case .head(let response):
+                                // 1xx heads are interim; the worker sends none today.
+                                guard response.status.kind != .informational else { continue }
+                                sawHead = true
+                                answer.continuation.yield(response)
+                                answer.continuation.finish()
+                            case .body(let buffer):
+                                try await bodyChannel.send(Array(buffer.readableBytesView))
+                            case .end:
+                                break
+                            }
+                        }
+                        guard sawHead else {
+                            throw CorralError(.unavailable, "the worker closed the call without an answer")
+                        }
+                        bodyChannel.finish()
+                        // The answer is whole: a request body still under way is no longer wanted.
+                        group.cancelAll()
+                        _ = try? await group.next()
+                    }
+                }
+            } catch {
+                answer.continuation.finish(throwing: error)
+                bodyChannel.finish(throwing: Self.describe(error))
+                throw error
+            }
+        }
+        do {
+            var heads = answer.stream.makeAsyncIterator()
+            guard let response = try await heads.next() else {
+                throw CorralError(.unavailable, "the worker closed the call without an answer")
+            }
+            return (response, bodyChannel, task)
+        } catch {
+            task.cancel()
+            throw Self.describe(error)
+        }
+    }
+
+    /// A call of the control plane's own, as `tenant`, on this link's epoch.
+    func request(_ method: HTTPRequest.Method, _ path: String, tenant: TenantID) -> HTTPRequest {
+        var head = HTTPRequest(method: method, scheme: "http", authority: "worker", path: path)
+        head.headerFields[corral: WorkerProtocol.tenantHeader] = tenant.rawValue
+        head.headerFields[corral: WorkerProtocol.epochHeader] = String(epoch)
+        return head
+    }
+
+    /// A GET whose JSON answer decodes as `T`; a non-2xx answer becomes the worker's error.
+    func get<T: Decodable>(_ path: String, as type: T.Type) async throws -> T {
+        // The control plane's own calls (the heartbeat) are the operator's.
+        let head = request(.get, path, tenant: .local)
+        let (response, body, task) = try await call(head, body: Optional<EmptyBody>.none)
+        var bytes: [UInt8] = []
+        while let chunk = try await body.receive() {
+            bytes += chunk
+            guard bytes.count <= 16 << 20 else {
+                task.cancel()
+                throw CorralError(.payloadTooLarge, "the worker's answer to \(path) is larger than 16 MiB")
+            }
+        }
+        _ = try? await task.value
+        guard (200..<300).contains(response.status.code) else {
+            if let error = try? JSONDecoder().decode(APIErrorBody.self, from: Data(bytes)) { throw error.corralError }
+            throw CorralError(.unavailable, "the worker answered \(path) with \(response.status.code)")
+        }
+        return try CorralClient.decoder().decode(T.self, from: Data(bytes))
+    }
+
+    static func describe(_ error: any Error) -> any Error {
+        if error is CorralError || error is CancellationError { return error }
+        return CorralError(.unavailable, "the call to the worker failed: \(error)", underlying: error)
+    }
+}
+
+/// No body: a GET's.
+struct EmptyBody: AsyncSequence, Sendable {
+    typealias Element = ByteBuffer
+    struct AsyncIterator: AsyncIteratorProtocol {
+        mutating func next() async throws -> ByteBuffer? { nil }
+    }
+    func makeAsyncIterator() -> AsyncIterator { AsyncIterator() }
+}
+
+extension HTTPFields {
+    /// A field by one of corral's own names (`Corral-Tenant`), which are valid field names.
+    subscript(corral name: String) -> String? {
+        get { HTTPField.Name(name).flatMap { self[$0] } }
+        set { if let field = HTTPField.Name(name) { self[field] = newValue } }
+    }
+}

@@ -1,0 +1,252 @@
+import CorralAPI
+import CorralCore
+import Foundation
+import Logging
+import NIOCore
+import NIOPosix
+import NIOSSL
+import ServiceLifecycle
+
+/// Where workers dial in (`[workers] listen`): a TCP listener of its own, with TLS unless it is
+/// on loopback. Each connection is one handshake (`GET /v1/workers/connect` with a worker token
+/// and the worker's protocol range), then, after a 101, one HTTP/2 connection on which corrald
+/// is the client (`WorkerLinkClient`).
+public struct WorkerListener: Service {
+    public struct Settings: Sendable {
+        /// `host:port`.
+        public var listen: String
+        /// PEM files for TLS; required unless `listen` is on loopback.
+        public var certificate: String?
+        public var key: String?
+        /// A handshake must be done within this time.
+        public var handshakeTimeout: Duration = .seconds(10)
+        public var fleet = WorkerFleet.Settings()
+
+        public init(listen: String) { self.listen = listen }
+    }
+
+    let settings: Settings
+    let fleet: WorkerFleet
+    let tokens: WorkerTokenRegistry
+    let onReady: @Sendable (String) async -> Void
+    let logger: Logger
+
+    static let readerName = "corral.worker-link.handshake"
+
+    init(
+        settings: Settings, fleet: WorkerFleet, tokens: WorkerTokenRegistry, logger: Logger,
+        onReady: @escaping @Sendable (String) async -> Void
+    ) {
+        self.settings = settings
+        self.fleet = fleet
+        self.tokens = tokens
+        self.logger = logger
+        self.onReady = onReady
+    }
+
+    struct Accepted: Sendable {
+        let channel: any Channel
+        let head: EventLoopFuture<LinkHead>
+    }
+
+    public func run() async throws {
+        let (host, port) = try CorralServer.parseListen(settings.listen)
+        let tls = try makeTLS(host: host)
+        let server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.socketOption(.so_keepalive), value: 1)
+            .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
+            .bind(host: host, port: port) { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    if let tls {
+                        try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls))
+                    }
+                    let promise = channel.eventLoop.makePromise(of: LinkHead.self)
+                    try channel.pipeline.syncOperations.addHandler(
+                        LinkHeadReader(promise: promise, readsBody: false), name: Self.readerName)
+                    return Accepted(channel: channel, head: promise.futureResult)
+                }
+            }
+        let address = "\(tls == nil ? "http" : "https")://\(host):\(server.channel.localAddress?.port ?? port)"
+        logger.info("listening for workers", metadata: ["address": "\(address)"])
+        await onReady(address)
+        try await withGracefulShutdownHandler {
+            try await withThrowingDiscardingTaskGroup { group in
+                try await server.executeThenClose { inbound in
+                    for try await accepted in inbound {
+                        group.addTask { await self.handshake(accepted) }
+                    }
+                }
+            }
+        } onGracefulShutdown: {
+            server.channel.close(promise: nil)
+            // The links end too (their heartbeats with them); the workers dial the next process.
+            fleet.closeAll()
+        }
+    }
+
+    private func makeTLS(host: String) throws -> NIOSSLContext? {
+        guard let certificate = settings.certificate, let key = settings.key else {
+            guard CorralServer.isLoopback(host) else {
+                throw CorralError.invalidArgument(
+                    "[workers] listen = \"\(settings.listen)\" is not on loopback and has no TLS",
+                    hint: "set [workers] tls_cert and tls_key (PEM), or listen on 127.0.0.1")
+            }
+            return nil
+        }
+        do {
+            let configuration = TLSConfiguration.makeServerConfiguration(
+                certificateChain: try NIOSSLCertificate.fromPEMFile(certificate).map { .certificate($0) },
+                privateKey: .privateKey(try NIOSSLPrivateKey(file: key, format: .pem)))
+            return try NIOSSLContext(configuration: configuration)
+        } catch {
+            throw CorralError(
+                .invalidArgument, "cannot use [workers] tls_cert \(certificate) and tls_key \(key): \(error)")
+        }
+    }
+
+    // MARK: One worker's handshake
+
+    private func handshake(_ accepted: Accepted) async {
+        let channel = accepted.channel
+        let address = channel.remoteAddress.map { "\($0)" }
+        let timeout = channel.eventLoop.scheduleTask(
+            in: .milliseconds(Int64(settings.handshakeTimeout.milliseconds.rounded(.up)))
+        ) {
+            channel.close(promise: nil)
+        }
+        let head: LinkHead
+        do {
+            head = try await accepted.head.get()
+        } catch {
+            timeout.cancel()
+            logger.info("a worker's handshake failed", metadata: ["address": "\(address ?? "?")", "error": "\(error)"])
+            return
+        }
+        timeout.cancel()
+        switch admit(head) {
+        case .refused(let status, let error, let extra):
+            logger.warning(
+                "refused a worker", metadata: ["address": "\(address ?? "?")", "reason": "\(error.message)"])
+            await refuse(channel, status: status, error: error, headers: extra)
+        case .admitted(let name, let group, let version, let protocolVersion):
+            let epoch = fleet.nextEpoch()
+            let answer = LinkHead(
+                startLine: ["HTTP/1.1", "101", "Switching Protocols"],
+                headers: [
+                    ("Connection", "Upgrade"), ("Upgrade", WorkerProtocol.upgradeToken),
+                    (WorkerProtocol.protocolHeader, String(protocolVersion)),
+                    (WorkerProtocol.epochHeader, String(epoch)),
+                    (WorkerProtocol.versionHeader, CorralVersion.current),
+                ])
+            do {
+                try await channel.writeAndFlush(answer.serialized())
+                let link = try await channel.eventLoop.submit {
+                    let link = try WorkerLinkClient(channel: channel, epoch: epoch)
+                    _ = channel.pipeline.syncOperations.removeHandler(name: Self.readerName)
+                    return link
+                }.get()
+                fleet.attach(
+                    .init(
+                        name: name, group: group, version: version, protocolVersion: protocolVersion, epoch: epoch,
+                        address: address, connected: Date(), link: link))
+                await fleet.followHeartbeats(name: name, epoch: epoch)
+            } catch {
+                logger.warning("a worker's link failed to start", metadata: ["worker": "\(name)", "error": "\(error)"])
+                channel.close(promise: nil)
+            }
+        }
+    }
+
+    enum Admission {
+        case admitted(name: String, group: String, version: String, protocolVersion: Int)
+        case refused(status: (Int, String), CorralError, headers: [(String, String)])
+    }
+
+    /// Decides on a worker's request: the path and upgrade, its token, its group, its name,
+    /// and a protocol version both sides speak.
+    func admit(_ head: LinkHead) -> Admission {
+        let ours = [(WorkerProtocol.protocolHeader, WorkerProtocol.format(WorkerProtocol.versions))]
+        guard head.startLine.count == 3, head.startLine[0] == "GET", head.startLine[1] == WorkerProtocol.connectPath,
+            head.header("Upgrade")?.lowercased() == WorkerProtocol.upgradeToken
+        else {
+            return .refused(
+                status: (400, "Bad Request"),
+                CorralError.invalidArgument(
+                    "this is corral's worker port: it takes `GET \(WorkerProtocol.connectPath)` with `Upgrade: \(WorkerProtocol.upgradeToken)` from `corral worker`"
+                ), headers: [])
+        }
+        guard let authorization = head.header("Authorization"), authorization.lowercased().hasPrefix("bearer ") else {
+            return .refused(
+                status: (401, "Unauthorized"),
+                CorralError(
+                    .unauthenticated, "a worker needs a token",
+                    hint: "`corral worker token add --group G` on the control plane makes one"), headers: [])
+        }
+        let token = String(authorization.dropFirst("bearer ".count)).trimmingCharacters(in: .whitespaces)
+        let group: String
+        do {
+            guard let found = try tokens.group(forToken: token) else {
+                return .refused(
+                    status: (401, "Unauthorized"),
+                    CorralError(
+                        .unauthenticated, "the worker token is not valid",
+                        hint: "`corral worker token add --group G` on the control plane makes a new one"), headers: [])
+            }
+            group = found
+        } catch {
+            return .refused(
+                status: (503, "Service Unavailable"), CorralError(converting: error) ?? CorralError(.io, "\(error)"),
+                headers: [])
+        }
+        if let asked = head.header(WorkerProtocol.groupHeader), !asked.isEmpty, asked != group {
+            return .refused(
+                status: (403, "Forbidden"),
+                CorralError(
+                    .permissionDenied, "this worker token is for group '\(group)', not '\(asked)'",
+                    hint: "start the worker with --group \(group), or make a token for '\(asked)'"), headers: [])
+        }
+        guard let name = head.header(WorkerProtocol.nameHeader), Self.isValidName(name) else {
+            return .refused(
+                status: (400, "Bad Request"),
+                CorralError.invalidArgument(
+                    "a worker's name is 1 to 63 of a-z, 0-9, '.', '-' and '_'",
+                    hint: "start the worker with --name NAME"),
+                headers: [])
+        }
+        let offered = head.header(WorkerProtocol.protocolHeader).flatMap(WorkerProtocol.parse)
+        guard let offered, let chosen = WorkerProtocol.negotiate(offered) else {
+            let theirs = head.header(WorkerProtocol.protocolHeader) ?? "none"
+            return .refused(
+                status: (426, "Upgrade Required"),
+                CorralError(
+                    .unsupported,
+                    "this control plane speaks worker protocol \(WorkerProtocol.format(WorkerProtocol.versions)); the worker speaks \(theirs)",
+                    hint: "run the same corral release on the worker and the control plane"), headers: ours)
+        }
+        return .admitted(
+            name: name, group: group, version: head.header(WorkerProtocol.versionHeader) ?? "unknown",
+            protocolVersion: chosen)
+    }
+
+    static func isValidName(_ name: String) -> Bool {
+        (1...63).contains(name.utf8.count)
+            && name.utf8.allSatisfy {
+                ($0 >= 0x61 && $0 <= 0x7A) || ($0 >= 0x30 && $0 <= 0x39) || $0 == 0x2D || $0 == 0x2E || $0 == 0x5F
+            }
+    }
+
+    private func refuse(
+        _ channel: any Channel, status: (Int, String), error: CorralError, headers extra: [(String, String)]
+    ) async {
+        let body = (try? JSONResponse.encoder.encode(APIErrorBody(error))) ?? Data()
+        var answer = LinkHead(
+            startLine: ["HTTP/1.1", String(status.0), status.1],
+            headers: [
+                ("Content-Type", "application/json"), ("Content-Length", String(body.count)), ("Connection", "close"),
+            ] + extra)
+        answer.body = Array(body)
+        try? await channel.writeAndFlush(answer.serialized())
+        try? await channel.close()
+    }
+}

@@ -1,0 +1,303 @@
+import CorralAPI
+import CorralCore
+import CorralSandbox
+import CurlHTTP
+import Foundation
+import ServiceLifecycle
+import Synchronization
+import TestSupport
+import Testing
+
+@testable import CorralServer
+
+/// Issue 12: a control plane and a worker that dials it, each with a state directory of its own
+/// on the test engine. The worker's link runs on loopback (plain HTTP is allowed there).
+@Suite("Workers that dial in", .engine, .timeLimit(.minutes(10)))
+struct WorkerLinkTests {
+    static let acme = TenantID(unchecked: "acme")
+
+    static func settings(_ configure: (inout WorkerListener.Settings) -> Void = { _ in })
+        -> WorkerListener.Settings
+    {
+        var settings = WorkerListener.Settings(listen: "127.0.0.1:0")
+        settings.fleet.heartbeat = .milliseconds(200)
+        settings.fleet.grace = .seconds(3)
+        configure(&settings)
+        return settings
+    }
+
+    /// Runs a worker for `host` dialling `url` until `body` returns (or the worker stops by
+    /// itself, which `body` sees through the returned task).
+    static func withWorker(
+        _ host: ServerFixture, url: String, token: String, name: String = "w1", group: String? = "vpc",
+        _ body: (Task<Void, any Error>) async throws -> Void
+    ) async throws {
+        var settings = WorkerAgent.Settings(server: url, token: token, name: name)
+        settings.group = group
+        settings.longestBackoff = .milliseconds(500)
+        let agent = WorkerAgent(settings: settings, server: host.server, logger: .init(label: "worker"))
+        let group = ServiceGroup(
+            configuration: ServiceGroupConfiguration(services: [.init(service: agent)], logger: .init(label: "worker")))
+        let task = Task { try await group.run() }
+        do {
+            try await body(task)
+        } catch {
+            await group.triggerGracefulShutdown()
+            _ = try? await task.value
+            throw error
+        }
+        await group.triggerGracefulShutdown()
+        _ = try? await task.value
+    }
+
+    /// Waits until `fleet` has `name` connected with a heartbeat that says what it offers.
+    static func waitConnected(_ fleet: WorkerFleet, _ name: String, epochAbove: Int64 = 0) async throws -> WorkerSummary
+    {
+        try await retrying(for: .seconds(30)) {
+            guard
+                let worker = fleet.summaries().first(where: {
+                    $0.name == name && $0.state == "connected" && $0.capacity != nil && $0.epoch > epochAbove
+                })
+            else { throw CorralError(.unavailable, "worker \(name) not connected yet: \(fleet.summaries())") }
+            return worker
+        }
+    }
+
+    @Test("a tenant bound to a group gets its sandboxes on that group's worker, and every call reaches them")
+    func placedAndForwarded() async throws {
+        try await ServerFixture.with { control in
+            try await ServerFixture.with { host in
+                let acmeToken = try control.server.tenants.add(Self.acme, groups: ["vpc"])
+                let workerToken = try WorkerTokenRegistry(stateDirectory: control.state).add(group: "vpc").token
+                try await LiveServer.with(control, configure: { $0.workers = Self.settings() }) { live in
+                    let fleet = try #require(live.server.fleet)
+                    try await Self.withWorker(host, url: try #require(live.workerURL), token: workerToken) { _ in
+                        let worker = try await Self.waitConnected(fleet, "w1")
+                        #expect(worker.group == "vpc")
+                        #expect(worker.protocol == 1)
+                        #expect(worker.capacity?.maxSandboxes == 64)
+
+                        let endpoint = try HTTPEndpoint(parsing: "http://127.0.0.1:\(live.port)")
+                        let acme = try CorralClient(endpoint: endpoint, token: acmeToken)
+                        let unbound = try CorralClient(endpoint: endpoint, token: control.tokenA)
+                        let other = try CorralClient(endpoint: endpoint, token: control.tokenB)
+                        defer {
+                            acme.shutdown()
+                            unbound.shutdown()
+                            other.shutdown()
+                        }
+                        let created = try await acme.createSandbox(CreateSandboxRequest())
+                        // It runs on the worker's engine host, not on the control plane's.
+                        #expect(try await host.server.provisioner.list(tenant: Self.acme).map(\.id) == [created.id])
+                        #expect(try await control.server.provisioner.list(tenant: Self.acme).isEmpty)
+                        #expect(try await acme.sandbox(created.id).worker == "w1")
+                        let listed = try await acme.listSandboxes()
+                        #expect(listed.map(\.id) == [created.id])
+                        #expect(listed.first?.worker == "w1")
+
+                        // Streamed exec, a tool call, files both ways, a detached command.
+                        let output = Mutex("")
+                        let status = try await acme.exec(
+                            created.id, SandboxCommand(["sh", "-c", "echo out; echo err >&2; exit 3"])
+                        ) { _, bytes in output.withLock { $0 += String(decoding: bytes, as: UTF8.self) } }
+                        #expect(status.exitCode == 3)
+                        #expect(output.withLock { $0 }.contains("out"))
+                        #expect(output.withLock { $0 }.contains("err"))
+                        let tool = try await acme.execute(
+                            created.id, tool: "bash", input: .object(["command": .string("echo tool call")]))
+                        #expect(tool.text.contains("tool call"))
+                        let payload = (0..<200_000).map { _ in UInt8.random(in: 0...255) }
+                        try await acme.writeFile(
+                            created.id, path: "/tmp/blob",
+                            contents: AsyncThrowingStream {
+                                $0.yield(payload); $0.finish()
+                            })
+                        let back = Mutex<[UInt8]>([])
+                        _ = try await acme.readFile(created.id, path: "/tmp/blob") { chunk in
+                            back.withLock { $0 += chunk }
+                        }
+                        #expect(back.withLock { $0 } == payload)
+                        let detached = try await acme.startDetached(
+                            created.id, StartCommandRequest(SandboxCommand(["sleep", "30"])))
+                        #expect(try await acme.commands(created.id).contains { $0.id == detached.id })
+                        try await acme.signalCommand(created.id, detached.id, "KILL")
+
+                        // Another tenant sees nothing of it, through the worker too.
+                        await #expect(throws: CorralError.self) { try await other.sandbox(created.id) }
+                        #expect(try await other.listSandboxes().isEmpty)
+
+                        // An unbound tenant is in the default group: the control plane's own host.
+                        let local = try await unbound.createSandbox(CreateSandboxRequest())
+                        #expect(
+                            try await control.server.provisioner.list(tenant: TenantID(unchecked: "tenant-a")).map(\.id)
+                                == [local.id])
+                        #expect(try await unbound.sandbox(local.id).worker == nil)
+
+                        try await acme.removeSandbox(created.id)
+                        #expect(try await host.server.provisioner.list(tenant: Self.acme).isEmpty)
+                        try await unbound.removeSandbox(local.id)
+                    }
+                }
+            }
+        }
+    }
+
+    @Test("a lost worker's sandboxes fail with an error that says so, and are removed when it returns")
+    func lostAndReconciled() async throws {
+        try await ServerFixture.with { control in
+            try await ServerFixture.with { host in
+                let acmeToken = try control.server.tenants.add(Self.acme, groups: ["vpc"])
+                let workerToken = try WorkerTokenRegistry(stateDirectory: control.state).add(group: "vpc").token
+                try await LiveServer.with(control, configure: { $0.workers = Self.settings() }) { live in
+                    let fleet = try #require(live.server.fleet)
+                    let url = try #require(live.workerURL)
+                    let endpoint = try HTTPEndpoint(parsing: "http://127.0.0.1:\(live.port)")
+                    let acme = try CorralClient(endpoint: endpoint, token: acmeToken)
+                    defer { acme.shutdown() }
+                    var firstEpoch: Int64 = 0
+                    var id: SandboxID?
+                    try await Self.withWorker(host, url: url, token: workerToken) { _ in
+                        firstEpoch = try await Self.waitConnected(fleet, "w1").epoch
+                        id = try await acme.createSandbox(CreateSandboxRequest()).id
+                    }
+                    let sandbox = try #require(id)
+                    // The link is down: within the grace, "down" and a retry; past it, "lost".
+                    let down = await #expect(throws: CorralError.self) {
+                        _ = try await acme.execute(sandbox, tool: "bash", input: .object(["command": .string("true")]))
+                    }
+                    #expect(down?.message.contains("link is down") == true || down?.message.contains("lost") == true)
+                    try await Task.sleep(for: .seconds(4))
+                    let lost = await #expect(throws: CorralError.self) { _ = try await acme.sandbox(sandbox) }
+                    #expect(lost?.message.contains("which is lost") == true, "\(String(describing: lost))")
+                    #expect(fleet.summaries().first?.state == "lost")
+                    // Still on the worker's engine until it comes back.
+                    #expect(try await host.server.provisioner.list(tenant: Self.acme).map(\.id) == [sandbox])
+                    try await Self.withWorker(host, url: url, token: workerToken) { _ in
+                        _ = try await Self.waitConnected(fleet, "w1", epochAbove: firstEpoch)
+                        try await retrying(for: .seconds(30)) {
+                            guard try await host.server.provisioner.list(tenant: Self.acme).isEmpty else {
+                                throw CorralError(.unavailable, "the given-up sandbox is still there")
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    @Test("a restarted control plane learns its workers' sandboxes again from their heartbeats")
+    func controlPlaneRestart() async throws {
+        try await ServerFixture.with { control in
+            try await ServerFixture.with { host in
+                let acmeToken = try control.server.tenants.add(Self.acme, groups: ["vpc"])
+                let workerToken = try WorkerTokenRegistry(stateDirectory: control.state).add(group: "vpc").token
+                let port = try Self.freePort()
+                let settings = Self.settings { $0.listen = "127.0.0.1:\(port)" }
+                try await Self.withWorker(host, url: "http://127.0.0.1:\(port)", token: workerToken) { _ in
+                    let id = Mutex<SandboxID?>(nil)
+                    try await LiveServer.with(control, configure: { $0.workers = settings }) { live in
+                        _ = try await Self.waitConnected(try #require(live.server.fleet), "w1")
+                        let acme = try CorralClient(
+                            endpoint: try HTTPEndpoint(parsing: "http://127.0.0.1:\(live.port)"), token: acmeToken)
+                        defer { acme.shutdown() }
+                        let created = try await acme.createSandbox(CreateSandboxRequest()).id
+                        id.withLock { $0 = created }
+                    }
+                    let sandbox = try #require(id.withLock { $0 })
+                    // A new control plane process: nothing in memory, the worker dials it again.
+                    try await LiveServer.with(control, configure: { $0.workers = settings }) { live in
+                        _ = try await Self.waitConnected(try #require(live.server.fleet), "w1")
+                        let acme = try CorralClient(
+                            endpoint: try HTTPEndpoint(parsing: "http://127.0.0.1:\(live.port)"), token: acmeToken)
+                        defer { acme.shutdown() }
+                        let output = try await acme.execute(
+                            sandbox, tool: "bash", input: .object(["command": .string("echo still here")]))
+                        #expect(output.text.contains("still here"))
+                        try await acme.removeSandbox(sandbox)
+                    }
+                }
+            }
+        }
+    }
+
+    @Test("the handshake refuses a bad token, another group's worker and an unknown protocol, each with its reason")
+    func handshakeRefusals() async throws {
+        try await ServerFixture.with { control in
+            let token = try WorkerTokenRegistry(stateDirectory: control.state).add(group: "vpc").token
+            try await LiveServer.with(control, configure: { $0.workers = Self.settings() }) { live in
+                let url = try #require(live.workerURL)
+                let port = try #require(URL(string: url)?.port)
+                func handshake(_ headers: [String]) async throws -> RawResponse {
+                    try await runOnThread {
+                        let connection = try RawConnection(port: port)
+                        connection.send(
+                            ([
+                                "GET /v1/workers/connect HTTP/1.1", "Host: x", "Connection: Upgrade",
+                                "Upgrade: corral-worker",
+                            ]
+                                + headers + ["", ""]).joined(separator: "\r\n"))
+                        return try #require(connection.readResponse(timeout: 10))
+                    }
+                }
+                let good = ["Authorization: Bearer \(token)", "Corral-Worker-Name: w9"]
+                let badToken = try await handshake([
+                    "Authorization: Bearer corral_nope", "Corral-Worker-Name: w9", "Corral-Worker-Protocol: 1",
+                ])
+                #expect(badToken.status == 401)
+                #expect(badToken.error?.message == "the worker token is not valid")
+                let wrongGroup = try await handshake(
+                    good + ["Corral-Worker-Group: other", "Corral-Worker-Protocol: 1"])
+                #expect(wrongGroup.status == 403)
+                let newer = try await handshake(good + ["Corral-Worker-Protocol: 2-3"])
+                #expect(newer.status == 426)
+                #expect(newer.headers["corral-worker-protocol"] == "1")
+                #expect(newer.error?.message.contains("speaks worker protocol 1; the worker speaks 2-3") == true)
+                let badName = try await handshake([
+                    "Authorization: Bearer \(token)", "Corral-Worker-Name: ../x", "Corral-Worker-Protocol: 1",
+                ])
+                #expect(badName.status == 400)
+                let notAWorker = try await runOnThread {
+                    let connection = try RawConnection(port: port)
+                    connection.send("GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+                    return try #require(connection.readResponse(timeout: 10))
+                }
+                #expect(notAWorker.status == 400)
+                #expect(live.server.fleet?.summaries().isEmpty == true)
+
+                // The worker's side: a refusal no retry mends stops it with the control plane's words.
+                var settings = WorkerAgent.Settings(server: url, token: "corral_nope", name: "w9")
+                settings.longestBackoff = .milliseconds(200)
+                let agent = WorkerAgent(settings: settings, server: control.server, logger: .init(label: "worker"))
+                let error = await #expect(throws: CorralError.self) { try await agent.run() }
+                #expect(error?.message == "the worker token is not valid")
+            }
+        }
+    }
+
+    @Test("plain http is refused for a control plane off loopback, and a listener off loopback needs TLS")
+    func plainHTTPOnlyOnLoopback() throws {
+        #expect(throws: CorralError.self) { try WorkerAgent.Target("http://192.0.2.1:7431") }
+        #expect(try WorkerAgent.Target("https://192.0.2.1:7431").secure)
+        #expect(try !WorkerAgent.Target("http://127.0.0.1:7431").secure)
+        #expect(WorkerProtocol.negotiate(1...3, with: 1...1) == 1)
+        #expect(WorkerProtocol.negotiate(2...3, with: 1...1) == nil)
+        #expect(WorkerProtocol.parse("1-2") == 1...2)
+        #expect(WorkerProtocol.parse("2-1") == nil)
+    }
+
+    static func freePort() throws -> Int {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) }
+        }
+        _ = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
+        }
+        return Int(UInt16(bigEndian: address.sin_port))
+    }
+}
