@@ -26,7 +26,7 @@ SWIFT ?= swift
 FORMAT_PATHS := Sources Tests Package.swift
 SHELL_SCRIPTS := scripts/engine.sh scripts/postgres.sh scripts/deps.sh scripts/demo.sh \
 	scripts/check-init.sh scripts/fuzz-api.sh scripts/fleet.sh scripts/test-console.sh \
-	scripts/test-e2b.sh scripts/lib/common.sh images/base/build.sh .ci/run
+	scripts/test-e2b.sh scripts/test-fleet.sh scripts/lib/common.sh images/base/build.sh .ci/run
 
 # CORRAL_REQUIRE_ENGINE, CORRAL_ENGINE and CORRAL_TEST_IMAGE reach the tests when set in the
 # environment or on the command line (make exports both). Not `export`ed here: that would

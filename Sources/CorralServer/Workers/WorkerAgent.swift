@@ -163,9 +163,22 @@ public struct WorkerAgent: Service {
         }
         let answer: LinkHead
         do {
-            try await channel.writeAndFlush(request.serialized())
+            do {
+                try await channel.writeAndFlush(request.serialized())
+            } catch {
+                // The connection's own failure (a TLS handshake the worker refused) says more
+                // than the write's "closed channel".
+                _ = try await accepted.head.get()
+                throw error
+            }
             answer = try await accepted.head.get()
             timeout.cancel()
+        } catch let error as NIOSSLError {
+            timeout.cancel()
+            channel.close(promise: nil)
+            throw CorralError(
+                .unavailable, "TLS with the control plane failed: \(error)",
+                hint: "check that --ca holds the CA that signed the control plane's certificate, for this address")
         } catch {
             timeout.cancel()
             channel.close(promise: nil)

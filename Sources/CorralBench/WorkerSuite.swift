@@ -1,0 +1,222 @@
+import CorralAPI
+import CorralCore
+import CorralSandbox
+import CorralServer
+import CorralService
+import CorralSession
+import CurlHTTP
+import DockerEngine
+import Foundation
+import Logging
+import ServiceLifecycle
+import Synchronization
+
+/// Suite `workers`: what the worker link adds (issue 12). A control plane and a worker run in
+/// this process, each with a state directory of its own, on this machine's engine; the worker
+/// dials the control plane on loopback (plain HTTP/2 after the upgrade, as on a real link but
+/// without TLS). One sandbox on the worker is driven through the control plane (HTTP/1.1 to
+/// corrald, then a stream on the worker's link) and straight through the worker's own API (its
+/// TCP listener), interleaved: the difference is the hop's cost.
+struct WorkerSuite: BenchSuite {
+    static let name = "workers"
+    static let summary =
+        "execute of `true` and a 16 MiB exec through the control plane and the worker link vs the worker's own API"
+
+    static let tenant = TenantID(unchecked: "bench")
+    static let trueInput: JSONValue = .object(["command": .string("true")])
+
+    func run(_ context: BenchContext) async throws -> SuiteReport {
+        let engine = try DockerEngineClient(parsing: context.engineEndpoint)
+        defer { engine.shutdown() }
+        let controlState = context.scratch.appendingPathComponent("workers-control", isDirectory: true)
+        let workerState = context.scratch.appendingPathComponent("workers-worker", isDirectory: true)
+        var logger = Logger(label: "corral.bench.workers")
+        logger.logLevel = .warning
+        let group = Mutex<ServiceGroup?>(nil)
+        let task = Mutex<Task<Void, any Error>?>(nil)
+        func stop() async {
+            await group.withLock { $0 }?.triggerGracefulShutdown()
+            _ = try? await task.withLock { $0 }?.value
+            await ProvisionSuite.removeAll(engine: engine, state: workerState)
+            await ProvisionSuite.removeAll(engine: engine, state: controlState)
+        }
+        do {
+            let report = try await measure(context, engine: engine, logger: logger, states: (controlState, workerState))
+            {
+                services in
+                let made = ServiceGroup(
+                    configuration: ServiceGroupConfiguration(
+                        services: services.map {
+                            .init(service: $0, successTerminationBehavior: .gracefullyShutdownGroup)
+                        },
+                        logger: logger))
+                group.withLock { $0 = made }
+                task.withLock { $0 = Task { try await made.run() } }
+            }
+            await stop()
+            return report
+        } catch {
+            await stop()
+            throw error
+        }
+    }
+
+    private func server(
+        state: URL, engine: DockerEngineClient, logger: Logger, configure: (inout CorralServer.Configuration) -> Void
+    ) async throws -> CorralServer {
+        let environment = SandboxEnvironment(
+            initBinary: try SandboxEnvironment.locateInit(),
+            sandboxesDirectory: state.appendingPathComponent("sandboxes", isDirectory: true))
+        let runner = try await CorralServiceRunner.prepare(
+            configuration: CorralConfiguration(), engine: engine, environment: environment, logger: logger)
+        var settings = CorralServer.Configuration(socketPath: nil, listen: "127.0.0.1:0")
+        settings.stateDirectory = state.path
+        configure(&settings)
+        return CorralServer(
+            configuration: settings, runner: runner, tenants: TenantRegistry(stateDirectory: state),
+            sessions: FileSessionStore(directory: state.appendingPathComponent("sessions", isDirectory: true)),
+            brainEnvironment: [:], logger: logger)
+    }
+
+    private func measure(
+        _ context: BenchContext, engine: DockerEngineClient, logger: Logger, states: (control: URL, worker: URL),
+        start: ([any Service]) -> Void
+    ) async throws -> SuiteReport {
+        let runs = context.quick ? 20 : max(context.runs, 200)
+        let streams = context.quick ? 3 : 20
+        var workers = WorkerListener.Settings(listen: "127.0.0.1:0")
+        workers.fleet.heartbeat = .seconds(1)
+        workers.fleet.localGroup = nil
+        let control = try await server(state: states.control, engine: engine, logger: logger) { $0.workers = workers }
+        let worker = try await server(state: states.worker, engine: engine, logger: logger) { _ in }
+        let controlToken = try control.tenants.add(Self.tenant, groups: ["bench"])
+        let workerToken = try worker.tenants.add(Self.tenant)
+        let linkToken = try WorkerTokenRegistry(stateDirectory: states.control).add(group: "bench").token
+
+        let addresses = Mutex<[String]>([])
+        let (ready, continuation) = AsyncStream<Void>.makeStream()
+        let note: @Sendable (String) async -> Void = { address in
+            addresses.withLock { $0.append(address) }
+            continuation.yield()
+        }
+        guard let listener = control.workerListener(onReady: { await note("workers " + $0) }) else {
+            throw CorralError(.internalError, "the control plane has no worker port")
+        }
+        let controlAPI = control.listener(auth: .tokens, address: .hostname("127.0.0.1", port: 0)) { channel in
+            await note("control http://127.0.0.1:\(channel.localAddress?.port ?? 0)")
+        }
+        let workerAPI = worker.listener(auth: .tokens, address: .hostname("127.0.0.1", port: 0)) { channel in
+            await note("worker http://127.0.0.1:\(channel.localAddress?.port ?? 0)")
+        }
+        start([listener, controlAPI, workerAPI])
+        for await _ in ready where addresses.withLock({ $0.count }) == 3 { break }
+        func address(_ prefix: String) throws -> String {
+            guard let found = addresses.withLock({ $0.first { $0.hasPrefix(prefix + " ") } }) else {
+                throw CorralError(.internalError, "no \(prefix) address")
+            }
+            return String(found.dropFirst(prefix.count + 1))
+        }
+        var agentSettings = WorkerAgent.Settings(server: try address("workers"), token: linkToken, name: "bench-worker")
+        agentSettings.group = "bench"
+        let agent = WorkerAgent(settings: agentSettings, server: worker, logger: logger)
+        let agentGroup = ServiceGroup(
+            configuration: ServiceGroupConfiguration(services: [.init(service: agent)], logger: logger))
+        let agentTask = Task { try await agentGroup.run() }
+        defer {
+            Task {
+                await agentGroup.triggerGracefulShutdown()
+                _ = try? await agentTask.value
+            }
+        }
+        guard let fleet = control.fleet else { throw CorralError(.internalError, "no fleet") }
+        let deadline = ContinuousClock.now + .seconds(30)
+        while !fleet.summaries().contains(where: { $0.state == "connected" && $0.capacity != nil }) {
+            guard ContinuousClock.now < deadline else {
+                throw CorralError(.unavailable, "the worker did not connect within 30 s")
+            }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+
+        let viaLink = try CorralClient(endpoint: try HTTPEndpoint(parsing: try address("control")), token: controlToken)
+        let direct = try CorralClient(endpoint: try HTTPEndpoint(parsing: try address("worker")), token: workerToken)
+        defer {
+            viaLink.shutdown()
+            direct.shutdown()
+        }
+        var request = CreateSandboxRequest()
+        request.image = context.image
+        request.ttl = DurationValue(.seconds(1800))
+        let created = try await viaLink.createSandbox(request)
+        for _ in 0..<5 {
+            _ = try await viaLink.execute(created.id, tool: "bash", input: Self.trueInput)
+            _ = try await direct.execute(created.id, tool: "bash", input: Self.trueInput)
+        }
+        func execute(_ client: CorralClient, into samples: inout Samples) async throws {
+            let (output, ms) = try await measureMilliseconds {
+                try await client.execute(created.id, tool: "bash", input: Self.trueInput)
+            }
+            guard !output.isError else { throw CorralError(.internalError, "execute failed: \(output.text)") }
+            samples.append(ms)
+        }
+        func stream(_ client: CorralClient, into samples: inout Samples) async throws {
+            let received = Mutex(0)
+            let (status, ms) = try await measureMilliseconds {
+                try await client.exec(created.id, SandboxCommand(["head", "-c", "16777216", "/dev/zero"])) { _, bytes in
+                    received.withLock { $0 += bytes.count }
+                }
+            }
+            guard status.exitCode == 0, received.withLock({ $0 }) == 16 << 20 else {
+                throw CorralError(
+                    .internalError, "the 16 MiB exec ended with \(status), \(received.withLock { $0 }) bytes")
+            }
+            samples.append(ms)
+        }
+        var linkExecute = Samples(), directExecute = Samples(), linkStream = Samples(), directStream = Samples()
+        for run in 0..<runs {
+            if run.isMultiple(of: 2) {
+                try await execute(viaLink, into: &linkExecute)
+                try await execute(direct, into: &directExecute)
+            } else {
+                try await execute(direct, into: &directExecute)
+                try await execute(viaLink, into: &linkExecute)
+            }
+        }
+        for run in 0..<streams {
+            if run.isMultiple(of: 2) {
+                try await stream(viaLink, into: &linkStream)
+                try await stream(direct, into: &directStream)
+            } else {
+                try await stream(direct, into: &directStream)
+                try await stream(viaLink, into: &linkStream)
+            }
+        }
+        try await viaLink.removeSandbox(created.id)
+        let added = linkExecute.median - directExecute.median
+        return SuiteReport(
+            suite: Self.name,
+            comparisons: [
+                Comparison(
+                    metric: "execute of `true` (bash tool)",
+                    measurements: [
+                        Measurement(subject: "via-control-plane", unit: "ms", samples: linkExecute),
+                        Measurement(subject: "worker-api", unit: "ms", samples: directExecute),
+                    ],
+                    targets: [
+                        TargetCheck(
+                            target: "the control plane and link add at most 2 ms at p50",
+                            observed: String(format: "%+.2f ms", added), met: added <= 2)
+                    ]),
+                Comparison(
+                    metric: "exec streaming 16 MiB of output",
+                    measurements: [
+                        Measurement(subject: "via-control-plane", unit: "ms", samples: linkStream),
+                        Measurement(subject: "worker-api", unit: "ms", samples: directStream),
+                    ],
+                    targets: []),
+            ],
+            notes: [
+                "both servers in this process, on loopback; the control plane is HTTP/1.1 to corrald (libcurl), then one HTTP/2 stream on the worker's link (no TLS here); worker-api is the same sandbox through the worker's own TCP API",
+                "heartbeats every 1 s run during the measurement, as they would",
+            ])
+    }
+}
