@@ -12,7 +12,9 @@
 #   - a worker killed with SIGKILL is reported lost past the grace, calls for its sandbox say
 #     so, and when it comes back the sandbox the control plane gave up on is removed from its
 #     engine;
-#   - a worker with another group's token, or a wrong CA, is refused and exits non-zero.
+#   - a worker with another group's token is refused and exits non-zero, saying why; one that
+#     cannot verify the control plane's certificate (another CA) never connects, and says so
+#     in its log (it keeps retrying: a certificate may be renewed).
 #
 # Needs root, scripts/fleet.sh up, the engine (scripts/engine.sh) and a build
 # (CORRAL_BIN, default .build/debug/corral). Removes everything it made, whatever happened.

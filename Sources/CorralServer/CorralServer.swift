@@ -99,7 +99,13 @@ public struct CorralServer: Sendable {
         self.workers = HarnessWorkers(logger: logger)
         self.serverMetrics = ServerMetrics(factory: PrometheusMetricsFactory(registry: metrics))
         self.console = ConsoleState(configuration: configuration)
-        self.fleet = configuration.workers.map { WorkerFleet(settings: $0.fleet, logger: logger) }
+        self.fleet = configuration.workers.map { settings in
+            WorkerFleet(settings: settings.fleet, logger: logger) { [tenants] tenant in
+                tenant == .local
+                    ? [WorkerGroup.defaultName]
+                    : (try? tenants.placementGroups(of: tenant)) ?? [WorkerGroup.defaultName]
+            }
+        }
         self.logger = logger
     }
 

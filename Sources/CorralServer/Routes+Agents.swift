@@ -73,9 +73,11 @@ extension CorralServer {
         var configuration = Harness.Configuration()
         configuration.tenant = tenant
         let provisioner = self.provisioner
+        let local = SandboxHands { provisioner }
+        // With workers, a session's sandboxes are placed as the tenant's others are.
+        let hands: any HandProvisioner = fleet.map { FleetHands(local: local, fleet: $0, server: self) } ?? local
         return Harness(
-            store: sessions ?? NoSessions(), hands: SandboxHands { provisioner }, configuration: configuration,
-            logger: logger)
+            store: sessions ?? NoSessions(), hands: hands, configuration: configuration, logger: logger)
     }
 
     func agentSpec(_ body: StartAgentRequest, tenant: TenantID) throws -> AgentSpec {

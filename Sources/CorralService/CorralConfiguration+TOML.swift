@@ -89,7 +89,12 @@ extension CorralConfiguration {
                 }
                 configuration.workers.sample = value
             }
-            if let value = try workers.string("local_group") { configuration.workers.localGroup = value }
+            if let value = try workers.string("local_group") {
+                if !value.isEmpty {
+                    try workers.check("local_group") { try WorkerGroup.validate(value) }
+                }
+                configuration.workers.localGroup = value
+            }
         }
         if let engine = try top.table("engine") {
             try engine.allowOnly(["endpoint", "tls_ca", "tls_cert", "tls_key"])

@@ -336,6 +336,7 @@ struct Walker {
 
     /// As the local tenant (the unix socket): what only the operator may do.
     func operatorOnly() async throws {
+        try await call("listWorkers", .get, "/v1/workers", expect: .ok)
         try await call(
             "createSession", .post, "/v1/sessions", json: #"{"id": "walk-named", "metadata": {"k": "v"}}"#,
             expect: .created)
@@ -355,6 +356,7 @@ struct Walker {
 
     /// As a network tenant: the operator's routes are refused.
     func tenantsRefused() async throws {
+        try await call("listWorkers", .get, "/v1/workers", expect: .forbidden)
         try await call("listTenants", .get, "/v1/tenants", expect: .forbidden)
         try await call("addTenant", .post, "/v1/tenants", json: #"{"name": "mallory"}"#, expect: .forbidden)
         try await call("removeTenant", .delete, "/v1/tenants/tenant-b", expect: .forbidden)

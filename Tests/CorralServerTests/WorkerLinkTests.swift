@@ -122,6 +122,16 @@ struct WorkerLinkTests {
                         #expect(try await acme.commands(created.id).contains { $0.id == detached.id })
                         try await acme.signalCommand(created.id, detached.id, "KILL")
 
+                        // A sandbox bound to a session: the session is the control plane's.
+                        let session = try await acme.createSession()
+                        var bound = CreateSandboxRequest()
+                        bound.session = session.id.rawValue
+                        let withSession = try await acme.createSandbox(bound)
+                        #expect(try await acme.sandbox(withSession.id).labels["session"] == session.id.rawValue)
+                        try await acme.removeSandbox(withSession.id)
+                        bound.session = "sess-nope"
+                        await #expect(throws: CorralError.self) { try await acme.createSandbox(bound) }
+
                         // Another tenant sees nothing of it, through the worker too.
                         await #expect(throws: CorralError.self) { try await other.sandbox(created.id) }
                         #expect(try await other.listSandboxes().isEmpty)
@@ -220,6 +230,93 @@ struct WorkerLinkTests {
         }
     }
 
+    /// The agent's script: a call that leaves a file, a long call cut short by its worker's
+    /// end, and (in a second run, once the worker is lost) a call that finds the sandbox gone.
+    static let agentScript = """
+        {"text": "one", "tool_calls": [{"name": "bash", "input": {"command": "echo kept > /workspace/f; echo first"}}]}
+        {"text": "two", "tool_calls": [{"name": "bash", "input": {"command": "sleep 30; echo slept"}}]}
+        {"text": "waiting"}
+        {"text": "three", "tool_calls": [{"name": "bash", "input": {"command": "cat /workspace/f || echo gone"}}]}
+        {"text": "done"}
+        """
+
+    @Test("an agent's sandbox runs on a worker; a call its link cut is unknown; a lost worker's sandbox is replaced")
+    func agentOnWorkers() async throws {
+        try await withTemporaryDirectory { directory in
+            let script = directory.appendingPathComponent("brain.jsonl")
+            try Data(Self.agentScript.utf8).write(to: script)
+            try await ServerFixture.with { control in
+                try await ServerFixture.with { first in
+                    try await ServerFixture.with { second in
+                        try await Self.agentRun(control: control, hosts: (first, second), script: script)
+                    }
+                }
+            }
+        }
+    }
+
+    static func agentRun(control: ServerFixture, hosts: (ServerFixture, ServerFixture), script: URL) async throws {
+        let registry = WorkerTokenRegistry(stateDirectory: control.state)
+        // A control plane that runs no sandboxes itself: the operator's runs go to the workers.
+        let settings = Self.settings { $0.fleet.localGroup = nil }
+        try await LiveServer.with(control, configure: { $0.workers = settings }) { live in
+            let fleet = try #require(live.server.fleet)
+            let url = try #require(live.workerURL)
+            let client = try CorralClient(endpoint: .unixSocket(path: live.socketPath))
+            defer { client.shutdown() }
+            // Only w1 at first: the session's sandbox goes there.
+            let w1 = try RunningWorker(hosts.0, url: url, token: try registry.add(group: "default").token, name: "w1")
+            var w2: RunningWorker?
+            do {
+                _ = try await Self.waitConnected(fleet, "w1")
+                let started = try await client.post(
+                    "/v1/agents", #"{"task": "demo", "brain": "scripted:\#(script.path)", "maxTurns": 8}"#)
+                let session = try #require(started["session"]?.stringValue)
+                let id = try SessionID(validating: session)
+                try await retrying(for: .seconds(60)) {
+                    let page = try await client.events(id, from: 1, limit: 100)
+                    guard page.events.filter({ $0.type == "tool.intent" }).count >= 2 else {
+                        throw CorralError(.unavailable, "the long call has not started")
+                    }
+                }
+                #expect(try await hosts.0.server.provisioner.list(tenant: .local).count == 1)
+                w2 = try RunningWorker(hosts.1, url: url, token: try registry.add(group: "default").token, name: "w2")
+                _ = try await Self.waitConnected(fleet, "w2")
+                // w1 goes away mid-call: the call's outcome is unknown.
+                await w1.stop()
+                try await client.waitForEvent(session, type: "session.ended")
+                var events = try await client.events(id, from: 1, limit: 200).events
+                let results = events.filter { $0.type == "tool.result" }
+                #expect(results.first?.data["status"]?.stringValue == "ok")
+                let cut = results.dropFirst().first
+                #expect(cut?.data["status"]?.stringValue == "unknown", "\(results)")
+                #expect(cut?.data["text"]?.stringValue?.contains("outcome of this call is unknown") == true)
+                // Past the grace w1 is lost; the next call finds its sandbox gone and gets a new one on w2.
+                try await Task.sleep(for: .seconds(4))
+                _ = try await client.post("/v1/sessions/\(session)/harness/run", #"{"message": "go on"}"#)
+                try await retrying(for: .seconds(60)) {
+                    events = try await client.events(id, from: 1, limit: 200).events
+                    guard events.filter({ $0.type == "session.ended" }).count >= 2 else {
+                        throw CorralError(.unavailable, "the second run has not ended")
+                    }
+                }
+                #expect(events.contains { $0.type == "sandbox.lost" })
+                let provisioned = events.filter { $0.type == "sandbox.provisioned" }
+                #expect(provisioned.count == 2)
+                #expect(provisioned.last?.data["replaces"] != nil)
+                let last = events.filter { $0.type == "tool.result" }.last
+                #expect(last?.data["text"]?.stringValue?.contains("was lost") == true, "\(String(describing: last))")
+                #expect(try await hosts.1.server.provisioner.list(tenant: .local).count == 1)
+            } catch {
+                await w1.stop()
+                await w2?.stop()
+                throw error
+            }
+            await w1.stop()
+            await w2?.stop()
+        }
+    }
+
     @Test("the handshake refuses a bad token, another group's worker and an unknown protocol, each with its reason")
     func handshakeRefusals() async throws {
         try await ServerFixture.with { control in
@@ -299,5 +396,26 @@ struct WorkerLinkTests {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
         }
         return Int(UInt16(bigEndian: address.sin_port))
+    }
+}
+
+/// A worker started and stopped by hand (the agent test needs one to outlive another).
+final class RunningWorker: Sendable {
+    let group: ServiceGroup
+    let task: Task<Void, any Error>
+
+    init(_ host: ServerFixture, url: String, token: String, name: String) throws {
+        var settings = WorkerAgent.Settings(server: url, token: token, name: name)
+        settings.longestBackoff = .milliseconds(500)
+        let agent = WorkerAgent(settings: settings, server: host.server, logger: .init(label: name))
+        let group = ServiceGroup(
+            configuration: ServiceGroupConfiguration(services: [.init(service: agent)], logger: .init(label: name)))
+        self.group = group
+        task = Task { try await group.run() }
+    }
+
+    func stop() async {
+        await group.triggerGracefulShutdown()
+        _ = try? await task.value
     }
 }

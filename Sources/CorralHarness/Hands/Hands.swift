@@ -44,10 +44,20 @@ public struct HandRequest: Sendable, Hashable {
 public protocol Hand: Sendable {
     var sandboxID: SandboxID { get }
     /// execute(name, input): tool errors, a dead sandbox included, are outputs; only
-    /// cancellation throws.
+    /// cancellation throws, and `HandOutcomeUnknown` when the call was sent and its answer never
+    /// came (a worker's link that broke while it ran).
     func execute(tool: String, input: JSONValue) async throws -> ToolOutput
     /// Asked after an error output: is the sandbox still there and running?
     func liveness() async -> HandLiveness
+}
+
+/// A call that reached its sandbox's host and whose result was lost on the way back: it may have
+/// run fully, partly or not at all. The harness records it as `unknown`, never runs it again by
+/// itself, and tells the model.
+public struct HandOutcomeUnknown: Error, Sendable {
+    public var reason: String
+
+    public init(reason: String) { self.reason = reason }
 }
 
 public enum HandLiveness: Sendable, Hashable {

@@ -69,6 +69,14 @@ public final class SandboxHands: HandProvisioner {
 
     public func provision(_ request: HandRequest) async throws -> ProvisionedHand {
         try check(request.spec)
+        let sandbox = try await provisioner().provision(try provisionRequest(for: request))
+        return ProvisionedHand(
+            hand: SandboxHand(sandbox: sandbox), path: sandbox.provisioning?.path.rawValue ?? "cold",
+            milliseconds: sandbox.provisioning?.totalMilliseconds ?? 0)
+    }
+
+    /// What `provision` asks the provisioner for: also what a hand on a worker is made from.
+    public func provisionRequest(for request: HandRequest) throws -> ProvisionRequest {
         var provision = ProvisionRequest(image: configuration.image)
         if let template = request.spec.template {
             // The template fixes image, runtime and limits, and claims from its warm pool.
@@ -86,10 +94,7 @@ public final class SandboxHands: HandProvisioner {
         }
         provision.tenant = request.tenant
         provision.session = request.session
-        let sandbox = try await provisioner().provision(provision)
-        return ProvisionedHand(
-            hand: SandboxHand(sandbox: sandbox), path: sandbox.provisioning?.path.rawValue ?? "cold",
-            milliseconds: sandbox.provisioning?.totalMilliseconds ?? 0)
+        return provision
     }
 
     public func reattach(_ sandbox: SandboxID, request: HandRequest) -> any Hand {

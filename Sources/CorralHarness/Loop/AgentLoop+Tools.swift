@@ -112,7 +112,22 @@ extension AgentLoop {
             }
             let clock = ContinuousClock()
             let started = clock.now
-            var output = try await hand.execute(tool: tool, input: input)
+            var output: ToolOutput
+            do {
+                output = try await hand.execute(tool: tool, input: input)
+            } catch let unknown as HandOutcomeUnknown {
+                var text = """
+                    [corral] The outcome of this call is unknown: \(unknown.reason). It may have run fully, partly \
+                    or not at all, and it is not safe to run again automatically. Check its effects before relying on \
+                    them or running it again.
+                    """
+                if case .lost(let reason) = await hand.liveness() {
+                    text += try await replaceLost(name, hand: hand, reason: reason)
+                }
+                return CallOutcome(
+                    output: .error(text), status: .unknown, sandbox: name, sandboxID: hand.sandboxID,
+                    milliseconds: (clock.now - started).milliseconds)
+            }
             let elapsed = (clock.now - started).milliseconds
             if output.isError, case .lost(let reason) = await hand.liveness() {
                 output.text += try await replaceLost(name, hand: hand, reason: reason)

@@ -45,6 +45,7 @@ public struct WorkerAgent: Service {
     let onConnected: @Sendable (String) async -> Void
     /// The epoch of the link up now; calls that carry another are refused.
     private let epoch = LinkEpoch()
+    private let group = LinkGroup()
 
     public init(
         settings: Settings, server: CorralServer, logger: Logger,
@@ -200,6 +201,8 @@ public struct WorkerAgent: Service {
                 ))
         }
         epoch.set(linkEpoch)
+        // The token decides the group; the heartbeat reports the one the control plane chose.
+        group.set(answer.header(WorkerProtocol.groupHeader))
         let http2 = HTTP2Channel(
             responder: responder(),
             configuration: .init(
@@ -265,7 +268,8 @@ public struct WorkerAgent: Service {
         }
         let sandboxes = (try? await runner.provisioner.list()) ?? []
         return WorkerStatus(
-            name: settings.name, group: settings.group ?? WorkerGroup.defaultName, version: CorralVersion.current,
+            name: settings.name, group: group.get() ?? settings.group ?? WorkerGroup.defaultName,
+            version: CorralVersion.current,
             epoch: epoch.get() ?? 0,
             capacity: .init(
                 cpus: ProcessInfo.processInfo.activeProcessorCount,
@@ -295,4 +299,12 @@ final class LinkEpoch: Sendable {
 
     func get() -> Int64? { value.withLock { $0 } }
     func set(_ epoch: Int64?) { value.withLock { $0 = epoch } }
+}
+
+/// The group the control plane admitted a worker's link to.
+final class LinkGroup: Sendable {
+    private let value = Mutex<String?>(nil)
+
+    func get() -> String? { value.withLock { $0 } }
+    func set(_ group: String?) { value.withLock { $0 = group } }
 }

@@ -53,11 +53,18 @@ public final class WorkerFleet: Sendable {
 
     public let settings: Settings
     private let state = Mutex(State())
+    /// The groups a tenant's sandboxes may run in: a worker's heartbeat places only the
+    /// sandboxes of tenants its group serves, so that a worker cannot claim another's.
+    let groupsOf: @Sendable (TenantID) -> [String]
     let logger: Logger
 
-    public init(settings: Settings = Settings(), logger: Logger) {
+    public init(
+        settings: Settings = Settings(), logger: Logger,
+        groupsOf: @escaping @Sendable (TenantID) -> [String] = { _ in [WorkerGroup.defaultName] }
+    ) {
         self.settings = settings
         self.logger = logger
+        self.groupsOf = groupsOf
     }
 
     // MARK: Links
@@ -117,6 +124,14 @@ public final class WorkerFleet: Sendable {
     }
 
     private func received(_ status: WorkerStatus, from name: String, epoch: Int64) async {
+        // Only sandboxes of tenants this worker's group serves, and none another worker holds.
+        let group = state.withLock { $0.members[name]?.group }
+        let claimable = Set(status.sandboxes.filter { group.map(groupsOf($0.tenant).contains) == true }.map(\.id))
+        if claimable.count < status.sandboxes.count {
+            logger.warning(
+                "a worker listed sandboxes of tenants outside its group; they are not routed to it",
+                metadata: ["worker": "\(name)", "ignored": "\(status.sandboxes.count - claimable.count)"])
+        }
         let (abandoned, link) = state.withLock { state -> ([WorkerSandbox], WorkerLinkClient?) in
             guard state.members[name]?.epoch == epoch else { return ([], nil) }
             state.members[name]?.status = status
@@ -124,9 +139,13 @@ public final class WorkerFleet: Sendable {
             state.members[name]?.lastHeartbeatDate = Date()
             let given = state.abandoned[name] ?? []
             var abandoned: [WorkerSandbox] = []
-            for sandbox in status.sandboxes {
+            for sandbox in status.sandboxes where claimable.contains(sandbox.id) {
                 if given.contains(sandbox.id) {
                     abandoned.append(sandbox)
+                } else if let holder = state.placements[sandbox.id], holder != name,
+                    state.members[holder]?.link.isActive == true
+                {
+                    continue
                 } else {
                     state.placements[sandbox.id] = name
                 }
@@ -182,29 +201,45 @@ public final class WorkerFleet: Sendable {
         /// The service's own engine host.
         case local
         case worker(name: String, link: WorkerLinkClient)
+        /// On a worker whose link is down, within the grace: a retry may reach it.
+        case down(worker: String)
+        /// On a worker that was lost: the sandbox is given up.
+        case lost(worker: String)
     }
 
-    func route(_ id: SandboxID) throws -> Route {
+    func route(_ id: SandboxID) -> Route {
         expireLost()
-        return try state.withLock { state in
-            if let name = state.abandoned.first(where: { $0.value.contains(id) })?.key {
-                throw CorralError(
-                    .unavailable,
-                    "sandbox \(id) ran on worker '\(name)', which is lost (silent past the \(Int(settings.grace.components.seconds))s grace); its files are gone",
-                    hint: "create a new sandbox")
-            }
+        return state.withLock { state in
+            if let name = state.abandoned.first(where: { $0.value.contains(id) })?.key { return .lost(worker: name) }
             guard let name = state.placements[id], let member = state.members[name] else { return .local }
-            guard member.link.isActive else {
-                var error = CorralError(
-                    .unavailable, "sandbox \(id) runs on worker '\(name)', whose link is down",
-                    hint:
-                        "the worker reconnects by itself; a worker silent for \(Int(settings.grace.components.seconds))s is lost"
-                )
-                error.retryAfterSeconds = 2
-                throw error
-            }
+            guard member.link.isActive else { return .down(worker: name) }
             return .worker(name: name, link: member.link)
         }
+    }
+
+    /// What a call for sandbox `id` gets when its worker is down or lost; nil otherwise.
+    func unreachable(_ id: SandboxID, _ route: Route) -> CorralError? {
+        let grace = Int(settings.grace.components.seconds)
+        switch route {
+        case .lost(let name):
+            return CorralError(
+                .unavailable,
+                "sandbox \(id) ran on worker '\(name)', which is lost (silent past the \(grace)s grace); its files are gone",
+                hint: "create a new sandbox")
+        case .down(let name):
+            var error = CorralError(
+                .unavailable, "sandbox \(id) runs on worker '\(name)', whose link is down",
+                hint: "the worker reconnects by itself; a worker silent for \(grace)s is lost")
+            error.retryAfterSeconds = 2
+            return error
+        case .local, .worker:
+            return nil
+        }
+    }
+
+    /// Whether the control plane gave sandbox `id` up (its worker was lost).
+    func isAbandoned(_ id: SandboxID) -> Bool {
+        state.withLock { $0.abandoned.values.contains { $0.contains(id) } }
     }
 
     func recordPlacement(_ id: SandboxID, on worker: String) {

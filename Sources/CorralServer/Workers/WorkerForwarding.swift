@@ -35,13 +35,15 @@ struct WorkerRoutingMiddleware: RouterMiddleware {
         }
         // A malformed id is the local route's to refuse, with its usual answer.
         guard let id = try? SandboxID(validating: String(parts[2])) else { return try await next(request, context) }
-        switch try fleet.route(id) {
-        case .local:
+        let route = fleet.route(id)
+        if let error = fleet.unreachable(id, route) { throw error }
+        switch route {
+        case .local, .down, .lost:
             return try await next(request, context)
         case .worker(let name, let link):
             let presence = await ClientPresence.of(context.channel)
             let response = try await cancellingWhenClientLeaves(presence) {
-                try await Self.forward(request, body: request.body, tenant: tenant, link: link)
+                try await Self.forward(request, body: request.body, tenant: tenant, link: link, presence: presence)
             }
             if parts.count == 3, request.method == .delete, (200..<300).contains(response.status.code) {
                 fleet.forget(id)
@@ -63,28 +65,22 @@ struct WorkerRoutingMiddleware: RouterMiddleware {
         // What the local route would refuse, it refuses here too, with its own words.
         let replay = Request(head: request.head, body: RequestBody(buffer: ByteBuffer(bytes: bytes)))
         guard let body else { return try await next(replay, context) }
-        let groups = tenant == .local ? [WorkerGroup.defaultName] : try server.tenants.placementGroups(of: tenant)
-        var localWarm = false
-        var localFree = 0.0
-        if fleet.settings.localGroup.map(groups.contains) == true {
-            if let template = body.template {
-                for pool in server.runner.pools where pool.template.name.rawValue == template {
-                    localWarm = await pool.currentStatus().idle > 0
-                }
-            }
-            let held = (try? await server.provisioner.list().count) ?? 0
-            let room = max(fleet.settings.localMaxSandboxes, 1)
-            localFree = Double(room - held) / Double(room)
-        }
-        var generator = SystemRandomNumberGenerator()
-        let route = try fleet.place(
-            groups: groups, template: body.template, localWarm: localWarm, localFree: localFree, using: &generator)
-        switch route {
-        case .local:
+        switch try await server.place(tenant: tenant, template: body.template, fleet: fleet) {
+        case .local, .down, .lost:
             return try await next(replay, context)
         case .worker(let name, let link):
+            var forwarded = bytes
+            if let session = body.session {
+                // Sessions live on the control plane: checked here, and named by a label there.
+                try await server.requireSession(try SessionID(validating: session), tenant: tenant)
+                var changed = body
+                changed.session = nil
+                changed.labels = (body.labels ?? [:]).merging(["session": session]) { _, new in new }
+                forwarded = Array(try JSONEncoder().encode(changed))
+            }
             let response = try await Self.forward(
-                request, body: Self.once(ByteBuffer(bytes: bytes)), tenant: tenant, link: link)
+                request, body: Self.once(ByteBuffer(bytes: forwarded)), tenant: tenant, link: link,
+                bodyLength: forwarded.count)
             guard response.status.code == 201 else { return response }
             let created = try await Self.decode(CreatedSandbox.self, from: response)
             fleet.recordPlacement(created.id, on: name)
@@ -103,11 +99,13 @@ struct WorkerRoutingMiddleware: RouterMiddleware {
             do {
                 let response = try await Self.forward(request, body: Self.once(nil), tenant: tenant, link: link)
                 guard response.status.code == 200 else { continue }
-                rows += try await Self.decode([SandboxInfo].self, from: response).map { row in
-                    var row = row
-                    row.worker = name
-                    return row
-                }
+                rows += try await Self.decode([SandboxInfo].self, from: response).filter { !fleet.isAbandoned($0.id) }
+                    .map {
+                        row in
+                        var row = row
+                        row.worker = name
+                        return row
+                    }
             } catch {
                 // One worker that does not answer leaves the others' sandboxes listed.
                 server.logger.warning(
@@ -129,7 +127,7 @@ struct WorkerRoutingMiddleware: RouterMiddleware {
     /// answer as it streams. The tenant's own token stays here: the worker trusts its link.
     static func forward(
         _ request: Request, body: (some AsyncSequence<ByteBuffer, any Error> & Sendable)?, tenant: TenantID,
-        link: WorkerLinkClient
+        link: WorkerLinkClient, presence: ClientPresence? = nil, bodyLength: Int? = nil
     ) async throws -> Response {
         var head = request.head
         head.scheme = "http"
@@ -137,6 +135,7 @@ struct WorkerRoutingMiddleware: RouterMiddleware {
         for name in hopByHop { head.headerFields[name] = nil }
         head.headerFields[.authorization] = nil
         head.headerFields[.cookie] = nil
+        if let bodyLength { head.headerFields[.contentLength] = String(bodyLength) }
         head.headerFields[corral: WorkerProtocol.tenantHeader] = tenant.rawValue
         head.headerFields[corral: WorkerProtocol.epochHeader] = String(link.epoch)
         let (answer, answerBody, task) = try await link.call(head, body: body)
@@ -145,6 +144,10 @@ struct WorkerRoutingMiddleware: RouterMiddleware {
         return Response(
             status: answer.status, headers: headers,
             body: ResponseBody { writer in
+                // A client that leaves while the answer streams ends the call on the worker too
+                // (its stream is reset, and the worker's route cancels the command).
+                let token = presence?.onGone { task.cancel() }
+                defer { presence?.remove(token) }
                 do {
                     while let chunk = try await answerBody.receive() {
                         try await writer.write(ByteBuffer(bytes: chunk))
@@ -218,4 +221,27 @@ struct BodyCollector: ResponseBodyWriter {
     mutating func write(_ buffer: ByteBuffer) async throws { try sink.append(buffer) }
 
     consuming func finish(_ trailingHeaders: HTTPFields?) async throws {}
+}
+
+extension CorralServer {
+    /// Where a new sandbox of `tenant` goes (`WorkerFleet.place`), with this host's own pool and
+    /// room as the local candidate.
+    func place(tenant: TenantID, template: String?, fleet: WorkerFleet) async throws -> WorkerFleet.Route {
+        let groups = tenant == .local ? [WorkerGroup.defaultName] : try tenants.placementGroups(of: tenant)
+        var localWarm = false
+        var localFree = 0.0
+        if fleet.settings.localGroup.map(groups.contains) == true {
+            if let template {
+                for pool in runner.pools where pool.template.name.rawValue == template {
+                    localWarm = await pool.currentStatus().idle > 0
+                }
+            }
+            let held = (try? await provisioner.list().count) ?? 0
+            let room = max(fleet.settings.localMaxSandboxes, 1)
+            localFree = Double(room - held) / Double(room)
+        }
+        var generator = SystemRandomNumberGenerator()
+        return try fleet.place(
+            groups: groups, template: template, localWarm: localWarm, localFree: localFree, using: &generator)
+    }
 }

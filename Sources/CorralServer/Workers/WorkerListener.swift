@@ -86,6 +86,10 @@ public struct WorkerListener: Service {
     }
 
     private func makeTLS(host: String) throws -> NIOSSLContext? {
+        if (settings.certificate == nil) != (settings.key == nil) {
+            throw CorralError.invalidArgument(
+                "[workers] tls_cert and tls_key go together", hint: "set both (PEM files), or neither on loopback")
+        }
         guard let certificate = settings.certificate, let key = settings.key else {
             guard CorralServer.isLoopback(host) else {
                 throw CorralError.invalidArgument(
@@ -137,6 +141,7 @@ public struct WorkerListener: Service {
                     ("Connection", "Upgrade"), ("Upgrade", WorkerProtocol.upgradeToken),
                     (WorkerProtocol.protocolHeader, String(protocolVersion)),
                     (WorkerProtocol.epochHeader, String(epoch)),
+                    (WorkerProtocol.groupHeader, group),
                     (WorkerProtocol.versionHeader, CorralVersion.current),
                 ])
             do {
