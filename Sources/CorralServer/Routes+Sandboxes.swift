@@ -16,7 +16,7 @@ extension CorralServer {
             let provisioner = self.provisioner
             let sandbox = try await quotas.admit(
                 tenant, limit: configuration.sandboxesPerTenant, what: "sandboxes",
-                current: { try await provisioner.list(tenant: tenant).count }
+                current: { try await sandboxCount(of: tenant) }
             ) { try await provisioner.provision(provisionRequest) }
             try await keepOnlyIfTenantRemains(context) { try? await sandbox.remove() }
             return JSONResponse.make(CreatedSandbox(sandbox: sandbox), status: 201)

@@ -152,6 +152,39 @@ struct WorkerLinkTests {
         }
     }
 
+    @Test("a tenant's sandbox quota counts its sandboxes on workers and on the control plane's host together")
+    func quotaAcrossTheFleet() async throws {
+        try await ServerFixture.with(sandboxesPerTenant: 2) { control in
+            try await ServerFixture.with { host in
+                // Bound to the default group: the control plane's own host and the worker both take it.
+                let token = try control.server.tenants.add(Self.acme)
+                let workerToken = try WorkerTokenRegistry(stateDirectory: control.state).add(group: "default").token
+                try await LiveServer.with(control, configure: { $0.workers = Self.settings() }) { live in
+                    let fleet = try #require(live.server.fleet)
+                    try await Self.withWorker(host, url: try #require(live.workerURL), token: workerToken, group: nil) {
+                        _ in
+                        _ = try await Self.waitConnected(fleet, "w1")
+                        let client = try CorralClient(
+                            endpoint: try HTTPEndpoint(parsing: "http://127.0.0.1:\(live.port)"), token: token)
+                        defer { client.shutdown() }
+                        let made = [
+                            try await client.createSandbox(CreateSandboxRequest()).id,
+                            try await client.createSandbox(CreateSandboxRequest()).id,
+                        ]
+                        let third = await #expect(throws: CorralError.self) {
+                            try await client.createSandbox(CreateSandboxRequest())
+                        }
+                        #expect(third?.code.rawValue == "quota_exceeded", "\(String(describing: third))")
+                        let here = try await control.server.provisioner.list(tenant: Self.acme).count
+                        let there = try await host.server.provisioner.list(tenant: Self.acme).count
+                        #expect(here + there == 2)
+                        for id in made { try await client.removeSandbox(id) }
+                    }
+                }
+            }
+        }
+    }
+
     @Test("a lost worker's sandboxes fail with an error that says so, and are removed when it returns")
     func lostAndReconciled() async throws {
         try await ServerFixture.with { control in

@@ -53,7 +53,7 @@ final class FleetHands: HandProvisioner {
             let (status, bytes) = try await Self.exchange(link, head, body: Array(body))
             guard status == 201 else { throw Self.error(status: status, bytes) }
             let created = try CorralClient.decoder().decode(CreatedSandbox.self, from: Data(bytes))
-            fleet.recordPlacement(created.id, on: name)
+            fleet.recordPlacement(created.id, on: name, tenant: request.tenant)
             return ProvisionedHand(
                 hand: RemoteHand(sandboxID: created.id, tenant: request.tenant, fleet: fleet),
                 path: created.path, milliseconds: (ContinuousClock.now - started).milliseconds)

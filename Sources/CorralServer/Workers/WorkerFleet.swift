@@ -45,7 +45,8 @@ public final class WorkerFleet: Sendable {
 
     private struct State {
         var members: [String: Member] = [:]
-        var placements: [SandboxID: String] = [:]
+        /// Which worker runs each sandbox, and whose it is (for quotas across the fleet).
+        var placements: [SandboxID: (worker: String, tenant: TenantID)] = [:]
         /// Sandboxes on a worker that was lost: removed when that worker comes back.
         var abandoned: [String: Set<SandboxID>] = [:]
         var lastEpoch: Int64 = 0
@@ -142,12 +143,12 @@ public final class WorkerFleet: Sendable {
             for sandbox in status.sandboxes where claimable.contains(sandbox.id) {
                 if given.contains(sandbox.id) {
                     abandoned.append(sandbox)
-                } else if let holder = state.placements[sandbox.id], holder != name,
+                } else if let holder = state.placements[sandbox.id]?.worker, holder != name,
                     state.members[holder]?.link.isActive == true
                 {
                     continue
                 } else {
-                    state.placements[sandbox.id] = name
+                    state.placements[sandbox.id] = (name, sandbox.tenant)
                 }
             }
             return (abandoned, state.members[name]?.link)
@@ -177,7 +178,7 @@ public final class WorkerFleet: Sendable {
             for (name, member) in state.members where Self.isLost(member, now: now, grace: settings.grace) {
                 // A link that is up but answers no heartbeat: its calls end now, with an error.
                 if member.link.isActive { silent.append(member.link) }
-                let mine = state.placements.filter { $0.value == name }.map(\.key)
+                let mine = state.placements.filter { $0.value.worker == name }.map(\.key)
                 guard !mine.isEmpty else { continue }
                 for id in mine { state.placements[id] = nil }
                 state.abandoned[name, default: []].formUnion(mine)
@@ -211,7 +212,7 @@ public final class WorkerFleet: Sendable {
         expireLost()
         return state.withLock { state in
             if let name = state.abandoned.first(where: { $0.value.contains(id) })?.key { return .lost(worker: name) }
-            guard let name = state.placements[id], let member = state.members[name] else { return .local }
+            guard let name = state.placements[id]?.worker, let member = state.members[name] else { return .local }
             guard member.link.isActive else { return .down(worker: name) }
             return .worker(name: name, link: member.link)
         }
@@ -242,12 +243,18 @@ public final class WorkerFleet: Sendable {
         state.withLock { $0.abandoned.values.contains { $0.contains(id) } }
     }
 
-    func recordPlacement(_ id: SandboxID, on worker: String) {
-        state.withLock { $0.placements[id] = worker }
+    func recordPlacement(_ id: SandboxID, on worker: String, tenant: TenantID) {
+        state.withLock { $0.placements[id] = (worker, tenant) }
     }
 
     func forget(_ id: SandboxID) {
         _ = state.withLock { $0.placements.removeValue(forKey: id) }
+    }
+
+    /// The sandboxes `tenant` holds on workers (a lost worker's are given up and not counted).
+    func count(of tenant: TenantID) -> Int {
+        expireLost()
+        return state.withLock { $0.placements.values.filter { $0.tenant == tenant }.count }
     }
 
     /// The connected workers of these groups (nil: of every group).

@@ -78,13 +78,23 @@ struct WorkerRoutingMiddleware: RouterMiddleware {
                 changed.labels = (body.labels ?? [:]).merging(["session": session]) { _, new in new }
                 forwarded = Array(try JSONEncoder().encode(changed))
             }
-            let response = try await Self.forward(
-                request, body: Self.once(ByteBuffer(bytes: forwarded)), tenant: tenant, link: link,
-                bodyLength: forwarded.count)
-            guard response.status.code == 201 else { return response }
-            let created = try await Self.decode(CreatedSandbox.self, from: response)
-            fleet.recordPlacement(created.id, on: name)
-            return JSONResponse.make(created, status: 201)
+            // The tenant's quota counts its sandboxes here and on every worker.
+            let fleet = self.fleet
+            let server = self.server
+            let payload = forwarded
+            let answer = try await server.quotas.admit(
+                tenant, limit: server.configuration.sandboxesPerTenant, what: "sandboxes",
+                current: { try await server.sandboxCount(of: tenant) }
+            ) { () async throws -> (Response, CreatedSandbox?) in
+                let response = try await Self.forward(
+                    request, body: Self.once(ByteBuffer(bytes: payload)), tenant: tenant, link: link,
+                    bodyLength: payload.count)
+                guard response.status.code == 201 else { return (response, nil) }
+                let created = try await Self.decode(CreatedSandbox.self, from: response)
+                fleet.recordPlacement(created.id, on: name, tenant: tenant)
+                return (JSONResponse.make(created, status: 201), created)
+            }
+            return answer.0
         }
     }
 
@@ -224,6 +234,11 @@ struct BodyCollector: ResponseBodyWriter {
 }
 
 extension CorralServer {
+    /// The sandboxes `tenant` holds: on this host, and on the workers.
+    func sandboxCount(of tenant: TenantID) async throws -> Int {
+        try await provisioner.list(tenant: tenant).count + (fleet?.count(of: tenant) ?? 0)
+    }
+
     /// Where a new sandbox of `tenant` goes (`WorkerFleet.place`), with this host's own pool and
     /// room as the local candidate.
     func place(tenant: TenantID, template: String?, fleet: WorkerFleet) async throws -> WorkerFleet.Route {
