@@ -129,6 +129,8 @@ public struct CorralServer: Sendable {
             middleware: ErrorMiddleware(
                 metrics: serverMetrics,
                 redactions: configuration.stateDirectory.map { [($0, "$STATE")] } ?? []))
+        // A worker's link serves the sandboxes, not the control plane's business.
+        if auth.isControlPlane { router.add(middleware: WorkerLinkScope()) }
         addHealthRoutes(to: router)
         let v1 = router.group("v1").add(middleware: AuthMiddleware(mode: auth.middlewareMode(tenants)))
         if let fleet, !auth.isControlPlane { v1.add(middleware: WorkerRoutingMiddleware(fleet: fleet, server: self)) }

@@ -3,6 +3,9 @@ import CorralCore
 import CorralSandbox
 import CurlHTTP
 import Foundation
+import HTTPTypes
+import Hummingbird
+import HummingbirdTesting
 import ServiceLifecycle
 import Synchronization
 import TestSupport
@@ -179,6 +182,58 @@ struct WorkerLinkTests {
                         let there = try await host.server.provisioner.list(tenant: Self.acme).count
                         #expect(here + there == 2)
                         for id in made { try await client.removeSandbox(id) }
+                    }
+                }
+            }
+        }
+    }
+
+    @Test("one link carries more than 100 calls at once, and its heartbeats go on meanwhile")
+    func manyCallsOnOneLink() async throws {
+        try await ServerFixture.with { control in
+            try await ServerFixture.with { host in
+                let token = try control.server.tenants.add(Self.acme, groups: ["vpc"])
+                let workerToken = try WorkerTokenRegistry(stateDirectory: control.state).add(group: "vpc").token
+                try await LiveServer.with(control, configure: { $0.workers = Self.settings() }) { live in
+                    let fleet = try #require(live.server.fleet)
+                    try await Self.withWorker(host, url: try #require(live.workerURL), token: workerToken) { _ in
+                        _ = try await Self.waitConnected(fleet, "w1")
+                        let client = try CorralClient(
+                            endpoint: try HTTPEndpoint(parsing: "http://127.0.0.1:\(live.port)"), token: token)
+                        defer { client.shutdown() }
+                        var request = CreateSandboxRequest()
+                        request.pids = 1024
+                        let id = try await client.createSandbox(request).id
+                        let calls = 150
+                        try await withThrowingTaskGroup(of: Void.self) { group in
+                            for index in 0..<calls {
+                                group.addTask {
+                                    _ = try? await client.execute(
+                                        id, tool: "bash",
+                                        input: .object(["command": .string("touch /tmp/m.\(index); exec sleep 20")]))
+                                }
+                            }
+                            // Every call is running at once on the worker (past the 100 streams
+                            // a default HTTP/2 server takes), and another call still gets through.
+                            try await retrying(for: .seconds(90)) {
+                                let output = Mutex("")
+                                _ = try await client.exec(
+                                    id, SandboxCommand(["sh", "-c", "ls /tmp | grep -c '^m\\.'"])
+                                ) {
+                                    _, bytes in output.withLock { $0 += String(decoding: bytes, as: UTF8.self) }
+                                }
+                                let running = Int(
+                                    output.withLock { $0 }.trimmingCharacters(in: .whitespacesAndNewlines))
+                                guard running == calls else {
+                                    throw CorralError(.unavailable, "\(running ?? -1) of \(calls) calls running")
+                                }
+                            }
+                            let worker = try #require(fleet.summaries().first)
+                            #expect(worker.state == "connected")
+                            #expect(try #require(worker.lastHeartbeat).timeIntervalSinceNow > -2)
+                            group.cancelAll()
+                        }
+                        try await client.removeSandbox(id)
                     }
                 }
             }
@@ -400,6 +455,65 @@ struct WorkerLinkTests {
                 let agent = WorkerAgent(settings: settings, server: control.server, logger: .init(label: "worker"))
                 let error = await #expect(throws: CorralError.self) { try await agent.run() }
                 #expect(error?.message == "the worker token is not valid")
+            }
+        }
+    }
+
+    @Test("on its link a worker refuses a stale epoch, and serves sandboxes, pools and status only")
+    func linkScopeAndEpoch() async throws {
+        try await ServerFixture.with { host in
+            let status = WorkerStatus(
+                name: "w", group: "default", version: "t", epoch: 7,
+                capacity: .init(cpus: 1, memoryBytes: 1, maxSandboxes: 1), templates: [], pools: [], sandboxes: [])
+            let app = Application(router: host.server.workerRouter(currentEpoch: { 7 }, status: { status }))
+            try await app.test(.router) { client in
+                func call(_ method: HTTPRequest.Method, _ uri: String, epoch: Int64, tenant: String = "acme")
+                    async throws
+                    -> TestResponse
+                {
+                    var headers = HTTPFields()
+                    headers[corral: WorkerProtocol.epochHeader] = String(epoch)
+                    headers[corral: WorkerProtocol.tenantHeader] = tenant
+                    return try await client.execute(uri: uri, method: method, headers: headers, body: nil)
+                }
+                let stale = try await call(.get, "/v1/sandboxes", epoch: 6)
+                #expect(stale.status == .conflict)
+                #expect(stale.error?.message.contains("stale control-plane link") == true)
+                #expect(try await call(.get, "/v1/sandboxes", epoch: 7).status == .ok)
+                #expect(try await call(.get, "/v1/worker/status", epoch: 7, tenant: "local").status == .ok)
+                // The control plane's own business is not served on a worker's link, even as the operator.
+                for (method, uri) in [
+                    (HTTPRequest.Method.get, "/v1/tenants"), (.post, "/v1/agents"), (.get, "/v1/sessions"),
+                    (.get, "/v1/workers"),
+                ] {
+                    let refused = try await call(method, uri, epoch: 7, tenant: "local")
+                    #expect(refused.status == .notFound, "\(method) \(uri): \(refused.status)")
+                }
+            }
+        }
+    }
+
+    @Test("a worker's name stays in its group: another group's token cannot take its link over")
+    func nameStaysInItsGroup() async throws {
+        try await ServerFixture.with { control in
+            try await ServerFixture.with { host in
+                let registry = WorkerTokenRegistry(stateDirectory: control.state)
+                let vpc = try registry.add(group: "vpc").token
+                let other = try registry.add(group: "other").token
+                try await LiveServer.with(control, configure: { $0.workers = Self.settings() }) { live in
+                    let fleet = try #require(live.server.fleet)
+                    let url = try #require(live.workerURL)
+                    try await Self.withWorker(host, url: url, token: vpc) { _ in
+                        let first = try await Self.waitConnected(fleet, "w1")
+                        var settings = WorkerAgent.Settings(server: url, token: other, name: "w1")
+                        settings.longestBackoff = .milliseconds(200)
+                        let impostor = WorkerAgent(
+                            settings: settings, server: host.server, logger: .init(label: "impostor"))
+                        let error = await #expect(throws: CorralError.self) { try await impostor.run() }
+                        #expect(error?.message.contains("is in group 'vpc'") == true, "\(String(describing: error))")
+                        #expect(fleet.summaries().first?.epoch == first.epoch)
+                    }
+                }
             }
         }
     }

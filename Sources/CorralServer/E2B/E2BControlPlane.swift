@@ -92,6 +92,18 @@ struct E2BControlPlane: Sendable {
             throw E2BAPIError.badRequest("templateID is required")
         }
         let timeout = try Self.timeout(body["timeout"])
+        // E2B's sandboxes run on this host only (docs/workers.md): a tenant bound to worker
+        // groups that do not include it is refused rather than placed outside its groups.
+        if let fleet = server.fleet, tenant != .local {
+            let groups = try server.tenants.placementGroups(of: tenant)
+            guard let local = fleet.settings.localGroup, groups.contains(local) else {
+                throw E2BAPIError(
+                    status: 400,
+                    message:
+                        "this tenant's sandboxes run on workers (groups \(groups.joined(separator: ", "))), and E2B's API does not place sandboxes on workers yet; use corral's API"
+                )
+            }
+        }
         var provision = try provisionRequest(template: templateID)
         provision.tenant = tenant
         provision.ttl = .seconds(timeout)
@@ -101,7 +113,7 @@ struct E2BControlPlane: Sendable {
         let request = provision
         let sandbox = try await server.quotas.admit(
             tenant, limit: server.configuration.sandboxesPerTenant, what: "sandboxes",
-            current: { try await provisioner.list(tenant: tenant).count }
+            current: { try await server.sandboxCount(of: tenant) }
         ) { try await provisioner.provision(request) }
         do {
             try await server.keepOnlyIfTenantRemains(context) { try? await sandbox.remove() }

@@ -15,3 +15,23 @@ extension CorralServer {
         }
     }
 }
+
+/// What a worker serves on its link: the sandboxes' routes, its pools and its status. The
+/// control plane keeps tenants, sessions and agent runs, so a link (even a compromised control
+/// plane's) cannot administer the worker's tenants or start a run there, such as a scripted
+/// brain that would read a file on the worker's host.
+struct WorkerLinkScope: RouterMiddleware {
+    typealias Context = CorralRequestContext
+
+    static let served = ["/v1/sandboxes", "/v1/pools", "/v1/worker/"]
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws
+        -> Response
+    {
+        let path = request.uri.path
+        guard Self.served.contains(where: { path == $0 || path.hasPrefix($0.hasSuffix("/") ? $0 : $0 + "/") }) else {
+            throw CorralError(.notFound, "a worker's link serves sandboxes, pools and status only, not \(path)")
+        }
+        return try await next(request, context)
+    }
+}

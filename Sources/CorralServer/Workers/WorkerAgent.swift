@@ -6,6 +6,7 @@ import HummingbirdCore
 import HummingbirdHTTP2
 import Logging
 import NIOCore
+import NIOHTTP2
 import NIOHTTPTypes
 import NIOPosix
 import NIOSSL
@@ -56,6 +57,9 @@ public struct WorkerAgent: Service {
         self.logger = logger
         self.onConnected = onConnected
     }
+
+    /// Calls one link carries at once (HTTP/2 streams the worker accepts).
+    static let maxConcurrentCalls = 4096
 
     /// A refusal no retry mends.
     struct Refused: Error, CustomStringConvertible {
@@ -211,6 +215,15 @@ public struct WorkerAgent: Service {
         let value = try await channel.eventLoop.submit {
             let value = http2.setup(channel: channel, logger: logger)
             _ = channel.pipeline.syncOperations.removeHandler(name: WorkerListener.readerName)
+            // Hummingbird's HTTP/2 server announces swift-nio-http2's default of 100 concurrent
+            // streams; one link carries every call of a host (long execs, attaches, the
+            // heartbeat), so it announces more at once.
+            channel.writeAndFlush(
+                HTTP2Frame(
+                    streamID: .rootStream,
+                    payload: .settings(
+                        .settings([HTTP2Setting(parameter: .maxConcurrentStreams, value: Self.maxConcurrentCalls)]))),
+                promise: nil)
             return value
         }.get().get()
         logger.info(
@@ -234,7 +247,7 @@ public struct WorkerAgent: Service {
             error.hint = "is --server the control plane's worker port ([workers] listen)?"
         }
         switch status {
-        case 400, 401, 403, 404, 426: return Refused(error: error)
+        case 400, 401, 403, 404, 409, 426: return Refused(error: error)
         default: return error
         }
     }

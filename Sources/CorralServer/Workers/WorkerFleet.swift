@@ -79,6 +79,12 @@ public final class WorkerFleet: Sendable {
         }
     }
 
+    /// The group a worker of this name joined before, if one did: a name stays in its group, so
+    /// that another group's worker cannot take over its link and its sandboxes' calls.
+    func group(ofWorker name: String) -> String? {
+        state.withLock { $0.members[name]?.group }
+    }
+
     /// Takes a worker's new link; an older link of the same name is closed (its calls end).
     func attach(_ member: Member) {
         let replaced = state.withLock { state -> Member? in

@@ -134,6 +134,15 @@ public struct WorkerListener: Service {
                 "refused a worker", metadata: ["address": "\(address ?? "?")", "reason": "\(error.message)"])
             await refuse(channel, status: status, error: error, headers: extra)
         case .admitted(let name, let group, let version, let protocolVersion):
+            if let joined = fleet.group(ofWorker: name), joined != group {
+                let error = CorralError(
+                    .conflict, "a worker named '\(name)' is in group '\(joined)'; this one's token is for '\(group)'",
+                    hint: "give this worker another --name")
+                logger.warning(
+                    "refused a worker", metadata: ["address": "\(address ?? "?")", "reason": "\(error.message)"])
+                await refuse(channel, status: (409, "Conflict"), error: error, headers: [])
+                return
+            }
             let epoch = fleet.nextEpoch()
             let answer = LinkHead(
                 startLine: ["HTTP/1.1", "101", "Switching Protocols"],
