@@ -24,7 +24,9 @@ struct WorkerLinkTests {
     {
         var settings = WorkerListener.Settings(listen: "127.0.0.1:0")
         settings.fleet.heartbeat = .milliseconds(200)
-        settings.fleet.grace = .seconds(3)
+        // Long enough that a loaded machine (the whole suite at once) loses no live worker; the
+        // tests of lost workers wait for the state, not for a time.
+        settings.fleet.grace = .seconds(5)
         configure(&settings)
         return settings
     }
@@ -56,13 +58,22 @@ struct WorkerLinkTests {
     /// Waits until `fleet` has `name` connected with a heartbeat that says what it offers.
     static func waitConnected(_ fleet: WorkerFleet, _ name: String, epochAbove: Int64 = 0) async throws -> WorkerSummary
     {
-        try await retrying(for: .seconds(30)) {
+        try await retrying(for: .seconds(120)) {
             guard
                 let worker = fleet.summaries().first(where: {
                     $0.name == name && $0.state == "connected" && $0.capacity != nil && $0.epoch > epochAbove
                 })
             else { throw CorralError(.unavailable, "worker \(name) not connected yet: \(fleet.summaries())") }
             return worker
+        }
+    }
+
+    /// Waits until `fleet` reports `name` lost (its grace passed since its last heartbeat).
+    static func waitLost(_ fleet: WorkerFleet, _ name: String) async throws {
+        try await retrying(for: .seconds(60)) {
+            guard fleet.summaries().contains(where: { $0.name == name && $0.state == "lost" }) else {
+                throw CorralError(.unavailable, "worker \(name) not lost yet: \(fleet.summaries())")
+            }
         }
     }
 
@@ -264,7 +275,7 @@ struct WorkerLinkTests {
                         _ = try await acme.execute(sandbox, tool: "bash", input: .object(["command": .string("true")]))
                     }
                     #expect(down?.message.contains("link is down") == true || down?.message.contains("lost") == true)
-                    try await Task.sleep(for: .seconds(4))
+                    try await Self.waitLost(fleet, "w1")
                     let lost = await #expect(throws: CorralError.self) { _ = try await acme.sandbox(sandbox) }
                     #expect(lost?.message.contains("which is lost") == true, "\(String(describing: lost))")
                     #expect(fleet.summaries().first?.state == "lost")
@@ -380,7 +391,7 @@ struct WorkerLinkTests {
                 #expect(cut?.data["status"]?.stringValue == "unknown", "\(results)")
                 #expect(cut?.data["text"]?.stringValue?.contains("outcome of this call is unknown") == true)
                 // Past the grace w1 is lost; the next call finds its sandbox gone and gets a new one on w2.
-                try await Task.sleep(for: .seconds(4))
+                try await Self.waitLost(fleet, "w1")
                 _ = try await client.post("/v1/sessions/\(session)/harness/run", #"{"message": "go on"}"#)
                 try await retrying(for: .seconds(60)) {
                     events = try await client.events(id, from: 1, limit: 200).events

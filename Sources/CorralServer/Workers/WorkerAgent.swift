@@ -47,6 +47,7 @@ public struct WorkerAgent: Service {
     /// The epoch of the link up now; calls that carry another are refused.
     private let epoch = LinkEpoch()
     private let group = LinkGroup()
+    private let snapshot = StatusSnapshot()
 
     public init(
         settings: Settings, server: CorralServer, logger: Logger,
@@ -70,6 +71,15 @@ public struct WorkerAgent: Service {
     public func run() async throws {
         let target = try Target(settings.server)
         let tls = try makeTLS(target)
+        // The heartbeat's answer comes from a snapshot kept fresh here, so that a slow engine
+        // (a listing under load can take seconds) never makes a live worker look silent.
+        let refresher = Task { [self] in
+            while !Task.isCancelled {
+                snapshot.set(await computeStatus())
+                try? await Task.sleep(for: .seconds(1))
+            }
+        }
+        defer { refresher.cancel() }
         var delay = Duration.seconds(1)
         while !Task.isCancelled && !Task.isShuttingDownGracefully {
             let started = ContinuousClock.now
@@ -271,8 +281,22 @@ public struct WorkerAgent: Service {
         }
     }
 
-    /// The heartbeat's answer: what this engine host offers and runs now.
+    /// The heartbeat's answer: the latest snapshot (at most a second or so old), with the link's
+    /// epoch and group as they are now.
     func status() async -> WorkerStatus {
+        var status: WorkerStatus
+        if let latest = snapshot.get() {
+            status = latest
+        } else {
+            status = await computeStatus()
+        }
+        status.epoch = epoch.get() ?? 0
+        status.group = group.get() ?? settings.group ?? WorkerGroup.defaultName
+        return status
+    }
+
+    /// What this engine host offers and runs now.
+    func computeStatus() async -> WorkerStatus {
         let runner = server.runner
         var pools: [WorkerPoolStatus] = []
         for pool in runner.pools {
@@ -320,4 +344,12 @@ final class LinkGroup: Sendable {
 
     func get() -> String? { value.withLock { $0 } }
     func set(_ group: String?) { value.withLock { $0 = group } }
+}
+
+/// The worker's latest status, refreshed in the background.
+final class StatusSnapshot: Sendable {
+    private let value = Mutex<WorkerStatus?>(nil)
+
+    func get() -> WorkerStatus? { value.withLock { $0 } }
+    func set(_ status: WorkerStatus) { value.withLock { $0 = status } }
 }
