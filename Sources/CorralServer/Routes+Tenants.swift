@@ -41,9 +41,11 @@ extension CorralServer {
     }
 
     var administration: TenantAdministration {
-        TenantAdministration(
+        var administration = TenantAdministration(
             registry: tenants, provisioner: provisioner, sessions: sessions, vault: runner.vault, workers: workers,
             logger: logger)
+        administration.fleet = fleet
+        return administration
     }
 
     func requireOperator(_ context: CorralRequestContext) throws {

@@ -26,6 +26,8 @@ public struct TenantAdministration: Sendable {
     let vault: Vault?
     /// The service's harness runs; nil without a service.
     let workers: HarnessWorkers?
+    /// The workers dialled in, whose sandboxes a tenant may own too; nil without any.
+    var fleet: WorkerFleet?
     let logger: Logger
 
     public init(
@@ -63,6 +65,7 @@ public struct TenantAdministration: Sendable {
     /// a new kind of thing is one more entry here.
     func ownedKinds(of tenant: TenantID) -> [OwnedKind] {
         let provisioner = self.provisioner
+        let fleet = self.fleet
         let sessions = self.sessions
         let vault = self.vault
         return [
@@ -92,6 +95,25 @@ public struct TenantAdministration: Sendable {
                             try await Task.sleep(for: .milliseconds(100))
                         }
                         throw error
+                    }
+                }),
+            OwnedKind(
+                name: "sandboxes on workers",
+                list: { fleet?.sandboxes(of: tenant).map(\.rawValue).sorted() ?? [] },
+                remove: { id in
+                    let id = try SandboxID(validating: id)
+                    guard let fleet else { return }
+                    let route = fleet.route(id)
+                    switch route {
+                    case .worker(_, let link):
+                        try await WorkerRoutingMiddleware.remove(WorkerSandbox(id: id, tenant: tenant), on: link)
+                        fleet.forget(id)
+                    case .down:
+                        throw fleet.unreachable(id, route)
+                            ?? CorralError(.unavailable, "sandbox \(id)'s worker is down")
+                    case .lost, .local:
+                        // Given up: its worker removes it when it comes back.
+                        fleet.forget(id)
                     }
                 }),
             OwnedKind(
@@ -222,6 +244,7 @@ extension TenantHoldings {
         guard number == 1 else { return "\(number) \(kind)" }
         switch kind {
         case "sandboxes": return "1 sandbox"
+        case "sandboxes on workers": return "1 sandbox on a worker"
         default: return "1 \(kind.hasSuffix("s") ? String(kind.dropLast()) : kind)"
         }
     }

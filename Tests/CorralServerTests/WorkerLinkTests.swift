@@ -251,6 +251,39 @@ struct WorkerLinkTests {
         }
     }
 
+    @Test("removing a tenant counts and purges its sandboxes on workers too")
+    func tenantRemovalReachesWorkers() async throws {
+        try await ServerFixture.with { control in
+            try await ServerFixture.with { host in
+                let token = try control.server.tenants.add(Self.acme, groups: ["vpc"])
+                let workerToken = try WorkerTokenRegistry(stateDirectory: control.state).add(group: "vpc").token
+                try await LiveServer.with(control, configure: { $0.workers = Self.settings() }) { live in
+                    let fleet = try #require(live.server.fleet)
+                    try await Self.withWorker(host, url: try #require(live.workerURL), token: workerToken) { _ in
+                        _ = try await Self.waitConnected(fleet, "w1")
+                        let client = try CorralClient(
+                            endpoint: try HTTPEndpoint(parsing: "http://127.0.0.1:\(live.port)"), token: token)
+                        let admin = try CorralClient(endpoint: .unixSocket(path: live.socketPath))
+                        defer {
+                            client.shutdown()
+                            admin.shutdown()
+                        }
+                        let id = try await client.createSandbox(CreateSandboxRequest()).id
+                        let refused = await #expect(throws: CorralError.self) {
+                            _ = try await admin.removeTenant(Self.acme, purge: false)
+                        }
+                        #expect(
+                            refused?.message.contains("1 sandbox on a worker") == true, "\(String(describing: refused))"
+                        )
+                        let removed = try await admin.removeTenant(Self.acme, purge: true)
+                        #expect(removed.removed.owned["sandboxes on workers"] == [id.rawValue])
+                        #expect(try await host.server.provisioner.list(tenant: Self.acme).isEmpty)
+                    }
+                }
+            }
+        }
+    }
+
     @Test("a lost worker's sandboxes fail with an error that says so, and are removed when it returns")
     func lostAndReconciled() async throws {
         try await ServerFixture.with { control in

@@ -257,6 +257,12 @@ public final class WorkerFleet: Sendable {
         _ = state.withLock { $0.placements.removeValue(forKey: id) }
     }
 
+    /// The ids of `tenant`'s sandboxes on workers.
+    func sandboxes(of tenant: TenantID) -> [SandboxID] {
+        expireLost()
+        return state.withLock { $0.placements.filter { $0.value.tenant == tenant }.map(\.key) }
+    }
+
     /// The sandboxes `tenant` holds on workers (a lost worker's are given up and not counted).
     func count(of tenant: TenantID) -> Int {
         expireLost()
