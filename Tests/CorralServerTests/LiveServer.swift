@@ -48,9 +48,17 @@ struct LiveServer: Sendable {
         let group = ServiceGroup(
             configuration: ServiceGroupConfiguration(services: services, logger: .init(label: "live-server")))
         try await withThrowingTaskGroup(of: Void.self) { tasks in
-            tasks.addTask { try await group.run() }
+            tasks.addTask {
+                // A listener that fails to start (a port taken meanwhile) ends the wait below too.
+                defer { continuation.finish() }
+                try await group.run()
+            }
             for await _ in started
             where ready.withLock({ $0.port != nil && $0.unix && ($0.workers != nil || !wantsWorkers) }) { break }
+            guard ready.withLock({ $0.port != nil && $0.unix && ($0.workers != nil || !wantsWorkers) }) else {
+                try await tasks.waitForAll()
+                throw CorralError(.unavailable, "the live server stopped before all its listeners were up")
+            }
             let port = try #require(ready.withLock { $0.port })
             do {
                 try await body(

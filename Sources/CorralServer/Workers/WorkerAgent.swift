@@ -61,6 +61,8 @@ public struct WorkerAgent: Service {
 
     /// Calls one link carries at once (HTTP/2 streams the worker accepts).
     static let maxConcurrentCalls = 4096
+    /// The largest HTTP/2 frame either end of a link takes (the protocol's default is 16 KiB).
+    static let maxFrameSize = 1 << 20
 
     /// A refusal no retry mends.
     struct Refused: Error, CustomStringConvertible {
@@ -232,7 +234,11 @@ public struct WorkerAgent: Service {
                 HTTP2Frame(
                     streamID: .rootStream,
                     payload: .settings(
-                        .settings([HTTP2Setting(parameter: .maxConcurrentStreams, value: Self.maxConcurrentCalls)]))),
+                        .settings([
+                            HTTP2Setting(parameter: .maxConcurrentStreams, value: Self.maxConcurrentCalls),
+                            // Uploads (archives, files, stdin) in frames of up to 1 MiB.
+                            HTTP2Setting(parameter: .maxFrameSize, value: Self.maxFrameSize),
+                        ]))),
                 promise: nil)
             return value
         }.get().get()

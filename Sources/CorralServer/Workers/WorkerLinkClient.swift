@@ -17,18 +17,28 @@ final class WorkerLinkClient: Sendable {
     let channel: any Channel
     let multiplexer: NIOHTTP2Handler.AsyncStreamMultiplexer<Void>
     let epoch: Int64
+    /// The worker's name, for errors.
+    let worker: String
 
     /// Configures HTTP/2 (client) on `channel`; call on its event loop, after the 101 is written.
-    init(channel: any Channel, epoch: Int64) throws {
+    init(channel: any Channel, epoch: Int64, worker: String) throws {
         self.channel = channel
         self.epoch = epoch
+        self.worker = worker
         var configuration = NIOHTTP2Handler.Configuration()
         // Calls carry archives and command output: 1 MiB per stream before the worker waits.
         configuration.connection.initialSettings = [
             HTTP2Setting(parameter: .maxConcurrentStreams, value: 1000),
             HTTP2Setting(parameter: .initialWindowSize, value: 1 << 20),
             HTTP2Setting(parameter: .maxHeaderListSize, value: 1 << 16),
+            // Command output and archives in frames of up to 1 MiB rather than HTTP/2's 16 KiB:
+            // each frame costs a hop through the stream's channel and tasks.
+            HTTP2Setting(parameter: .maxFrameSize, value: WorkerAgent.maxFrameSize),
         ]
+        // The windows this end keeps open: HTTP/2's 64 KiB would make a worker wait for a window
+        // update every 64 KiB of output, on the connection and on each stream.
+        configuration.connection.targetWindowSize = 16 << 20
+        configuration.stream.targetWindowSize = 1 << 20
         multiplexer = try channel.pipeline.syncOperations.configureAsyncHTTP2Pipeline(
             mode: .client, configuration: configuration
         ) { stream in
@@ -55,7 +65,7 @@ final class WorkerLinkClient: Sendable {
                 }
             }
         } catch {
-            throw CorralError(.unavailable, "the worker's link closed", underlying: error)
+            throw linkDown(error)
         }
         let answer = AsyncThrowingStream<HTTPResponse, any Error>.makeStream()
         let bodyChannel = ByteChannel(capacity: 1 << 20)
@@ -86,9 +96,7 @@ final class WorkerLinkClient: Sendable {
                                 break
                             }
                         }
-                        guard sawHead else {
-                            throw CorralError(.unavailable, "the worker closed the call without an answer")
-                        }
+                        guard sawHead else { throw self.linkDown(nil) }
                         bodyChannel.finish()
                         // The answer is whole: a request body still under way is no longer wanted.
                         group.cancelAll()
@@ -96,20 +104,19 @@ final class WorkerLinkClient: Sendable {
                     }
                 }
             } catch {
-                answer.continuation.finish(throwing: error)
-                bodyChannel.finish(throwing: Self.describe(error))
+                let described = describe(error)
+                answer.continuation.finish(throwing: described)
+                bodyChannel.finish(throwing: described)
                 throw error
             }
         }
         do {
             var heads = answer.stream.makeAsyncIterator()
-            guard let response = try await heads.next() else {
-                throw CorralError(.unavailable, "the worker closed the call without an answer")
-            }
+            guard let response = try await heads.next() else { throw linkDown(nil) }
             return (response, bodyChannel, task)
         } catch {
             task.cancel()
-            throw Self.describe(error)
+            throw describe(error)
         }
     }
 
@@ -142,9 +149,19 @@ final class WorkerLinkClient: Sendable {
         return try CorralClient.decoder().decode(T.self, from: Data(bytes))
     }
 
-    static func describe(_ error: any Error) -> any Error {
+    func describe(_ error: any Error) -> any Error {
         if error is CorralError || error is CancellationError { return error }
-        return CorralError(.unavailable, "the call to the worker failed: \(error)", underlying: error)
+        return linkDown(error)
+    }
+
+    /// A call that the link's end cut short: whether it ran on the worker is not known.
+    func linkDown(_ error: (any Error)?) -> CorralError {
+        var failure = CorralError(
+            .unavailable, "the link to worker '\(worker)' is down: the call ended without an answer",
+            hint: "the worker dials again by itself; a call that changes things may or may not have run",
+            underlying: error)
+        failure.retryAfterSeconds = 2
+        return failure
     }
 }
 
