@@ -151,6 +151,7 @@ for node in $(seq 1 "$NODES"); do
         [ "$other" = "$node" ] && continue
         check "…and on no other node's ($other)" bash -c "! curl -sS --unix-socket /run/corral-fleet/$other/docker.sock 'http://engine/containers/json?all=1' | grep -q $id"
     done
+    # shellcheck disable=SC2016 # expanded by the sandbox's shell, not this one
     out=$(as_tenant "${tokens[$node]}" exec "$id" -- sh -c 'echo from-$(hostname)')
     check "exec through the control plane reaches it" test "$out" = "from-sandbox"
     printf 'payload %s\n' "$node" >"$work/payload"
