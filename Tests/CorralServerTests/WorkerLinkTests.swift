@@ -215,7 +215,7 @@ struct WorkerLinkTests {
                         var request = CreateSandboxRequest()
                         request.pids = 1024
                         let id = try await client.createSandbox(request).id
-                        let calls = 150
+                        let calls = 110
                         try await withThrowingTaskGroup(of: Void.self) { group in
                             for index in 0..<calls {
                                 group.addTask {
