@@ -15,7 +15,9 @@ import Testing
 /// request the brain saw must be a valid transcript, and the non-idempotent tool (a bash
 /// append of one line to a file) must never have run twice: a line is there at most once,
 /// and exactly once when its result says ok.
-@Suite("Crashes of real harness processes", .engine, .timeLimit(.minutes(5)))
+// Ten minutes: alone it takes about two, but beside the whole suite on two cores a run's cold
+// sandbox has taken 40 s to make.
+@Suite("Crashes of real harness processes", .engine, .timeLimit(.minutes(10)))
 struct CrashTests {
     static let runs = 50
     static let workers = 3
@@ -94,7 +96,7 @@ struct CrashTests {
                                         _ = try await store.waitForHead(id, beyond: target - 1); return true
                                     }
                                     race.addTask {
-                                        try await Task.sleep(for: .seconds(60)); return false
+                                        try await Task.sleep(for: .seconds(180)); return false
                                     }
                                     defer { race.cancelAll() }
                                     return try await race.next() ?? false

@@ -221,7 +221,9 @@ struct WorkerLinkTests {
                                 group.addTask {
                                     _ = try? await client.execute(
                                         id, tool: "bash",
-                                        input: .object(["command": .string("touch /tmp/m.\(index); exec sleep 20")]))
+                                        input: .object([
+                                            "command": .string("touch /tmp/m.\(index); sleep 20; rm /tmp/m.\(index)")
+                                        ]))
                                 }
                             }
                             // Every call is running at once on the worker (past the 100 streams
