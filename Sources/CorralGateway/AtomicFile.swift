@@ -8,8 +8,8 @@ import Glibc
 /// File writes that either happen whole or not at all, and survive a crash once they return:
 /// write a temporary file beside the target, fsync it, rename it over the target, fsync the
 /// directory.
-enum AtomicFile {
-    static func write(_ bytes: [UInt8], to url: URL, mode: mode_t = 0o600) throws {
+public enum AtomicFile {
+    public static func write(_ bytes: [UInt8], to url: URL, mode: mode_t = 0o600) throws {
         let directory = url.deletingLastPathComponent()
         let temporary = directory.appendingPathComponent(".\(url.lastPathComponent).\(UUID().uuidString).tmp")
         let fd = open(temporary.path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode)

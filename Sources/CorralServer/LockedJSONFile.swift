@@ -1,4 +1,5 @@
 import CorralCore
+import CorralGateway
 import Crypto
 import Foundation
 import Synchronization
@@ -61,28 +62,8 @@ final class LockedJSONFile<Element: Codable & Sendable>: Sendable {
         let encoder = JSONEncoder()
         encoder.dateEncodingStrategy = .iso8601
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-        let data = try encoder.encode(elements)
-        let temporary = file.appendingPathExtension("tmp")
-        unlink(temporary.path)
-        guard
-            FileManager.default.createFile(
-                atPath: temporary.path, contents: data, attributes: [.posixPermissions: 0o600])
-        else {
-            throw CorralError(.io, "cannot write \(temporary.path)")
-        }
-        let descriptor = open(temporary.path, O_RDONLY | O_CLOEXEC)
-        if descriptor >= 0 {
-            fsync(descriptor)
-            close(descriptor)
-        }
-        guard rename(temporary.path, file.path) == 0 else {
-            throw CorralError(.io, "cannot replace \(file.path): \(String(cString: strerror(errno)))")
-        }
-        let directory = open(file.deletingLastPathComponent().path, O_RDONLY | O_CLOEXEC)
-        if directory >= 0 {
-            fsync(directory)
-            close(directory)
-        }
+        // Whole or not at all, and durable once this returns (the gateway's vault writes alike).
+        try AtomicFile.write(Array(try encoder.encode(elements)), to: file)
     }
 }
 
