@@ -7,6 +7,9 @@
 #
 # Checks, each with a message on failure:
 #   - every worker connects, and `corral worker ls` names its group and capacity;
+#   - the control plane's pool target for group g1 (`[[workers.pools]]`, 1 member of `base`)
+#     replaces node 1's own `min_idle` (2): its surplus member goes from its engine, and the
+#     other nodes keep their own;
 #   - a tenant bound to group gN gets its sandboxes on node N's engine, and exec, files and rm
 #     work through the control plane; an unbound tenant's land on the control plane's own host;
 #   - a worker killed with SIGKILL is reported lost past the grace, calls for its sandbox say
@@ -89,6 +92,10 @@ tls_cert = "$work/cp.pem"
 tls_key = "$work/cp.key"
 heartbeat = "1s"
 grace = "5s"
+[[workers.pools]]
+group = "g1"
+template = "base"
+min_idle = 1
 TOML
 CORRAL_AGENT=0 "$corral" --state-dir "$work/cp" serve --config "$work/cp/corral.toml" >"$work/cp.log" 2>&1 &
 control_pid=$!
@@ -140,6 +147,26 @@ for node in $(seq 1 "$NODES"); do
 done
 for node in $(seq 1 "$NODES"); do check "node $node's worker connects over TLS" wait_connected "$node"; done
 cp_corral worker ls
+
+# Pool targets from the control plane: g1's one member of `base` replaces node 1's own two.
+pool_is() {
+    local node=$1 target=$2 members=$3 seen
+    for _ in $(seq 1 240); do
+        seen=$(cp_corral worker ls --json | python3 -c "import json,sys
+w = next((w for w in json.load(sys.stdin) if w['name']=='node$node'), {})
+p = next((p for p in w.get('pools', []) if p['template']=='base'), {})
+print(p.get('target'), p.get('ready'))")
+        if [ "$seen" = "$target $members" ] &&
+            [ "$(node_docker "$node" "/containers/json?all=1" | grep -o '"/corral-pool\.base\.' | wc -l)" = "$members" ]; then
+            return 0
+        fi
+        sleep 0.5
+    done
+    say "node $node's pool: target and ready $seen; wanted $target $members"
+    return 1
+}
+check "node 1's pool takes g1's target from the control plane (1), and its surplus goes" pool_is 1 1 1
+check "node 2's pool keeps its own min_idle (2)" pool_is 2 2 2
 
 # Placement by group, and calls through the control plane.
 declare -A sandboxes=()

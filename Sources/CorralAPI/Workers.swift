@@ -69,6 +69,26 @@ public struct WorkerPoolStatus: Codable, Sendable, Hashable {
     }
 }
 
+/// Idle members a worker keeps of one template, as the control plane sets them: its share of
+/// the group's target (`[[workers.pools]]` in the control plane's corral.toml).
+public struct WorkerPoolTarget: Codable, Sendable, Hashable {
+    public var template: String
+    public var minIdle: Int
+
+    public init(template: String, minIdle: Int) {
+        self.template = template
+        self.minIdle = minIdle
+    }
+}
+
+/// `PUT /v1/worker/pools` on a worker: every target the control plane sets. A template it does
+/// not name goes back to the worker's own `min_idle`.
+public struct WorkerPoolTargets: Codable, Sendable, Hashable {
+    public var targets: [WorkerPoolTarget]
+
+    public init(targets: [WorkerPoolTarget]) { self.targets = targets }
+}
+
 /// A sandbox a worker runs, as its heartbeat lists it.
 public struct WorkerSandbox: Codable, Sendable, Hashable {
     public var id: SandboxID

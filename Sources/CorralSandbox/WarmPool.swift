@@ -57,6 +57,9 @@ public actor WarmPool {
     /// A claim happened while no sleep was in progress: skip the next sleep.
     private var wakePending = false
     private var sleeper: Task<Void, Never>?
+    /// Idle members wanted, set at run time (a control plane's push to its worker); nil: the
+    /// template's `min_idle`. While it is set, idle members past it are retired.
+    private var targetOverride: Int?
 
     public init(
         template: SandboxTemplate, provisioner: Provisioner, configuration: Configuration = Configuration(),
@@ -125,6 +128,21 @@ public actor WarmPool {
     // MARK: Status
 
     public func currentStatus() -> PoolStatus { status }
+
+    /// Idle members to keep now.
+    var target: Int { targetOverride ?? template.pool.minIdle }
+
+    /// Sets how many idle members to keep (within `max_total`) until set again; nil goes back
+    /// to the template's `min_idle`. A lower target retires the newest idle members past it at
+    /// the next pass, which starts now.
+    public func setTarget(minIdle: Int?) {
+        guard targetOverride != minIdle else { return }
+        targetOverride = minIdle.map { max(0, $0) }
+        status.minIdle = target
+        logger.info("pool target set", metadata: ["template": "\(template.name)", "min_idle": "\(target)"])
+        publish()
+        wake()
+    }
 
     /// Waits until the status satisfies `condition`; returns that status.
     public nonisolated func waitForStatus(_ condition: @escaping @Sendable (PoolStatus) -> Bool) async throws
@@ -213,6 +231,7 @@ public actor WarmPool {
         var retire: [(id: SandboxID, container: String, reason: String, needsMarker: Bool)] = []
         var claimed = 0
         var listedMembers: Set<SandboxID> = []
+        var containerOf: [SandboxID: String] = [:]
         for summary in containers {
             guard let kind = SandboxLabels.classify(containerName: summary.name) else { continue }
             let created =
@@ -249,6 +268,7 @@ public actor WarmPool {
                     retire.append((id, summary.id, "max-age", true))
                 } else if !taken.contains(id) {
                     found.append(Member(id: id, created: created))
+                    containerOf[id] = summary.id
                 }
             }
         }
@@ -258,8 +278,16 @@ public actor WarmPool {
         idle =
             idle.filter { foundIDs.contains($0.id) && !retiring.contains($0.id) }
             + found.filter { !known.contains($0.id) }.sorted { ($0.created, $0.id) < ($1.created, $1.id) }
+        // A target lowered at run time: the newest idle members past it go.
+        if let targetOverride, idle.count > targetOverride {
+            for member in idle.suffix(idle.count - targetOverride) {
+                guard let container = containerOf[member.id] else { continue }
+                retire.append((member.id, container, "surplus", true))
+            }
+            idle.removeLast(idle.count - targetOverride)
+        }
         // Members another process made (or this one, before a restart) dial in once listened for.
-        for member in found where !known.contains(member.id) { await maker.listenControl(member.id) }
+        for member in idle where !known.contains(member.id) { await maker.listenControl(member.id) }
         taken.formIntersection(listedMembers)
         status.claimed = claimed
         for item in retire {
@@ -282,7 +310,7 @@ public actor WarmPool {
     private func refill(fingerprint: String) async throws {
         let settings = template.pool
         func deficit() -> Int {
-            let wanted = settings.minIdle - idle.count - preparing.count
+            let wanted = target - idle.count - preparing.count
             let room = settings.maxTotal - idle.count - preparing.count - status.claimed
             return max(0, min(wanted, room))
         }

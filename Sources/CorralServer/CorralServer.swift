@@ -177,7 +177,30 @@ public struct CorralServer: Sendable {
             .get("status") { _, _ -> Response in
                 JSONResponse.make(await status())
             }
+            .put("pools") { [runner] request, context -> Response in
+                let body = try await decodeJSON(WorkerPoolTargets.self, from: request, context: context)
+                return JSONResponse.make(try await Self.setPoolTargets(body, pools: runner.pools))
+            }
         return router
+    }
+
+    /// A worker's pools take the targets its control plane set; a pool the control plane does
+    /// not name goes back to its template's `min_idle`. Answers the pools as they are now.
+    static func setPoolTargets(_ body: WorkerPoolTargets, pools: [WarmPool]) async throws -> [WorkerPoolStatus] {
+        var wanted: [String: Int] = [:]
+        for target in body.targets {
+            guard target.minIdle >= 0, wanted.updateValue(target.minIdle, forKey: target.template) == nil else {
+                throw CorralError.invalidArgument(
+                    "pool target for '\(target.template)' is negative or given twice",
+                    hint: "one per template, 0 or more")
+            }
+        }
+        var statuses: [WorkerPoolStatus] = []
+        for pool in pools {
+            await pool.setTarget(minIdle: wanted[pool.template.name.rawValue])
+            statuses.append(WorkerPoolStatus(await pool.currentStatus()))
+        }
+        return statuses
     }
 
     /// The HTTP listeners as services, to run beside the runner's.

@@ -75,7 +75,9 @@ extension CorralConfiguration {
             if let value = try limits.byteSize("max_archive_size") { configuration.limits.maxArchiveBytes = value }
         }
         if let workers = try top.table("workers") {
-            try workers.allowOnly(["listen", "tls_cert", "tls_key", "heartbeat", "grace", "sample", "local_group"])
+            try workers.allowOnly([
+                "listen", "tls_cert", "tls_key", "heartbeat", "grace", "sample", "local_group", "pools",
+            ])
             if let listen = try workers.string("listen") {
                 configuration.workers.listen = listen.isEmpty ? nil : listen
             }
@@ -95,6 +97,7 @@ extension CorralConfiguration {
                 }
                 configuration.workers.localGroup = value
             }
+            configuration.workers.pools = try parseGroupPools(workers)
         }
         if let engine = try top.table("engine") {
             try engine.allowOnly(["endpoint", "tls_ca", "tls_cert", "tls_key"])
@@ -120,6 +123,33 @@ extension CorralConfiguration {
             configuration.templates.append(template)
         }
         return configuration
+    }
+
+    /// `[[workers.pools]]`: `group` (default `default`), `template`, `min_idle`; one entry per
+    /// group and template.
+    static func parseGroupPools(_ workers: TableReader) throws -> [GroupPoolTarget] {
+        var targets: [GroupPoolTarget] = []
+        for (index, entry) in try workers.tables("pools").enumerated() {
+            try entry.allowOnly(["group", "template", "min_idle"])
+            let group = try entry.string("group") ?? WorkerGroup.defaultName
+            try entry.check("group") { try WorkerGroup.validate(group) }
+            guard let template = try entry.string("template") else {
+                throw CorralError.invalidArgument(
+                    "\(entry.source): workers.pools entry \(index + 1) has no template",
+                    hint: #"add template = "base" (a template the group's workers define)"#)
+            }
+            _ = try entry.check("template") { try TemplateName(validating: template) }
+            guard let minIdle = try entry.integer("min_idle"), minIdle >= 0 else {
+                throw CorralError.invalidArgument(
+                    "\(entry.source): workers.pools entry \(index + 1) needs min_idle, 0 or more")
+            }
+            guard !targets.contains(where: { $0.group == group && $0.template == template }) else {
+                throw CorralError.invalidArgument(
+                    "\(entry.source): workers.pools names group '\(group)' and template '\(template)' twice")
+            }
+            targets.append(GroupPoolTarget(group: group, template: template, minIdle: minIdle))
+        }
+        return targets
     }
 
     /// `[gateway]`: `private_hosts`, and `[gateway.push_branches]` with one key per tenant.

@@ -66,8 +66,24 @@ public struct CorralConfiguration: Sendable {
         /// The group of the service's own engine host; "" for none (a control plane that runs no
         /// sandboxes itself).
         public var localGroup = "default"
+        /// `[[workers.pools]]`: idle members a group keeps of a template, split among its
+        /// connected workers that offer it.
+        public var pools: [GroupPoolTarget] = []
 
         public init() {}
+    }
+
+    /// One `[[workers.pools]]` entry.
+    public struct GroupPoolTarget: Sendable, Hashable {
+        public var group: String
+        public var template: String
+        public var minIdle: Int
+
+        public init(group: String, template: String, minIdle: Int) {
+            self.group = group
+            self.template = template
+            self.minIdle = minIdle
+        }
     }
 
     /// `[limits]`: what one tenant may hold, and how large requests may be.

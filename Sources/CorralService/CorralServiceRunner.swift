@@ -36,11 +36,12 @@ public struct CorralServiceRunner: Sendable {
     /// The gateway's vault is `vault`, else the state directory's (`$STATE/vault.sealed`, its
     /// key from `CORRAL_VAULT_KEY` or `$STATE/vault.key`; a key file others can read is
     /// refused here). With `sessions`, the decisions for a sandbox that belongs to a session
-    /// are appended to it as `gateway.decision` events.
+    /// are appended to it as `gateway.decision` events. With `poolEveryTemplate` (a worker),
+    /// every template has a pool, so that a target pushed by the control plane can fill it.
     public static func prepare(
         configuration: CorralConfiguration, engine: DockerEngineClient, environment: SandboxEnvironment,
         sessions: (any SessionStore)? = nil, vault: Vault? = nil, timer: ServiceTimer = .system,
-        logger: Logger = Logger(label: "corral.service")
+        poolEveryTemplate: Bool = false, logger: Logger = Logger(label: "corral.service")
     ) async throws -> CorralServiceRunner {
         for template in configuration.templates { _ = try template.validated() }
         do {
@@ -76,7 +77,8 @@ public struct CorralServiceRunner: Sendable {
         poolConfiguration.backoff = configuration.service.backoff
         poolConfiguration.timer = timer
         poolConfiguration.statusDirectory = environment.sandboxesDirectory.map(Self.statusDirectory(sandboxes:))
-        let pools = configuration.templates.filter { $0.pool.minIdle > 0 }.map {
+        // A worker keeps a pool of every template, empty until its control plane sets a target.
+        let pools = configuration.templates.filter { poolEveryTemplate || $0.pool.minIdle > 0 }.map {
             WarmPool(template: $0, provisioner: provisioner, configuration: poolConfiguration, logger: logger)
         }
         var reaperConfiguration = SandboxReaper.Configuration()

@@ -19,9 +19,10 @@ struct ServerFixture {
     let tokenA: String
     let tokenB: String
 
-    init(sandboxesPerTenant: Int = 20, templates: [SandboxTemplate] = [], sessions: (any SessionStore)? = nil)
-        async throws
-    {
+    init(
+        sandboxesPerTenant: Int = 20, templates: [SandboxTemplate] = [], sessions: (any SessionStore)? = nil,
+        poolEveryTemplate: Bool = false
+    ) async throws {
         state = FileManager.default.temporaryDirectory.appendingPathComponent(
             "corral-server-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(at: state, withIntermediateDirectories: true)
@@ -32,7 +33,8 @@ struct ServerFixture {
         var serviceConfiguration = CorralConfiguration()
         serviceConfiguration.templates = templates
         let runner = try await CorralServiceRunner.prepare(
-            configuration: serviceConfiguration, engine: engine, environment: environment)
+            configuration: serviceConfiguration, engine: engine, environment: environment,
+            poolEveryTemplate: poolEveryTemplate)
         var configuration = CorralServer.Configuration()
         configuration.sandboxesPerTenant = sandboxesPerTenant
         configuration.stateDirectory = state.path
@@ -49,10 +51,11 @@ struct ServerFixture {
     /// test's sandboxes on the engine.)
     static func with(
         sandboxesPerTenant: Int = 20, templates: [SandboxTemplate] = [], sessions: (any SessionStore)? = nil,
-        _ body: (ServerFixture) async throws -> Void
+        poolEveryTemplate: Bool = false, _ body: (ServerFixture) async throws -> Void
     ) async throws {
         let fixture = try await ServerFixture(
-            sandboxesPerTenant: sandboxesPerTenant, templates: templates, sessions: sessions)
+            sandboxesPerTenant: sandboxesPerTenant, templates: templates, sessions: sessions,
+            poolEveryTemplate: poolEveryTemplate)
         do {
             try await body(fixture)
         } catch {

@@ -277,6 +277,66 @@ struct WorkerLinkTests {
         }
     }
 
+    @Test("pool targets set per group on the control plane are split among its workers, and follow them")
+    func poolTargetsPushed() async throws {
+        var small = SandboxTemplate(name: TemplateName(unchecked: "small"))
+        small.pool.maxTotal = 4
+        try await ServerFixture.with { control in
+            try await ServerFixture.with(templates: [small], poolEveryTemplate: true) { first in
+                try await ServerFixture.with(templates: [small], poolEveryTemplate: true) { second in
+                    let workerToken = try WorkerTokenRegistry(stateDirectory: control.state).add(group: "vpc").token
+                    let configure: (inout CorralServer.Configuration) -> Void = {
+                        $0.workers = Self.settings {
+                            $0.fleet.pools = [
+                                .init(group: "vpc", template: "small", minIdle: 3),
+                                // Another group's target and a template no worker offers: neither
+                                // reaches these workers.
+                                .init(group: "gpu", template: "small", minIdle: 5),
+                                .init(group: "vpc", template: "absent", minIdle: 2),
+                            ]
+                        }
+                    }
+                    // The workers' pools run as `corral worker` runs them: empty until a target comes.
+                    let pools = (first.server.runner.pools + second.server.runner.pools).map { pool in
+                        Task { try await pool.run() }
+                    }
+                    defer { for pool in pools { pool.cancel() } }
+                    try await LiveServer.with(control, configure: configure) { live in
+                        let fleet = try #require(live.server.fleet)
+                        let url = try #require(live.workerURL)
+                        func pool(_ name: String) -> WorkerPoolStatus? {
+                            fleet.summaries().first { $0.name == name }?.pools.first { $0.template == "small" }
+                        }
+                        func waitFor(_ name: String, target: Int, ready: Int) async throws {
+                            try await retrying(for: .seconds(120)) {
+                                guard let status = pool(name), status.target == target, status.ready == ready else {
+                                    throw CorralError(.unavailable, "\(name): \(String(describing: pool(name)))")
+                                }
+                            }
+                        }
+                        try await Self.withWorker(first, url: url, token: workerToken, name: "w1") { _ in
+                            _ = try await Self.waitConnected(fleet, "w1")
+                            // Alone in its group, w1 keeps the whole target.
+                            try await waitFor("w1", target: 3, ready: 3)
+                            try await Self.withWorker(second, url: url, token: workerToken, name: "w2") { _ in
+                                // Two split three: w1 (first by name) keeps two, w2 makes one;
+                                // w1's third member is retired.
+                                try await waitFor("w2", target: 1, ready: 1)
+                                try await waitFor("w1", target: 2, ready: 2)
+                                #expect(try await first.server.provisioner.list().isEmpty)
+                            }
+                            // w2 left: w1 takes the whole target again.
+                            try await waitFor("w1", target: 3, ready: 3)
+                        }
+                        let engineMembers = try await first.engine.listContainers(
+                            all: true, labels: ["\(SandboxLabels.pool)=small"])
+                        #expect(engineMembers.count >= 3)
+                    }
+                }
+            }
+        }
+    }
+
     @Test("a restarted control plane learns its workers' sandboxes again from their heartbeats")
     func controlPlaneRestart() async throws {
         try await ServerFixture.with { control in
@@ -506,6 +566,27 @@ struct WorkerLinkTests {
                         let error = await #expect(throws: CorralError.self) { try await impostor.run() }
                         #expect(error?.message.contains("is in group 'vpc'") == true, "\(String(describing: error))")
                         #expect(fleet.summaries().first?.epoch == first.epoch)
+                    }
+                }
+            }
+        }
+    }
+
+    @Test("a revoked worker token closes the link that is up, and the worker's next dial is refused")
+    func revokedTokenEndsTheLink() async throws {
+        try await ServerFixture.with { control in
+            try await ServerFixture.with { host in
+                let registry = WorkerTokenRegistry(stateDirectory: control.state)
+                let (token, entry) = try registry.add(group: "vpc")
+                try await LiveServer.with(control, configure: { $0.workers = Self.settings() }) { live in
+                    let fleet = try #require(live.server.fleet)
+                    try await Self.withWorker(host, url: try #require(live.workerURL), token: token) { worker in
+                        _ = try await Self.waitConnected(fleet, "w1")
+                        #expect(try registry.remove(id: entry.id))
+                        // The worker stops by itself, with the control plane's reason.
+                        let error = await #expect(throws: CorralError.self) { try await worker.value }
+                        #expect(error?.message.contains("not valid") == true, "\(String(describing: error))")
+                        #expect(fleet.summaries().first?.state != "connected")
                     }
                 }
             }

@@ -97,6 +97,15 @@ struct ConfigurationTests {
                 "[gateway.push_branches]\nacme = [\"a*b\"]\n",
                 "gateway.push_branches.acme: invalid pushable branch 'a*b'"
             ),
+            ("[[workers.pools]]\nmin_idle = 2\n", "workers.pools entry 1 has no template"),
+            ("[[workers.pools]]\ntemplate = \"base\"\n", "workers.pools entry 1 needs min_idle, 0 or more"),
+            ("[[workers.pools]]\ntemplate = \"base\"\nmin_idle = -1\n", "needs min_idle, 0 or more"),
+            ("[[workers.pools]]\ngroup = \"Bad\"\ntemplate = \"base\"\nmin_idle = 1\n", "workers.pools.group"),
+            (
+                "[[workers.pools]]\ntemplate = \"base\"\nmin_idle = 1\n[[workers.pools]]\ngroup = \"default\"\ntemplate = \"base\"\nmin_idle = 2\n",
+                "names group 'default' and template 'base' twice"
+            ),
+            ("[[workers.pools]]\ntemplate = \"base\"\nmin = 1\n", "workers.pools.min is not a setting corral knows"),
         ])
     func refused(text: String, message: String) throws {
         do {
@@ -107,6 +116,27 @@ struct ConfigurationTests {
             #expect(error.message.contains(message), "\(error.message)")
             #expect(!error.message.contains("\n"))
         }
+    }
+
+    @Test("[[workers.pools]] gives each group's target per template; group defaults to default")
+    func groupPoolTargets() throws {
+        let configuration = try CorralConfiguration.parse(
+            """
+            [workers]
+            listen = "127.0.0.1:7431"
+            [[workers.pools]]
+            template = "base"
+            min_idle = 4
+            [[workers.pools]]
+            group = "vpc-acme"
+            template = "base"
+            min_idle = 0
+            """)
+        #expect(
+            configuration.workers.pools == [
+                .init(group: "default", template: "base", minIdle: 4),
+                .init(group: "vpc-acme", template: "base", minIdle: 0),
+            ])
     }
 
     /// Security review findings 1 and 2: the operator's gateway settings.

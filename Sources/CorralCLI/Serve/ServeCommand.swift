@@ -126,7 +126,7 @@ struct ServiceAssembly {
 
     static func make(
         context: CommandContext, global: GlobalOptions, configuration: CorralConfiguration, listen: String?,
-        workers: CorralConfiguration.Workers?
+        workers: CorralConfiguration.Workers?, poolEveryTemplate: Bool = false
     ) async throws -> ServiceAssembly {
         let state = try context.stateDirectory()
         let engine = try context.engine(configuration: configuration)
@@ -136,7 +136,7 @@ struct ServiceAssembly {
                 logger: context.logger)
             let runner = try await CorralServiceRunner.prepare(
                 configuration: configuration, engine: engine, environment: try context.sandboxEnvironment(),
-                sessions: sessions, logger: context.logger)
+                sessions: sessions, poolEveryTemplate: poolEveryTemplate, logger: context.logger)
             if case .created(let file)? = runner.vault?.keyOrigin {
                 say("corral serve: made a new vault key at \(file.path) (mode 0600); keep it safe")
             }
@@ -158,6 +158,7 @@ struct ServiceAssembly {
                 listener.fleet.grace = workers.grace
                 listener.fleet.sample = workers.sample
                 listener.fleet.localGroup = workers.localGroup.isEmpty ? nil : workers.localGroup
+                listener.fleet.pools = workers.pools
                 settings.workers = listener
             }
             // The pools' and provisioner's figures (swift-metrics) go to the registry /metrics shows.

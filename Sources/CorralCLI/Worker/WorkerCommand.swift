@@ -63,7 +63,8 @@ struct WorkerRun: AsyncParsableCommand {
         let context = CommandContext(global)
         let configuration = try context.configuration(explicit: config) ?? .embeddedDefaults
         let service = try await ServiceAssembly.make(
-            context: context, global: global, configuration: configuration, listen: nil, workers: nil)
+            context: context, global: global, configuration: configuration, listen: nil, workers: nil,
+            poolEveryTemplate: true)
         defer { service.engine.shutdown() }
         let server = service.server.make()
         var settings = WorkerAgent.Settings(
@@ -161,7 +162,7 @@ struct WorkerTokenList: AsyncParsableCommand {
 
 struct WorkerTokenRemove: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "rm", abstract: "Remove a worker token; workers that hold it are refused from their next dial.")
+        commandName: "rm", abstract: "Remove a worker token; the links that hold it close at their next heartbeat.")
 
     @OptionGroup var global: GlobalOptions
 

@@ -1,5 +1,6 @@
 import CorralAPI
 import CorralCore
+import CorralSandbox
 import Foundation
 import Hummingbird
 import HummingbirdCore
@@ -305,10 +306,7 @@ public struct WorkerAgent: Service {
     func computeStatus() async -> WorkerStatus {
         let runner = server.runner
         var pools: [WorkerPoolStatus] = []
-        for pool in runner.pools {
-            let status = await pool.currentStatus()
-            pools.append(.init(template: status.template.rawValue, ready: status.idle, target: status.minIdle))
-        }
+        for pool in runner.pools { pools.append(WorkerPoolStatus(await pool.currentStatus())) }
         let sandboxes = (try? await runner.provisioner.list()) ?? []
         return WorkerStatus(
             name: settings.name, group: group.get() ?? settings.group ?? WorkerGroup.defaultName,
@@ -319,6 +317,12 @@ public struct WorkerAgent: Service {
                 memoryBytes: Int64(ProcessInfo.processInfo.physicalMemory), maxSandboxes: settings.maxSandboxes),
             templates: runner.configuration.templates.map(\.name.rawValue).sorted(), pools: pools,
             sandboxes: sandboxes.map { WorkerSandbox(id: $0.id, tenant: $0.tenant) })
+    }
+}
+
+extension WorkerPoolStatus {
+    init(_ status: PoolStatus) {
+        self.init(template: status.template.rawValue, ready: status.idle, target: status.minIdle)
     }
 }
 

@@ -1,5 +1,6 @@
 import CorralAPI
 import CorralCore
+import CorralService
 import Foundation
 import Logging
 import Synchronization
@@ -21,6 +22,9 @@ public final class WorkerFleet: Sendable {
         public var localGroup: String? = WorkerGroup.defaultName
         /// The sandboxes the service's own engine host takes, for placement's free room.
         public var localMaxSandboxes = 64
+        /// Idle members each group keeps of a template (`[[workers.pools]]`), split among the
+        /// group's connected workers that offer it and pushed to them.
+        public var pools: [CorralConfiguration.GroupPoolTarget] = []
 
         public init() {}
     }
@@ -41,6 +45,8 @@ public final class WorkerFleet: Sendable {
         var status: WorkerStatus?
         /// When the link was seen closed; nil while it is up.
         var linkLost: ContinuousClock.Instant?
+        /// The pool targets this link last took; nil: none pushed yet.
+        var pushedPools: [String: Int]?
     }
 
     private struct State {
@@ -107,10 +113,18 @@ public final class WorkerFleet: Sendable {
     }
 
     /// Heartbeats for one link until it closes: the first at once, so that placement knows the
-    /// worker before its first call.
-    func followHeartbeats(name: String, epoch: Int64) async {
+    /// worker before its first call. Before each, `tokenKept` says whether the worker's token
+    /// is still kept: a revoked token's link is closed (the worker's next dial is refused).
+    func followHeartbeats(name: String, epoch: Int64, tokenKept: @Sendable () -> Bool = { true }) async {
         while !Task.isCancelled {
             guard let member = state.withLock({ $0.members[name] }), member.epoch == epoch else { return }
+            guard tokenKept() else {
+                logger.warning(
+                    "worker token revoked: closing the worker's link",
+                    metadata: ["worker": "\(name)", "epoch": "\(epoch)"])
+                member.link.close()
+                return
+            }
             guard member.link.isActive else {
                 state.withLock { state in
                     if state.members[name]?.epoch == epoch, state.members[name]?.linkLost == nil {
@@ -126,6 +140,7 @@ public final class WorkerFleet: Sendable {
             } catch {
                 logger.warning("worker heartbeat failed", metadata: ["worker": "\(name)", "error": "\(error)"])
             }
+            await pushPoolTargets(to: name, epoch: epoch)
             try? await Task.sleep(for: settings.heartbeat)
         }
     }
@@ -173,6 +188,58 @@ public final class WorkerFleet: Sendable {
                     "could not remove a sandbox given up while its worker was lost",
                     metadata: ["worker": "\(name)", "sandbox": "\(sandbox.id)", "error": "\(error)"])
             }
+        }
+    }
+
+    // MARK: Pool targets
+
+    /// This worker's share of its group's pool targets: the group's connected workers that offer
+    /// a template split its target in name order, the first ones taking one more when it does
+    /// not divide. nil when the group has no targets.
+    func poolShares(of name: String, now: ContinuousClock.Instant = .now) -> [String: Int]? {
+        state.withLock { state in
+            guard let member = state.members[name] else { return nil }
+            let wanted = settings.pools.filter { $0.group == member.group }
+            guard !wanted.isEmpty else { return nil }
+            var shares: [String: Int] = [:]
+            for target in wanted {
+                let offering = state.members.values.filter { other in
+                    other.group == member.group && other.link.isActive && other.linkLost == nil
+                        && !Self.isLost(other, now: now, grace: settings.grace)
+                        && other.status?.templates.contains(target.template) == true
+                }.map(\.name).sorted()
+                guard let index = offering.firstIndex(of: name) else { continue }
+                shares[target.template] =
+                    target.minIdle / offering.count + (index < target.minIdle % offering.count ? 1 : 0)
+            }
+            return shares
+        }
+    }
+
+    /// Sends a worker its share of the pool targets when it changed (a worker joined or left
+    /// the group, or this link is new). A failed push is tried again at the next heartbeat.
+    func pushPoolTargets(to name: String, epoch: Int64) async {
+        guard let shares = poolShares(of: name),
+            let link = state.withLock({ state in
+                state.members[name].flatMap { $0.epoch == epoch && $0.pushedPools != shares ? $0.link : nil }
+            })
+        else { return }
+        let body = WorkerPoolTargets(
+            targets: shares.sorted { $0.key < $1.key }.map { WorkerPoolTarget(template: $0.key, minIdle: $0.value) })
+        do {
+            _ = try await link.send(.put, "/v1/worker/pools", json: body, as: [WorkerPoolStatus].self)
+            state.withLock { state in
+                if state.members[name]?.epoch == epoch { state.members[name]?.pushedPools = shares }
+            }
+            logger.info(
+                "worker pool targets set",
+                metadata: [
+                    "worker": "\(name)",
+                    "targets": "\(body.targets.map { "\($0.template)=\($0.minIdle)" }.joined(separator: ","))",
+                ])
+        } catch {
+            logger.warning(
+                "could not set a worker's pool targets", metadata: ["worker": "\(name)", "error": "\(error)"])
         }
     }
 

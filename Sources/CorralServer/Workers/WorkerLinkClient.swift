@@ -130,9 +130,24 @@ final class WorkerLinkClient: Sendable {
 
     /// A GET whose JSON answer decodes as `T`; a non-2xx answer becomes the worker's error.
     func get<T: Decodable>(_ path: String, as type: T.Type) async throws -> T {
-        // The control plane's own calls (the heartbeat) are the operator's.
-        let head = request(.get, path, tenant: .local)
-        let (response, body, task) = try await call(head, body: Optional<EmptyBody>.none)
+        try await send(.get, path, json: Optional<Int>.none, as: type)
+    }
+
+    /// A call of the control plane's own (the heartbeat, pool targets: the operator's), with
+    /// `json` as its body when given; the JSON answer decodes as `T`.
+    func send<T: Decodable>(
+        _ method: HTTPRequest.Method, _ path: String, json: (some Encodable)?, as type: T.Type
+    ) async throws -> T {
+        var head = request(method, path, tenant: .local)
+        var upload: AsyncThrowingStream<ByteBuffer, any Error>?
+        if let json {
+            let bytes = try JSONResponse.encoder.encode(json)
+            head.headerFields[.contentType] = "application/json"
+            upload = AsyncThrowingStream {
+                $0.yield(ByteBuffer(bytes: bytes)); $0.finish()
+            }
+        }
+        let (response, body, task) = try await call(head, body: upload)
         var bytes: [UInt8] = []
         while let chunk = try await body.receive() {
             bytes += chunk

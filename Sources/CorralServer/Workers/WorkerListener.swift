@@ -133,7 +133,7 @@ public struct WorkerListener: Service {
             logger.warning(
                 "refused a worker", metadata: ["address": "\(address ?? "?")", "reason": "\(error.message)"])
             await refuse(channel, status: status, error: error, headers: extra)
-        case .admitted(let name, let group, let version, let protocolVersion):
+        case .admitted(let name, let group, let version, let protocolVersion, let tokenID):
             if let joined = fleet.group(ofWorker: name), joined != group {
                 let error = CorralError(
                     .conflict, "a worker named '\(name)' is in group '\(joined)'; this one's token is for '\(group)'",
@@ -164,7 +164,7 @@ public struct WorkerListener: Service {
                     .init(
                         name: name, group: group, version: version, protocolVersion: protocolVersion, epoch: epoch,
                         address: address, connected: Date(), link: link))
-                await fleet.followHeartbeats(name: name, epoch: epoch)
+                await fleet.followHeartbeats(name: name, epoch: epoch) { [tokens] in tokens.isKept(id: tokenID) }
             } catch {
                 logger.warning("a worker's link failed to start", metadata: ["worker": "\(name)", "error": "\(error)"])
                 channel.close(promise: nil)
@@ -173,7 +173,7 @@ public struct WorkerListener: Service {
     }
 
     enum Admission {
-        case admitted(name: String, group: String, version: String, protocolVersion: Int)
+        case admitted(name: String, group: String, version: String, protocolVersion: Int, token: String)
         case refused(status: (Int, String), CorralError, headers: [(String, String)])
     }
 
@@ -198,21 +198,22 @@ public struct WorkerListener: Service {
                     hint: "`corral worker token add --group G` on the control plane makes one"), headers: [])
         }
         let token = String(authorization.dropFirst("bearer ".count)).trimmingCharacters(in: .whitespaces)
-        let group: String
+        let entry: WorkerTokenRegistry.Entry
         do {
-            guard let found = try tokens.group(forToken: token) else {
+            guard let found = try tokens.entry(forToken: token) else {
                 return .refused(
                     status: (401, "Unauthorized"),
                     CorralError(
                         .unauthenticated, "the worker token is not valid",
                         hint: "`corral worker token add --group G` on the control plane makes a new one"), headers: [])
             }
-            group = found
+            entry = found
         } catch {
             return .refused(
                 status: (503, "Service Unavailable"), CorralError(converting: error) ?? CorralError(.io, "\(error)"),
                 headers: [])
         }
+        let group = entry.group
         if let asked = head.header(WorkerProtocol.groupHeader), !asked.isEmpty, asked != group {
             return .refused(
                 status: (403, "Forbidden"),
@@ -240,7 +241,7 @@ public struct WorkerListener: Service {
         }
         return .admitted(
             name: name, group: group, version: head.header(WorkerProtocol.versionHeader) ?? "unknown",
-            protocolVersion: chosen)
+            protocolVersion: chosen, token: entry.id)
     }
 
     static func isValidName(_ name: String) -> Bool {

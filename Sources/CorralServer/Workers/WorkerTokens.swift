@@ -33,7 +33,8 @@ public final class WorkerTokenRegistry: Sendable {
 
     public func list() throws -> [Entry] { try store.load() }
 
-    /// Removes a token by its id; workers that hold it are refused from their next connection.
+    /// Removes a token by its id: the links of workers that hold it are closed at their next
+    /// heartbeat, and their dials refused.
     @discardableResult
     public func remove(id: String) throws -> Bool {
         var removed = false
@@ -44,8 +45,14 @@ public final class WorkerTokenRegistry: Sendable {
         return removed
     }
 
-    /// The group a presented token admits to, or nil.
-    public func group(forToken token: String) throws -> String? {
-        BearerToken.match(token, in: try store.load(), hash: \.tokenSHA256)?.group
+    /// The entry of a presented token (its group is the one it admits to), or nil.
+    public func entry(forToken token: String) throws -> Entry? {
+        BearerToken.match(token, in: try store.load(), hash: \.tokenSHA256)
+    }
+
+    /// Whether the token `id` is still kept; true when the file cannot be read (a link is not
+    /// cut for a read that failed).
+    func isKept(id: String) -> Bool {
+        (try? store.load().contains { $0.id == id }) ?? true
     }
 }
