@@ -4,7 +4,8 @@
 #
 # It starts a stand-in for Anthropic's API on loopback (Tests/console/brain_double.py, which
 # checks every request against the documented shape), then corrald on a fresh state directory
-# and a free loopback port, with two tenants and an operator console token; runs
+# and a free loopback port, with two tenants, an operator console token and a `corral worker`
+# that dials its worker port (a state directory of its own, on the same engine); runs
 # Tests/console/test_console.py (or bench_console.py) against it; and removes everything it
 # made whatever happened: the tenants with what they own, the operator's sandboxes, the pools'
 # members, the processes, the workspaces' mounts and the state directory.
@@ -77,6 +78,7 @@ unset CORRAL_SERVER CORRAL_TOKEN
 export PYTHONDONTWRITEBYTECODE=1
 brain_pid=""
 corrald_pid=""
+worker_pid=""
 tenants=()
 
 # Removes everything made here: through corral first (tenants with what they own, the
@@ -93,8 +95,13 @@ clean_up() {
             "$corral" sandbox rm "$id" >/dev/null 2>&1 || say "warning: could not remove sandbox $id"
         done
     fi
+    stop_process "$worker_pid" "the worker"
     stop_process "$corrald_pid" corrald
     stop_process "$brain_pid" "the brain double"
+    if [ -d "$state/worker" ]; then
+        remove_instance_containers "$state/worker" "warning: removing a container the worker left behind" >/dev/null
+        unmount_workspaces "$state/worker"
+    fi
     "$corral" pool drain >/dev/null 2>&1 || true
     remove_instance_containers "$state" "warning: removing a container corral left behind" >/dev/null
     if [ "$status" -ne 0 ] && [ -f "$log" ]; then
@@ -119,9 +126,21 @@ for _ in $(seq 1 100); do [ -s "$state/brain.port" ] && break; sleep 0.1; done
 export CONSOLE_BRAIN_PROBLEMS=$state/brain.problems
 
 ANTHROPIC_BASE_URL="http://127.0.0.1:$(cat "$state/brain.port")" ANTHROPIC_API_KEY=sk-console-test-not-a-key \
-    OPENAI_API_KEY="" OPENAI_BASE_URL="" CORRAL_LOG="${CORRAL_LOG:-trace}" "$corrald" --listen 127.0.0.1:0 >"$log" 2>&1 &
+    OPENAI_API_KEY="" OPENAI_BASE_URL="" CORRAL_LOG="${CORRAL_LOG:-trace}" "$corrald" --listen 127.0.0.1:0 --workers-listen 127.0.0.1:0 >"$log" 2>&1 &
 corrald_pid=$!
 url=$(wait_for_service "$corrald_pid" "$log")
+
+# One worker dials in (on loopback, plain HTTP), with a template and no warm members, so that
+# the operator's pages show a worker besides the service's own engine host.
+workers_url=$(sed -n 's/.*listening on workers \(http:[^ ]*\).*/\1/p' "$log" | head -n 1)
+[ -n "$workers_url" ] || die "corrald did not open its worker port" "read $log"
+mkdir -p "$state/worker"
+printf '[[templates]]\nname = "base"\n' >"$state/worker/corral.toml"
+worker_token=$("$corral" worker token add --group default) || die "corral worker token add failed"
+CORRAL_STATE_DIR=$state/worker "$corral" worker --server "$workers_url" --token "$worker_token" --name console-worker \
+    --config "$state/worker/corral.toml" >"$state/worker.log" 2>&1 &
+worker_pid=$!
+export CONSOLE_WORKER=console-worker
 export CONSOLE_URL=$url CONSOLE_STATE=$state CONSOLE_LOG=$log CONSOLE_CORRAL=$corral CONSOLE_CORRALD_PID=$corrald_pid CONSOLE_CORRALD_BIN=$corrald
 
 for tenant in acme globex; do

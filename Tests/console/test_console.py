@@ -192,6 +192,11 @@ def test_operator_sees_every_tenant_and_the_workers():
     page.get("/console/pools")
     wait_for(lambda: "healthy" in page.text(), 30, what="the worker's heartbeat")
     assert "Workers" in page.text() and "Claim latency" in page.text()
+    # The worker that dialled in (scripts/test-console.sh starts one), with its group, its state
+    # and its pool of `base` (no target: 0 ready of 0), refreshed in place.
+    worker = os.environ["CONSOLE_WORKER"]
+    wait_for(lambda: worker in page.text() and "connected" in page.text(), 60, what="the worker that dialled in")
+    assert "group default" in page.text(), page.text()
     assert page.find_all("#chart-claims svg"), "no claim latency chart"
     page.screenshot("12-pools-operator")
     no_console_errors(page)

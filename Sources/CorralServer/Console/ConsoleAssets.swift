@@ -66,9 +66,9 @@ enum ConsoleAssets {
         .badge { display: inline-block; padding: 0 .5em; border-radius: 999px; font-size: .8em; font-weight: 600;
           border: 1px solid currentColor; white-space: nowrap; }
         .s-running, .s-preparing, .s-starting { color: var(--running); }
-        .s-ok, .s-ended, .s-ready, .s-warm, .s-healthy { color: var(--ok); }
+        .s-ok, .s-ended, .s-ready, .s-warm, .s-healthy, .s-connected { color: var(--ok); }
         .s-error, .s-failed, .s-degraded, .s-unhealthy, .s-damaged, .s-lost { color: var(--error); }
-        .s-unknown { color: var(--unknown); border-style: dashed; }
+        .s-unknown, .s-unreachable { color: var(--unknown); border-style: dashed; }
         .s-idle, .s-stopped, .s-cold, .s-exited { color: var(--idle); }
         .notice { padding: .6em .9em; border-left: 4px solid var(--accent); background: var(--panel); margin: .8em 0; }
         .notice.error { border-color: var(--error); }

@@ -57,9 +57,23 @@ extension CorralServer {
                     title: "Pool \(status.template.rawValue) on local", unit: "", series: series,
                     id: "chart-pool-\(status.template.rawValue)"))
         }
+        // Workers that dialled in, for the operator: their pools (ready and target, from their
+        // last heartbeat) in the same table.
+        let fleet = viewer.isOperator ? (self.fleet?.summaries() ?? []) : []
+        for worker in fleet {
+            for pool in worker.pools {
+                rows.append(
+                    """
+                    <tr><td>\(pool.template)</td><td>\(worker.name)</td>\
+                    <td><span class="badge s-\(worker.state)">\(worker.state)</span></td>\
+                    <td class="num">\(pool.ready)</td><td class="num">–</td><td class="num">–</td>\
+                    <td class="num">\(pool.target)</td><td class="num">–</td></tr>
+                    """)
+            }
+        }
         let claimedHead = viewer.isOperator ? "Claimed" : "Claimed by you"
         let table: HTML =
-            statuses.isEmpty
+            rows.isEmpty
             ? "<p class=\"notice\">No pools: no template in corral.toml keeps warm members (<code>[templates.pool] min_idle</code>).</p>"
             : """
             <table><caption class="muted">Per template and worker</caption><thead><tr><th scope="col">Template</th>\
@@ -84,7 +98,7 @@ extension CorralServer {
                     title: "Fill rate (members made per minute, every template)", unit: "/min",
                     series: [.init(name: "made", points: provisions.map { ($0.time, $0.fillPerMinute) })],
                     id: "chart-fill")
-            workers = workerTable(history.engine)
+            workers = workerTable(history.engine, fleet: fleet)
         }
         return """
             \(table)
@@ -94,7 +108,7 @@ extension CorralServer {
             """
     }
 
-    func workerTable(_ host: ConsoleHistory.EngineHost) -> HTML {
+    func workerTable(_ host: ConsoleHistory.EngineHost, fleet: [WorkerSummary]) -> HTML {
         let now = Date()
         let health: HTML =
             host.checked == nil
@@ -107,17 +121,43 @@ extension CorralServer {
         if let memory = host.memory { capacity.append("\(Display.bytes(memory)) memory") }
         if let containers = host.containers { capacity.append("\(containers) containers") }
         let engine = [host.version.map { "engine \($0)" }, host.apiVersion.map { "API \($0)" }].compactMap { $0 }
-        return """
-            <h2>Workers</h2>
-            <p class="muted">One engine host for now: this service's own engine. Workers on other hosts appear \
-            here once they can join (the workers issue).</p>
-            <table><thead><tr><th scope="col">Worker</th><th scope="col">Health</th><th scope="col">Version</th>\
-            <th scope="col">Capacity</th><th scope="col">Runtimes</th><th scope="col">Last heartbeat</th></tr></thead>
-            <tbody><tr><td>local</td><td>\(health)</td>\
+        var rows: [HTML] = [
+            """
+            <tr><td>local<span class="sub">this service's own engine</span></td><td>\(health)</td>\
             <td>corral \(CorralVersion.current)<span class="sub">\(engine.joined(separator: ", "))</span></td>\
             <td>\(capacity.isEmpty ? "–" : capacity.joined(separator: " · "))</td>\
             <td>\(host.runtimes.isEmpty ? "–" : host.runtimes.joined(separator: ", "))</td>\
-            <td>\(host.lastHeartbeat.map { Display.age(since: $0, now: now) + " ago" } ?? "never")</td></tr></tbody></table>
+            <td>\(host.lastHeartbeat.map { Display.age(since: $0, now: now) + " ago" } ?? "never")</td></tr>
+            """
+        ]
+        for worker in fleet {
+            var room: [String] = []
+            if let capacity = worker.capacity {
+                room = [
+                    "\(worker.sandboxes) / \(capacity.maxSandboxes) sandboxes", "\(capacity.cpus) cpus",
+                    "\(Display.bytes(capacity.memoryBytes)) memory",
+                ]
+            }
+            rows.append(
+                """
+                <tr><td>\(worker.name)<span class="sub">group \(worker.group)</span></td>\
+                <td><span class="badge s-\(worker.state)">\(worker.state)</span></td>\
+                <td>corral \(worker.version)<span class="sub">worker protocol \(String(worker.protocol))</span></td>\
+                <td>\(room.isEmpty ? "–" : room.joined(separator: " · "))</td>\
+                <td>\(worker.templates.isEmpty ? "–" : "templates " + worker.templates.joined(separator: ", "))</td>\
+                <td>\(worker.lastHeartbeat.map { Display.age(since: $0, now: now) + " ago" } ?? "never")</td></tr>
+                """)
+        }
+        let note: HTML =
+            self.fleet == nil
+            ? "<p class=\"muted\">Workers on other hosts dial in once <code>[workers] listen</code> is set (docs/workers.md).</p>"
+            : ""
+        return """
+            <h2>Workers</h2>
+            \(note)
+            <table><thead><tr><th scope="col">Worker</th><th scope="col">Health</th><th scope="col">Version</th>\
+            <th scope="col">Capacity</th><th scope="col">Runtimes</th><th scope="col">Last heartbeat</th></tr></thead>
+            <tbody>\(rows)</tbody></table>
             """
     }
 }
