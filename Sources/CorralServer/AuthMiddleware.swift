@@ -17,6 +17,25 @@ struct AuthMiddleware: RouterMiddleware {
 
     let mode: Mode
 
+    /// On a worker's link: the epoch must be the link's current one (else 409), and the call
+    /// names its tenant in `Corral-Tenant`, which the link alone may carry.
+    static func checkEpoch(_ request: Request, currentEpoch: () -> Int64?) throws {
+        let presented = request.headers[corral: WorkerProtocol.epochHeader].flatMap { Int64($0) }
+        guard let presented, presented == currentEpoch() else {
+            throw CorralError(
+                .conflict,
+                "a call from a stale control-plane link (epoch \(presented.map(String.init) ?? "none")) is refused")
+        }
+    }
+
+    static func linkTenant(_ request: Request, currentEpoch: () -> Int64?) throws -> TenantID {
+        try checkEpoch(request, currentEpoch: currentEpoch)
+        guard let name = request.headers[corral: WorkerProtocol.tenantHeader] else {
+            throw CorralError(.unauthenticated, "a call on the worker link names no tenant")
+        }
+        return name == TenantID.local.rawValue ? .local : try TenantID(validating: name)
+    }
+
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws
         -> Response
     {
@@ -25,16 +44,7 @@ struct AuthMiddleware: RouterMiddleware {
         case .local:
             context.tenant = .local
         case .controlPlane(let currentEpoch):
-            let presented = request.headers[corral: WorkerProtocol.epochHeader].flatMap { Int64($0) }
-            guard let presented, presented == currentEpoch() else {
-                throw CorralError(
-                    .conflict,
-                    "a call from a stale control-plane link (epoch \(presented.map(String.init) ?? "none")) is refused")
-            }
-            guard let name = request.headers[corral: WorkerProtocol.tenantHeader] else {
-                throw CorralError(.unauthenticated, "a call on the worker link names no tenant")
-            }
-            context.tenant = name == TenantID.local.rawValue ? .local : try TenantID(validating: name)
+            context.tenant = try Self.linkTenant(request, currentEpoch: currentEpoch)
         case .tokens(let registry):
             guard let header = request.headers[.authorization], header.lowercased().hasPrefix("bearer ") else {
                 throw CorralError(

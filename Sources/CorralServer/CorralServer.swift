@@ -130,7 +130,7 @@ public struct CorralServer: Sendable {
                 metrics: serverMetrics,
                 redactions: configuration.stateDirectory.map { [($0, "$STATE")] } ?? []))
         // A worker's link serves the sandboxes, not the control plane's business.
-        if auth.isControlPlane { router.add(middleware: WorkerLinkScope()) }
+        if case .controlPlane(let epoch) = auth { router.add(middleware: WorkerLinkScope(currentEpoch: epoch)) }
         addHealthRoutes(to: router)
         let v1 = router.group("v1").add(middleware: AuthMiddleware(mode: auth.middlewareMode(tenants)))
         if let fleet, !auth.isControlPlane { v1.add(middleware: WorkerRoutingMiddleware(fleet: fleet, server: self)) }
@@ -181,6 +181,9 @@ public struct CorralServer: Sendable {
                 let body = try await decodeJSON(WorkerPoolTargets.self, from: request, context: context)
                 return JSONResponse.make(try await Self.setPoolTargets(body, pools: runner.pools))
             }
+        // E2B's API for the sandboxes placed here (docs/e2b.md): the control plane checked the
+        // API key, and forwards envd's calls for them with the sandbox's access token.
+        addE2BRoutes(to: router, auth: .controlPlane(currentEpoch: currentEpoch))
         return router
     }
 

@@ -337,6 +337,78 @@ struct WorkerLinkTests {
         }
     }
 
+    @Test("E2B's API places a bound tenant's sandbox on its worker, and every E2B call for it reaches it")
+    func e2bOnWorkers() async throws {
+        try await ServerFixture.with { control in
+            try await ServerFixture.with { host in
+                let acmeToken = try control.server.tenants.add(Self.acme, groups: ["vpc"])
+                let workerToken = try WorkerTokenRegistry(stateDirectory: control.state).add(group: "vpc").token
+                try await LiveServer.with(control, configure: { $0.workers = Self.settings() }) { live in
+                    let fleet = try #require(live.server.fleet)
+                    try await Self.withWorker(host, url: try #require(live.workerURL), token: workerToken) { _ in
+                        _ = try await Self.waitConnected(fleet, "w1")
+                        let router = live.server.listenerRouter(auth: .tokens)
+                        try await Application(router: router).test(.router) { client in
+                            let created = try await client.e2b(
+                                .post, "/v2/sandboxes", key: acmeToken,
+                                json: #"{"templateID":"base","metadata":{"k":"v"},"timeout":600}"#)
+                            #expect(created.status == .created, "\(String(buffer: created.body))")
+                            let body = try JSONDecoder().decode(JSONValue.self, from: Data(buffer: created.body))
+                            let idText = try #require(body["sandboxID"]?.stringValue)
+                            let accessToken = try #require(body["envdAccessToken"]?.stringValue)
+                            let id = try #require(SandboxID(idText))
+                            // On the worker's engine host, not the control plane's.
+                            #expect(try await host.server.provisioner.list(tenant: Self.acme).map(\.id) == [id])
+                            #expect(try await control.server.provisioner.list(tenant: Self.acme).isEmpty)
+
+                            // envd's calls, with the sandbox's access token, which the worker checks.
+                            let made = try await client.envd(
+                                "/filesystem.Filesystem/MakeDir", sandbox: idText, token: accessToken,
+                                json: #"{"path":"/tmp/from-e2b"}"#)
+                            #expect(made.status == .ok, "\(String(buffer: made.body))")
+                            let stat = try await client.envd(
+                                "/filesystem.Filesystem/Stat", sandbox: idText, token: accessToken,
+                                json: #"{"path":"/tmp/from-e2b"}"#)
+                            #expect(String(buffer: stat.body).contains("FILE_TYPE_DIRECTORY"))
+                            let refused = try await client.envd(
+                                "/filesystem.Filesystem/Stat", sandbox: idText, token: acmeToken,
+                                json: #"{"path":"/tmp"}"#)
+                            #expect(refused.status == .unauthorized)
+                            let file = try await client.envd(
+                                "/files?path=/etc/hostname", sandbox: idText, token: accessToken, method: .get)
+                            #expect(file.status == .ok)
+                            #expect(String(buffer: file.body).contains("sandbox"))
+                            let health = try await client.envd("/health", sandbox: idText, token: nil, method: .get)
+                            #expect(health.status == .noContent)
+
+                            // E2B's control plane by id, and its listing, as the tenant's.
+                            let listed = try await client.e2b(.get, "/v2/sandboxes?metadata=k%3Dv", key: acmeToken)
+                            #expect(String(buffer: listed.body).contains(idText), "\(String(buffer: listed.body))")
+                            let detail = try await client.e2b(.get, "/sandboxes/\(idText)", key: acmeToken)
+                            #expect(detail.status == .ok)
+                            #expect(String(buffer: detail.body).contains(accessToken))
+                            let connected = try await client.e2b(
+                                .post, "/v2/sandboxes/\(idText)/connect", key: acmeToken, json: #"{"timeout":900}"#)
+                            #expect(connected.status == .ok, "\(String(buffer: connected.body))")
+                            // Another tenant's key reaches nothing of it.
+                            let other = try await client.e2b(.get, "/sandboxes/\(idText)", key: control.tokenB)
+                            #expect(other.status == .notFound)
+                            #expect(
+                                !String(buffer: try await client.e2b(.get, "/v2/sandboxes", key: control.tokenB).body)
+                                    .contains(idText))
+
+                            let killed = try await client.e2b(.delete, "/sandboxes/\(idText)", key: acmeToken)
+                            #expect(killed.status == .noContent)
+                            #expect(try await host.server.provisioner.list(tenant: Self.acme).isEmpty)
+                            let gone = try await client.e2b(.get, "/sandboxes/\(idText)", key: acmeToken)
+                            #expect(gone.status == .notFound)
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     @Test("a restarted control plane learns its workers' sandboxes again from their heartbeats")
     func controlPlaneRestart() async throws {
         try await ServerFixture.with { control in

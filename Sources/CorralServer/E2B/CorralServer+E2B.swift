@@ -14,6 +14,9 @@ extension CorralServer {
     /// into E2B's answer, so the error middleware outside sees none.
     func addE2BRoutes(to router: Router<CorralRequestContext>, auth: AuthMode) {
         let control = E2BControlPlane(server: self, auth: auth)
+        // On a control plane with workers, the calls for their sandboxes go to them (added
+        // before E2B's routes, so that it runs ahead of them).
+        if let fleet, !auth.isControlPlane { router.add(middleware: E2BWorkerRouting(fleet: fleet, control: control)) }
         for prefix in ["", "v2/"] {
             router.post("\(prefix)sandboxes") { request, context in
                 await control.answer(request, context) { tenant, context in

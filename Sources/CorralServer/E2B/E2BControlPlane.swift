@@ -31,9 +31,11 @@ struct E2BControlPlane: Sendable {
         case .local:
             context.tenant = .local
             return .local
-        case .controlPlane:
-            // A worker's link serves corral's API only; E2B's is the control plane's.
-            throw E2BAPIError(status: 404, message: "E2B's API is served by the control plane, not by a worker")
+        case .controlPlane(let currentEpoch):
+            // On a worker's link: the control plane checked the API key and names the tenant.
+            let tenant = try AuthMiddleware.linkTenant(request, currentEpoch: currentEpoch)
+            context.tenant = tenant
+            return tenant
         case .tokens:
             guard let key = E2BHeaders.value(request, "x-api-key"), !key.isEmpty else {
                 throw E2BAPIError(
@@ -92,17 +94,9 @@ struct E2BControlPlane: Sendable {
             throw E2BAPIError.badRequest("templateID is required")
         }
         let timeout = try Self.timeout(body["timeout"])
-        // E2B's sandboxes run on this host only (docs/workers.md): a tenant bound to worker
-        // groups that do not include it is refused rather than placed outside its groups.
-        if let fleet = server.fleet, tenant != .local {
-            let groups = try server.tenants.placementGroups(of: tenant)
-            guard let local = fleet.settings.localGroup, groups.contains(local) else {
-                throw E2BAPIError(
-                    status: 400,
-                    message:
-                        "this tenant's sandboxes run on workers (groups \(groups.joined(separator: ", "))), and E2B's API does not place sandboxes on workers yet; use corral's API"
-                )
-            }
+        // On a control plane with workers, placed as corral's own creates are (docs/workers.md).
+        if let worker = try await placeOnWorker(tenant: tenant, templateID: templateID) {
+            return try await create(body, request: request, tenant: tenant, on: worker)
         }
         var provision = try provisionRequest(template: templateID)
         provision.tenant = tenant
@@ -217,12 +211,17 @@ struct E2BControlPlane: Sendable {
         }
         let store = try provisioner.records()
         let now = Date()
-        var rows: [(SandboxInfo, SandboxRecord)] = []
+        var rows: [JSONValue] = []
         for info in try await provisioner.list(tenant: tenant) {
             guard let record = try? store.read(info.id), record.tenant == tenant else { continue }
             if let expires = record.expires, expires <= now { continue }
             guard wanted.allSatisfy({ record.labels[$0.key] == $0.value }) else { continue }
-            rows.append((info, record))
+            rows.append(listed(record: record, file: E2BSandboxFile.read(store, info.id)))
+        }
+        // With workers, theirs too, in the order they started (the timestamps sort as text).
+        if server.fleet != nil {
+            rows += await workerRows(request, tenant: tenant)
+            rows.sort { ($0["startedAt"]?.stringValue ?? "") < ($1["startedAt"]?.stringValue ?? "") }
         }
         if query["order"] == "desc" { rows.reverse() }
         var start = 0
@@ -238,8 +237,7 @@ struct E2BControlPlane: Sendable {
             limit = value
         }
         let end = min(rows.count, start + limit)
-        let page = rows[start..<end].map { listed(record: $0.1, file: E2BSandboxFile.read(store, $0.0.id)) }
-        var response = JSONResponse.make(page)
+        var response = JSONResponse.make(Array(rows[start..<end]))
         if end < rows.count, let name = HTTPField.Name("x-next-token") {
             response.headers[name] = String(end)
         }

@@ -53,6 +53,9 @@ public final class WorkerFleet: Sendable {
         var members: [String: Member] = [:]
         /// Which worker runs each sandbox, and whose it is (for quotas across the fleet).
         var placements: [SandboxID: (worker: String, tenant: TenantID)] = [:]
+        /// When the control plane placed each sandbox it created on a worker: a heartbeat
+        /// taken before then may not list it yet.
+        var placedAt: [SandboxID: ContinuousClock.Instant] = [:]
         /// Sandboxes on a worker that was lost: removed when that worker comes back.
         var abandoned: [String: Set<SandboxID>] = [:]
         var lastEpoch: Int64 = 0
@@ -172,6 +175,16 @@ public final class WorkerFleet: Sendable {
                     state.placements[sandbox.id] = (name, sandbox.tenant)
                 }
             }
+            // Sandboxes the worker no longer runs (removed there: its reaper, an idle or E2B
+            // timeout) are forgotten, so that quotas do not count them; one placed so recently
+            // that this heartbeat may predate it stays until the next.
+            let listed = Set(status.sandboxes.map(\.id))
+            let settled = ContinuousClock.now - (settings.heartbeat * 2 + .seconds(10))
+            for (id, placement) in state.placements
+            where placement.worker == name && !listed.contains(id) && (state.placedAt[id] ?? settled) <= settled {
+                state.placements[id] = nil
+                state.placedAt[id] = nil
+            }
             return (abandoned, state.members[name]?.link)
         }
         // A worker that comes back after it was lost: what the control plane gave up on goes.
@@ -253,7 +266,10 @@ public final class WorkerFleet: Sendable {
                 if member.link.isActive { silent.append(member.link) }
                 let mine = state.placements.filter { $0.value.worker == name }.map(\.key)
                 guard !mine.isEmpty else { continue }
-                for id in mine { state.placements[id] = nil }
+                for id in mine {
+                    state.placements[id] = nil
+                    state.placedAt[id] = nil
+                }
                 state.abandoned[name, default: []].formUnion(mine)
                 logger.warning(
                     "worker lost: its sandboxes are given up",
@@ -317,11 +333,17 @@ public final class WorkerFleet: Sendable {
     }
 
     func recordPlacement(_ id: SandboxID, on worker: String, tenant: TenantID) {
-        state.withLock { $0.placements[id] = (worker, tenant) }
+        state.withLock { state in
+            state.placements[id] = (worker, tenant)
+            state.placedAt[id] = .now
+        }
     }
 
     func forget(_ id: SandboxID) {
-        _ = state.withLock { $0.placements.removeValue(forKey: id) }
+        state.withLock { state in
+            state.placements[id] = nil
+            state.placedAt[id] = nil
+        }
     }
 
     /// The ids of `tenant`'s sandboxes on workers.
