@@ -74,7 +74,8 @@ struct E2BWorkerRouting: RouterMiddleware {
     static func unreachable(_ id: SandboxID, worker: String, route: WorkerFleet.Route) -> E2BAPIError {
         if case .lost = route {
             return E2BAPIError(
-                status: 502, message: "The sandbox \(id) was not found: its worker '\(worker)' is lost, and its files with it")
+                status: 502,
+                message: "The sandbox \(id) was not found: its worker '\(worker)' is lost, and its files with it")
         }
         return E2BAPIError(
             status: 503, message: "sandbox \(id) runs on worker '\(worker)', whose link is down; try again shortly")
