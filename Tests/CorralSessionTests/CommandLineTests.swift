@@ -6,7 +6,9 @@ import Testing
 @testable import CorralSession
 
 /// `corral session …` as a user runs it: the built executable, a state directory, stdin.
-@Suite("corral session commands", .timeLimit(.minutes(2)))
+// Five minutes: alone each case takes a second or two, but beside the whole suite on two cores
+// one once waited past two.
+@Suite("corral session commands", .timeLimit(.minutes(5)))
 struct CommandLineTests {
     struct Run: Sendable {
         var status: Int32
@@ -149,16 +151,37 @@ struct CommandLineTests {
             }
             // The tail starts after the current head. Append once it waits for more: when it
             // has an inotify watch, which /proc shows.
+            let started = ContinuousClock.now
             while !Self.isWatching(pid: child.pid) {
-                try #require(kill(child.pid, 0) == 0, "corral session tail exited before it watched the session")
-                await Task.yield()
+                // A child that exited is a zombie until waited for: kill(pid, 0) still succeeds.
+                if !Self.isRunning(pid: child.pid) {
+                    let errors = child.errorOutput()
+                    Issue.record("corral session tail exited before it watched the session: \(errors)")
+                    return
+                }
+                try #require(ContinuousClock.now - started < .seconds(90), "corral session tail never watched")
+                try await Task.sleep(for: .milliseconds(5))
             }
             for name in ["t1", "t2", "t3"] {
                 _ = try await store.append(id, [event(id: name)], lease: lease)
             }
+            // A tail that missed an event would wait forever: ended after 90 s, it shows what it saw.
+            let watchdog = Task {
+                try await Task.sleep(for: .seconds(90))
+                child.killHard()
+            }
             let lines = try await seen.value
+            watchdog.cancel()
             #expect(try lines.map { try JSONCodec.decode($0)["id"] } == ["t1", "t2", "t3"])
         }
+    }
+
+    /// Whether `pid` runs: not gone, and not a zombie (state Z in /proc/PID/stat).
+    static func isRunning(pid: pid_t) -> Bool {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+            let end = stat.lastIndex(of: ")")
+        else { return false }
+        return stat[stat.index(after: end)...].trimmingCharacters(in: .whitespaces).first != "Z"
     }
 
     static func isWatching(pid: pid_t) -> Bool {
