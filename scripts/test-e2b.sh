@@ -32,10 +32,9 @@ case "${1:-}" in
     *) die "unknown argument '$1'" "scripts/test-e2b.sh [--bench]" ;;
 esac
 
-PINS="e2b==2.63.0 e2b-code-interpreter==2.11.5 pytest==9.2.0"
 E2B_IMAGE=corral/e2b:bookworm
 INTERPRETER_IMAGE=corral/e2b-code-interpreter:bookworm
-venv=.build/e2b-venv
+venv=$E2B_VENV
 corral=${CORRAL_BIN:-.build/debug/corral}
 corrald=${CORRALD_BIN:-.build/debug/corrald}
 
@@ -53,7 +52,7 @@ if [ ! -x "$corral" ] || [ ! -x "$corrald" ]; then
 fi
 
 python=$venv/bin/python
-python_venv "$venv" "$PINS" 'import e2b, e2b_code_interpreter, pytest'
+python_venv "$venv" "$E2B_PINS" "$E2B_IMPORTS"
 
 # The e2b template's image, from the base image already on the engine.
 if [ "$(engine_curl "/images/$E2B_IMAGE/json" -o /dev/null -w '%{http_code}')" != 200 ]; then

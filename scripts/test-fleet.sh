@@ -12,6 +12,9 @@
 #     other nodes keep their own;
 #   - a tenant bound to group gN gets its sandboxes on node N's engine, and exec, files and rm
 #     work through the control plane; an unbound tenant's land on the control plane's own host;
+#   - E2B's own SDK (Tests/e2b/on_worker.py, from the venv test-e2b.sh uses), with tenant1's
+#     key, makes its sandbox on node 1's engine, runs a command and moves a file through the
+#     control plane, and its kill removes it there;
 #   - a worker killed with SIGKILL is reported lost past the grace, calls for its sandbox say
 #     so, and when it comes back the sandbox the control plane gave up on is removed from its
 #     engine;
@@ -192,6 +195,16 @@ local_id=$(as_tenant "$unbound" sandbox create --json | python3 -c 'import json,
 check "an unbound tenant's sandbox runs on the control plane's host" \
     bash -c "curl -sS --unix-socket /var/run/docker.sock 'http://engine/containers/json' | grep -q $local_id"
 as_tenant "$unbound" sandbox rm "$local_id"
+
+# E2B's SDK, unmodified, against the control plane: tenant1's sandbox lands on node 1.
+python_venv "$E2B_VENV" "$E2B_PINS" "$E2B_IMPORTS"
+e2b_ok=yes
+E2B_API_URL=$api E2B_SANDBOX_URL=$api E2B_API_KEY=${tokens[1]} "$E2B_VENV/bin/python" Tests/e2b/on_worker.py \
+    >"$work/e2b.out" 2>"$work/e2b.log" || e2b_ok=no
+sed 's/^/  e2b: /' "$work/e2b.out" >&2
+check "E2B's SDK runs a command and moves a file in a sandbox on node 1's worker" test "$e2b_ok" = yes
+e2b_id=$(head -n 1 "$work/e2b.out")
+check "…which E2B's kill removed from node 1's engine" bash -c "[ -n '$e2b_id' ] && ! curl -sS --unix-socket /run/corral-fleet/1/docker.sock 'http://engine/containers/json?all=1' | grep -q '$e2b_id'"
 
 # A worker killed outright: lost past the grace, then reconciled when it returns.
 victim=2

@@ -119,6 +119,14 @@ unmount_workspaces() {
     done
 }
 
+# E2B's SDK as the E2B tests pin it, in the venv they share (scripts/test-e2b.sh, test-fleet.sh).
+# shellcheck disable=SC2034 # used by the scripts that source this file
+E2B_PINS="e2b==2.63.0 e2b-code-interpreter==2.11.5 pytest==9.2.0"
+# shellcheck disable=SC2034
+E2B_VENV=.build/e2b-venv
+# shellcheck disable=SC2034
+E2B_IMPORTS='import e2b, e2b_code_interpreter, pytest'
+
 # python_venv DIR PINS IMPORTS: a venv in DIR with PINS (pip requirements, space-separated)
 # installed, made again when its pins changed or IMPORTS (a python statement) fails in it.
 # Dies when python3 -m venv or pip fails; callers that may skip check for python3 first.
