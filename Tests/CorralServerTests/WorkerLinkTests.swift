@@ -585,6 +585,62 @@ struct WorkerLinkTests {
         }
     }
 
+    @Test(
+        "a link that sends malformed HTTP/2 after its 101, or nothing at all, is closed, and the worker port carries on"
+    )
+    func malformedFrames() async throws {
+        try await ServerFixture.with { control in
+            try await ServerFixture.with { host in
+                let token = try WorkerTokenRegistry(stateDirectory: control.state).add(group: "vpc").token
+                try await LiveServer.with(control, configure: { $0.workers = Self.settings() }) { live in
+                    let fleet = try #require(live.server.fleet)
+                    let url = try #require(live.workerURL)
+                    let port = try #require(URL(string: url)?.port)
+                    @Sendable func admitted(_ name: String) throws -> RawConnection {
+                        let connection = try RawConnection(port: port)
+                        connection.send(
+                            [
+                                "GET /v1/workers/connect HTTP/1.1", "Host: x", "Connection: Upgrade",
+                                "Upgrade: corral-worker", "Authorization: Bearer \(token)",
+                                "Corral-Worker-Name: \(name)",
+                                "Corral-Worker-Protocol: 1", "", "",
+                            ].joined(separator: "\r\n"))
+                        return connection
+                    }
+                    let (head, closed) = try await runOnThread { () -> (String, Bool) in
+                        let connection = try admitted("w9")
+                        // The 101, then the control plane's HTTP/2 preface; then bytes that are no
+                        // HTTP/2 frame where the worker's SETTINGS should be.
+                        let first = connection.readUntilClosed(timeout: 2)
+                        connection.send([UInt8](repeating: UInt8(ascii: "x"), count: 4096))
+                        let after = connection.readUntilClosed(timeout: 20)
+                        return (String(decoding: first.bytes.prefix(12), as: UTF8.self), after.closed)
+                    }
+                    #expect(head == "HTTP/1.1 101")
+                    #expect(closed, "the control plane kept a link that spoke no HTTP/2")
+                    // A worker that takes the 101 and then never reads nor answers: its heartbeat
+                    // gets no answer, and its link is closed at the grace (5 s here).
+                    let silent = try await runOnThread { () -> (closed: Bool, seconds: TimeInterval) in
+                        let connection = try admitted("w8")
+                        let waited = connection.readUntilClosed(timeout: 60)
+                        return (waited.closed, waited.seconds)
+                    }
+                    #expect(silent.closed, "a silent link stayed open")
+                    #expect(silent.seconds >= 4, "closed after \(silent.seconds) s, before the grace")
+                    try await retrying(for: .seconds(30)) {
+                        guard fleet.summaries().first(where: { $0.name == "w9" })?.state != "connected" else {
+                            throw CorralError(.unavailable, "w9 still connected")
+                        }
+                    }
+                    // The port and the fleet carry on: a real worker connects and is used.
+                    try await Self.withWorker(host, url: url, token: token) { _ in
+                        _ = try await Self.waitConnected(fleet, "w1")
+                    }
+                }
+            }
+        }
+    }
+
     @Test("on its link a worker refuses a stale epoch, and serves sandboxes, pools and status only")
     func linkScopeAndEpoch() async throws {
         try await ServerFixture.with { host in

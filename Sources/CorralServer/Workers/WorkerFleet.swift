@@ -138,8 +138,17 @@ public final class WorkerFleet: Sendable {
                 return
             }
             do {
-                let status = try await member.link.get("/v1/worker/status", as: WorkerStatus.self)
-                await received(status, from: name, epoch: epoch)
+                // A worker that takes no call (it stopped reading, or speaks no HTTP/2) loses its
+                // link at the grace: the calls on it end with the link's error.
+                let status = try await Self.answer(within: settings.grace) {
+                    try await member.link.get("/v1/worker/status", as: WorkerStatus.self)
+                } onLate: { [logger, grace = settings.grace] in
+                    logger.warning(
+                        "worker did not answer its heartbeat within the grace: closing its link",
+                        metadata: ["worker": "\(name)", "grace": "\(grace)"])
+                    member.link.close()
+                }
+                if let status { await received(status, from: name, epoch: epoch) }
             } catch {
                 logger.warning("worker heartbeat failed", metadata: ["worker": "\(name)", "error": "\(error)"])
             }
@@ -201,6 +210,24 @@ public final class WorkerFleet: Sendable {
                     "could not remove a sandbox given up while its worker was lost",
                     metadata: ["worker": "\(name)", "sandbox": "\(sandbox.id)", "error": "\(error)"])
             }
+        }
+    }
+
+    /// `body`'s answer, or nil when it takes longer than `limit`: then `onLate` runs (it should
+    /// make `body` end, as closing a link does) and `body` is cancelled.
+    static func answer<T: Sendable>(
+        within limit: Duration, _ body: @escaping @Sendable () async throws -> T,
+        onLate: @escaping @Sendable () -> Void
+    ) async throws -> T? {
+        try await withThrowingTaskGroup(of: T?.self) { group in
+            group.addTask { try await body() }
+            group.addTask {
+                try await Task.sleep(for: limit)
+                onLate()
+                return nil
+            }
+            defer { group.cancelAll() }
+            return try await group.next() ?? nil
         }
     }
 

@@ -3,6 +3,7 @@ import CorralCore
 import Foundation
 import HTTPTypes
 import Hummingbird
+import Logging
 import NIOCore
 import NIOHTTP2
 import NIOHTTPTypes
@@ -21,7 +22,7 @@ final class WorkerLinkClient: Sendable {
     let worker: String
 
     /// Configures HTTP/2 (client) on `channel`; call on its event loop, after the 101 is written.
-    init(channel: any Channel, epoch: Int64, worker: String) throws {
+    init(channel: any Channel, epoch: Int64, worker: String, logger: Logger) throws {
         self.channel = channel
         self.epoch = epoch
         self.worker = worker
@@ -45,6 +46,9 @@ final class WorkerLinkClient: Sendable {
             // The worker opens no streams of its own.
             stream.close()
         }
+        // A connection error (bytes that are no HTTP/2 frame, a protocol violation) ends the
+        // link: swift-nio-http2 answers it with GOAWAY but leaves the connection open.
+        try channel.pipeline.syncOperations.addHandler(CloseOnConnectionError(worker: worker, logger: logger))
     }
 
     var isActive: Bool { channel.isActive }
@@ -177,6 +181,26 @@ final class WorkerLinkClient: Sendable {
             underlying: error)
         failure.retryAfterSeconds = 2
         return failure
+    }
+}
+
+/// Closes a link whose HTTP/2 connection failed (after the HTTP/2 handler, which reports it).
+final class CloseOnConnectionError: ChannelInboundHandler, Sendable {
+    typealias InboundIn = Any
+    let worker: String
+    let logger: Logger
+
+    init(worker: String, logger: Logger) {
+        self.worker = worker
+        self.logger = logger
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        logger.warning(
+            "closing a worker's link: its HTTP/2 connection failed",
+            metadata: ["worker": "\(worker)", "error": "\(error)"])
+        context.close(promise: nil)
+        context.fireErrorCaught(error)
     }
 }
 

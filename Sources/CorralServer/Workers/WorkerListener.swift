@@ -156,7 +156,7 @@ public struct WorkerListener: Service {
             do {
                 try await channel.writeAndFlush(answer.serialized())
                 let link = try await channel.eventLoop.submit {
-                    let link = try WorkerLinkClient(channel: channel, epoch: epoch, worker: name)
+                    let link = try WorkerLinkClient(channel: channel, epoch: epoch, worker: name, logger: logger)
                     _ = channel.pipeline.syncOperations.removeHandler(name: Self.readerName)
                     return link
                 }.get()
