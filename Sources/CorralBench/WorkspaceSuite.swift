@@ -287,7 +287,7 @@ final class HostForwarder: Sendable {
     }
 
     static func start(socket: String) async throws -> HostForwarder {
-        let port = try freePort()
+        let port = try BenchProcess.freePort()
         let process = try ChildProcess.spawn(
             try SandboxEnvironment.locateInit(), [],
             environment: ["CORRAL_GATEWAY_SOCKET": socket, "CORRAL_PROXY_PORT": "\(port)"])
@@ -306,27 +306,5 @@ final class HostForwarder: Sendable {
     func stop() {
         process.signal(SIGTERM)
         process.wait()
-    }
-
-    /// A free loopback port: bound, read, released.
-    private static func freePort() throws -> Int {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { throw CorralError(.io, "socket failed") }
-        defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        let bound = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
-            }
-        }
-        guard bound == 0 else { throw CorralError(.io, "bind failed") }
-        var actual = sockaddr_in()
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafeMutablePointer(to: &actual) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
-        }
-        return Int(UInt16(bigEndian: actual.sin_port))
     }
 }
