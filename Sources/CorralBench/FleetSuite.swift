@@ -86,7 +86,8 @@ struct FleetSuite: BenchSuite {
                 workerRSS.append(Double(try Self.residentKiB(worker.pid)) / 1024)
             }
 
-            let client = try CorralClient(endpoint: .unixSocket(path: control.appendingPathComponent("corral.sock").path))
+            let client = try CorralClient(
+                endpoint: .unixSocket(path: control.appendingPathComponent("corral.sock").path))
             defer { client.shutdown() }
             var perSandbox = Samples()
             var workerPerSandbox = Samples()
@@ -106,7 +107,8 @@ struct FleetSuite: BenchSuite {
             }
             let listed = try await client.listSandboxes()
             guard Set(listed.map(\.id)).isSuperset(of: created), listed.allSatisfy({ $0.worker != nil }) else {
-                throw CorralError(.internalError, "the control plane lists \(listed.count) of \(created.count) sandboxes")
+                throw CorralError(
+                    .internalError, "the control plane lists \(listed.count) of \(created.count) sandboxes")
             }
             for id in created { try await client.removeSandbox(id) }
             await tearDown()
