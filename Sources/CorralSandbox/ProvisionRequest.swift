@@ -53,10 +53,10 @@ public struct SandboxResources: Hashable, Sendable, Codable {
             throw CorralError.invalidArgument(
                 "memory \(memory) is out of range", hint: "give a sandbox between 6m (the engine's minimum) and 1t")
         }
-        guard cpus > 0, cpus <= 1024, cpus.isFinite else {
+        // The kernel takes a CPU quota of at least 1 ms per 100 ms period: 0.01 of a core.
+        guard cpus >= 0.01, cpus <= 1024, cpus.isFinite else {
             throw CorralError.invalidArgument(
-                "cpus must be more than 0 and at most 1024, got \(cpus)", hint: "use a number of cores such as 0.5 or 2"
-            )
+                "cpus must be between 0.01 and 1024, got \(cpus)", hint: "use a number of cores such as 0.5 or 2")
         }
         guard pids >= 8, pids <= Self.maxPids else {
             throw CorralError.invalidArgument(

@@ -16,6 +16,8 @@ struct LimitsTests {
             ("open files", { $0.openFiles = 1 << 30 }),
             ("tmp size", { $0.tmpSize = .tebibytes(100) }),
             ("cpus", { $0.cpus = .infinity }),
+            // CI's fuzzer found this one: a quota below the kernel's 1 ms made the engine fail.
+            ("cpus", { $0.cpus = 0.00001 }),
             ("disk", { $0.disk = .mebibytes(1) }),
             ("disk", { $0.disk = .tebibytes(17) }),
         ]
