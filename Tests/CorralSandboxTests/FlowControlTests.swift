@@ -46,6 +46,26 @@ struct FlowControlTests {
         }
     }
 
+    // 64 quiet commands each held a 256 KiB window of the connection's 16 MiB budget, and a 65th
+    // started with none: it could not send a byte until one of them ended (through corrald, 110
+    // `sleep 20` tool calls and a `ls` beside them waited 20 s).
+    @Test("a command answers at once beside 80 quiet ones that hold their windows", .timeLimit(.minutes(3)))
+    func besideManyQuietCommands() async throws {
+        let fixture = try EngineFixture(path: .control)
+        try await fixture.withSandbox(EngineFixture.request { $0.resources.pids = 1024 }) { sandbox in
+            var quiet: [RunningCommand] = []
+            for _ in 0..<80 { quiet.append(try await sandbox.start(SandboxCommand(["sleep", "60"]))) }
+            let clock = ContinuousClock()
+            let started = clock.now
+            let beside = try await sandbox.run(SandboxCommand(["echo", "beside"]))
+            let took = clock.now - started
+            #expect(beside.stdout == "beside\n")
+            // The quiet ones run for a minute: an answer within it came past them.
+            #expect(took < .seconds(30), "the command beside them took \(took)")
+            for command in quiet { try? await command.signal(.kill) }
+        }
+    }
+
     // The stream window bounds what the host holds for a command nobody reads: protocol 2 read
     // until 4 MiB waited per connection; with many such commands each holds one window.
     @Test("eight stalled commands of 10 MB each hold the host to their windows, and a command beside them runs")

@@ -201,6 +201,62 @@ struct WorkerLinkTests {
         }
     }
 
+    // Once removed as a stall of the link: it was the sandbox's control connection, where 64 quiet
+    // commands held the whole output budget and the check beside them waited for one to end.
+    @Test("one link carries more than 100 calls at once, and its heartbeats go on meanwhile")
+    func manyCallsOnOneLink() async throws {
+        try await ServerFixture.with { control in
+            try await ServerFixture.with { host in
+                let token = try control.server.tenants.add(Self.acme, groups: ["vpc"])
+                let workerToken = try WorkerTokenRegistry(stateDirectory: control.state).add(group: "vpc").token
+                try await LiveServer.with(control, configure: { $0.workers = Self.settings() }) { live in
+                    let fleet = try #require(live.server.fleet)
+                    try await Self.withWorker(host, url: try #require(live.workerURL), token: workerToken) { _ in
+                        _ = try await Self.waitConnected(fleet, "w1")
+                        let client = try CorralClient(
+                            endpoint: try HTTPEndpoint(parsing: "http://127.0.0.1:\(live.port)"), token: token)
+                        defer { client.shutdown() }
+                        var request = CreateSandboxRequest()
+                        request.pids = 1024
+                        let id = try await client.createSandbox(request).id
+                        let calls = 110
+                        try await withThrowingTaskGroup(of: Void.self) { group in
+                            for index in 0..<calls {
+                                group.addTask {
+                                    _ = try? await client.execute(
+                                        id, tool: "bash",
+                                        input: .object([
+                                            "command": .string("touch /tmp/m.\(index); sleep 20; rm /tmp/m.\(index)")
+                                        ]))
+                                }
+                            }
+                            // Every call is running at once on the worker (past the 100 streams
+                            // a default HTTP/2 server takes), and another call still gets through.
+                            try await retrying(for: .seconds(90)) {
+                                let output = Mutex("")
+                                _ = try await client.exec(
+                                    id, SandboxCommand(["sh", "-c", "ls /tmp | grep -c '^m\\.'"])
+                                ) {
+                                    _, bytes in output.withLock { $0 += String(decoding: bytes, as: UTF8.self) }
+                                }
+                                let running = Int(
+                                    output.withLock { $0 }.trimmingCharacters(in: .whitespacesAndNewlines))
+                                guard running == calls else {
+                                    throw CorralError(.unavailable, "\(running ?? -1) of \(calls) calls running")
+                                }
+                            }
+                            let worker = try #require(fleet.summaries().first)
+                            #expect(worker.state == "connected")
+                            #expect(try #require(worker.lastHeartbeat).timeIntervalSinceNow > -2)
+                            group.cancelAll()
+                        }
+                        try await client.removeSandbox(id)
+                    }
+                }
+            }
+        }
+    }
+
     @Test("removing a tenant counts and purges its sandboxes on workers too")
     func tenantRemovalReachesWorkers() async throws {
         try await ServerFixture.with { control in

@@ -137,9 +137,10 @@ final class ControlHandler: ChannelInboundHandler, Sendable {
 /// Memory: every stream's output window comes out of the connection's `budget`; a stream
 /// never holds more than its window (corral-init sends no more, and a connection whose peer
 /// does is closed), so the connection never holds more than the budget, however slowly its
-/// callers read. A stream opened while the budget is spent starts with the window that is
-/// left, possibly none, and grows as other streams close. One stalled reader therefore stalls
-/// its own command only.
+/// callers read, plus `minimumWindow` for each stream opened past it. A stream opened while the
+/// budget is spent starts with that minimum (16 KiB) and grows as other streams close. So one
+/// stalled reader stalls its own command only, and commands that hold their windows without
+/// writing (64 `sleep`s took the whole 16 MiB) do not keep a new command from answering.
 final class ControlConnection: Sendable {
     enum Phase: UInt8, AtomicRepresentable {
         case awaitingHello, refused, authenticated
@@ -151,6 +152,9 @@ final class ControlConnection: Sendable {
     let budget: Int
     /// A stream's window when the budget allows.
     let streamWindow: Int
+    /// Every stream's window at least, budget or not: at most `ControlLimits.maxRunning` of
+    /// them (16 MiB) beyond the budget.
+    static let minimumWindow = 16 << 10
     private let currentPhase = Atomic<Phase>(.awaitingHello)
 
     private struct State {
@@ -189,7 +193,7 @@ final class ControlConnection: Sendable {
             var id = state.nextID &+ 1
             while id == 0 || state.streams[id] != nil { id &+= 1 }
             state.nextID = id
-            let window = max(0, min(streamWindow, budget - state.granted))
+            let window = min(streamWindow, max(Self.minimumWindow, budget - state.granted))
             state.granted += window
             if window < streamWindow { state.starving.append(id) }
             let stream = ControlStream(
