@@ -49,12 +49,16 @@ cleanup() {
     local node
     for node in "${!worker_pids[@]}"; do stop_process "${worker_pids[$node]}" "worker $node"; done
     stop_process "$control_pid" "the control plane"
-    for node in $(seq 1 "$NODES"); do
-        [ -d "$work/w$node" ] || continue
-        CORRAL_ENGINE="unix:///run/corral-fleet/$node/docker.sock" remove_instance_containers "$work/w$node" >/dev/null
-    done
-    [ -d "$work/cp" ] && remove_instance_containers "$work/cp" >/dev/null
+    # Every state directory's containers, on every engine: the workers' own, and those of the
+    # refused workers (bad1, bad2), whose pools start filling on node 1 before they stop.
     local state
+    for state in "$work"/*/; do
+        state=${state%/}
+        for node in $(seq 1 "$NODES"); do
+            CORRAL_ENGINE="unix:///run/corral-fleet/$node/docker.sock" remove_instance_containers "$state" >/dev/null
+        done
+        remove_instance_containers "$state" >/dev/null
+    done
     for state in "$work"/*/; do unmount_workspaces "${state%/}"; done
     rm -rf "$work"
 }
@@ -153,14 +157,16 @@ cp_corral worker ls
 
 # Pool targets from the control plane: g1's one member of `base` replaces node 1's own two.
 pool_is() {
-    local node=$1 target=$2 members=$3 seen
+    local node=$1 target=$2 members=$3 seen instance
+    instance=$(cat "$work/w$node/sandboxes/.instance")
     for _ in $(seq 1 240); do
         seen=$(cp_corral worker ls --json | python3 -c "import json,sys
 w = next((w for w in json.load(sys.stdin) if w['name']=='node$node'), {})
 p = next((p for p in w.get('pools', []) if p['template']=='base'), {})
 print(p.get('target'), p.get('ready'))")
         if [ "$seen" = "$target $members" ] &&
-            [ "$(node_docker "$node" "/containers/json?all=1" | grep -o '"/corral-pool\.base\.' | wc -l)" = "$members" ]; then
+            [ "$(node_docker "$node" "/containers/json?all=1&filters=%7B%22label%22%3A%5B%22corral.instance%3D$instance%22%5D%7D" |
+                grep -o '"/corral-pool\.base\.' | wc -l)" = "$members" ]; then
             return 0
         fi
         sleep 0.5
