@@ -15,6 +15,9 @@
 #   - E2B's own SDK (Tests/e2b/on_worker.py, from the venv test-e2b.sh uses), with tenant1's
 #     key, makes its sandbox on node 1's engine, runs a command and moves a file through the
 #     control plane, and its kill removes it there;
+#   - the control plane restarted under load (execs running against every node's sandbox): the
+#     workers dial it again, it learns their sandboxes from their heartbeats, and every one of
+#     them answers through it again;
 #   - a worker killed with SIGKILL is reported lost past the grace, calls for its sandbox say
 #     so, and when it comes back the sandbox the control plane gave up on is removed from its
 #     engine;
@@ -45,8 +48,10 @@ control_pid=""
 declare -A worker_pids=()
 failures=0
 
+load_pid=""
 cleanup() {
     local node
+    if [ -n "$load_pid" ]; then kill "$load_pid" 2>/dev/null || true; fi
     for node in "${!worker_pids[@]}"; do stop_process "${worker_pids[$node]}" "worker $node"; done
     stop_process "$control_pid" "the control plane"
     # Every state directory's containers, on every engine: the workers' own, and those of the
@@ -211,6 +216,43 @@ sed 's/^/  e2b: /' "$work/e2b.out" >&2
 check "E2B's SDK runs a command and moves a file in a sandbox on node 1's worker" test "$e2b_ok" = yes
 e2b_id=$(head -n 1 "$work/e2b.out")
 check "…which E2B's kill removed from node 1's engine" bash -c "[ -n '$e2b_id' ] && ! curl -sS --unix-socket /run/corral-fleet/1/docker.sock 'http://engine/containers/json?all=1' | grep -q '$e2b_id'"
+
+# The control plane restarts under load, on the same worker port: the workers dial it again and
+# it learns their sandboxes from their heartbeats.
+# (The load reads the API's address from a file: the restarted control plane has a new one.)
+printf '%s\n' "$api" >"$work/api"
+load() {
+    local node
+    while :; do
+        for node in $(seq 1 "$NODES"); do
+            api=$(cat "$work/api") as_tenant "${tokens[$node]}" exec "${sandboxes[$node]}" -- true >/dev/null 2>&1 || true
+        done
+    done
+}
+load &
+load_pid=$!
+sleep 1
+stop_process "$control_pid" "the control plane"
+sed -i "s/^listen = \"0.0.0.0:0\"/listen = \"0.0.0.0:$workers_port\"/" "$work/cp/corral.toml"
+CORRAL_AGENT=0 "$corral" --state-dir "$work/cp" serve --config "$work/cp/corral.toml" >"$work/cp.log" 2>&1 &
+control_pid=$!
+api=$(wait_for_service "$control_pid" "$work/cp.log")
+printf '%s\n' "$api" >"$work/api"
+for node in $(seq 1 "$NODES"); do check "node $node's worker dials the restarted control plane" wait_connected "$node"; done
+answers_again() {
+    local node=$1 out
+    for _ in $(seq 1 60); do
+        out=$(as_tenant "${tokens[$node]}" exec "${sandboxes[$node]}" -- echo again 2>/dev/null || true)
+        [ "$out" = again ] && return 0
+        sleep 0.5
+    done
+    return 1
+}
+for node in $(seq 1 "$NODES"); do
+    check "node $node's sandbox answers through the restarted control plane" answers_again "$node"
+done
+kill "$load_pid" 2>/dev/null || true
+{ wait "$load_pid"; } 2>/dev/null || true
 
 # A worker killed outright: lost past the grace, then reconciled when it returns.
 victim=2
