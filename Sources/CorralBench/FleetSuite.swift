@@ -30,8 +30,16 @@ struct FleetSuite: BenchSuite {
         }
         let port = try BenchProcess.freePort()
         let controlConfig = root.appendingPathComponent("control.toml")
-        try Data("[workers]\nlisten = \"127.0.0.1:\(port)\"\nheartbeat = \"1s\"\nlocal_group = \"\"\n".utf8).write(
-            to: controlConfig)
+        let controlText = """
+            [limits]
+            sandboxes_per_tenant = 200
+            [workers]
+            listen = "127.0.0.1:\(port)"
+            heartbeat = "1s"
+            local_group = ""
+
+            """
+        try Data(controlText.utf8).write(to: controlConfig)
         let workerConfig = root.appendingPathComponent("worker.toml")
         try Data("[[templates]]\nname = \"bench\"\nimage = \"\(context.image)\"\nmemory = \"128m\"\n".utf8).write(
             to: workerConfig)
