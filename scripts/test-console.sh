@@ -131,12 +131,14 @@ corrald_pid=$!
 url=$(wait_for_service "$corrald_pid" "$log")
 
 # One worker dials in (on loopback, plain HTTP), with a template and no warm members, so that
-# the operator's pages show a worker besides the service's own engine host.
+# the operator's pages show a worker besides the service's own engine host. It is in a group of
+# its own: the tenants' sandboxes stay on this host, whose pages the tests read (the console's
+# sandbox pages do not show sandboxes on workers yet).
 workers_url=$(sed -n 's/.*listening on workers \(http:[^ ]*\).*/\1/p' "$log" | head -n 1)
 [ -n "$workers_url" ] || die "corrald did not open its worker port" "read $log"
 mkdir -p "$state/worker"
 printf '[[templates]]\nname = "base"\n' >"$state/worker/corral.toml"
-worker_token=$("$corral" worker token add --group default) || die "corral worker token add failed"
+worker_token=$("$corral" worker token add --group console) || die "corral worker token add failed"
 CORRAL_STATE_DIR=$state/worker "$corral" worker --server "$workers_url" --token "$worker_token" --name console-worker \
     --config "$state/worker/corral.toml" >"$state/worker.log" 2>&1 &
 worker_pid=$!

@@ -79,6 +79,33 @@ struct WorkerLinkTests {
         }
     }
 
+    /// A control plane with a worker port, and worker `w1` of group `vpc` (its own state
+    /// directory) connected to it, with tenant acme bound to `vpc`; `body` gets them all.
+    struct Linked {
+        let control: ServerFixture
+        let host: ServerFixture
+        let live: LiveServer
+        let fleet: WorkerFleet
+        let acmeToken: String
+    }
+
+    static func withLinkedWorker(_ body: @Sendable (Linked) async throws -> Void) async throws {
+        try await ServerFixture.with { control in
+            try await ServerFixture.with { host in
+                let acmeToken = try control.server.tenants.add(Self.acme, groups: ["vpc"])
+                let workerToken = try WorkerTokenRegistry(stateDirectory: control.state).add(group: "vpc").token
+                try await LiveServer.with(control, configure: { $0.workers = Self.settings() }) { live in
+                    let fleet = try #require(live.server.fleet)
+                    try await Self.withWorker(host, url: try #require(live.workerURL), token: workerToken) { _ in
+                        _ = try await Self.waitConnected(fleet, "w1")
+                        try await body(
+                            Linked(control: control, host: host, live: live, fleet: fleet, acmeToken: acmeToken))
+                    }
+                }
+            }
+        }
+    }
+
     @Test("a tenant bound to a group gets its sandboxes on that group's worker, and every call reaches them")
     func placedAndForwarded() async throws {
         try await ServerFixture.with { control in
@@ -205,88 +232,70 @@ struct WorkerLinkTests {
     // commands held the whole output budget and the check beside them waited for one to end.
     @Test("one link carries more than 100 calls at once, and its heartbeats go on meanwhile")
     func manyCallsOnOneLink() async throws {
-        try await ServerFixture.with { control in
-            try await ServerFixture.with { host in
-                let token = try control.server.tenants.add(Self.acme, groups: ["vpc"])
-                let workerToken = try WorkerTokenRegistry(stateDirectory: control.state).add(group: "vpc").token
-                try await LiveServer.with(control, configure: { $0.workers = Self.settings() }) { live in
-                    let fleet = try #require(live.server.fleet)
-                    try await Self.withWorker(host, url: try #require(live.workerURL), token: workerToken) { _ in
-                        _ = try await Self.waitConnected(fleet, "w1")
-                        let client = try CorralClient(
-                            endpoint: try HTTPEndpoint(parsing: "http://127.0.0.1:\(live.port)"), token: token)
-                        defer { client.shutdown() }
-                        var request = CreateSandboxRequest()
-                        request.pids = 1024
-                        let id = try await client.createSandbox(request).id
-                        let calls = 110
-                        try await withThrowingTaskGroup(of: Void.self) { group in
-                            for index in 0..<calls {
-                                group.addTask {
-                                    _ = try? await client.execute(
-                                        id, tool: "bash",
-                                        input: .object([
-                                            "command": .string("touch /tmp/m.\(index); sleep 20; rm /tmp/m.\(index)")
-                                        ]))
-                                }
-                            }
-                            // Every call is running at once on the worker (past the 100 streams
-                            // a default HTTP/2 server takes), and another call still gets through.
-                            try await retrying(for: .seconds(90)) {
-                                let output = Mutex("")
-                                _ = try await client.exec(
-                                    id, SandboxCommand(["sh", "-c", "ls /tmp | grep -c '^m\\.'"])
-                                ) {
-                                    _, bytes in output.withLock { $0 += String(decoding: bytes, as: UTF8.self) }
-                                }
-                                let running = Int(
-                                    output.withLock { $0 }.trimmingCharacters(in: .whitespacesAndNewlines))
-                                guard running == calls else {
-                                    throw CorralError(.unavailable, "\(running ?? -1) of \(calls) calls running")
-                                }
-                            }
-                            let worker = try #require(fleet.summaries().first)
-                            #expect(worker.state == "connected")
-                            #expect(try #require(worker.lastHeartbeat).timeIntervalSinceNow > -2)
-                            group.cancelAll()
-                        }
-                        try await client.removeSandbox(id)
+        try await Self.withLinkedWorker { linked in
+            let (live, fleet, token) = (linked.live, linked.fleet, linked.acmeToken)
+            let client = try CorralClient(
+                endpoint: try HTTPEndpoint(parsing: "http://127.0.0.1:\(live.port)"), token: token)
+            defer { client.shutdown() }
+            var request = CreateSandboxRequest()
+            request.pids = 1024
+            let id = try await client.createSandbox(request).id
+            let calls = 110
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for index in 0..<calls {
+                    group.addTask {
+                        _ = try? await client.execute(
+                            id, tool: "bash",
+                            input: .object([
+                                "command": .string("touch /tmp/m.\(index); sleep 20; rm /tmp/m.\(index)")
+                            ]))
                     }
                 }
+                // Every call is running at once on the worker (past the 100 streams
+                // a default HTTP/2 server takes), and another call still gets through.
+                try await retrying(for: .seconds(90)) {
+                    let output = Mutex("")
+                    _ = try await client.exec(
+                        id, SandboxCommand(["sh", "-c", "ls /tmp | grep -c '^m\\.'"])
+                    ) {
+                        _, bytes in output.withLock { $0 += String(decoding: bytes, as: UTF8.self) }
+                    }
+                    let running = Int(
+                        output.withLock { $0 }.trimmingCharacters(in: .whitespacesAndNewlines))
+                    guard running == calls else {
+                        throw CorralError(.unavailable, "\(running ?? -1) of \(calls) calls running")
+                    }
+                }
+                let worker = try #require(fleet.summaries().first)
+                #expect(worker.state == "connected")
+                #expect(try #require(worker.lastHeartbeat).timeIntervalSinceNow > -2)
+                group.cancelAll()
             }
+            try await client.removeSandbox(id)
         }
     }
 
     @Test("removing a tenant counts and purges its sandboxes on workers too")
     func tenantRemovalReachesWorkers() async throws {
-        try await ServerFixture.with { control in
-            try await ServerFixture.with { host in
-                let token = try control.server.tenants.add(Self.acme, groups: ["vpc"])
-                let workerToken = try WorkerTokenRegistry(stateDirectory: control.state).add(group: "vpc").token
-                try await LiveServer.with(control, configure: { $0.workers = Self.settings() }) { live in
-                    let fleet = try #require(live.server.fleet)
-                    try await Self.withWorker(host, url: try #require(live.workerURL), token: workerToken) { _ in
-                        _ = try await Self.waitConnected(fleet, "w1")
-                        let client = try CorralClient(
-                            endpoint: try HTTPEndpoint(parsing: "http://127.0.0.1:\(live.port)"), token: token)
-                        let admin = try CorralClient(endpoint: .unixSocket(path: live.socketPath))
-                        defer {
-                            client.shutdown()
-                            admin.shutdown()
-                        }
-                        let id = try await client.createSandbox(CreateSandboxRequest()).id
-                        let refused = await #expect(throws: CorralError.self) {
-                            _ = try await admin.removeTenant(Self.acme, purge: false)
-                        }
-                        #expect(
-                            refused?.message.contains("1 sandbox on a worker") == true, "\(String(describing: refused))"
-                        )
-                        let removed = try await admin.removeTenant(Self.acme, purge: true)
-                        #expect(removed.removed.owned["sandboxes on workers"] == [id.rawValue])
-                        #expect(try await host.server.provisioner.list(tenant: Self.acme).isEmpty)
-                    }
-                }
+        try await Self.withLinkedWorker { linked in
+            let (host, live, token) = (linked.host, linked.live, linked.acmeToken)
+            let client = try CorralClient(
+                endpoint: try HTTPEndpoint(parsing: "http://127.0.0.1:\(live.port)"), token: token)
+            let admin = try CorralClient(endpoint: .unixSocket(path: live.socketPath))
+            defer {
+                client.shutdown()
+                admin.shutdown()
             }
+            let id = try await client.createSandbox(CreateSandboxRequest()).id
+            let refused = await #expect(throws: CorralError.self) {
+                _ = try await admin.removeTenant(Self.acme, purge: false)
+            }
+            #expect(
+                refused?.message.contains("1 sandbox on a worker") == true, "\(String(describing: refused))"
+            )
+            let removed = try await admin.removeTenant(Self.acme, purge: true)
+            #expect(removed.removed.owned["sandboxes on workers"] == [id.rawValue])
+            #expect(try await host.server.provisioner.list(tenant: Self.acme).isEmpty)
         }
     }
 
@@ -395,72 +404,63 @@ struct WorkerLinkTests {
 
     @Test("E2B's API places a bound tenant's sandbox on its worker, and every E2B call for it reaches it")
     func e2bOnWorkers() async throws {
-        try await ServerFixture.with { control in
-            try await ServerFixture.with { host in
-                let acmeToken = try control.server.tenants.add(Self.acme, groups: ["vpc"])
-                let workerToken = try WorkerTokenRegistry(stateDirectory: control.state).add(group: "vpc").token
-                try await LiveServer.with(control, configure: { $0.workers = Self.settings() }) { live in
-                    let fleet = try #require(live.server.fleet)
-                    try await Self.withWorker(host, url: try #require(live.workerURL), token: workerToken) { _ in
-                        _ = try await Self.waitConnected(fleet, "w1")
-                        let router = live.server.listenerRouter(auth: .tokens)
-                        try await Application(router: router).test(.router) { client in
-                            let created = try await client.e2b(
-                                .post, "/v2/sandboxes", key: acmeToken,
-                                json: #"{"templateID":"base","metadata":{"k":"v"},"timeout":600}"#)
-                            #expect(created.status == .created, "\(String(buffer: created.body))")
-                            let body = try JSONDecoder().decode(JSONValue.self, from: Data(buffer: created.body))
-                            let idText = try #require(body["sandboxID"]?.stringValue)
-                            let accessToken = try #require(body["envdAccessToken"]?.stringValue)
-                            let id = try #require(SandboxID(idText))
-                            // On the worker's engine host, not the control plane's.
-                            #expect(try await host.server.provisioner.list(tenant: Self.acme).map(\.id) == [id])
-                            #expect(try await control.server.provisioner.list(tenant: Self.acme).isEmpty)
+        try await Self.withLinkedWorker { linked in
+            let (control, host, live, acmeToken) = (linked.control, linked.host, linked.live, linked.acmeToken)
+            let router = live.server.listenerRouter(auth: .tokens)
+            try await Application(router: router).test(.router) { client in
+                let created = try await client.e2b(
+                    .post, "/v2/sandboxes", key: acmeToken,
+                    json: #"{"templateID":"base","metadata":{"k":"v"},"timeout":600}"#)
+                #expect(created.status == .created, "\(String(buffer: created.body))")
+                let body = try JSONDecoder().decode(JSONValue.self, from: Data(buffer: created.body))
+                let idText = try #require(body["sandboxID"]?.stringValue)
+                let accessToken = try #require(body["envdAccessToken"]?.stringValue)
+                let id = try #require(SandboxID(idText))
+                // On the worker's engine host, not the control plane's.
+                #expect(try await host.server.provisioner.list(tenant: Self.acme).map(\.id) == [id])
+                #expect(try await control.server.provisioner.list(tenant: Self.acme).isEmpty)
 
-                            // envd's calls, with the sandbox's access token, which the worker checks.
-                            let made = try await client.envd(
-                                "/filesystem.Filesystem/MakeDir", sandbox: idText, token: accessToken,
-                                json: #"{"path":"/tmp/from-e2b"}"#)
-                            #expect(made.status == .ok, "\(String(buffer: made.body))")
-                            let stat = try await client.envd(
-                                "/filesystem.Filesystem/Stat", sandbox: idText, token: accessToken,
-                                json: #"{"path":"/tmp/from-e2b"}"#)
-                            #expect(String(buffer: stat.body).contains("FILE_TYPE_DIRECTORY"))
-                            let refused = try await client.envd(
-                                "/filesystem.Filesystem/Stat", sandbox: idText, token: acmeToken,
-                                json: #"{"path":"/tmp"}"#)
-                            #expect(refused.status == .unauthorized)
-                            let file = try await client.envd(
-                                "/files?path=/etc/hostname", sandbox: idText, token: accessToken, method: .get)
-                            #expect(file.status == .ok)
-                            #expect(String(buffer: file.body).contains("sandbox"))
-                            let health = try await client.envd("/health", sandbox: idText, token: nil, method: .get)
-                            #expect(health.status == .noContent)
+                // envd's calls, with the sandbox's access token, which the worker checks.
+                let made = try await client.envd(
+                    "/filesystem.Filesystem/MakeDir", sandbox: idText, token: accessToken,
+                    json: #"{"path":"/tmp/from-e2b"}"#)
+                #expect(made.status == .ok, "\(String(buffer: made.body))")
+                let stat = try await client.envd(
+                    "/filesystem.Filesystem/Stat", sandbox: idText, token: accessToken,
+                    json: #"{"path":"/tmp/from-e2b"}"#)
+                #expect(String(buffer: stat.body).contains("FILE_TYPE_DIRECTORY"))
+                let refused = try await client.envd(
+                    "/filesystem.Filesystem/Stat", sandbox: idText, token: acmeToken,
+                    json: #"{"path":"/tmp"}"#)
+                #expect(refused.status == .unauthorized)
+                let file = try await client.envd(
+                    "/files?path=/etc/hostname", sandbox: idText, token: accessToken, method: .get)
+                #expect(file.status == .ok)
+                #expect(String(buffer: file.body).contains("sandbox"))
+                let health = try await client.envd("/health", sandbox: idText, token: nil, method: .get)
+                #expect(health.status == .noContent)
 
-                            // E2B's control plane by id, and its listing, as the tenant's.
-                            let listed = try await client.e2b(.get, "/v2/sandboxes?metadata=k%3Dv", key: acmeToken)
-                            #expect(String(buffer: listed.body).contains(idText), "\(String(buffer: listed.body))")
-                            let detail = try await client.e2b(.get, "/sandboxes/\(idText)", key: acmeToken)
-                            #expect(detail.status == .ok)
-                            #expect(String(buffer: detail.body).contains(accessToken))
-                            let connected = try await client.e2b(
-                                .post, "/v2/sandboxes/\(idText)/connect", key: acmeToken, json: #"{"timeout":900}"#)
-                            #expect(connected.status == .ok, "\(String(buffer: connected.body))")
-                            // Another tenant's key reaches nothing of it.
-                            let other = try await client.e2b(.get, "/sandboxes/\(idText)", key: control.tokenB)
-                            #expect(other.status == .notFound)
-                            #expect(
-                                !String(buffer: try await client.e2b(.get, "/v2/sandboxes", key: control.tokenB).body)
-                                    .contains(idText))
+                // E2B's control plane by id, and its listing, as the tenant's.
+                let listed = try await client.e2b(.get, "/v2/sandboxes?metadata=k%3Dv", key: acmeToken)
+                #expect(String(buffer: listed.body).contains(idText), "\(String(buffer: listed.body))")
+                let detail = try await client.e2b(.get, "/sandboxes/\(idText)", key: acmeToken)
+                #expect(detail.status == .ok)
+                #expect(String(buffer: detail.body).contains(accessToken))
+                let connected = try await client.e2b(
+                    .post, "/v2/sandboxes/\(idText)/connect", key: acmeToken, json: #"{"timeout":900}"#)
+                #expect(connected.status == .ok, "\(String(buffer: connected.body))")
+                // Another tenant's key reaches nothing of it.
+                let other = try await client.e2b(.get, "/sandboxes/\(idText)", key: control.tokenB)
+                #expect(other.status == .notFound)
+                #expect(
+                    !String(buffer: try await client.e2b(.get, "/v2/sandboxes", key: control.tokenB).body)
+                        .contains(idText))
 
-                            let killed = try await client.e2b(.delete, "/sandboxes/\(idText)", key: acmeToken)
-                            #expect(killed.status == .noContent)
-                            #expect(try await host.server.provisioner.list(tenant: Self.acme).isEmpty)
-                            let gone = try await client.e2b(.get, "/sandboxes/\(idText)", key: acmeToken)
-                            #expect(gone.status == .notFound)
-                        }
-                    }
-                }
+                let killed = try await client.e2b(.delete, "/sandboxes/\(idText)", key: acmeToken)
+                #expect(killed.status == .noContent)
+                #expect(try await host.server.provisioner.list(tenant: Self.acme).isEmpty)
+                let gone = try await client.e2b(.get, "/sandboxes/\(idText)", key: acmeToken)
+                #expect(gone.status == .notFound)
             }
         }
     }

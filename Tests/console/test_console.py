@@ -196,7 +196,7 @@ def test_operator_sees_every_tenant_and_the_workers():
     # and its pool of `base` (no target: 0 ready of 0), refreshed in place.
     worker = os.environ["CONSOLE_WORKER"]
     wait_for(lambda: worker in page.text() and "connected" in page.text(), 60, what="the worker that dialled in")
-    assert "group default" in page.text(), page.text()
+    assert "group console" in page.text(), page.text()
     assert page.find_all("#chart-claims svg"), "no claim latency chart"
     page.screenshot("12-pools-operator")
     no_console_errors(page)

@@ -78,7 +78,8 @@ public struct WorkerAgent: Service {
         // (a listing under load can take seconds) never makes a live worker look silent.
         let refresher = Task { [self] in
             while !Task.isCancelled {
-                snapshot.set(await computeStatus())
+                let started = ContinuousClock.now
+                snapshot.set(await computeStatus(), started: started)
                 try? await Task.sleep(for: .seconds(1))
             }
         }
@@ -289,13 +290,16 @@ public struct WorkerAgent: Service {
     }
 
     /// The heartbeat's answer: the latest snapshot (at most a second or so old), with the link's
-    /// epoch and group as they are now.
+    /// epoch and group as they are now. The first on a new link is taken fresh: a control plane
+    /// that restarted learns every sandbox from it, one made a moment before included.
     func status() async -> WorkerStatus {
         var status: WorkerStatus
-        if let latest = snapshot.get() {
+        if let latest = snapshot.get(takenAfter: epoch.since()) {
             status = latest
         } else {
+            let started = ContinuousClock.now
             status = await computeStatus()
+            snapshot.set(status, started: started)
         }
         status.epoch = epoch.get() ?? 0
         status.group = group.get() ?? settings.group ?? WorkerGroup.defaultName
@@ -340,12 +344,13 @@ final class StreamPresenceHandler: ChannelInboundHandler, RemovableChannelHandle
     }
 }
 
-/// The epoch of a worker's link that is up now, if one is.
+/// The epoch of a worker's link that is up now, if one is, and since when.
 final class LinkEpoch: Sendable {
-    private let value = Mutex<Int64?>(nil)
+    private let value = Mutex<(epoch: Int64?, since: ContinuousClock.Instant)>((nil, .now))
 
-    func get() -> Int64? { value.withLock { $0 } }
-    func set(_ epoch: Int64?) { value.withLock { $0 = epoch } }
+    func get() -> Int64? { value.withLock { $0.epoch } }
+    func since() -> ContinuousClock.Instant { value.withLock { $0.since } }
+    func set(_ epoch: Int64?) { value.withLock { $0 = (epoch, .now) } }
 }
 
 /// The group the control plane admitted a worker's link to.
@@ -356,10 +361,20 @@ final class LinkGroup: Sendable {
     func set(_ group: String?) { value.withLock { $0 = group } }
 }
 
-/// The worker's latest status, refreshed in the background.
+/// The worker's latest status, refreshed in the background, and when its computing began.
 final class StatusSnapshot: Sendable {
-    private let value = Mutex<WorkerStatus?>(nil)
+    private let value = Mutex<(status: WorkerStatus, started: ContinuousClock.Instant)?>(nil)
 
-    func get() -> WorkerStatus? { value.withLock { $0 } }
-    func set(_ status: WorkerStatus) { value.withLock { $0 = status } }
+    /// The latest status whose computing began after `instant`, if there is one.
+    func get(takenAfter instant: ContinuousClock.Instant) -> WorkerStatus? {
+        value.withLock { $0.flatMap { $0.started > instant ? $0.status : nil } }
+    }
+
+    func set(_ status: WorkerStatus, started: ContinuousClock.Instant) {
+        value.withLock { current in
+            // A slower computation that began earlier does not replace a newer one.
+            if let current, current.started > started { return }
+            current = (status, started)
+        }
+    }
 }
