@@ -456,6 +456,15 @@ struct WorkerLinkTests {
                     !String(buffer: try await client.e2b(.get, "/v2/sandboxes", key: control.tokenB).body)
                         .contains(idText))
 
+                // corral's own paths never reach the worker as envd's calls, whatever the headers
+                // say: there the link serves its status and pool targets to the control plane.
+                for (method, path) in [(HTTPRequest.Method.get, "/v1/worker/status"), (.put, "/v1/worker/pools")] {
+                    let sneaked = try await client.envd(
+                        path, sandbox: idText, token: accessToken, json: #"{"targets":[]}"#, method: method)
+                    #expect(sneaked.status != .ok, "\(method) \(path) reached the worker")
+                    #expect(!String(buffer: sneaked.body).contains("maxSandboxes"))
+                }
+
                 let killed = try await client.e2b(.delete, "/sandboxes/\(idText)", key: acmeToken)
                 #expect(killed.status == .noContent)
                 #expect(try await host.server.provisioner.list(tenant: Self.acme).isEmpty)

@@ -17,6 +17,10 @@ struct E2BWorkerRouting: RouterMiddleware {
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws
         -> Response
     {
+        // Corral's own paths are never E2B's: one that reached E2B's catch-all (a method no route
+        // of corral's takes) must not go to a worker, where the link may serve it.
+        let path = request.uri.path
+        guard path != "/v1", !path.hasPrefix("/v1/") else { return try await next(request, context) }
         if let idText = E2BHeaders.value(request, "e2b-sandbox-id") {
             guard let id = SandboxID(idText) else { return try await next(request, context) }
             switch fleet.route(id) {
@@ -24,7 +28,10 @@ struct E2BWorkerRouting: RouterMiddleware {
                 return try await next(request, context)
             case .worker(_, let link):
                 do {
-                    return try await Self.forward(request, context: context, tenant: .local, link: link)
+                    // As the sandbox's own tenant, never the operator: envd's calls carry no key,
+                    // only the sandbox's access token, which the worker checks.
+                    guard let owner = fleet.tenant(of: id) else { return try await next(request, context) }
+                    return try await Self.forward(request, context: context, tenant: owner, link: link)
                 } catch {
                     return E2BAPIError(converting: error).response
                 }

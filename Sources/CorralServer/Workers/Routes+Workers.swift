@@ -36,7 +36,8 @@ struct WorkerLinkScope: RouterMiddleware {
         // E2B's: its sandboxes (the tenant named by the control plane), and envd's calls for a
         // sandbox named in E2b-Sandbox-Id (its access token checked here). Both on this link's
         // epoch only.
-        if Self.matches(path, Self.e2bControl) || E2BHeaders.value(request, "e2b-sandbox-id") != nil {
+        let corralPath = path == "/v1" || path.hasPrefix("/v1/")
+        if Self.matches(path, Self.e2bControl) || (!corralPath && E2BHeaders.value(request, "e2b-sandbox-id") != nil) {
             try AuthMiddleware.checkEpoch(request, currentEpoch: currentEpoch)
             return try await next(request, context)
         }

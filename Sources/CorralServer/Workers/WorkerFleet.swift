@@ -366,6 +366,11 @@ public final class WorkerFleet: Sendable {
         }
     }
 
+    /// Whose sandbox `id` on a worker is.
+    func tenant(of id: SandboxID) -> TenantID? {
+        state.withLock { $0.placements[id]?.tenant }
+    }
+
     func forget(_ id: SandboxID) {
         state.withLock { state in
             state.placements[id] = nil
