@@ -183,29 +183,27 @@ struct WorkerSuite: BenchSuite {
             }
             samples.append(ms)
         }
-        var linkExecute = Samples(), directExecute = Samples(), linkStream = Samples(), directStream = Samples()
-        for run in 0..<runs {
-            if run.isMultiple(of: 2) {
-                try await execute(viaLink, into: &linkExecute)
-                try await execute(direct, into: &directExecute)
-            } else {
-                try await execute(direct, into: &directExecute)
-                try await execute(viaLink, into: &linkExecute)
+        /// `measure` `runs` times with each client, alternating which goes first.
+        func alternating(_ runs: Int, _ measure: (CorralClient, inout Samples) async throws -> Void) async throws
+            -> (link: Samples, direct: Samples)
+        {
+            var linkSamples = Samples(), directSamples = Samples()
+            for run in 0..<runs {
+                if run.isMultiple(of: 2) {
+                    try await measure(viaLink, &linkSamples)
+                    try await measure(direct, &directSamples)
+                } else {
+                    try await measure(direct, &directSamples)
+                    try await measure(viaLink, &linkSamples)
+                }
             }
+            return (linkSamples, directSamples)
         }
-        for run in 0..<streams {
-            if run.isMultiple(of: 2) {
-                try await stream(viaLink, into: &linkStream)
-                try await stream(direct, into: &directStream)
-            } else {
-                try await stream(direct, into: &directStream)
-                try await stream(viaLink, into: &linkStream)
-            }
-        }
+        let (linkExecute, directExecute) = try await alternating(runs, execute)
+        let (linkStream, directStream) = try await alternating(streams, stream)
 
         // A warm create on the worker to its first execute, each way, from a full pool each time.
         let warmRuns = context.quick ? 4 : 16
-        var linkWarm = Samples(), directWarm = Samples()
         guard let pool = worker.runner.pools.first else { throw CorralError(.internalError, "no warm pool") }
         func warmCreate(_ client: CorralClient, into samples: inout Samples) async throws {
             _ = try await pool.waitForStatus { $0.idle >= 2 }
@@ -219,15 +217,7 @@ struct WorkerSuite: BenchSuite {
             guard made.path == "warm" else { throw CorralError(.internalError, "a create missed the warm pool") }
             try await client.removeSandbox(made.id)
         }
-        for run in 0..<warmRuns {
-            if run.isMultiple(of: 2) {
-                try await warmCreate(viaLink, into: &linkWarm)
-                try await warmCreate(direct, into: &directWarm)
-            } else {
-                try await warmCreate(direct, into: &directWarm)
-                try await warmCreate(viaLink, into: &linkWarm)
-            }
-        }
+        let (linkWarm, directWarm) = try await alternating(warmRuns, warmCreate)
 
         // A call whose reader stopped: an exec whose 64 MiB of output nobody reads holds its
         // stream's window full; the other calls on the link go on. (The command then sleeps: its

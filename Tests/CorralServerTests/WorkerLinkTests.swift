@@ -108,90 +108,82 @@ struct WorkerLinkTests {
 
     @Test("a tenant bound to a group gets its sandboxes on that group's worker, and every call reaches them")
     func placedAndForwarded() async throws {
-        try await ServerFixture.with { control in
-            try await ServerFixture.with { host in
-                let acmeToken = try control.server.tenants.add(Self.acme, groups: ["vpc"])
-                let workerToken = try WorkerTokenRegistry(stateDirectory: control.state).add(group: "vpc").token
-                try await LiveServer.with(control, configure: { $0.workers = Self.settings() }) { live in
-                    let fleet = try #require(live.server.fleet)
-                    try await Self.withWorker(host, url: try #require(live.workerURL), token: workerToken) { _ in
-                        let worker = try await Self.waitConnected(fleet, "w1")
-                        #expect(worker.group == "vpc")
-                        #expect(worker.protocol == 1)
-                        #expect(worker.capacity?.maxSandboxes == 64)
+        try await Self.withLinkedWorker { linked in
+            let (control, host, live, acmeToken) = (linked.control, linked.host, linked.live, linked.acmeToken)
+            let worker = try #require(linked.fleet.summaries().first { $0.name == "w1" })
+            #expect(worker.group == "vpc")
+            #expect(worker.protocol == 1)
+            #expect(worker.capacity?.maxSandboxes == 64)
 
-                        let endpoint = try HTTPEndpoint(parsing: "http://127.0.0.1:\(live.port)")
-                        let acme = try CorralClient(endpoint: endpoint, token: acmeToken)
-                        let unbound = try CorralClient(endpoint: endpoint, token: control.tokenA)
-                        let other = try CorralClient(endpoint: endpoint, token: control.tokenB)
-                        defer {
-                            acme.shutdown()
-                            unbound.shutdown()
-                            other.shutdown()
-                        }
-                        let created = try await acme.createSandbox(CreateSandboxRequest())
-                        // It runs on the worker's engine host, not on the control plane's.
-                        #expect(try await host.server.provisioner.list(tenant: Self.acme).map(\.id) == [created.id])
-                        #expect(try await control.server.provisioner.list(tenant: Self.acme).isEmpty)
-                        #expect(try await acme.sandbox(created.id).worker == "w1")
-                        let listed = try await acme.listSandboxes()
-                        #expect(listed.map(\.id) == [created.id])
-                        #expect(listed.first?.worker == "w1")
-
-                        // Streamed exec, a tool call, files both ways, a detached command.
-                        let output = Mutex("")
-                        let status = try await acme.exec(
-                            created.id, SandboxCommand(["sh", "-c", "echo out; echo err >&2; exit 3"])
-                        ) { _, bytes in output.withLock { $0 += String(decoding: bytes, as: UTF8.self) } }
-                        #expect(status.exitCode == 3)
-                        #expect(output.withLock { $0 }.contains("out"))
-                        #expect(output.withLock { $0 }.contains("err"))
-                        let tool = try await acme.execute(
-                            created.id, tool: "bash", input: .object(["command": .string("echo tool call")]))
-                        #expect(tool.text.contains("tool call"))
-                        let payload = (0..<200_000).map { _ in UInt8.random(in: 0...255) }
-                        try await acme.writeFile(
-                            created.id, path: "/tmp/blob",
-                            contents: AsyncThrowingStream {
-                                $0.yield(payload); $0.finish()
-                            })
-                        let back = Mutex<[UInt8]>([])
-                        _ = try await acme.readFile(created.id, path: "/tmp/blob") { chunk in
-                            back.withLock { $0 += chunk }
-                        }
-                        #expect(back.withLock { $0 } == payload)
-                        let detached = try await acme.startDetached(
-                            created.id, StartCommandRequest(SandboxCommand(["sleep", "30"])))
-                        #expect(try await acme.commands(created.id).contains { $0.id == detached.id })
-                        try await acme.signalCommand(created.id, detached.id, "KILL")
-
-                        // A sandbox bound to a session: the session is the control plane's.
-                        let session = try await acme.createSession()
-                        var bound = CreateSandboxRequest()
-                        bound.session = session.id.rawValue
-                        let withSession = try await acme.createSandbox(bound)
-                        #expect(try await acme.sandbox(withSession.id).labels["session"] == session.id.rawValue)
-                        try await acme.removeSandbox(withSession.id)
-                        bound.session = "sess-nope"
-                        await #expect(throws: CorralError.self) { try await acme.createSandbox(bound) }
-
-                        // Another tenant sees nothing of it, through the worker too.
-                        await #expect(throws: CorralError.self) { try await other.sandbox(created.id) }
-                        #expect(try await other.listSandboxes().isEmpty)
-
-                        // An unbound tenant is in the default group: the control plane's own host.
-                        let local = try await unbound.createSandbox(CreateSandboxRequest())
-                        #expect(
-                            try await control.server.provisioner.list(tenant: TenantID(unchecked: "tenant-a")).map(\.id)
-                                == [local.id])
-                        #expect(try await unbound.sandbox(local.id).worker == nil)
-
-                        try await acme.removeSandbox(created.id)
-                        #expect(try await host.server.provisioner.list(tenant: Self.acme).isEmpty)
-                        try await unbound.removeSandbox(local.id)
-                    }
-                }
+            let endpoint = try HTTPEndpoint(parsing: "http://127.0.0.1:\(live.port)")
+            let acme = try CorralClient(endpoint: endpoint, token: acmeToken)
+            let unbound = try CorralClient(endpoint: endpoint, token: control.tokenA)
+            let other = try CorralClient(endpoint: endpoint, token: control.tokenB)
+            defer {
+                acme.shutdown()
+                unbound.shutdown()
+                other.shutdown()
             }
+            let created = try await acme.createSandbox(CreateSandboxRequest())
+            // It runs on the worker's engine host, not on the control plane's.
+            #expect(try await host.server.provisioner.list(tenant: Self.acme).map(\.id) == [created.id])
+            #expect(try await control.server.provisioner.list(tenant: Self.acme).isEmpty)
+            #expect(try await acme.sandbox(created.id).worker == "w1")
+            let listed = try await acme.listSandboxes()
+            #expect(listed.map(\.id) == [created.id])
+            #expect(listed.first?.worker == "w1")
+
+            // Streamed exec, a tool call, files both ways, a detached command.
+            let output = Mutex("")
+            let status = try await acme.exec(
+                created.id, SandboxCommand(["sh", "-c", "echo out; echo err >&2; exit 3"])
+            ) { _, bytes in output.withLock { $0 += String(decoding: bytes, as: UTF8.self) } }
+            #expect(status.exitCode == 3)
+            #expect(output.withLock { $0 }.contains("out"))
+            #expect(output.withLock { $0 }.contains("err"))
+            let tool = try await acme.execute(
+                created.id, tool: "bash", input: .object(["command": .string("echo tool call")]))
+            #expect(tool.text.contains("tool call"))
+            let payload = (0..<200_000).map { _ in UInt8.random(in: 0...255) }
+            try await acme.writeFile(
+                created.id, path: "/tmp/blob",
+                contents: AsyncThrowingStream {
+                    $0.yield(payload); $0.finish()
+                })
+            let back = Mutex<[UInt8]>([])
+            _ = try await acme.readFile(created.id, path: "/tmp/blob") { chunk in
+                back.withLock { $0 += chunk }
+            }
+            #expect(back.withLock { $0 } == payload)
+            let detached = try await acme.startDetached(
+                created.id, StartCommandRequest(SandboxCommand(["sleep", "30"])))
+            #expect(try await acme.commands(created.id).contains { $0.id == detached.id })
+            try await acme.signalCommand(created.id, detached.id, "KILL")
+
+            // A sandbox bound to a session: the session is the control plane's.
+            let session = try await acme.createSession()
+            var bound = CreateSandboxRequest()
+            bound.session = session.id.rawValue
+            let withSession = try await acme.createSandbox(bound)
+            #expect(try await acme.sandbox(withSession.id).labels["session"] == session.id.rawValue)
+            try await acme.removeSandbox(withSession.id)
+            bound.session = "sess-nope"
+            await #expect(throws: CorralError.self) { try await acme.createSandbox(bound) }
+
+            // Another tenant sees nothing of it, through the worker too.
+            await #expect(throws: CorralError.self) { try await other.sandbox(created.id) }
+            #expect(try await other.listSandboxes().isEmpty)
+
+            // An unbound tenant is in the default group: the control plane's own host.
+            let local = try await unbound.createSandbox(CreateSandboxRequest())
+            #expect(
+                try await control.server.provisioner.list(tenant: TenantID(unchecked: "tenant-a")).map(\.id)
+                    == [local.id])
+            #expect(try await unbound.sandbox(local.id).worker == nil)
+
+            try await acme.removeSandbox(created.id)
+            #expect(try await host.server.provisioner.list(tenant: Self.acme).isEmpty)
+            try await unbound.removeSandbox(local.id)
         }
     }
 
