@@ -92,8 +92,10 @@ min_idle = 2
 [[templates]]
 name = "code-interpreter-v1"
 image = "$INTERPRETER_IMAGE"
-# The server is detached on purpose (setsid), then waited for: a member is idle with it up.
-setup = ["setsid python3 /opt/corral/kernel.py </dev/null >/dev/null 2>&1 &", "python3 /opt/corral/kernel.py --wait"]
+# The server is detached on purpose (setsid), then waited for in the same command: a member is
+# idle with it up. (As two commands, the first ended at once and corral-init stopped what was
+# left of its process group, which could catch the server before setsid moved it out.)
+setup = ["setsid python3 /opt/corral/kernel.py </dev/null >/dev/null 2>&1 & exec python3 /opt/corral/kernel.py --wait"]
 
 [templates.pool]
 min_idle = 1
