@@ -230,14 +230,16 @@ struct WorkerSuite: BenchSuite {
             endpoint: try HTTPEndpoint(parsing: try address("control")), token: controlToken)
         defer { stalledClient.shutdown() }
         let stalledSandbox = try await viaLink.createSandbox(request)
-        let released = Mutex(false)
+        // The handler waits on this gate, which opens when the reader is released.
+        let (release, releaser) = AsyncStream<Void>.makeStream()
+        let gate = Task { for await _ in release {} }
         let received = Mutex(0)
         let stalled = Task {
             try await stalledClient.exec(
                 stalledSandbox.id, SandboxCommand(["sh", "-c", "head -c 67108864 /dev/zero; exec sleep 3600"])
             ) { _, bytes in
                 received.withLock { $0 += bytes.count }
-                while !released.withLock({ $0 }) { try await Task.sleep(for: .milliseconds(50)) }
+                await gate.value
             }
         }
         // Until its windows are full and it stalls.
@@ -248,7 +250,7 @@ struct WorkerSuite: BenchSuite {
         }
         var besideStall = Samples()
         for _ in 0..<stallRuns { try await execute(viaLink, into: &besideStall) }
-        released.withLock { $0 = true }
+        releaser.finish()
         try await viaLink.removeSandbox(stalledSandbox.id)
         _ = try? await stalled.value
         try await viaLink.removeSandbox(created.id)

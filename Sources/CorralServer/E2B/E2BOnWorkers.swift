@@ -23,7 +23,8 @@ struct E2BWorkerRouting: RouterMiddleware {
         guard path != "/v1", !path.hasPrefix("/v1/") else { return try await next(request, context) }
         if let idText = E2BHeaders.value(request, "e2b-sandbox-id") {
             guard let id = SandboxID(idText) else { return try await next(request, context) }
-            switch fleet.route(id) {
+            let route = fleet.route(id)
+            switch route {
             case .local:
                 return try await next(request, context)
             case .worker(_, let link):
@@ -36,7 +37,7 @@ struct E2BWorkerRouting: RouterMiddleware {
                     return E2BAPIError(converting: error).response
                 }
             case .down(let name), .lost(let name):
-                return Self.unreachable(id, worker: name, route: fleet.route(id)).response
+                return Self.unreachable(id, worker: name, route: route).response
             }
         }
         guard let id = Self.sandboxInPath(request.uri.path) else { return try await next(request, context) }
