@@ -175,6 +175,7 @@ let package = Package(
                     "-static-stdlib", "-Xlinker", "--start-group", "-lFoundation", "-lFoundationEssentials",
                     "-lFoundationInternationalization", "-lCoreFoundation", "-l_FoundationICU", "-l_FoundationCShims",
                     "-l_FoundationCollections", "-Xlinker", "--end-group", "-lstdc++", "-Xclang-linker", "-no-pie",
+                    "-Xlinker", "--no-export-dynamic",
                 ])
             ]),
         .executableTarget(name: "corral-bench", dependencies: ["CorralBench"]),

@@ -35,6 +35,14 @@ public struct CorralCommand: AsyncParsableCommand {
 
     /// Runs the command line. Errors print as one line on stderr (`corral: what went wrong`),
     /// then a `hint:` line when there is something to do about it, and exit non-zero.
+    /// Answers `--version` (and `version`) before the command tree is built and logging set
+    /// up: a script's version check should cost only the process's start. Returns otherwise.
+    public static func answerAtOnce(_ arguments: [String]) {
+        guard arguments == ["--version"] || arguments == ["version"] else { return }
+        print("corral \(CorralVersion.current)")
+        Foundation.exit(0)
+    }
+
     public static func runAndExit(arguments: [String]? = nil) async -> Never {
         bootstrapLogging()
         do {

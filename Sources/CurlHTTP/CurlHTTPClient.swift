@@ -1,12 +1,14 @@
 import CorralCore
 import Logging
+import Synchronization
 
 /// HTTP/1.1 through libcurl to one endpoint: a unix socket, TCP, or TLS with client
 /// certificates.
 ///
 /// Responses stream as async sequences; request bodies may stream too. Cancelling the task
 /// that waits on a request aborts its transfer at once. The client owns one event-loop thread
-/// (see `CurlEventLoop`); call `shutdown()` when done with it.
+/// (see `CurlEventLoop`), started with its first curl transfer; call `shutdown()` when done.
+/// With `directUnixSocket`, plain requests to a unix socket skip libcurl (`SocketTransfer`).
 public final class CurlHTTPClient: Sendable {
     public struct Configuration: Sendable {
         public var connectTimeout: Duration = .seconds(10)
@@ -18,29 +20,48 @@ public final class CurlHTTPClient: Sendable {
         public var maxConnections: Int = 16
         /// Largest body `execute` buffers in memory.
         public var maxBufferedResponse: Int = 64 << 20
+        /// Requests to a unix socket whose body is in memory (or absent) go over the socket
+        /// directly, one connection each, without loading libcurl: for a short-lived command
+        /// line, loading libcurl costs more than its call. Streamed uploads and connections an
+        /// endpoint takes over (`forbidReuse`) still go through libcurl.
+        public var directUnixSocket = false
 
         public init() {}
     }
 
     public let endpoint: HTTPEndpoint
     public let configuration: Configuration
-    private let loop: CurlEventLoop
+    /// Started by the first curl transfer: libcurl is loaded then, not before.
+    private let loop = Mutex<(loop: CurlEventLoop?, stopped: Bool)>((nil, false))
     private let logger: Logger
 
     public init(endpoint: HTTPEndpoint, configuration: Configuration = Configuration(), logger: Logger? = nil) throws {
         self.endpoint = endpoint
         self.configuration = configuration
         self.logger = logger ?? Logger(label: "corral.http")
-        self.loop = try CurlEventLoop(maxConnections: configuration.maxConnections)
+        if !configuration.directUnixSocket { _ = try curlLoop() }
     }
 
     deinit {
-        loop.stop()
+        loop.withLock { $0.loop?.stop() }
     }
 
     /// Stops the event-loop thread. Requests in flight end with a cancellation error.
     public func shutdown() {
-        loop.stop()
+        loop.withLock { state in
+            state.stopped = true
+            state.loop?.stop()
+        }
+    }
+
+    private func curlLoop() throws -> CurlEventLoop {
+        try loop.withLock { state in
+            if let loop = state.loop { return loop }
+            let loop = try CurlEventLoop(maxConnections: configuration.maxConnections)
+            if state.stopped { loop.stop() }
+            state.loop = loop
+            return loop
+        }
     }
 
     /// Sends `request` and hands the response head and a streaming body to `body`. The
@@ -51,6 +72,12 @@ public final class CurlHTTPClient: Sendable {
         _ body: (HTTPResponseHead, HTTPResponseBody) async throws -> T
     ) async throws -> T {
         try Task.checkCancellation()
+        if configuration.directUnixSocket, case .unixSocket(let path) = endpoint, !request.forbidReuse,
+            !request.body.isStream
+        {
+            return try await direct(request, path: path, body)
+        }
+        let loop = try curlLoop()
         let transfer = try CurlTransfer(request: request, endpoint: endpoint, configuration: configuration)
         logger.trace("http request", metadata: ["method": "\(request.method)", "path": "\(request.path)"])
         return try await withTaskCancellationHandler {
@@ -61,7 +88,7 @@ public final class CurlHTTPClient: Sendable {
                 loop.add(transfer)
                 do {
                     let head = try await transfer.head()
-                    let result = try await body(head, HTTPResponseBody(transfer: transfer))
+                    let result = try await body(head, HTTPResponseBody(source: transfer))
                     transfer.cancel()
                     group.cancelAll()
                     return result
@@ -70,6 +97,27 @@ public final class CurlHTTPClient: Sendable {
                     group.cancelAll()
                     throw error
                 }
+            }
+        } onCancel: {
+            transfer.cancel()
+        }
+    }
+
+    private func direct<T: Sendable>(
+        _ request: HTTPRequest, path: String, _ body: (HTTPResponseHead, HTTPResponseBody) async throws -> T
+    ) async throws -> T {
+        let transfer = SocketTransfer(
+            request: request, path: path, endpoint: endpoint, highWater: configuration.responseBufferLimit)
+        logger.trace("http request", metadata: ["method": "\(request.method)", "path": "\(request.path)"])
+        return try await withTaskCancellationHandler {
+            transfer.start()
+            do {
+                let result = try await body(try await transfer.head(), HTTPResponseBody(source: transfer))
+                transfer.cancel()
+                return result
+            } catch {
+                transfer.cancel()
+                throw error
             }
         } onCancel: {
             transfer.cancel()
@@ -98,16 +146,16 @@ public final class CurlHTTPClient: Sendable {
 /// A response body as it arrives, in chunks. Read it once.
 public struct HTTPResponseBody: AsyncSequence, Sendable {
     public typealias Element = [UInt8]
-    let transfer: CurlTransfer
+    let source: any ResponseSource
 
     public struct AsyncIterator: AsyncIteratorProtocol {
-        let transfer: CurlTransfer
+        let source: any ResponseSource
         public mutating func next() async throws -> [UInt8]? {
-            try await transfer.nextChunk()
+            try await source.nextChunk()
         }
     }
 
-    public func makeAsyncIterator() -> AsyncIterator { AsyncIterator(transfer: transfer) }
+    public func makeAsyncIterator() -> AsyncIterator { AsyncIterator(source: source) }
 
     /// Reads the rest of the body, up to `limit` bytes.
     public func collect(upTo limit: Int) async throws -> [UInt8] {
@@ -119,5 +167,20 @@ public struct HTTPResponseBody: AsyncSequence, Sendable {
             data.append(contentsOf: chunk)
         }
         return data
+    }
+}
+
+/// Where a response body's chunks come from: a curl transfer or a direct socket exchange.
+protocol ResponseSource: Sendable {
+    /// The next piece of the body; nil at its end.
+    func nextChunk() async throws -> [UInt8]?
+}
+
+extension CurlTransfer: ResponseSource {}
+
+extension HTTPRequestBody {
+    var isStream: Bool {
+        if case .stream = self { return true }
+        return false
     }
 }

@@ -1,3 +1,4 @@
 import CorralCLI
 
+CorralCommand.answerAtOnce(Array(CommandLine.arguments.dropFirst()))
 await CorralCommand.runAndExit()
