@@ -9,7 +9,8 @@ import Foundation
 /// `corral serve` with a worker port and no sandboxes of its own, and `corral worker`s that dial
 /// it on loopback, all on this machine's engine. Its resident memory is read from /proc after
 /// each worker connects and after each batch of sandboxes placed on them, beside what each
-/// worker process itself holds.
+/// worker process itself holds. And the same load (cold creates, then executes) with one
+/// worker connected and with three.
 struct FleetSuite: BenchSuite {
     static let name = "fleet"
     static let summary = "control-plane memory per connected worker and per sandbox on a worker, beside a worker's own"
@@ -72,9 +73,13 @@ struct FleetSuite: BenchSuite {
             let token = try BenchProcess.output(
                 corral, ["worker", "token", "add", "--group", "default"], environment: controlEnvironment)
             try await Task.sleep(for: .seconds(2))
+            let client = try CorralClient(
+                endpoint: .unixSocket(path: control.appendingPathComponent("corral.sock").path))
+            defer { client.shutdown() }
             var perWorker = Samples()
             var workerRSS = Samples()
             var workers: [ChildProcess] = []
+            var throughput: [Int: Throughput] = [:]
             for (index, state) in workerStates.enumerated() {
                 let before = try Self.residentKiB(service.pid)
                 var environment = base
@@ -92,11 +97,11 @@ struct FleetSuite: BenchSuite {
                 try await Task.sleep(for: .seconds(3))
                 perWorker.append(Double(try Self.residentKiB(service.pid) - before) / 1024)
                 workerRSS.append(Double(try Self.residentKiB(worker.pid)) / 1024)
+                // Three workers against one: the same load with one worker connected, then three.
+                if index == 0 || index == 2 {
+                    throughput[index + 1] = try await Self.throughput(client, quick: context.quick)
+                }
             }
-
-            let client = try CorralClient(
-                endpoint: .unixSocket(path: control.appendingPathComponent("corral.sock").path))
-            defer { client.shutdown() }
             var perSandbox = Samples()
             var workerPerSandbox = Samples()
             var created: [SandboxID] = []
@@ -120,9 +125,28 @@ struct FleetSuite: BenchSuite {
             }
             for id in created { try await client.removeSandbox(id) }
             await tearDown()
+            let (one, three) = (throughput[1] ?? Throughput(), throughput[3] ?? Throughput())
+            let scaling = [
+                "scaling, three workers against one: cold creates \(Self.ratio(three.createsPerSecond, one.createsPerSecond)), executes \(Self.ratio(three.executesPerSecond, one.executesPerSecond))",
+                "three against one: \(Throughput.creates) cold creates at concurrency 6, then 32 callers executing `true` for \(Throughput.seconds(quick: context.quick)) s, through the control plane; all workers share this machine's one engine and two cores, so the factor shows what the control plane's placement and links cost, not what more hosts add",
+            ]
             return SuiteReport(
                 suite: Self.name,
                 comparisons: [
+                    Comparison(
+                        metric: "cold creates through the control plane, concurrency 6",
+                        measurements: [
+                            Measurement(subject: "1 worker", unit: "creates/s", samples: one.createRate),
+                            Measurement(subject: "3 workers", unit: "creates/s", samples: three.createRate),
+                            Measurement(subject: "1 worker, latency", unit: "ms", samples: one.createLatency),
+                            Measurement(subject: "3 workers, latency", unit: "ms", samples: three.createLatency),
+                        ], targets: []),
+                    Comparison(
+                        metric: "executes through the control plane, concurrency 32",
+                        measurements: [
+                            Measurement(subject: "1 worker", unit: "executes/s", samples: one.executeRate),
+                            Measurement(subject: "3 workers", unit: "executes/s", samples: three.executeRate),
+                        ], targets: []),
                     Comparison(
                         metric: "resident memory per connected worker",
                         measurements: [
@@ -140,12 +164,82 @@ struct FleetSuite: BenchSuite {
                     "\(workerCount) `corral worker` processes dial one `corral serve` on loopback (plain HTTP/2 after the upgrade), all on this machine's engine; heartbeats every 1 s",
                     "VmRSS from /proc, read 3 s after each worker connected and after each batch of \(batchSize) cold creates through the control plane; one sample per worker and per batch",
                     "resident memory moves in allocator-sized steps: a single sample can be 0 or several hundred KiB; read the median",
-                    "not measured: three workers against one (every engine here shares this machine's two cores, so it would measure the cores, not the fleet)",
-                ])
+                ] + scaling)
         } catch {
             await tearDown()
             throw error
         }
+    }
+
+    /// What one load on the fleet as it is achieved: cold creates at concurrency 6, then 32
+    /// callers executing `true` round-robin on those sandboxes, which are then removed.
+    struct Throughput {
+        static let creates = 12
+        static func seconds(quick: Bool) -> Int { quick ? 1 : 3 }
+
+        var createRate = Samples()
+        var createLatency = Samples()
+        var executeRate = Samples()
+
+        var createsPerSecond: Double { createRate.median }
+        var executesPerSecond: Double { executeRate.median }
+    }
+
+    static func throughput(_ client: CorralClient, quick: Bool) async throws -> Throughput {
+        var result = Throughput()
+        let started = ContinuousClock.now
+        let created = try await withThrowingTaskGroup(of: (SandboxID, Double).self) { group in
+            var next = 0
+            func create() {
+                next += 1
+                group.addTask {
+                    let begin = ContinuousClock.now
+                    var request = CreateSandboxRequest()
+                    request.template = "bench"
+                    let id = try await client.createSandbox(request).id
+                    return (id, (ContinuousClock.now - begin).benchMilliseconds)
+                }
+            }
+            for _ in 0..<6 { create() }
+            var created: [(SandboxID, Double)] = []
+            while let one = try await group.next() {
+                created.append(one)
+                if next < Throughput.creates { create() }
+            }
+            return created
+        }
+        result.createRate.append(Double(created.count) / (ContinuousClock.now - started).benchSeconds)
+        for (_, milliseconds) in created { result.createLatency.append(milliseconds) }
+        let ids = created.map(\.0)
+        // Per-second counts of executes that completed, over the window.
+        let windows = Throughput.seconds(quick: quick)
+        let begin = ContinuousClock.now
+        let deadline = begin + .seconds(windows)
+        let counts = try await withThrowingTaskGroup(of: [Int].self) { group in
+            for caller in 0..<32 {
+                let id = ids[caller % ids.count]
+                group.addTask {
+                    var counts = [Int](repeating: 0, count: windows)
+                    while ContinuousClock.now < deadline {
+                        _ = try await client.execute(id, tool: "bash", input: .object(["command": .string("true")]))
+                        let second = Int((ContinuousClock.now - begin).benchSeconds)
+                        if second < windows { counts[second] += 1 }
+                    }
+                    return counts
+                }
+            }
+            var total = [Int](repeating: 0, count: windows)
+            for try await counts in group { for (second, count) in counts.enumerated() { total[second] += count } }
+            return total
+        }
+        for count in counts { result.executeRate.append(Double(count)) }
+        for id in ids { try await client.removeSandbox(id) }
+        return result
+    }
+
+    static func ratio(_ numerator: Double, _ denominator: Double) -> String {
+        guard denominator > 0, numerator.isFinite else { return "n/a" }
+        return String(format: "%.2fx", numerator / denominator)
     }
 
     /// VmRSS of a process, in KiB.

@@ -36,4 +36,6 @@ extension Duration {
         let (seconds, attoseconds) = components
         return Double(seconds) * 1000 + Double(attoseconds) / 1e15
     }
+
+    var benchSeconds: Double { benchMilliseconds / 1000 }
 }
