@@ -23,7 +23,7 @@
 #   make clean    remove build products (the engine and its images stay)
 
 SWIFT ?= swift
-FORMAT_PATHS := Sources Tests Package.swift
+FORMAT_PATHS := Sources Tests Package.swift bench/link-protocols/Sources bench/link-protocols/Package.swift
 SHELL_SCRIPTS := scripts/engine.sh scripts/postgres.sh scripts/deps.sh scripts/demo.sh \
 	scripts/check-init.sh scripts/fuzz-api.sh scripts/fleet.sh scripts/test-console.sh \
 	scripts/test-e2b.sh scripts/test-fleet.sh scripts/lib/common.sh images/base/build.sh .ci/run
@@ -32,7 +32,7 @@ SHELL_SCRIPTS := scripts/engine.sh scripts/postgres.sh scripts/deps.sh scripts/d
 # environment or on the command line (make exports both). Not `export`ed here: that would
 # pass them as empty strings when unset, and an empty CORRAL_ENGINE is not the default.
 
-.PHONY: build test engine engine-down postgres postgres-down image run bench fuzz fmt check clean deps
+.PHONY: build test engine engine-down postgres postgres-down image run bench bench-link fuzz fmt check clean deps
 
 build:
 	$(SWIFT) build
@@ -70,6 +70,12 @@ bench: image postgres
 	eval "$$(scripts/postgres.sh env)" && .build/release/corral-bench --json .build/bench.json
 	scripts/test-console.sh --bench
 	scripts/test-e2b.sh --bench
+
+# The worker link's HTTP/2 beside gRPC (grpc-swift-2), a package of its own: its first build
+# compiles gRPC's dependencies (minutes), so it is not part of `make bench`.
+bench-link:
+	$(SWIFT) build -c release --package-path bench/link-protocols
+	bench/link-protocols/.build/release/link-protocols
 
 fuzz: image build
 	scripts/fuzz-api.sh
