@@ -2,8 +2,8 @@
 # scripts/test-fleet.sh: corral's workers on the fleet (scripts/fleet.sh): one control plane in
 # the root namespace, one `corral worker` in each node's network namespace, where nothing can
 # connect in and the only address a worker reaches is the host side of its own link. Each
-# worker dials the control plane over TLS (a CA made here, verified with --ca) and drives its
-# node's own dockerd.
+# worker dials the control plane over TLS (a CA made here, verified with --ca; the worker shows
+# a client certificate the same CA signed) and drives its node's own dockerd.
 #
 # Checks, each with a message on failure:
 #   - every worker connects, and `corral worker ls` names its group and capacity;
@@ -23,7 +23,9 @@
 #     engine;
 #   - a worker with another group's token is refused and exits non-zero, saying why; one that
 #     cannot verify the control plane's certificate (another CA) never connects, and says so
-#     in its log (it keeps retrying: a certificate may be renewed).
+#     in its log (it keeps retrying: a certificate may be renewed); the control plane asks for
+#     client certificates ([workers] client_ca), and a worker with a valid token but none never
+#     connects, with a line in both logs.
 #
 # Needs root, scripts/fleet.sh up, the engine (scripts/engine.sh) and a build
 # (CORRAL_BIN, default .build/debug/corral). Removes everything it made, whatever happened.
@@ -91,6 +93,11 @@ openssl x509 -req -in "$work/cp.csr" -CA "$work/ca.pem" -CAkey "$work/ca.key" -C
     -extfile "$work/san.ext" -out "$work/cp.pem" 2>/dev/null
 openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj "/CN=another CA" \
     -keyout "$work/other.key" -out "$work/other.pem" 2>/dev/null
+# The workers' client certificates ([workers] client_ca): signed by the same CA.
+openssl req -newkey rsa:2048 -nodes -subj "/CN=corral fleet worker" \
+    -keyout "$work/worker.key" -out "$work/worker.csr" 2>/dev/null
+openssl x509 -req -in "$work/worker.csr" -CA "$work/ca.pem" -CAkey "$work/ca.key" -CAcreateserial -days 1 \
+    -out "$work/worker.pem" 2>/dev/null
 
 # The control plane: the API on loopback, the worker port on every address (the nodes reach
 # only their own link's host side), TLS, a short grace so that a lost worker shows quickly.
@@ -102,6 +109,7 @@ listen = "127.0.0.1:0"
 listen = "0.0.0.0:0"
 tls_cert = "$work/cp.pem"
 tls_key = "$work/cp.key"
+client_ca = "$work/ca.pem"
 heartbeat = "1s"
 grace = "5s"
 [[workers.pools]]
@@ -136,7 +144,7 @@ start_worker() {
     nsenter --net="/run/netns/corral-fleet-$node" env CORRAL_AGENT=0 "$corral" --state-dir "$work/w$node" \
         --engine "unix:///run/corral-fleet/$node/docker.sock" worker \
         --server "https://$NET_PREFIX.$node.1:$workers_port" --token "$token" --group "g$node" --name "node$node" \
-        --ca "$work/ca.pem" "$@" >>"$work/w$node.log" 2>&1 &
+        --ca "$work/ca.pem" --cert "$work/worker.pem" --key "$work/worker.key" "$@" >>"$work/w$node.log" 2>&1 &
     worker_pids[$node]=$!
 }
 
@@ -278,7 +286,8 @@ check "the sandbox given up on is removed from its engine" test "$gone" = yes
 set +e
 nsenter --net="/run/netns/corral-fleet-1" env CORRAL_AGENT=0 timeout 60 "$corral" --state-dir "$work/bad1" \
     --engine unix:///run/corral-fleet/1/docker.sock worker --server "https://$NET_PREFIX.1.1:$workers_port" \
-    --token "$(cp_corral worker token add --group g2)" --group g1 --name bad1 --ca "$work/ca.pem" >"$work/bad1.log" 2>&1
+    --token "$(cp_corral worker token add --group g2)" --group g1 --name bad1 --ca "$work/ca.pem" \
+    --cert "$work/worker.pem" --key "$work/worker.key" >"$work/bad1.log" 2>&1
 status=$?
 set -e
 check "a worker with another group's token exits non-zero" test "$status" -ne 0 -a "$status" -ne 124
@@ -286,11 +295,22 @@ check "…saying why" grep -q "this worker token is for group 'g2', not 'g1'" "$
 set +e
 nsenter --net="/run/netns/corral-fleet-1" env CORRAL_AGENT=0 timeout 8 "$corral" --state-dir "$work/bad2" \
     --engine unix:///run/corral-fleet/1/docker.sock worker --server "https://$NET_PREFIX.1.1:$workers_port" \
-    --token "${tokens[1]}" --name bad2 --ca "$work/other.pem" >"$work/bad2.log" 2>&1
+    --token "${tokens[1]}" --name bad2 --ca "$work/other.pem" --cert "$work/worker.pem" --key "$work/worker.key" \
+    >"$work/bad2.log" 2>&1
 set -e
 check "a worker that cannot verify the control plane never connects" \
     bash -c "! CORRAL_AGENT=0 $corral --state-dir $work/cp worker ls | grep -q bad2"
 check "…and says so in its log" grep -qi "certificate\|handshake\|ssl" "$work/bad2.log"
+# A valid token but no client certificate: the control plane's TLS refuses it, both sides say so.
+set +e
+nsenter --net="/run/netns/corral-fleet-1" env CORRAL_AGENT=0 timeout 8 "$corral" --state-dir "$work/bad3" \
+    --engine unix:///run/corral-fleet/1/docker.sock worker --server "https://$NET_PREFIX.1.1:$workers_port" \
+    --token "${tokens[1]}" --name bad3 --ca "$work/ca.pem" >"$work/bad3.log" 2>&1
+set -e
+check "a worker without a client certificate never connects" \
+    bash -c "! CORRAL_AGENT=0 $corral --state-dir $work/cp worker ls | grep -q bad3"
+check "…and says so in its log" grep -q "TLS with the control plane failed" "$work/bad3.log"
+check "…and so does the control plane" grep -q "refused a worker: TLS failed" "$work/cp.log"
 
 for node in $(seq 1 "$NODES"); do
     [ "$node" = "$victim" ] && continue

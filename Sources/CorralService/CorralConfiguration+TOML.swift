@@ -76,13 +76,14 @@ extension CorralConfiguration {
         }
         if let workers = try top.table("workers") {
             try workers.allowOnly([
-                "listen", "tls_cert", "tls_key", "heartbeat", "grace", "sample", "local_group", "pools",
+                "listen", "tls_cert", "tls_key", "client_ca", "heartbeat", "grace", "sample", "local_group", "pools",
             ])
             if let listen = try workers.string("listen") {
                 configuration.workers.listen = listen.isEmpty ? nil : listen
             }
             configuration.workers.tlsCert = try workers.string("tls_cert")
             configuration.workers.tlsKey = try workers.string("tls_key")
+            configuration.workers.clientCA = try workers.string("client_ca")
             if let value = try workers.duration("heartbeat") { configuration.workers.heartbeat = value }
             if let value = try workers.duration("grace") { configuration.workers.grace = value }
             if let value = try workers.integer("sample") {

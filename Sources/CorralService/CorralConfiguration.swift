@@ -59,6 +59,9 @@ public struct CorralConfiguration: Sendable {
         /// PEM files for the worker port's TLS; required unless it listens on loopback.
         public var tlsCert: String?
         public var tlsKey: String?
+        /// PEM CA that signs workers' client certificates; nil: workers prove themselves with
+        /// their token only.
+        public var clientCA: String?
         public var heartbeat: Duration = .seconds(5)
         public var grace: Duration = .seconds(30)
         /// Workers sampled per placement (the best of them by free room is taken).

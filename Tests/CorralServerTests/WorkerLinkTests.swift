@@ -790,6 +790,36 @@ struct WorkerLinkTests {
         #expect(WorkerProtocol.parse("2-1") == nil)
     }
 
+    @Test("client certificates: --cert needs --key and TLS, unreadable files say which; client_ca needs TLS")
+    func clientCertificateSettings() async throws {
+        try await ServerFixture.with { host in
+            func failure(_ configure: (inout WorkerAgent.Settings) -> Void) async -> String? {
+                var settings = WorkerAgent.Settings(server: "https://127.0.0.1:1", token: "t", name: "w")
+                configure(&settings)
+                let agent = WorkerAgent(settings: settings, server: host.server, logger: .init(label: "w"))
+                let error = await #expect(throws: CorralError.self) { try await agent.run() }
+                return error?.message
+            }
+            let onlyCertificate = await failure { $0.certificateFile = "/nonexistent/worker.pem" }
+            #expect(onlyCertificate?.contains("--cert and --key go together") == true)
+            let plain = await failure {
+                $0.server = "http://127.0.0.1:1"
+                $0.certificateFile = "/nonexistent/worker.pem"
+                $0.keyFile = "/nonexistent/worker.key"
+            }
+            #expect(plain?.contains("a client certificate needs TLS") == true)
+            let unreadable = await failure {
+                $0.certificateFile = "/nonexistent/worker.pem"
+                $0.keyFile = "/nonexistent/worker.key"
+            }
+            #expect(unreadable?.contains("cannot use --cert /nonexistent/worker.pem") == true)
+        }
+        var listener = WorkerListener.Settings(listen: "127.0.0.1:0")
+        listener.clientCA = "/nonexistent/ca.pem"
+        let error = #expect(throws: CorralError.self) { try WorkerListener.makeTLS(listener, host: "127.0.0.1") }
+        #expect(error?.message.contains("client_ca /nonexistent/ca.pem needs TLS") == true)
+    }
+
     static func freePort() throws -> Int {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         defer { close(fd) }

@@ -118,12 +118,15 @@ struct ConfigurationTests {
         }
     }
 
-    @Test("[[workers.pools]] gives each group's target per template; group defaults to default")
+    @Test("[workers] TLS files and client_ca; [[workers.pools]] gives each group's target per template")
     func groupPoolTargets() throws {
         let configuration = try CorralConfiguration.parse(
             """
             [workers]
             listen = "127.0.0.1:7431"
+            tls_cert = "/etc/corral/cp.pem"
+            tls_key = "/etc/corral/cp.key"
+            client_ca = "/etc/corral/workers-ca.pem"
             [[workers.pools]]
             template = "base"
             min_idle = 4
@@ -137,6 +140,8 @@ struct ConfigurationTests {
                 .init(group: "default", template: "base", minIdle: 4),
                 .init(group: "vpc-acme", template: "base", minIdle: 0),
             ])
+        #expect(configuration.workers.clientCA == "/etc/corral/workers-ca.pem")
+        #expect(configuration.workers.tlsCert == "/etc/corral/cp.pem")
     }
 
     /// Security review findings 1 and 2: the operator's gateway settings.

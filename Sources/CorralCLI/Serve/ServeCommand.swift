@@ -154,6 +154,7 @@ struct ServiceAssembly {
                 var listener = WorkerListener.Settings(listen: listen)
                 listener.certificate = workers.tlsCert
                 listener.key = workers.tlsKey
+                listener.clientCA = workers.clientCA
                 listener.fleet.heartbeat = workers.heartbeat
                 listener.fleet.grace = workers.grace
                 listener.fleet.sample = workers.sample

@@ -43,6 +43,14 @@ struct WorkerRun: AsyncParsableCommand {
     @Option(help: ArgumentHelp("PEM certificates that verify the control plane.", valueName: "FILE"))
     var ca: String?
 
+    @Option(
+        help: ArgumentHelp(
+            "This worker's client certificate (PEM), for a control plane with [workers] client_ca.", valueName: "FILE"))
+    var cert: String?
+
+    @Option(help: ArgumentHelp("The private key (PEM) of --cert.", valueName: "FILE"))
+    var key: String?
+
     @Option(name: .customLong("max-sandboxes"), help: "Most sandboxes this worker runs at once (placement's room).")
     var maxSandboxes = 64
 
@@ -71,6 +79,8 @@ struct WorkerRun: AsyncParsableCommand {
             server: controlPlane, token: token, name: name ?? ProcessInfo.processInfo.hostName.lowercased())
         settings.group = group
         settings.caFile = ca
+        settings.certificateFile = cert
+        settings.keyFile = key
         settings.maxSandboxes = maxSandboxes
         let agent = WorkerAgent(settings: settings, server: server, logger: context.logger) { address in
             say("corral worker: connected to \(address)")

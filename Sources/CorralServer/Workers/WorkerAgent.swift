@@ -29,6 +29,10 @@ public struct WorkerAgent: Service {
         public var name: String
         /// PEM certificates that verify the control plane; nil: the system's roots.
         public var caFile: String?
+        /// PEM files of this worker's client certificate, for a control plane that asks for one
+        /// (`[workers] client_ca`).
+        public var certificateFile: String?
+        public var keyFile: String?
         public var maxSandboxes = 64
         public var connectTimeout: Duration = .seconds(5)
         public var handshakeTimeout: Duration = .seconds(10)
@@ -133,8 +137,27 @@ public struct WorkerAgent: Service {
     }
 
     private func makeTLS(_ target: Target) throws -> NIOSSLContext? {
-        guard target.secure else { return nil }
+        if (settings.certificateFile == nil) != (settings.keyFile == nil) {
+            throw CorralError.invalidArgument("--cert and --key go together", hint: "pass both PEM files, or neither")
+        }
+        guard target.secure else {
+            if settings.certificateFile != nil {
+                throw CorralError.invalidArgument(
+                    "a client certificate needs TLS", hint: "use https:// for --server, or drop --cert and --key")
+            }
+            return nil
+        }
         var configuration = TLSConfiguration.makeClientConfiguration()
+        if let certificateFile = settings.certificateFile, let keyFile = settings.keyFile {
+            do {
+                configuration.certificateChain = try NIOSSLCertificate.fromPEMFile(certificateFile).map {
+                    .certificate($0)
+                }
+                configuration.privateKey = .privateKey(try NIOSSLPrivateKey(file: keyFile, format: .pem))
+            } catch {
+                throw CorralError.invalidArgument("cannot use --cert \(certificateFile) and --key \(keyFile): \(error)")
+            }
+        }
         if let caFile = settings.caFile {
             do {
                 configuration.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(caFile))
@@ -192,12 +215,17 @@ public struct WorkerAgent: Service {
             }
             answer = try await accepted.head.get()
             timeout.cancel()
-        } catch let error as NIOSSLError {
+        } catch  where error is NIOSSLError || error is BoringSSLError {
+            // A refused client certificate comes after TLS 1.3's handshake, as an alert on the
+            // first read (a BoringSSLError), not as a handshake failure.
             timeout.cancel()
             channel.close(promise: nil)
+            let refusedCertificate = "\(error)".contains("CERTIFICATE_REQUIRED") || "\(error)".contains("UNKNOWN_CA")
             throw CorralError(
                 .unavailable, "TLS with the control plane failed: \(error)",
-                hint: "check that --ca holds the CA that signed the control plane's certificate, for this address")
+                hint: refusedCertificate
+                    ? "the control plane asks for a client certificate ([workers] client_ca): pass --cert and --key, signed by its CA"
+                    : "check that --ca holds the CA that signed the control plane's certificate, for this address")
         } catch {
             timeout.cancel()
             channel.close(promise: nil)

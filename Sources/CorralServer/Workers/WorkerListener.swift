@@ -18,6 +18,9 @@ public struct WorkerListener: Service {
         /// PEM files for TLS; required unless `listen` is on loopback.
         public var certificate: String?
         public var key: String?
+        /// PEM certificates of the CA that signs workers' client certificates: when set, a
+        /// worker must present one it signed (beside its token), or its TLS handshake fails.
+        public var clientCA: String?
         /// A handshake must be done within this time.
         public var handshakeTimeout: Duration = .seconds(10)
         public var fleet = WorkerFleet.Settings()
@@ -51,7 +54,7 @@ public struct WorkerListener: Service {
 
     public func run() async throws {
         let (host, port) = try CorralServer.parseListen(settings.listen)
-        let tls = try makeTLS(host: host)
+        let tls = try Self.makeTLS(settings, host: host)
         let server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.so_keepalive), value: 1)
@@ -85,12 +88,16 @@ public struct WorkerListener: Service {
         }
     }
 
-    private func makeTLS(host: String) throws -> NIOSSLContext? {
+    static func makeTLS(_ settings: Settings, host: String) throws -> NIOSSLContext? {
         if (settings.certificate == nil) != (settings.key == nil) {
             throw CorralError.invalidArgument(
                 "[workers] tls_cert and tls_key go together", hint: "set both (PEM files), or neither on loopback")
         }
         guard let certificate = settings.certificate, let key = settings.key else {
+            if let clientCA = settings.clientCA {
+                throw CorralError.invalidArgument(
+                    "[workers] client_ca \(clientCA) needs TLS", hint: "set [workers] tls_cert and tls_key (PEM) too")
+            }
             guard CorralServer.isLoopback(host) else {
                 throw CorralError.invalidArgument(
                     "[workers] listen = \"\(settings.listen)\" is not on loopback and has no TLS",
@@ -98,15 +105,26 @@ public struct WorkerListener: Service {
             }
             return nil
         }
+        var configuration: TLSConfiguration
         do {
-            let configuration = TLSConfiguration.makeServerConfiguration(
+            configuration = TLSConfiguration.makeServerConfiguration(
                 certificateChain: try NIOSSLCertificate.fromPEMFile(certificate).map { .certificate($0) },
                 privateKey: .privateKey(try NIOSSLPrivateKey(file: key, format: .pem)))
-            return try NIOSSLContext(configuration: configuration)
         } catch {
             throw CorralError(
                 .invalidArgument, "cannot use [workers] tls_cert \(certificate) and tls_key \(key): \(error)")
         }
+        if let clientCA = settings.clientCA {
+            // A worker's certificate is checked against the CA, not against a host name: workers
+            // dial from addresses nobody names.
+            do {
+                configuration.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(clientCA))
+            } catch {
+                throw CorralError(.invalidArgument, "cannot read [workers] client_ca \(clientCA): \(error)")
+            }
+            configuration.certificateVerification = .noHostnameVerification
+        }
+        return try NIOSSLContext(configuration: configuration)
     }
 
     // MARK: One worker's handshake
@@ -122,6 +140,16 @@ public struct WorkerListener: Service {
         let head: LinkHead
         do {
             head = try await accepted.head.get()
+        } catch let error as NIOSSLError {
+            timeout.cancel()
+            // With [workers] client_ca, a worker without a certificate its CA signed ends here.
+            logger.warning(
+                "refused a worker: TLS failed",
+                metadata: [
+                    "address": "\(address ?? "?")", "error": "\(error)",
+                    "client_ca": "\(settings.clientCA ?? "-")",
+                ])
+            return
         } catch {
             timeout.cancel()
             logger.info("a worker's handshake failed", metadata: ["address": "\(address ?? "?")", "error": "\(error)"])
