@@ -132,8 +132,8 @@ url=$(wait_for_service "$corrald_pid" "$log")
 
 # One worker dials in (on loopback, plain HTTP), with a template and no warm members, so that
 # the operator's pages show a worker besides the service's own engine host. It is in a group of
-# its own: the tenants' sandboxes stay on this host, whose pages the tests read (the console's
-# sandbox pages do not show sandboxes on workers yet).
+# its own: acme's and globex's sandboxes stay on this host, whose sandbox pages the tests read;
+# initech is bound to the worker's group, and its sandbox shows in the list with the worker.
 workers_url=$(sed -n 's/.*listening on workers \(http:[^ ]*\).*/\1/p' "$log" | head -n 1)
 [ -n "$workers_url" ] || die "corrald did not open its worker port" "read $log"
 mkdir -p "$state/worker"
@@ -150,6 +150,9 @@ for tenant in acme globex; do
     tenants+=("$tenant")
     export "CONSOLE_TOKEN_${tenant^^}=$token"
 done
+CONSOLE_TOKEN_INITECH=$("$corral" tenant add initech --group console) || die "corral tenant add initech failed"
+tenants+=(initech)
+export CONSOLE_TOKEN_INITECH
 CONSOLE_OPERATOR_TOKEN=$(curl -sS --fail --unix-socket "$state/corral.sock" -X POST http://corral/console/operator-token) ||
     die "could not make an operator console token"
 export CONSOLE_OPERATOR_TOKEN

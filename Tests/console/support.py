@@ -25,6 +25,7 @@ CORRAL = os.environ["CONSOLE_CORRAL"]
 TOKENS = {
     "acme": os.environ["CONSOLE_TOKEN_ACME"],
     "globex": os.environ["CONSOLE_TOKEN_GLOBEX"],
+    "initech": os.environ["CONSOLE_TOKEN_INITECH"],
     "operator": os.environ["CONSOLE_OPERATOR_TOKEN"],
 }
 SCREENSHOTS = os.environ["CONSOLE_SCREENSHOTS"]

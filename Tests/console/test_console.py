@@ -199,6 +199,26 @@ def test_operator_sees_every_tenant_and_the_workers():
     assert "group console" in page.text(), page.text()
     assert page.find_all("#chart-claims svg"), "no claim latency chart"
     page.screenshot("12-pools-operator")
+    # initech is bound to the worker's group: its sandbox runs there, and the operator's list
+    # of sandboxes shows it with the worker's name (acme's list does not).
+    status, created, _ = api("POST", "/v1/sandboxes", token=TOKENS["initech"], body={"template": "base"}, timeout=180)
+    assert status == 201, (status, created)
+    try:
+        assert created.get("worker") == worker or created.get("worker") is None, created
+        def listed():
+            page.get("/console/sandboxes")
+            return [r.text for r in page.find_all("tbody tr") if created["id"] in r.text]
+        row = wait_for(listed, 30, interval=1, what="initech's sandbox on the worker in the list")
+        assert worker in row[0] and "initech" in row[0], (created["id"], row, page.text())
+        page.screenshot("13-sandboxes-with-a-worker")
+        acme = open_browser()
+        acme.login("acme")
+        acme.get("/console/sandboxes")
+        assert created["id"] not in acme.text(), "acme sees initech's sandbox on the worker"
+        acme.quit()
+    finally:
+        status, body, _ = api("DELETE", "/v1/sandboxes/" + created["id"], token=TOKENS["initech"])
+        assert status in (200, 204), (status, body)
     no_console_errors(page)
     page.quit()
 

@@ -60,7 +60,7 @@ extension CorralServer {
     func sandboxTable(_ viewer: ConsoleViewer, page: Int) async -> HTML {
         let sandboxes: [SandboxInfo]
         do {
-            sandboxes = try await provisioner.list(tenant: viewer.onlyTenant).sorted {
+            sandboxes = try await (provisioner.list(tenant: viewer.onlyTenant) + workerSandboxes(viewer)).sorted {
                 ($0.created ?? .distantPast) > ($1.created ?? .distantPast)
             }
         } catch {
@@ -77,13 +77,19 @@ extension CorralServer {
             let path = info.path?.rawValue ?? "–"
             let session: HTML =
                 info.session.map { "<a class=\"mono\" href=\"/console/sessions/\($0)\">\($0)</a>" } ?? "–"
+            // A sandbox on a worker has no page here (its container is on the worker's engine), and
+            // its template's resources are the worker's, not this host's.
+            let id: HTML =
+                info.worker == nil
+                ? "<a class=\"mono\" href=\"/console/sandboxes/\(info.id)\">\(info.id)</a>"
+                : "<span class=\"mono\">\(info.id)</span>"
             return """
-                <tr><td><a class="mono" href="/console/sandboxes/\(info.id)">\(info.id)</a></td>\(tenant)\
-                <td>\(info.template?.rawValue ?? "–")</td><td>local</td>\
+                <tr><td>\(id)</td>\(tenant)\
+                <td>\(info.template?.rawValue ?? "–")</td><td>\(info.worker ?? "local")</td>\
                 <td>\(info.created.map { Display.age(since: $0, now: now) } ?? "–")</td>\
                 <td><span class="badge s-\(info.state)">\(info.state)</span></td>\
                 <td><span class="badge s-\(path)">\(path)</span></td>\
-                <td>\(resources(of: info.template))</td><td>\(info.runtime)</td><td>\(session)</td></tr>
+                <td>\(info.worker == nil ? resources(of: info.template) : "–")</td><td>\(info.runtime)</td><td>\(session)</td></tr>
                 """
         }
         let tenantHead: HTML = viewer.isOperator ? "<th scope=\"col\">Tenant</th>" : ""
@@ -96,6 +102,26 @@ extension CorralServer {
             <tbody>\(rows)</tbody></table>
             \(pager(page: min(page, pages), pages: pages, path: "/console/sandboxes", query: []))
             """
+    }
+
+    /// The sandboxes on connected workers that `viewer` may see, from the workers' own listings
+    /// (a listing is a tenant's: one per tenant the worker holds sandboxes of); a worker that
+    /// does not answer is left out.
+    func workerSandboxes(_ viewer: ConsoleViewer) async -> [SandboxInfo] {
+        guard let fleet else { return [] }
+        var rows: [SandboxInfo] = []
+        for (name, link) in fleet.links(in: nil) {
+            let tenants = viewer.onlyTenant.map { [$0] } ?? fleet.tenants(on: name).sorted { $0.rawValue < $1.rawValue }
+            for tenant in tenants {
+                guard let listed = try? await link.get("/v1/sandboxes", as: [SandboxInfo].self, tenant: tenant)
+                else { continue }
+                for var row in listed where viewer.sees(row.tenant) && !fleet.isAbandoned(row.id) {
+                    row.worker = name
+                    rows.append(row)
+                }
+            }
+        }
+        return rows
     }
 
     func sandboxDetails(_ id: SandboxID, owner: TenantID, viewer: ConsoleViewer) async throws -> HTML {

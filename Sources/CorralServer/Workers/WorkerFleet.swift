@@ -391,6 +391,15 @@ public final class WorkerFleet: Sendable {
     }
 
     /// The connected workers of these groups (nil: of every group).
+    /// The tenants with sandboxes on worker `name`: by its last heartbeat, and those the
+    /// control plane placed there since.
+    func tenants(on name: String) -> Set<TenantID> {
+        state.withLock { state in
+            Set((state.members[name]?.status?.sandboxes.map(\.tenant) ?? []))
+                .union(state.placements.values.filter { $0.worker == name }.map(\.tenant))
+        }
+    }
+
     func links(in groups: [String]?) -> [(name: String, link: WorkerLinkClient)] {
         expireLost()
         return state.withLock { state in

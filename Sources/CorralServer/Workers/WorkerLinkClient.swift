@@ -132,17 +132,19 @@ final class WorkerLinkClient: Sendable {
         return head
     }
 
-    /// A GET whose JSON answer decodes as `T`; a non-2xx answer becomes the worker's error.
-    func get<T: Decodable>(_ path: String, as type: T.Type) async throws -> T {
-        try await send(.get, path, json: Optional<Int>.none, as: type)
+    /// A GET (as `tenant`: the operator's by default) whose JSON answer decodes as `T`; a
+    /// non-2xx answer becomes the worker's error.
+    func get<T: Decodable>(_ path: String, as type: T.Type, tenant: TenantID = .local) async throws -> T {
+        try await send(.get, path, json: Optional<Int>.none, as: type, tenant: tenant)
     }
 
     /// A call of the control plane's own (the heartbeat, pool targets: the operator's), with
     /// `json` as its body when given; the JSON answer decodes as `T`.
     func send<T: Decodable>(
-        _ method: HTTPRequest.Method, _ path: String, json: (some Encodable)?, as type: T.Type
+        _ method: HTTPRequest.Method, _ path: String, json: (some Encodable)?, as type: T.Type,
+        tenant: TenantID = .local
     ) async throws -> T {
-        var head = request(method, path, tenant: .local)
+        var head = request(method, path, tenant: tenant)
         var upload: AsyncThrowingStream<ByteBuffer, any Error>?
         if let json {
             let bytes = try JSONResponse.encoder.encode(json)
