@@ -228,8 +228,9 @@ let package = Package(
         .testTarget(
             name: "CorralServerTests",
             dependencies: [
-                "CorralServer", "CorralAPI", "TestSupport",
+                "CorralServer", "CorralAPI", "CorralHarness", "TestSupport",
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
+                .product(name: "NIOHTTP2", package: "swift-nio-http2"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Yams", package: "Yams"),
             ]

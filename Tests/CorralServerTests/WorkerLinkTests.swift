@@ -1,11 +1,13 @@
 import CorralAPI
 import CorralCore
+import CorralHarness
 import CorralSandbox
 import CurlHTTP
 import Foundation
 import HTTPTypes
 import Hummingbird
 import HummingbirdTesting
+import NIOHTTP2
 import ServiceLifecycle
 import Synchronization
 import TestSupport
@@ -467,7 +469,9 @@ struct WorkerLinkTests {
         }
     }
 
-    @Test("a restarted control plane learns its workers' sandboxes again from their heartbeats")
+    @Test(
+        "a restarted control plane learns its workers' sandboxes again from their heartbeats, and says 'not known yet' (503) until then, to the API and to a session's hand"
+    )
     func controlPlaneRestart() async throws {
         try await ServerFixture.with { control in
             try await ServerFixture.with { host in
@@ -475,8 +479,9 @@ struct WorkerLinkTests {
                 let workerToken = try WorkerTokenRegistry(stateDirectory: control.state).add(group: "vpc").token
                 let port = try Self.freePort()
                 let settings = Self.settings { $0.listen = "127.0.0.1:\(port)" }
-                try await Self.withWorker(host, url: "http://127.0.0.1:\(port)", token: workerToken) { _ in
-                    let id = Mutex<SandboxID?>(nil)
+                let url = "http://127.0.0.1:\(port)"
+                let id = Mutex<SandboxID?>(nil)
+                try await Self.withWorker(host, url: url, token: workerToken) { _ in
                     try await LiveServer.with(control, configure: { $0.workers = settings }) { live in
                         _ = try await Self.waitConnected(try #require(live.server.fleet), "w1")
                         let acme = try CorralClient(
@@ -485,13 +490,29 @@ struct WorkerLinkTests {
                         let created = try await acme.createSandbox(CreateSandboxRequest()).id
                         id.withLock { $0 = created }
                     }
-                    let sandbox = try #require(id.withLock { $0 })
-                    // A new control plane process: nothing in memory, the worker dials it again.
-                    try await LiveServer.with(control, configure: { $0.workers = settings }) { live in
-                        _ = try await Self.waitConnected(try #require(live.server.fleet), "w1")
-                        let acme = try CorralClient(
-                            endpoint: try HTTPEndpoint(parsing: "http://127.0.0.1:\(live.port)"), token: acmeToken)
-                        defer { acme.shutdown() }
+                }
+                let sandbox = try #require(id.withLock { $0 })
+                // A new control plane process, nothing in memory, and the worker not back yet.
+                try await LiveServer.with(control, configure: { $0.workers = settings }) { live in
+                    let fleet = try #require(live.server.fleet)
+                    let acme = try CorralClient(
+                        endpoint: try HTTPEndpoint(parsing: "http://127.0.0.1:\(live.port)"), token: acmeToken)
+                    defer { acme.shutdown() }
+                    let early = await #expect(throws: CorralError.self) { _ = try await acme.sandbox(sandbox) }
+                    #expect(early?.code == .unavailable, "\(String(describing: early))")
+                    #expect(early?.message.contains("not known here yet") == true, "\(String(describing: early))")
+                    // A session's hand for it waits for the worker rather than taking it for gone.
+                    let hands = FleetHands(
+                        local: SandboxHands { control.server.provisioner }, fleet: fleet, server: live.server)
+                    let hand = hands.reattach(
+                        sandbox,
+                        request: HandRequest(
+                            session: SessionID("se-restartcheck")!, tenant: Self.acme, name: "main", spec: HandSpec()))
+                    #expect(hand is RemoteHand)
+                    let liveness = Task { await hand.liveness() }
+                    try await Self.withWorker(host, url: url, token: workerToken) { _ in
+                        _ = try await Self.waitConnected(fleet, "w1")
+                        #expect(await liveness.value == .running)
                         let output = try await acme.execute(
                             sandbox, tool: "bash", input: .object(["command": .string("echo still here")]))
                         #expect(output.text.contains("still here"))
@@ -788,6 +809,15 @@ struct WorkerLinkTests {
         #expect(WorkerProtocol.negotiate(2...3, with: 1...1) == nil)
         #expect(WorkerProtocol.parse("1-2") == 1...2)
         #expect(WorkerProtocol.parse("2-1") == nil)
+    }
+
+    @Test("a stream's HTTP/2 error costs that call only; a connection's closes the link")
+    func streamErrorsKeepTheLink() {
+        // 110 calls at once once closed a link on a frame for a stream that had just ended.
+        #expect(CloseOnConnectionError.isStreamScoped(NIOHTTP2Errors.noSuchStream(streamID: 241)))
+        #expect(CloseOnConnectionError.isStreamScoped(NIOHTTP2Errors.streamClosed(streamID: 3, errorCode: .cancel)))
+        #expect(!CloseOnConnectionError.isStreamScoped(NIOHTTP2Errors.unableToParseFrame()))
+        #expect(!CloseOnConnectionError.isStreamScoped(NIOHTTP2Errors.badClientMagic()))
     }
 
     @Test("client certificates: --cert needs --key and TLS, unreadable files say which; client_ca needs TLS")

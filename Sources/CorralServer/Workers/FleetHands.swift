@@ -61,7 +61,14 @@ final class FleetHands: HandProvisioner {
     }
 
     func reattach(_ sandbox: SandboxID, request: HandRequest) -> any Hand {
-        if case .local = fleet.route(sandbox) { return local.reattach(sandbox, request: request) }
+        // A sandbox no worker has reported yet, and that this host does not hold, may be on a
+        // worker that has not sent its first heartbeat to a control plane just started: its
+        // hand waits for that (`settledRoute`) rather than taking it for gone.
+        if case .local = fleet.route(sandbox),
+            !fleet.isWarmingUp || (try? server.provisioner.records().read(sandbox)) != nil
+        {
+            return local.reattach(sandbox, request: request)
+        }
         return RemoteHand(sandboxID: sandbox, tenant: request.tenant, fleet: fleet)
     }
 
@@ -107,7 +114,7 @@ struct RemoteHand: Hand {
     let fleet: WorkerFleet
 
     func execute(tool: String, input: JSONValue) async throws -> ToolOutput {
-        let route = fleet.route(sandboxID)
+        let route = await fleet.settledRoute(sandboxID)
         if let error = fleet.unreachable(sandboxID, route) { return .error("[corral] \(error.description)") }
         guard case .worker(let name, let link) = route else {
             return .error("[corral] sandbox \(sandboxID) is not on any connected worker")
@@ -134,14 +141,15 @@ struct RemoteHand: Hand {
     }
 
     func liveness() async -> HandLiveness {
-        let route = fleet.route(sandboxID)
+        let route = await fleet.settledRoute(sandboxID)
         switch route {
         case .lost(let name):
             return .lost(reason: "its worker '\(name)' was lost (silent past the grace), and its files with it")
         case .down(let name):
             return .unknown(reason: "the link to its worker '\(name)' is down")
         case .local:
-            return .unknown(reason: "no connected worker holds it")
+            // Past the warm-up no worker has reported it: its worker is gone, or it is.
+            return .lost(reason: "no worker has reported it since this control plane started")
         case .worker(_, let link):
             do {
                 let (status, bytes) = try await FleetHands.exchange(

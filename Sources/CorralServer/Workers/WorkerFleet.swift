@@ -63,6 +63,9 @@ public final class WorkerFleet: Sendable {
 
     public let settings: Settings
     private let state = Mutex(State())
+    /// When this control plane began following workers: for a grace after it, a sandbox no
+    /// worker has reported may still be on one whose first heartbeat has not come yet.
+    let started = ContinuousClock.now
     /// The groups a tenant's sandboxes may run in: a worker's heartbeat places only the
     /// sandboxes of tenants its group serves, so that a worker cannot claim another's.
     let groupsOf: @Sendable (TenantID) -> [String]
@@ -332,6 +335,34 @@ public final class WorkerFleet: Sendable {
             guard member.link.isActive else { return .down(worker: name) }
             return .worker(name: name, link: member.link)
         }
+    }
+
+    /// Whether this control plane started less than a grace ago: its workers may not all have
+    /// dialled it again and sent their first heartbeat (a restart keeps nothing in memory).
+    var isWarmingUp: Bool { ContinuousClock.now - started < settings.grace }
+
+    /// `id`'s route, waiting while this control plane is warming up and no worker has reported
+    /// `id`: for a sandbox this host does not hold, so that a restart does not make a worker's
+    /// sandbox look gone.
+    func settledRoute(_ id: SandboxID) async -> Route {
+        var route = route(id)
+        while case .local = route, isWarmingUp, !Task.isCancelled {
+            try? await Task.sleep(for: .milliseconds(100))
+            route = self.route(id)
+        }
+        return route
+    }
+
+    /// The answer for a call for sandbox `id`, which this host does not hold and no worker has
+    /// reported, while this control plane warms up: try again, not "not found".
+    func notYetKnown(_ id: SandboxID) -> CorralError {
+        let elapsed = Int((ContinuousClock.now - started).components.seconds)
+        var error = CorralError(
+            .unavailable,
+            "sandbox \(id) is not known here yet: this control plane started \(elapsed)s ago, and a worker that holds it may not have reported since",
+            hint: "try again in a few seconds; workers report their sandboxes in their first heartbeat")
+        error.retryAfterSeconds = 2
+        return error
     }
 
     /// What a call for sandbox `id` gets when its worker is down or lost; nil otherwise.

@@ -38,7 +38,13 @@ struct WorkerRoutingMiddleware: RouterMiddleware {
         let route = fleet.route(id)
         if let error = fleet.unreachable(id, route) { throw error }
         switch route {
-        case .local, .down, .lost:
+        case .local:
+            // Right after a restart a worker's sandbox is unknown until its first heartbeat.
+            if fleet.isWarmingUp, (try? server.provisioner.records().read(id)) == nil {
+                throw fleet.notYetKnown(id)
+            }
+            return try await next(request, context)
+        case .down, .lost:
             return try await next(request, context)
         case .worker(let name, let link):
             let presence = await ClientPresence.of(context.channel)

@@ -187,6 +187,9 @@ final class WorkerLinkClient: Sendable {
 }
 
 /// Closes a link whose HTTP/2 connection failed (after the HTTP/2 handler, which reports it).
+/// swift-nio-http2 reports a stream's errors the same way (a frame for a stream that just
+/// closed, a bad header on one call); those cost that stream (the handler resets it), never
+/// the link and every other call on it.
 final class CloseOnConnectionError: ChannelInboundHandler, Sendable {
     typealias InboundIn = Any
     let worker: String
@@ -198,11 +201,35 @@ final class CloseOnConnectionError: ChannelInboundHandler, Sendable {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        logger.warning(
-            "closing a worker's link: its HTTP/2 connection failed",
-            metadata: ["worker": "\(worker)", "error": "\(error)"])
-        context.close(promise: nil)
+        if Self.isStreamScoped(error) {
+            logger.debug(
+                "a call's stream failed on a worker's link", metadata: ["worker": "\(worker)", "error": "\(error)"])
+        } else {
+            logger.warning(
+                "closing a worker's link: its HTTP/2 connection failed",
+                metadata: ["worker": "\(worker)", "error": "\(error)"])
+            context.close(promise: nil)
+        }
         context.fireErrorCaught(error)
+    }
+
+    /// Errors swift-nio-http2 raises for one stream (it answers them with RST_STREAM).
+    static func isStreamScoped(_ error: any Error) -> Bool {
+        switch error {
+        case is NIOHTTP2Errors.NoSuchStream, is NIOHTTP2Errors.StreamClosed,
+            is NIOHTTP2Errors.BadStreamStateTransition, is NIOHTTP2Errors.TrailersWithoutEndStream,
+            is NIOHTTP2Errors.MissingPseudoHeader, is NIOHTTP2Errors.DuplicatePseudoHeader,
+            is NIOHTTP2Errors.PseudoHeaderAfterRegularHeader, is NIOHTTP2Errors.UnknownPseudoHeader,
+            is NIOHTTP2Errors.UnsupportedPseudoHeader, is NIOHTTP2Errors.InvalidPseudoHeaders,
+            is NIOHTTP2Errors.MissingHostHeader, is NIOHTTP2Errors.DuplicateHostHeader,
+            is NIOHTTP2Errors.EmptyPathHeader, is NIOHTTP2Errors.InvalidStatusValue,
+            is NIOHTTP2Errors.ForbiddenHeaderField, is NIOHTTP2Errors.InvalidPseudoHeaderValue,
+            is NIOHTTP2Errors.ContentLengthViolated, is NIOHTTP2Errors.ContentLengthHeadersMismatch,
+            is NIOHTTP2Errors.ContentLengthHeaderNegative, is NIOHTTP2Errors.ContentLengthHeaderMalformedValue:
+            return true
+        default:
+            return false
+        }
     }
 }
 
