@@ -211,6 +211,10 @@ def test_operator_sees_every_tenant_and_the_workers():
         row = wait_for(listed, 30, interval=1, what="initech's sandbox on the worker in the list")
         assert worker in row[0] and "initech" in row[0], (created["id"], row, page.text())
         page.screenshot("13-sandboxes-with-a-worker")
+        # The tenants page counts it against initech's quota, as the API's quota does.
+        page.get("/console/tenants")
+        tenant_row = [r.text for r in page.find_all("tbody tr") if r.text.startswith("initech")]
+        assert tenant_row and "1 / 20" in tenant_row[0], tenant_row
         acme = open_browser()
         acme.login("acme")
         acme.get("/console/sandboxes")

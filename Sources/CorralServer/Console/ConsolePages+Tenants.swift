@@ -29,7 +29,8 @@ extension CorralServer {
         let running = await workers.runningByTenant()
         let names: [(TenantID, Date?)] = [(.local, nil)] + registered.map { ($0.id, $0.created) }
         let rows: [HTML] = names.map { tenant, created in
-            let heldSandboxes = sandboxes.filter { $0.tenant == tenant }.count
+            // The quota counts a tenant's sandboxes on workers too (`sandboxCount(of:)`).
+            let heldSandboxes = sandboxes.filter { $0.tenant == tenant }.count + (fleet?.count(of: tenant) ?? 0)
             let heldSessions = sessionList.filter { $0.tenant == tenant }.count
             let credentials = (try? runner.vault?.list(tenant: tenant).count) ?? 0
             let isLocal = tenant == .local
