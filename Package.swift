@@ -141,10 +141,30 @@ let package = Package(
             ],
             exclude: ["README.md"]
         ),
+        // The engine host's end of a worker link: it dials the control plane and serves
+        // CorralServer's sandbox routes on the connection it opened (docs/workers.md).
+        .target(
+            name: "CorralWorker",
+            dependencies: [
+                "CorralServer", "CorralAPI", "CorralSandbox",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdCore", package: "hummingbird"),
+                .product(name: "HummingbirdHTTP2", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP2", package: "swift-nio-http2"),
+                .product(name: "NIOHTTPTypes", package: "swift-nio-extras"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            exclude: ["README.md"]
+        ),
         .target(
             name: "CorralCLI",
             dependencies: [
                 "CorralSandbox", "CorralSession", "CorralService", "CorralGateway", "CorralAPI", "CorralServer",
+                "CorralWorker",
                 "CorralHarness", "CCorralProcess",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -160,7 +180,7 @@ let package = Package(
                 // The workspace suite's upstream: the git smart-HTTP server the tests use.
                 "TestSupport",
                 // The api suite runs corrald in process and drives it as a client would.
-                "CorralAPI", "CorralServer",
+                "CorralAPI", "CorralServer", "CorralWorker",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -228,7 +248,7 @@ let package = Package(
         .testTarget(
             name: "CorralServerTests",
             dependencies: [
-                "CorralServer", "CorralAPI", "CorralHarness", "TestSupport",
+                "CorralServer", "CorralWorker", "CorralAPI", "CorralHarness", "TestSupport",
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "NIOHTTP2", package: "swift-nio-http2"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

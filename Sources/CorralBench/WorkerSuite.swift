@@ -4,6 +4,7 @@ import CorralSandbox
 import CorralServer
 import CorralService
 import CorralSession
+import CorralWorker
 import CurlHTTP
 import DockerEngine
 import Foundation

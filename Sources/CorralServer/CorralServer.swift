@@ -347,14 +347,14 @@ public struct CorralServer: Sendable {
     }
 
     /// An IPv4 or IPv6 literal (no TLS server name is sent for one).
-    static func isIPAddress(_ host: String) -> Bool {
+    package static func isIPAddress(_ host: String) -> Bool {
         var v4 = in_addr()
         var v6 = in6_addr()
         return inet_pton(AF_INET, host, &v4) == 1 || inet_pton(AF_INET6, host, &v6) == 1
     }
 
     /// A loopback host: plain HTTP is allowed there (development and tests), TLS everywhere else.
-    static func isLoopback(_ host: String) -> Bool {
+    package static func isLoopback(_ host: String) -> Bool {
         host == "localhost" || host == "::1" || host.hasPrefix("127.")
     }
 }

@@ -14,6 +14,7 @@ import TestSupport
 import Testing
 
 @testable import CorralServer
+@testable import CorralWorker
 
 /// Issue 12: a control plane and a worker that dials it, each with a state directory of its own
 /// on the test engine. The worker's link runs on loopback (plain HTTP is allowed there).

@@ -3,6 +3,7 @@ import CorralAPI
 import CorralCore
 import CorralServer
 import CorralService
+import CorralWorker
 import Foundation
 
 /// `corral worker`: an engine host that dials out to a control plane (docs/workers.md).

@@ -6,29 +6,35 @@ import NIOCore
 /// NIO's HTTP/1 codec, because the bytes that follow a 101 are HTTP/2 and must reach the HTTP/2
 /// handler untouched: `HeadReader` keeps whatever arrives after the head and hands it on when it
 /// is removed.
-struct LinkHead: Sendable {
+package struct LinkHead: Sendable {
     /// `GET /v1/workers/connect HTTP/1.1` or `HTTP/1.1 101 Switching Protocols`, split on spaces
     /// (the reason phrase stays whole).
-    var startLine: [String]
-    var headers: [(name: String, value: String)]
+    package var startLine: [String]
+    package var headers: [(name: String, value: String)]
     /// An answer's body (an error's JSON); empty for a request.
-    var body: [UInt8] = []
+    package var body: [UInt8] = []
+
+    package init(startLine: [String], headers: [(name: String, value: String)], body: [UInt8] = []) {
+        self.startLine = startLine
+        self.headers = headers
+        self.body = body
+    }
 
     static let maxHeadBytes = 16 << 10
     static let maxBodyBytes = 16 << 10
 
-    func header(_ name: String) -> String? {
+    package func header(_ name: String) -> String? {
         headers.first { $0.name.lowercased() == name.lowercased() }?.value
     }
 
     /// A response's status, or nil for a request.
-    var status: Int? {
+    package var status: Int? {
         guard startLine.count >= 2, startLine[0].hasPrefix("HTTP/1.") else { return nil }
         return Int(startLine[1])
     }
 
     /// Parses the bytes up to (not including) the blank line.
-    static func parse(_ bytes: [UInt8]) -> LinkHead? {
+    package static func parse(_ bytes: [UInt8]) -> LinkHead? {
         guard let text = String(validating: bytes, as: UTF8.self) else { return nil }
         var lines = text.components(separatedBy: "\r\n")
         guard !lines.isEmpty else { return nil }
@@ -48,7 +54,7 @@ struct LinkHead: Sendable {
     }
 
     /// The head (and body) as bytes to write.
-    func serialized() -> ByteBuffer {
+    package func serialized() -> ByteBuffer {
         var text = startLine.joined(separator: " ") + "\r\n"
         for (name, value) in headers { text += "\(name): \(value)\r\n" }
         text += "\r\n"
@@ -62,9 +68,9 @@ struct LinkHead: Sendable {
 /// with it. Bytes after it are kept and passed on, in order, when the handler is removed: by
 /// then the HTTP/2 handler sits behind it. A head larger than `LinkHead.maxHeadBytes`, or a
 /// connection that ends first, fails the promise.
-final class LinkHeadReader: ChannelInboundHandler, RemovableChannelHandler {
-    typealias InboundIn = ByteBuffer
-    typealias InboundOut = ByteBuffer
+package final class LinkHeadReader: ChannelInboundHandler, RemovableChannelHandler {
+    package typealias InboundIn = ByteBuffer
+    package typealias InboundOut = ByteBuffer
 
     private let promise: EventLoopPromise<LinkHead>
     private let readsBody: Bool
@@ -72,12 +78,12 @@ final class LinkHeadReader: ChannelInboundHandler, RemovableChannelHandler {
     private var head: LinkHead?
     private var done = false
 
-    init(promise: EventLoopPromise<LinkHead>, readsBody: Bool) {
+    package init(promise: EventLoopPromise<LinkHead>, readsBody: Bool) {
         self.promise = promise
         self.readsBody = readsBody
     }
 
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+    package func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         var incoming = unwrapInboundIn(data)
         buffer.writeBuffer(&incoming)
         guard !done else { return }
@@ -102,7 +108,7 @@ final class LinkHeadReader: ChannelInboundHandler, RemovableChannelHandler {
         promise.succeed(head)
     }
 
-    func handlerRemoved(context: ChannelHandlerContext) {
+    package func handlerRemoved(context: ChannelHandlerContext) {
         if !done {
             done = true
             promise.fail(CorralError(.unavailable, "the worker link closed during its handshake"))
@@ -114,12 +120,12 @@ final class LinkHeadReader: ChannelInboundHandler, RemovableChannelHandler {
         }
     }
 
-    func channelInactive(context: ChannelHandlerContext) {
+    package func channelInactive(context: ChannelHandlerContext) {
         if !done { fail(context, "the other end closed the connection during the handshake") }
         context.fireChannelInactive()
     }
 
-    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+    package func errorCaught(context: ChannelHandlerContext, error: any Error) {
         if !done {
             done = true
             promise.fail(error)

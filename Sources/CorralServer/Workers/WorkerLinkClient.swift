@@ -34,7 +34,7 @@ final class WorkerLinkClient: Sendable {
             HTTP2Setting(parameter: .maxHeaderListSize, value: 1 << 16),
             // Command output and archives in frames of up to 1 MiB rather than HTTP/2's 16 KiB:
             // each frame costs a hop through the stream's channel and tasks.
-            HTTP2Setting(parameter: .maxFrameSize, value: WorkerAgent.maxFrameSize),
+            HTTP2Setting(parameter: .maxFrameSize, value: WorkerLinkLimits.maxFrameSize),
         ]
         // The windows this end keeps open: HTTP/2's 64 KiB would make a worker wait for a window
         // update every 64 KiB of output, on the connection and on each stream.

@@ -34,7 +34,7 @@ public struct WorkerListener: Service {
     let onReady: @Sendable (String) async -> Void
     let logger: Logger
 
-    static let readerName = "corral.worker-link.handshake"
+    package static let readerName = "corral.worker-link.handshake"
 
     init(
         settings: Settings, fleet: WorkerFleet, tokens: WorkerTokenRegistry, logger: Logger,
@@ -47,9 +47,15 @@ public struct WorkerListener: Service {
         self.onReady = onReady
     }
 
-    struct Accepted: Sendable {
-        let channel: any Channel
-        let head: EventLoopFuture<LinkHead>
+    /// A connection and its handshake's head to come: the listener's, and the worker's dial.
+    package struct Accepted: Sendable {
+        package let channel: any Channel
+        package let head: EventLoopFuture<LinkHead>
+
+        package init(channel: any Channel, head: EventLoopFuture<LinkHead>) {
+            self.channel = channel
+            self.head = head
+        }
     }
 
     public func run() async throws {

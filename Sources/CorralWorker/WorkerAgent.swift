@@ -1,6 +1,7 @@
 import CorralAPI
 import CorralCore
 import CorralSandbox
+import CorralServer
 import Foundation
 import Hummingbird
 import HummingbirdCore
@@ -67,7 +68,7 @@ public struct WorkerAgent: Service {
     /// Calls one link carries at once (HTTP/2 streams the worker accepts).
     static let maxConcurrentCalls = 4096
     /// The largest HTTP/2 frame either end of a link takes (the protocol's default is 16 KiB).
-    static let maxFrameSize = 1 << 20
+    static let maxFrameSize = WorkerLinkLimits.maxFrameSize
 
     /// A refusal no retry mends.
     struct Refused: Error, CustomStringConvertible {
@@ -349,26 +350,6 @@ public struct WorkerAgent: Service {
                 memoryBytes: Int64(ProcessInfo.processInfo.physicalMemory), maxSandboxes: settings.maxSandboxes),
             templates: runner.configuration.templates.map(\.name.rawValue).sorted(), pools: pools,
             sandboxes: sandboxes.map { WorkerSandbox(id: $0.id, tenant: $0.tenant) })
-    }
-}
-
-extension WorkerPoolStatus {
-    init(_ status: PoolStatus) {
-        self.init(template: status.template.rawValue, ready: status.idle, target: status.minIdle)
-    }
-}
-
-/// On each HTTP/2 stream a worker serves: the caller's presence, gone when the stream closes
-/// (the control plane resets it when its own client leaves), so that a command stops with it.
-final class StreamPresenceHandler: ChannelInboundHandler, RemovableChannelHandler {
-    typealias InboundIn = HTTPRequestPart
-    typealias InboundOut = HTTPRequestPart
-
-    let presence = ClientPresence()
-
-    func channelInactive(context: ChannelHandlerContext) {
-        presence.markGone()
-        context.fireChannelInactive()
     }
 }
 

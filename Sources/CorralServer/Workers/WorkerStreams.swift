@@ -1,0 +1,37 @@
+import CorralAPI
+import CorralSandbox
+import NIOCore
+import NIOHTTPTypes
+
+// What both ends of a worker link use from here: the worker (CorralWorker) serves this
+// host's routes on its link with these.
+
+/// What both ends of a link configure alike.
+package enum WorkerLinkLimits {
+    /// The largest HTTP/2 frame either end of a link takes (the protocol's default is 16 KiB):
+    /// command output and archives in frames of up to 1 MiB, each a hop through a stream's
+    /// channel and tasks fewer.
+    package static let maxFrameSize = 1 << 20
+}
+
+extension WorkerPoolStatus {
+    package init(_ status: PoolStatus) {
+        self.init(template: status.template.rawValue, ready: status.idle, target: status.minIdle)
+    }
+}
+
+/// On each HTTP/2 stream a worker serves: the caller's presence, gone when the stream closes
+/// (the control plane resets it when its own client leaves), so that a command stops with it.
+package final class StreamPresenceHandler: ChannelInboundHandler, RemovableChannelHandler {
+    package typealias InboundIn = HTTPRequestPart
+    package typealias InboundOut = HTTPRequestPart
+
+    package init() {}
+
+    let presence = ClientPresence()
+
+    package func channelInactive(context: ChannelHandlerContext) {
+        presence.markGone()
+        context.fireChannelInactive()
+    }
+}
