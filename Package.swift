@@ -74,6 +74,7 @@ let package = Package(
             name: "CorralService",
             dependencies: [
                 "CorralSandbox", "CorralGateway", "CorralSession", "CorralSessionPostgres",
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "TOMLKit", package: "TOMLKit"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
@@ -120,9 +121,30 @@ let package = Package(
         .target(
             name: "CorralAPI", dependencies: ["CorralSandbox", "CorralSession", "CurlHTTP"], exclude: ["README.md"]),
         // corrald: the HTTP API (Hummingbird) over the service's pools, reaper and gateway.
+        // The control plane's end of the worker links: the worker port and its handshake, the
+        // HTTP/2 link with the roles reversed, the fleet (heartbeats, placement, lost workers)
+        // and worker tokens. CorralServer routes, forwards and places with it.
+        .target(
+            name: "CorralFleet",
+            dependencies: [
+                "CorralAPI", "CorralCore", "CorralService",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP2", package: "swift-nio-http2"),
+                .product(name: "NIOHTTPTypes", package: "swift-nio-extras"),
+                .product(name: "NIOHTTPTypesHTTP2", package: "swift-nio-extras"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            exclude: ["README.md"]
+        ),
         .target(
             name: "CorralServer",
             dependencies: [
+                "CorralFleet",
                 "CorralAPI", "CorralService", "CorralGateway", "CorralSession", "CorralHarness",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Hummingbird", package: "hummingbird"),
@@ -146,7 +168,7 @@ let package = Package(
         .target(
             name: "CorralWorker",
             dependencies: [
-                "CorralServer", "CorralAPI", "CorralSandbox",
+                "CorralServer", "CorralFleet", "CorralAPI", "CorralSandbox",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "HummingbirdHTTP2", package: "hummingbird"),
@@ -164,7 +186,7 @@ let package = Package(
             name: "CorralCLI",
             dependencies: [
                 "CorralSandbox", "CorralSession", "CorralService", "CorralGateway", "CorralAPI", "CorralServer",
-                "CorralWorker",
+                "CorralFleet", "CorralWorker",
                 "CorralHarness", "CCorralProcess",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -180,7 +202,7 @@ let package = Package(
                 // The workspace suite's upstream: the git smart-HTTP server the tests use.
                 "TestSupport",
                 // The api suite runs corrald in process and drives it as a client would.
-                "CorralAPI", "CorralServer", "CorralWorker",
+                "CorralAPI", "CorralServer", "CorralFleet", "CorralWorker",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -248,7 +270,8 @@ let package = Package(
         .testTarget(
             name: "CorralServerTests",
             dependencies: [
-                "CorralServer", "CorralWorker", "CorralAPI", "CorralHarness", "TestSupport",
+                "CorralServer", "CorralFleet", "CorralWorker", "CorralAPI", "CorralHarness", "CorralService",
+                "TestSupport",
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "NIOHTTP2", package: "swift-nio-http2"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

@@ -1,5 +1,6 @@
 import CorralAPI
 import CorralCore
+import CorralFleet
 import CorralSandbox
 import CorralServer
 import CorralService

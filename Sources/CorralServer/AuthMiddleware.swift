@@ -1,5 +1,6 @@
 import CorralAPI
 import CorralCore
+import CorralFleet
 import HTTPTypes
 import Hummingbird
 

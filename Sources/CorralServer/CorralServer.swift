@@ -1,5 +1,6 @@
 import CorralAPI
 import CorralCore
+import CorralFleet
 import CorralSandbox
 import CorralService
 import CorralSession
@@ -334,29 +335,13 @@ public struct CorralServer: Sendable {
         }
     }
 
-    static func parseListen(_ text: String) throws -> (String, Int) {
-        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]),
-            (0...65535).contains(port)
-        else {
-            throw CorralError.invalidArgument(
-                "invalid listen address '\(text)'", hint: "use host:port, such as 127.0.0.1:8420")
-        }
-        var host = String(text[..<colon])
-        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
-        return (host.isEmpty ? "127.0.0.1" : host, port)
-    }
+    static func parseListen(_ text: String) throws -> (String, Int) { try ListenAddress.parse(text) }
 
     /// An IPv4 or IPv6 literal (no TLS server name is sent for one).
-    package static func isIPAddress(_ host: String) -> Bool {
-        var v4 = in_addr()
-        var v6 = in6_addr()
-        return inet_pton(AF_INET, host, &v4) == 1 || inet_pton(AF_INET6, host, &v6) == 1
-    }
+    package static func isIPAddress(_ host: String) -> Bool { ListenAddress.isIPAddress(host) }
 
     /// A loopback host: plain HTTP is allowed there (development and tests), TLS everywhere else.
-    package static func isLoopback(_ host: String) -> Bool {
-        host == "localhost" || host == "::1" || host.hasPrefix("127.")
-    }
+    package static func isLoopback(_ host: String) -> Bool { ListenAddress.isLoopback(host) }
 }
 
 /// Keeps concurrent creates of one tenant from racing past its quota together.

@@ -1,5 +1,6 @@
 import CorralAPI
 import CorralCore
+import CorralService
 import Crypto
 import Foundation
 import Synchronization

@@ -1,5 +1,6 @@
 import CorralAPI
 import CorralCore
+import CorralFleet
 import CorralSandbox
 import CorralServer
 import Foundation
@@ -130,7 +131,7 @@ public struct WorkerAgent: Service {
             secure = scheme == "https"
             self.host = host.hasPrefix("[") ? String(host.dropFirst().dropLast()) : host
             port = url.port ?? (secure ? 443 : 80)
-            guard secure || CorralServer.isLoopback(self.host) else {
+            guard secure || ListenAddress.isLoopback(self.host) else {
                 throw CorralError.invalidArgument(
                     "plain http:// is for loopback only; '\(text)' is not", hint: "use https:// with --ca FILE")
             }
@@ -182,7 +183,8 @@ public struct WorkerAgent: Service {
                     if let tls {
                         try channel.pipeline.syncOperations.addHandler(
                             try NIOSSLClientHandler(
-                                context: tls, serverHostname: CorralServer.isIPAddress(target.host) ? nil : target.host)
+                                context: tls, serverHostname: ListenAddress.isIPAddress(target.host) ? nil : target.host
+                            )
                         )
                     }
                     let promise = channel.eventLoop.makePromise(of: LinkHead.self)

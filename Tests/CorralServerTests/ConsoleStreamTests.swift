@@ -1,10 +1,12 @@
 import CorralCore
+import CorralService
 import CorralSession
 import Foundation
 import ServiceLifecycle
 import Synchronization
 import Testing
 
+@testable import CorralFleet
 @testable import CorralServer
 
 @Suite("Console: the live timeline")

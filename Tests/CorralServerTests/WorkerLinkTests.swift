@@ -13,6 +13,7 @@ import Synchronization
 import TestSupport
 import Testing
 
+@testable import CorralFleet
 @testable import CorralServer
 @testable import CorralWorker
 

@@ -1,5 +1,6 @@
 import ArgumentParser
 import CorralCore
+import CorralFleet
 import CorralSandbox
 import CorralServer
 import CorralService

@@ -1,6 +1,7 @@
 import ArgumentParser
 import CorralAPI
 import CorralCore
+import CorralFleet
 import CorralServer
 import CorralService
 import CorralWorker

@@ -1,4 +1,5 @@
 import CorralCore
+import CorralService
 import Crypto
 import Foundation
 import Synchronization

@@ -1,4 +1,5 @@
 import CorralCore
+import CorralFleet
 import CorralSandbox
 import HTTPTypes
 import Hummingbird

@@ -1,5 +1,6 @@
 import CorralAPI
 import CorralCore
+import CorralFleet
 import CorralSandbox
 import Foundation
 import HTTPTypes
@@ -179,13 +180,7 @@ struct WorkerRoutingMiddleware: RouterMiddleware {
 
     /// Removes a sandbox on a worker as its tenant would.
     static func remove(_ sandbox: WorkerSandbox, on link: WorkerLinkClient) async throws {
-        let head = link.request(.delete, "/v1/sandboxes/\(sandbox.id)", tenant: sandbox.tenant)
-        let (response, body, task) = try await link.call(head, body: Optional<EmptyBody>.none)
-        while try await body.receive() != nil {}
-        _ = try? await task.value
-        guard (200..<300).contains(response.status.code) || response.status.code == 404 else {
-            throw CorralError(.unavailable, "the worker answered the removal with \(response.status.code)")
-        }
+        try await link.removeSandbox(sandbox)
     }
 
     static func decode<T: Decodable>(_ type: T.Type, from response: Response) async throws -> T {

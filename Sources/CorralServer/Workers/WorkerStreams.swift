@@ -1,18 +1,11 @@
 import CorralAPI
+import CorralFleet
 import CorralSandbox
 import NIOCore
 import NIOHTTPTypes
 
 // What both ends of a worker link use from here: the worker (CorralWorker) serves this
 // host's routes on its link with these.
-
-/// What both ends of a link configure alike.
-package enum WorkerLinkLimits {
-    /// The largest HTTP/2 frame either end of a link takes (the protocol's default is 16 KiB):
-    /// command output and archives in frames of up to 1 MiB, each a hop through a stream's
-    /// channel and tasks fewer.
-    package static let maxFrameSize = 1 << 20
-}
 
 extension WorkerPoolStatus {
     package init(_ status: PoolStatus) {

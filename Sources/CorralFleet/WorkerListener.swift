@@ -28,15 +28,15 @@ public struct WorkerListener: Service {
         public init(listen: String) { self.listen = listen }
     }
 
-    let settings: Settings
-    let fleet: WorkerFleet
-    let tokens: WorkerTokenRegistry
-    let onReady: @Sendable (String) async -> Void
-    let logger: Logger
+    package let settings: Settings
+    package let fleet: WorkerFleet
+    package let tokens: WorkerTokenRegistry
+    package let onReady: @Sendable (String) async -> Void
+    package let logger: Logger
 
     package static let readerName = "corral.worker-link.handshake"
 
-    init(
+    package init(
         settings: Settings, fleet: WorkerFleet, tokens: WorkerTokenRegistry, logger: Logger,
         onReady: @escaping @Sendable (String) async -> Void
     ) {
@@ -59,7 +59,7 @@ public struct WorkerListener: Service {
     }
 
     public func run() async throws {
-        let (host, port) = try CorralServer.parseListen(settings.listen)
+        let (host, port) = try ListenAddress.parse(settings.listen)
         let tls = try Self.makeTLS(settings, host: host)
         let server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -94,7 +94,7 @@ public struct WorkerListener: Service {
         }
     }
 
-    static func makeTLS(_ settings: Settings, host: String) throws -> NIOSSLContext? {
+    package static func makeTLS(_ settings: Settings, host: String) throws -> NIOSSLContext? {
         if (settings.certificate == nil) != (settings.key == nil) {
             throw CorralError.invalidArgument(
                 "[workers] tls_cert and tls_key go together", hint: "set both (PEM files), or neither on loopback")
@@ -104,7 +104,7 @@ public struct WorkerListener: Service {
                 throw CorralError.invalidArgument(
                     "[workers] client_ca \(clientCA) needs TLS", hint: "set [workers] tls_cert and tls_key (PEM) too")
             }
-            guard CorralServer.isLoopback(host) else {
+            guard ListenAddress.isLoopback(host) else {
                 throw CorralError.invalidArgument(
                     "[workers] listen = \"\(settings.listen)\" is not on loopback and has no TLS",
                     hint: "set [workers] tls_cert and tls_key (PEM), or listen on 127.0.0.1")
@@ -206,14 +206,14 @@ public struct WorkerListener: Service {
         }
     }
 
-    enum Admission {
+    package enum Admission {
         case admitted(name: String, group: String, version: String, protocolVersion: Int, token: String)
         case refused(status: (Int, String), CorralError, headers: [(String, String)])
     }
 
     /// Decides on a worker's request: the path and upgrade, its token, its group, its name,
     /// and a protocol version both sides speak.
-    func admit(_ head: LinkHead) -> Admission {
+    package func admit(_ head: LinkHead) -> Admission {
         let ours = [(WorkerProtocol.protocolHeader, WorkerProtocol.format(WorkerProtocol.versions))]
         guard head.startLine.count == 3, head.startLine[0] == "GET", head.startLine[1] == WorkerProtocol.connectPath,
             head.header("Upgrade")?.lowercased() == WorkerProtocol.upgradeToken
@@ -278,7 +278,7 @@ public struct WorkerListener: Service {
             protocolVersion: chosen, token: entry.id)
     }
 
-    static func isValidName(_ name: String) -> Bool {
+    package static func isValidName(_ name: String) -> Bool {
         (1...63).contains(name.utf8.count)
             && name.utf8.allSatisfy {
                 ($0 >= 0x61 && $0 <= 0x7A) || ($0 >= 0x30 && $0 <= 0x39) || $0 == 0x2D || $0 == 0x2E || $0 == 0x5F
@@ -288,7 +288,7 @@ public struct WorkerListener: Service {
     private func refuse(
         _ channel: any Channel, status: (Int, String), error: CorralError, headers extra: [(String, String)]
     ) async {
-        let body = (try? JSONResponse.encoder.encode(APIErrorBody(error))) ?? Data()
+        let body = (try? JSONEncoder().encode(APIErrorBody(error))) ?? Data()
         var answer = LinkHead(
             startLine: ["HTTP/1.1", String(status.0), status.1],
             headers: [

@@ -1,5 +1,6 @@
 import CorralAPI
 import CorralCore
+import CorralService
 import Foundation
 
 /// Worker tokens, kept in `$STATE/worker-tokens.json`: each binds the workers that present it
@@ -52,7 +53,7 @@ public final class WorkerTokenRegistry: Sendable {
 
     /// Whether the token `id` is still kept; true when the file cannot be read (a link is not
     /// cut for a read that failed).
-    func isKept(id: String) -> Bool {
+    package func isKept(id: String) -> Bool {
         (try? store.load().contains { $0.id == id }) ?? true
     }
 }

@@ -20,8 +20,8 @@ package struct LinkHead: Sendable {
         self.body = body
     }
 
-    static let maxHeadBytes = 16 << 10
-    static let maxBodyBytes = 16 << 10
+    package static let maxHeadBytes = 16 << 10
+    package static let maxBodyBytes = 16 << 10
 
     package func header(_ name: String) -> String? {
         headers.first { $0.name.lowercased() == name.lowercased() }?.value

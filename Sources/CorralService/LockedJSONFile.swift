@@ -10,22 +10,22 @@ import Synchronization
 /// file anew, and flock locks belong to an open file, so two tasks of one process are
 /// serialised the same way. Readers take no lock: the file is replaced by rename, whole, after
 /// an fsync.
-final class LockedJSONFile<Element: Codable & Sendable>: Sendable {
-    let file: URL
+package final class LockedJSONFile<Element: Codable & Sendable>: Sendable {
+    package let file: URL
     /// What the file holds, in errors: "tenants file".
-    let what: String
+    package let what: String
     private var lockFile: URL { file.appendingPathExtension("lock") }
     /// The file's bytes at the last read and what they held: a reader parses the file again
     /// only when the bytes changed. Bytes, not the modification time, because two writes within
     /// one tick of the file system's clock would look alike.
     private let cache = Mutex<(bytes: Data?, elements: [Element])>((nil, []))
 
-    init(file: URL, what: String) {
+    package init(file: URL, what: String) {
         self.file = file
         self.what = what
     }
 
-    func modify(_ change: (inout [Element]) throws -> Void) throws {
+    package func modify(_ change: (inout [Element]) throws -> Void) throws {
         try FileManager.default.createDirectory(at: file.deletingLastPathComponent(), withIntermediateDirectories: true)
         let descriptor = open(lockFile.path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
         guard descriptor >= 0 else {
@@ -43,7 +43,7 @@ final class LockedJSONFile<Element: Codable & Sendable>: Sendable {
         try save(elements)
     }
 
-    func load() throws -> [Element] {
+    package func load() throws -> [Element] {
         guard let data = FileManager.default.contents(atPath: file.path) else { return [] }
         if let cached = cache.withLock({ $0.bytes == data ? $0.elements : nil }) { return cached }
         let decoder = JSONDecoder()
@@ -69,8 +69,8 @@ final class LockedJSONFile<Element: Codable & Sendable>: Sendable {
 
 /// Bearer tokens as corral makes and keeps them: `corral_` and 43 base64url characters, stored
 /// only as a SHA-256, compared in constant time.
-enum BearerToken {
-    static func make() -> String {
+package enum BearerToken {
+    package static func make() -> String {
         var bytes = [UInt8](repeating: 0, count: 32)
         var generator = SystemRandomNumberGenerator()
         for index in bytes.indices { bytes[index] = generator.next() }
@@ -80,13 +80,13 @@ enum BearerToken {
             .replacingOccurrences(of: "=", with: "")
     }
 
-    static func hash(_ token: String) -> String {
+    package static func hash(_ token: String) -> String {
         SHA256.hash(data: Data(token.utf8)).map { String(format: "%02x", $0) }.joined()
     }
 
     /// The last of `candidates` whose stored hash equals the presented token's; every candidate
     /// is compared whole, so the time does not tell how many characters matched.
-    static func match<T>(_ token: String, in candidates: [T], hash storedHash: (T) -> String) -> T? {
+    package static func match<T>(_ token: String, in candidates: [T], hash storedHash: (T) -> String) -> T? {
         let presented = Array(hash(token).utf8)
         var match: T?
         for candidate in candidates {

@@ -9,20 +9,28 @@ import NIOHTTP2
 import NIOHTTPTypes
 import NIOHTTPTypesHTTP2
 
+/// What both ends of a link configure alike.
+package enum WorkerLinkLimits {
+    /// The largest HTTP/2 frame either end of a link takes (the protocol's default is 16 KiB):
+    /// command output and archives in frames of up to 1 MiB, each a hop through a stream's
+    /// channel and tasks fewer.
+    package static let maxFrameSize = 1 << 20
+}
+
 /// The control plane's end of one worker link: after the 101 corrald is the HTTP/2 client on
 /// the connection the worker dialled, and each call is a stream of its own. HTTP/2 gives every
 /// stream its own flow-control window, so a caller that stops reading stalls only its call.
-final class WorkerLinkClient: Sendable {
-    typealias Stream = NIOAsyncChannel<HTTPResponsePart, HTTPRequestPart>
+package final class WorkerLinkClient: Sendable {
+    package typealias Stream = NIOAsyncChannel<HTTPResponsePart, HTTPRequestPart>
 
-    let channel: any Channel
-    let multiplexer: NIOHTTP2Handler.AsyncStreamMultiplexer<Void>
-    let epoch: Int64
+    package let channel: any Channel
+    package let multiplexer: NIOHTTP2Handler.AsyncStreamMultiplexer<Void>
+    package let epoch: Int64
     /// The worker's name, for errors.
-    let worker: String
+    package let worker: String
 
     /// Configures HTTP/2 (client) on `channel`; call on its event loop, after the 101 is written.
-    init(channel: any Channel, epoch: Int64, worker: String, logger: Logger) throws {
+    package init(channel: any Channel, epoch: Int64, worker: String, logger: Logger) throws {
         self.channel = channel
         self.epoch = epoch
         self.worker = worker
@@ -51,13 +59,13 @@ final class WorkerLinkClient: Sendable {
         try channel.pipeline.syncOperations.addHandler(CloseOnConnectionError(worker: worker, logger: logger))
     }
 
-    var isActive: Bool { channel.isActive }
+    package var isActive: Bool { channel.isActive }
 
-    func close() { channel.close(promise: nil) }
+    package func close() { channel.close(promise: nil) }
 
     /// One call: the head, then the body as it comes. Returns the answer's head and its body as
     /// a bounded channel; `finished` completes when the stream is done both ways.
-    func call(
+    package func call(
         _ head: HTTPRequest, body: (some AsyncSequence<ByteBuffer, any Error> & Sendable)?
     ) async throws -> (response: HTTPResponse, body: ByteChannel, task: Task<Void, any Error>) {
         let stream: Stream
@@ -125,7 +133,7 @@ final class WorkerLinkClient: Sendable {
     }
 
     /// A call of the control plane's own, as `tenant`, on this link's epoch.
-    func request(_ method: HTTPRequest.Method, _ path: String, tenant: TenantID) -> HTTPRequest {
+    package func request(_ method: HTTPRequest.Method, _ path: String, tenant: TenantID) -> HTTPRequest {
         var head = HTTPRequest(method: method, scheme: "http", authority: "worker", path: path)
         head.headerFields[corral: WorkerProtocol.tenantHeader] = tenant.rawValue
         head.headerFields[corral: WorkerProtocol.epochHeader] = String(epoch)
@@ -134,20 +142,20 @@ final class WorkerLinkClient: Sendable {
 
     /// A GET (as `tenant`: the operator's by default) whose JSON answer decodes as `T`; a
     /// non-2xx answer becomes the worker's error.
-    func get<T: Decodable>(_ path: String, as type: T.Type, tenant: TenantID = .local) async throws -> T {
+    package func get<T: Decodable>(_ path: String, as type: T.Type, tenant: TenantID = .local) async throws -> T {
         try await send(.get, path, json: Optional<Int>.none, as: type, tenant: tenant)
     }
 
     /// A call of the control plane's own (the heartbeat, pool targets: the operator's), with
     /// `json` as its body when given; the JSON answer decodes as `T`.
-    func send<T: Decodable>(
+    package func send<T: Decodable>(
         _ method: HTTPRequest.Method, _ path: String, json: (some Encodable)?, as type: T.Type,
         tenant: TenantID = .local
     ) async throws -> T {
         var head = request(method, path, tenant: tenant)
         var upload: AsyncThrowingStream<ByteBuffer, any Error>?
         if let json {
-            let bytes = try JSONResponse.encoder.encode(json)
+            let bytes = try JSONEncoder().encode(json)
             head.headerFields[.contentType] = "application/json"
             upload = AsyncThrowingStream {
                 $0.yield(ByteBuffer(bytes: bytes)); $0.finish()
@@ -170,13 +178,24 @@ final class WorkerLinkClient: Sendable {
         return try CorralClient.decoder().decode(T.self, from: Data(bytes))
     }
 
-    func describe(_ error: any Error) -> any Error {
+    /// Removes `sandbox` on the worker, as its tenant; a sandbox already gone is no error.
+    package func removeSandbox(_ sandbox: WorkerSandbox) async throws {
+        let head = request(.delete, "/v1/sandboxes/\(sandbox.id)", tenant: sandbox.tenant)
+        let (response, body, task) = try await call(head, body: Optional<EmptyBody>.none)
+        while try await body.receive() != nil {}
+        _ = try? await task.value
+        guard (200..<300).contains(response.status.code) || response.status.code == 404 else {
+            throw CorralError(.unavailable, "the worker answered the removal with \(response.status.code)")
+        }
+    }
+
+    package func describe(_ error: any Error) -> any Error {
         if error is CorralError || error is CancellationError { return error }
         return linkDown(error)
     }
 
     /// A call that the link's end cut short: whether it ran on the worker is not known.
-    func linkDown(_ error: (any Error)?) -> CorralError {
+    package func linkDown(_ error: (any Error)?) -> CorralError {
         var failure = CorralError(
             .unavailable, "the link to worker '\(worker)' is down: the call ended without an answer",
             hint: "the worker dials again by itself; a call that changes things may or may not have run",
@@ -190,17 +209,17 @@ final class WorkerLinkClient: Sendable {
 /// swift-nio-http2 reports a stream's errors the same way (a frame for a stream that just
 /// closed, a bad header on one call); those cost that stream (the handler resets it), never
 /// the link and every other call on it.
-final class CloseOnConnectionError: ChannelInboundHandler, Sendable {
-    typealias InboundIn = Any
-    let worker: String
-    let logger: Logger
+package final class CloseOnConnectionError: ChannelInboundHandler, Sendable {
+    package typealias InboundIn = Any
+    package let worker: String
+    package let logger: Logger
 
-    init(worker: String, logger: Logger) {
+    package init(worker: String, logger: Logger) {
         self.worker = worker
         self.logger = logger
     }
 
-    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+    package func errorCaught(context: ChannelHandlerContext, error: any Error) {
         if Self.isStreamScoped(error) {
             logger.debug(
                 "a call's stream failed on a worker's link", metadata: ["worker": "\(worker)", "error": "\(error)"])
@@ -214,7 +233,7 @@ final class CloseOnConnectionError: ChannelInboundHandler, Sendable {
     }
 
     /// Errors swift-nio-http2 raises for one stream (it answers them with RST_STREAM).
-    static func isStreamScoped(_ error: any Error) -> Bool {
+    package static func isStreamScoped(_ error: any Error) -> Bool {
         switch error {
         case is NIOHTTP2Errors.NoSuchStream, is NIOHTTP2Errors.StreamClosed,
             is NIOHTTP2Errors.BadStreamStateTransition, is NIOHTTP2Errors.TrailersWithoutEndStream,
@@ -234,17 +253,17 @@ final class CloseOnConnectionError: ChannelInboundHandler, Sendable {
 }
 
 /// No body: a GET's.
-struct EmptyBody: AsyncSequence, Sendable {
-    typealias Element = ByteBuffer
-    struct AsyncIterator: AsyncIteratorProtocol {
-        mutating func next() async throws -> ByteBuffer? { nil }
+package struct EmptyBody: AsyncSequence, Sendable {
+    package typealias Element = ByteBuffer
+    package struct AsyncIterator: AsyncIteratorProtocol {
+        package mutating func next() async throws -> ByteBuffer? { nil }
     }
-    func makeAsyncIterator() -> AsyncIterator { AsyncIterator() }
+    package func makeAsyncIterator() -> AsyncIterator { AsyncIterator() }
 }
 
 extension HTTPFields {
     /// A field by one of corral's own names (`Corral-Tenant`), which are valid field names.
-    subscript(corral name: String) -> String? {
+    package subscript(corral name: String) -> String? {
         get { HTTPField.Name(name).flatMap { self[$0] } }
         set { if let field = HTTPField.Name(name) { self[field] = newValue } }
     }

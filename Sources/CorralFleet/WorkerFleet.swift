@@ -29,47 +29,47 @@ public final class WorkerFleet: Sendable {
         public init() {}
     }
 
-    struct Member: Sendable {
-        var name: String
-        var group: String
-        var version: String
-        var protocolVersion: Int
-        var epoch: Int64
-        var address: String?
-        var connected: Date
+    package struct Member: Sendable {
+        package var name: String
+        package var group: String
+        package var version: String
+        package var protocolVersion: Int
+        package var epoch: Int64
+        package var address: String?
+        package var connected: Date
         /// When this link was taken: a worker never heard from is lost this long after.
-        var attached: ContinuousClock.Instant = .now
-        var link: WorkerLinkClient
-        var lastHeartbeat: ContinuousClock.Instant?
-        var lastHeartbeatDate: Date?
-        var status: WorkerStatus?
+        package var attached: ContinuousClock.Instant = .now
+        package var link: WorkerLinkClient
+        package var lastHeartbeat: ContinuousClock.Instant?
+        package var lastHeartbeatDate: Date?
+        package var status: WorkerStatus?
         /// When the link was seen closed; nil while it is up.
-        var linkLost: ContinuousClock.Instant?
+        package var linkLost: ContinuousClock.Instant?
         /// The pool targets this link last took; nil: none pushed yet.
-        var pushedPools: [String: Int]?
+        package var pushedPools: [String: Int]?
     }
 
     private struct State {
-        var members: [String: Member] = [:]
+        package var members: [String: Member] = [:]
         /// Which worker runs each sandbox, and whose it is (for quotas across the fleet).
-        var placements: [SandboxID: (worker: String, tenant: TenantID)] = [:]
+        package var placements: [SandboxID: (worker: String, tenant: TenantID)] = [:]
         /// When the control plane placed each sandbox it created on a worker: a heartbeat
         /// taken before then may not list it yet.
-        var placedAt: [SandboxID: ContinuousClock.Instant] = [:]
+        package var placedAt: [SandboxID: ContinuousClock.Instant] = [:]
         /// Sandboxes on a worker that was lost: removed when that worker comes back.
-        var abandoned: [String: Set<SandboxID>] = [:]
-        var lastEpoch: Int64 = 0
+        package var abandoned: [String: Set<SandboxID>] = [:]
+        package var lastEpoch: Int64 = 0
     }
 
     public let settings: Settings
     private let state = Mutex(State())
     /// When this control plane began following workers: for a grace after it, a sandbox no
     /// worker has reported may still be on one whose first heartbeat has not come yet.
-    let started = ContinuousClock.now
+    package let started = ContinuousClock.now
     /// The groups a tenant's sandboxes may run in: a worker's heartbeat places only the
     /// sandboxes of tenants its group serves, so that a worker cannot claim another's.
-    let groupsOf: @Sendable (TenantID) -> [String]
-    let logger: Logger
+    package let groupsOf: @Sendable (TenantID) -> [String]
+    package let logger: Logger
 
     public init(
         settings: Settings = Settings(), logger: Logger,
@@ -84,7 +84,7 @@ public final class WorkerFleet: Sendable {
 
     /// A new epoch: above every earlier one of this process and of earlier processes (it starts
     /// from the clock in milliseconds), so that a worker can tell a stale caller from this one.
-    func nextEpoch() -> Int64 {
+    package func nextEpoch() -> Int64 {
         state.withLock { state in
             state.lastEpoch = max(state.lastEpoch + 1, Int64(Date().timeIntervalSince1970 * 1000))
             return state.lastEpoch
@@ -93,12 +93,12 @@ public final class WorkerFleet: Sendable {
 
     /// The group a worker of this name joined before, if one did: a name stays in its group, so
     /// that another group's worker cannot take over its link and its sandboxes' calls.
-    func group(ofWorker name: String) -> String? {
+    package func group(ofWorker name: String) -> String? {
         state.withLock { $0.members[name]?.group }
     }
 
     /// Takes a worker's new link; an older link of the same name is closed (its calls end).
-    func attach(_ member: Member) {
+    package func attach(_ member: Member) {
         let replaced = state.withLock { state -> Member? in
             let old = state.members[member.name]
             state.members[member.name] = member
@@ -114,14 +114,14 @@ public final class WorkerFleet: Sendable {
     }
 
     /// Closes every link: this process stops taking calls for its workers.
-    func closeAll() {
+    package func closeAll() {
         for member in state.withLock({ Array($0.members.values) }) { member.link.close() }
     }
 
     /// Heartbeats for one link until it closes: the first at once, so that placement knows the
     /// worker before its first call. Before each, `tokenKept` says whether the worker's token
     /// is still kept: a revoked token's link is closed (the worker's next dial is refused).
-    func followHeartbeats(name: String, epoch: Int64, tokenKept: @Sendable () -> Bool = { true }) async {
+    package func followHeartbeats(name: String, epoch: Int64, tokenKept: @Sendable () -> Bool = { true }) async {
         while !Task.isCancelled {
             guard let member = state.withLock({ $0.members[name] }), member.epoch == epoch else { return }
             guard tokenKept() else {
@@ -203,7 +203,7 @@ public final class WorkerFleet: Sendable {
         guard let link else { return }
         for sandbox in abandoned {
             do {
-                try await WorkerRoutingMiddleware.remove(sandbox, on: link)
+                try await link.removeSandbox(sandbox)
                 _ = state.withLock { $0.abandoned[name]?.remove(sandbox.id) }
                 logger.info(
                     "removed a sandbox given up while its worker was lost",
@@ -218,7 +218,7 @@ public final class WorkerFleet: Sendable {
 
     /// `body`'s answer, or nil when it takes longer than `limit`: then `onLate` runs (it should
     /// make `body` end, as closing a link does) and `body` is cancelled.
-    static func answer<T: Sendable>(
+    package static func answer<T: Sendable>(
         within limit: Duration, _ body: @escaping @Sendable () async throws -> T,
         onLate: @escaping @Sendable () -> Void
     ) async throws -> T? {
@@ -239,7 +239,7 @@ public final class WorkerFleet: Sendable {
     /// This worker's share of its group's pool targets: the group's connected workers that offer
     /// a template split its target in name order, the first ones taking one more when it does
     /// not divide. nil when the group has no targets.
-    func poolShares(of name: String, now: ContinuousClock.Instant = .now) -> [String: Int]? {
+    package func poolShares(of name: String, now: ContinuousClock.Instant = .now) -> [String: Int]? {
         state.withLock { state in
             guard let member = state.members[name] else { return nil }
             let wanted = settings.pools.filter { $0.group == member.group }
@@ -261,7 +261,7 @@ public final class WorkerFleet: Sendable {
 
     /// Sends a worker its share of the pool targets when it changed (a worker joined or left
     /// the group, or this link is new). A failed push is tried again at the next heartbeat.
-    func pushPoolTargets(to name: String, epoch: Int64) async {
+    package func pushPoolTargets(to name: String, epoch: Int64) async {
         guard let shares = poolShares(of: name),
             let link = state.withLock({ state in
                 state.members[name].flatMap { $0.epoch == epoch && $0.pushedPools != shares ? $0.link : nil }
@@ -288,7 +288,7 @@ public final class WorkerFleet: Sendable {
 
     /// Marks workers silent past the grace as lost; their sandboxes are given up. Called before
     /// every placement and listing, so no timer is needed for correctness.
-    func expireLost(now: ContinuousClock.Instant = .now) {
+    package func expireLost(now: ContinuousClock.Instant = .now) {
         let silent = state.withLock { state -> [WorkerLinkClient] in
             var silent: [WorkerLinkClient] = []
             for (name, member) in state.members where Self.isLost(member, now: now, grace: settings.grace) {
@@ -310,14 +310,14 @@ public final class WorkerFleet: Sendable {
         for link in silent { link.close() }
     }
 
-    static func isLost(_ member: Member, now: ContinuousClock.Instant, grace: Duration) -> Bool {
+    package static func isLost(_ member: Member, now: ContinuousClock.Instant, grace: Duration) -> Bool {
         now - (member.lastHeartbeat ?? member.attached) > grace
     }
 
     // MARK: Sandboxes
 
     /// Where a call for a sandbox goes.
-    enum Route: Sendable {
+    package enum Route: Sendable {
         /// The service's own engine host.
         case local
         case worker(name: String, link: WorkerLinkClient)
@@ -327,7 +327,7 @@ public final class WorkerFleet: Sendable {
         case lost(worker: String)
     }
 
-    func route(_ id: SandboxID) -> Route {
+    package func route(_ id: SandboxID) -> Route {
         expireLost()
         return state.withLock { state in
             if let name = state.abandoned.first(where: { $0.value.contains(id) })?.key { return .lost(worker: name) }
@@ -339,12 +339,12 @@ public final class WorkerFleet: Sendable {
 
     /// Whether this control plane started less than a grace ago: its workers may not all have
     /// dialled it again and sent their first heartbeat (a restart keeps nothing in memory).
-    var isWarmingUp: Bool { ContinuousClock.now - started < settings.grace }
+    package var isWarmingUp: Bool { ContinuousClock.now - started < settings.grace }
 
     /// `id`'s route, waiting while this control plane is warming up and no worker has reported
     /// `id`: for a sandbox this host does not hold, so that a restart does not make a worker's
     /// sandbox look gone.
-    func settledRoute(_ id: SandboxID) async -> Route {
+    package func settledRoute(_ id: SandboxID) async -> Route {
         var route = route(id)
         while case .local = route, isWarmingUp, !Task.isCancelled {
             try? await Task.sleep(for: .milliseconds(100))
@@ -355,7 +355,7 @@ public final class WorkerFleet: Sendable {
 
     /// The answer for a call for sandbox `id`, which this host does not hold and no worker has
     /// reported, while this control plane warms up: try again, not "not found".
-    func notYetKnown(_ id: SandboxID) -> CorralError {
+    package func notYetKnown(_ id: SandboxID) -> CorralError {
         let elapsed = Int((ContinuousClock.now - started).components.seconds)
         var error = CorralError(
             .unavailable,
@@ -366,7 +366,7 @@ public final class WorkerFleet: Sendable {
     }
 
     /// What a call for sandbox `id` gets when its worker is down or lost; nil otherwise.
-    func unreachable(_ id: SandboxID, _ route: Route) -> CorralError? {
+    package func unreachable(_ id: SandboxID, _ route: Route) -> CorralError? {
         let grace = Int(settings.grace.components.seconds)
         switch route {
         case .lost(let name):
@@ -386,11 +386,11 @@ public final class WorkerFleet: Sendable {
     }
 
     /// Whether the control plane gave sandbox `id` up (its worker was lost).
-    func isAbandoned(_ id: SandboxID) -> Bool {
+    package func isAbandoned(_ id: SandboxID) -> Bool {
         state.withLock { $0.abandoned.values.contains { $0.contains(id) } }
     }
 
-    func recordPlacement(_ id: SandboxID, on worker: String, tenant: TenantID) {
+    package func recordPlacement(_ id: SandboxID, on worker: String, tenant: TenantID) {
         state.withLock { state in
             state.placements[id] = (worker, tenant)
             state.placedAt[id] = .now
@@ -398,11 +398,11 @@ public final class WorkerFleet: Sendable {
     }
 
     /// Whose sandbox `id` on a worker is.
-    func tenant(of id: SandboxID) -> TenantID? {
+    package func tenant(of id: SandboxID) -> TenantID? {
         state.withLock { $0.placements[id]?.tenant }
     }
 
-    func forget(_ id: SandboxID) {
+    package func forget(_ id: SandboxID) {
         state.withLock { state in
             state.placements[id] = nil
             state.placedAt[id] = nil
@@ -410,13 +410,13 @@ public final class WorkerFleet: Sendable {
     }
 
     /// The ids of `tenant`'s sandboxes on workers.
-    func sandboxes(of tenant: TenantID) -> [SandboxID] {
+    package func sandboxes(of tenant: TenantID) -> [SandboxID] {
         expireLost()
         return state.withLock { $0.placements.filter { $0.value.tenant == tenant }.map(\.key) }
     }
 
     /// The sandboxes `tenant` holds on workers (a lost worker's are given up and not counted).
-    func count(of tenant: TenantID) -> Int {
+    package func count(of tenant: TenantID) -> Int {
         expireLost()
         return state.withLock { $0.placements.values.filter { $0.tenant == tenant }.count }
     }
@@ -424,14 +424,14 @@ public final class WorkerFleet: Sendable {
     /// The connected workers of these groups (nil: of every group).
     /// The tenants with sandboxes on worker `name`: by its last heartbeat, and those the
     /// control plane placed there since.
-    func tenants(on name: String) -> Set<TenantID> {
+    package func tenants(on name: String) -> Set<TenantID> {
         state.withLock { state in
             Set((state.members[name]?.status?.sandboxes.map(\.tenant) ?? []))
                 .union(state.placements.values.filter { $0.worker == name }.map(\.tenant))
         }
     }
 
-    func links(in groups: [String]?) -> [(name: String, link: WorkerLinkClient)] {
+    package func links(in groups: [String]?) -> [(name: String, link: WorkerLinkClient)] {
         expireLost()
         return state.withLock { state in
             state.members.values.filter { (groups?.contains($0.group) ?? true) && $0.link.isActive }
@@ -444,7 +444,7 @@ public final class WorkerFleet: Sendable {
     /// Where a new sandbox of `template` for a tenant of `groups` goes: a warm member first (the
     /// local pool's, then a worker's), else the best of `sample` workers drawn at random, by free
     /// room. `localWarm` and `localFree` describe the service's own engine host.
-    func place(
+    package func place(
         groups: [String], template: String?, localWarm: Bool, localFree: Double,
         using generator: inout some RandomNumberGenerator
     ) throws -> Route {
@@ -489,7 +489,7 @@ public final class WorkerFleet: Sendable {
     }
 
     /// Free room as a fraction of the worker's sandboxes: 1 empty, 0 full.
-    static func freeRoom(_ member: Member) -> Double {
+    package static func freeRoom(_ member: Member) -> Double {
         guard let status = member.status, status.capacity.maxSandboxes > 0 else { return 0 }
         return Double(status.capacity.maxSandboxes - status.sandboxes.count) / Double(status.capacity.maxSandboxes)
     }
