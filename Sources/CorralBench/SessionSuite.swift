@@ -491,9 +491,11 @@ enum Peers {
         let data = String(decoding: line, as: UTF8.self)
         let seconds = try onThreads(sessions) { index in
             let database = try SQLite(path: path)
-            try database.execute("PRAGMA synchronous=\(synchronous)")
             // Sixteen connections take turns at one write lock; on a busy disk a turn can be long.
+            // First: even setting `synchronous` can meet the lock while the others open (it once
+            // failed with "database is locked").
             try database.execute("PRAGMA busy_timeout=600000")
+            try database.execute("PRAGMA synchronous=\(synchronous)")
             let insert = try database.prepare(
                 "INSERT INTO events (session, seq, id, type, time, data) VALUES (?, ?, ?, ?, ?, ?)")
             for seq in 1...perSession {
