@@ -66,6 +66,8 @@ public final class WorkerFleet: Sendable {
     /// When this control plane began following workers: for a grace after it, a sandbox no
     /// worker has reported may still be on one whose first heartbeat has not come yet.
     package let started = ContinuousClock.now
+    /// Callers of `settledRoute` waiting for the next heartbeat.
+    private let heartbeatWaiters = Mutex<[UUID: CheckedContinuation<Void, Never>]>([:])
     /// The groups a tenant's sandboxes may run in: a worker's heartbeat places only the
     /// sandboxes of tenants its group serves, so that a worker cannot claim another's.
     package let groupsOf: @Sendable (TenantID) -> [String]
@@ -198,6 +200,12 @@ public final class WorkerFleet: Sendable {
                 state.placedAt[id] = nil
             }
             return (abandoned, state.members[name]?.link)
+        }
+        for waiter in heartbeatWaiters.withLock({ waiters in
+            defer { waiters = [:] }
+            return Array(waiters.values)
+        }) {
+            waiter.resume()
         }
         // A worker that comes back after it was lost: what the control plane gave up on goes.
         guard let link else { return }
@@ -347,10 +355,37 @@ public final class WorkerFleet: Sendable {
     package func settledRoute(_ id: SandboxID) async -> Route {
         var route = route(id)
         while case .local = route, isWarmingUp, !Task.isCancelled {
-            try? await Task.sleep(for: .milliseconds(100))
+            await nextHeartbeat(before: started + settings.grace)
             route = self.route(id)
         }
         return route
+    }
+
+    /// Returns when a worker's heartbeat has been taken in, or at `deadline` (the warm-up's
+    /// end: time is the subject there), whichever is first.
+    func nextHeartbeat(before deadline: ContinuousClock.Instant) async {
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { [self] in await waitForHeartbeat() }
+            group.addTask { try? await Task.sleep(until: deadline) }
+            await group.next()
+            group.cancelAll()
+        }
+    }
+
+    private func waitForHeartbeat() async {
+        let key = UUID()
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                let cancelled = heartbeatWaiters.withLock { waiters -> Bool in
+                    guard !Task.isCancelled else { return true }
+                    waiters[key] = continuation
+                    return false
+                }
+                if cancelled { continuation.resume() }
+            }
+        } onCancel: {
+            heartbeatWaiters.withLock { $0.removeValue(forKey: key) }?.resume()
+        }
     }
 
     /// The answer for a call for sandbox `id`, which this host does not hold and no worker has

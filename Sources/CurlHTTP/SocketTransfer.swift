@@ -34,6 +34,8 @@ final class SocketTransfer: ResponseSource {
     private let path: String
     private let highWater: Int
     private let state = Mutex(State())
+    /// Where the exchange's thread waits while the reader is behind (`deliver`).
+    private let space = NSCondition()
 
     init(request: HTTPRequest, path: String, endpoint: HTTPEndpoint, highWater: Int) {
         self.request = request
@@ -238,11 +240,18 @@ final class SocketTransfer: ResponseSource {
             waiter.resume(returning: chunk)
             return
         }
-        var pause: useconds_t = 100
-        while state.withLock({ $0.buffered > highWater && !$0.cancelled && !$0.timedOut }) {
-            usleep(pause)
-            pause = min(pause * 2, 5000)
-        }
+        // The reader's drain, a cancel and the deadline signal `space` (under its lock, after
+        // changing the state), so this check and wait miss none of them.
+        space.lock()
+        while state.withLock({ $0.buffered > highWater && !$0.cancelled && !$0.timedOut }) { space.wait() }
+        space.unlock()
+    }
+
+    /// Wakes the exchange's thread if it waits for the reader (`deliver`).
+    private func signalSpace() {
+        space.lock()
+        space.signal()
+        space.unlock()
     }
 
     private var isStopped: Bool { state.withLock { $0.cancelled || $0.timedOut } }
@@ -289,6 +298,7 @@ final class SocketTransfer: ResponseSource {
             if state.fd >= 0 { shutdown(state.fd, Int32(SHUT_RDWR)) }
             return true
         }
+        signalSpace()
         if live { finish(.failure(interrupted())) }
     }
 
@@ -328,6 +338,7 @@ final class SocketTransfer: ResponseSource {
                     return nil
                 }
             }
+            signalSpace()
             if let ready { continuation.resume(with: ready) }
         }
     }
@@ -341,6 +352,7 @@ final class SocketTransfer: ResponseSource {
             if state.fd >= 0 { shutdown(state.fd, Int32(SHUT_RDWR)) }
             return true
         }
+        signalSpace()
         if live { finish(.failure(interrupted())) }
     }
 }
