@@ -27,7 +27,11 @@ package enum ListenAddress {
     }
 
     /// A loopback host: plain HTTP is allowed there (development and tests), TLS everywhere else.
+    /// An address literal, not a name that merely starts like one (`127.example.com`).
     package static func isLoopback(_ host: String) -> Bool {
-        host == "localhost" || host == "::1" || host.hasPrefix("127.")
+        if host == "localhost" || host == "::1" { return true }
+        var address = in_addr()
+        guard inet_pton(AF_INET, host, &address) == 1 else { return false }
+        return UInt32(bigEndian: address.s_addr) >> 24 == 127
     }
 }

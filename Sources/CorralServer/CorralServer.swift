@@ -220,7 +220,7 @@ public struct CorralServer: Sendable {
         }
         if let workers = workerListener(onReady: { await onReady("workers \($0)") }) { services.append(workers) }
         if let listen = configuration.listen {
-            let (host, port) = try Self.parseListen(listen)
+            let (host, port) = try ListenAddress.parse(listen)
             services.append(
                 listener(auth: .tokens, address: .hostname(host, port: port)) { channel in
                     let actual = channel.localAddress?.port ?? port
@@ -334,14 +334,6 @@ public struct CorralServer: Sendable {
             locks[path] = descriptor
         }
     }
-
-    static func parseListen(_ text: String) throws -> (String, Int) { try ListenAddress.parse(text) }
-
-    /// An IPv4 or IPv6 literal (no TLS server name is sent for one).
-    package static func isIPAddress(_ host: String) -> Bool { ListenAddress.isIPAddress(host) }
-
-    /// A loopback host: plain HTTP is allowed there (development and tests), TLS everywhere else.
-    package static func isLoopback(_ host: String) -> Bool { ListenAddress.isLoopback(host) }
 }
 
 /// Keeps concurrent creates of one tenant from racing past its quota together.

@@ -807,6 +807,10 @@ struct WorkerLinkTests {
         #expect(throws: CorralError.self) { try WorkerAgent.Target("http://192.0.2.1:7431") }
         #expect(try WorkerAgent.Target("https://192.0.2.1:7431").secure)
         #expect(try !WorkerAgent.Target("http://127.0.0.1:7431").secure)
+        // A name that starts like a loopback address is not one.
+        #expect(throws: CorralError.self) { try WorkerAgent.Target("http://127.example.com:7431") }
+        #expect(ListenAddress.isLoopback("127.0.0.2") && ListenAddress.isLoopback("::1"))
+        #expect(!ListenAddress.isLoopback("127.example.com") && !ListenAddress.isLoopback("10.0.0.1"))
         #expect(WorkerProtocol.negotiate(1...3, with: 1...1) == 1)
         #expect(WorkerProtocol.negotiate(2...3, with: 1...1) == nil)
         #expect(WorkerProtocol.parse("1-2") == 1...2)
