@@ -55,7 +55,7 @@ struct APISuite: BenchSuite {
         let runner = try await CorralServiceRunner.prepare(
             configuration: CorralConfiguration(), engine: engine, environment: environment, logger: logger)
         let tenants = TenantRegistry(stateDirectory: state)
-        let token = try tenants.add(Self.tenant)
+        let token = try await tenants.add(Self.tenant)
         var settings = CorralServer.Configuration(socketPath: nil, listen: "127.0.0.1:0")
         settings.sandboxesPerTenant = sessions + 8
         let server = CorralServer(

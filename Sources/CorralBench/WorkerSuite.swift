@@ -103,9 +103,9 @@ struct WorkerSuite: BenchSuite {
         let worker = try await server(state: states.worker, engine: engine, logger: logger, templates: [warm]) { _ in }
         let pools = worker.runner.pools.map { pool in Task { try await pool.run() } }
         defer { for pool in pools { pool.cancel() } }
-        let controlToken = try control.tenants.add(Self.tenant, groups: ["bench"])
-        let workerToken = try worker.tenants.add(Self.tenant)
-        let linkToken = try WorkerTokenRegistry(stateDirectory: states.control).add(group: "bench").token
+        let controlToken = try await control.tenants.add(Self.tenant, groups: ["bench"])
+        let workerToken = try await worker.tenants.add(Self.tenant)
+        let linkToken = try await WorkerTokenRegistry(stateDirectory: states.control).add(group: "bench").token
 
         let addresses = Mutex<[String]>([])
         let (ready, continuation) = AsyncStream<Void>.makeStream()

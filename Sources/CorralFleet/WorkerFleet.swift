@@ -70,12 +70,12 @@ public final class WorkerFleet: Sendable {
     private let heartbeatWaiters = Mutex<[UUID: CheckedContinuation<Void, Never>]>([:])
     /// The groups a tenant's sandboxes may run in: a worker's heartbeat places only the
     /// sandboxes of tenants its group serves, so that a worker cannot claim another's.
-    package let groupsOf: @Sendable (TenantID) -> [String]
+    package let groupsOf: @Sendable (TenantID) async -> [String]
     package let logger: Logger
 
     public init(
         settings: Settings = Settings(), logger: Logger,
-        groupsOf: @escaping @Sendable (TenantID) -> [String] = { _ in [WorkerGroup.defaultName] }
+        groupsOf: @escaping @Sendable (TenantID) async -> [String] = { _ in [WorkerGroup.defaultName] }
     ) {
         self.settings = settings
         self.logger = logger
@@ -123,10 +123,10 @@ public final class WorkerFleet: Sendable {
     /// Heartbeats for one link until it closes: the first at once, so that placement knows the
     /// worker before its first call. Before each, `tokenKept` says whether the worker's token
     /// is still kept: a revoked token's link is closed (the worker's next dial is refused).
-    package func followHeartbeats(name: String, epoch: Int64, tokenKept: @Sendable () -> Bool = { true }) async {
+    package func followHeartbeats(name: String, epoch: Int64, tokenKept: @Sendable () async -> Bool = { true }) async {
         while !Task.isCancelled {
             guard let member = state.withLock({ $0.members[name] }), member.epoch == epoch else { return }
-            guard tokenKept() else {
+            guard await tokenKept() else {
                 logger.warning(
                     "worker token revoked: closing the worker's link",
                     metadata: ["worker": "\(name)", "epoch": "\(epoch)"])
@@ -165,7 +165,16 @@ public final class WorkerFleet: Sendable {
     private func received(_ status: WorkerStatus, from name: String, epoch: Int64) async {
         // Only sandboxes of tenants this worker's group serves, and none another worker holds.
         let group = state.withLock { $0.members[name]?.group }
-        let claimable = Set(status.sandboxes.filter { group.map(groupsOf($0.tenant).contains) == true }.map(\.id))
+        var claimable: Set<SandboxID> = []
+        if let group {
+            var groupsByTenant: [TenantID: [String]] = [:]
+            for sandbox in status.sandboxes {
+                if groupsByTenant[sandbox.tenant] == nil {
+                    groupsByTenant[sandbox.tenant] = await groupsOf(sandbox.tenant)
+                }
+                if groupsByTenant[sandbox.tenant]?.contains(group) == true { claimable.insert(sandbox.id) }
+            }
+        }
         if claimable.count < status.sandboxes.count {
             logger.warning(
                 "a worker listed sandboxes of tenants outside its group; they are not routed to it",

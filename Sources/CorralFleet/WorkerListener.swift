@@ -162,7 +162,7 @@ public struct WorkerListener: Service {
             return
         }
         timeout.cancel()
-        switch admit(head) {
+        switch await admit(head) {
         case .refused(let status, let error, let extra):
             logger.warning(
                 "refused a worker", metadata: ["address": "\(address ?? "?")", "reason": "\(error.message)"])
@@ -198,7 +198,7 @@ public struct WorkerListener: Service {
                     .init(
                         name: name, group: group, version: version, protocolVersion: protocolVersion, epoch: epoch,
                         address: address, connected: Date(), link: link))
-                await fleet.followHeartbeats(name: name, epoch: epoch) { [tokens] in tokens.isKept(id: tokenID) }
+                await fleet.followHeartbeats(name: name, epoch: epoch) { [tokens] in await tokens.isKept(id: tokenID) }
             } catch {
                 logger.warning("a worker's link failed to start", metadata: ["worker": "\(name)", "error": "\(error)"])
                 channel.close(promise: nil)
@@ -213,7 +213,7 @@ public struct WorkerListener: Service {
 
     /// Decides on a worker's request: the path and upgrade, its token, its group, its name,
     /// and a protocol version both sides speak.
-    package func admit(_ head: LinkHead) -> Admission {
+    package func admit(_ head: LinkHead) async -> Admission {
         let ours = [(WorkerProtocol.protocolHeader, WorkerProtocol.format(WorkerProtocol.versions))]
         guard head.startLine.count == 3, head.startLine[0] == "GET", head.startLine[1] == WorkerProtocol.connectPath,
             head.header("Upgrade")?.lowercased() == WorkerProtocol.upgradeToken
@@ -234,7 +234,7 @@ public struct WorkerListener: Service {
         let token = String(authorization.dropFirst("bearer ".count)).trimmingCharacters(in: .whitespaces)
         let entry: WorkerTokenRegistry.Entry
         do {
-            guard let found = try tokens.entry(forToken: token) else {
+            guard let found = try await tokens.entry(forToken: token) else {
                 return .refused(
                     status: (401, "Unauthorized"),
                     CorralError(

@@ -53,7 +53,7 @@ struct AuthMiddleware: RouterMiddleware {
                     hint: "send Authorization: Bearer TOKEN (corral tenant add NAME makes one)")
             }
             let token = String(header.dropFirst("bearer ".count)).trimmingCharacters(in: .whitespaces)
-            switch try registry.authenticate(token: token) {
+            switch try await registry.authenticate(token: token) {
             case .tenant(let tenant, let tokenSHA256):
                 context.tenant = tenant
                 context.tokenSHA256 = tokenSHA256
@@ -63,7 +63,7 @@ struct AuthMiddleware: RouterMiddleware {
                 // unknown one, and logged so that the operator removes it.
                 context.logger.warning(
                     "refused a bearer token stored under a reserved tenant name; remove it with `corral tenant rm`",
-                    metadata: ["tenant": "\(name)", "file": "\(registry.file.path)"])
+                    metadata: ["tenant": "\(name)", "tenants": "\(registry.location)"])
                 throw invalidToken
             case .unknown:
                 throw invalidToken

@@ -104,7 +104,7 @@ public struct CorralServer: Sendable {
             WorkerFleet(settings: settings.fleet, logger: logger) { [tenants] tenant in
                 tenant == .local
                     ? [WorkerGroup.defaultName]
-                    : (try? tenants.placementGroups(of: tenant)) ?? [WorkerGroup.defaultName]
+                    : (try? await tenants.placementGroups(of: tenant)) ?? [WorkerGroup.defaultName]
             }
         }
         self.logger = logger
@@ -233,9 +233,11 @@ public struct CorralServer: Sendable {
     /// Where workers dial in, when `configuration.workers` is set; `onReady` gets its URL.
     public func workerListener(onReady: @escaping @Sendable (String) async -> Void) -> WorkerListener? {
         guard let workers = configuration.workers, let fleet else { return nil }
+        let state = URL(fileURLWithPath: configuration.stateDirectory ?? ".")
+        // Beside the tenants: in the PostgreSQL store when sessions are there.
+        let tokens = sessions.map { WorkerTokenRegistry(store: $0, stateDirectory: state) }
         return WorkerListener(
-            settings: workers, fleet: fleet,
-            tokens: WorkerTokenRegistry(stateDirectory: URL(fileURLWithPath: configuration.stateDirectory ?? ".")),
+            settings: workers, fleet: fleet, tokens: tokens ?? WorkerTokenRegistry(stateDirectory: state),
             logger: logger, onReady: onReady)
     }
 

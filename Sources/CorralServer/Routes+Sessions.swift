@@ -103,7 +103,7 @@ extension CorralServer {
                             }
                             group.addTask {
                                 // A tenant removed meanwhile keeps no stream open.
-                                while tenantRemains(context) {
+                                while await tenantRemains(context) {
                                     try await Task.sleep(for: keepAlive)
                                     continuation.yield(": keep-alive\n\n")
                                 }

@@ -10,7 +10,7 @@ extension CorralServer {
     func addTenantRoutes(to group: RouterGroup<CorralRequestContext>) {
         group.get("tenants") { _, context -> Response in
             try requireOperator(context)
-            let rows = try tenants.list().map {
+            let rows = try await tenants.list().map {
                 TenantSummary(
                     name: $0.id.rawValue, created: $0.created, reserved: TenantRegistry.isReserved($0.id) ? true : nil,
                     groups: $0.groups)
@@ -62,7 +62,7 @@ extension CorralServer {
     /// and the request fails, so that nothing made for a removed tenant is left to be inherited.
     func keepOnlyIfTenantRemains(_ context: CorralRequestContext, undo: () async -> Void) async throws {
         guard let tenant = context.tenant, let token = context.tokenSHA256 else { return }
-        guard try tenants.isCurrent(tenant, tokenSHA256: token) else {
+        guard try await tenants.isCurrent(tenant, tokenSHA256: token) else {
             await undo()
             throw CorralError(
                 .unauthenticated, "tenant '\(tenant)' was removed while the request ran",
@@ -71,8 +71,8 @@ extension CorralServer {
     }
 
     /// Whether the request's tenant is still there (always, for the local tenant).
-    func tenantRemains(_ context: CorralRequestContext) -> Bool {
+    func tenantRemains(_ context: CorralRequestContext) async -> Bool {
         guard let tenant = context.tenant, let token = context.tokenSHA256 else { return true }
-        return (try? tenants.isCurrent(tenant, tokenSHA256: token)) ?? true
+        return (try? await tenants.isCurrent(tenant, tokenSHA256: token)) ?? true
     }
 }

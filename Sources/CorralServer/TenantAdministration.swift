@@ -151,7 +151,7 @@ public struct TenantAdministration: Sendable {
     /// Adds a tenant and returns its token, printed once.
     public func add(_ tenant: TenantID, groups: [String] = []) async throws -> String {
         try TenantRegistry.checkNotReserved(tenant)
-        if try registry.contains(tenant) {
+        if try await registry.contains(tenant) {
             throw CorralError(
                 .alreadyExists, "tenant '\(tenant)' exists already", hint: "pick another name, or remove it first")
         }
@@ -161,7 +161,7 @@ public struct TenantAdministration: Sendable {
                 .conflict, "an earlier tenant named '\(tenant)' left \(left.summary); a new one would inherit them",
                 hint: "remove them with `corral tenant rm \(tenant) --purge`, or pick another name")
         }
-        return try registry.add(tenant, groups: groups)
+        return try await registry.add(tenant, groups: groups)
     }
 
     /// Removes a tenant. Without `purge` it is refused while the tenant owns anything, and the
@@ -175,7 +175,7 @@ public struct TenantAdministration: Sendable {
                     "'\(tenant)' is a name the system uses: what is owned under it is not a tenant's to purge",
                     hint: "leave out --purge; `corral tenant rm \(tenant)` removes the stale token")
             }
-            guard try registry.remove(tenant) != nil else { throw CorralError.notFound("no tenant '\(tenant)'") }
+            guard try await registry.remove(tenant) != nil else { throw CorralError.notFound("no tenant '\(tenant)'") }
             logger.info("removed a token stored under a reserved name", metadata: ["tenant": "\(tenant)"])
             return TenantHoldings(owned: [:])
         }
@@ -185,14 +185,14 @@ public struct TenantAdministration: Sendable {
         }
         // The token stops first: from here on nothing new is made for this tenant (a request
         // already under way undoes what it makes), so what is counted next is everything.
-        let entry = try registry.remove(tenant)
+        let entry = try await registry.remove(tenant)
         await workers?.stopAll(of: tenant)
         let owned = try await holdings(of: tenant)
         if entry == nil && owned.isEmpty { throw CorralError.notFound("no tenant '\(tenant)'") }
         guard purge else {
             guard owned.isEmpty else {
                 // Something was made between the first count and the token's end.
-                if let entry { try registry.reinstate(entry) }
+                if let entry { try await registry.reinstate(entry) }
                 throw Self.stillOwns(tenant, owned)
             }
             logger.info("tenant removed", metadata: ["tenant": "\(tenant)"])

@@ -4,13 +4,14 @@ import Crypto
 import Foundation
 import Synchronization
 
-/// A list kept in one JSON file of the state directory (tenants, worker tokens). Every change
+/// A list kept in one JSON file of the state directory (tenants, worker tokens): the
+/// `RecordList` of the file store. Every change
 /// is a read-modify-write under an flock on `FILE.lock`, so that commands in several processes
 /// at once, and a running service, never lose one another's changes. Each change opens the lock
 /// file anew, and flock locks belong to an open file, so two tasks of one process are
 /// serialised the same way. Readers take no lock: the file is replaced by rename, whole, after
 /// an fsync.
-package final class LockedJSONFile<Element: Codable & Sendable>: Sendable {
+package final class LockedJSONFile<Element: Codable & Sendable>: RecordList, Sendable {
     package let file: URL
     /// What the file holds, in errors: "tenants file".
     package let what: String
@@ -25,7 +26,13 @@ package final class LockedJSONFile<Element: Codable & Sendable>: Sendable {
         self.what = what
     }
 
-    package func modify(_ change: (inout [Element]) throws -> Void) throws {
+    package var location: String { file.path }
+
+    package func load() async throws -> [Element] { try loadNow() }
+
+    package func modify(_ change: (inout [Element]) throws -> Void) async throws { try modifyNow(change) }
+
+    private func modifyNow(_ change: (inout [Element]) throws -> Void) throws {
         try FileManager.default.createDirectory(at: file.deletingLastPathComponent(), withIntermediateDirectories: true)
         let descriptor = open(lockFile.path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
         guard descriptor >= 0 else {
@@ -38,12 +45,12 @@ package final class LockedJSONFile<Element: Codable & Sendable>: Sendable {
             }
         }
         defer { flock(descriptor, LOCK_UN) }
-        var elements = try load()
+        var elements = try loadNow()
         try change(&elements)
         try save(elements)
     }
 
-    package func load() throws -> [Element] {
+    private func loadNow() throws -> [Element] {
         guard let data = FileManager.default.contents(atPath: file.path) else { return [] }
         if let cached = cache.withLock({ $0.bytes == data ? $0.elements : nil }) { return cached }
         let decoder = JSONDecoder()

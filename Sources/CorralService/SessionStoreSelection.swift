@@ -38,6 +38,16 @@ public enum SessionStoreSelection {
         if let store = store as? PostgresSessionStore { await store.shutdown() }
     }
 
+    /// The list `name` of the control plane's state (tenants, worker tokens) beside the store:
+    /// a row of the PostgreSQL store, which every replica shares, or `<state>/<name>.json`
+    /// with the files. `what` names the file in errors ("tenants file").
+    package static func recordList<Element: Codable & Sendable>(
+        _ name: String, what: String, store: any SessionStore, stateDirectory: URL
+    ) -> any RecordList<Element> {
+        if let store = store as? PostgresSessionStore { return store.recordList(name, of: Element.self) }
+        return LockedJSONFile(file: stateDirectory.appendingPathComponent("\(name).json"), what: what)
+    }
+
     /// The largest event the store takes.
     public static func maxEventBytes(_ store: any SessionStore) -> Int {
         if let store = store as? PostgresSessionStore { return store.configuration.maxEventBytes }

@@ -192,7 +192,20 @@ enum PostgresSchema {
                 END
                 $fn$
                 """,
-            ])
+            ]),
+        // The control plane's short lists (tenants, worker tokens), each the JSON of a
+        // `RecordList`, so that every replica reads and changes the same ones.
+        Migration(
+            version: 2, name: "record lists",
+            statements: [
+                """
+                CREATE TABLE record_lists (
+                    name text PRIMARY KEY CHECK (name ~ '^[a-z][a-z0-9-]{0,63}$'),
+                    body text NOT NULL,
+                    version bigint NOT NULL CHECK (version >= 0)
+                )
+                """
+            ]),
     ]
 
     /// Brings the schema to `latest` on `connection`, under an advisory lock so that replicas

@@ -1,7 +1,9 @@
 import CorralAPI
 import CorralCore
+import CorralSessionPostgres
 import DockerEngine
 import Foundation
+import Logging
 import TestSupport
 import Testing
 
@@ -201,5 +203,56 @@ struct TenantCLITests {
         defer { engine.shutdown() }
         let containers = try await engine.listContainers(all: true, labels: [])
         return containers.contains { $0.name == "corral.\(tenant).\(sandbox)" }
+    }
+
+    // Issue 13: with `[store] url` (here CORRAL_STORE_URL), tenants and worker tokens live in
+    // the database, so every host and replica that names it sees the same ones.
+    @Test(
+        "with a PostgreSQL store, tenants and worker tokens made on one host are listed and removed on another",
+        .enabled(if: TestEnvironment.shouldRunStoreTests, Comment(rawValue: TestEnvironment.storeSkipReason)))
+    func tenantsInTheStore() async throws {
+        guard let text = TestEnvironment.storeURL else {
+            Issue.record(Comment(rawValue: TestEnvironment.storeMissingFailure))
+            return
+        }
+        let schema = "t_\(UInt64.random(in: 0...UInt64.max))"
+        let url = text + (text.contains("?") ? "&" : "?") + "schema=\(schema)"
+        try await ServiceFixture.with { service in
+            // Two state directories, as two hosts would have; no service runs on either.
+            func on(_ state: URL, _ arguments: [String]) async throws -> ProcessResult {
+                let environment = service.clientEnvironment(state: state, token: nil).merging(["CORRAL_STORE_URL": url])
+                {
+                    $1
+                }
+                return try await onOwnThread { try runCorralBlocking(arguments, environment: environment) }
+            }
+            let (hostA, hostB) = (service.state, service.embeddedState)
+            let added = try await on(hostA, ["tenant", "add", "dave", "--group", "vpc"])
+            #expect(added.status == 0 && added.stdout.hasPrefix("corral_"), "\(added.stderr)")
+            #expect(!FileManager.default.fileExists(atPath: hostA.appendingPathComponent("tenants.json").path))
+            let listed = try await on(hostB, ["tenant", "ls", "--json"])
+            #expect(
+                listed.status == 0 && listed.stdout.contains("\"dave\"") && listed.stdout.contains("vpc"), "\(listed)")
+
+            let token = try await on(hostB, ["worker", "token", "add", "--group", "vpc", "--json"])
+            #expect(token.status == 0, "\(token.stderr)")
+            let id = try JSONDecoder().decode([String: String].self, from: Data(token.stdout.utf8))["id"] ?? "?"
+            let tokens = try await on(hostA, ["worker", "token", "ls"])
+            #expect(tokens.stdout.contains(id) && tokens.stdout.contains("vpc"), "\(tokens)")
+            #expect(try await on(hostA, ["worker", "token", "rm", id]).status == 0)
+            #expect(try await on(hostB, ["worker", "token", "ls"]).stdout.contains(id) == false)
+
+            let removed = try await on(hostB, ["tenant", "rm", "dave"])
+            #expect(removed.status == 0, "\(removed.stderr)")
+            #expect(try await on(hostA, ["tenant", "ls", "--json"]).stdout.contains("dave") == false)
+
+            // The files of either host were never used.
+            let plain = service.clientEnvironment(state: hostA, token: nil)
+            let files = try await onOwnThread { try runCorralBlocking(["tenant", "ls", "--json"], environment: plain) }
+            #expect(try JSONDecoder().decode([JSONValue].self, from: Data(files.stdout.utf8)).isEmpty, "\(files)")
+        }
+        let store = try await PostgresSessionStore.connect(url: url, logger: Logger(label: "corral.test"))
+        try? await store.dropSchema()
+        await store.shutdown()
     }
 }

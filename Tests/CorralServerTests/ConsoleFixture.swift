@@ -44,8 +44,8 @@ struct ConsoleFixture {
         var configuration = CorralServer.Configuration()
         configuration.stateDirectory = state.path
         let tenants = TenantRegistry(stateDirectory: state)
-        let tokenA = try tenants.add(TenantID(unchecked: "tenant-a"))
-        let tokenB = try tenants.add(TenantID(unchecked: "tenant-b"))
+        let tokenA = try await tenants.add(TenantID(unchecked: "tenant-a"))
+        let tokenB = try await tenants.add(TenantID(unchecked: "tenant-b"))
         let store = FileSessionStore(directory: state.appendingPathComponent("sessions"))
         let server = CorralServer(
             configuration: configuration, runner: runner, tenants: tenants, sessions: store, logger: logger)

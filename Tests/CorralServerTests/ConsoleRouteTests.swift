@@ -205,7 +205,7 @@ struct ConsoleRouteTests {
             try await fixture.test { browser in
                 try await browser.login(fixture.tokenB)
                 #expect(try await browser.get("/console/sessions").status == .ok)
-                try fixture.server.tenants.remove(TenantID(unchecked: "tenant-b"))
+                try await fixture.server.tenants.remove(TenantID(unchecked: "tenant-b"))
                 let page = try await browser.get("/console/sandboxes")
                 #expect(page.status == .seeOther)
                 let login = try await browser.get(try #require(page.location))

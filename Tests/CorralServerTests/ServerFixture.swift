@@ -19,9 +19,11 @@ struct ServerFixture {
     let tokenA: String
     let tokenB: String
 
+    /// `sharing`: another fixture whose tenants this one shares (a second replica over the same
+    /// PostgreSQL store), so that its tokens are taken here too and none are added.
     init(
         sandboxesPerTenant: Int = 20, templates: [SandboxTemplate] = [], sessions: (any SessionStore)? = nil,
-        poolEveryTemplate: Bool = false
+        poolEveryTemplate: Bool = false, sharing: ServerFixture? = nil
     ) async throws {
         state = FileManager.default.temporaryDirectory.appendingPathComponent(
             "corral-server-\(UUID().uuidString.prefix(8))")
@@ -38,12 +40,16 @@ struct ServerFixture {
         var configuration = CorralServer.Configuration()
         configuration.sandboxesPerTenant = sandboxesPerTenant
         configuration.stateDirectory = state.path
-        let tenants = TenantRegistry(stateDirectory: state)
-        tokenA = try tenants.add(TenantID(unchecked: "tenant-a"))
-        tokenB = try tenants.add(TenantID(unchecked: "tenant-b"))
-        server = CorralServer(
-            configuration: configuration, runner: runner, tenants: tenants,
-            sessions: sessions ?? FileSessionStore(directory: state.appendingPathComponent("sessions")))
+        // Tenants beside the sessions, as `corral serve` keeps them.
+        let sessions = sessions ?? FileSessionStore(directory: state.appendingPathComponent("sessions"))
+        let tenants = TenantRegistry(store: sessions, stateDirectory: state)
+        if let sharing {
+            (tokenA, tokenB) = (sharing.tokenA, sharing.tokenB)
+        } else {
+            tokenA = try await tenants.add(TenantID(unchecked: "tenant-a"))
+            tokenB = try await tenants.add(TenantID(unchecked: "tenant-b"))
+        }
+        server = CorralServer(configuration: configuration, runner: runner, tenants: tenants, sessions: sessions)
     }
 
     /// A fixture for `body`, cleaned up before this returns however `body` ends. (A cleanup in

@@ -35,13 +35,13 @@ struct StoreUnavailableTests {
                     let created = try await client.call(.post, "/v1/sessions", token: fixture.tokenA, json: "{}")
                     #expect(created.status.code == 201, "\(created.text)")
 
-                    try await runOnThread { try cluster.run("down") }
+                    _ = try await runOnThread { try cluster.run("down") }
                     let down = try await client.call(.post, "/v1/sessions", token: fixture.tokenA, json: "{}")
                     #expect(down.status.code == 503, "\(down.text)")
                     #expect(down.headers[.retryAfter] == "2")
                     #expect(down.text.contains("unavailable") && !down.text.contains("SELECT"), "\(down.text)")
 
-                    try await runOnThread { try cluster.run("up") }
+                    _ = try await runOnThread { try cluster.run("up") }
                     // Recovery is seen only by asking: the same bounded retry as a first connection.
                     let status = try? await retrying(for: .seconds(60)) {
                         let answer = try await client.call(.post, "/v1/sessions", token: fixture.tokenA, json: "{}")

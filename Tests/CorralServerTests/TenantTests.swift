@@ -17,13 +17,15 @@ struct TenantTests {
         try await withTemporaryDirectory { state in
             let registry = TenantRegistry(stateDirectory: state)
             for name in TenantRegistry.reservedNames.sorted() + ["corral-anything", "system-x"] {
-                let error = #expect(throws: CorralError.self) { try registry.add(TenantID(unchecked: name)) }
+                let error = await #expect(throws: CorralError.self) {
+                    try await registry.add(TenantID(unchecked: name))
+                }
                 #expect(error?.code == .invalidArgument, "\(name)")
                 #expect(error?.message.contains("name the system uses") == true, "\(name)")
                 #expect(error?.message.contains("\n") == false && error?.hint != nil, "\(name)")
             }
-            #expect(try registry.list().isEmpty)
-            _ = try registry.add(TenantID(unchecked: "localhost-team"))
+            #expect(try await registry.list().isEmpty)
+            _ = try await registry.add(TenantID(unchecked: "localhost-team"))
         }
     }
 
@@ -33,8 +35,8 @@ struct TenantTests {
     func storedLocalTokenRefused() async throws {
         try await ServerFixture.with { fixture in
             let registry = fixture.server.tenants
-            let token = try registry.add(TenantID(unchecked: "rename-me"))
-            let file = registry.file
+            let token = try await registry.add(TenantID(unchecked: "rename-me"))
+            let file = URL(fileURLWithPath: registry.location)
             let text = try String(contentsOf: file, encoding: .utf8)
             try text.replacingOccurrences(of: "\"rename-me\"", with: "\"local\"").write(
                 to: file, atomically: true, encoding: .utf8)
@@ -97,13 +99,13 @@ struct TenantTests {
             let registry = TenantRegistry(stateDirectory: state)
             try await withThrowingTaskGroup(of: Void.self) { group in
                 for index in 0..<40 {
-                    group.addTask { _ = try registry.add(TenantID(unchecked: "t\(index)")) }
+                    group.addTask { _ = try await registry.add(TenantID(unchecked: "t\(index)")) }
                 }
                 try await group.waitForAll()
             }
-            #expect(try registry.list().count == 40)
+            #expect(try await registry.list().count == 40)
             // A second registry object on the same file (another process's view) sees them too.
-            #expect(try TenantRegistry(stateDirectory: state).list().count == 40)
+            #expect(try await TenantRegistry(stateDirectory: state).list().count == 40)
         }
     }
 
@@ -120,19 +122,19 @@ struct TenantTests {
                     #expect(response.status == .forbidden, "\(method) \(uri): \(response.text)")
                 }
             }
-            #expect(try fixture.server.tenants.contains(TenantID(unchecked: "tenant-b")))
+            #expect(try await fixture.server.tenants.contains(TenantID(unchecked: "tenant-b")))
             try await Application(router: fixture.server.router(auth: .local)).test(.router) { client in
                 let added = try await client.call(.post, "/v1/tenants", token: nil, json: #"{"name": "carol"}"#)
                 #expect(added.status == .created)
                 let token = try added.decode(AddedTenant.self).token
-                #expect(try fixture.server.tenants.tenant(forToken: token) == TenantID(unchecked: "carol"))
+                #expect(try await fixture.server.tenants.tenant(forToken: token) == TenantID(unchecked: "carol"))
                 let reserved = try await client.call(.post, "/v1/tenants", token: nil, json: #"{"name": "local"}"#)
                 #expect(reserved.status == .badRequest && reserved.error?.hint != nil, "\(reserved.text)")
                 let listed = try await client.call(.get, "/v1/tenants", token: nil).decode([TenantSummary].self)
                 #expect(Set(listed.map(\.name)) == ["tenant-a", "tenant-b", "carol"])
                 #expect(!(try await client.call(.get, "/v1/tenants", token: nil).text.contains("corral_")))
                 #expect(try await client.call(.delete, "/v1/tenants/carol", token: nil).status == .ok)
-                #expect(try fixture.server.tenants.tenant(forToken: token) == nil)
+                #expect(try await fixture.server.tenants.tenant(forToken: token) == nil)
             }
         }
     }
@@ -143,7 +145,7 @@ struct TenantTests {
     func removal() async throws {
         try await ServerFixture.with { fixture in
             let local = Application(router: fixture.server.router(auth: .local))
-            let alice = try fixture.server.tenants.add(TenantID(unchecked: "alice"))
+            let alice = try await fixture.server.tenants.add(TenantID(unchecked: "alice"))
             let (sandbox, session) = try await fixture.test { client in
                 (
                     try await client.call(.post, "/v1/sandboxes", token: alice, json: "{}").decode(CreatedSandbox.self)
@@ -158,7 +160,7 @@ struct TenantTests {
                 #expect(refused.error?.message.contains(session.rawValue) == true, "\(refused.text)")
                 #expect(refused.error?.hint?.contains("--purge") == true)
             }
-            #expect(try fixture.server.tenants.tenant(forToken: alice) != nil, "a refused rm keeps the token")
+            #expect(try await fixture.server.tenants.tenant(forToken: alice) != nil, "a refused rm keeps the token")
             let again = try await local.test(.router) { client in
                 // A name with leftovers cannot be given out again; the purge removes them.
                 try await client.call(.delete, "/v1/tenants/alice?purge=true", token: nil)
@@ -166,7 +168,7 @@ struct TenantTests {
             #expect(again.status == .ok, "\(again.text)")
             let removed = try again.decode(RemovedTenant.self).removed.owned
             #expect(removed["sandboxes"] == [sandbox.rawValue] && removed["sessions"] == [session.rawValue])
-            #expect(try fixture.server.tenants.tenant(forToken: alice) == nil)
+            #expect(try await fixture.server.tenants.tenant(forToken: alice) == nil)
             #expect(try await fixture.server.runner.provisioner.list(tenant: TenantID(unchecked: "alice")).isEmpty)
             await #expect(throws: (any Error).self) {
                 _ = try await fixture.engine.inspectContainer("corral.alice.\(sandbox)")
@@ -174,7 +176,7 @@ struct TenantTests {
             let store = try #require(fixture.server.sessions)
             await #expect(throws: CorralError.self) { _ = try await store.session(session) }
 
-            let newcomer = try fixture.server.tenants.add(TenantID(unchecked: "alice"))
+            let newcomer = try await fixture.server.tenants.add(TenantID(unchecked: "alice"))
             try await fixture.test { client async throws in
                 #expect(
                     try await client.call(.get, "/v1/sandboxes", token: newcomer).decode([SandboxInfo].self).isEmpty)
@@ -192,7 +194,7 @@ struct TenantTests {
     func purgeRace() async throws {
         try await ServerFixture.with { fixture in
             let name = TenantID(unchecked: "racer")
-            let token = try fixture.server.tenants.add(name)
+            let token = try await fixture.server.tenants.add(name)
             let server = fixture.server
             try await fixture.test { client in
                 try await withThrowingTaskGroup(of: Void.self) { group in
@@ -217,7 +219,7 @@ struct TenantTests {
             }
             #expect(try await server.runner.provisioner.list(tenant: name).isEmpty, "a sandbox outlived the purge")
             #expect(try await (server.sessions?.list() ?? []).filter { $0.tenant == name }.isEmpty)
-            let fresh = try server.tenants.add(name)
+            let fresh = try await server.tenants.add(name)
             try await fixture.test { client async throws in
                 #expect(try await client.call(.get, "/v1/sandboxes", token: fresh).decode([SandboxInfo].self).isEmpty)
             }

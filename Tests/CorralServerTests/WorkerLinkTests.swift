@@ -97,8 +97,8 @@ struct WorkerLinkTests {
     static func withLinkedWorker(_ body: @Sendable (Linked) async throws -> Void) async throws {
         try await ServerFixture.with { control in
             try await ServerFixture.with { host in
-                let acmeToken = try control.server.tenants.add(Self.acme, groups: ["vpc"])
-                let workerToken = try WorkerTokenRegistry(stateDirectory: control.state).add(group: "vpc").token
+                let acmeToken = try await control.server.tenants.add(Self.acme, groups: ["vpc"])
+                let workerToken = try await WorkerTokenRegistry(stateDirectory: control.state).add(group: "vpc").token
                 try await LiveServer.with(control, configure: { $0.workers = Self.settings() }) { live in
                     let fleet = try #require(live.server.fleet)
                     try await Self.withWorker(host, url: try #require(live.workerURL), token: workerToken) { _ in
@@ -197,8 +197,9 @@ struct WorkerLinkTests {
         try await ServerFixture.with(sandboxesPerTenant: 2) { control in
             try await ServerFixture.with { host in
                 // Bound to the default group: the control plane's own host and the worker both take it.
-                let token = try control.server.tenants.add(Self.acme)
-                let workerToken = try WorkerTokenRegistry(stateDirectory: control.state).add(group: "default").token
+                let token = try await control.server.tenants.add(Self.acme)
+                let workerToken = try await WorkerTokenRegistry(stateDirectory: control.state).add(group: "default")
+                    .token
                 try await LiveServer.with(control, configure: { $0.workers = Self.settings() }) { live in
                     let fleet = try #require(live.server.fleet)
                     try await Self.withWorker(host, url: try #require(live.workerURL), token: workerToken, group: nil) {
@@ -300,8 +301,8 @@ struct WorkerLinkTests {
     func lostAndReconciled() async throws {
         try await ServerFixture.with { control in
             try await ServerFixture.with { host in
-                let acmeToken = try control.server.tenants.add(Self.acme, groups: ["vpc"])
-                let workerToken = try WorkerTokenRegistry(stateDirectory: control.state).add(group: "vpc").token
+                let acmeToken = try await control.server.tenants.add(Self.acme, groups: ["vpc"])
+                let workerToken = try await WorkerTokenRegistry(stateDirectory: control.state).add(group: "vpc").token
                 try await LiveServer.with(control, configure: { $0.workers = Self.settings() }) { live in
                     let fleet = try #require(live.server.fleet)
                     let url = try #require(live.workerURL)
@@ -346,7 +347,8 @@ struct WorkerLinkTests {
         try await ServerFixture.with { control in
             try await ServerFixture.with(templates: [small], poolEveryTemplate: true) { first in
                 try await ServerFixture.with(templates: [small], poolEveryTemplate: true) { second in
-                    let workerToken = try WorkerTokenRegistry(stateDirectory: control.state).add(group: "vpc").token
+                    let workerToken = try await WorkerTokenRegistry(stateDirectory: control.state).add(group: "vpc")
+                        .token
                     let configure: (inout CorralServer.Configuration) -> Void = {
                         $0.workers = Self.settings {
                             $0.fleet.pools = [
@@ -477,8 +479,8 @@ struct WorkerLinkTests {
     func controlPlaneRestart() async throws {
         try await ServerFixture.with { control in
             try await ServerFixture.with { host in
-                let acmeToken = try control.server.tenants.add(Self.acme, groups: ["vpc"])
-                let workerToken = try WorkerTokenRegistry(stateDirectory: control.state).add(group: "vpc").token
+                let acmeToken = try await control.server.tenants.add(Self.acme, groups: ["vpc"])
+                let workerToken = try await WorkerTokenRegistry(stateDirectory: control.state).add(group: "vpc").token
                 let port = try Self.freePort()
                 let settings = Self.settings { $0.listen = "127.0.0.1:\(port)" }
                 let url = "http://127.0.0.1:\(port)"
@@ -560,7 +562,8 @@ struct WorkerLinkTests {
             let client = try CorralClient(endpoint: .unixSocket(path: live.socketPath))
             defer { client.shutdown() }
             // Only w1 at first: the session's sandbox goes there.
-            let w1 = try RunningWorker(hosts.0, url: url, token: try registry.add(group: "default").token, name: "w1")
+            let w1 = try await RunningWorker(
+                hosts.0, url: url, token: try registry.add(group: "default").token, name: "w1")
             var w2: RunningWorker?
             do {
                 _ = try await Self.waitConnected(fleet, "w1")
@@ -575,7 +578,8 @@ struct WorkerLinkTests {
                     }
                 }
                 #expect(try await hosts.0.server.provisioner.list(tenant: .local).count == 1)
-                w2 = try RunningWorker(hosts.1, url: url, token: try registry.add(group: "default").token, name: "w2")
+                w2 = try await RunningWorker(
+                    hosts.1, url: url, token: try registry.add(group: "default").token, name: "w2")
                 _ = try await Self.waitConnected(fleet, "w2")
                 // w1 goes away mid-call: the call's outcome is unknown.
                 await w1.stop()
@@ -615,7 +619,7 @@ struct WorkerLinkTests {
     @Test("the handshake refuses a bad token, another group's worker and an unknown protocol, each with its reason")
     func handshakeRefusals() async throws {
         try await ServerFixture.with { control in
-            let token = try WorkerTokenRegistry(stateDirectory: control.state).add(group: "vpc").token
+            let token = try await WorkerTokenRegistry(stateDirectory: control.state).add(group: "vpc").token
             try await LiveServer.with(control, configure: { $0.workers = Self.settings() }) { live in
                 let url = try #require(live.workerURL)
                 let port = try #require(URL(string: url)?.port)
@@ -672,7 +676,7 @@ struct WorkerLinkTests {
     func malformedFrames() async throws {
         try await ServerFixture.with { control in
             try await ServerFixture.with { host in
-                let token = try WorkerTokenRegistry(stateDirectory: control.state).add(group: "vpc").token
+                let token = try await WorkerTokenRegistry(stateDirectory: control.state).add(group: "vpc").token
                 try await LiveServer.with(control, configure: { $0.workers = Self.settings() }) { live in
                     let fleet = try #require(live.server.fleet)
                     let url = try #require(live.workerURL)
@@ -761,8 +765,8 @@ struct WorkerLinkTests {
         try await ServerFixture.with { control in
             try await ServerFixture.with { host in
                 let registry = WorkerTokenRegistry(stateDirectory: control.state)
-                let vpc = try registry.add(group: "vpc").token
-                let other = try registry.add(group: "other").token
+                let vpc = try await registry.add(group: "vpc").token
+                let other = try await registry.add(group: "other").token
                 try await LiveServer.with(control, configure: { $0.workers = Self.settings() }) { live in
                     let fleet = try #require(live.server.fleet)
                     let url = try #require(live.workerURL)
@@ -786,12 +790,12 @@ struct WorkerLinkTests {
         try await ServerFixture.with { control in
             try await ServerFixture.with { host in
                 let registry = WorkerTokenRegistry(stateDirectory: control.state)
-                let (token, entry) = try registry.add(group: "vpc")
+                let (token, entry) = try await registry.add(group: "vpc")
                 try await LiveServer.with(control, configure: { $0.workers = Self.settings() }) { live in
                     let fleet = try #require(live.server.fleet)
                     try await Self.withWorker(host, url: try #require(live.workerURL), token: token) { worker in
                         _ = try await Self.waitConnected(fleet, "w1")
-                        #expect(try registry.remove(id: entry.id))
+                        #expect(try await registry.remove(id: entry.id))
                         // The worker stops by itself, with the control plane's reason.
                         let error = await #expect(throws: CorralError.self) { try await worker.value }
                         #expect(error?.message.contains("not valid") == true, "\(String(describing: error))")

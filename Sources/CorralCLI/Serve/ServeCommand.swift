@@ -169,7 +169,8 @@ struct ServiceAssembly {
             return ServiceAssembly(
                 engine: engine, sessions: sessions, state: state,
                 server: ServerParts(
-                    configuration: settings, runner: runner, tenants: TenantRegistry(stateDirectory: state),
+                    configuration: settings, runner: runner,
+                    tenants: TenantRegistry(store: sessions, stateDirectory: state),
                     sessions: sessions, metrics: registry, logger: context.logger))
         } catch {
             engine.shutdown()

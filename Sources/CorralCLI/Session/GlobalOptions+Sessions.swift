@@ -14,6 +14,22 @@ extension GlobalOptions {
             configuration: configuration, environment: environment, stateDirectory: stateDirectory,
             logger: Logger(label: "corral.session-store"))
     }
+
+    /// Runs `body` with the session store open and the state directory, then closes the store:
+    /// for commands that change the control plane's lists (tenants, worker tokens), which live
+    /// beside the sessions (`TenantRegistry(store:stateDirectory:)`).
+    func withSessionStore<T>(_ body: (any SessionStore, URL) async throws -> T) async throws -> T {
+        let state = try CommandContext(self).stateDirectory()
+        let store = try await sessionStore()
+        do {
+            let value = try await body(store, state)
+            await SessionStoreSelection.close(store)
+            return value
+        } catch {
+            await SessionStoreSelection.close(store)
+            throw error
+        }
+    }
 }
 
 /// Writes to stdout without stdio's buffering, so that what is printed is out of the

@@ -47,10 +47,11 @@ enum TenantBackend {
         let vault =
             FileManager.default.fileExists(atPath: vaultConfiguration.file.path)
             ? try Vault(configuration: vaultConfiguration) : nil
+        let sessions = try await global.sessionStore()
         let administration = TenantAdministration(
-            registry: TenantRegistry(stateDirectory: state),
+            registry: TenantRegistry(store: sessions, stateDirectory: state),
             provisioner: try context.provisioner(engine: engine, templates: configuration?.templates ?? []),
-            sessions: try await global.sessionStore(), vault: vault, logger: context.logger)
+            sessions: sessions, vault: vault, logger: context.logger)
         return .files(administration, engine)
     }
 
@@ -101,8 +102,10 @@ struct TenantList: AsyncParsableCommand {
     var json = false
 
     func run() async throws {
-        let registry = TenantRegistry(stateDirectory: try CommandContext(global).stateDirectory())
-        let rows = try registry.list().map {
+        let tenants = try await global.withSessionStore {
+            try await TenantRegistry(store: $0, stateDirectory: $1).list()
+        }
+        let rows = tenants.map {
             TenantSummary(
                 name: $0.id.rawValue, created: $0.created, reserved: TenantRegistry.isReserved($0.id) ? true : nil,
                 groups: $0.groups)

@@ -41,7 +41,10 @@ struct VaultPutCommand: AsyncParsableCommand {
             // A credential for a tenant that does not exist would wait for whoever is added
             // under that name next.
             try TenantRegistry.checkNotReserved(owner)
-            guard try TenantRegistry(stateDirectory: global.stateDirectory).contains(owner) else {
+            let known = try await global.withSessionStore {
+                try await TenantRegistry(store: $0, stateDirectory: $1).contains(owner)
+            }
+            guard known else {
                 throw CorralError(
                     .notFound, "no tenant '\(owner)'", hint: "add it first with `corral tenant add \(owner)`")
             }

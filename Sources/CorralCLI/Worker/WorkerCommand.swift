@@ -148,8 +148,9 @@ struct WorkerTokenAdd: AsyncParsableCommand {
     var json = false
 
     func run() async throws {
-        let registry = WorkerTokenRegistry(stateDirectory: try CommandContext(global).stateDirectory())
-        let (token, entry) = try registry.add(group: group)
+        let (token, entry) = try await global.withSessionStore {
+            try await WorkerTokenRegistry(store: $0, stateDirectory: $1).add(group: group)
+        }
         if json {
             try CLIOutput.printJSON(["id": entry.id, "group": entry.group, "token": token])
         } else {
@@ -165,10 +166,12 @@ struct WorkerTokenList: AsyncParsableCommand {
     @OptionGroup var global: GlobalOptions
 
     func run() async throws {
-        let registry = WorkerTokenRegistry(stateDirectory: try CommandContext(global).stateDirectory())
+        let tokens = try await global.withSessionStore {
+            try await WorkerTokenRegistry(store: $0, stateDirectory: $1).list()
+        }
         CLIOutput.printTable(
             [["ID", "GROUP", "CREATED"]]
-                + (try registry.list()).map { [$0.id, $0.group, ISO8601DateFormatter().string(from: $0.created)] })
+                + tokens.map { [$0.id, $0.group, ISO8601DateFormatter().string(from: $0.created)] })
     }
 }
 
@@ -182,8 +185,10 @@ struct WorkerTokenRemove: AsyncParsableCommand {
     var id: String
 
     func run() async throws {
-        let registry = WorkerTokenRegistry(stateDirectory: try CommandContext(global).stateDirectory())
-        guard try registry.remove(id: id) else {
+        let removed = try await global.withSessionStore {
+            try await WorkerTokenRegistry(store: $0, stateDirectory: $1).remove(id: id)
+        }
+        guard removed else {
             throw CorralError(.notFound, "no worker token '\(id)'", hint: "`corral worker token ls` lists them")
         }
     }

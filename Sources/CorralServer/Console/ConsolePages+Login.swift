@@ -28,7 +28,7 @@ extension CorralServer {
                     request, message: ("The login form had expired. Try again.", true), next: next, status: .forbidden)
             }
             let token = (form["token"] ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
-            guard let (viewer, credential) = try authenticateConsole(token: token, context: context) else {
+            guard let (viewer, credential) = try await authenticateConsole(token: token, context: context) else {
                 return loginPage(
                     request, message: ("That token is not valid (or no longer is).", true), next: next,
                     status: .unauthorized)
@@ -49,7 +49,7 @@ extension CorralServer {
 
         routes.post("logout") { request, context -> Response in
             let form = try await ConsoleHTTP.form(request)
-            _ = try consolePostAccess(request, context, auth: auth, form: form)
+            _ = try await consolePostAccess(request, context, auth: auth, form: form)
             if let cookie = ConsoleHTTP.cookie(ConsoleHTTP.loginCookie, in: request) { console.logins.close(cookie) }
             return ConsoleHTTP.redirect(
                 to: "/console/login?reason=logged-out",
@@ -93,10 +93,10 @@ extension CorralServer {
 
     /// Whom a token presented at the login form belongs to: the operator's console token, or a
     /// tenant's. A token stored under a reserved name is refused as the API refuses it.
-    func authenticateConsole(token: String, context: CorralRequestContext) throws -> (ConsoleViewer, String)? {
+    func authenticateConsole(token: String, context: CorralRequestContext) async throws -> (ConsoleViewer, String)? {
         guard !token.isEmpty, token.utf8.count <= 256 else { return nil }
         if let hash = try console.operatorToken.authenticate(token) { return (.operator, hash) }
-        switch try tenants.authenticate(token: token) {
+        switch try await tenants.authenticate(token: token) {
         case .tenant(let tenant, let hash): return (.tenant(tenant), hash)
         case .reserved(let name):
             context.logger.warning(

@@ -8,7 +8,7 @@ import Hummingbird
 extension CorralServer {
     func addConsolePoolRoutes(to routes: RouterGroup<CorralRequestContext>, auth: AuthMode) {
         routes.get("pools") { request, context -> Response in
-            let access = try consoleAccess(request, context, auth: auth)
+            let access = try await consoleAccess(request, context, auth: auth)
             let region = await poolsRegion(access.viewer)
             if Self.fragment(request) == "pools-live" { return ConsoleHTTP.page(region) }
             let body: HTML = """

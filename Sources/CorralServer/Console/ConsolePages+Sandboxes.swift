@@ -9,7 +9,7 @@ import Hummingbird
 extension CorralServer {
     func addConsoleSandboxRoutes(to routes: RouterGroup<CorralRequestContext>, auth: AuthMode) {
         routes.get("sandboxes") { request, context -> Response in
-            let access = try consoleAccess(request, context, auth: auth)
+            let access = try await consoleAccess(request, context, auth: auth)
             let region = await sandboxTable(access.viewer, page: Self.pageNumber(request))
             if Self.fragment(request) == "sandboxes-live" { return ConsoleHTTP.page(region) }
             let body: HTML = """
@@ -21,7 +21,7 @@ extension CorralServer {
         }
 
         routes.get("sandboxes/:id") { request, context -> Response in
-            let access = try consoleAccess(request, context, auth: auth)
+            let access = try await consoleAccess(request, context, auth: auth)
             let (id, owner) = try consoleSandbox(try context.parameters.require("id"), viewer: access.viewer)
             let region = try await sandboxDetails(id, owner: owner, viewer: access.viewer)
             if Self.fragment(request) == "sandbox-live" { return ConsoleHTTP.page(region) }

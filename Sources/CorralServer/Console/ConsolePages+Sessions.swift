@@ -10,7 +10,7 @@ import ServiceLifecycle
 extension CorralServer {
     func addConsoleSessionRoutes(to routes: RouterGroup<CorralRequestContext>, auth: AuthMode) {
         routes.get("sessions") { request, context -> Response in
-            let access = try consoleAccess(request, context, auth: auth)
+            let access = try await consoleAccess(request, context, auth: auth)
             let filter = ConsoleSessionFilter(request)
             let rows = try await consoleSessionRows(access.viewer).filter(filter.matches)
             let region = sessionTable(rows, filter: filter, viewer: access.viewer)
@@ -25,13 +25,13 @@ extension CorralServer {
         }
 
         routes.get("sessions/:id") { request, context -> Response in
-            let access = try consoleAccess(request, context, auth: auth)
+            let access = try await consoleAccess(request, context, auth: auth)
             let info = try await consoleSession(try context.parameters.require("id"), viewer: access.viewer)
             return ConsoleHTTP.page(try await sessionPage(info, request: request, access: access))
         }
 
         routes.get("sessions/:id/events/:seq") { request, context -> Response in
-            let access = try consoleAccess(request, context, auth: auth)
+            let access = try await consoleAccess(request, context, auth: auth)
             let info = try await consoleSession(try context.parameters.require("id"), viewer: access.viewer)
             guard let seq = UInt64(try context.parameters.require("seq")), seq >= 1, seq <= info.head,
                 let event = try await sessionStore().readPage(info.id, from: seq, limit: 1).events.first
@@ -44,7 +44,7 @@ extension CorralServer {
         }
 
         routes.get("sessions/:id/stream") { request, context -> Response in
-            let access = try consoleAccess(request, context, auth: auth)
+            let access = try await consoleAccess(request, context, auth: auth)
             let info = try await consoleSession(try context.parameters.require("id"), viewer: access.viewer)
             var from = try queryNumber(request, "from") ?? info.head + 1
             if let last = ConsoleHTTP.header("last-event-id", in: request).flatMap(UInt64.init) {
@@ -281,7 +281,7 @@ extension CorralServer {
                     defer { frames.finish() }
                     try await timelineFrames(
                         id, from: start, viewer: viewer, keepAlive: keepAlive, frames: frames,
-                        stillAllowed: { (try? consoleAccess(request, context, auth: auth)) != nil })
+                        stillAllowed: { (try? await consoleAccess(request, context, auth: auth)) != nil })
                 }
                 defer { producer.cancel() }
                 try await withGracefulShutdownHandler {
@@ -299,7 +299,7 @@ extension CorralServer {
     /// says the login ended.
     func timelineFrames(
         _ id: SessionID, from start: UInt64, viewer: ConsoleViewer, keepAlive: Duration,
-        frames: AsyncChannel<String>, stillAllowed: @Sendable () -> Bool
+        frames: AsyncChannel<String>, stillAllowed: @Sendable () async -> Bool
     ) async throws {
         let store = try sessionStore()
         var next = start
@@ -311,7 +311,7 @@ extension CorralServer {
             // A login that ended (logged out, token revoked) keeps no stream open.
             if ContinuousClock.now - lastCheck > .seconds(5) {
                 lastCheck = ContinuousClock.now
-                guard stillAllowed() else { return }
+                guard await stillAllowed() else { return }
             }
             let page = try await store.readPage(id, from: next, limit: 500)
             if page.events.isEmpty {

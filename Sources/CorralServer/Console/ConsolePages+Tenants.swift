@@ -7,7 +7,7 @@ import Hummingbird
 extension CorralServer {
     func addConsoleTenantRoutes(to routes: RouterGroup<CorralRequestContext>, auth: AuthMode) {
         routes.get("tenants") { request, context -> Response in
-            let access = try consoleAccess(request, context, auth: auth)
+            let access = try await consoleAccess(request, context, auth: auth)
             guard access.viewer.isOperator else {
                 throw ConsoleRefusal.forbidden("Tenants are the operator's to see.")
             }
@@ -24,7 +24,7 @@ extension CorralServer {
 
     /// Every tenant with its quotas and what it uses; the operator's own (`local`) first.
     func tenantTable() async throws -> HTML {
-        let registered = try tenants.list()
+        let registered = try await tenants.list()
         let sandboxes = (try? await provisioner.list()) ?? []
         let sessionList = (try? await sessions?.list()) ?? []
         let running = await workers.runningByTenant()

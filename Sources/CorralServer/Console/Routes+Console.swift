@@ -19,7 +19,7 @@ extension CorralServer {
 
         routes.get("check") { request, context -> Response in
             do {
-                _ = try consoleAccess(request, context, auth: auth)
+                _ = try await consoleAccess(request, context, auth: auth)
                 return Response(status: .noContent, headers: ConsoleHTTP.headers(contentType: "text/plain"))
             } catch is ConsoleRefusal {
                 return Response(status: .unauthorized, headers: ConsoleHTTP.headers(contentType: "text/plain"))
@@ -36,7 +36,9 @@ extension CorralServer {
     }
 
     /// Who asks, or a refusal that sends a browser to the login page.
-    func consoleAccess(_ request: Request, _ context: CorralRequestContext, auth: AuthMode) throws -> ConsoleAccess {
+    func consoleAccess(_ request: Request, _ context: CorralRequestContext, auth: AuthMode) async throws
+        -> ConsoleAccess
+    {
         if case .local = auth { return ConsoleAccess(viewer: .operator, csrf: nil) }
         let next = ConsoleHTTP.safeNext(request.uri.path + (request.uri.query.map { "?" + $0 } ?? ""))
         guard let cookie = ConsoleHTTP.cookie(ConsoleHTTP.loginCookie, in: request), !cookie.isEmpty else {
@@ -51,7 +53,7 @@ extension CorralServer {
         switch login.viewer {
         case .operator: current = console.operatorToken.isCurrent(login.credentialSHA256)
         case .tenant(let tenant):
-            current = (try? tenants.isCurrent(tenant, tokenSHA256: login.credentialSHA256)) ?? false
+            current = (try? await tenants.isCurrent(tenant, tokenSHA256: login.credentialSHA256)) ?? false
         }
         guard current else {
             console.logins.close(cookie)
@@ -62,10 +64,10 @@ extension CorralServer {
 
     /// A POST's checks: from this site, logged in, and carrying the login's form token.
     func consolePostAccess(_ request: Request, _ context: CorralRequestContext, auth: AuthMode, form: [String: String])
-        throws -> ConsoleAccess
+        async throws -> ConsoleAccess
     {
         try ConsoleHTTP.checkSameOrigin(request)
-        let access = try consoleAccess(request, context, auth: auth)
+        let access = try await consoleAccess(request, context, auth: auth)
         if let csrf = access.csrf {
             guard let sent = form["csrf"], ConsoleLogins.constantTimeEqual(sent, csrf) else {
                 throw ConsoleRefusal.crossSite

@@ -27,7 +27,7 @@ struct E2BControlPlane: Sendable {
     // MARK: Authentication
 
     /// The tenant whose API key the request carries; on the unix socket, the local tenant.
-    func authenticate(_ request: Request, context: inout CorralRequestContext) throws -> TenantID {
+    func authenticate(_ request: Request, context: inout CorralRequestContext) async throws -> TenantID {
         switch auth {
         case .local:
             context.tenant = .local
@@ -42,7 +42,7 @@ struct E2BControlPlane: Sendable {
                 throw E2BAPIError(
                     status: 401, message: "missing API key: send it in the X-API-Key header (E2B_API_KEY)")
             }
-            switch try server.tenants.authenticate(token: key) {
+            switch try await server.tenants.authenticate(token: key) {
             case .tenant(let tenant, let tokenSHA256):
                 context.tenant = tenant
                 context.tokenSHA256 = tokenSHA256
@@ -60,7 +60,7 @@ struct E2BControlPlane: Sendable {
     ) async -> Response {
         var context = context
         do {
-            let tenant = try authenticate(request, context: &context)
+            let tenant = try await authenticate(request, context: &context)
             return try await body(tenant, context)
         } catch {
             let answer = E2BAPIError(converting: error)

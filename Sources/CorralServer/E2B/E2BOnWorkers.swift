@@ -134,7 +134,7 @@ extension E2BControlPlane {
     /// is the caller's): each worker of the tenant's groups is asked for its whole list.
     func workerRows(_ request: Request, tenant: TenantID) async -> [JSONValue] {
         guard let fleet = server.fleet else { return [] }
-        let groups = tenant == .local ? nil : try? server.tenants.placementGroups(of: tenant)
+        let groups = tenant == .local ? nil : try? await server.tenants.placementGroups(of: tenant)
         var query: [String] = []
         for key in ["metadata", "state"] {
             if let value = request.uri.queryParameters[Substring(key)] {

@@ -111,7 +111,7 @@ struct WorkerRoutingMiddleware: RouterMiddleware {
         let local = try await next(request, context)
         guard local.status.code == 200 else { return local }
         var rows = try await Self.decode([SandboxInfo].self, from: local)
-        let groups = tenant == .local ? nil : try server.tenants.placementGroups(of: tenant)
+        let groups = tenant == .local ? nil : try await server.tenants.placementGroups(of: tenant)
         for (name, link) in fleet.links(in: groups) {
             do {
                 let response = try await Self.forward(request, body: Self.once(nil), tenant: tenant, link: link)
@@ -243,7 +243,7 @@ extension CorralServer {
     /// Where a new sandbox of `tenant` goes (`WorkerFleet.place`), with this host's own pool and
     /// room as the local candidate.
     func place(tenant: TenantID, template: String?, fleet: WorkerFleet) async throws -> WorkerFleet.Route {
-        let groups = tenant == .local ? [WorkerGroup.defaultName] : try tenants.placementGroups(of: tenant)
+        let groups = tenant == .local ? [WorkerGroup.defaultName] : try await tenants.placementGroups(of: tenant)
         var localWarm = false
         var localFree = 0.0
         if fleet.settings.localGroup.map(groups.contains) == true {
