@@ -33,16 +33,21 @@ public struct RunHarnessRequest: Codable, Sendable, Hashable {
 /// The harness's state on one session, as the service sees it.
 public struct HarnessStatus: Codable, Sendable, Hashable {
     public var session: String
-    /// `running`, or `idle`.
+    /// `running`, `stopping` (asked through another replica), or `idle`.
     public var state: String
     /// How the last run in this service ended: `end_turn`, `max_turns`, ..., `stopped`, `error`.
     public var lastOutcome: String?
     public var lastError: String?
+    /// The service replica that runs it, when replicas share a PostgreSQL store.
+    public var replica: String?
 
-    public init(session: String, state: String, lastOutcome: String? = nil, lastError: String? = nil) {
+    public init(
+        session: String, state: String, lastOutcome: String? = nil, lastError: String? = nil, replica: String? = nil
+    ) {
         self.session = session
         self.state = state
         self.lastOutcome = lastOutcome
         self.lastError = lastError
+        self.replica = replica
     }
 }

@@ -24,6 +24,7 @@ public struct CorralCommand: AsyncParsableCommand {
             ServeCommand.self,
             WorkerCommand.self,
             SessionCommand.self,
+            StoreCommand.self,
             TenantCommandGroup.self,
             VaultCommand.self,
             AgentCommand.self,

@@ -56,6 +56,10 @@ public struct CorralServer: Sendable {
         public var console = ConsoleSettings()
         /// Where workers dial in (`[workers] listen`); nil: this service has no workers but its own.
         public var workers: WorkerListener.Settings?
+        /// How long a harness run's lease lasts without renewal, with the PostgreSQL store
+        /// (`[store] run_lease`): a replica that dies has its runs taken over by another once
+        /// this has passed.
+        public var runLeaseTTL: Duration = .seconds(30)
 
         public init(socketPath: String? = nil, listen: String? = nil) {
             self.socketPath = socketPath
@@ -97,7 +101,9 @@ public struct CorralServer: Sendable {
         self.metrics = metrics
         self.brainEnvironment = brainEnvironment
         self.quotas = QuotaGate()
-        self.workers = HarnessWorkers(logger: logger)
+        self.workers = HarnessWorkers(
+            logger: logger, leases: sessions.flatMap(SessionStoreSelection.runLeases), owner: Self.replicaName(),
+            leaseTTL: configuration.runLeaseTTL)
         self.serverMetrics = ServerMetrics(factory: PrometheusMetricsFactory(registry: metrics))
         self.console = ConsoleState(configuration: configuration)
         self.fleet = configuration.workers.map { settings in
@@ -286,9 +292,10 @@ public struct CorralServer: Sendable {
             // A graceful shutdown stops services in reverse order: first the listeners
             // (they drain their requests), then the harness runs (sessions stay
             // resumable), then the pools, the reaper and the gateway.
-            services: (runner.services + [HarnessWorkersService(workers: workers)] + consoleServices + listeners).map {
-                .init(service: $0, successTerminationBehavior: .gracefullyShutdownGroup)
-            },
+            services: (runner.services + [HarnessWorkersService(workers: workers), RunTakeoverService(server: self)]
+                + consoleServices + listeners).map {
+                    .init(service: $0, successTerminationBehavior: .gracefullyShutdownGroup)
+                },
             gracefulShutdownSignals: handleSignals ? [.sigterm, .sigint] : [],
             logger: logger)
         // A request that never ends (a command without a timeout) must not hold the stop up

@@ -38,7 +38,14 @@ extension CorralConfiguration {
         let top = TableReader(root, path: "", source: source)
         try top.allowOnly(["engine", "service", "server", "limits", "templates", "gateway", "store", "workers"])
         if let store = try top.table("store") {
-            try store.allowOnly(["url"])
+            try store.allowOnly(["url", "run_lease"])
+            if let value = try store.duration("run_lease") {
+                guard value >= .seconds(1), value <= .seconds(3600) else {
+                    throw CorralError.invalidArgument(
+                        "\(source): [store] run_lease must be between 1s and 1h", hint: "the default is 30s")
+                }
+                configuration.store.runLease = value
+            }
             if let url = try store.string("url"), !url.isEmpty {
                 do {
                     _ = try PostgresStoreURL(parsing: url)

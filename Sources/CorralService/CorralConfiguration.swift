@@ -115,6 +115,9 @@ public struct CorralConfiguration: Sendable {
     public struct Store: Sendable, Hashable {
         /// `postgres://…` for PostgreSQL; nil for the files under the state directory.
         public var url: String?
+        /// How long a harness run's lease lasts unrenewed, with PostgreSQL (`run_lease`): a
+        /// replica that dies has its runs taken over by another after this.
+        public var runLease: Duration = .seconds(30)
 
         public init() {}
 

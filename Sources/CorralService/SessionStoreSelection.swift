@@ -48,6 +48,12 @@ public enum SessionStoreSelection {
         return LockedJSONFile(file: stateDirectory.appendingPathComponent("\(name).json"), what: what)
     }
 
+    /// Who runs which session, when replicas share the store: the PostgreSQL store's run
+    /// leases; nil for the files, which one process owns.
+    public static func runLeases(_ store: any SessionStore) -> (any RunLeases)? {
+        (store as? PostgresSessionStore)?.runLeases
+    }
+
     /// The largest event the store takes.
     public static func maxEventBytes(_ store: any SessionStore) -> Int {
         if let store = store as? PostgresSessionStore { return store.configuration.maxEventBytes }

@@ -20,8 +20,11 @@ extension SessionHandle {
 
     /// The locked part of an append: lease check, catching up with the files, the retry and
     /// `expectedSeq` checks, then one write. Runs under the writer lock and the flock.
+    /// `stamps` gives each event its own time and epoch (a copy from another store); without
+    /// them every event gets now and the lease's epoch.
     func writeLocked(
-        _ events: [EncodedEvent], expectedSeq: UInt64?, lease: Lease, durability: Durability, writer: inout WriterState
+        _ events: [EncodedEvent], expectedSeq: UInt64?, lease: Lease, durability: Durability, writer: inout WriterState,
+        stamps: [(time: Int64, epoch: UInt64)]? = nil
     ) throws -> WriteOutcome {
         if let failure = writer.failure { throw failure }
         let current = try lock.epoch()
@@ -67,7 +70,7 @@ extension SessionHandle {
         var entries: [IndexEntry] = []
         var last = lastEntry
         var seq = head
-        for event in events[skip...] {
+        for (position, event) in events.enumerated().dropFirst(skip) {
             seq += 1
             let offset = end + UInt64(buffer.count)
             if LogFormat.needsIndexEntry(seq: seq, offset: offset, after: last) {
@@ -75,8 +78,10 @@ extension SessionHandle {
                 entries.append(entry)
                 last = entry
             }
+            let stamp = stamps?[position]
             LogFormat.appendRecord(
-                to: &buffer, seq: seq, epoch: lease.epoch, time: time, id: Array(event.id.rawValue.utf8),
+                to: &buffer, seq: seq, epoch: stamp?.epoch ?? lease.epoch, time: stamp?.time ?? time,
+                id: Array(event.id.rawValue.utf8),
                 type: event.type,
                 data: event.data)
         }

@@ -206,6 +206,22 @@ enum PostgresSchema {
                 )
                 """
             ]),
+        // Which replica runs which session's harness (`RunLeases`).
+        Migration(
+            version: 3, name: "run leases",
+            statements: [
+                """
+                CREATE TABLE run_leases (
+                    session_id text PRIMARY KEY REFERENCES sessions (id) ON DELETE CASCADE,
+                    tenant text NOT NULL,
+                    owner text NOT NULL CHECK (octet_length(owner) BETWEEN 1 AND 200),
+                    epoch bigint NOT NULL CHECK (epoch >= 1),
+                    state text NOT NULL CHECK (state IN ('running', 'stopping', 'ended')),
+                    expires_at timestamptz NOT NULL
+                )
+                """,
+                "CREATE INDEX run_leases_expiring ON run_leases (expires_at) WHERE state <> 'ended'",
+            ]),
     ]
 
     /// Brings the schema to `latest` on `connection`, under an advisory lock so that replicas

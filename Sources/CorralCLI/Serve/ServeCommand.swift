@@ -151,6 +151,7 @@ struct ServiceAssembly {
             settings.headerTimeout = configuration.server.headerTimeout
             settings.idleTimeout = configuration.server.idleTimeout
             settings.shutdownTimeout = configuration.server.shutdownTimeout
+            settings.runLeaseTTL = configuration.store.runLease
             if let workers, let listen = workers.listen {
                 var listener = WorkerListener.Settings(listen: listen)
                 listener.certificate = workers.tlsCert
