@@ -30,5 +30,5 @@ public protocol BenchSuite: Sendable {
 /// Every suite `corral-bench` knows, in the order `make bench` runs them.
 let allSuites: [any BenchSuite.Type] = [
     SandboxSuite.self, ProvisionSuite.self, SessionSuite.self, HarnessSuite.self, WorkspaceSuite.self, APISuite.self,
-    CLISuite.self, WorkerSuite.self, FleetSuite.self,
+    CLISuite.self, WorkerSuite.self, FleetSuite.self, ReplicaSuite.self,
 ]
