@@ -75,8 +75,8 @@ struct CLISuite: BenchSuite {
 
     /// Stops the service and the agent (its socket removed), then removes every container
     /// either state directory made, pool members included, with their workspaces.
-    static func tearDown(service: ChildProcess, states: [URL], engine: String) async {
-        BenchProcess.stop(service)
+    static func tearDown(service: ChildProcess?, states: [URL], engine: String) async {
+        if let service { BenchProcess.stop(service) }
         for state in states { try? FileManager.default.removeItem(at: state.appendingPathComponent("corral.sock")) }
         guard let client = try? DockerEngineClient(parsing: engine) else { return }
         defer { client.shutdown() }

@@ -43,16 +43,21 @@ struct ReplicaSuite: BenchSuite {
                 logger.logLevel = .warning
                 let store = try await PostgresSessionStore.connect(url: url, logger: logger)
                 var processes: [ChildProcess] = []
+                var states: [URL] = []
                 do {
                     var clients: [CorralClient] = []
                     for index in 0..<count {
                         let state = root.appendingPathComponent("r\(index)-\(UUID().uuidString.prefix(4))")
                         try FileManager.default.createDirectory(at: state, withIntermediateDirectories: true)
+                        states.append(state)
+                        // No templates, so no warm pools: the agents need no sandbox.
+                        let config = state.appendingPathComponent("corral.toml")
+                        try Data("# no templates\n".utf8).write(to: config)
                         var environment = ProcessInfo.processInfo.environment
                         environment["CORRAL_ENGINE"] = context.engineEndpoint
                         environment["CORRAL_STATE_DIR"] = state.path
                         environment["CORRAL_STORE_URL"] = url
-                        environment["CORRAL_CONFIG"] = ""
+                        environment["CORRAL_CONFIG"] = config.path
                         environment["CORRAL_LOG"] = "error"
                         processes.append(
                             try BenchProcess.start(
@@ -66,11 +71,13 @@ struct ReplicaSuite: BenchSuite {
                     for client in clients { client.shutdown() }
                 } catch {
                     for process in processes { BenchProcess.stop(process) }
+                    await CLISuite.tearDown(service: nil, states: states, engine: context.engineEndpoint)
                     try? await store.dropSchema()
                     await store.shutdown()
                     throw error
                 }
                 for process in processes { BenchProcess.stop(process) }
+                await CLISuite.tearDown(service: nil, states: states, engine: context.engineEndpoint)
                 try? await store.dropSchema()
                 await store.shutdown()
             }

@@ -124,8 +124,9 @@ struct ServeTests {
     @Test("kill -9 of corral serve, mid-refill, then a restart: it adopts what is there and leaks nothing")
     func killAndRestart() async throws {
         // The setup's sleep is the window in which the test sees a member being made: each look
-        // is a `corral pool ls` process, which takes seconds of its own on a loaded machine.
-        let harness = try ServeHarness(minIdle: 2, setup: ["sleep 6"])
+        // is a `corral pool ls` process, which takes seconds of its own on a loaded machine (a
+        // 6 s window was once missed in a whole-suite run).
+        let harness = try ServeHarness(minIdle: 2, setup: ["sleep 12"])
         do {
             try harness.startServer()
             let full = try await harness.waitForPool("2 idle") { $0.counts["idle"] == 2 && $0.state == "ready" }
