@@ -100,7 +100,7 @@ public struct CorralServer: Sendable {
         self.sessions = sessions
         self.metrics = metrics
         self.brainEnvironment = brainEnvironment
-        self.quotas = QuotaGate()
+        self.quotas = QuotaGate(locks: sessions.flatMap(SessionStoreSelection.sharedLocks))
         self.workers = HarnessWorkers(
             logger: logger, leases: sessions.flatMap(SessionStoreSelection.runLeases), owner: Self.replicaName(),
             leaseTTL: configuration.runLeaseTTL)
@@ -345,12 +345,32 @@ public struct CorralServer: Sendable {
     }
 }
 
-/// Keeps concurrent creates of one tenant from racing past its quota together.
+/// Keeps concurrent creates of one tenant from racing past its quota together. Sessions are
+/// counted in the store, which replicas share: with `locks` (PostgreSQL), a session's count
+/// and create run under a lock per tenant that every replica takes, so that the quota holds
+/// across them.
 actor QuotaGate {
     private var pending: [TenantID: Int] = [:]
+    let locks: (any SharedLocks)?
+
+    init(locks: (any SharedLocks)? = nil) {
+        self.locks = locks
+    }
 
     /// Runs `body` when `current() + pending < limit`, counting it as pending meanwhile.
     func admit<T: Sendable>(
+        _ tenant: TenantID, limit: Int, what: String, current: () async throws -> Int,
+        _ body: @Sendable () async throws -> T
+    ) async throws -> T {
+        if let locks, what == "sessions" {
+            return try await locks.withLock("corral-quota:\(tenant):\(what)", isolation: self) {
+                try await admitHere(tenant, limit: limit, what: what, current: current, body)
+            }
+        }
+        return try await admitHere(tenant, limit: limit, what: what, current: current, body)
+    }
+
+    private func admitHere<T: Sendable>(
         _ tenant: TenantID, limit: Int, what: String, current: () async throws -> Int,
         _ body: @Sendable () async throws -> T
     ) async throws -> T {

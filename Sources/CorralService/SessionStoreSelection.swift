@@ -54,6 +54,12 @@ public enum SessionStoreSelection {
         (store as? PostgresSessionStore)?.runLeases
     }
 
+    /// Locks across the processes that share the store: PostgreSQL advisory locks; nil for
+    /// the files, which one process owns.
+    public static func sharedLocks(_ store: any SessionStore) -> (any SharedLocks)? {
+        (store as? PostgresSessionStore)?.sharedLocks
+    }
+
     /// The largest event the store takes.
     public static func maxEventBytes(_ store: any SessionStore) -> Int {
         if let store = store as? PostgresSessionStore { return store.configuration.maxEventBytes }

@@ -189,6 +189,53 @@ struct ReplicaTenantTests {
         await closeBoth()
     }
 
+    @Test(
+        "a tenant's session quota holds across two replicas creating at once",
+        .enabled(if: TestEnvironment.shouldRunStoreTests, Comment(rawValue: TestEnvironment.storeSkipReason)))
+    func quotaAcrossReplicas() async throws {
+        guard let text = TestEnvironment.storeURL else {
+            Issue.record(Comment(rawValue: TestEnvironment.storeMissingFailure))
+            return
+        }
+        var url = try PostgresStoreURL(parsing: text)
+        url.schema = "t_\(UInt64.random(in: 0...UInt64.max))"
+        let logger = Logger(label: "corral.test")
+        let first = try await PostgresSessionStore.connect(.init(url: url), logger: logger)
+        let second = try await PostgresSessionStore.connect(.init(url: url), logger: logger)
+        func closeBoth() async {
+            try? await first.dropSchema()
+            await first.shutdown()
+            await second.shutdown()
+        }
+        do {
+            let one = try await ServerFixture(sessions: first, sessionsPerTenant: 5)
+            let two = try await ServerFixture(sessions: second, sharing: one, sessionsPerTenant: 5)
+            let codes = try await one.test { replicaOne in
+                try await two.test { replicaTwo in
+                    try await withThrowingTaskGroup(of: Int.self) { group in
+                        for index in 0..<12 {
+                            group.addTask {
+                                let client = index % 2 == 0 ? replicaOne : replicaTwo
+                                return try await client.call(.post, "/v1/sessions", token: one.tokenA, json: "{}")
+                                    .status.code
+                            }
+                        }
+                        return try await group.reduce(into: []) { $0.append($1) }
+                    }
+                }
+            }
+            await one.cleanUp()
+            await two.cleanUp()
+            #expect(codes.filter { $0 == 201 }.count == 5, "\(codes.sorted())")
+            #expect(codes.filter { $0 == 429 }.count == 7, "\(codes.sorted())")
+            #expect(try await first.list().filter { $0.tenant.rawValue == "tenant-a" }.count == 5)
+        } catch {
+            await closeBoth()
+            throw error
+        }
+        await closeBoth()
+    }
+
     static func exercise(_ one: ServerFixture, _ two: ServerFixture) async throws {
         try await one.test { replicaOne in
             try await two.test { replicaTwo in

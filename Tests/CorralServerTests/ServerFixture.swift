@@ -23,7 +23,7 @@ struct ServerFixture {
     /// PostgreSQL store), so that its tokens are taken here too and none are added.
     init(
         sandboxesPerTenant: Int = 20, templates: [SandboxTemplate] = [], sessions: (any SessionStore)? = nil,
-        poolEveryTemplate: Bool = false, sharing: ServerFixture? = nil
+        poolEveryTemplate: Bool = false, sharing: ServerFixture? = nil, sessionsPerTenant: Int = 1000
     ) async throws {
         state = FileManager.default.temporaryDirectory.appendingPathComponent(
             "corral-server-\(UUID().uuidString.prefix(8))")
@@ -39,6 +39,7 @@ struct ServerFixture {
             poolEveryTemplate: poolEveryTemplate)
         var configuration = CorralServer.Configuration()
         configuration.sandboxesPerTenant = sandboxesPerTenant
+        configuration.sessionsPerTenant = sessionsPerTenant
         configuration.stateDirectory = state.path
         // Tenants beside the sessions, as `corral serve` keeps them.
         let sessions = sessions ?? FileSessionStore(directory: state.appendingPathComponent("sessions"))
