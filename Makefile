@@ -32,7 +32,7 @@ SHELL_SCRIPTS := scripts/engine.sh scripts/postgres.sh scripts/deps.sh scripts/d
 # environment or on the command line (make exports both). Not `export`ed here: that would
 # pass them as empty strings when unset, and an empty CORRAL_ENGINE is not the default.
 
-.PHONY: build test engine engine-down postgres postgres-down image run bench bench-link fuzz fmt check clean deps
+.PHONY: build test engine engine-down postgres postgres-down image run run-replicas bench bench-link fuzz fmt check clean deps
 
 build:
 	$(SWIFT) build
@@ -64,6 +64,11 @@ image: engine
 
 run: deps image build
 	scripts/demo.sh
+
+# Two corrald replicas over one private PostgreSQL: a tenant and a session shared, an agent
+# run taken over when the replica running it is killed (scripts/demo-replicas.sh).
+run-replicas: deps image build postgres
+	scripts/demo-replicas.sh
 
 bench: image postgres
 	$(SWIFT) build -c release

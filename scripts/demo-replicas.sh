@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# scripts/demo-replicas.sh: two corrald replicas over one PostgreSQL (`make run-replicas`).
+#
+# 1. A private PostgreSQL (scripts/postgres.sh up) and two replicas, A on 127.0.0.1:8421 and
+#    B on 127.0.0.1:8422, each with a state directory of its own under ./var, both naming the
+#    same store (schema demo_replicas, emptied first), with a 3 s run lease.
+# 2. A tenant added through A works on B; a session made through B is read through A.
+# 3. An agent started through A sleeps in its first tool call; A is killed with SIGKILL; B
+#    takes the run over once the lease expires, records the call unknown and finishes it.
+# 4. Everything is stopped and removed (the schema too).
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+corral=${CORRAL_BIN:-.build/debug/corral}
+root=$PWD/var/replicas
+step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+
+scripts/postgres.sh up
+eval "$(scripts/postgres.sh env)"
+store="$CORRAL_TEST_STORE_URL?schema=demo_replicas"
+scripts/postgres.sh psql -q -c "DROP SCHEMA IF EXISTS demo_replicas CASCADE" >/dev/null
+
+rm -rf "$root"
+mkdir -p "$root/a" "$root/b"
+for replica in a b; do
+    printf '# no templates: sandboxes are made when asked for\n[store]\nrun_lease = "3s"\n' >"$root/$replica/corral.toml"
+done
+# on REPLICA COMMAND...: corral on that replica's state directory (its unix socket).
+on() {
+    local replica=$1
+    shift
+    CORRAL_STATE_DIR="$root/$replica" CORRAL_CONFIG="$root/$replica/corral.toml" CORRAL_STORE_URL="$store" \
+        CORRAL_SERVER="" CORRAL_TOKEN="" "$corral" "$@"
+}
+declare -A pids=()
+start() {
+    local replica=$1 port=$2
+    CORRAL_STATE_DIR="$root/$replica" CORRAL_CONFIG="$root/$replica/corral.toml" CORRAL_STORE_URL="$store" \
+        "$corral" serve --listen "127.0.0.1:$port" >"$root/$replica/serve.log" 2>&1 &
+    pids[$replica]=$!
+    for _ in $(seq 1 300); do
+        grep -q "listening on unix" "$root/$replica/serve.log" 2>/dev/null && return 0
+        kill -0 "${pids[$replica]}" 2>/dev/null || break
+        sleep 0.1
+    done
+    cat "$root/$replica/serve.log" >&2
+    echo "demo: replica $replica did not start" >&2
+    exit 1
+}
+cleanup() {
+    for replica in "${!pids[@]}"; do kill -TERM "${pids[$replica]}" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    # What either replica made, the killed one's included: removed through the engine.
+    for replica in a b; do
+        for sandbox in $(CORRAL_AGENT=0 on "$replica" sandbox ls --json 2>/dev/null |
+            sed -n 's/.*"id" : "\(sb-[a-z0-9]*\)".*/\1/p'); do
+            CORRAL_AGENT=0 on "$replica" sandbox rm "$sandbox" >/dev/null 2>&1 || true
+        done
+    done
+    scripts/postgres.sh psql -q -c "DROP SCHEMA IF EXISTS demo_replicas CASCADE" >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+
+step "two replicas over one store"
+start a 8421
+start b 8422
+echo "A: http://127.0.0.1:8421 (pid ${pids[a]})   B: http://127.0.0.1:8422 (pid ${pids[b]})   store: ${store/:*@/://…@}"
+
+step "a tenant added through A works on B"
+token=$(on a tenant add demo)
+curl -sS --fail -H "Authorization: Bearer $token" -H 'Content-Type: application/json' -d '{}' \
+    http://127.0.0.1:8422/v1/sessions | sed 's/^/B made: /'
+echo
+curl -sS --fail -H "Authorization: Bearer $token" http://127.0.0.1:8421/v1/sessions | cut -c 1-200 | sed 's/^/A lists: /'
+echo
+
+step "an agent through A, A killed mid tool call, B finishes it"
+script="$root/agent.jsonl"
+cat >"$script" <<'JSONL'
+{"text": "Sleeping for a while first.", "tool_calls": [{"name": "bash", "input": {"command": "sleep 20; echo slept"}}]}
+{"text": "Done, on whichever replica took me over."}
+JSONL
+session=$(curl -sS --fail --unix-socket "$root/a/corral.sock" -H 'Content-Type: application/json' \
+    -d "{\"task\": \"sleep, then report\", \"brain\": \"scripted:$script\"}" http://corral/v1/agents |
+    sed -n 's/.*"session" *: *"\([^"]*\)".*/\1/p')
+[ -n "$session" ] || { echo "demo: the agent did not start" >&2; exit 1; }
+echo "session $session runs on A"
+for _ in $(seq 1 600); do
+    on b session show "$session" 2>/dev/null | grep -q "sandbox.provisioned" && break
+    sleep 0.1
+done
+on b session show "$session" | cut -c 1-150
+{ kill -KILL "${pids[a]}" && wait "${pids[a]}"; } 2>/dev/null || true
+unset 'pids[a]'
+echo "A killed (SIGKILL) in the middle of the tool call; B's view:"
+curl -sS --unix-socket "$root/b/corral.sock" "http://corral/v1/sessions/$session/harness"
+echo
+for _ in $(seq 1 600); do
+    on b session show "$session" 2>/dev/null | grep -q "session.ended" && break
+    sleep 0.1
+done
+on b session show "$session" | grep -q "session.ended" || { echo "demo: B did not finish the run" >&2; exit 1; }
+step "the session, as B finished it"
+on b session show "$session" | cut -c 1-150
+curl -sS --unix-socket "$root/b/corral.sock" "http://corral/v1/sessions/$session/harness"
+echo
+echo
+echo "demo done: B took the run over from A and finished it; stopping B and removing what both made"
