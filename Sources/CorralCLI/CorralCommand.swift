@@ -112,7 +112,7 @@ extension CorralCommand {
 
     /// Warnings and errors only, unless CORRAL_LOG asks for more (trace, debug, info, ...).
     static func bootstrapLogging() {
-        let level = ProcessInfo.processInfo.environment["CORRAL_LOG"].flatMap(Logger.Level.init(rawValue:)) ?? .warning
+        let level = GlobalOptions.processEnvironment["CORRAL_LOG"].flatMap(Logger.Level.init(rawValue:)) ?? .warning
         LoggingSystem.bootstrap { label in
             var handler = StreamLogHandler.standardError(label: label)
             handler.logLevel = level

@@ -34,7 +34,11 @@ public struct GlobalOptions: ParsableArguments, Sendable {
 
     public init() {}
 
-    public var environment: [String: String] { ProcessInfo.processInfo.environment }
+    /// The process's environment, read once: Foundation builds a new dictionary on each read,
+    /// and a command reads it many times.
+    public var environment: [String: String] { Self.processEnvironment }
+
+    static let processEnvironment = ProcessInfo.processInfo.environment
 
     /// `--engine`, else `CORRAL_ENGINE`, else the local docker socket.
     public var engineEndpoint: String {
