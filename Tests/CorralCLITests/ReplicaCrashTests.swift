@@ -36,33 +36,10 @@ struct ReplicaCrashTests {
         "kill -9 a replica again and again while appends and agent runs go through both: no acknowledged event is lost or duplicated, every run ends with no tool call done twice, and every session wakes",
         .enabled(if: TestEnvironment.shouldRunStoreTests, Comment(rawValue: TestEnvironment.storeSkipReason)))
     func killDuringAppends() async throws {
-        guard let text = TestEnvironment.storeURL else {
-            Issue.record(Comment(rawValue: TestEnvironment.storeMissingFailure))
-            return
+        try await ReplicaRunTests.withReplicas(["a", "b"], script: Self.script) {
+            replicas, states, url, script, store in
+            try await Self.exercise(replicas, states: states, url: url, store: store, script: script)
         }
-        let url = text + (text.contains("?") ? "&" : "?") + "schema=t_\(UInt64.random(in: 0...UInt64.max))"
-        let store = try await PostgresSessionStore.connect(url: url, logger: Logger(label: "corral.test"))
-        try await withTemporaryDirectory { root in
-            let states = ["a", "b"].map { root.appendingPathComponent($0) }
-            var replicas: [RunningCorral] = []
-            do {
-                for state in states {
-                    try FileManager.default.createDirectory(at: state, withIntermediateDirectories: true)
-                    try Data("[store]\nrun_lease = \"2s\"\n".utf8).write(
-                        to: state.appendingPathComponent("corral.toml"))
-                    replicas.append(try await ReplicaRunTests.startReplica(state: state, url: url))
-                }
-                let script = root.appendingPathComponent("agent.jsonl")
-                try Data(Self.script.utf8).write(to: script)
-                replicas = try await Self.exercise(replicas, states: states, url: url, store: store, script: script)
-            } catch {
-                await ReplicaRunTests.cleanUp(replicas, states: states)
-                throw error
-            }
-            await ReplicaRunTests.cleanUp(replicas, states: states)
-        }
-        try? await store.dropSchema()
-        await store.shutdown()
     }
 
     static func exercise(

@@ -25,6 +25,21 @@ struct ReplicaRunTests {
         "one replica runs a session and another is refused; kill -9 of the runner mid tool call: another takes the run over, records the call unknown and finishes it; two start it at once: one wins; a stop through the other replica stops it",
         .enabled(if: TestEnvironment.shouldRunStoreTests, Comment(rawValue: TestEnvironment.storeSkipReason)))
     func takeOverAfterKill() async throws {
+        try await Self.withReplicas(["a", "b", "c"], script: Self.script) { replicas, states, _, script, store in
+            try await Self.exercise(replicas, states: states, script: script, store: store)
+            return replicas
+        }
+    }
+
+    /// Replicas on state directories of their own (named `names`), over a PostgreSQL schema of
+    /// the test's own, with a 2 s run lease and `script` as the agent's; `body` gets them, their
+    /// state directories, the store URL, the script's file and the store, and returns the
+    /// replicas running at its end (it may replace killed ones). Everything is stopped and
+    /// removed afterwards, the schema too.
+    static func withReplicas(
+        _ names: [String], script: String,
+        _ body: ([RunningCorral], [URL], String, URL, PostgresSessionStore) async throws -> [RunningCorral]
+    ) async throws {
         guard let text = TestEnvironment.storeURL else {
             Issue.record(Comment(rawValue: TestEnvironment.storeMissingFailure))
             return
@@ -32,9 +47,9 @@ struct ReplicaRunTests {
         let url = text + (text.contains("?") ? "&" : "?") + "schema=t_\(UInt64.random(in: 0...UInt64.max))"
         let store = try await PostgresSessionStore.connect(url: url, logger: Logger(label: "corral.test"))
         try await withTemporaryDirectory { root in
-            let states = ["a", "b", "c"].map { root.appendingPathComponent($0) }
+            let states = names.map { root.appendingPathComponent($0) }
             let scriptFile = root.appendingPathComponent("agent.jsonl")
-            try Data(Self.script.utf8).write(to: scriptFile)
+            try Data(script.utf8).write(to: scriptFile)
             var replicas: [RunningCorral] = []
             do {
                 for state in states {
@@ -43,7 +58,7 @@ struct ReplicaRunTests {
                         to: state.appendingPathComponent("corral.toml"))
                     replicas.append(try await Self.startReplica(state: state, url: url))
                 }
-                try await Self.exercise(replicas, states: states, script: scriptFile, store: store)
+                replicas = try await body(replicas, states, url, scriptFile, store)
             } catch {
                 await Self.cleanUp(replicas, states: states)
                 throw error

@@ -37,26 +37,7 @@ struct ControlListTests {
                 let sessions = state.appendingPathComponent("sessions")
                 try await body(FileSessionStore(directory: sessions), FileSessionStore(directory: sessions), state)
             case .postgres:
-                guard let text = TestEnvironment.storeURL else {
-                    Issue.record(Comment(rawValue: TestEnvironment.storeMissingFailure))
-                    return
-                }
-                var url = try PostgresStoreURL(parsing: text)
-                url.schema = "t_\(UInt64.random(in: 0...UInt64.max))"
-                let logger = Logger(label: "corral.test")
-                let first = try await PostgresSessionStore.connect(.init(url: url), logger: logger)
-                let second = try await PostgresSessionStore.connect(.init(url: url), logger: logger)
-                do {
-                    try await body(first, second, state)
-                } catch {
-                    try? await first.dropSchema()
-                    await first.shutdown()
-                    await second.shutdown()
-                    throw error
-                }
-                try? await first.dropSchema()
-                await first.shutdown()
-                await second.shutdown()
+                try await ReplicaTenantTests.withTwoStores { try await body($0, $1, state) }
             }
         }
     }
@@ -157,6 +138,25 @@ struct ReplicaTenantTests {
         "a tenant added on one replica is served by the other, and once removed there the first refuses it at once",
         .enabled(if: TestEnvironment.shouldRunStoreTests, Comment(rawValue: TestEnvironment.storeSkipReason)))
     func tenantsAcrossReplicas() async throws {
+        try await Self.withTwoStores { first, second in
+            try await ServerFixture.with(sessions: first) { one in
+                let two = try await ServerFixture(sessions: second, sharing: one)
+                do {
+                    try await Self.exercise(one, two)
+                } catch {
+                    await two.cleanUp()
+                    throw error
+                }
+                await two.cleanUp()
+            }
+        }
+    }
+
+    /// Two stores over one PostgreSQL schema of the test's own, as two replicas have; the
+    /// schema is dropped after.
+    static func withTwoStores(_ body: (PostgresSessionStore, PostgresSessionStore) async throws -> Void)
+        async throws
+    {
         guard let text = TestEnvironment.storeURL else {
             Issue.record(Comment(rawValue: TestEnvironment.storeMissingFailure))
             return
@@ -172,16 +172,7 @@ struct ReplicaTenantTests {
             await second.shutdown()
         }
         do {
-            try await ServerFixture.with(sessions: first) { one in
-                let two = try await ServerFixture(sessions: second, sharing: one)
-                do {
-                    try await Self.exercise(one, two)
-                } catch {
-                    await two.cleanUp()
-                    throw error
-                }
-                await two.cleanUp()
-            }
+            try await body(first, second)
         } catch {
             await closeBoth()
             throw error
@@ -193,21 +184,7 @@ struct ReplicaTenantTests {
         "a tenant's session quota holds across two replicas creating at once",
         .enabled(if: TestEnvironment.shouldRunStoreTests, Comment(rawValue: TestEnvironment.storeSkipReason)))
     func quotaAcrossReplicas() async throws {
-        guard let text = TestEnvironment.storeURL else {
-            Issue.record(Comment(rawValue: TestEnvironment.storeMissingFailure))
-            return
-        }
-        var url = try PostgresStoreURL(parsing: text)
-        url.schema = "t_\(UInt64.random(in: 0...UInt64.max))"
-        let logger = Logger(label: "corral.test")
-        let first = try await PostgresSessionStore.connect(.init(url: url), logger: logger)
-        let second = try await PostgresSessionStore.connect(.init(url: url), logger: logger)
-        func closeBoth() async {
-            try? await first.dropSchema()
-            await first.shutdown()
-            await second.shutdown()
-        }
-        do {
+        try await Self.withTwoStores { first, second in
             let one = try await ServerFixture(sessions: first, sessionsPerTenant: 5)
             let two = try await ServerFixture(sessions: second, sharing: one, sessionsPerTenant: 5)
             let codes = try await one.test { replicaOne in
@@ -229,11 +206,7 @@ struct ReplicaTenantTests {
             #expect(codes.filter { $0 == 201 }.count == 5, "\(codes.sorted())")
             #expect(codes.filter { $0 == 429 }.count == 7, "\(codes.sorted())")
             #expect(try await first.list().filter { $0.tenant.rawValue == "tenant-a" }.count == 5)
-        } catch {
-            await closeBoth()
-            throw error
         }
-        await closeBoth()
     }
 
     static func exercise(_ one: ServerFixture, _ two: ServerFixture) async throws {
