@@ -353,7 +353,20 @@ public struct CorralServer: Sendable {
 /// and create run under a lock per tenant that every replica takes, so that the quota holds
 /// across them.
 actor QuotaGate {
-    private var pending: [TenantID: Int] = [:]
+    /// What a quota counts.
+    enum Kind: String, Sendable {
+        case sandboxes, sessions
+
+        /// Counted in the store every replica shares (sandboxes are counted per host).
+        var countedInSharedStore: Bool { self == .sessions }
+    }
+
+    private struct Key: Hashable {
+        var tenant: TenantID
+        var kind: Kind
+    }
+
+    private var pending: [Key: Int] = [:]
     let locks: (any SharedLocks)?
 
     init(locks: (any SharedLocks)? = nil) {
@@ -362,30 +375,29 @@ actor QuotaGate {
 
     /// Runs `body` when `current() + pending < limit`, counting it as pending meanwhile.
     func admit<T: Sendable>(
-        _ tenant: TenantID, limit: Int, what: String, current: () async throws -> Int,
+        _ tenant: TenantID, limit: Int, what kind: Kind, current: () async throws -> Int,
         _ body: @Sendable () async throws -> T
     ) async throws -> T {
         if tenant == .local { return try await body() }
-        if let locks, what == "sessions" {
-            return try await locks.withLock("corral-quota:\(tenant):\(what)", isolation: self) {
-                try await admitHere(tenant, limit: limit, what: what, current: current, body)
+        if let locks, kind.countedInSharedStore {
+            return try await locks.withLock("corral-quota:\(tenant):\(kind.rawValue)", isolation: self) {
+                try await admitHere(Key(tenant: tenant, kind: kind), limit: limit, current: current, body)
             }
         }
-        return try await admitHere(tenant, limit: limit, what: what, current: current, body)
+        return try await admitHere(Key(tenant: tenant, kind: kind), limit: limit, current: current, body)
     }
 
     private func admitHere<T: Sendable>(
-        _ tenant: TenantID, limit: Int, what: String, current: () async throws -> Int,
-        _ body: @Sendable () async throws -> T
+        _ key: Key, limit: Int, current: () async throws -> Int, _ body: @Sendable () async throws -> T
     ) async throws -> T {
-        let inFlight = pending[tenant, default: 0]
-        pending[tenant] = inFlight + 1
-        defer { pending[tenant, default: 1] -= 1 }
+        let inFlight = pending[key, default: 0]
+        pending[key] = inFlight + 1
+        defer { pending[key, default: 1] -= 1 }
         let existing = try await current()
         // Re-read after the await: other admissions may have started meanwhile.
-        guard existing + pending[tenant, default: 1] - 1 < limit else {
+        guard existing + pending[key, default: 1] - 1 < limit else {
             throw CorralError(
-                .quotaExceeded, "tenant '\(tenant)' has reached its quota of \(limit) \(what)",
+                .quotaExceeded, "tenant '\(key.tenant)' has reached its quota of \(limit) \(key.kind.rawValue)",
                 hint: "remove some first, or raise the limit in corral.toml ([limits])")
         }
         return try await body()

@@ -19,7 +19,7 @@ extension CorralServer {
             let store = try sessionStore()
             let harness = harness(for: tenant)
             let session = try await quotas.admit(
-                tenant, limit: configuration.sessionsPerTenant, what: "sessions",
+                tenant, limit: configuration.sessionsPerTenant, what: .sessions,
                 current: { try await store.list().filter { $0.tenant == tenant }.count }
             ) { try await harness.create(task: body.task, spec: spec) }
             try await keepOnlyIfTenantRemains(context) { try? await store.delete(session) }

@@ -15,7 +15,7 @@ extension CorralServer {
             if let session = provisionRequest.session { try await requireSession(session, tenant: tenant) }
             let provisioner = self.provisioner
             let sandbox = try await quotas.admit(
-                tenant, limit: configuration.sandboxesPerTenant, what: "sandboxes",
+                tenant, limit: configuration.sandboxesPerTenant, what: .sandboxes,
                 current: { try await sandboxCount(of: tenant) }
             ) { try await provisioner.provision(provisionRequest) }
             try await keepOnlyIfTenantRemains(context) { try? await sandbox.remove() }

@@ -15,7 +15,7 @@ extension CorralServer {
                 ?? CreateSessionRequest()
             let id = try chosenSessionID(body.id, tenant: tenant)
             let info = try await quotas.admit(
-                tenant, limit: configuration.sessionsPerTenant, what: "sessions",
+                tenant, limit: configuration.sessionsPerTenant, what: .sessions,
                 current: { try await store.list().filter { $0.tenant == tenant }.count }
             ) { try await store.create(id: id, tenant: tenant, metadata: body.metadata ?? [:]) }
             try await keepOnlyIfTenantRemains(context) { try? await store.delete(info.id) }
@@ -132,7 +132,7 @@ extension CorralServer {
             let store = try sessionStore()
             let newID = try chosenSessionID(body.id, tenant: tenant)
             let info = try await quotas.admit(
-                tenant, limit: configuration.sessionsPerTenant, what: "sessions",
+                tenant, limit: configuration.sessionsPerTenant, what: .sessions,
                 current: { try await store.list().filter { $0.tenant == tenant }.count }
             ) { try await store.fork(id, atSeq: body.at, newID: newID) }
             try await keepOnlyIfTenantRemains(context) { try? await store.delete(info.id) }

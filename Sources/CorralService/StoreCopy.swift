@@ -47,10 +47,12 @@ public enum StoreCopy {
             }
         }
 
+        /// Where the file store's lists are; a PostgreSQL store keeps them in the database and
+        /// never looks at this.
         var stateDirectory: URL {
             switch self {
             case .files(let directory): directory
-            case .postgres: URL(fileURLWithPath: "/nonexistent")
+            case .postgres: URL(fileURLWithPath: "/")
             }
         }
 
@@ -88,7 +90,9 @@ public enum StoreCopy {
         from source: Location, to target: Location, logger: Logger, progress: (String) -> Void = { _ in }
     ) async throws -> Report {
         guard source.description != target.description else {
-            throw CorralError.invalidArgument("the source and the target are the same store (\(source))")
+            throw CorralError.invalidArgument(
+                "the source and the target are the same store (\(source))",
+                hint: "name another state directory or database")
         }
         let from = try await source.open(asTarget: false, logger: logger)
         let to: any SessionImporting

@@ -9,12 +9,8 @@ public struct PostgresRunLeases: RunLeases {
     let connections: PostgresConnections
     let logger: Logger
 
-    private static func milliseconds(_ ttl: Duration) -> Int64 {
-        ttl.components.seconds * 1000 + ttl.components.attoseconds / 1_000_000_000_000_000
-    }
-
     public func claim(_ session: SessionID, tenant: TenantID, owner: String, ttl: Duration) async throws -> RunClaim {
-        let ms = Self.milliseconds(ttl)
+        let ms = Int64(ttl.milliseconds.rounded())
         return try await connections.withConnection("claiming the run of session \(session)") { connection in
             let granted = try await connection.rows(
                 """
@@ -36,7 +32,7 @@ public struct PostgresRunLeases: RunLeases {
     }
 
     public func renew(_ session: SessionID, owner: String, epoch: Int64, ttl: Duration) async throws -> RunRenewal {
-        let ms = Self.milliseconds(ttl)
+        let ms = Int64(ttl.milliseconds.rounded())
         let states = try await connections.withConnection("renewing the run of session \(session)") { connection in
             try await connection.rows(
                 """
@@ -83,7 +79,7 @@ public struct PostgresRunLeases: RunLeases {
     }
 
     public func claimExpired(owner: String, ttl: Duration, limit: Int) async throws -> [ClaimedRun] {
-        let ms = Self.milliseconds(ttl)
+        let ms = Int64(ttl.milliseconds.rounded())
         let rows = try await connections.withConnection("taking over runs") { connection in
             // A stop asked of an owner that is gone is done: nobody takes that run over.
             try await connection.rows(
@@ -121,36 +117,4 @@ public struct PostgresRunLeases: RunLeases {
 extension PostgresSessionStore {
     /// The run leases kept beside this store's sessions.
     public var runLeases: PostgresRunLeases { PostgresRunLeases(connections: connections, logger: logger) }
-}
-
-/// `SharedLocks` as PostgreSQL advisory locks, each on a connection opened for it (so that a
-/// section holding a lock never waits for a pooled connection another holder has), closed
-/// when the section ends: a process that dies holding one releases it with its connection.
-public struct PostgresSharedLocks: SharedLocks {
-    let connections: PostgresConnections
-    let logger: Logger
-
-    public func withLock<T: Sendable>(
-        _ name: String, isolation: isolated (any Actor)? = #isolation, _ body: () async throws -> T
-    ) async throws -> T {
-        let connection = try await connections.connect()
-        do {
-            try await connection.rows("SELECT pg_advisory_lock(hashtext(\(name)))", logger: logger)
-        } catch {
-            try? await connection.close()
-            throw PostgresStoreError.map(error, url: connections.url, doing: "taking lock \(name)")
-        }
-        do {
-            let value = try await body()
-            try? await connection.close()
-            return value
-        } catch {
-            try? await connection.close()
-            throw error
-        }
-    }
-}
-
-extension PostgresSessionStore {
-    public var sharedLocks: PostgresSharedLocks { PostgresSharedLocks(connections: connections, logger: logger) }
 }

@@ -40,11 +40,7 @@ struct ReplicaRunTests {
         _ names: [String], script: String,
         _ body: ([RunningCorral], [URL], String, URL, PostgresSessionStore) async throws -> [RunningCorral]
     ) async throws {
-        guard let text = TestEnvironment.storeURL else {
-            Issue.record(Comment(rawValue: TestEnvironment.storeMissingFailure))
-            return
-        }
-        let url = text + (text.contains("?") ? "&" : "?") + "schema=t_\(UInt64.random(in: 0...UInt64.max))"
+        guard let url = TestEnvironment.freshStoreURL() else { return }
         let store = try await PostgresSessionStore.connect(url: url, logger: Logger(label: "corral.test"))
         try await withTemporaryDirectory { root in
             let states = names.map { root.appendingPathComponent($0) }

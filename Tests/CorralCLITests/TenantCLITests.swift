@@ -211,12 +211,7 @@ struct TenantCLITests {
         "with a PostgreSQL store, tenants and worker tokens made on one host are listed and removed on another",
         .enabled(if: TestEnvironment.shouldRunStoreTests, Comment(rawValue: TestEnvironment.storeSkipReason)))
     func tenantsInTheStore() async throws {
-        guard let text = TestEnvironment.storeURL else {
-            Issue.record(Comment(rawValue: TestEnvironment.storeMissingFailure))
-            return
-        }
-        let schema = "t_\(UInt64.random(in: 0...UInt64.max))"
-        let url = text + (text.contains("?") ? "&" : "?") + "schema=\(schema)"
+        guard let url = TestEnvironment.freshStoreURL() else { return }
         try await ServiceFixture.with { service in
             // Two state directories, as two hosts would have; no service runs on either.
             func on(_ state: URL, _ arguments: [String]) async throws -> ProcessResult {

@@ -81,11 +81,7 @@ struct StoreCopyTests {
         "files to PostgreSQL and back: the same events, times and epochs; an interrupted copy is finished; another session under the same id is refused",
         .enabled(if: TestEnvironment.shouldRunStoreTests, Comment(rawValue: TestEnvironment.storeSkipReason)))
     func throughPostgres() async throws {
-        guard let text = TestEnvironment.storeURL else {
-            Issue.record(Comment(rawValue: TestEnvironment.storeMissingFailure))
-            return
-        }
-        let url = text + (text.contains("?") ? "&" : "?") + "schema=t_\(UInt64.random(in: 0...UInt64.max))"
+        guard let url = TestEnvironment.freshStoreURL() else { return }
         let database = try await PostgresSessionStore.connect(url: url, logger: Self.logger)
         do {
             try await withTemporaryDirectory { root in

@@ -107,7 +107,7 @@ struct E2BControlPlane: Sendable {
         let provisioner = self.provisioner
         let request = provision
         let sandbox = try await server.quotas.admit(
-            tenant, limit: server.configuration.sandboxesPerTenant, what: "sandboxes",
+            tenant, limit: server.configuration.sandboxesPerTenant, what: .sandboxes,
             current: { try await server.sandboxCount(of: tenant) }
         ) { try await provisioner.provision(request) }
         do {

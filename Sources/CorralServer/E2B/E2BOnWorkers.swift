@@ -113,7 +113,7 @@ extension E2BControlPlane {
         let payload = try JSONEncoder().encode(body)
         let server = self.server
         let answer = try await server.quotas.admit(
-            tenant, limit: server.configuration.sandboxesPerTenant, what: "sandboxes",
+            tenant, limit: server.configuration.sandboxesPerTenant, what: .sandboxes,
             current: { try await server.sandboxCount(of: tenant) }
         ) { () async throws -> (Response, String?) in
             let response = try await WorkerRoutingMiddleware.forward(

@@ -90,7 +90,7 @@ struct WorkerRoutingMiddleware: RouterMiddleware {
             let server = self.server
             let payload = forwarded
             let answer = try await server.quotas.admit(
-                tenant, limit: server.configuration.sandboxesPerTenant, what: "sandboxes",
+                tenant, limit: server.configuration.sandboxesPerTenant, what: .sandboxes,
                 current: { try await server.sandboxCount(of: tenant) }
             ) { () async throws -> (Response, CreatedSandbox?) in
                 let response = try await Self.forward(
