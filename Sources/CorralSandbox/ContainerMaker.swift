@@ -174,7 +174,7 @@ public final class ContainerMaker: Sendable {
             FileManager.default.fileExists(atPath: directory.path)
         else { return }
         do {
-            try await control.listen(id, directory: directory)
+            try await control.adopt(id, directory: directory)
         } catch {
             logger.info(
                 "cannot listen for a sandbox's control connection", metadata: ["sandbox": "\(id)", "error": "\(error)"])

@@ -161,6 +161,38 @@ struct ExecTests {
         }
     }
 
+    // A restarted service adopts its sandboxes in a pass of its own, beside its listeners; a
+    // request that comes first must not be told that this process does not hold the sandbox
+    // (CI saw `corral ps` refused that way). Without the adoption on demand, commands() throws
+    // here; without the shared adoption, the eight callers' listens replace one another and
+    // drop corral-init's connection as it comes.
+    @Test(
+        "a process asked for the control connection before it adopted the sandbox adopts it then, once for many callers"
+    )
+    func adoptedOnDemand() async throws {
+        let fixture = try EngineFixture(path: .control)
+        try await fixture.withSandbox { sandbox in
+            let detached = try await sandbox.start(SandboxCommand(["sleep", "1000"]), detached: true)
+            fixture.provisioner.control?.close(sandbox.id)
+            let next = try EngineFixture(path: .control).provisioner
+            defer { next.control?.close(sandbox.id) }
+            #expect(next.control?.isListening(sandbox.id) == false)
+            let listings = try await withThrowingTaskGroup(of: [CommandInfo].self) { group in
+                for _ in 0..<8 { group.addTask { try await next.handle(sandbox.id).commands() } }
+                return try await group.reduce(into: []) { $0.append($1) }
+            }
+            #expect(listings.count == 8)
+            for listed in listings {
+                #expect(listed.contains { $0.id == detached.id && $0.state == .running }, "\(listed)")
+            }
+            #expect(next.control?.isConnected(sandbox.id) == true)
+            // Had a later listen replaced the first, the connection the listings used is gone.
+            let parent = try await next.handle(sandbox.id).run(SandboxCommand(["sh", "-c", "echo $PPID"]))
+            #expect(parent.stdout == "1\n", "over the control connection")
+            try await next.handle(sandbox.id).signal(id: detached.id, .kill)
+        }
+    }
+
     @Test("a fork bomb stops at the pids limit and the sandbox keeps working", arguments: CommandPath.allCases)
     func forkBomb(path: CommandPath) async throws {
         let fixture = try EngineFixture(path: path)

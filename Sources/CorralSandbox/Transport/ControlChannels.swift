@@ -57,6 +57,9 @@ public final class ControlChannels: Sendable {
 
     private let group: any EventLoopGroup
     private let listeners = Mutex<[SandboxID: ControlListener]>([:])
+    /// Adoptions under way, so that two callers adopting one sandbox at once share one listen
+    /// (a second listen would replace the first and drop a connection it may have taken).
+    private let adopting = Mutex<[SandboxID: Task<Void, any Error>]>([:])
     public let configuration: Configuration
     let logger: Logger
 
@@ -117,6 +120,22 @@ public final class ControlChannels: Sendable {
             return listeners[sandbox]
         }
         previous?.shut()
+    }
+
+    /// Listens for a running sandbox this process did not make (after a restart), unless it
+    /// listens already; callers that come while one adoption is under way wait for it and
+    /// share its outcome. Throws as `listen` does.
+    public func adopt(_ sandbox: SandboxID, directory: URL) async throws {
+        let task: Task<Void, any Error>? = adopting.withLock { adopting in
+            if let running = adopting[sandbox] { return running }
+            guard !isListening(sandbox) else { return nil }
+            let task = Task { try await self.listen(sandbox, directory: directory) }
+            adopting[sandbox] = task
+            return task
+        }
+        guard let task else { return }
+        defer { adopting.withLock { if $0[sandbox] == task { $0[sandbox] = nil } } }
+        try await task.value
     }
 
     /// The sandboxes this process listens for.

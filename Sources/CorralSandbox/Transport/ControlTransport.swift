@@ -161,10 +161,22 @@ struct ControlTransport: SandboxTransport {
     // MARK: The connection
 
     /// The control connection, waiting up to `connectionWait` for corral-init to dial in when
-    /// `waiting` and this process listens for the sandbox; nil without one.
+    /// `waiting`; nil without one. A running sandbox this process does not listen for yet (a
+    /// restarted service asked before its start-up pass adopted it) is adopted here.
     func connection(waiting: Bool, for purpose: String) async throws -> ControlConnection? {
         if let connection = channels.connection(for: sandbox) { return connection }
-        guard waiting, channels.isListening(sandbox) else { return nil }
+        guard waiting else { return nil }
+        if !channels.isListening(sandbox), let directory = engine.environment.gatewayDirectory(for: sandbox),
+            FileManager.default.fileExists(atPath: directory.path)
+        {
+            do {
+                try await engine.checkRunning()
+                try await channels.adopt(sandbox, directory: directory)
+            } catch {
+                // Stopped, gone, or without a kept key: the caller's error says which.
+            }
+        }
+        guard channels.isListening(sandbox) else { return nil }
         _ = await channels.waitForConnection(sandbox, timeout: connectionWait, withdrawingKey: false)
         return channels.connection(for: sandbox)
     }
