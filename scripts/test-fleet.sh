@@ -93,11 +93,15 @@ openssl x509 -req -in "$work/cp.csr" -CA "$work/ca.pem" -CAkey "$work/ca.key" -C
     -extfile "$work/san.ext" -out "$work/cp.pem" 2>/dev/null
 openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj "/CN=another CA" \
     -keyout "$work/other.key" -out "$work/other.pem" 2>/dev/null
-# The workers' client certificates ([workers] client_ca): signed by the same CA.
-openssl req -newkey rsa:2048 -nodes -subj "/CN=corral fleet worker" \
-    -keyout "$work/worker.key" -out "$work/worker.csr" 2>/dev/null
-openssl x509 -req -in "$work/worker.csr" -CA "$work/ca.pem" -CAkey "$work/ca.key" -CAcreateserial -days 1 \
-    -out "$work/worker.pem" 2>/dev/null
+# The workers' client certificates ([workers] client_ca): signed by the same CA, each bound to
+# its worker's group and name (corral-worker://GROUP/NAME).
+for node in $(seq 1 "$NODES"); do
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=node$node" \
+        -keyout "$work/worker$node.key" -out "$work/worker$node.csr" 2>/dev/null
+    printf 'subjectAltName=URI:corral-worker://g%s/node%s\n' "$node" "$node" >"$work/worker$node.ext"
+    openssl x509 -req -in "$work/worker$node.csr" -CA "$work/ca.pem" -CAkey "$work/ca.key" -CAcreateserial \
+        -days 1 -extfile "$work/worker$node.ext" -out "$work/worker$node.pem" 2>/dev/null
+done
 
 # The control plane: the API on loopback, the worker port on every address (the nodes reach
 # only their own link's host side), TLS, a short grace so that a lost worker shows quickly.
@@ -144,7 +148,7 @@ start_worker() {
     nsenter --net="/run/netns/corral-fleet-$node" env CORRAL_AGENT=0 "$corral" --state-dir "$work/w$node" \
         --engine "unix:///run/corral-fleet/$node/docker.sock" worker \
         --server "https://$NET_PREFIX.$node.1:$workers_port" --token "$token" --group "g$node" --name "node$node" \
-        --ca "$work/ca.pem" --cert "$work/worker.pem" --key "$work/worker.key" "$@" >>"$work/w$node.log" 2>&1 &
+        --ca "$work/ca.pem" --cert "$work/worker$node.pem" --key "$work/worker$node.key" "$@" >>"$work/w$node.log" 2>&1 &
     worker_pids[$node]=$!
 }
 
@@ -287,7 +291,7 @@ set +e
 nsenter --net="/run/netns/corral-fleet-1" env CORRAL_AGENT=0 timeout 60 "$corral" --state-dir "$work/bad1" \
     --engine unix:///run/corral-fleet/1/docker.sock worker --server "https://$NET_PREFIX.1.1:$workers_port" \
     --token "$(cp_corral worker token add --group g2)" --group g1 --name bad1 --ca "$work/ca.pem" \
-    --cert "$work/worker.pem" --key "$work/worker.key" >"$work/bad1.log" 2>&1
+    --cert "$work/worker1.pem" --key "$work/worker1.key" >"$work/bad1.log" 2>&1
 status=$?
 set -e
 check "a worker with another group's token exits non-zero" test "$status" -ne 0 -a "$status" -ne 124
@@ -295,12 +299,23 @@ check "…saying why" grep -q "this worker token is for group 'g2', not 'g1'" "$
 set +e
 nsenter --net="/run/netns/corral-fleet-1" env CORRAL_AGENT=0 timeout 8 "$corral" --state-dir "$work/bad2" \
     --engine unix:///run/corral-fleet/1/docker.sock worker --server "https://$NET_PREFIX.1.1:$workers_port" \
-    --token "${tokens[1]}" --name bad2 --ca "$work/other.pem" --cert "$work/worker.pem" --key "$work/worker.key" \
+    --token "${tokens[1]}" --name bad2 --ca "$work/other.pem" --cert "$work/worker1.pem" --key "$work/worker1.key" \
     >"$work/bad2.log" 2>&1
 set -e
 check "a worker that cannot verify the control plane never connects" \
     bash -c "! CORRAL_AGENT=0 $corral --state-dir $work/cp worker ls | grep -q bad2"
 check "…and says so in its log" grep -qi "certificate\|handshake\|ssl" "$work/bad2.log"
+# A valid token and a certificate the CA signed, but for another worker: refused, both sides say why.
+set +e
+nsenter --net="/run/netns/corral-fleet-1" env CORRAL_AGENT=0 timeout 60 "$corral" --state-dir "$work/bad4" \
+    --engine unix:///run/corral-fleet/1/docker.sock worker --server "https://$NET_PREFIX.1.1:$workers_port" \
+    --token "$(cp_corral worker token add --group g1)" --group g1 --name bad4 --ca "$work/ca.pem" --cert "$work/worker1.pem" \
+    --key "$work/worker1.key" >"$work/bad4.log" 2>&1
+status=$?
+set -e
+check "a worker with another worker's certificate exits non-zero" test "$status" -ne 0 -a "$status" -ne 124
+check "…saying why" grep -q "client certificate is for corral-worker://g1/node1, not worker 'bad4'" "$work/bad4.log"
+check "…and so does the control plane" grep -q "client certificate is for corral-worker://g1/node1" "$work/cp.log"
 # A valid token but no client certificate: the control plane's TLS refuses it, both sides say so.
 set +e
 nsenter --net="/run/netns/corral-fleet-1" env CORRAL_AGENT=0 timeout 8 "$corral" --state-dir "$work/bad3" \

@@ -168,6 +168,17 @@ public struct WorkerListener: Service {
                 "refused a worker", metadata: ["address": "\(address ?? "?")", "reason": "\(error.message)"])
             await refuse(channel, status: status, error: error, headers: extra)
         case .admitted(let name, let group, let version, let protocolVersion, let tokenID):
+            if settings.clientCA != nil {
+                // The TLS handshake is over (the head came after it): the certificate is there.
+                let certificate = try? await channel.nioSSL_peerCertificate().get()
+                let names = certificate.map(WorkerCertificate.names(in:)) ?? []
+                if let error = WorkerCertificate.refusal(names: names, group: group, worker: name) {
+                    logger.warning(
+                        "refused a worker", metadata: ["address": "\(address ?? "?")", "reason": "\(error.message)"])
+                    await refuse(channel, status: (403, "Forbidden"), error: error, headers: [])
+                    return
+                }
+            }
             if let joined = fleet.group(ofWorker: name), joined != group {
                 let error = CorralError(
                     .conflict, "a worker named '\(name)' is in group '\(joined)'; this one's token is for '\(group)'",
@@ -297,5 +308,43 @@ public struct WorkerListener: Service {
         answer.body = Array(body)
         try? await channel.writeAndFlush(answer.serialized())
         try? await channel.close()
+    }
+}
+
+/// What a worker's client certificate may say about who it is. With `[workers] client_ca`, a
+/// certificate binds its holder to a group and a name through a URI subject alternative name
+/// `corral-worker://GROUP/NAME` (NAME `*`: any worker of the group), so that a certificate
+/// taken from one worker does not admit another, even with a valid token.
+package enum WorkerCertificate {
+    package static let scheme = "corral-worker://"
+
+    /// The `corral-worker://` names of `certificate`.
+    package static func names(in certificate: NIOSSLCertificate) -> [String] {
+        certificate._subjectAlternativeNames().compactMap { name in
+            guard name.nameType == .uri else { return nil }
+            let uri = String(decoding: name.contents, as: UTF8.self)
+            return uri.hasPrefix(scheme) ? uri : nil
+        }
+    }
+
+    /// Why a certificate naming `names` does not admit worker `worker` of `group`; nil when it
+    /// does.
+    package static func refusal(names: [String], group: String, worker: String) -> CorralError? {
+        let admits = names.contains { uri in
+            let path = uri.dropFirst(scheme.count).split(separator: "/", omittingEmptySubsequences: false)
+            return path.count == 2 && path[0] == group && (path[1] == worker || path[1] == "*")
+        }
+        guard !admits else { return nil }
+        let hint =
+            "issue the worker a certificate with subjectAltName = URI:\(scheme)\(group)/\(worker) (or \(scheme)\(group)/* for any worker of the group)"
+        guard !names.isEmpty else {
+            return CorralError(
+                .permissionDenied, "the worker's client certificate names no corral worker (\(scheme)GROUP/NAME)",
+                hint: hint)
+        }
+        return CorralError(
+            .permissionDenied,
+            "the worker's client certificate is for \(names.joined(separator: ", ")), not worker '\(worker)' of group '\(group)'",
+            hint: hint)
     }
 }

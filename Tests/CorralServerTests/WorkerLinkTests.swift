@@ -42,11 +42,12 @@ struct WorkerLinkTests {
     /// itself, which `body` sees through the returned task).
     static func withWorker(
         _ host: ServerFixture, url: String, token: String, name: String = "w1", group: String? = "vpc",
-        _ body: (Task<Void, any Error>) async throws -> Void
+        configure: (inout WorkerAgent.Settings) -> Void = { _ in }, _ body: (Task<Void, any Error>) async throws -> Void
     ) async throws {
         var settings = WorkerAgent.Settings(server: url, token: token, name: name)
         settings.group = group
         settings.longestBackoff = .milliseconds(500)
+        configure(&settings)
         let agent = WorkerAgent(settings: settings, server: host.server, logger: .init(label: "worker"))
         let group = ServiceGroup(
             configuration: ServiceGroupConfiguration(services: [.init(service: agent)], logger: .init(label: "worker")))
