@@ -141,20 +141,22 @@ struct InteractiveCLITests {
         }
     }
 
-    // Without a control connection in this process, the library refuses and says why.
-    @Test("without a service, exec -i says it needs the sandbox's control connection (or works)")
-    func embeddedRefusal() async throws {
+    // No service holds the sandbox's control connection: the command line's own library adopts
+    // the sandbox for what needs it (with the key its maker kept). Before adoption on demand,
+    // this was refused ("needs its control connection, which this process does not hold").
+    @Test("without a service, exec -i adopts the sandbox's control connection and pipes stdin through")
+    func embeddedAdoption() async throws {
         try await ServiceFixture.with { service in
             let created = try await service.embedded(["sandbox", "create", "--json"])
             #expect(created.status == 0, "\(created.stderr)")
             let id = try #require(
                 try JSONDecoder().decode(JSONValue.self, from: Data(created.stdout.utf8))["id"]?.stringValue)
             let piped = try await service.embedded(["exec", "-i", id, "--", "cat"], stdin: "through\n")
-            if piped.status == 0 {
-                #expect(piped.stdout == "through\n")
-            } else {
-                #expect(piped.stderr.contains("control connection"), "\(piped.stderr)")
-            }
+            #expect(piped.status == 0, "\(piped.stderr)")
+            #expect(piped.stdout == "through\n")
+            let again = try await service.embedded(["exec", "-i", id, "--", "wc", "-c"], stdin: "12345")
+            #expect(
+                again.status == 0 && again.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "5", "\(again)")
             _ = try await service.embedded(["sandbox", "rm", id])
         }
     }

@@ -6,8 +6,9 @@ import Foundation
 
 extension EmbeddedBackend {
     // The library in this process: stdin, terminals, detach, attach, listing and signals need
-    // the sandbox's control connection, which a process that neither made nor adopted the
-    // sandbox does not hold; the library refuses them then, with an error that says so.
+    // the sandbox's control connection. No service holds it (or this process would go through
+    // the service), so the library adopts the sandbox for them, with the key its maker kept,
+    // and refuses them with an error that says why when it cannot.
 
     func interact(
         _ id: SandboxID, _ command: SandboxCommand, stdin: AsyncThrowingStream<[UInt8], any Error>?,

@@ -27,7 +27,9 @@ import Glibc
 /// cannot make a loop of it.
 ///
 /// The process that makes a sandbox (or adopts it) listens for it; other processes, and any
-/// sandbox whose corral-init has not dialled in, use the engine's exec. A connection that
+/// sandbox whose corral-init has not dialled in, use the engine's exec. A process adopts a
+/// running sandbox after a restart, and on demand when asked for what only the control
+/// connection can do (`adopt`: one listen, however many ask at once). A connection that
 /// drops takes its running commands with it (corral-init stops them), unless they were
 /// started detached, and the commands fail with an error that says so; nothing is re-run.
 public final class ControlChannels: Sendable {
