@@ -47,12 +47,17 @@ public enum StoreCopy {
             }
         }
 
-        /// Where the file store's lists are; a PostgreSQL store keeps them in the database and
-        /// never looks at this.
-        var stateDirectory: URL {
+        /// The list `name` of `store`, opened here: a file of the state directory, or a row of
+        /// the database.
+        func list(_ name: String, what: String, store: any SessionStore) throws -> any RecordList<JSONValue> {
             switch self {
-            case .files(let directory): directory
-            case .postgres: URL(fileURLWithPath: "/")
+            case .files(let directory):
+                return LockedJSONFile(file: directory.appendingPathComponent("\(name).json"), what: what)
+            case .postgres:
+                guard let store = store as? PostgresSessionStore else {
+                    throw CorralError(.internalError, "\(self) was opened as another kind of store")
+                }
+                return store.recordList(name, of: JSONValue.self)
             }
         }
 
@@ -125,7 +130,7 @@ public enum StoreCopy {
         // The lists first: a tenant is there before its sessions are.
         for (name, what) in lists {
             let count = try await copyList(
-                name, what: what, from: (from, source.stateDirectory), to: (to, target.stateDirectory))
+                name, from: source.list(name, what: what, store: from), to: target.list(name, what: what, store: to))
             if name == "tenants" { report.tenants = count } else { report.workerTokens = count }
         }
         let sessions = try await from.list().sorted { $0.id.rawValue < $1.id.rawValue }
@@ -150,8 +155,8 @@ public enum StoreCopy {
             }
         }
         for (name, what) in lists {
-            let source = try await list(name, what: what, store: from, state: source.stateDirectory).load()
-            let copied = Set(try await list(name, what: what, store: to, state: target.stateDirectory).load())
+            let source = try await source.list(name, what: what, store: from).load()
+            let copied = Set(try await target.list(name, what: what, store: to).load())
             guard source.allSatisfy(copied.contains) else {
                 throw CorralError(.corrupted, "the \(name) list differs after the copy")
             }
@@ -217,18 +222,14 @@ public enum StoreCopy {
         return (count, hash.finalize().map { String(format: "%02x", $0) }.joined())
     }
 
-    static func list(_ name: String, what: String, store: any SessionStore, state: URL) -> any RecordList<JSONValue> {
-        SessionStoreSelection.recordList(name, what: what, store: store, stateDirectory: state)
-    }
-
     /// Adds the source's entries the target lacks; an entry of the same id that differs is
     /// refused before anything is written. Returns how many entries the source has.
     static func copyList(
-        _ name: String, what: String, from source: (any SessionStore, URL), to target: (any SessionStore, URL)
+        _ name: String, from source: any RecordList<JSONValue>, to target: any RecordList<JSONValue>
     ) async throws -> Int {
-        let entries = try await list(name, what: what, store: source.0, state: source.1).load()
+        let entries = try await source.load()
         guard !entries.isEmpty else { return 0 }
-        try await list(name, what: what, store: target.0, state: target.1).modify { existing in
+        try await target.modify { existing in
             for entry in entries {
                 guard let id = entry["id"] else { continue }
                 if let present = existing.first(where: { $0["id"] == id }) {
