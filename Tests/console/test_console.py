@@ -211,6 +211,16 @@ def test_operator_sees_every_tenant_and_the_workers():
         row = wait_for(listed, 30, interval=1, what="initech's sandbox on the worker in the list")
         assert worker in row[0] and "initech" in row[0], (created["id"], row, page.text())
         page.screenshot("13-sandboxes-with-a-worker")
+        # Its page, from the worker's own answer through the link: the worker named, no engine
+        # facts of this host's. acme gets the same not-found as for a sandbox that is not there.
+        links = [a.get_attribute("href") for a in page.find_all("tbody a[href$='/console/sandboxes/%s']" % created["id"])]
+        assert links, ("the worker's sandbox has no link", page.text())
+        page.get("/console/sandboxes/" + created["id"])
+        details = page.text()
+        assert "Sandbox " + created["id"] in details and worker in details, details
+        assert "group console" in details and "initech" in details and "running" in details, details
+        assert "local (this service's engine)" not in details, details
+        page.screenshot("13b-sandbox-on-a-worker")
         # The tenants page counts it against initech's quota, as the API's quota does.
         page.get("/console/tenants")
         tenant_row = [r.text for r in page.find_all("tbody tr") if r.text.startswith("initech")]
@@ -219,6 +229,10 @@ def test_operator_sees_every_tenant_and_the_workers():
         acme.login("acme")
         acme.get("/console/sandboxes")
         assert created["id"] not in acme.text(), "acme sees initech's sandbox on the worker"
+        acme.get("/console/sandboxes/" + created["id"])
+        assert acme.find("h1").text == "Not found", acme.text("body")
+        assert "initech" not in acme.text("body") and worker not in acme.text("body"), acme.text("body")
+        acme.console_messages()  # the 404 just asked for
         acme.quit()
     finally:
         status, body, _ = api("DELETE", "/v1/sandboxes/" + created["id"], token=TOKENS["initech"])

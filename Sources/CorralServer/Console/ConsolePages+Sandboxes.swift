@@ -22,8 +22,8 @@ extension CorralServer {
 
         routes.get("sandboxes/:id") { request, context -> Response in
             let access = try await consoleAccess(request, context, auth: auth)
-            let (id, owner) = try consoleSandbox(try context.parameters.require("id"), viewer: access.viewer)
-            let region = try await sandboxDetails(id, owner: owner, viewer: access.viewer)
+            let (id, owner, place) = try consoleSandbox(try context.parameters.require("id"), viewer: access.viewer)
+            let region = try await sandboxDetails(id, owner: owner, place: place, viewer: access.viewer)
             if Self.fragment(request) == "sandbox-live" { return ConsoleHTTP.page(region) }
             let body: HTML = """
                 <h1>Sandbox <span class="mono">\(id)</span></h1>
@@ -38,14 +38,28 @@ extension CorralServer {
         max(1, request.uri.queryParameters["page"].flatMap { Int($0) } ?? 1)
     }
 
-    /// The sandbox a console URL names and its tenant, if `viewer` may see it; otherwise the
-    /// same not-found whether it is missing or another tenant's. Ownership comes from the
-    /// sandbox's record, as for the API.
-    func consoleSandbox(_ text: String, viewer: ConsoleViewer) throws -> (SandboxID, TenantID) {
+    /// Where a sandbox shown in the console runs: this service's engine, or a worker's, whose
+    /// link the page's facts come through.
+    enum ConsoleSandboxPlace {
+        case local
+        case worker(name: String, link: WorkerLinkClient)
+    }
+
+    /// The sandbox a console URL names, its tenant and where it runs, if `viewer` may see it;
+    /// otherwise the same not-found whether it is missing or another tenant's. Ownership comes
+    /// from the sandbox's record, or for a sandbox on a worker from its placement, as for the
+    /// API.
+    func consoleSandbox(_ text: String, viewer: ConsoleViewer) throws -> (SandboxID, TenantID, ConsoleSandboxPlace) {
         let notFound = CorralError.notFound("no sandbox \(text.prefix(64))")
-        guard let id = SandboxID(text), let record = try? provisioner.records().read(id), viewer.sees(record.tenant)
+        guard let id = SandboxID(text) else { throw notFound }
+        if let record = try? provisioner.records().read(id) {
+            guard viewer.sees(record.tenant) else { throw notFound }
+            return (id, record.tenant, .local)
+        }
+        guard let fleet, case .worker(let name, let link) = fleet.route(id), let tenant = fleet.tenant(of: id),
+            viewer.sees(tenant)
         else { throw notFound }
-        return (id, record.tenant)
+        return (id, tenant, .worker(name: name, link: link))
     }
 
     /// What a sandbox of `template` may use, in words.
@@ -78,12 +92,8 @@ extension CorralServer {
             let path = info.path?.rawValue ?? "–"
             let session: HTML =
                 info.session.map { "<a class=\"mono\" href=\"/console/sessions/\($0)\">\($0)</a>" } ?? "–"
-            // A sandbox on a worker has no page here (its container is on the worker's engine), and
-            // its template's resources are the worker's, not this host's.
-            let id: HTML =
-                info.worker == nil
-                ? "<a class=\"mono\" href=\"/console/sandboxes/\(info.id)\">\(info.id)</a>"
-                : "<span class=\"mono\">\(info.id)</span>"
+            // A sandbox on a worker: its template's resources are the worker's, not this host's.
+            let id: HTML = "<a class=\"mono\" href=\"/console/sandboxes/\(info.id)\">\(info.id)</a>"
             return """
                 <tr><td>\(id)</td>\(tenant)\
                 <td>\(info.template?.rawValue ?? "–")</td><td>\(info.worker ?? "local")</td>\
@@ -125,15 +135,24 @@ extension CorralServer {
         return rows
     }
 
-    func sandboxDetails(_ id: SandboxID, owner: TenantID, viewer: ConsoleViewer) async throws -> HTML {
-        let handle = provisioner.handle(id, tenant: owner)
+    func sandboxDetails(_ id: SandboxID, owner: TenantID, place: ConsoleSandboxPlace, viewer: ConsoleViewer)
+        async throws -> HTML
+    {
         let info: SandboxInfo
+        let inspect: ContainerInspect?
         do {
-            info = try await handle.info()
+            switch place {
+            case .local:
+                info = try await provisioner.handle(id, tenant: owner).info()
+                inspect = try? await provisioner.engine.inspectContainer(info.containerID)
+            case .worker(_, let link):
+                // The worker's own answer, as the API forwards it; its engine is not this one.
+                info = try await link.get("/v1/sandboxes/\(id)", as: SandboxInfo.self, tenant: owner)
+                inspect = nil
+            }
         } catch let error as CorralError where error.code == .notFound {
             throw CorralError.notFound("no sandbox \(id)")
         }
-        let inspect = try? await provisioner.engine.inspectContainer(info.containerID)
         let host = inspect?.hostConfig
         let now = Date()
         var facts: [HTML] = []
@@ -141,15 +160,22 @@ extension CorralServer {
         facts.append(
             "<dt>State</dt><dd><span class=\"badge s-\(info.state)\">\(info.state)</span>\(Self.exit(inspect))</dd>")
         facts.append("<dt>Template</dt><dd>\(info.template?.rawValue ?? "none")</dd>")
-        facts.append("<dt>Worker</dt><dd>local (this service's engine)</dd>")
+        switch place {
+        case .local: facts.append("<dt>Worker</dt><dd>local (this service's engine)</dd>")
+        case .worker(let name, _):
+            let group = fleet?.group(ofWorker: name).map { " (group \($0))" } ?? ""
+            facts.append("<dt>Worker</dt><dd><a href=\"/console/pools\">\(name)</a>\(group)</dd>")
+        }
         facts.append("<dt>Image</dt><dd class=\"mono\">\(info.image)</dd><dt>Runtime</dt><dd>\(info.runtime)</dd>")
         var limits: [String] = []
         if let memory = host?.memory, memory > 0 { limits.append("\(Display.bytes(memory)) memory") }
         if let cpus = host?.nanoCpus, cpus > 0 { limits.append("\(ConsoleCharts.number(Double(cpus) / 1e9)) cpu") }
         if let pids = host?.pidsLimit, pids > 0 { limits.append("\(pids) processes") }
-        facts.append(
-            "<dt>Resources</dt><dd>\(limits.isEmpty ? resources(of: info.template) : limits.joined(separator: " · "))</dd>"
-        )
+        if case .local = place {
+            facts.append(
+                "<dt>Resources</dt><dd>\(limits.isEmpty ? resources(of: info.template) : limits.joined(separator: " · "))</dd>"
+            )
+        }
         if let created = info.created {
             facts.append(
                 "<dt>Created</dt><dd>\(Display.dateTime(created)) UTC (\(Display.age(since: created, now: now)) ago)</dd>"
