@@ -465,7 +465,14 @@ public final class WorkerFleet: Sendable {
         return state.withLock { $0.placements.values.filter { $0.tenant == tenant }.count }
     }
 
-    /// The connected workers of these groups (nil: of every group).
+    /// How many sandboxes each tenant holds on workers (a lost worker's are not counted).
+    package func counts() -> [TenantID: Int] {
+        expireLost()
+        return state.withLock { state in
+            state.placements.values.reduce(into: [:]) { counts, placement in counts[placement.tenant, default: 0] += 1 }
+        }
+    }
+
     /// The tenants with sandboxes on worker `name`: by its last heartbeat, and those the
     /// control plane placed there since.
     package func tenants(on name: String) -> Set<TenantID> {

@@ -100,7 +100,12 @@ public struct CorralServer: Sendable {
         self.sessions = sessions
         self.metrics = metrics
         self.brainEnvironment = brainEnvironment
-        self.quotas = QuotaGate(locks: sessions.flatMap(SessionStoreSelection.sharedLocks))
+        self.quotas = QuotaGate(
+            locks: sessions.flatMap(SessionStoreSelection.sharedLocks),
+            // One name per server, so that two in one process (tests) count apart too.
+            tallies: sessions.flatMap(SessionStoreSelection.sandboxTallies),
+            replica: "\(Self.replicaName())-\(UUID().uuidString.prefix(8).lowercased())",
+            freshWithin: configuration.runLeaseTTL)
         self.workers = HarnessWorkers(
             logger: logger, leases: sessions.flatMap(SessionStoreSelection.runLeases), owner: Self.replicaName(),
             leaseTTL: configuration.runLeaseTTL)
@@ -292,7 +297,10 @@ public struct CorralServer: Sendable {
             // A graceful shutdown stops services in reverse order: first the listeners
             // (they drain their requests), then the harness runs (sessions stay
             // resumable), then the pools, the reaper and the gateway.
-            services: (runner.services + [HarnessWorkersService(workers: workers), RunTakeoverService(server: self)]
+            services: (runner.services + [
+                HarnessWorkersService(workers: workers), RunTakeoverService(server: self),
+                SandboxTallyService(server: self),
+            ]
                 + consoleServices + listeners).map {
                     .init(service: $0, successTerminationBehavior: .gracefullyShutdownGroup)
                 },
@@ -348,17 +356,18 @@ public struct CorralServer: Sendable {
 /// Keeps concurrent creates of one tenant from racing past its quota together. Quotas bound
 /// the tenants that come with tokens: the operator on the host's unix socket (`local`), who
 /// could drive the engine directly anyway, is not held to them, and its creates skip the count
-/// (a listing of every container, a few milliseconds of each warm create). Sessions are
-/// counted in the store, which replicas share: with `locks` (PostgreSQL), a session's count
-/// and create run under a lock per tenant that every replica takes, so that the quota holds
-/// across them.
+/// (a listing of every container, a few milliseconds of each warm create).
+///
+/// With a store that replicas share (PostgreSQL: `locks` and `tallies`), a count and its
+/// create run under a lock per tenant and kind that every replica takes, so that the quota
+/// holds across them. Sessions are counted in the store itself. Sandboxes are counted where
+/// they run (this replica's engine and the workers linked to it) plus the other replicas'
+/// published counts (`SandboxTallies`, fresh within `freshWithin`); this replica publishes its
+/// own before it lets the lock go, and `SandboxTallyService` refreshes them.
 actor QuotaGate {
     /// What a quota counts.
     enum Kind: String, Sendable {
         case sandboxes, sessions
-
-        /// Counted in the store every replica shares (sandboxes are counted per host).
-        var countedInSharedStore: Bool { self == .sessions }
     }
 
     private struct Key: Hashable {
@@ -368,23 +377,55 @@ actor QuotaGate {
 
     private var pending: [Key: Int] = [:]
     let locks: (any SharedLocks)?
+    let tallies: (any SandboxTallies)?
+    let replica: String
+    let freshWithin: Duration
 
-    init(locks: (any SharedLocks)? = nil) {
+    init(
+        locks: (any SharedLocks)? = nil, tallies: (any SandboxTallies)? = nil, replica: String = "local",
+        freshWithin: Duration = .seconds(30)
+    ) {
         self.locks = locks
+        self.tallies = tallies
+        self.replica = replica
+        self.freshWithin = freshWithin
     }
 
-    /// Runs `body` when `current() + pending < limit`, counting it as pending meanwhile.
+    /// Runs `body` when `current() + pending < limit` (plus, for sandboxes across replicas,
+    /// the other replicas' counts), counting it as pending meanwhile.
     func admit<T: Sendable>(
         _ tenant: TenantID, limit: Int, what kind: Kind, current: () async throws -> Int,
         _ body: @Sendable () async throws -> T
     ) async throws -> T {
         if tenant == .local { return try await body() }
-        if let locks, kind.countedInSharedStore {
-            return try await locks.withLock("corral-quota:\(tenant):\(kind.rawValue)", isolation: self) {
-                try await admitHere(Key(tenant: tenant, kind: kind), limit: limit, current: current, body)
-            }
+        let key = Key(tenant: tenant, kind: kind)
+        guard let locks, kind == .sessions || tallies != nil else {
+            return try await admitHere(key, limit: limit, current: current, body)
         }
-        return try await admitHere(Key(tenant: tenant, kind: kind), limit: limit, current: current, body)
+        return try await locks.withLock("corral-quota:\(tenant):\(kind.rawValue)", isolation: self) {
+            guard kind == .sandboxes, let tallies else {
+                return try await admitHere(key, limit: limit, current: current, body)
+            }
+            let others = try await tallies.othersCount(tenant: tenant, excluding: replica, freshWithin: freshWithin)
+            let result: Result<T, any Error>
+            do {
+                result = .success(
+                    try await admitHere(key, limit: limit, current: { try await current() + others }, body))
+            } catch {
+                result = .failure(error)
+            }
+            // Before the lock goes: the next replica to count sees this one's sandbox.
+            await publish(tenant, count: current)
+            return try result.get()
+        }
+    }
+
+    /// Publishes this replica's count of `tenant`'s sandboxes for the other replicas (after a
+    /// create or a removal); a count that could not be taken or published waits for the next
+    /// refresh.
+    func publish(_ tenant: TenantID, count: () async throws -> Int) async {
+        guard let tallies, tenant != .local, let count = try? await count() else { return }
+        try? await tallies.publish(replica: replica, tenant: tenant, count: count)
     }
 
     private func admitHere<T: Sendable>(

@@ -32,6 +32,9 @@ extension CorralServer {
 
         group.delete("sandboxes/:id") { _, context -> Response in
             try await sandbox(context).remove()
+            let tenant = try context.requireTenant()
+            // Other replicas count this one's sandboxes from what it published.
+            await quotas.publish(tenant) { try await sandboxCount(of: tenant) }
             return JSONResponse.empty()
         }
 

@@ -54,6 +54,12 @@ public enum SessionStoreSelection {
         (store as? PostgresSessionStore)?.runLeases
     }
 
+    /// The replicas' sandbox counts, when replicas share the store: the PostgreSQL store's;
+    /// nil for the files, which one process owns.
+    public static func sandboxTallies(_ store: any SessionStore) -> (any SandboxTallies)? {
+        (store as? PostgresSessionStore)?.sandboxTallies
+    }
+
     /// Locks across the processes that share the store: PostgreSQL advisory locks; nil for
     /// the files, which one process owns.
     public static func sharedLocks(_ store: any SessionStore) -> (any SharedLocks)? {

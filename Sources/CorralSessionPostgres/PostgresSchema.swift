@@ -222,6 +222,22 @@ enum PostgresSchema {
                 """,
                 "CREATE INDEX run_leases_expiring ON run_leases (expires_at) WHERE state <> 'ended'",
             ]),
+        // How many sandboxes each replica holds per tenant (`SandboxTallies`), for quotas that
+        // hold across replicas; `seen_at` is when that replica last published or refreshed.
+        Migration(
+            version: 4, name: "sandbox tallies",
+            statements: [
+                """
+                CREATE TABLE sandbox_tallies (
+                    replica text NOT NULL CHECK (octet_length(replica) BETWEEN 1 AND 200),
+                    tenant text NOT NULL,
+                    count int NOT NULL CHECK (count >= 0),
+                    seen_at timestamptz NOT NULL,
+                    PRIMARY KEY (tenant, replica)
+                )
+                """,
+                "CREATE INDEX sandbox_tallies_replica ON sandbox_tallies (replica)",
+            ]),
     ]
 
     /// Brings the schema to `latest` on `connection`, under an advisory lock so that replicas

@@ -209,6 +209,63 @@ struct ReplicaTenantTests {
         }
     }
 
+    // Without the published counts, each replica counts only the sandboxes on its own engine
+    // and hands, and lets two through: four 201s here, and a create after the removal would
+    // not need it.
+    @Test(
+        "a tenant's sandbox quota holds across two replicas creating at once, and a removal through one frees room on the other",
+        .enabled(if: TestEnvironment.shouldRunStoreTests, Comment(rawValue: TestEnvironment.storeSkipReason)))
+    func sandboxQuotaAcrossReplicas() async throws {
+        try await Self.withTwoStores { first, second in
+            let one = try await ServerFixture(sandboxesPerTenant: 2, sessions: first)
+            let two = try await ServerFixture(sandboxesPerTenant: 2, sessions: second, sharing: one)
+            do {
+                try await one.test { replicaOne in
+                    try await two.test { replicaTwo in
+                        let answers = try await withThrowingTaskGroup(of: (Int, String).self) { group in
+                            for index in 0..<4 {
+                                group.addTask {
+                                    let client = index % 2 == 0 ? replicaOne : replicaTwo
+                                    let answer = try await client.call(
+                                        .post, "/v1/sandboxes", token: one.tokenA, json: "{}")
+                                    return (Int(answer.status.code), answer.text)
+                                }
+                            }
+                            return try await group.reduce(into: []) { $0.append($1) }
+                        }
+                        let codes = answers.map(\.0).sorted()
+                        #expect(codes == [201, 201, 429, 429], "\(answers)")
+                        let mine = try await replicaOne.call(.get, "/v1/sandboxes", token: one.tokenA)
+                            .decode([Created].self)
+                        let theirs = try await replicaTwo.call(.get, "/v1/sandboxes", token: one.tokenA)
+                            .decode([Created].self)
+                        #expect(mine.count + theirs.count == 2)
+
+                        // Full: a removal through the replica that holds one frees room for the
+                        // other at once (it published its new count before answering).
+                        let (holder, other) = mine.isEmpty ? (replicaTwo, replicaOne) : (replicaOne, replicaTwo)
+                        let victim = try #require(mine.first ?? theirs.first)
+                        let refused = try await other.call(.post, "/v1/sandboxes", token: one.tokenA, json: "{}")
+                        #expect(refused.status.code == 429, "\(refused.text)")
+                        let removed = try await holder.call(.delete, "/v1/sandboxes/\(victim.id)", token: one.tokenA)
+                        #expect(removed.status.code == 204 || removed.status.code == 200, "\(removed.text)")
+                        let admitted = try await other.call(.post, "/v1/sandboxes", token: one.tokenA, json: "{}")
+                        #expect(admitted.status.code == 201, "\(admitted.text)")
+                        // The other tenant's quota is its own.
+                        let b = try await replicaTwo.call(.post, "/v1/sandboxes", token: one.tokenB, json: "{}")
+                        #expect(b.status.code == 201, "\(b.text)")
+                    }
+                }
+            } catch {
+                await one.cleanUp()
+                await two.cleanUp()
+                throw error
+            }
+            await one.cleanUp()
+            await two.cleanUp()
+        }
+    }
+
     static func exercise(_ one: ServerFixture, _ two: ServerFixture) async throws {
         try await one.test { replicaOne in
             try await two.test { replicaTwo in

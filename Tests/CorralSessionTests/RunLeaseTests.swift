@@ -117,4 +117,35 @@ struct RunLeaseTests {
             #expect(try await leases.renew(first, owner: "next", epoch: taken.epoch + 1, ttl: .seconds(30)) == .lost)
         }
     }
+
+    // What a replica's quota check adds to its own count (`SandboxTallies`): the others'
+    // published counts, while fresh, on the database's clock.
+    @Test("sandbox counts: each replica's own, the others' summed while fresh, a refresh replaces them")
+    func sandboxTallies() async throws {
+        try await Self.withLeases { store, _, _ in
+            let tallies = store.sandboxTallies
+            let acme = TenantID(unchecked: "acme")
+            let globex = TenantID(unchecked: "globex")
+            try await tallies.publish(replica: "a", tenant: acme, count: 2)
+            try await tallies.publish(replica: "b", tenant: acme, count: 3)
+            try await tallies.publish(replica: "b", tenant: globex, count: 1)
+            #expect(try await tallies.othersCount(tenant: acme, excluding: "a", freshWithin: .seconds(30)) == 3)
+            #expect(try await tallies.othersCount(tenant: acme, excluding: "b", freshWithin: .seconds(30)) == 2)
+            #expect(try await tallies.othersCount(tenant: acme, excluding: "c", freshWithin: .seconds(30)) == 5)
+            #expect(try await tallies.othersCount(tenant: globex, excluding: "a", freshWithin: .seconds(30)) == 1)
+            // b's refresh: acme down to 1, globex gone (not named).
+            try await tallies.refresh(replica: "b", counts: [acme: 1])
+            #expect(try await tallies.othersCount(tenant: acme, excluding: "a", freshWithin: .seconds(30)) == 1)
+            #expect(try await tallies.othersCount(tenant: globex, excluding: "a", freshWithin: .seconds(30)) == 0)
+            // Counts older than the window stop counting: a replica that stopped refreshing.
+            try await Task.sleep(for: .milliseconds(20))
+            #expect(try await tallies.othersCount(tenant: acme, excluding: "c", freshWithin: .milliseconds(5)) == 0)
+            // A publish marks all of that replica's counts fresh again.
+            try await tallies.publish(replica: "a", tenant: globex, count: 4)
+            #expect(try await tallies.othersCount(tenant: acme, excluding: "c", freshWithin: .milliseconds(5)) == 2)
+            #expect(try await tallies.othersCount(tenant: globex, excluding: "c", freshWithin: .milliseconds(5)) == 4)
+            try await tallies.refresh(replica: "a", counts: [:])
+            #expect(try await tallies.othersCount(tenant: globex, excluding: "c", freshWithin: .seconds(30)) == 0)
+        }
+    }
 }
