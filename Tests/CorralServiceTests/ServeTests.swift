@@ -55,11 +55,13 @@ final class ServeHarness: @unchecked Sendable {
         try await runCorral(arguments, environment: environment)
     }
 
-    /// Starts `corral serve` in the background.
+    /// Starts `corral serve` in the background, on its unix socket and a free loopback port
+    /// (the default port may be taken by a service the developer runs).
     func startServer() throws {
         var env = ProcessInfo.processInfo.environment
         env.merge(environment) { _, new in new }
-        server = try ChildProcess.spawn(BuiltProducts.path("corral"), ["serve"], environment: env)
+        server = try ChildProcess.spawn(
+            BuiltProducts.path("corral"), ["serve", "--listen", "127.0.0.1:0"], environment: env)
     }
 
     func killServer(signal: Int32) {
