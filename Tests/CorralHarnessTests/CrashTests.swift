@@ -180,7 +180,10 @@ struct CrashTests {
             #expect(server.problems == [], "malformed transcripts: \(server.problems.prefix(5))")
             // The kills must have hit the window this test is about, or it proves nothing.
             #expect(unknownWithLine + unknownWithoutLine >= 1, "no kill landed between an intent and its result")
-            #expect(repaired >= 5)
+            // About a quarter of the killed runs die with an intent unanswered (7 of 25, 4 of 19
+            // in CI runs); the floor follows how many were killed, which the machine's load sets.
+            let killed = records.filter(\.killed).count
+            #expect(repaired >= max(1, killed / 6), "\(repaired) repaired of \(killed) killed")
             print(
                 "crash test: \(records.filter(\.killed).count) of \(Self.runs) runs killed (runs write \(total) events); \(repaired) sessions needed repair on wake; unknown results: \(unknownWithLine) had run, \(unknownWithoutLine) had not"
             )

@@ -94,6 +94,34 @@ struct ControlChannelsTests {
         }
     }
 
+    // A listener bound through NIO unlinked its path when it closed: the maker's close, after
+    // the adopter had bound the same path, took the adopter's socket file away (CI saw the
+    // adopter's own chmod find no file, when the close came between its bind and its chmod).
+    @Test("a listener that replaces another keeps its socket file when the other closes")
+    func replacedListenerKeepsItsFile() async throws {
+        try await withTemporaryDirectory { root in
+            let sandbox = SandboxID.random()
+            let directory = try Self.gatewayDirectory(root, sandbox)
+            let logger = Logger(label: "corral.test")
+            let maker = ControlChannels(logger: logger)
+            try await maker.listen(sandbox, directory: directory, newSandbox: true)
+            let key = try #require(
+                ControlKey(
+                    hex: Array(try Data(contentsOf: directory.appendingPathComponent(ControlKey.fileName)))))
+            let adopter = ControlChannels(logger: logger)
+            defer { adopter.closeAll() }
+            try await adopter.listen(sandbox, directory: directory)
+            await maker.closeAllAndWait()
+            let socket = directory.appendingPathComponent(ControlChannels.socketName).path
+            #expect(FileManager.default.fileExists(atPath: socket), "the maker's close took the adopter's file")
+            #expect(try Self.mode(socket) == 0o666)
+            let peer = try PeerSocket(path: socket)
+            try peer.send(Self.hello(key))
+            #expect(try peer.readKind() == ControlFrameKind.welcome.rawValue)
+            #expect(adopter.isConnected(sandbox))
+        }
+    }
+
     static func gatewayDirectory(_ root: URL, _ sandbox: SandboxID) throws -> URL {
         let directory = root.appendingPathComponent(sandbox.rawValue).appendingPathComponent("gateway")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)

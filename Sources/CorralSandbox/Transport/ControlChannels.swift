@@ -96,27 +96,24 @@ public final class ControlChannels: Sendable {
         let listener = ControlListener(
             sandbox: sandbox, key: key, keyFile: keyFile, keyIssued: newSandbox, configuration: configuration,
             logger: logger)
-        let bindPath = UnixSocketPath(path)
-        defer { withExtendedLifetime(bindPath) {} }
         let server: any Channel
         do {
+            // Bound here, not through NIO: a listener NIO bound unlinks its path when it closes,
+            // and the close of one this replaces (here or in another process) could come after
+            // this bind, and take the new socket's file away. The sandbox's user is not the
+            // host's: mode 0666.
+            // NIO owns the descriptor from here: the channel it makes closes it.
+            let fd = try UnixSocketPath.listeningSocket(path, mode: 0o666, backlog: 4)
             server = try await ServerBootstrap(group: group)
-                .serverChannelOption(ChannelOptions.backlog, value: 4)
                 .childChannelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture { try listener.accept(channel) }
                 }
-                .bind(unixDomainSocketPath: bindPath.usable, cleanupExistingSocketFile: true).get()
+                .withBoundSocket(fd).get()
         } catch {
             listener.shut()
             throw CorralError(.io, "cannot listen on the control socket \(path)", underlying: error)
         }
         listener.serve(on: server)
-        // The sandbox's user is not the host's.
-        guard chmod(path, 0o666) == 0 else {
-            let reason = String(cString: strerror(errno))
-            listener.shut()
-            throw CorralError(.io, "cannot set the mode of the control socket \(path): \(reason)")
-        }
         let previous = listeners.withLock { listeners in
             defer { listeners[sandbox] = listener }
             return listeners[sandbox]
@@ -155,12 +152,19 @@ public final class ControlChannels: Sendable {
 
     /// Stops listening for every sandbox.
     public func closeAll() {
-        for listener in listeners.withLock({ listeners in
+        _ = shutEvery()
+    }
+
+    /// Stops listening for every sandbox, and returns once the listening sockets are closed.
+    public func closeAllAndWait() async {
+        for closed in shutEvery() { try? await closed?.get() }
+    }
+
+    private func shutEvery() -> [EventLoopFuture<Void>?] {
+        listeners.withLock { listeners in
             defer { listeners.removeAll() }
             return Array(listeners.values)
-        }) {
-            listener.shut()
-        }
+        }.map { $0.shut() }
     }
 
     /// The live connection of `sandbox`, once corral-init has dialled in and proved itself.
@@ -352,7 +356,9 @@ final class ControlListener: Sendable {
     }
 
     /// Closes the socket and every connection, withdraws the key, and wakes the waiters.
-    func shut() {
+    /// Closes the listening socket and every connection; returns the socket's close.
+    @discardableResult
+    func shut() -> EventLoopFuture<Void>? {
         let (server, open, waiters) = state.withLock { state in
             defer {
                 state.closed = true
@@ -362,10 +368,11 @@ final class ControlListener: Sendable {
             }
             return (state.server, Array(state.open.values), Array(state.waiters.values))
         }
-        server?.close(promise: nil)
+        let closed = server?.close()
         for channel in open { channel.close(promise: nil) }
         withdrawKey()
         for waiter in waiters { waiter.resume() }
+        return closed
     }
 
     /// Returns once a connection is current, the listener is shut, or `timeout` passes.
