@@ -67,18 +67,13 @@ struct ControlChannelsTests {
     )
     func adoption() async throws {
         try await withTemporaryDirectory { root in
-            let sandbox = SandboxID.random()
-            let directory = try Self.gatewayDirectory(root, sandbox)
-            let logger = Logger(label: "corral.test")
-            let maker = ControlChannels(logger: logger)
-            try await maker.listen(sandbox, directory: directory, newSandbox: true)
+            let (sandbox, directory, maker, key) = try await Self.madeSandbox(in: root)
             let keyFile = directory.appendingPathComponent(ControlKey.fileName).path
-            let key = try #require(ControlKey(hex: Array(try Data(contentsOf: URL(fileURLWithPath: keyFile)))))
             // The maker goes away before corral-init said hello: the key goes with it.
             maker.closeAll()
             #expect(!FileManager.default.fileExists(atPath: keyFile))
 
-            let adopter = ControlChannels(logger: logger)
+            let adopter = ControlChannels(logger: Logger(label: "corral.test"))
             defer { adopter.closeAll() }
             try await adopter.listen(sandbox, directory: directory)
             #expect(!FileManager.default.fileExists(atPath: keyFile))
@@ -100,15 +95,8 @@ struct ControlChannelsTests {
     @Test("a listener that replaces another keeps its socket file when the other closes")
     func replacedListenerKeepsItsFile() async throws {
         try await withTemporaryDirectory { root in
-            let sandbox = SandboxID.random()
-            let directory = try Self.gatewayDirectory(root, sandbox)
-            let logger = Logger(label: "corral.test")
-            let maker = ControlChannels(logger: logger)
-            try await maker.listen(sandbox, directory: directory, newSandbox: true)
-            let key = try #require(
-                ControlKey(
-                    hex: Array(try Data(contentsOf: directory.appendingPathComponent(ControlKey.fileName)))))
-            let adopter = ControlChannels(logger: logger)
+            let (sandbox, directory, maker, key) = try await Self.madeSandbox(in: root)
+            let adopter = ControlChannels(logger: Logger(label: "corral.test"))
             defer { adopter.closeAll() }
             try await adopter.listen(sandbox, directory: directory)
             await maker.closeAllAndWait()
@@ -120,6 +108,18 @@ struct ControlChannelsTests {
             #expect(try peer.readKind() == ControlFrameKind.welcome.rawValue)
             #expect(adopter.isConnected(sandbox))
         }
+    }
+
+    /// A new sandbox's gateway directory under `root`, the channels of the process that made
+    /// it (listening), and the key it issued.
+    static func madeSandbox(in root: URL) async throws -> (SandboxID, URL, ControlChannels, ControlKey) {
+        let sandbox = SandboxID.random()
+        let directory = try gatewayDirectory(root, sandbox)
+        let maker = ControlChannels(logger: Logger(label: "corral.test"))
+        try await maker.listen(sandbox, directory: directory, newSandbox: true)
+        let keyFile = directory.appendingPathComponent(ControlKey.fileName)
+        let key = try #require(ControlKey(hex: Array(try Data(contentsOf: keyFile))))
+        return (sandbox, directory, maker, key)
     }
 
     static func gatewayDirectory(_ root: URL, _ sandbox: SandboxID) throws -> URL {
