@@ -407,16 +407,17 @@ actor QuotaGate {
                 return try await admitHere(key, limit: limit, current: current, body)
             }
             let others = try await tallies.othersCount(tenant: tenant, excluding: replica, freshWithin: freshWithin)
-            let result: Result<T, any Error>
-            do {
-                result = .success(
-                    try await admitHere(key, limit: limit, current: { try await current() + others }, body))
-            } catch {
-                result = .failure(error)
-            }
-            // Before the lock goes: the next replica to count sees this one's sandbox.
-            await publish(tenant, count: current)
-            return try result.get()
+            var here = 0
+            let made = try await admitHere(
+                key, limit: limit,
+                current: {
+                    here = try await current()
+                    return here + others
+                }, body)
+            // Before the lock goes: the next replica to count sees this one's new sandbox (the
+            // count taken under the lock, and the one made; a refusal changed nothing).
+            await publish(tenant) { here + 1 }
+            return made
         }
     }
 

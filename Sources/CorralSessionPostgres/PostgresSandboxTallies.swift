@@ -11,14 +11,15 @@ public struct PostgresSandboxTallies: SandboxTallies {
 
     public func publish(replica: String, tenant: TenantID, count: Int) async throws {
         try await connections.withConnection("publishing the sandbox count of tenant \(tenant)") { connection in
+            // One statement: this count, and the replica's other counts marked fresh with it.
             try await connection.rows(
                 """
+                WITH others AS (
+                    UPDATE sandbox_tallies SET seen_at = now() WHERE replica = \(replica) AND tenant <> \(tenant.rawValue))
                 INSERT INTO sandbox_tallies (replica, tenant, count, seen_at)
                 VALUES (\(replica), \(tenant.rawValue), \(count), now())
                 ON CONFLICT (tenant, replica) DO UPDATE SET count = EXCLUDED.count, seen_at = EXCLUDED.seen_at
                 """, logger: logger)
-            try await connection.rows(
-                "UPDATE sandbox_tallies SET seen_at = now() WHERE replica = \(replica)", logger: logger)
             return ()
         }
     }
