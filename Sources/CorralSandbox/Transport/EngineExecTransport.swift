@@ -39,8 +39,9 @@ struct EngineExecTransport: SandboxTransport {
             throw try await explain(error)
         }
         // corral-init enforces the timeout inside the sandbox. Should the stream outlive it by
-        // far (a wedged engine), stop waiting rather than hang the caller.
-        let streamLimit = command.timeout.map { $0 + killGrace + .seconds(10) }
+        // far (a wedged engine), stop waiting rather than hang the caller. The margin is wide:
+        // on a loaded host an exec's start alone has taken over ten seconds.
+        let streamLimit = command.timeout.map { $0 + killGrace + .seconds(30) }
         var oom = OOMWatch()
         do {
             try await engine.withExecOutput(execID, timeout: streamLimit) { stream in
