@@ -44,10 +44,21 @@ public struct CorralCommand: AsyncParsableCommand {
         Foundation.exit(0)
     }
 
+    /// Parses and runs a command: the plain forms of `corral exec` and `corral sandbox create`
+    /// by the quick path (`QuickPath`), everything else by ArgumentParser.
     public static func runAndExit(arguments: [String]? = nil) async -> Never {
+        let arguments = arguments ?? Array(CommandLine.arguments.dropFirst())
         bootstrapLogging()
         do {
-            var command = try parseAsRoot(hoistingGlobalOptions(arguments ?? Array(CommandLine.arguments.dropFirst())))
+            if let exec = QuickPath.exec(arguments) {
+                try await exec.run()
+                Foundation.exit(0)
+            }
+            if let create = QuickPath.sandboxCreate(arguments) {
+                try await create.run()
+                Foundation.exit(0)
+            }
+            var command = try parseAsRoot(hoistingGlobalOptions(arguments))
             if var asyncCommand = command as? any AsyncParsableCommand {
                 try await asyncCommand.run()
             } else {

@@ -34,6 +34,23 @@ public struct GlobalOptions: ParsableArguments, Sendable {
 
     public init() {}
 
+    /// Every option set, as the quick path (`QuickPath`) builds them: an option of a parsable
+    /// type left unset cannot be read.
+    init(
+        engine: String? = nil, tlsCA: String? = nil, tlsCert: String? = nil, tlsKey: String? = nil,
+        server: String? = nil, stateDir: String? = nil
+    ) {
+        self.engine = engine
+        self.tlsCA = tlsCA
+        self.tlsCert = tlsCert
+        self.tlsKey = tlsKey
+        self.server = server
+        self.stateDir = stateDir
+    }
+
+    /// The options' values, in order (two parses compare by them).
+    var values: [String?] { [engine, tlsCA, tlsCert, tlsKey, server, stateDir] }
+
     /// The process's environment, read once: Foundation builds a new dictionary on each read,
     /// and a command reads it many times.
     public var environment: [String: String] { Self.processEnvironment }

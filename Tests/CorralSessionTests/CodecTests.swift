@@ -1,5 +1,6 @@
 import CorralCore
 import Foundation
+import TestSupport
 import Testing
 
 @testable import CorralSession

@@ -46,8 +46,38 @@ struct ExecCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
+        try await invocation.run()
+    }
+
+    var invocation: ExecInvocation {
+        ExecInvocation(
+            global: global, workdir: command.workdir, timeout: command.timeout, environment: environment,
+            interactive: interactive, tty: tty, detach: detach, id: id, arguments: arguments)
+    }
+}
+
+/// What `corral exec` was asked, whichever parser read it: ArgumentParser (`ExecCommand`) or
+/// the quick path (`QuickPath.exec`).
+struct ExecInvocation: Equatable {
+    var global: GlobalOptions
+    var workdir: String?
+    var timeout: String?
+    var environment: [String] = []
+    var interactive = false
+    var tty = false
+    var detach = false
+    var id: String
+    var arguments: [String]
+
+    static func == (lhs: Self, rhs: Self) -> Bool {
+        lhs.global.values == rhs.global.values && lhs.workdir == rhs.workdir && lhs.timeout == rhs.timeout
+            && lhs.environment == rhs.environment && lhs.interactive == rhs.interactive && lhs.tty == rhs.tty
+            && lhs.detach == rhs.detach && lhs.id == rhs.id && lhs.arguments == rhs.arguments
+    }
+
+    func run() async throws {
         let sandboxID = try parseSandboxID(id)
-        var sandboxCommand = try command.command(arguments)
+        var sandboxCommand = try CommandOptions(workdir: workdir, timeout: timeout).command(arguments)
         sandboxCommand.environment = try parsePairs(environment, what: "environment variable")
         var terminal: TerminalSize?
         if tty {
@@ -85,6 +115,14 @@ struct CommandOptions: ParsableArguments {
         help: ArgumentHelp(
             "Kill the command after this long, such as 60s or 10m (default: none).", valueName: "DURATION"))
     var timeout: String?
+
+    init() {}
+
+    /// Both options set (the quick path builds it so).
+    init(workdir: String?, timeout: String?) {
+        self.workdir = workdir
+        self.timeout = timeout
+    }
 
     func command(_ arguments: [String]) throws -> SandboxCommand {
         var timeoutValue: Duration?

@@ -78,6 +78,35 @@ struct SandboxCreateOptions: ParsableArguments {
             valueName: "HOST"))
     var allowHosts: [String] = []
 
+    init() {}
+
+    /// Every option set from the quick path's reading (`QuickPath.sandboxCreate`), by long name.
+    init(values: [String: String], lists: [String: [String]], flags: Set<String>) {
+        template = values["--template"]
+        config = values["--config"]
+        image = values["--image"]
+        runtime = values["--runtime"]
+        memory = values["--memory"]
+        cpus = values["--cpus"]
+        pids = values["--pids"]
+        disk = values["--disk"]
+        ttl = values["--ttl"]
+        idleTTL = values["--idle-ttl"]
+        labels = lists["--label"] ?? []
+        environment = lists["--env"] ?? []
+        repo = values["--repo"]
+        ref = values["--ref"]
+        branch = values["--branch"]
+        write = flags.contains("--write")
+        allowHosts = lists["--allow-host"] ?? []
+    }
+
+    /// Every option's value, in order (two parses compare by them).
+    var values: [String?] {
+        [template, config, image, runtime, memory, cpus, pids, disk, ttl, idleTTL, repo, ref, branch, "\(write)"]
+            + [labels, environment, allowHosts].map { "\($0)" }
+    }
+
     /// The request these flags describe; every value is checked here, before the engine is asked.
     func request() throws -> ProvisionRequest {
         var request = ProvisionRequest(image: image ?? ProvisionRequest.defaultImage)

@@ -1,5 +1,6 @@
 import CorralCore
 import Foundation
+import TestSupport
 
 @testable import CorralSession
 
@@ -43,13 +44,6 @@ func appendBytes(_ bytes: [UInt8], to path: String) throws {
     try handle.seekToEnd()
     try handle.write(contentsOf: Data(bytes))
     try handle.close()
-}
-
-/// A deterministic generator, so that a failing random case can be replayed from its seed.
-struct SeededGenerator: RandomNumberGenerator {
-    var inner: SplitMix64
-    init(seed: UInt64) { inner = SplitMix64(seed: seed) }
-    mutating func next() -> UInt64 { inner.next() }
 }
 
 /// Random JSON of bounded size: nested values, strings with escapes and non-ASCII text,
