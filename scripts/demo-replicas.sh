@@ -4,7 +4,8 @@
 # 1. A private PostgreSQL (scripts/postgres.sh up) and two replicas, A on 127.0.0.1:8421 and
 #    B on 127.0.0.1:8422, each with a state directory of its own under ./var, both naming the
 #    same store (schema demo_replicas, emptied first), with a 3 s run lease.
-# 2. A tenant added through A works on B; a session made through B is read through A.
+# 2. A tenant added through A works on B; a session made through B is read through A; a
+#    credential put into the vault through A is listed through B (one key file for both).
 # 3. An agent started through A sleeps in its first tool call; A is killed with SIGKILL; B
 #    takes the run over once the lease expires, records the call unknown and finishes it.
 # 4. Everything is stopped and removed (the schema too).
@@ -25,6 +26,9 @@ mkdir -p "$root/a" "$root/b"
 for replica in a b; do
     printf '# no templates: sandboxes are made when asked for\n[store]\nrun_lease = "3s"\n' >"$root/$replica/corral.toml"
 done
+# The vault lives in the store too: every replica opens it with the same key.
+(umask 077 && head -c 32 /dev/urandom | base64 >"$root/vault.key")
+export CORRAL_VAULT_KEY_FILE="$root/vault.key"
 # on REPLICA COMMAND...: corral on that replica's state directory (its unix socket).
 on() {
     local replica=$1
@@ -73,6 +77,10 @@ curl -sS --fail -H "Authorization: Bearer $token" -H 'Content-Type: application/
 echo
 curl -sS --fail -H "Authorization: Bearer $token" http://127.0.0.1:8421/v1/sessions | cut -c 1-200 | sed 's/^/A lists: /'
 echo
+
+step "a credential put through A is in B's vault"
+echo "demo-token" | on a vault put demo-gh --scope git.example.com/demo --tenant demo
+on b vault ls --tenant demo | sed 's/^/B lists: /'
 
 step "an agent through A, A killed mid tool call, B finishes it"
 script="$root/agent.jsonl"

@@ -68,8 +68,8 @@ struct WorkspaceSuite: BenchSuite {
         let packBytes = Self.directorySize(bare.appendingPathComponent("objects"))
         let repository = "127.0.0.1:\(upstream.port)/bench/big"
 
-        let vault = try Vault(configuration: Vault.Configuration(stateDirectory: state, environment: [:]))
-        try vault.put(
+        let vault = try await Vault(configuration: Vault.Configuration(stateDirectory: state, environment: [:]))
+        try await vault.put(
             name: "bench", scope: CredentialScope(parsing: "127.0.0.1:\(upstream.port)/bench"),
             secret: VaultSecret(token))
         var template = SandboxTemplate(name: TemplateName(unchecked: "bench-ws"), image: context.image)

@@ -65,7 +65,7 @@ extension ProxyConnection {
         }
         let credential: ResolvedCredential?
         do {
-            credential = try core.vault.resolve(for: repository, tenant: binding.tenant)
+            credential = try await core.vault.resolve(for: repository, tenant: binding.tenant)
         } catch {
             logger.error("gateway cannot read the vault", metadata: ["error": "\(error)"])
             await record(action, .denied, target: "\(repository)", reason: "the vault cannot be read")

@@ -5,12 +5,14 @@ import Foundation
 
 /// Credentials for git hosts, sealed at rest with AES-GCM, on the host side only.
 ///
-/// The whole vault is one file (`vault.sealed` in the state directory): a magic header, then
-/// an AES-GCM box holding JSON. The key comes from `CORRAL_VAULT_KEY` (base64), else from a
-/// key file (`vault.key`, mode 0600); a key file that group or others may read is refused,
-/// and a first use with neither makes a new key file (see `keyOrigin`). Every call reads the
-/// file afresh, so a running gateway sees what `corral vault put` stored a moment ago;
-/// changes take an exclusive lock, then replace the file atomically.
+/// The whole vault is one sealed document: a magic header, then an AES-GCM box holding JSON.
+/// It is kept in `vault.sealed` in the state directory, or, when replicas share a PostgreSQL
+/// store, in a row of its `record_lists` (`VaultStorage`), so that every replica reads the same
+/// credentials. The key comes from `CORRAL_VAULT_KEY` (base64), else from a key file
+/// (`vault.key`, mode 0600); a key file that group or others may read is refused, and a first
+/// use with neither makes a new key file (see `keyOrigin`). Every call reads the vault afresh,
+/// so a running gateway sees what `corral vault put` stored a moment ago; changes take an
+/// exclusive lock (an flock, or the row's lock), then replace the document whole.
 public final class Vault: Sendable {
     public struct Configuration: Sendable {
         /// The sealed vault.
@@ -44,18 +46,39 @@ public final class Vault: Sendable {
     /// Where the key came from; `.created` when this call made a new key file.
     public let keyOrigin: VaultKeyOrigin
     private let key: SymmetricKey
+    private let storage: any VaultStorage
     private static let magic = Array("CORRALV1".utf8)
 
-    public init(configuration: Configuration) throws {
+    /// The vault in `configuration.file`.
+    public convenience init(configuration: Configuration) async throws {
+        try await self.init(configuration: configuration, storage: nil)
+    }
+
+    /// The vault in `storage` (the PostgreSQL store's row), or in `configuration.file` when nil.
+    package init(configuration: Configuration, storage: (any VaultStorage)?) async throws {
         self.configuration = configuration
-        let vaultExists = FileManager.default.fileExists(atPath: configuration.file.path)
+        let storage = storage ?? VaultFile(file: configuration.file)
+        self.storage = storage
+        let vaultExists = try await storage.read() != nil
         (key, keyOrigin) = try VaultKeyLoader.load(
             fileURL: configuration.keyFile, environmentVariable: configuration.keyEnvironmentVariable,
             environment: configuration.environment, vaultExists: vaultExists,
             createIfMissing: configuration.createKeyIfMissing)
         // Open the vault once now, so that a wrong key is reported at startup.
-        _ = try load()
+        _ = try await load()
     }
+
+    /// The vault in `storage` (or the file) when there is one; nil, and no key made, when there
+    /// is none yet.
+    package static func existing(configuration: Configuration, storage: (any VaultStorage)?) async throws -> Vault? {
+        var configuration = configuration
+        configuration.createKeyIfMissing = false
+        guard try await (storage ?? VaultFile(file: configuration.file)).read() != nil else { return nil }
+        return try await Vault(configuration: configuration, storage: storage)
+    }
+
+    /// Where the sealed vault is: a file's path, or the store's URL and the row's name.
+    public var location: String { storage.location }
 
     // MARK: Operations
 
@@ -64,11 +87,11 @@ public final class Vault: Sendable {
     public func put(
         name: String, tenant: TenantID = .local, scope: CredentialScope, username: String = Vault.defaultUsername,
         secret: VaultSecret
-    ) throws {
+    ) async throws {
         try Self.checkName(name)
         try Self.checkUsername(username)
         try Self.checkSecret(secret)
-        try modify { records in
+        try await modify { records in
             records.removeAll { $0.name == name && $0.tenant == tenant }
             records.append(
                 Record(
@@ -78,19 +101,19 @@ public final class Vault: Sendable {
     }
 
     /// Every credential of every tenant, by tenant and name, without values.
-    public func list() throws -> [VaultEntry] {
-        try load().map(\.entry).sorted(by: Self.order)
+    public func list() async throws -> [VaultEntry] {
+        try await load().map(\.entry).sorted(by: Self.order)
     }
 
     /// `tenant`'s credentials, by name, without values.
-    public func list(tenant: TenantID) throws -> [VaultEntry] {
-        try load().filter { $0.tenant == tenant }.map(\.entry).sorted(by: Self.order)
+    public func list(tenant: TenantID) async throws -> [VaultEntry] {
+        try await load().filter { $0.tenant == tenant }.map(\.entry).sorted(by: Self.order)
     }
 
     /// Removes `tenant`'s credential `name`; not found when that tenant has none of that name.
-    public func remove(name: String, tenant: TenantID = .local) throws {
+    public func remove(name: String, tenant: TenantID = .local) async throws {
         try Self.checkName(name)
-        try modify { records in
+        try await modify { records in
             guard records.contains(where: { $0.name == name && $0.tenant == tenant }) else {
                 throw CorralError.notFound(
                     "tenant \(tenant) has no credential named '\(name)' in the vault",
@@ -103,9 +126,9 @@ public final class Vault: Sendable {
     /// Removes every credential of `tenant` (for `corral tenant rm --purge`); returns their
     /// names, sorted. Nothing is written when it has none.
     @discardableResult
-    public func removeAll(tenant: TenantID) throws -> [String] {
+    public func removeAll(tenant: TenantID) async throws -> [String] {
         var removed: [String] = []
-        try modify { records in
+        try await modify { records in
             removed = records.filter { $0.tenant == tenant }.map(\.name).sorted()
             guard !removed.isEmpty else { throw Unchanged() }
             records.removeAll { $0.tenant == tenant }
@@ -117,8 +140,8 @@ public final class Vault: Sendable {
     /// tenant's credentials are never considered, whatever their scope. Between equally
     /// specific scopes, the first name in sort order wins, so the choice never depends on
     /// storage order.
-    public func resolve(for repository: GitRepository, tenant: TenantID) throws -> ResolvedCredential? {
-        let best = try load()
+    public func resolve(for repository: GitRepository, tenant: TenantID) async throws -> ResolvedCredential? {
+        let best = try await load()
             .filter { $0.tenant == tenant && $0.scope.covers(repository) }
             .min { lhs, rhs in
                 lhs.scope.specificity != rhs.scope.specificity
@@ -133,9 +156,9 @@ public final class Vault: Sendable {
     /// never one a tenant stored for its sandboxes. This is the one way a value leaves the
     /// vault outside the gateway: it goes into a request header on the host, never into a
     /// sandbox or an event. Between several, the first name in sort order wins.
-    public func brainKey(host: String) throws -> String? {
+    public func brainKey(host: String) async throws -> String? {
         let host = host.lowercased()
-        return try load()
+        return try await load()
             .filter { $0.tenant == .local && $0.scope.host == host && $0.scope.owner == nil }
             .min { $0.name < $1.name }?.secret
     }
@@ -187,47 +210,37 @@ public final class Vault: Sendable {
         var credentials: [Record]
     }
 
-    /// Thrown inside `modify` to leave the file as it is.
+    /// Thrown inside `modify` to leave the vault as it is.
     private struct Unchanged: Error {}
 
-    private var lockFile: URL {
-        configuration.file.deletingLastPathComponent().appendingPathComponent(
-            ".\(configuration.file.lastPathComponent).lock")
-    }
-
-    private func modify(_ change: (inout [Record]) throws -> Void) throws {
-        let directory = configuration.file.deletingLastPathComponent()
-        do {
-            try FileManager.default.createDirectory(
-                at: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
-        } catch {
-            throw CorralError(.io, "cannot make the state directory \(directory.path)", underlying: error)
-        }
-        try withFileLock(lockFile) {
-            var records = try load()
+    private func modify(_ change: (inout [Record]) throws -> Void) async throws {
+        try await storage.modify { sealed in
+            var records = try open(sealed)?.credentials ?? []
             do {
                 try change(&records)
             } catch is Unchanged {
-                return
+                return nil
             }
-            try store(records)
+            let sorted = records.sorted { $0.tenant != $1.tenant ? $0.tenant < $1.tenant : $0.name < $1.name }
+            return try seal(JSONEncoder.vault.encode(Document(credentials: sorted)))
         }
     }
 
     /// The format version of the sealed document as stored; nil with no vault yet.
-    func storedFormatVersion() throws -> Int? {
-        try loadDocument()?.version
+    func storedFormatVersion() async throws -> Int? {
+        try open(await storage.read())?.version
     }
 
-    private func load() throws -> [Record] {
-        try loadDocument()?.credentials ?? []
+    private func load() async throws -> [Record] {
+        try open(await storage.read())?.credentials ?? []
     }
 
-    private func loadDocument() throws -> Document? {
-        guard let sealed = try AtomicFile.read(configuration.file) else { return nil }
+    private func open(_ sealed: [UInt8]?) throws -> Document? {
+        guard let sealed else { return nil }
+        let location = storage.location
         guard sealed.count > Self.magic.count, Array(sealed.prefix(Self.magic.count)) == Self.magic else {
             throw CorralError(
-                .corrupted, "\(configuration.file.path) is not a corral vault",
+                .corrupted, "\(location) is not a corral vault",
                 hint: "move it aside; corral makes a new vault on the next `corral vault put`")
         }
         let plaintext: Data
@@ -237,41 +250,43 @@ public final class Vault: Sendable {
         } catch {
             throw CorralError(
                 .permissionDenied,
-                "cannot open the vault \(configuration.file.path) with the key from \(keyOrigin): wrong key, or the file was altered",
-                hint: "use the key the vault was sealed with (\(configuration.keyEnvironmentVariable) or the key file)")
+                "cannot open the vault \(location) with the key from \(keyOrigin): wrong key, or the vault was altered",
+                hint:
+                    "use the key the vault was sealed with (\(configuration.keyEnvironmentVariable) or the key file; replicas sharing a store share the key)"
+            )
         }
         do {
             let document = try JSONDecoder.vault.decode(Document.self, from: plaintext)
             guard (1...Document.currentVersion).contains(document.version) else {
                 throw CorralError(
                     .unsupported,
-                    "the vault \(configuration.file.path) has format version \(document.version); this corral reads 1 and 2",
+                    "the vault \(location) has format version \(document.version); this corral reads 1 and 2",
                     hint: "use the corral that wrote it, or a newer one")
             }
             if document.version == 1, document.credentials.contains(where: { $0.tenant != .local }) {
-                throw CorralError(.corrupted, "the vault \(configuration.file.path) holds malformed data")
+                throw CorralError(.corrupted, "the vault \(location) holds malformed data")
             }
             return document
         } catch let error as CorralError {
             throw error
         } catch {
-            throw CorralError(.corrupted, "the vault \(configuration.file.path) holds malformed data")
+            throw CorralError(.corrupted, "the vault \(location) holds malformed data")
         }
     }
 
-    private func store(_ records: [Record]) throws {
-        let sorted = records.sorted { $0.tenant != $1.tenant ? $0.tenant < $1.tenant : $0.name < $1.name }
-        try writeSealed(JSONEncoder.vault.encode(Document(credentials: sorted)))
-    }
-
-    /// Seals `plaintext` (a document's JSON) into the vault file. Internal so that tests can
-    /// write a document of an older format.
-    func writeSealed(_ plaintext: Data) throws {
+    private func seal(_ plaintext: Data) throws -> [UInt8] {
         let box = try AES.GCM.seal(plaintext, using: key, authenticating: Self.magic)
         guard let combined = box.combined else {
             throw CorralError(.internalError, "AES-GCM gave no combined box")
         }
-        try AtomicFile.write(Self.magic + Array(combined), to: configuration.file, mode: 0o600)
+        return Self.magic + Array(combined)
+    }
+
+    /// Seals `plaintext` (a document's JSON) into the vault. Internal so that tests can write a
+    /// document of an older format.
+    func writeSealed(_ plaintext: Data) async throws {
+        let sealed = try seal(plaintext)
+        try await storage.modify { _ in sealed }
     }
 
     // MARK: Checks

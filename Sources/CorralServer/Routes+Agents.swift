@@ -107,9 +107,9 @@ extension CorralServer {
     func makeBrain(_ spec: BrainSpec, tenant: TenantID) async throws -> any Brain {
         try Self.checkBrainAllowed(spec, tenant: tenant)
         // A key the service's environment lacks comes from its vault (scope: the API's host).
-        var storedKey: (@Sendable (String) throws -> String?)?
+        var storedKey: (@Sendable (String) async throws -> String?)?
         if let vault = runner.vault {
-            storedKey = { host in try vault.brainKey(host: host) }
+            storedKey = { host in try await vault.brainKey(host: host) }
         }
         return try await BrainFactory.make(
             spec, credentials: EnvironmentCredentials(environment: brainEnvironment, storedKey: storedKey),

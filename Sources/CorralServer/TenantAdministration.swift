@@ -127,10 +127,10 @@ public struct TenantAdministration: Sendable {
                 }),
             OwnedKind(
                 name: "credentials",
-                list: { try vault?.list(tenant: tenant).map(\.name) ?? [] },
+                list: { try await vault?.list(tenant: tenant).map(\.name) ?? [] },
                 remove: { name in
                     do {
-                        try vault?.remove(name: name, tenant: tenant)
+                        try await vault?.remove(name: name, tenant: tenant)
                     } catch let error as CorralError where error.code == .notFound {}
                 }),
         ]

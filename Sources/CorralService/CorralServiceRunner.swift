@@ -53,7 +53,14 @@ public struct CorralServiceRunner: Sendable {
         var gatewayVault: Vault?
         if let sandboxes = environment.sandboxesDirectory {
             let state = sandboxes.deletingLastPathComponent()
-            let opened = try vault ?? Vault(configuration: Vault.Configuration(stateDirectory: state))
+            let opened: Vault
+            if let vault {
+                opened = vault
+            } else {
+                opened = try await Vault(
+                    configuration: Vault.Configuration(stateDirectory: state),
+                    storage: SessionStoreSelection.vaultStorage(sessions))
+            }
             if case .created(let file) = opened.keyOrigin {
                 logger.info("made a new vault key (mode 0600); keep it safe", metadata: ["file": "\(file.path)"])
             }

@@ -1,4 +1,5 @@
 import CorralCore
+import CorralGateway
 import CorralSession
 import CorralSessionPostgres
 import Foundation
@@ -46,6 +47,13 @@ public enum SessionStoreSelection {
     ) -> any RecordList<Element> {
         if let store = store as? PostgresSessionStore { return store.recordList(name, of: Element.self) }
         return LockedJSONFile(file: stateDirectory.appendingPathComponent("\(name).json"), what: what)
+    }
+
+    /// Where the vault is kept beside the store: the PostgreSQL store's row `vault`, which every
+    /// replica shares (each with the same key); nil for the files, `vault.sealed` in the state
+    /// directory.
+    package static func vaultStorage(_ store: (any SessionStore)?) -> (any VaultStorage)? {
+        (store as? PostgresSessionStore).map { VaultRow(list: $0.recordList("vault", of: String.self)) }
     }
 
     /// Who runs which session, when replicas share the store: the PostgreSQL store's run

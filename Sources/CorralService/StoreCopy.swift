@@ -1,4 +1,5 @@
 import CorralCore
+import CorralGateway
 import CorralSession
 import CorralSessionPostgres
 import Crypto
@@ -61,6 +62,19 @@ public enum StoreCopy {
             }
         }
 
+        /// The sealed vault: `DIR/vault.sealed`, or the database's row.
+        func vault(store: any SessionStore) throws -> any VaultStorage {
+            switch self {
+            case .files(let directory):
+                return VaultFile(file: directory.appendingPathComponent("vault.sealed"))
+            case .postgres:
+                guard let storage = SessionStoreSelection.vaultStorage(store) else {
+                    throw CorralError(.internalError, "\(self) was opened as another kind of store")
+                }
+                return storage
+            }
+        }
+
         /// Opens the store; a target state directory is made when missing.
         func open(asTarget: Bool, logger: Logger) async throws -> any SessionImporting {
             switch self {
@@ -84,6 +98,9 @@ public enum StoreCopy {
         public var alreadyThere = 0
         public var tenants = 0
         public var workerTokens = 0
+        /// Whether the source has a sealed vault (copied as it is: the target opens it with the
+        /// source's key).
+        public var vault = false
         /// Every session's count and checksum, and every list entry, were read back alike.
         public var verified = false
     }
@@ -133,6 +150,7 @@ public enum StoreCopy {
                 name, from: source.list(name, what: what, store: from), to: target.list(name, what: what, store: to))
             if name == "tenants" { report.tenants = count } else { report.workerTokens = count }
         }
+        report.vault = try await copyVault(from: source.vault(store: from), to: target.vault(store: to))
         let sessions = try await from.list().sorted { $0.id.rawValue < $1.id.rawValue }
         for info in sessions {
             let copied = try await copySession(info, from: from, to: to)
@@ -160,6 +178,9 @@ public enum StoreCopy {
             guard source.allSatisfy(copied.contains) else {
                 throw CorralError(.corrupted, "the \(name) list differs after the copy")
             }
+        }
+        guard try await source.vault(store: from).read() == target.vault(store: to).read() else {
+            throw CorralError(.corrupted, "the vault differs after the copy")
         }
         report.verified = true
         return report
@@ -220,6 +241,23 @@ public enum StoreCopy {
             hash.update(data: Data([0x0A]))
         }
         return (count, hash.finalize().map { String(format: "%02x", $0) }.joined())
+    }
+
+    /// Copies the sealed vault as it is, never opened (the copy needs no key); a target with
+    /// another vault of its own is refused before anything is written. Returns whether the
+    /// source has one.
+    static func copyVault(from source: any VaultStorage, to target: any VaultStorage) async throws -> Bool {
+        guard let sealed = try await source.read() else { return false }
+        try await target.modify { present in
+            guard let present else { return sealed }
+            guard present == sealed else {
+                throw CorralError(
+                    .alreadyExists, "the target has a vault of its own (\(target.location))",
+                    hint: "move its credentials by hand (`corral vault put`), or copy into a store without a vault")
+            }
+            return nil
+        }
+        return true
     }
 
     /// Adds the source's entries the target lacks; an entry of the same id that differs is

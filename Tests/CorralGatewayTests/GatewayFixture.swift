@@ -35,7 +35,7 @@ struct GatewayFixture {
         let token = "tok_\(UUID().uuidString)"
         let upstream = try GitHTTPServer(root: directory.appendingPathComponent("upstream"), tokens: [token])
         defer { upstream.stop() }
-        let vault = try Vault(
+        let vault = try await Vault(
             configuration: Vault.Configuration(
                 stateDirectory: directory.appendingPathComponent("state"), environment: [:]))
         var configuration = Gateway.Configuration(workDirectory: directory.appendingPathComponent("state/gateway"))
@@ -68,8 +68,8 @@ struct GatewayFixture {
     func remote(_ name: String) -> String { "http://git.corral/\(repository(name)).git" }
 
     /// Stores the upstream's token as `upstream-token` for `tenant` (the local one unless told).
-    func storeToken(scope: String? = nil, tenant: TenantID = .local) throws {
-        try vault.put(
+    func storeToken(scope: String? = nil, tenant: TenantID = .local) async throws {
+        try await vault.put(
             name: "upstream-token", tenant: tenant,
             scope: CredentialScope(parsing: scope ?? "127.0.0.1:\(upstream.port)/\(Self.owner)"),
             secret: VaultSecret(token))

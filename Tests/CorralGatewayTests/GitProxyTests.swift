@@ -24,7 +24,7 @@ struct GitProxyTests {
         try await GatewayFixture.with { fixture in
             try fixture.upstream.createRepository(
                 owner: GatewayFixture.owner, name: "rocket", files: ["README.md": "rocket\n"])
-            try fixture.storeToken()
+            try await fixture.storeToken()
             let session = SessionID(unchecked: "se-git0001")
             try await fixture.withSandbox(sandbox, policy: try writeGrant(fixture), session: session) { proxy in
                 let (work, cloned) = try await fixture.clone("rocket", proxy: proxy)
@@ -79,7 +79,7 @@ struct GitProxyTests {
     func pushToMainRefused() async throws {
         try await GatewayFixture.with { fixture in
             try fixture.upstream.createRepository(owner: GatewayFixture.owner, name: "rocket")
-            try fixture.storeToken()
+            try await fixture.storeToken()
             let before = fixture.upstream.head(owner: GatewayFixture.owner, name: "rocket", branch: "main")
             try await fixture.withSandbox(sandbox, policy: try writeGrant(fixture)) { proxy in
                 let (work, cloned) = try await fixture.clone("rocket", proxy: proxy)
@@ -102,7 +102,7 @@ struct GitProxyTests {
     func forcePushRefused() async throws {
         try await GatewayFixture.with { fixture in
             try fixture.upstream.createRepository(owner: GatewayFixture.owner, name: "rocket")
-            try fixture.storeToken()
+            try await fixture.storeToken()
             let branch = GitGrant.defaultBranch(for: sandbox)
             try await fixture.withSandbox(sandbox, policy: try writeGrant(fixture)) { proxy in
                 let (work, _) = try await fixture.clone("rocket", proxy: proxy)
@@ -140,7 +140,7 @@ struct GitProxyTests {
         try await GatewayFixture.with { fixture in
             try fixture.upstream.createRepository(owner: GatewayFixture.owner, name: "rocket")
             try fixture.upstream.createRepository(owner: GatewayFixture.owner, name: "secret")
-            try fixture.storeToken()
+            try await fixture.storeToken()
             let policy = GatewayPolicy(gitGrants: [
                 try GitGrant(repository: fixture.repository("rocket"), access: .read)
             ])
@@ -183,7 +183,7 @@ struct GitProxyTests {
                 #expect(missing.status != 0)
                 #expect(missing.stderr.contains("the vault holds none whose scope covers"), "\(missing.stderr)")
 
-                try fixture.storeToken()
+                try await fixture.storeToken()
                 let (_, ok) = try await fixture.clone("rocket", proxy: proxy, into: "ok")
                 #expect(ok.status == 0, "\(ok.stderr)")
 

@@ -37,7 +37,7 @@ struct HTTPParsingTests {
     func bodyLimits() async throws {
         try await GatewayFixture.with(configure: { $0.maxFetchRequestBytes = 1024 }) { fixture in
             try fixture.upstream.createRepository(owner: GatewayFixture.owner, name: "rocket")
-            try fixture.storeToken()
+            try await fixture.storeToken()
             let socket = try await fixture.attach(
                 SandboxID(unchecked: "sb-limit001"),
                 policy: GatewayPolicy(gitGrants: [try GitGrant(repository: fixture.repository("rocket"), access: .read)]

@@ -15,7 +15,7 @@ struct RobustnessTests {
     func malformedPktLine() async throws {
         try await GatewayFixture.with { fixture in
             try fixture.upstream.createRepository(owner: GatewayFixture.owner, name: "rocket")
-            try fixture.storeToken()
+            try await fixture.storeToken()
             let policy = GatewayPolicy(gitGrants: [
                 try GitGrant(repository: fixture.repository("rocket"), access: .write)
             ])
@@ -51,7 +51,7 @@ struct RobustnessTests {
     func malformedHTTP() async throws {
         try await GatewayFixture.with { fixture in
             try fixture.upstream.createRepository(owner: GatewayFixture.owner, name: "rocket")
-            try fixture.storeToken()
+            try await fixture.storeToken()
             let policy = GatewayPolicy(gitGrants: [
                 try GitGrant(repository: fixture.repository("rocket"), access: .read)
             ])

@@ -35,7 +35,7 @@ struct SecurityReviewTests {
             configuration.dialPolicy = try DialPolicy(privateHosts: ["127.0.0.1:\(port)"])
         }) { fixture in
             try fixture.upstream.createRepository(owner: GatewayFixture.owner, name: "rocket")
-            try fixture.storeToken(tenant: Self.alpha)
+            try await fixture.storeToken(tenant: Self.alpha)
             let grant = GatewayPolicy(gitGrants: [try GitGrant(repository: fixture.repository("rocket"), access: .read)]
             )
             let attacker = SandboxID(unchecked: "sb-beta0001")
@@ -70,7 +70,7 @@ struct SecurityReviewTests {
             configuration.pushBranches = try PushBranchRules([Self.beta: ["release/*"]])
         }) { fixture in
             try fixture.upstream.createRepository(owner: GatewayFixture.owner, name: "rocket")
-            try fixture.storeToken(tenant: Self.beta)
+            try await fixture.storeToken(tenant: Self.beta)
             let mainBefore = fixture.upstream.head(owner: GatewayFixture.owner, name: "rocket", branch: "main")
             // The policy as a request for `branch: main` with write would have made it.
             let policy = GatewayPolicy(gitGrants: [
@@ -173,7 +173,7 @@ struct SecurityReviewTests {
             let port = fixture.upstream.port
             let hosts = ["127.0.0.1", "127.1", "localhost", "[::1]", "2130706433"].map { "\($0):\(port)" }
             for host in hosts {
-                try fixture.storeToken(scope: "\(host)/\(GatewayFixture.owner)", tenant: Self.beta)
+                try await fixture.storeToken(scope: "\(host)/\(GatewayFixture.owner)", tenant: Self.beta)
             }
             let policy = GatewayPolicy(
                 gitGrants: try hosts.map {

@@ -37,7 +37,7 @@ final class WorkspaceFixture: Sendable {
     private init(
         templates: [SandboxTemplate], reapInterval: Duration,
         gateway: @escaping @Sendable (Int) throws -> CorralConfiguration.GatewaySettings
-    ) throws {
+    ) async throws {
         // Short: a sandbox's socket path must stay under 108 bytes.
         directory = URL(fileURLWithPath: "/tmp/cw-\(UUID().uuidString.prefix(8).lowercased())", isDirectory: true)
         state = directory.appendingPathComponent("state", isDirectory: true)
@@ -46,7 +46,7 @@ final class WorkspaceFixture: Sendable {
         upstream = try GitHTTPServer(root: directory.appendingPathComponent("upstream"), tokens: [token])
         logs = LogCapture()
         sessions = FileSessionStore(directory: state.appendingPathComponent("sessions", isDirectory: true))
-        vault = try Vault(configuration: Vault.Configuration(stateDirectory: state, environment: [:]))
+        vault = try await Vault(configuration: Vault.Configuration(stateDirectory: state, environment: [:]))
         engine = try DockerEngineClient(parsing: TestEnvironment.engineEndpoint)
         clock = ManualClock()
         self.templates = templates
@@ -65,10 +65,10 @@ final class WorkspaceFixture: Sendable {
         },
         _ body: (WorkspaceFixture) async throws -> Void
     ) async throws {
-        let fixture = try WorkspaceFixture(templates: templates, reapInterval: reapInterval, gateway: gateway)
+        let fixture = try await WorkspaceFixture(templates: templates, reapInterval: reapInterval, gateway: gateway)
         do {
             try fixture.upstream.createRepository(owner: owner, name: "rocket", files: ["README.md": "rocket\n"])
-            try fixture.storeToken()
+            try await fixture.storeToken()
             try await fixture.start()
             try await body(fixture)
         } catch {
@@ -148,8 +148,8 @@ final class WorkspaceFixture: Sendable {
         return ((try? FileManager.default.contentsOfDirectory(atPath: path)) ?? []).filter { !$0.hasPrefix(".") }
     }
 
-    func storeToken() throws {
-        try vault.put(
+    func storeToken() async throws {
+        try await vault.put(
             name: Self.credentialName,
             scope: CredentialScope(parsing: "127.0.0.1:\(upstream.port)/\(Self.owner)"), secret: VaultSecret(token))
     }

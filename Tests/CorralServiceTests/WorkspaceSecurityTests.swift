@@ -25,7 +25,7 @@ struct WorkspaceSecurityTests {
         let probe = try ListeningProbe()
         defer { probe.close() }
         try await WorkspaceFixture.with { fixture in
-            try fixture.vault.put(
+            try await fixture.vault.put(
                 name: "beta", tenant: Self.beta, scope: CredentialScope(parsing: "127.0.0.1:\(fixture.upstream.port)"),
                 secret: VaultSecret(fixture.token))
             var main = try fixture.request {
@@ -82,7 +82,7 @@ struct WorkspaceSecurityTests {
                     repository: fixture.repository("rocket"), branch: "release/7", write: true)
             }
             await fixture.expectProvisionFails(request, "no credential of its own", "the vault holds none")
-            try fixture.vault.put(
+            try await fixture.vault.put(
                 name: "beta", tenant: Self.beta, scope: CredentialScope(parsing: "127.0.0.1:\(fixture.upstream.port)"),
                 secret: VaultSecret(fixture.token))
             let sandbox = try await fixture.provisioner.provision(request)

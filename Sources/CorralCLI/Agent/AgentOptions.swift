@@ -3,6 +3,7 @@ import CorralCore
 import CorralGateway
 import CorralHarness
 import CorralSandbox
+import CorralService
 import CorralSession
 import Foundation
 
@@ -78,16 +79,19 @@ extension GlobalOptions {
     /// Brain keys from the environment, else from the state directory's vault when there is
     /// one (no vault is made, and no key file, just to look).
     func brainCredentials() -> EnvironmentCredentials {
-        var configuration = Vault.Configuration(stateDirectory: stateDirectory, environment: environment)
-        configuration.createKeyIfMissing = false
-        guard FileManager.default.fileExists(atPath: configuration.file.path) else {
-            return EnvironmentCredentials(environment: environment)
-        }
         // Opened only when the environment lacks the key: a vault whose key is missing must
         // not stand in the way of a key that is set.
-        let vault = configuration
+        let global = self
         return EnvironmentCredentials(
-            environment: environment, storedKey: { try Vault(configuration: vault).brainKey(host: $0) })
+            environment: environment,
+            storedKey: { host in
+                try await global.withSessionStore { store, state in
+                    try await Vault.existing(
+                        configuration: Vault.Configuration(stateDirectory: state, environment: global.environment),
+                        storage: SessionStoreSelection.vaultStorage(store)
+                    )?.brainKey(host: host)
+                }
+            })
     }
 
     /// The harness on this machine's session store and engine. The engine is reached only

@@ -7,17 +7,18 @@ import Logging
 struct StoreCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "store",
-        abstract: "Stores of sessions, tenants and worker tokens.",
+        abstract: "Stores of sessions, tenants, worker tokens and the vault.",
         subcommands: [StoreCopyCommand.self])
 }
 
 struct StoreCopyCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "copy",
-        abstract: "Copy sessions, tenants and worker tokens from one store to another, then verify them.",
+        abstract: "Copy sessions, tenants, worker tokens and the vault from one store to another, then verify them.",
         discussion: """
-            A store is a state directory, file:DIR (its sessions/, tenants.json and \
-            worker-tokens.json), or a PostgreSQL URL, postgres://USER:PASSWORD@HOST:PORT/DB. \
+            A store is a state directory, file:DIR (its sessions/, tenants.json, \
+            worker-tokens.json and vault.sealed), or a PostgreSQL URL, postgres://USER:PASSWORD@HOST:PORT/DB. \
+            The vault is copied sealed: the target opens it with the same key. \
             Sessions keep their ids, tenants, times, epochs and every event; both stores are \
             then read back and each session's count and checksum compared. A copy run again \
             skips what is there already; something else under the same id or name in the \
@@ -46,7 +47,8 @@ struct StoreCopyCommand: AsyncParsableCommand {
         } else {
             print(
                 "copied \(report.sessions) sessions (\(report.events) events; \(report.alreadyThere) were there already), "
-                    + "\(report.tenants) tenants, \(report.workerTokens) worker tokens from \(source) to \(target)")
+                    + "\(report.tenants) tenants, \(report.workerTokens) worker tokens\(report.vault ? ", the sealed vault" : "") "
+                    + "from \(source) to \(target)")
             print("verified: every session's event count and checksum match")
         }
     }

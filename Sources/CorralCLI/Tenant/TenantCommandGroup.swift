@@ -3,6 +3,7 @@ import CorralAPI
 import CorralCore
 import CorralGateway
 import CorralServer
+import CorralService
 import DockerEngine
 import Foundation
 
@@ -41,13 +42,11 @@ enum TenantBackend {
         let configuration = try context.configuration(explicit: nil)
         let engine = try context.engine(configuration: configuration)
         let state = try context.stateDirectory()
-        // Credentials are owned too; with no vault yet there are none (and no key is made).
-        var vaultConfiguration = Vault.Configuration(stateDirectory: state)
-        vaultConfiguration.createKeyIfMissing = false
-        let vault =
-            FileManager.default.fileExists(atPath: vaultConfiguration.file.path)
-            ? try Vault(configuration: vaultConfiguration) : nil
         let sessions = try await global.sessionStore()
+        // Credentials are owned too; with no vault yet there are none (and no key is made).
+        let vault = try await Vault.existing(
+            configuration: Vault.Configuration(stateDirectory: state),
+            storage: SessionStoreSelection.vaultStorage(sessions))
         let administration = TenantAdministration(
             registry: TenantRegistry(store: sessions, stateDirectory: state),
             provisioner: try context.provisioner(engine: engine, templates: configuration?.templates ?? []),

@@ -1,6 +1,7 @@
 import ArgumentParser
 import CorralCore
 import CorralGateway
+import CorralService
 import Foundation
 
 /// `corral vault put|ls|rm`: credentials for git hosts, sealed on this host. Values go in
@@ -14,15 +15,19 @@ struct VaultCommand: AsyncParsableCommand {
 }
 
 extension GlobalOptions {
-    /// Opens the vault in the state directory; notes on stderr when a new key was made.
-    func openVault() throws -> Vault {
-        let vault = try Vault(
-            configuration: Vault.Configuration(stateDirectory: stateDirectory, environment: environment))
-        if case .created(let url) = vault.keyOrigin {
-            let note =
-                "corral: made a new vault key at \(url.path) (mode 0600); keep it safe, the vault cannot be read without it\n"
-            FileHandle.standardError.write(Data(note.utf8))
+    /// Runs `body` with the vault beside the session store (`vault.sealed` in the state
+    /// directory, or the PostgreSQL store's row); notes on stderr when a new key was made.
+    func withVault<T>(_ body: (Vault) async throws -> T) async throws -> T {
+        try await withSessionStore { store, state in
+            let vault = try await Vault(
+                configuration: Vault.Configuration(stateDirectory: state, environment: environment),
+                storage: SessionStoreSelection.vaultStorage(store))
+            if case .created(let url) = vault.keyOrigin {
+                let note =
+                    "corral: made a new vault key at \(url.path) (mode 0600); keep it safe, the vault cannot be read without it\n"
+                FileHandle.standardError.write(Data(note.utf8))
+            }
+            return try await body(vault)
         }
-        return vault
     }
 }

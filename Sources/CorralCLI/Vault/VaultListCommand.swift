@@ -26,8 +26,11 @@ struct VaultListCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let vault = try global.openVault()
-        let entries = try tenant.map { try vault.list(tenant: TenantID(validating: $0)) } ?? vault.list()
+        let owner = try tenant.map { try TenantID(validating: $0) }
+        let entries = try await global.withVault { vault in
+            if let owner { return try await vault.list(tenant: owner) }
+            return try await vault.list()
+        }
         let rows = entries.map {
             Row(
                 name: $0.name, tenant: $0.tenant.rawValue, scope: $0.scope.description, username: $0.username,

@@ -51,8 +51,9 @@ struct VaultPutCommand: AsyncParsableCommand {
         }
         let parsedScope = try CredentialScope(parsing: scope)
         let secret = try SecretInput.readSecret(prompt: "value for \(name): ")
-        let vault = try global.openVault()
-        try vault.put(name: name, tenant: owner, scope: parsedScope, username: username, secret: secret)
+        try await global.withVault {
+            try await $0.put(name: name, tenant: owner, scope: parsedScope, username: username, secret: secret)
+        }
         print("stored \(name) for \(parsedScope) (tenant \(owner))")
     }
 }

@@ -18,7 +18,7 @@ struct VaultRemoveCommand: AsyncParsableCommand {
 
     func run() async throws {
         let owner = try TenantID(validating: tenant)
-        try global.openVault().remove(name: name, tenant: owner)
+        try await global.withVault { try await $0.remove(name: name, tenant: owner) }
         print("removed \(name) (tenant \(owner))")
     }
 }

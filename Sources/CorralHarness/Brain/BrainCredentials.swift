@@ -15,10 +15,10 @@ public protocol BrainCredentials: Sendable {
 public struct EnvironmentCredentials: BrainCredentials {
     public let environment: [String: String]
     /// The key stored for an API host (`host` or `host:port`), or nil.
-    public let storedKey: (@Sendable (_ host: String) throws -> String?)?
+    public let storedKey: (@Sendable (_ host: String) async throws -> String?)?
 
     public init(
-        environment: [String: String], storedKey: (@Sendable (_ host: String) throws -> String?)? = nil
+        environment: [String: String], storedKey: (@Sendable (_ host: String) async throws -> String?)? = nil
     ) {
         self.environment = environment
         self.storedKey = storedKey
@@ -33,7 +33,7 @@ public struct EnvironmentCredentials: BrainCredentials {
         }
         if let key = environment[name], !key.isEmpty { return key }
         guard let storedKey, let host = apiHost(for: provider) else { return nil }
-        guard let key = try storedKey(host), !key.isEmpty else { return nil }
+        guard let key = try await storedKey(host), !key.isEmpty else { return nil }
         return key
     }
 

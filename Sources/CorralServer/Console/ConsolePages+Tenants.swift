@@ -29,11 +29,14 @@ extension CorralServer {
         let sessionList = (try? await sessions?.list()) ?? []
         let running = await workers.runningByTenant()
         let names: [(TenantID, Date?)] = [(.local, nil)] + registered.map { ($0.id, $0.created) }
+        // One read of the vault for the whole table.
+        let credentialCounts = Dictionary(grouping: (try? await runner.vault?.list()) ?? [], by: \.tenant)
+            .mapValues(\.count)
         let rows: [HTML] = names.map { tenant, created in
             // The quota counts a tenant's sandboxes on workers too (`sandboxCount(of:)`).
             let heldSandboxes = sandboxes.filter { $0.tenant == tenant }.count + (fleet?.count(of: tenant) ?? 0)
             let heldSessions = sessionList.filter { $0.tenant == tenant }.count
-            let credentials = (try? runner.vault?.list(tenant: tenant).count) ?? 0
+            let credentials = credentialCounts[tenant] ?? 0
             let isLocal = tenant == .local
             let sandboxQuota = isLocal ? "" : " / \(configuration.sandboxesPerTenant)"
             let sessionQuota = isLocal ? "" : " / \(configuration.sessionsPerTenant)"
