@@ -35,62 +35,56 @@ struct SharedVaultTests {
         .enabled(if: TestEnvironment.shouldRunStoreTests, Comment(rawValue: TestEnvironment.storeSkipReason)))
     func twoReplicas() async throws {
         guard let url = TestEnvironment.freshStoreURL() else { return }
-        let first = try await PostgresSessionStore.connect(url: url, logger: Self.logger)
-        let second = try await PostgresSessionStore.connect(url: url, logger: Self.logger)
-        do {
-            try await withTemporaryDirectory { root in
-                let key = Self.key()
-                let one = try await Self.open(first, state: root.appendingPathComponent("one"), key: key)
-                let two = try await Self.open(second, state: root.appendingPathComponent("two"), key: key)
-                let password = try #require(URLComponents(string: url)?.password)
-                #expect(one.location.contains("vault") && !one.location.contains(password), "\(one.location)")
+        // Two connections to one schema, as two replicas have.
+        try await withSchema(url, logger: Self.logger) { first in
+            try await withSchema(url, logger: Self.logger) { second in
+                try await withTemporaryDirectory { root in
+                    let key = Self.key()
+                    let one = try await Self.open(first, state: root.appendingPathComponent("one"), key: key)
+                    let two = try await Self.open(second, state: root.appendingPathComponent("two"), key: key)
+                    let password = try #require(URLComponents(string: url)?.password)
+                    #expect(one.location.contains("vault") && !one.location.contains(password), "\(one.location)")
 
-                let repository = try GitRepository(parsing: "git.example.com/acme/rocket")
-                try await one.put(
-                    name: "gh", tenant: TenantID(unchecked: "acme"), scope: CredentialScope(parsing: "git.example.com"),
-                    secret: VaultSecret("token-1"))
-                let resolved = try await two.resolve(for: repository, tenant: TenantID(unchecked: "acme"))
-                #expect(resolved?.secret == VaultSecret("token-1"))
-                #expect(try await two.list().map(\.name) == ["gh"])
-                // Nothing of it is on either replica's disk.
-                for state in ["one", "two"] {
-                    #expect(
-                        !FileManager.default.fileExists(
-                            atPath: root.appendingPathComponent("\(state)/vault.sealed").path))
-                }
-
-                try await two.remove(name: "gh", tenant: TenantID(unchecked: "acme"))
-                #expect(try await one.resolve(for: repository, tenant: TenantID(unchecked: "acme")) == nil)
-
-                // Changes through both at once: none is lost (the row's lock).
-                try await withThrowingTaskGroup(of: Void.self) { group in
-                    for index in 0..<8 {
-                        let vault = index.isMultiple(of: 2) ? one : two
-                        group.addTask {
-                            try await vault.put(
-                                name: "c\(index)", scope: CredentialScope(parsing: "h\(index).example.com"),
-                                secret: VaultSecret("v\(index)"))
-                        }
+                    let repository = try GitRepository(parsing: "git.example.com/acme/rocket")
+                    try await one.put(
+                        name: "gh", tenant: TenantID(unchecked: "acme"),
+                        scope: CredentialScope(parsing: "git.example.com"),
+                        secret: VaultSecret("token-1"))
+                    let resolved = try await two.resolve(for: repository, tenant: TenantID(unchecked: "acme"))
+                    #expect(resolved?.secret == VaultSecret("token-1"))
+                    #expect(try await two.list().map(\.name) == ["gh"])
+                    // Nothing of it is on either replica's disk.
+                    for state in ["one", "two"] {
+                        #expect(
+                            !FileManager.default.fileExists(
+                                atPath: root.appendingPathComponent("\(state)/vault.sealed").path))
                     }
-                    try await group.waitForAll()
-                }
-                #expect(try await one.list().count == 8)
 
-                let wrong = await #expect(throws: CorralError.self) {
-                    try await Self.open(second, state: root.appendingPathComponent("three"), key: Self.key())
+                    try await two.remove(name: "gh", tenant: TenantID(unchecked: "acme"))
+                    #expect(try await one.resolve(for: repository, tenant: TenantID(unchecked: "acme")) == nil)
+
+                    // Changes through both at once: none is lost (the row's lock).
+                    try await withThrowingTaskGroup(of: Void.self) { group in
+                        for index in 0..<8 {
+                            let vault = index.isMultiple(of: 2) ? one : two
+                            group.addTask {
+                                try await vault.put(
+                                    name: "c\(index)", scope: CredentialScope(parsing: "h\(index).example.com"),
+                                    secret: VaultSecret("v\(index)"))
+                            }
+                        }
+                        try await group.waitForAll()
+                    }
+                    #expect(try await one.list().count == 8)
+
+                    let wrong = await #expect(throws: CorralError.self) {
+                        try await Self.open(second, state: root.appendingPathComponent("three"), key: Self.key())
+                    }
+                    #expect(wrong?.code == .permissionDenied)
+                    #expect(wrong?.message.contains("vault") == true && wrong?.message.contains(password) == false)
                 }
-                #expect(wrong?.code == .permissionDenied)
-                #expect(wrong?.message.contains("vault") == true && wrong?.message.contains(password) == false)
             }
-        } catch {
-            try? await first.dropSchema()
-            await first.shutdown()
-            await second.shutdown()
-            throw error
         }
-        try? await first.dropSchema()
-        await first.shutdown()
-        await second.shutdown()
     }
 
     @Test(
@@ -112,8 +106,7 @@ struct SharedVaultTests {
             }
             let report = try await StoreCopy.run(from: .files(source), to: .postgres(url), logger: Self.logger)
             #expect(report.vault && report.verified)
-            let database = try await PostgresSessionStore.connect(url: url, logger: Self.logger)
-            do {
+            try await withSchema(url, logger: Self.logger) { database in
                 let shared = try await Self.open(database, state: root.appendingPathComponent("replica"), key: key)
                 #expect(try await shared.list().map(\.name) == ["gh"])
 
@@ -130,13 +123,7 @@ struct SharedVaultTests {
                 }
                 #expect(refused?.code == .alreadyExists)
                 #expect(try await shared.list().map(\.name) == ["gh"], "the refused copy changed the vault")
-            } catch {
-                try? await database.dropSchema()
-                await database.shutdown()
-                throw error
             }
-            try? await database.dropSchema()
-            await database.shutdown()
         }
     }
 }

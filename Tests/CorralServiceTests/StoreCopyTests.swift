@@ -82,8 +82,7 @@ struct StoreCopyTests {
         .enabled(if: TestEnvironment.shouldRunStoreTests, Comment(rawValue: TestEnvironment.storeSkipReason)))
     func throughPostgres() async throws {
         guard let url = TestEnvironment.freshStoreURL() else { return }
-        let database = try await PostgresSessionStore.connect(url: url, logger: Self.logger)
-        do {
+        try await withSchema(url, logger: Self.logger) { database in
             try await withTemporaryDirectory { root in
                 let (source, back) = (root.appendingPathComponent("a"), root.appendingPathComponent("b"))
                 let ids = try await Self.fill(source)
@@ -122,13 +121,7 @@ struct StoreCopyTests {
                 }
                 #expect(refused?.code == .alreadyExists && refused?.message.contains(ids[1].rawValue) == true)
             }
-        } catch {
-            try? await database.dropSchema()
-            await database.shutdown()
-            throw error
         }
-        try? await database.dropSchema()
-        await database.shutdown()
     }
 
     @Test("bad locations: a bare path, the same store twice, a source that is not there, a password in an error")
