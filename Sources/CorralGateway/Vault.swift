@@ -55,17 +55,9 @@ public final class Vault: Sendable {
     }
 
     /// The vault in `storage` (the PostgreSQL store's row), or in `configuration.file` when nil.
-    package init(configuration: Configuration, storage: (any VaultStorage)?) async throws {
-        self.configuration = configuration
+    package convenience init(configuration: Configuration, storage: (any VaultStorage)?) async throws {
         let storage = storage ?? VaultFile(file: configuration.file)
-        self.storage = storage
-        let vaultExists = try await storage.read() != nil
-        (key, keyOrigin) = try VaultKeyLoader.load(
-            fileURL: configuration.keyFile, environmentVariable: configuration.keyEnvironmentVariable,
-            environment: configuration.environment, vaultExists: vaultExists,
-            createIfMissing: configuration.createKeyIfMissing)
-        // Open the vault once now, so that a wrong key is reported at startup.
-        _ = try await load()
+        try self.init(configuration: configuration, storage: storage, sealed: try await storage.read())
     }
 
     /// The vault in `storage` (or the file) when there is one; nil, and no key made, when there
@@ -73,8 +65,21 @@ public final class Vault: Sendable {
     package static func existing(configuration: Configuration, storage: (any VaultStorage)?) async throws -> Vault? {
         var configuration = configuration
         configuration.createKeyIfMissing = false
-        guard try await (storage ?? VaultFile(file: configuration.file)).read() != nil else { return nil }
-        return try await Vault(configuration: configuration, storage: storage)
+        let storage = storage ?? VaultFile(file: configuration.file)
+        guard let sealed = try await storage.read() else { return nil }
+        return try Vault(configuration: configuration, storage: storage, sealed: sealed)
+    }
+
+    /// `sealed` is what `storage` holds now, read once by the caller.
+    private init(configuration: Configuration, storage: any VaultStorage, sealed: [UInt8]?) throws {
+        self.configuration = configuration
+        self.storage = storage
+        (key, keyOrigin) = try VaultKeyLoader.load(
+            fileURL: configuration.keyFile, environmentVariable: configuration.keyEnvironmentVariable,
+            environment: configuration.environment, vaultExists: sealed != nil,
+            createIfMissing: configuration.createKeyIfMissing)
+        // Open the vault once now, so that a wrong key is reported at startup.
+        _ = try open(sealed)
     }
 
     /// Where the sealed vault is: a file's path, or the store's URL and the row's name.

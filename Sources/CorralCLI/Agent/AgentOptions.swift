@@ -76,21 +76,18 @@ struct AgentBrainOptions: ParsableArguments {
 }
 
 extension GlobalOptions {
-    /// Brain keys from the environment, else from the state directory's vault when there is
-    /// one (no vault is made, and no key file, just to look).
-    func brainCredentials() -> EnvironmentCredentials {
+    /// Brain keys from the environment, else from the vault beside `store` (the harness's)
+    /// when there is one (no vault is made, and no key file, just to look).
+    func brainCredentials(store: any SessionStore) -> EnvironmentCredentials {
         // Opened only when the environment lacks the key: a vault whose key is missing must
         // not stand in the way of a key that is set.
-        let global = self
+        let configuration = Vault.Configuration(stateDirectory: stateDirectory, environment: environment)
         return EnvironmentCredentials(
             environment: environment,
             storedKey: { host in
-                try await global.withSessionStore { store, state in
-                    try await Vault.existing(
-                        configuration: Vault.Configuration(stateDirectory: state, environment: global.environment),
-                        storage: SessionStoreSelection.vaultStorage(store)
-                    )?.brainKey(host: host)
-                }
+                try await Vault.existing(
+                    configuration: configuration, storage: SessionStoreSelection.vaultStorage(store)
+                )?.brainKey(host: host)
             })
     }
 

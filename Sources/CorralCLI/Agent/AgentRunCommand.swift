@@ -66,7 +66,8 @@ struct AgentRunCommand: AsyncParsableCommand {
                 try remoteRequest())
             return
         }
-        let credentials = global.brainCredentials()
+        let harness = try await global.harness(image: image)
+        let credentials = global.brainCredentials(store: harness.store)
         let brainSpec = try await brainOptions.spec(recorded: nil, credentials: credentials)
         let brain = try await brainOptions.makeBrain(brainSpec, credentials: credentials)
         let limits = AgentSpec.Limits(
@@ -74,7 +75,6 @@ struct AgentRunCommand: AsyncParsableCommand {
         let spec = AgentSpec(
             brain: brainSpec, limits: limits, contextBudget: contextBudget, system: system,
             hands: HandSpec(template: template, repo: repo))
-        let harness = try await global.harness(image: image)
         let session = try await harness.create(task: task, spec: spec)
         var out = StandardOutput()
         out.line(session.rawValue)

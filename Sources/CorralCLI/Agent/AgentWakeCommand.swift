@@ -60,7 +60,7 @@ struct AgentWakeCommand: AsyncParsableCommand {
                 "session \(session) is a network tenant's: its recorded scripted brain is not used",
                 hint: "pass --brain to choose the brain for this wake")
         }
-        let credentials = global.brainCredentials()
+        let credentials = global.brainCredentials(store: harness.store)
         let brainSpec = try await brainOptions.spec(recorded: recorded?.brain, credentials: credentials)
         let brain = try await brainOptions.makeBrain(brainSpec, credentials: credentials)
         var out = StandardOutput()

@@ -101,8 +101,7 @@ public final class ControlChannels: Sendable {
             // Bound here, not through NIO: a listener NIO bound unlinks its path when it closes,
             // and the close of one this replaces (here or in another process) could come after
             // this bind, and take the new socket's file away. The sandbox's user is not the
-            // host's: mode 0666.
-            // NIO owns the descriptor from here: the channel it makes closes it.
+            // host's: mode 0666. NIO owns the descriptor from here: the channel it makes closes it.
             let fd = try UnixSocketPath.listeningSocket(path, mode: 0o666, backlog: 4)
             server = try await ServerBootstrap(group: group)
                 .childChannelInitializer { channel in
@@ -355,8 +354,8 @@ final class ControlListener: Sendable {
         if issued { unlink(keyFile) }
     }
 
-    /// Closes the socket and every connection, withdraws the key, and wakes the waiters.
-    /// Closes the listening socket and every connection; returns the socket's close.
+    /// Closes the listening socket and every connection, withdraws the key, and wakes the
+    /// waiters; returns the socket's close.
     @discardableResult
     func shut() -> EventLoopFuture<Void>? {
         let (server, open, waiters) = state.withLock { state in
