@@ -13,7 +13,7 @@ import Glibc
 
 /// The security review's findings at provisioning, as a tenant of the service would try them:
 /// through `provision` with the service built as `corral serve` builds it.
-@Suite("Workspaces: what a network tenant may ask for", .serialized)
+@Suite("Workspaces: what a network tenant may ask for", .engine, .serialized)
 struct WorkspaceSecurityTests {
     static let beta = TenantID(unchecked: "tn-beta")
 
