@@ -16,6 +16,8 @@ public enum WorkerProtocol {
     public static let groupHeader = "Corral-Worker-Group"
     public static let versionHeader = "Corral-Worker-Version"
     public static let epochHeader = "Corral-Worker-Epoch"
+    /// On the 101: which control-plane replica took the link (its name in `WorkerReplicas`).
+    public static let replicaHeader = "Corral-Replica"
     /// On a call from the control plane: whose call it is. Only the worker link carries it; a
     /// client's own is dropped.
     public static let tenantHeader = "Corral-Tenant"
@@ -87,6 +89,27 @@ public struct WorkerPoolTargets: Codable, Sendable, Hashable {
     public var targets: [WorkerPoolTarget]
 
     public init(targets: [WorkerPoolTarget]) { self.targets = targets }
+}
+
+/// `PUT /v1/worker/replicas` on a worker: the control-plane replicas that share the fleet's
+/// store, each with the address workers dial. The worker keeps a link to each, so that every
+/// replica reaches every worker without a hop through another replica (docs/workers.md).
+public struct WorkerReplicas: Codable, Sendable, Hashable {
+    public var replicas: [WorkerReplica]
+
+    public init(replicas: [WorkerReplica]) { self.replicas = replicas }
+}
+
+public struct WorkerReplica: Codable, Sendable, Hashable {
+    /// The replica's name, as its handshake's `Corral-Replica` gives it.
+    public var id: String
+    /// `https://host:port` (or `http://` on loopback): the replica's worker port.
+    public var url: String
+
+    public init(id: String, url: String) {
+        self.id = id
+        self.url = url
+    }
 }
 
 /// A sandbox a worker runs, as its heartbeat lists it.

@@ -1,5 +1,6 @@
 import CorralAPI
 import CorralCore
+import CorralSandbox
 import CorralService
 import Foundation
 import Logging
@@ -47,6 +48,8 @@ public final class WorkerFleet: Sendable {
         package var linkLost: ContinuousClock.Instant?
         /// The pool targets this link last took; nil: none pushed yet.
         package var pushedPools: [String: Int]?
+        /// The replica list this link last took; nil: none pushed yet.
+        package var pushedReplicas: [WorkerReplica]?
     }
 
     private struct State {
@@ -59,6 +62,9 @@ public final class WorkerFleet: Sendable {
         /// Sandboxes on a worker that was lost: removed when that worker comes back.
         package var abandoned: [String: Set<SandboxID>] = [:]
         package var lastEpoch: Int64 = 0
+        /// The replicas that share the store (`ReplicaDirectory`), fresh ones only; nil: this
+        /// control plane is the only one (or has not published yet).
+        package var replicas: [ReplicaDirectory.Entry]?
     }
 
     public let settings: Settings
@@ -72,13 +78,16 @@ public final class WorkerFleet: Sendable {
     /// sandboxes of tenants its group serves, so that a worker cannot claim another's.
     package let groupsOf: @Sendable (TenantID) async -> [String]
     package let logger: Logger
+    /// This control plane's name among the replicas that share its store.
+    package let replica: String
 
     public init(
-        settings: Settings = Settings(), logger: Logger,
+        settings: Settings = Settings(), logger: Logger, replica: String = "local",
         groupsOf: @escaping @Sendable (TenantID) async -> [String] = { _ in [WorkerGroup.defaultName] }
     ) {
         self.settings = settings
         self.logger = logger
+        self.replica = replica
         self.groupsOf = groupsOf
     }
 
@@ -158,6 +167,7 @@ public final class WorkerFleet: Sendable {
                 logger.warning("worker heartbeat failed", metadata: ["worker": "\(name)", "error": "\(error)"])
             }
             await pushPoolTargets(to: name, epoch: epoch)
+            await pushReplicas(to: name, epoch: epoch)
             try? await Task.sleep(for: settings.heartbeat)
         }
     }
@@ -303,14 +313,92 @@ public final class WorkerFleet: Sendable {
         }
     }
 
+    // MARK: Replicas
+
+    /// Takes the replicas' directory as this replica last published to it: the list its
+    /// workers are told to dial, and who else hears from which worker.
+    package func took(directory entries: [ReplicaDirectory.Entry]) {
+        state.withLock { $0.replicas = entries }
+    }
+
+    /// The workers whose links to this replica are up, for its directory entry.
+    package func linkedWorkers() -> [String] {
+        state.withLock { state in
+            state.members.values.filter { $0.link.isActive && $0.linkLost == nil }.map(\.name).sorted()
+        }
+    }
+
+    /// Whether another replica's fresh entry says that worker `name`'s link to it is up.
+    private func isHeardElsewhere(_ name: String, state: State) -> Bool {
+        state.replicas?.contains { $0.id != replica && $0.workers.contains(name) } ?? false
+    }
+
+    /// Tells a worker every replica it should keep a link to, when the list changed for this
+    /// link. Without a directory (one control plane) nothing is sent.
+    package func pushReplicas(to name: String, epoch: Int64) async {
+        guard
+            let (link, list) = state.withLock({ state -> (WorkerLinkClient, [WorkerReplica])? in
+                guard let entries = state.replicas, let member = state.members[name], member.epoch == epoch else {
+                    return nil
+                }
+                let list = entries.compactMap { entry in entry.url.map { WorkerReplica(id: entry.id, url: $0) } }
+                return member.pushedReplicas == list ? nil : (member.link, list)
+            })
+        else { return }
+        do {
+            _ = try await link.send(
+                .put, "/v1/worker/replicas", json: WorkerReplicas(replicas: list), as: WorkerReplicas.self)
+            state.withLock { state in
+                if state.members[name]?.epoch == epoch { state.members[name]?.pushedReplicas = list }
+            }
+            logger.info(
+                "worker told the replicas", metadata: ["worker": "\(name)", "replicas": "\(list.map(\.id))"])
+        } catch {
+            logger.warning(
+                "could not tell a worker the replicas", metadata: ["worker": "\(name)", "error": "\(error)"])
+        }
+    }
+
+    /// The worker that holds `tenant`'s sandbox `id`, asked of the links of the tenant's groups:
+    /// for an id this replica has not heard of (another replica created it a moment ago, or
+    /// this one started since). The worker's answer is recorded as a placement.
+    package func locate(_ id: SandboxID, tenant: TenantID) async -> Route? {
+        let groups = await groupsOf(tenant)
+        let links = links(in: groups)
+        guard !links.isEmpty else { return nil }
+        let found = await withTaskGroup(of: (String, WorkerLinkClient)?.self) { group -> (String, WorkerLinkClient)? in
+            for (name, link) in links {
+                group.addTask { () -> (String, WorkerLinkClient)? in
+                    let info = try? await link.get("/v1/sandboxes/\(id)", as: SandboxInfo.self, tenant: tenant)
+                    return info == nil ? nil : (name, link)
+                }
+            }
+            for await answer in group {
+                if let answer {
+                    group.cancelAll()
+                    return answer
+                }
+            }
+            return nil
+        }
+        guard let (name, link) = found else { return nil }
+        state.withLock { state in
+            if state.placements[id] == nil { state.placements[id] = (name, tenant) }
+        }
+        return .worker(name: name, link: link)
+    }
+
     /// Marks workers silent past the grace as lost; their sandboxes are given up. Called before
-    /// every placement and listing, so no timer is needed for correctness.
+    /// every placement and listing, so no timer is needed for correctness. A worker another
+    /// replica still hears from keeps its sandboxes: calls for them here answer 503 (`down`)
+    /// until its link here is back, or the others lose it too.
     package func expireLost(now: ContinuousClock.Instant = .now) {
         let silent = state.withLock { state -> [WorkerLinkClient] in
             var silent: [WorkerLinkClient] = []
             for (name, member) in state.members where Self.isLost(member, now: now, grace: settings.grace) {
                 // A link that is up but answers no heartbeat: its calls end now, with an error.
                 if member.link.isActive { silent.append(member.link) }
+                guard !isHeardElsewhere(name, state: state) else { continue }
                 let mine = state.placements.filter { $0.value.worker == name }.map(\.key)
                 guard !mine.isEmpty else { continue }
                 for id in mine {
@@ -471,6 +559,31 @@ public final class WorkerFleet: Sendable {
         return state.withLock { state in
             state.placements.values.reduce(into: [:]) { counts, placement in counts[placement.tenant, default: 0] += 1 }
         }
+    }
+
+    /// `tenant`'s sandboxes on workers as they are now: each worker whose link is up is asked
+    /// for its own listing, and the others count from their last heartbeat. For quotas across
+    /// replicas, where a heartbeat may not list yet what another replica made a moment ago.
+    package func liveCount(of tenant: TenantID) async -> Int {
+        expireLost()
+        let (links, views) = state.withLock { state -> ([(String, WorkerLinkClient)], [String: Int]) in
+            let views = state.placements.values.filter { $0.tenant == tenant }
+                .reduce(into: [String: Int]()) { $0[$1.worker, default: 0] += 1 }
+            let up = state.members.values.filter { $0.link.isActive && $0.linkLost == nil }
+            return (up.map { ($0.name, $0.link) }, views)
+        }
+        let asked = await withTaskGroup(of: (String, Int?).self) { group -> [String: Int] in
+            for (name, link) in links {
+                group.addTask {
+                    (name, try? await link.get("/v1/sandboxes", as: [SandboxInfo].self, tenant: tenant).count)
+                }
+            }
+            var asked: [String: Int] = [:]
+            for await (name, count) in group { asked[name] = count }
+            return asked
+        }
+        let names = Set(views.keys).union(asked.keys)
+        return names.reduce(0) { total, name in total + (asked[name] ?? views[name] ?? 0) }
     }
 
     /// The tenants with sandboxes on worker `name`: by its last heartbeat, and those the

@@ -21,6 +21,9 @@ public struct WorkerListener: Service {
         /// PEM certificates of the CA that signs workers' client certificates: when set, a
         /// worker must present one it signed (beside its token), or its TLS handshake fails.
         public var clientCA: String?
+        /// The URL workers dial for this replica, published to the other replicas
+        /// (`[workers] advertise`); nil: the listener's own address, unless it is a wildcard.
+        public var advertise: String?
         /// A handshake must be done within this time.
         public var handshakeTimeout: Duration = .seconds(10)
         public var fleet = WorkerFleet.Settings()
@@ -33,13 +36,17 @@ public struct WorkerListener: Service {
     package let tokens: WorkerTokenRegistry
     package let onReady: @Sendable (String) async -> Void
     package let logger: Logger
+    /// The replicas that share the store, when there are (PostgreSQL); nil: this control plane
+    /// is the only one.
+    package let directory: ReplicaDirectory?
 
     package static let readerName = "corral.worker-link.handshake"
 
     package init(
-        settings: Settings, fleet: WorkerFleet, tokens: WorkerTokenRegistry, logger: Logger,
-        onReady: @escaping @Sendable (String) async -> Void
+        settings: Settings, fleet: WorkerFleet, tokens: WorkerTokenRegistry, directory: ReplicaDirectory? = nil,
+        logger: Logger, onReady: @escaping @Sendable (String) async -> Void
     ) {
+        self.directory = directory
         self.settings = settings
         self.fleet = fleet
         self.tokens = tokens
@@ -78,9 +85,18 @@ public struct WorkerListener: Service {
             }
         let address = "\(tls == nil ? "http" : "https")://\(host):\(server.channel.localAddress?.port ?? port)"
         logger.info("listening for workers", metadata: ["address": "\(address)"])
+        let advertised = try ReplicaDirectory.workerURL(advertise: settings.advertise, bound: address)
+        if directory != nil, advertised == nil {
+            logger.warning(
+                "the worker port listens on every interface and [workers] advertise is not set: workers reach this replica only through their --server",
+                metadata: ["address": "\(address)"])
+        }
         await onReady(address)
         try await withGracefulShutdownHandler {
             try await withThrowingDiscardingTaskGroup { group in
+                if let directory {
+                    group.addTask { await self.publish(to: directory, url: advertised) }
+                }
                 try await server.executeThenClose { inbound in
                     for try await accepted in inbound {
                         group.addTask { await self.handshake(accepted) }
@@ -91,6 +107,26 @@ public struct WorkerListener: Service {
             server.channel.close(promise: nil)
             // The links end too (their heartbeats with them); the workers dial the next process.
             fleet.closeAll()
+        }
+        if let directory { try? await directory.withdraw(id: fleet.replica) }
+    }
+
+    /// Writes this replica's directory entry every heartbeat (at least three times per grace),
+    /// and takes the others' in, until
+    /// the listener stops.
+    private func publish(to directory: ReplicaDirectory, url: String?) async {
+        while !Task.isCancelled, !Task.isShuttingDownGracefully {
+            do {
+                let entries = try await directory.publish(
+                    .init(id: fleet.replica, url: url, workers: fleet.linkedWorkers()))
+                fleet.took(directory: entries)
+            } catch {
+                logger.warning("could not publish this replica to the others", metadata: ["error": "\(error)"])
+            }
+            // At least three times per grace, the window the others' entries are fresh within.
+            try? await cancelWhenGracefulShutdown {
+                try await Task.sleep(for: min(fleet.settings.heartbeat, fleet.settings.grace / 3))
+            }
         }
     }
 
@@ -197,6 +233,7 @@ public struct WorkerListener: Service {
                     (WorkerProtocol.epochHeader, String(epoch)),
                     (WorkerProtocol.groupHeader, group),
                     (WorkerProtocol.versionHeader, CorralVersion.current),
+                    (WorkerProtocol.replicaHeader, fleet.replica),
                 ])
             do {
                 try await channel.writeAndFlush(answer.serialized())

@@ -100,24 +100,27 @@ public struct CorralServer: Sendable {
         self.sessions = sessions
         self.metrics = metrics
         self.brainEnvironment = brainEnvironment
-        self.quotas = QuotaGate(
-            locks: sessions.flatMap(SessionStoreSelection.sharedLocks),
-            // One name per server, so that two in one process (tests) count apart too.
-            tallies: sessions.flatMap(SessionStoreSelection.sandboxTallies),
-            replica: "\(Self.replicaName())-\(UUID().uuidString.prefix(8).lowercased())",
-            freshWithin: configuration.runLeaseTTL)
-        self.workers = HarnessWorkers(
-            logger: logger, leases: sessions.flatMap(SessionStoreSelection.runLeases), owner: Self.replicaName(),
-            leaseTTL: configuration.runLeaseTTL)
-        self.serverMetrics = ServerMetrics(factory: PrometheusMetricsFactory(registry: metrics))
-        self.console = ConsoleState(configuration: configuration)
-        self.fleet = configuration.workers.map { settings in
-            WorkerFleet(settings: settings.fleet, logger: logger) { [tenants] tenant in
+        // One name per server, so that two in one process (tests) count apart too.
+        let replica = "\(Self.replicaName())-\(UUID().uuidString.prefix(8).lowercased())"
+        let fleet = configuration.workers.map { settings in
+            WorkerFleet(settings: settings.fleet, logger: logger, replica: replica) { [tenants] tenant in
                 tenant == .local
                     ? [WorkerGroup.defaultName]
                     : (try? await tenants.placementGroups(of: tenant)) ?? [WorkerGroup.defaultName]
             }
         }
+        self.fleet = fleet
+        let provisioner = runner.provisioner
+        self.quotas = QuotaGate(
+            locks: sessions.flatMap(SessionStoreSelection.sharedLocks),
+            tallies: sessions.flatMap(SessionStoreSelection.sandboxTallies),
+            replica: replica, freshWithin: configuration.runLeaseTTL,
+            published: { tenant in try await provisioner.list(tenant: tenant).count })
+        self.workers = HarnessWorkers(
+            logger: logger, leases: sessions.flatMap(SessionStoreSelection.runLeases), owner: Self.replicaName(),
+            leaseTTL: configuration.runLeaseTTL)
+        self.serverMetrics = ServerMetrics(factory: PrometheusMetricsFactory(registry: metrics))
+        self.console = ConsoleState(configuration: configuration)
         self.logger = logger
     }
 
@@ -182,12 +185,17 @@ public struct CorralServer: Sendable {
     /// What a worker serves on its link: the API as the control plane's calls need it, and the
     /// heartbeat's status.
     public func workerRouter(
-        currentEpoch: @escaping @Sendable () -> Int64?, status: @escaping @Sendable () async -> WorkerStatus
+        currentEpoch: @escaping @Sendable () -> Int64?, status: @escaping @Sendable () async -> WorkerStatus,
+        replicas: @escaping @Sendable (WorkerReplicas) async -> WorkerReplicas = { $0 }
     ) -> Router<CorralRequestContext> {
         let router = router(auth: .controlPlane(currentEpoch: currentEpoch))
         router.group("v1/worker").add(middleware: AuthMiddleware(mode: .controlPlane(currentEpoch: currentEpoch)))
             .get("status") { _, _ -> Response in
                 JSONResponse.make(await status())
+            }
+            .put("replicas") { request, context -> Response in
+                let body = try await decodeJSON(WorkerReplicas.self, from: request, context: context)
+                return JSONResponse.make(await replicas(body))
             }
             .put("pools") { [runner] request, context -> Response in
                 let body = try await decodeJSON(WorkerPoolTargets.self, from: request, context: context)
@@ -247,9 +255,13 @@ public struct CorralServer: Sendable {
         let state = URL(fileURLWithPath: configuration.stateDirectory ?? ".")
         // Beside the tenants: in the PostgreSQL store when sessions are there.
         let tokens = sessions.map { WorkerTokenRegistry(store: $0, stateDirectory: state) }
+        // Replicas over one PostgreSQL store find each other there, and tell their workers.
+        let directory = SessionStoreSelection.sharedRecordList("replicas", store: sessions).map {
+            ReplicaDirectory(list: $0, freshWithin: workers.fleet.grace)
+        }
         return WorkerListener(
             settings: workers, fleet: fleet, tokens: tokens ?? WorkerTokenRegistry(stateDirectory: state),
-            logger: logger, onReady: onReady)
+            directory: directory, logger: logger, onReady: onReady)
     }
 
     /// One listener: the router for `auth` behind the connection limits every listener has
@@ -361,9 +373,11 @@ public struct CorralServer: Sendable {
 /// With a store that replicas share (PostgreSQL: `locks` and `tallies`), a count and its
 /// create run under a lock per tenant and kind that every replica takes, so that the quota
 /// holds across them. Sessions are counted in the store itself. Sandboxes are counted where
-/// they run (this replica's engine and the workers linked to it) plus the other replicas'
-/// published counts (`SandboxTallies`, fresh within `freshWithin`); this replica publishes its
-/// own before it lets the lock go, and `SandboxTallyService` refreshes them.
+/// they run: on this replica's engine, on every worker (each asked for its own count under
+/// the lock, `WorkerFleet.liveCount`: workers keep a link to every replica), and on the other
+/// replicas' engines, by the counts they publish (`SandboxTallies`, fresh within
+/// `freshWithin`; `published`). This replica publishes before it lets the lock go, and
+/// `SandboxTallyService` refreshes.
 actor QuotaGate {
     /// What a quota counts.
     enum Kind: String, Sendable {
@@ -380,15 +394,18 @@ actor QuotaGate {
     let tallies: (any SandboxTallies)?
     let replica: String
     let freshWithin: Duration
+    /// The count of a tenant's sandboxes this replica publishes for the others.
+    let published: @Sendable (TenantID) async throws -> Int
 
     init(
         locks: (any SharedLocks)? = nil, tallies: (any SandboxTallies)? = nil, replica: String = "local",
-        freshWithin: Duration = .seconds(30)
+        freshWithin: Duration = .seconds(30), published: @escaping @Sendable (TenantID) async throws -> Int = { _ in 0 }
     ) {
         self.locks = locks
         self.tallies = tallies
         self.replica = replica
         self.freshWithin = freshWithin
+        self.published = published
     }
 
     /// Runs `body` when `current() + pending < limit` (plus, for sandboxes across replicas,
@@ -407,25 +424,19 @@ actor QuotaGate {
                 return try await admitHere(key, limit: limit, current: current, body)
             }
             let others = try await tallies.othersCount(tenant: tenant, excluding: replica, freshWithin: freshWithin)
-            var here = 0
-            let made = try await admitHere(
-                key, limit: limit,
-                current: {
-                    here = try await current()
-                    return here + others
-                }, body)
-            // Before the lock goes: the next replica to count sees this one's new sandbox (the
-            // count taken under the lock, and the one made; a refusal changed nothing).
-            await publish(tenant) { here + 1 }
+            let made = try await admitHere(key, limit: limit, current: { try await current() + others }, body)
+            // Before the lock goes: the next replica to count sees this one's new sandbox (a
+            // refusal changed nothing).
+            await publish(tenant)
             return made
         }
     }
 
-    /// Publishes this replica's count of `tenant`'s sandboxes for the other replicas (after a
-    /// create or a removal); a count that could not be taken or published waits for the next
-    /// refresh.
-    func publish(_ tenant: TenantID, count: () async throws -> Int) async {
-        guard let tallies, tenant != .local, let count = try? await count() else { return }
+    /// Publishes this replica's count of `tenant`'s sandboxes (`published`) for the other
+    /// replicas, after a create or a removal; a count that could not be taken or published
+    /// waits for the next refresh.
+    func publish(_ tenant: TenantID) async {
+        guard let tallies, tenant != .local, let count = try? await published(tenant) else { return }
         try? await tallies.publish(replica: replica, tenant: tenant, count: count)
     }
 

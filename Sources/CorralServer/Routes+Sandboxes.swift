@@ -34,7 +34,7 @@ extension CorralServer {
             try await sandbox(context).remove()
             let tenant = try context.requireTenant()
             // Other replicas count this one's sandboxes from what it published.
-            await quotas.publish(tenant) { try await sandboxCount(of: tenant) }
+            await quotas.publish(tenant)
             return JSONResponse.empty()
         }
 

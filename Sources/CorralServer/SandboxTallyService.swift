@@ -4,8 +4,9 @@ import ServiceLifecycle
 
 /// Keeps this replica's sandbox counts fresh in the store the replicas share
 /// (`SandboxTallies`), three times per freshness window, so that the others' quota checks count
-/// them. Without a shared store it ends at once. A replica that stops stops refreshing, and its
-/// counts stop counting once they are older than the window.
+/// them: those on its own engine (each replica asks the workers for theirs). Without a shared
+/// store it ends at once. A replica that stops stops refreshing, and its counts stop counting once they are
+/// older than the window.
 struct SandboxTallyService: Service {
     let server: CorralServer
 
@@ -17,7 +18,7 @@ struct SandboxTallyService: Service {
         }
         while !Task.isShuttingDownGracefully, !Task.isCancelled {
             do {
-                try await tallies.refresh(replica: quotas.replica, counts: server.sandboxCounts())
+                try await tallies.refresh(replica: quotas.replica, counts: server.publishedSandboxCounts())
             } catch {
                 server.logger.warning(
                     "could not publish this replica's sandbox counts", metadata: ["error": "\(error)"])
@@ -29,10 +30,10 @@ struct SandboxTallyService: Service {
 }
 
 extension CorralServer {
-    /// How many sandboxes each tenant with a token holds here: on this host's engine and on the
-    /// workers linked to this replica.
-    func sandboxCounts() async throws -> [TenantID: Int] {
-        var counts = fleet?.counts() ?? [:]
+    /// What this replica publishes of each tenant with a token (`QuotaGate.published`): the
+    /// sandboxes on this host's engine.
+    func publishedSandboxCounts() async throws -> [TenantID: Int] {
+        var counts: [TenantID: Int] = [:]
         for info in try await provisioner.list(tenant: nil) { counts[info.tenant, default: 0] += 1 }
         counts[.local] = nil
         return counts

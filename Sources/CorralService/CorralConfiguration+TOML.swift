@@ -83,10 +83,14 @@ extension CorralConfiguration {
         }
         if let workers = try top.table("workers") {
             try workers.allowOnly([
-                "listen", "tls_cert", "tls_key", "client_ca", "heartbeat", "grace", "sample", "local_group", "pools",
+                "listen", "advertise", "tls_cert", "tls_key", "client_ca", "heartbeat", "grace", "sample",
+                "local_group", "pools",
             ])
             if let listen = try workers.string("listen") {
                 configuration.workers.listen = listen.isEmpty ? nil : listen
+            }
+            if let advertise = try workers.string("advertise") {
+                configuration.workers.advertise = advertise.isEmpty ? nil : advertise
             }
             configuration.workers.tlsCert = try workers.string("tls_cert")
             configuration.workers.tlsKey = try workers.string("tls_key")

@@ -56,6 +56,10 @@ public struct CorralConfiguration: Sendable {
         /// `host:port` of the worker port; nil (the default): no workers but the service's own
         /// engine host.
         public var listen: String?
+        /// The URL workers dial for this replica (`https://host:port`), when replicas share a
+        /// PostgreSQL store; nil: the worker port's own address, unless it listens on every
+        /// interface (then workers reach this replica only through their `--server`).
+        public var advertise: String?
         /// PEM files for the worker port's TLS; required unless it listens on loopback.
         public var tlsCert: String?
         public var tlsKey: String?

@@ -49,6 +49,14 @@ public enum SessionStoreSelection {
         return LockedJSONFile(file: stateDirectory.appendingPathComponent("\(name).json"), what: what)
     }
 
+    /// The list `name` in the store the replicas share; nil for the files, which one process
+    /// owns (what such a list is for, replicas finding each other, has no use there).
+    package static func sharedRecordList<Element: Codable & Sendable>(
+        _ name: String, store: (any SessionStore)?
+    ) -> (any RecordList<Element>)? {
+        (store as? PostgresSessionStore)?.recordList(name, of: Element.self)
+    }
+
     /// Where the vault is kept beside the store: the PostgreSQL store's row `vault`, which every
     /// replica shares (each with the same key); nil for the files, `vault.sealed` in the state
     /// directory.

@@ -21,6 +21,11 @@ import Synchronization
 /// HTTP/2 server on the connection it opened, one stream per call. It accepts no inbound
 /// connection. A link that ends is dialled again with backoff (1 s doubling to 30 s); a refusal
 /// that another try cannot mend (token, group, protocol) stops the worker with its reason.
+///
+/// Control-plane replicas that share a store tell their workers each other's addresses
+/// (`PUT /v1/worker/replicas`); the worker keeps one link to each, so that every replica calls
+/// it directly. `--server` is the door: it is dialled while no link is up (a load balancer's
+/// address does; so does any one replica's).
 public struct WorkerAgent: Service {
     public struct Settings: Sendable {
         /// `https://host:port` (or `http://` on loopback): the control plane's worker port.
@@ -51,8 +56,8 @@ public struct WorkerAgent: Service {
     let server: CorralServer
     let logger: Logger
     let onConnected: @Sendable (String) async -> Void
-    /// The epoch of the link up now; calls that carry another are refused.
-    private let epoch = LinkEpoch()
+    /// The links up now, and the replicas they told of.
+    private let links = ReplicaLinks()
     private let group = LinkGroup()
     private let snapshot = StatusSnapshot()
 
@@ -78,8 +83,8 @@ public struct WorkerAgent: Service {
     }
 
     public func run() async throws {
-        let target = try Target(settings.server)
-        let tls = try makeTLS(target)
+        let door = try Target(settings.server)
+        let doorTLS = try makeTLS(door)
         // The heartbeat's answer comes from a snapshot kept fresh here, so that a slow engine
         // (a listing under load can take seconds) never makes a live worker look silent.
         let refresher = Task { [self] in
@@ -90,19 +95,59 @@ public struct WorkerAgent: Service {
             }
         }
         defer { refresher.cancel() }
+        let links = self.links
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { [self] in
+                defer { links.finish() }
+                try await dialAgain(door, url: settings.server, key: ReplicaLinks.door, tls: doorTLS)
+            }
+            // Each replica a link tells of gets a loop of its own, until none tells of it.
+            for await _ in links.changes {
+                for url in links.toDial() {
+                    group.addTask { [self] in
+                        defer { links.stoppedDialling(url) }
+                        do {
+                            let target = try Target(url)
+                            try await dialAgain(target, url: url, key: url, tls: try makeTLS(target))
+                        } catch {
+                            logger.warning(
+                                "stopped dialling a control-plane replica: \(error)",
+                                metadata: ["worker": "\(settings.name)", "replica": "\(url)"])
+                        }
+                    }
+                }
+            }
+            group.cancelAll()
+            try await group.waitForAll()
+        }
+    }
+
+    /// Dials `target` until the worker stops: again with backoff when the link ends. `key` names
+    /// the link among the worker's (a told replica's URL, or `ReplicaLinks.door`). The door
+    /// waits while another link is up; a told replica's loop ends once no link tells of it,
+    /// and waits while its replica is linked through the door. A refusal no retry mends ends
+    /// the loop with its error.
+    private func dialAgain(_ target: Target, url: String, key: String, tls: NIOSSLContext?) async throws {
+        let listed = key != ReplicaLinks.door
         var delay = Duration.seconds(1)
         while !Task.isCancelled && !Task.isShuttingDownGracefully {
+            if listed {
+                guard links.isListed(url) else { return }
+            }
+            if listed ? links.isLinkedElsewhere(url) : links.anyUp {
+                try? await gracefulSleep(for: .seconds(1))
+                continue
+            }
             let started = ContinuousClock.now
             do {
-                try await connectOnce(target, tls: tls)
+                try await connectOnce(target, url: url, key: key, tls: tls)
             } catch let refused as Refused {
                 throw refused.error
             } catch {
                 logger.warning(
-                    "worker link to \(settings.server) ended: \(error); dialling again in \(delay)",
+                    "worker link to \(url) ended: \(error); dialling again in \(delay)",
                     metadata: ["worker": "\(settings.name)"])
             }
-            epoch.set(nil)
             if ContinuousClock.now - started > settings.longestBackoff { delay = .seconds(1) }
             try? await gracefulSleep(for: delay)
             delay = min(delay * 2, settings.longestBackoff)
@@ -172,7 +217,7 @@ public struct WorkerAgent: Service {
 
     // MARK: One link
 
-    private func connectOnce(_ target: Target, tls: NIOSSLContext?) async throws {
+    private func connectOnce(_ target: Target, url: String, key: String, tls: NIOSSLContext?) async throws {
         let name = settings.name
         let accepted = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .channelOption(.socketOption(.so_keepalive), value: 1)
@@ -249,11 +294,15 @@ public struct WorkerAgent: Service {
                     "the control plane switched to a worker protocol this worker does not speak (\(answer.header(WorkerProtocol.protocolHeader) ?? "none"); this worker speaks \(WorkerProtocol.format(WorkerProtocol.versions)))"
                 ))
         }
-        epoch.set(linkEpoch)
+        // Calls that carry another epoch than this link's are refused.
+        let epoch = LinkEpoch(linkEpoch)
         // The token decides the group; the heartbeat reports the one the control plane chose.
         group.set(answer.header(WorkerProtocol.groupHeader))
+        let replica = answer.header(WorkerProtocol.replicaHeader) ?? url
+        links.up(replica: replica, via: key)
+        defer { links.down(via: key) }
         let http2 = HTTP2Channel(
-            responder: responder(),
+            responder: responder(epoch: epoch, key: key),
             configuration: .init(
                 streamConfiguration: .init(additionalChannelHandlers: [StreamPresenceHandler()])))
         let logger = self.logger
@@ -276,11 +325,17 @@ public struct WorkerAgent: Service {
             return value
         }.get().get()
         logger.info(
-            "worker link up", metadata: ["server": "\(settings.server)", "worker": "\(name)", "epoch": "\(linkEpoch)"])
-        await onConnected(settings.server)
-        await withGracefulShutdownHandler {
-            await http2.handle(value: value, logger: logger)
-        } onGracefulShutdown: {
+            "worker link up",
+            metadata: ["server": "\(url)", "replica": "\(replica)", "worker": "\(name)", "epoch": "\(linkEpoch)"])
+        await onConnected(url)
+        // A stop, or the end of the worker's other loops (the door refused), closes the link.
+        await withTaskCancellationHandler {
+            await withGracefulShutdownHandler {
+                await http2.handle(value: value, logger: logger)
+            } onGracefulShutdown: {
+                channel.close(promise: nil)
+            }
+        } onCancel: {
             channel.close(promise: nil)
         }
         throw CorralError(.unavailable, "the control plane closed the link")
@@ -303,9 +358,13 @@ public struct WorkerAgent: Service {
 
     // MARK: What the worker serves
 
-    private func responder() -> HTTPChannelHandler.Responder {
+    private func responder(epoch: LinkEpoch, key: String) -> HTTPChannelHandler.Responder {
         let router = server.workerRouter(
-            currentEpoch: { [epoch] in epoch.get() }, status: { [self] in await self.status() })
+            currentEpoch: { epoch.value }, status: { [self] in await self.status(epoch: epoch) },
+            replicas: { [links] told in
+                links.told(told.replicas, via: key)
+                return told
+            })
         let responder = router.buildResponder()
         let logger = self.logger
         return { request, responseWriter, channel in
@@ -323,16 +382,16 @@ public struct WorkerAgent: Service {
     /// The heartbeat's answer: the latest snapshot (at most a second or so old), with the link's
     /// epoch and group as they are now. The first on a new link is taken fresh: a control plane
     /// that restarted learns every sandbox from it, one made a moment before included.
-    func status() async -> WorkerStatus {
+    func status(epoch: LinkEpoch) async -> WorkerStatus {
         var status: WorkerStatus
-        if let latest = snapshot.get(takenAfter: epoch.since()) {
+        if let latest = snapshot.get(takenAfter: epoch.since) {
             status = latest
         } else {
             let started = ContinuousClock.now
             status = await computeStatus()
             snapshot.set(status, started: started)
         }
-        status.epoch = epoch.get() ?? 0
+        status.epoch = epoch.value
         status.group = group.get() ?? settings.group ?? WorkerGroup.defaultName
         return status
     }
@@ -346,7 +405,7 @@ public struct WorkerAgent: Service {
         return WorkerStatus(
             name: settings.name, group: group.get() ?? settings.group ?? WorkerGroup.defaultName,
             version: CorralVersion.current,
-            epoch: epoch.get() ?? 0,
+            epoch: 0,
             capacity: .init(
                 cpus: ProcessInfo.processInfo.activeProcessorCount,
                 memoryBytes: Int64(ProcessInfo.processInfo.physicalMemory), maxSandboxes: settings.maxSandboxes),
@@ -355,13 +414,80 @@ public struct WorkerAgent: Service {
     }
 }
 
-/// The epoch of a worker's link that is up now, if one is, and since when.
-final class LinkEpoch: Sendable {
-    private let value = Mutex<(epoch: Int64?, since: ContinuousClock.Instant)>((nil, .now))
+/// The epoch of one of a worker's links, and since when it is up.
+struct LinkEpoch: Sendable {
+    let value: Int64
+    let since = ContinuousClock.now
 
-    func get() -> Int64? { value.withLock { $0.epoch } }
-    func since() -> ContinuousClock.Instant { value.withLock { $0.since } }
-    func set(_ epoch: Int64?) { value.withLock { $0 = (epoch, .now) } }
+    init(_ value: Int64) { self.value = value }
+}
+
+/// A worker's links to control-plane replicas: which replica each is up to, and the replicas
+/// each told of (`PUT /v1/worker/replicas`). A link is named by the URL it dialled, or `door`.
+final class ReplicaLinks: Sendable {
+    /// The link dialled at `--server`.
+    static let door = "--server"
+
+    private struct State {
+        /// Replica name to the name of the link up to it.
+        var up: [String: String] = [:]
+        /// A link's name to the replicas that link told of.
+        var told: [String: [WorkerReplica]] = [:]
+        /// URLs with a loop of their own (not the door's).
+        var dialling: Set<String> = []
+    }
+
+    private let state = Mutex(State())
+    private let (changesStream, continuation) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
+
+    /// Yields when a link tells of other replicas; ends with `finish`.
+    var changes: AsyncStream<Void> { changesStream }
+
+    func finish() { continuation.finish() }
+
+    var anyUp: Bool { state.withLock { !$0.up.isEmpty } }
+
+    func up(replica: String, via key: String) {
+        state.withLock { $0.up[replica] = key }
+    }
+
+    func down(via key: String) {
+        state.withLock { state in
+            state.up = state.up.filter { $0.value != key }
+            state.told[key] = nil
+        }
+    }
+
+    func told(_ replicas: [WorkerReplica], via key: String) {
+        state.withLock { $0.told[key] = replicas }
+        continuation.yield()
+    }
+
+    /// Whether a link up now tells of `url`.
+    func isListed(_ url: String) -> Bool {
+        state.withLock { $0.told.values.contains { $0.contains { $0.url == url } } }
+    }
+
+    /// Whether a replica listed at `url` is linked through another URL (the door's).
+    func isLinkedElsewhere(_ url: String) -> Bool {
+        state.withLock { state in
+            let names = state.told.values.joined().filter { $0.url == url }.map(\.id)
+            return names.contains { name in state.up[name].map { $0 != url } ?? false }
+        }
+    }
+
+    /// The URLs told of that have no loop yet, now marked as having one.
+    func toDial() -> [String] {
+        state.withLock { state in
+            let wanted = Set(state.told.values.joined().map(\.url)).subtracting(state.dialling)
+            state.dialling.formUnion(wanted)
+            return wanted.sorted()
+        }
+    }
+
+    func stoppedDialling(_ url: String) {
+        _ = state.withLock { $0.dialling.remove(url) }
+    }
 }
 
 /// The group the control plane admitted a worker's link to.

@@ -157,6 +157,7 @@ struct ServiceAssembly {
                 listener.certificate = workers.tlsCert
                 listener.key = workers.tlsKey
                 listener.clientCA = workers.clientCA
+                listener.advertise = workers.advertise
                 listener.fleet.heartbeat = workers.heartbeat
                 listener.fleet.grace = workers.grace
                 listener.fleet.sample = workers.sample

@@ -36,14 +36,19 @@ struct WorkerRoutingMiddleware: RouterMiddleware {
         }
         // A malformed id is the local route's to refuse, with its usual answer.
         guard let id = try? SandboxID(validating: String(parts[2])) else { return try await next(request, context) }
-        let route = fleet.route(id)
+        var route = fleet.route(id)
         if let error = fleet.unreachable(id, route) { throw error }
-        switch route {
-        case .local:
-            // Right after a restart a worker's sandbox is unknown until its first heartbeat.
-            if fleet.isWarmingUp, (try? server.provisioner.records().read(id)) == nil {
+        if case .local = route, (try? server.provisioner.records().read(id)) == nil {
+            // Not on this host, and no heartbeat has named it: another replica may have just
+            // made it on a worker, or this one started a moment ago. The workers are asked.
+            if let found = await fleet.locate(id, tenant: tenant) {
+                route = found
+            } else if fleet.isWarmingUp {
                 throw fleet.notYetKnown(id)
             }
+        }
+        switch route {
+        case .local:
             return try await next(request, context)
         case .down, .lost:
             return try await next(request, context)
@@ -235,9 +240,13 @@ struct BodyCollector: ResponseBodyWriter {
 }
 
 extension CorralServer {
-    /// The sandboxes `tenant` holds: on this host, and on the workers.
+    /// The sandboxes `tenant` holds, for its quota: on this host, and on the workers. With
+    /// replicas (a shared store) the workers are asked: another replica may have made one a
+    /// moment ago, which no heartbeat here has listed yet.
     func sandboxCount(of tenant: TenantID) async throws -> Int {
-        try await provisioner.list(tenant: tenant).count + (fleet?.count(of: tenant) ?? 0)
+        let here = try await provisioner.list(tenant: tenant).count
+        guard let fleet else { return here }
+        return here + (quotas.tallies == nil ? fleet.count(of: tenant) : await fleet.liveCount(of: tenant))
     }
 
     /// Where a new sandbox of `tenant` goes (`WorkerFleet.place`), with this host's own pool and
