@@ -118,12 +118,13 @@ struct ConfigurationTests {
         }
     }
 
-    @Test("[workers] TLS files and client_ca; [[workers.pools]] gives each group's target per template")
+    @Test("[workers] TLS files, client_ca and advertise; [[workers.pools]] gives each group's target per template")
     func groupPoolTargets() throws {
         let configuration = try CorralConfiguration.parse(
             """
             [workers]
-            listen = "127.0.0.1:7431"
+            listen = "0.0.0.0:7431"
+            advertise = "https://cp-1.internal:7431"
             tls_cert = "/etc/corral/cp.pem"
             tls_key = "/etc/corral/cp.key"
             client_ca = "/etc/corral/workers-ca.pem"
@@ -142,6 +143,8 @@ struct ConfigurationTests {
             ])
         #expect(configuration.workers.clientCA == "/etc/corral/workers-ca.pem")
         #expect(configuration.workers.tlsCert == "/etc/corral/cp.pem")
+        #expect(configuration.workers.advertise == "https://cp-1.internal:7431")
+        #expect(try CorralConfiguration.parse("[workers]\nadvertise = \"\"").workers.advertise == nil)
     }
 
     /// Security review findings 1 and 2: the operator's gateway settings.
