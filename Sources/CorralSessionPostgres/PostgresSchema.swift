@@ -44,110 +44,7 @@ enum PostgresSchema {
                     PRIMARY KEY (session_id, seq)
                 )
                 """,
-                // Appends, one or many (group commit), in one call and one transaction. Each
-                // append locks its session's row, checks the lease epoch and expectedSeq (or
-                // recognises a retry by its event ids) and inserts; a refused append writes
-                // nothing and does not stop the others. Appends come sorted by session, so
-                // that two batches lock rows in the same order and cannot deadlock.
-                """
-                CREATE FUNCTION append_batch(
-                    p_sessions text[], p_epochs bigint[], p_expected bigint[], p_counts int[], p_times bigint[],
-                    p_ids text[], p_caller boolean[], p_types text[], p_data text[], p_sync boolean)
-                RETURNS TABLE (r_call int, r_outcome text, r_first bigint, r_written int, r_head bigint, r_epoch bigint)
-                LANGUAGE plpgsql AS $fn$
-                DECLARE
-                    c int;
-                    n int;
-                    base int := 0;
-                    cur_head bigint;
-                    cur_epoch bigint;
-                    skip int;
-                    start bigint;
-                    overlap int;
-                    win int;
-                    pos int;
-                    stored text[];
-                    ok boolean;
-                    i int;
-                BEGIN
-                    IF NOT p_sync THEN
-                        PERFORM set_config('synchronous_commit', 'off', true);
-                    END IF;
-                    <<calls>>
-                    FOR c IN 1 .. coalesce(array_length(p_sessions, 1), 0) LOOP
-                        n := p_counts[c];
-                        r_call := c;
-                        r_first := 0;
-                        r_written := 0;
-                        SELECT s.head, s.epoch INTO cur_head, cur_epoch FROM sessions s WHERE s.id = p_sessions[c] FOR UPDATE;
-                        IF NOT FOUND THEN
-                            r_outcome := 'missing'; r_head := 0; r_epoch := 0;
-                            RETURN NEXT; base := base + n; CONTINUE calls;
-                        END IF;
-                        r_head := cur_head;
-                        r_epoch := cur_epoch;
-                        IF p_epochs[c] <> cur_epoch THEN
-                            r_outcome := 'epoch';
-                            RETURN NEXT; base := base + n; CONTINUE calls;
-                        END IF;
-                        skip := 0;
-                        start := cur_head + 1;
-                        IF p_expected[c] >= 0 THEN
-                            IF p_expected[c] <> cur_head + 1 THEN
-                                ok := p_expected[c] >= 1 AND p_expected[c] <= cur_head;
-                                IF ok THEN
-                                    overlap := least(n::bigint, cur_head - p_expected[c] + 1)::int;
-                                    SELECT array_agg(e.event_id ORDER BY e.seq) INTO stored FROM events e
-                                        WHERE e.session_id = p_sessions[c]
-                                        AND e.seq BETWEEN p_expected[c] AND p_expected[c] + overlap - 1;
-                                    FOR i IN 1 .. overlap LOOP
-                                        IF NOT p_caller[base + i] OR stored[i] IS DISTINCT FROM p_ids[base + i] THEN
-                                            ok := false; EXIT;
-                                        END IF;
-                                    END LOOP;
-                                END IF;
-                                IF NOT ok THEN
-                                    r_outcome := 'expected';
-                                    RETURN NEXT; base := base + n; CONTINUE calls;
-                                END IF;
-                                skip := overlap;
-                                start := p_expected[c];
-                            END IF;
-                        ELSIF p_caller[base + 1] AND cur_head > 0 THEN
-                            -- No expectedSeq: a retry of the latest append is still recognised by its ids.
-                            win := least(n::bigint, cur_head)::int;
-                            SELECT array_agg(e.event_id ORDER BY e.seq) INTO stored FROM events e
-                                WHERE e.session_id = p_sessions[c] AND e.seq > cur_head - win;
-                            pos := array_position(stored, p_ids[base + 1]);
-                            IF pos IS NOT NULL THEN
-                                overlap := win - pos + 1;
-                                FOR i IN 1 .. overlap LOOP
-                                    IF NOT p_caller[base + i] OR stored[pos + i - 1] IS DISTINCT FROM p_ids[base + i] THEN
-                                        r_outcome := 'duplicate'; r_first := cur_head - overlap + 1;
-                                        RETURN NEXT; base := base + n; CONTINUE calls;
-                                    END IF;
-                                END LOOP;
-                                skip := overlap;
-                                start := cur_head + 1 - overlap;
-                            END IF;
-                        END IF;
-                        IF skip < n THEN
-                            INSERT INTO events (session_id, seq, event_id, type, time_ns, epoch, data)
-                                SELECT p_sessions[c], cur_head + g - skip, p_ids[base + g], p_types[base + g],
-                                    p_times[c], p_epochs[c], p_data[base + g]
-                                FROM generate_series(skip + 1, n) AS g;
-                            r_head := cur_head + n - skip;
-                            UPDATE sessions SET head = r_head WHERE id = p_sessions[c];
-                        END IF;
-                        r_outcome := 'ok';
-                        r_first := start;
-                        r_written := n - skip;
-                        RETURN NEXT;
-                        base := base + n;
-                    END LOOP;
-                END
-                $fn$
-                """,
+                appendBatch(fastPath: false),
                 // Tails are told after the appends commit, in a transaction of their own: a NOTIFY
                 // holds a lock that serialises committing transactions until their WAL flush,
                 // which would undo the server's own group commit of concurrent appends. This one
@@ -238,7 +135,146 @@ enum PostgresSchema {
                 """,
                 "CREATE INDEX sandbox_tallies_replica ON sandbox_tallies (replica)",
             ]),
+        // The common append (the session's epoch, and its expectedSeq or no ids of the caller's
+        // to recognise a retry by) in one UPDATE that locks, fences and moves the head, instead
+        // of a SELECT ... FOR UPDATE and an UPDATE: a quarter more single appends a second.
+        Migration(version: 5, name: "append fast path", statements: [appendBatch(fastPath: true)]),
     ]
+
+    /// `append_batch`: appends, one or many (group commit), in one call and one transaction.
+    /// Each append locks its session's row, checks the lease epoch and expectedSeq (or
+    /// recognises a retry by its event ids) and inserts; a refused append writes nothing and
+    /// does not stop the others. Appends come sorted by session, so that two batches lock rows
+    /// in the same order and cannot deadlock. With `fastPath`, an append that needs no look at
+    /// its session's stored events (it gives expectedSeq, or no ids of the caller's) is done by
+    /// one UPDATE first, and only one that UPDATE does not match takes the full path.
+    static func appendBatch(fastPath: Bool) -> String {
+        let fastPath =
+            fastPath
+            ? """
+            IF p_expected[c] >= 0 OR NOT p_caller[base + 1] THEN
+                        UPDATE sessions s SET head = s.head + n
+                            WHERE s.id = p_sessions[c] AND s.epoch = p_epochs[c]
+                            AND (p_expected[c] < 0 OR s.head = p_expected[c] - 1)
+                            RETURNING s.head, s.epoch INTO r_head, r_epoch;
+                        IF FOUND THEN
+                            IF n = 1 THEN
+                                -- One event: VALUES, a tenth cheaper than a SELECT over generate_series.
+                                INSERT INTO events (session_id, seq, event_id, type, time_ns, epoch, data)
+                                    VALUES (p_sessions[c], r_head, p_ids[base + 1], p_types[base + 1], p_times[c],
+                                        p_epochs[c], p_data[base + 1]);
+                            ELSE
+                                INSERT INTO events (session_id, seq, event_id, type, time_ns, epoch, data)
+                                    SELECT p_sessions[c], r_head - n + g, p_ids[base + g], p_types[base + g],
+                                        p_times[c], p_epochs[c], p_data[base + g]
+                                    FROM generate_series(1, n) AS g;
+                            END IF;
+                            r_outcome := 'ok'; r_first := r_head - n + 1; r_written := n;
+                            RETURN NEXT; base := base + n; CONTINUE calls;
+                        END IF;
+                    END IF;
+            """ : ""
+        return """
+            CREATE OR REPLACE FUNCTION append_batch(
+                p_sessions text[], p_epochs bigint[], p_expected bigint[], p_counts int[], p_times bigint[],
+                p_ids text[], p_caller boolean[], p_types text[], p_data text[], p_sync boolean)
+            RETURNS TABLE (r_call int, r_outcome text, r_first bigint, r_written int, r_head bigint, r_epoch bigint)
+            LANGUAGE plpgsql AS $fn$
+            DECLARE
+                c int;
+                n int;
+                base int := 0;
+                cur_head bigint;
+                cur_epoch bigint;
+                skip int;
+                start bigint;
+                overlap int;
+                win int;
+                pos int;
+                stored text[];
+                ok boolean;
+                i int;
+            BEGIN
+                IF NOT p_sync THEN
+                    PERFORM set_config('synchronous_commit', 'off', true);
+                END IF;
+                <<calls>>
+                FOR c IN 1 .. coalesce(array_length(p_sessions, 1), 0) LOOP
+                    n := p_counts[c];
+                    r_call := c;
+                    r_first := 0;
+                    r_written := 0;
+                    \(fastPath)
+                    SELECT s.head, s.epoch INTO cur_head, cur_epoch FROM sessions s WHERE s.id = p_sessions[c] FOR UPDATE;
+                    IF NOT FOUND THEN
+                        r_outcome := 'missing'; r_head := 0; r_epoch := 0;
+                        RETURN NEXT; base := base + n; CONTINUE calls;
+                    END IF;
+                    r_head := cur_head;
+                    r_epoch := cur_epoch;
+                    IF p_epochs[c] <> cur_epoch THEN
+                        r_outcome := 'epoch';
+                        RETURN NEXT; base := base + n; CONTINUE calls;
+                    END IF;
+                    skip := 0;
+                    start := cur_head + 1;
+                    IF p_expected[c] >= 0 THEN
+                        IF p_expected[c] <> cur_head + 1 THEN
+                            ok := p_expected[c] >= 1 AND p_expected[c] <= cur_head;
+                            IF ok THEN
+                                overlap := least(n::bigint, cur_head - p_expected[c] + 1)::int;
+                                SELECT array_agg(e.event_id ORDER BY e.seq) INTO stored FROM events e
+                                    WHERE e.session_id = p_sessions[c]
+                                    AND e.seq BETWEEN p_expected[c] AND p_expected[c] + overlap - 1;
+                                FOR i IN 1 .. overlap LOOP
+                                    IF NOT p_caller[base + i] OR stored[i] IS DISTINCT FROM p_ids[base + i] THEN
+                                        ok := false; EXIT;
+                                    END IF;
+                                END LOOP;
+                            END IF;
+                            IF NOT ok THEN
+                                r_outcome := 'expected';
+                                RETURN NEXT; base := base + n; CONTINUE calls;
+                            END IF;
+                            skip := overlap;
+                            start := p_expected[c];
+                        END IF;
+                    ELSIF p_caller[base + 1] AND cur_head > 0 THEN
+                        -- No expectedSeq: a retry of the latest append is still recognised by its ids.
+                        win := least(n::bigint, cur_head)::int;
+                        SELECT array_agg(e.event_id ORDER BY e.seq) INTO stored FROM events e
+                            WHERE e.session_id = p_sessions[c] AND e.seq > cur_head - win;
+                        pos := array_position(stored, p_ids[base + 1]);
+                        IF pos IS NOT NULL THEN
+                            overlap := win - pos + 1;
+                            FOR i IN 1 .. overlap LOOP
+                                IF NOT p_caller[base + i] OR stored[pos + i - 1] IS DISTINCT FROM p_ids[base + i] THEN
+                                    r_outcome := 'duplicate'; r_first := cur_head - overlap + 1;
+                                    RETURN NEXT; base := base + n; CONTINUE calls;
+                                END IF;
+                            END LOOP;
+                            skip := overlap;
+                            start := cur_head + 1 - overlap;
+                        END IF;
+                    END IF;
+                    IF skip < n THEN
+                        INSERT INTO events (session_id, seq, event_id, type, time_ns, epoch, data)
+                            SELECT p_sessions[c], cur_head + g - skip, p_ids[base + g], p_types[base + g],
+                                p_times[c], p_epochs[c], p_data[base + g]
+                            FROM generate_series(skip + 1, n) AS g;
+                        r_head := cur_head + n - skip;
+                        UPDATE sessions SET head = r_head WHERE id = p_sessions[c];
+                    END IF;
+                    r_outcome := 'ok';
+                    r_first := start;
+                    r_written := n - skip;
+                    RETURN NEXT;
+                    base := base + n;
+                END LOOP;
+            END
+            $fn$
+            """
+    }
 
     /// Brings the schema to `latest` on `connection`, under an advisory lock so that replicas
     /// starting together migrate once. Refuses a newer schema, writing nothing.
