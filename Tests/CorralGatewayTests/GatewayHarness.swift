@@ -194,8 +194,11 @@ enum TCPClient {
     }
 
     /// Reads time out after 30 s, so that a broken gateway fails a test instead of hanging it.
+    /// A guard against a gateway that never answers, not a measure of speed: in a full parallel
+    /// run on two cores the first minute starves every process (CI's gateway tests have taken
+    /// 55 to 85 s there, and an answer once came after this guard's 30 s).
     private static func setTimeout(_ fd: Int32) {
-        var timeout = timeval(tv_sec: 30, tv_usec: 0)
+        var timeout = timeval(tv_sec: 120, tv_usec: 0)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
     }
 

@@ -45,7 +45,9 @@ struct UploadTests {
                     let response = try await Self.call(live, method, path, token: caller, body: body)
                     #expect(response.status == status, "\(method) \(path): \(response.text.prefix(200))")
                     #expect(response.error != nil, "\(method) \(path): no JSON error body")
-                    #expect(ContinuousClock.now - answered < .seconds(20), "\(method) \(path) took too long")
+                    // "At once" against the hang this test was written for (an answer that never
+                    // came); a loaded CI host took 24 s for one.
+                    #expect(ContinuousClock.now - answered < .seconds(60), "\(method) \(path) took too long")
                 }
                 // The connection is usable, and the service answers, after all that.
                 #expect(try await Self.call(live, "GET", "/v1/health", token: nil).status == 200)
