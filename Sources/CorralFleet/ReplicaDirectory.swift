@@ -40,7 +40,7 @@ package struct ReplicaDirectory: Sendable {
     /// one among them. Entries stale for ten times the window are dropped.
     package func publish(_ entry: Entry) async throws -> [Entry] {
         var fresh: [Entry] = []
-        let window = Double(freshWithin.components.seconds) + Double(freshWithin.components.attoseconds) / 1e18
+        let window = freshWithin.milliseconds / 1000
         try await list.modify { entries in
             entries.removeAll { $0.id == entry.id || entry.seen.timeIntervalSince($0.seen) > window * 10 }
             entries.append(entry)
