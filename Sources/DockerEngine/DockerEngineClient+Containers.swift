@@ -41,13 +41,32 @@ extension DockerEngineClient {
     }
 
     /// `DELETE /containers/{id}` with its anonymous volumes. Returns false when it was not there.
+    ///
+    /// The engine sometimes fails a removal with "unable to remove filesystem … directory not
+    /// empty": it lists the container's directory while its own exit handling still writes a
+    /// file there (moby/moby#52161). The container is left dead, and a second `DELETE`
+    /// removes it, so that failure is tried again, a few times, before it is reported.
     @discardableResult
     public func removeContainer(_ id: String, force: Bool = true, volumes: Bool = true) async throws -> Bool {
-        let response = try await call(
-            .delete, "/containers/\(Self.segment(id))", query: [("force", "\(force)"), ("v", "\(volumes)")],
-            accept: [404])
-        return response.status != 404
+        var attempt = 0
+        while true {
+            attempt += 1
+            do {
+                let response = try await call(
+                    .delete, "/containers/\(Self.segment(id))", query: [("force", "\(force)"), ("v", "\(volumes)")],
+                    accept: [404])
+                // A 404 after a half-done removal means that removal finished it.
+                return response.status != 404 || attempt > 1
+            } catch let error as DockerEngineError
+                where error.isFilesystemRemovalRace && attempt < Self.removalAttempts
+            {
+                try await Task.sleep(for: .milliseconds(50 * attempt))
+            }
+        }
     }
+
+    /// How many times `removeContainer` tries a removal the engine failed half-way.
+    static let removalAttempts = 4
 
     /// `POST /containers/{id}/rename`. The engine makes this a compare-and-swap on the name:
     /// when another caller took `newName` first, this throws a 409 (or 404 when the source

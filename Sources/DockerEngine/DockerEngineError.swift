@@ -20,6 +20,11 @@ public struct DockerEngineError: CorralErrorConvertible, Sendable, CustomStringC
     public var isConflict: Bool { status == 409 }
     /// 304: the container was already started or stopped.
     public var isNotModified: Bool { status == 304 }
+    /// A removal the engine gave up half-way because a directory was written while it was
+    /// being emptied; the container is left dead and removing it again succeeds.
+    public var isFilesystemRemovalRace: Bool {
+        status == 500 && message.contains("unable to remove filesystem") && message.contains("directory not empty")
+    }
 
     public var description: String {
         "engine refused \(method) \(path) (HTTP \(status)): \(message)"

@@ -13,8 +13,24 @@ struct NegotiationTests {
         maximum: String, minimum: String?, _ body: (DockerEngineClient, StubHTTPServer) async throws -> T
     ) async throws -> T {
         let path = "/tmp/corral-stubengine-\(UUID().uuidString.prefix(6)).sock"
+        let halfRemoved = Mutex(false)
+        let raceFailure =
+            #"{"message":"unable to remove filesystem for 6cbd: unlinkat /var/lib/docker/containers/6cbd: directory not empty"}"#
         let server = try StubHTTPServer(unixSocket: path) { request, connection in
             switch request.target {
+            case let target where request.method == "DELETE" && target.contains("/containers/racing?"):
+                // The engine's removal race once: the container is left dead, and is then removed.
+                let first = halfRemoved.withLock { done in
+                    defer { done = true }
+                    return !done
+                }
+                if first {
+                    connection.respond(status: 500, json: raceFailure)
+                } else {
+                    connection.respond(status: 204, body: [])
+                }
+            case let target where request.method == "DELETE" && target.contains("/containers/stuck?"):
+                connection.respond(status: 500, json: raceFailure)
             case "/_ping":
                 connection.respond(status: 200, headers: ["Api-Version": maximum], body: Array("OK".utf8))
             case "/version":
@@ -97,6 +113,22 @@ struct NegotiationTests {
             } catch let error as CorralError {
                 #expect(error.message.contains("invalid tar header"))
             }
+        }
+    }
+
+    @Test("a removal the engine failed half-way (directory not empty) is tried again; one that keeps failing says so")
+    func removalRaceIsRetried() async throws {
+        try await withStubEngine(maximum: "1.41", minimum: nil) { client, server in
+            #expect(try await client.removeContainer("racing"))
+            #expect(server.requests.filter { $0.target.contains("/containers/racing?") }.count == 2)
+            do {
+                try await client.removeContainer("stuck")
+                Issue.record("expected an error")
+            } catch let error as DockerEngineError {
+                #expect(error.isFilesystemRemovalRace)
+                #expect(error.message.contains("directory not empty"))
+            }
+            #expect(server.requests.filter { $0.target.contains("/containers/stuck?") }.count == 4)
         }
     }
 
