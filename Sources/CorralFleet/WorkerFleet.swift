@@ -561,15 +561,18 @@ public final class WorkerFleet: Sendable {
         }
     }
 
-    /// `tenant`'s sandboxes on workers as they are now: each worker whose link is up is asked
-    /// for its own listing, and the others count from their last heartbeat. For quotas across
-    /// replicas, where a heartbeat may not list yet what another replica made a moment ago.
-    package func liveCount(of tenant: TenantID) async -> Int {
+    /// `tenant`'s sandboxes on workers as they are now: each worker of `groups` (the tenant's)
+    /// whose link is up is asked for its own listing, and the others count from their last
+    /// heartbeat. For quotas across replicas, where a heartbeat may not list yet what another
+    /// replica made a moment ago; only a worker of the tenant's groups can get a new one.
+    package func liveCount(of tenant: TenantID, groups: [String]) async -> Int {
         expireLost()
         let (links, views) = state.withLock { state -> ([(String, WorkerLinkClient)], [String: Int]) in
             let views = state.placements.values.filter { $0.tenant == tenant }
                 .reduce(into: [String: Int]()) { $0[$1.worker, default: 0] += 1 }
-            let up = state.members.values.filter { $0.link.isActive && $0.linkLost == nil }
+            let up = state.members.values.filter {
+                groups.contains($0.group) && $0.link.isActive && $0.linkLost == nil
+            }
             return (up.map { ($0.name, $0.link) }, views)
         }
         let asked = await withTaskGroup(of: (String, Int?).self) { group -> [String: Int] in

@@ -134,8 +134,9 @@ public struct WorkerAgent: Service {
             if listed {
                 guard links.isListed(url) else { return }
             }
+            let seen = links.version
             if listed ? links.isLinkedElsewhere(url) : links.anyUp {
-                try? await gracefulSleep(for: .seconds(1))
+                try? await cancelWhenGracefulShutdown { await links.changed(after: seen) }
                 continue
             }
             let started = ContinuousClock.now
@@ -435,6 +436,20 @@ final class ReplicaLinks: Sendable {
         var told: [String: [WorkerReplica]] = [:]
         /// URLs with a loop of their own (not the door's).
         var dialling: Set<String> = []
+        /// Counts the changes to `up` and `told`, for `changed(after:)`.
+        var version: UInt64 = 0
+        /// Tasks waiting in `changed(after:)`, by a number of their own.
+        var waiters: [UInt64: CheckedContinuation<Void, Never>] = [:]
+        var nextWaiter: UInt64 = 0
+        /// Waiters cancelled before they were registered.
+        var cancelled: Set<UInt64> = []
+
+        /// Counts a change and returns the waiters to wake.
+        mutating func changed() -> [CheckedContinuation<Void, Never>] {
+            version += 1
+            defer { waiters = [:] }
+            return Array(waiters.values)
+        }
     }
 
     private let state = Mutex(State())
@@ -447,20 +462,66 @@ final class ReplicaLinks: Sendable {
 
     var anyUp: Bool { state.withLock { !$0.up.isEmpty } }
 
+    /// Read before testing a condition, then passed to `changed(after:)` to wait for it to change.
+    var version: UInt64 { state.withLock { $0.version } }
+
+    /// Returns once a link went up or down or told of replicas after `version` was read, or
+    /// when the task is cancelled.
+    func changed(after version: UInt64) async {
+        let id = state.withLock { state in
+            defer { state.nextWaiter += 1 }
+            return state.nextWaiter
+        }
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { (waiter: CheckedContinuation<Void, Never>) in
+                let now = state.withLock { state -> Bool in
+                    if state.version > version || state.cancelled.remove(id) != nil { return true }
+                    state.waiters[id] = waiter
+                    return false
+                }
+                if now { waiter.resume() }
+            }
+        } onCancel: {
+            let waiter = state.withLock { state in
+                guard let waiter = state.waiters.removeValue(forKey: id) else {
+                    state.cancelled.insert(id)
+                    return nil as CheckedContinuation<Void, Never>?
+                }
+                return waiter
+            }
+            waiter?.resume()
+        }
+        state.withLock { _ = $0.cancelled.remove(id) }
+    }
+
     func up(replica: String, via key: String) {
-        state.withLock { $0.up[replica] = key }
+        wake(
+            state.withLock { state in
+                state.up[replica] = key
+                return state.changed()
+            })
     }
 
     func down(via key: String) {
-        state.withLock { state in
-            state.up = state.up.filter { $0.value != key }
-            state.told[key] = nil
-        }
+        wake(
+            state.withLock { state in
+                state.up = state.up.filter { $0.value != key }
+                state.told[key] = nil
+                return state.changed()
+            })
     }
 
     func told(_ replicas: [WorkerReplica], via key: String) {
-        state.withLock { $0.told[key] = replicas }
+        wake(
+            state.withLock { state in
+                state.told[key] = replicas
+                return state.changed()
+            })
         continuation.yield()
+    }
+
+    private func wake(_ waiters: [CheckedContinuation<Void, Never>]) {
+        for waiter in waiters { waiter.resume() }
     }
 
     /// Whether a link up now tells of `url`.

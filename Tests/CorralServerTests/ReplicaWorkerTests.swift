@@ -257,4 +257,26 @@ struct ReplicaDirectoryTests {
         links.told(told, via: ReplicaLinks.door)
         #expect(links.toDial() == ["http://127.0.0.1:2"])
     }
+
+    @Test("a loop waiting on the links wakes when one goes down, at once if it already did, and when cancelled")
+    func linkChanges() async {
+        let links = ReplicaLinks()
+        links.up(replica: "a", via: ReplicaLinks.door)
+        // Read, then changed before the wait began: the wait returns at once.
+        let before = links.version
+        links.down(via: ReplicaLinks.door)
+        await links.changed(after: before)
+        // A wait that begins first is woken by the change.
+        links.up(replica: "a", via: ReplicaLinks.door)
+        let seen = links.version
+        let woken = Task { await links.changed(after: seen) }
+        try? await Task.sleep(for: .milliseconds(20))
+        links.down(via: ReplicaLinks.door)
+        await woken.value
+        #expect(links.version > seen)
+        // No change: cancelling ends the wait.
+        let idle = Task { await links.changed(after: links.version) }
+        idle.cancel()
+        await idle.value
+    }
 }

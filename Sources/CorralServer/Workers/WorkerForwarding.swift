@@ -246,13 +246,19 @@ extension CorralServer {
     func sandboxCount(of tenant: TenantID) async throws -> Int {
         let here = try await provisioner.list(tenant: tenant).count
         guard let fleet else { return here }
-        return here + (quotas.tallies == nil ? fleet.count(of: tenant) : await fleet.liveCount(of: tenant))
+        guard quotas.tallies != nil else { return here + fleet.count(of: tenant) }
+        return here + (await fleet.liveCount(of: tenant, groups: try await workerGroups(of: tenant)))
+    }
+
+    /// The worker groups `tenant`'s sandboxes may run in.
+    func workerGroups(of tenant: TenantID) async throws -> [String] {
+        tenant == .local ? [WorkerGroup.defaultName] : try await tenants.placementGroups(of: tenant)
     }
 
     /// Where a new sandbox of `tenant` goes (`WorkerFleet.place`), with this host's own pool and
     /// room as the local candidate.
     func place(tenant: TenantID, template: String?, fleet: WorkerFleet) async throws -> WorkerFleet.Route {
-        let groups = tenant == .local ? [WorkerGroup.defaultName] : try await tenants.placementGroups(of: tenant)
+        let groups = try await workerGroups(of: tenant)
         var localWarm = false
         var localFree = 0.0
         if fleet.settings.localGroup.map(groups.contains) == true {
