@@ -55,7 +55,21 @@ public struct GlobalOptions: ParsableArguments, Sendable {
     /// and a command reads it many times.
     public var environment: [String: String] { Self.processEnvironment }
 
-    static let processEnvironment = ProcessInfo.processInfo.environment
+    static let processEnvironment: [String: String] = {
+        // Straight from `environ`: `ProcessInfo` sets up more than this needs, and every
+        // command's first steps read the environment.
+        var environment: [String: String] = [:]
+        var entry = environ
+        while let pointer = entry.pointee {
+            let text = String(cString: pointer)
+            if let equals = text.utf8.firstIndex(of: UInt8(ascii: "=")) {
+                let name = String(text[..<equals])
+                if environment[name] == nil { environment[name] = String(text[text.index(after: equals)...]) }
+            }
+            entry += 1
+        }
+        return environment
+    }()
 
     /// `--engine`, else `CORRAL_ENGINE`, else the local docker socket.
     public var engineEndpoint: String {

@@ -199,19 +199,44 @@ final class SocketTransfer: ResponseSource {
         return nil
     }
 
+    /// Reads the status line and headers byte by byte: Foundation's `components(separatedBy:)`
+    /// and `trimmingCharacters(in:)` go through NSString, which cost a command through a local
+    /// service about 0.4 ms of its 7 ms of CPU.
     private func parseHead(_ bytes: ArraySlice<UInt8>) throws(CorralError) -> HTTPResponseHead {
-        let lines = String(decoding: bytes, as: UTF8.self).components(separatedBy: "\r\n")
-        let statusLine = lines.first?.split(separator: " ", maxSplits: 2) ?? []
+        var lines: [ArraySlice<UInt8>] = []
+        var start = bytes.startIndex
+        var index = bytes.startIndex
+        while index < bytes.endIndex {
+            if bytes[index] == 13, index + 1 < bytes.endIndex, bytes[index + 1] == 10 {
+                lines.append(bytes[start..<index])
+                index += 2
+                start = index
+            } else {
+                index += 1
+            }
+        }
+        if start < bytes.endIndex { lines.append(bytes[start...]) }
+        let first = lines.first.map { String(decoding: $0, as: UTF8.self) } ?? ""
+        let statusLine = first.split(separator: " ", maxSplits: 2)
         guard statusLine.count >= 2, statusLine[0].hasPrefix("HTTP/1."), let status = Int(statusLine[1]) else {
-            throw failure("the answer is not HTTP/1.1: \(lines.first ?? "")")
+            throw failure("the answer is not HTTP/1.1: \(first)")
         }
         var headers = HTTPHeaders()
         for line in lines.dropFirst() {
-            guard let colon = line.firstIndex(of: ":") else { continue }
+            guard let colon = line.firstIndex(of: UInt8(ascii: ":")) else { continue }
             headers.add(
-                String(line[..<colon]), line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces))
+                String(decoding: line[..<colon], as: UTF8.self),
+                String(decoding: Self.trimmed(line[(colon + 1)...]), as: UTF8.self))
         }
         return HTTPResponseHead(status: status, headers: headers)
+    }
+
+    /// `bytes` without the spaces and tabs at either end.
+    static func trimmed(_ bytes: ArraySlice<UInt8>) -> ArraySlice<UInt8> {
+        let blank: (UInt8) -> Bool = { $0 == 32 || $0 == 9 }
+        guard let first = bytes.firstIndex(where: { !blank($0) }), let last = bytes.lastIndex(where: { !blank($0) })
+        else { return [] }
+        return bytes[first...last]
     }
 
     private func publish(_ head: HTTPResponseHead) {
@@ -383,7 +408,9 @@ private struct BodyReader {
         } else if head.headers["Transfer-Encoding"]?.lowercased().contains("chunked") == true {
             framing = .chunked
         } else if let text = head.headers["Content-Length"] {
-            guard let length = Int(text.trimmingCharacters(in: .whitespaces)), length >= 0 else {
+            guard let length = Int(String(decoding: SocketTransfer.trimmed(Array(text.utf8)[...]), as: UTF8.self)),
+                length >= 0
+            else {
                 throw CorralError(.io, "the answer's Content-Length is not a number: \(text)")
             }
             framing = .length(remaining: length)
@@ -432,7 +459,8 @@ private struct BodyReader {
                 index += 1
                 if byte == 10 {
                     let text = String(decoding: line, as: UTF8.self)
-                    let digits = text.split(separator: ";").first.map { $0.trimmingCharacters(in: .whitespaces) } ?? ""
+                    let digits = String(
+                        decoding: SocketTransfer.trimmed(line.prefix { $0 != UInt8(ascii: ";") }[...]), as: UTF8.self)
                     guard let size = Int(digits, radix: 16), size >= 0 else {
                         throw CorralError(.io, "the answer's chunk size is not hexadecimal: \(text)")
                     }

@@ -268,8 +268,9 @@ struct TransportTests {
                 switch request.target {
                 case "/ext":
                     connection.write(
-                        "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
-                    connection.write("3;name=value\r\nabc\r\n0\r\nX-Trailer: 1\r\n\r\n")
+                        "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nX-Padded: \t a b \t\r\nX-Empty:\r\n"
+                            + "Transfer-Encoding: chunked\r\n\r\n")
+                    connection.write("3 ;name=value\r\nabc\r\n0\r\nX-Trailer: 1\r\n\r\n")
                     return true
                 case "/cut":
                     connection.write("HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
@@ -291,6 +292,8 @@ struct TransportTests {
             #expect(server.connectionCount == 5)
             let extended = try await client.execute(HTTPRequest(.get, "/ext"))
             #expect(extended.bodyText == "abc")
+            #expect(extended.head.headers["x-padded"] == "a b")
+            #expect(extended.head.headers["x-empty"] == "")
             let head = try await client.execute(HTTPRequest(.head, "/head"))
             #expect(head.status == 200 && head.body.isEmpty)
             let cut = await #expect(throws: CorralError.self) {
