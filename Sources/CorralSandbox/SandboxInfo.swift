@@ -31,6 +31,10 @@ public struct SandboxInfo: Sendable, Codable, Hashable {
     public var egressHosts: [String]?
     /// The worker that runs it; nil: the service's own engine host.
     public var worker: String?
+    /// Its limits as its engine holds them; nil in listings, which the engine gives without.
+    public var limits: SandboxLimits?
+    /// How it ended, once it is not running; nil in listings and while it runs.
+    public var exit: SandboxExit?
 
     init?(summary: ContainerSummary, record: SandboxRecord?, lastActivity: Date?) {
         guard let (tenant, id) = SandboxLabels.parse(containerName: summary.name) else { return nil }
@@ -45,6 +49,15 @@ public struct SandboxInfo: Sendable, Codable, Hashable {
             id: id, tenant: tenant, containerID: inspect.id, image: inspect.config.image ?? "",
             state: inspect.state.status,
             labels: inspect.config.labels ?? [:], record: record, lastActivity: lastActivity)
+        if let host = inspect.hostConfig {
+            limits = SandboxLimits(
+                memoryBytes: host.memory.flatMap { $0 > 0 ? $0 : nil },
+                cpus: host.nanoCpus.flatMap { $0 > 0 ? Double($0) / 1e9 : nil },
+                pids: host.pidsLimit.flatMap { $0 > 0 ? $0 : nil })
+        }
+        if !inspect.state.running, inspect.state.status != "created" {
+            exit = SandboxExit(code: inspect.state.exitCode, oomKilled: inspect.state.oomKilled)
+        }
     }
 
     init(
@@ -69,5 +82,30 @@ public struct SandboxInfo: Sendable, Codable, Hashable {
         self.lastActivity = lastActivity
         self.workspace = record?.workspace
         self.egressHosts = record?.gateway?.egressHosts
+    }
+}
+
+/// A sandbox's limits as its engine holds them; nil where it has none.
+public struct SandboxLimits: Sendable, Codable, Hashable {
+    public var memoryBytes: Int64?
+    public var cpus: Double?
+    public var pids: Int64?
+
+    public init(memoryBytes: Int64? = nil, cpus: Double? = nil, pids: Int64? = nil) {
+        self.memoryBytes = memoryBytes
+        self.cpus = cpus
+        self.pids = pids
+    }
+}
+
+/// How a sandbox that no longer runs ended: its first process's exit code, and whether the
+/// kernel killed it for memory.
+public struct SandboxExit: Sendable, Codable, Hashable {
+    public var code: Int
+    public var oomKilled: Bool
+
+    public init(code: Int, oomKilled: Bool) {
+        self.code = code
+        self.oomKilled = oomKilled
     }
 }

@@ -344,6 +344,8 @@ struct ExecTests {
             let output = try await fixture.bash(sandbox, "echo hi")
             #expect(output.isError)
             #expect(output.text.contains("cannot run commands: it is exited"))
+            // Killed with SIGKILL: 128 + 9, and not for memory.
+            #expect(try await sandbox.info().exit == SandboxExit(code: 137, oomKilled: false))
         }
     }
 }

@@ -18,6 +18,9 @@ struct LifecycleTests {
         #expect(info.labels["purpose"] == "lifecycle")
         #expect(info.expires != nil)
         #expect(sandbox.provisioning?.path == .cold)
+        // The engine's limits, as a worker's page shows them; no exit while it runs.
+        #expect(info.limits == SandboxLimits(memoryBytes: 256 << 20, cpus: 1, pids: 256))
+        #expect(info.exit == nil)
 
         let output = try await fixture.bash(sandbox, "echo hello; echo oops >&2; exit 3")
         #expect(output.isError)

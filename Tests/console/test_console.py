@@ -220,6 +220,8 @@ def test_operator_sees_every_tenant_and_the_workers():
         assert "Sandbox " + created["id"] in details and worker in details, details
         assert "group console" in details and "initech" in details and "running" in details, details
         assert "local (this service's engine)" not in details, details
+        # Its limits come from the worker's engine, in the worker's answer.
+        assert "Resources" in details and "memory" in details and "processes" in details, details
         page.screenshot("13b-sandbox-on-a-worker")
         # The tenants page counts it against initech's quota, as the API's quota does.
         page.get("/console/tenants")

@@ -139,26 +139,22 @@ extension CorralServer {
         async throws -> HTML
     {
         let info: SandboxInfo
-        let inspect: ContainerInspect?
         do {
             switch place {
             case .local:
                 info = try await provisioner.handle(id, tenant: owner).info()
-                inspect = try? await provisioner.engine.inspectContainer(info.containerID)
             case .worker(_, let link):
-                // The worker's own answer, as the API forwards it; its engine is not this one.
+                // The worker's own answer, as the API forwards it, from the worker's engine.
                 info = try await link.get("/v1/sandboxes/\(id)", as: SandboxInfo.self, tenant: owner)
-                inspect = nil
             }
         } catch let error as CorralError where error.code == .notFound {
             throw CorralError.notFound("no sandbox \(id)")
         }
-        let host = inspect?.hostConfig
         let now = Date()
         var facts: [HTML] = []
         if viewer.isOperator { facts.append("<dt>Tenant</dt><dd>\(info.tenant)</dd>") }
         facts.append(
-            "<dt>State</dt><dd><span class=\"badge s-\(info.state)\">\(info.state)</span>\(Self.exit(inspect))</dd>")
+            "<dt>State</dt><dd><span class=\"badge s-\(info.state)\">\(info.state)</span>\(Self.exit(info.exit))</dd>")
         facts.append("<dt>Template</dt><dd>\(info.template?.rawValue ?? "none")</dd>")
         switch place {
         case .local: facts.append("<dt>Worker</dt><dd>local (this service's engine)</dd>")
@@ -168,13 +164,13 @@ extension CorralServer {
         }
         facts.append("<dt>Image</dt><dd class=\"mono\">\(info.image)</dd><dt>Runtime</dt><dd>\(info.runtime)</dd>")
         var limits: [String] = []
-        if let memory = host?.memory, memory > 0 { limits.append("\(Display.bytes(memory)) memory") }
-        if let cpus = host?.nanoCpus, cpus > 0 { limits.append("\(ConsoleCharts.number(Double(cpus) / 1e9)) cpu") }
-        if let pids = host?.pidsLimit, pids > 0 { limits.append("\(pids) processes") }
-        if case .local = place {
-            facts.append(
-                "<dt>Resources</dt><dd>\(limits.isEmpty ? resources(of: info.template) : limits.joined(separator: " · "))</dd>"
-            )
+        if let memory = info.limits?.memoryBytes { limits.append("\(Display.bytes(memory)) memory") }
+        if let cpus = info.limits?.cpus { limits.append("\(ConsoleCharts.number(cpus)) cpu") }
+        if let pids = info.limits?.pids { limits.append("\(pids) processes") }
+        if !limits.isEmpty {
+            facts.append("<dt>Resources</dt><dd>\(limits.joined(separator: " · "))</dd>")
+        } else if case .local = place {
+            facts.append("<dt>Resources</dt><dd>\(resources(of: info.template))</dd>")
         }
         if let created = info.created {
             facts.append(
@@ -231,9 +227,9 @@ extension CorralServer {
             """
     }
 
-    static func exit(_ inspect: ContainerInspect?) -> HTML {
-        guard let state = inspect?.state, !state.running else { return "" }
-        return " exit \(state.exitCode)\(state.oomKilled ? HTML(" (out of memory)") : "")"
+    static func exit(_ exit: SandboxExit?) -> HTML {
+        guard let exit else { return "" }
+        return " exit \(exit.code)\(exit.oomKilled ? HTML(" (out of memory)") : "")"
     }
 
     func commandList(_ commands: [(SessionID, SessionSummary.Command)], now: Date) async throws -> HTML {
