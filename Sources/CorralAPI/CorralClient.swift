@@ -49,8 +49,8 @@ public final class CorralClient: Sendable {
     public func exec(
         _ id: SandboxID, _ command: SandboxCommand, output: (StdioStream, [UInt8]) async throws -> Void
     ) async throws -> CommandStatus {
-        let body = try JSONEncoder().encode(ExecRequest(command))
-        let request = request(.post, "/v1/sandboxes/\(id)/exec", body: .bytes(Array(body)))
+        let body = ExecStreamWire.encode(ExecRequest(command))
+        let request = request(.post, "/v1/sandboxes/\(id)/exec", body: .bytes(body))
         return try await http.withStreamingResponse(request) { head, stream in
             guard head.status == 200 else {
                 throw Self.error(status: head.status, body: try await stream.collect(upTo: 1 << 20))
@@ -62,7 +62,7 @@ public final class CorralClient: Sendable {
                     let line = Array(buffer[..<newline])
                     buffer.removeSubrange(...newline)
                     guard !line.isEmpty else { continue }
-                    let event = try JSONDecoder().decode(ExecStreamEvent.self, from: Data(line))
+                    let event = try ExecStreamWire.decode(line)
                     if let error = event.error { throw error.corralError }
                     if let status = event.status { return status }
                     try await output(event.stdioStream, event.bytes)

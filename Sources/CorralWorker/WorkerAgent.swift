@@ -136,7 +136,7 @@ public struct WorkerAgent: Service {
             }
             let seen = links.version
             if listed ? links.isLinkedElsewhere(url) : links.anyUp {
-                try? await cancelWhenGracefulShutdown { await links.changed(after: seen) }
+                await cancelWhenGracefulShutdown { await links.changed(after: seen) }
                 continue
             }
             let started = ContinuousClock.now
