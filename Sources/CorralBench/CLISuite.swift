@@ -119,30 +119,56 @@ struct CLISuite: BenchSuite {
             _ = try? BenchProcess.output(docker, ["rm", "-f", "-v", container], environment: dockerEnvironment)
         }
 
+        // The order turns each round: whatever runs right after `docker exec` shares the CPU
+        // with the engine's clean-up of that exec, and no subject should always be the one.
         var serviceExec = Samples(), agentExec = Samples(), embeddedExec = Samples(), dockerExec = Samples()
         for index in 0..<max(runs, 30) {
-            serviceExec.append(
-                try BenchProcess.time(corral, ["exec", serviceSandbox, "--", "true"], environment: serviceEnvironment))
-            agentExec.append(
-                try BenchProcess.time(corral, ["exec", agentSandbox, "--", "true"], environment: agentEnvironment))
-            dockerExec.append(
-                try BenchProcess.time(docker, ["exec", container, "true"], environment: dockerEnvironment))
+            var turns: [() throws -> Void] = [
+                {
+                    serviceExec.append(
+                        try BenchProcess.time(
+                            corral, ["exec", serviceSandbox, "--", "true"], environment: serviceEnvironment))
+                },
+                {
+                    agentExec.append(
+                        try BenchProcess.time(
+                            corral, ["exec", agentSandbox, "--", "true"], environment: agentEnvironment))
+                },
+                {
+                    dockerExec.append(
+                        try BenchProcess.time(docker, ["exec", container, "true"], environment: dockerEnvironment))
+                },
+            ]
             if index < 10 {
-                embeddedExec.append(
-                    try BenchProcess.time(
-                        corral, ["exec", agentSandbox, "--", "true"], environment: embeddedEnvironment))
+                turns.append {
+                    embeddedExec.append(
+                        try BenchProcess.time(
+                            corral, ["exec", agentSandbox, "--", "true"], environment: embeddedEnvironment))
+                }
             }
+            for turn in 0..<turns.count { try turns[(index + turn) % turns.count]() }
         }
 
-        // Warm creates through the service: each waits until the pool has an idle member again.
-        var warmCreate = Samples()
+        // Warm creates through the service. Settled: each waits until the pool is full and makes
+        // nothing, so that the claim is timed alone. Refilling: each waits only for an idle
+        // member, so that the engine is still starting the last claim's replacement, as when
+        // creates come back to back.
+        var warmCreate = Samples(), refillingCreate = Samples()
         var coldCreates = 0
-        for _ in 0..<(context.quick ? 3 : 15) {
-            try await BenchProcess.waitForIdle(corral, template: "bench", environment: serviceEnvironment)
+        for round in 0..<(context.quick ? 6 : 30) {
+            let settled = round % 2 == 0
+            try await BenchProcess.waitForIdle(
+                corral, template: "bench", settled: settled, environment: serviceEnvironment)
             let (created, elapsed) = try BenchProcess.timedOutput(
                 corral, ["sandbox", "create", "--template", "bench", "--json"], environment: serviceEnvironment)
             let answer = try JSONDecoder().decode(JSONValue.self, from: Data(created.utf8))
-            if answer["path"]?.stringValue == "warm" { warmCreate.append(elapsed) } else { coldCreates += 1 }
+            if answer["path"]?.stringValue != "warm" {
+                coldCreates += 1
+            } else if settled {
+                warmCreate.append(elapsed)
+            } else {
+                refillingCreate.append(elapsed)
+            }
             if let id = answer["id"]?.stringValue {
                 _ = try BenchProcess.output(corral, ["sandbox", "rm", id], environment: serviceEnvironment)
             }
@@ -207,7 +233,9 @@ struct CLISuite: BenchSuite {
                 Comparison(
                     metric: "sandbox create",
                     measurements: [
-                        Measurement(subject: "corral warm, service", unit: "ms", samples: warmCreate),
+                        Measurement(subject: "corral warm, service, pool settled", unit: "ms", samples: warmCreate),
+                        Measurement(
+                            subject: "corral warm, service, pool refilling", unit: "ms", samples: refillingCreate),
                         Measurement(
                             subject: "corral cold, first command (agent start)", unit: "ms",
                             samples: Samples([agentFirst])),
@@ -231,7 +259,8 @@ struct CLISuite: BenchSuite {
                 "every figure is a whole process, spawned and waited for (posix_spawn, output to /dev/null)",
                 "service: `corral serve` on the unix socket; agent: the host agent the first command started (its start is the 'first command' figure); CORRAL_AGENT=0: the command drives the engine itself (the engine's exec)",
                 "docker exec runs `true` directly in a container started with the same hardening; corral's runs under corral-init",
-                "warm creates wait until the pool has an idle member again; creates that found none are counted as cold, not timed",
+                "exec rounds run the subjects in a turning order, so that none always follows docker exec (whose clean-up in the engine overlaps the next command)",
+                "warm creates: 'settled' ones wait until the pool is full again and starts nothing (the target is theirs), 'refilling' ones only for an idle member, while the engine still starts the previous claim's replacement; creates that found no idle member are counted as cold, not timed",
             ])
     }
 }
@@ -347,13 +376,22 @@ enum BenchProcess {
     }
 
     /// Waits until `corral pool ls --json` shows an idle member of `template`.
-    static func waitForIdle(_ corral: String, template: String, environment: [String: String]) async throws {
+    /// Waits until the pool of `template` has an idle member; when `settled`, until it has all
+    /// it should (`min_idle`) and is making none.
+    static func waitForIdle(_ corral: String, template: String, settled: Bool = false, environment: [String: String])
+        async throws
+    {
         let deadline = ContinuousClock.now + .seconds(120)
         while ContinuousClock.now < deadline {
             let listed = try output(corral, ["pool", "ls", "--json"], environment: environment)
             let pools = (try? JSONDecoder().decode([JSONValue].self, from: Data(listed.utf8))) ?? []
-            if pools.contains(where: {
-                $0["template"]?.stringValue == template && ($0["counts"]?["idle"]?.intValue ?? 0) > 0
+            if pools.contains(where: { pool in
+                let idle = pool["counts"]?["idle"]?.intValue ?? 0
+                let ready =
+                    settled
+                    ? idle >= (pool["minIdle"]?.intValue ?? 1) && (pool["counts"]?["preparing"]?.intValue ?? 0) == 0
+                    : idle > 0
+                return pool["template"]?.stringValue == template && ready
             }) {
                 return
             }
