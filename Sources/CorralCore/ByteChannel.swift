@@ -179,3 +179,26 @@ public func runOnThread<T: Sendable>(name: String = "corral-blocking", _ work: @
         thread.start()
     }
 }
+
+/// Runs blocking work that need not escape (a closure the caller lends, such as a change to a
+/// file under its lock) on a new thread, and awaits it. The caller stays suspended until the
+/// thread is done with `work`, and the thread lets go of it before it wakes the caller, so the
+/// closure never outlives the call (`withoutActuallyEscaping` checks that).
+public func runBorrowedOnThread<T: Sendable>(name: String, _ work: () throws -> T) async throws -> T {
+    try await withoutActuallyEscaping(work) { work in
+        let handoff = BorrowedWork(work)
+        return try await runOnThread(name: name) {
+            defer { handoff.work = nil }
+            guard let work = handoff.work else {
+                throw CorralError(.internalError, "\(name): the work was taken twice")
+            }
+            return try work()
+        }
+    }
+}
+
+/// `runBorrowedOnThread`'s work, handed to the thread that runs it while the caller waits.
+private final class BorrowedWork<T>: @unchecked Sendable {
+    var work: (() throws -> T)?
+    init(_ work: @escaping () throws -> T) { self.work = work }
+}

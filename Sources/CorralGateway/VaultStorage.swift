@@ -39,9 +39,13 @@ package struct VaultFile: VaultStorage {
         } catch {
             throw CorralError(.io, "cannot make the state directory \(directory.path)", underlying: error)
         }
-        try withFileLock(lockFile) {
-            guard let sealed = try change(try AtomicFile.read(file)) else { return }
-            try AtomicFile.write(sealed, to: file, mode: 0o600)
+        // The lock, the write and its fsyncs run on a thread of their own, off the cooperative
+        // pool, which a slow disk would otherwise stall.
+        try await runBorrowedOnThread(name: "corral-vault") {
+            try withFileLock(lockFile) {
+                guard let sealed = try change(try AtomicFile.read(file)) else { return }
+                try AtomicFile.write(sealed, to: file, mode: 0o600)
+            }
         }
     }
 }

@@ -34,22 +34,7 @@ package final class LockedJSONFile<Element: Codable & Sendable>: RecordList, Sen
     /// cooperative pool (two threads on two cores) a slow disk would stall every task of the
     /// process meanwhile.
     package func modify(_ change: (inout [Element]) throws -> Void) async throws {
-        try await withoutActuallyEscaping(change) { change in
-            // The caller is suspended until the thread is done with `change`, and the thread
-            // lets go of it before it wakes the caller.
-            let handoff = Handoff(change)
-            try await runOnThread(name: "corral-record-list") {
-                defer { handoff.change = nil }
-                guard let change = handoff.change else { return }
-                try self.modifyNow(change)
-            }
-        }
-    }
-
-    /// `modify`'s change, handed to the thread that applies it while the caller waits.
-    private final class Handoff: @unchecked Sendable {
-        var change: ((inout [Element]) throws -> Void)?
-        init(_ change: @escaping (inout [Element]) throws -> Void) { self.change = change }
+        try await runBorrowedOnThread(name: "corral-record-list") { try self.modifyNow(change) }
     }
 
     private func modifyNow(_ change: (inout [Element]) throws -> Void) throws {

@@ -212,17 +212,21 @@ enum TCPClient {
             let sent = bytes[offset...].withUnsafeBytes {
                 Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL))
             }
+            if sent < 0 && errno == EINTR { continue }
             if sent <= 0 { return }
             offset += sent
         }
     }
 
-    /// Everything until the peer closes (or the read times out).
+    /// Everything until the peer closes (or the read times out). A signal interrupts a read on
+    /// a socket with a receive timeout even under SA_RESTART (signal(7)); that read is tried
+    /// again, here and below.
     static func readAll(_ fd: Int32) -> String {
         var data: [UInt8] = []
         var buffer = [UInt8](repeating: 0, count: 65536)
         while true {
             let count = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            if count < 0 && errno == EINTR { continue }
             if count <= 0 { break }
             data.append(contentsOf: buffer[0..<count])
         }
@@ -233,7 +237,10 @@ enum TCPClient {
     static func read(_ fd: Int32, until marker: String) -> String {
         var data: [UInt8] = []
         var byte: UInt8 = 0
-        while recv(fd, &byte, 1, 0) == 1 {
+        while true {
+            let count = recv(fd, &byte, 1, 0)
+            if count < 0 && errno == EINTR { continue }
+            guard count == 1 else { break }
             data.append(byte)
             if String(decoding: data, as: UTF8.self).hasSuffix(marker) { break }
         }
@@ -244,7 +251,8 @@ enum TCPClient {
     /// peer that closes with our request unread resets the connection).
     static func closedWithoutAnswer(_ fd: Int32) -> Bool {
         var byte: UInt8 = 0
-        let count = recv(fd, &byte, 1, 0)
+        var count = recv(fd, &byte, 1, 0)
+        while count < 0 && errno == EINTR { count = recv(fd, &byte, 1, 0) }
         return count == 0 || (count < 0 && errno == ECONNRESET)
     }
 

@@ -32,6 +32,7 @@ public final class StubConnection: @unchecked Sendable {
         var offset = 0
         while offset < bytes.count {
             let n = bytes[offset...].withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            if n < 0 && errno == EINTR { continue }
             if n <= 0 { return false }
             offset += n
         }
@@ -70,7 +71,11 @@ public final class StubConnection: @unchecked Sendable {
     /// Blocks until the peer closes its side (a read returns 0 or fails).
     public func waitForPeerClose() {
         var byte: UInt8 = 0
-        while recv(fd, &byte, 1, 0) > 0 {}
+        while true {
+            let n = recv(fd, &byte, 1, 0)
+            if n < 0 && errno == EINTR { continue }
+            if n <= 0 { return }
+        }
     }
 }
 
@@ -205,7 +210,8 @@ struct StubReader {
 
     mutating func fill() -> Bool {
         var chunk = [UInt8](repeating: 0, count: 65536)
-        let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+        var n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+        while n < 0 && errno == EINTR { n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) } }
         guard n > 0 else { return false }
         buffer.append(contentsOf: chunk[0..<n])
         return true
