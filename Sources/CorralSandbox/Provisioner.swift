@@ -241,7 +241,7 @@ public final class Provisioner: Sendable {
             gateway: workspace.policy, workspace: workspace.workspace)
         let store = try records()
         do {
-            try store.write(record)
+            try await store.save(record)
             store.touch(id)
         } catch {
             await discard(container, id: id)

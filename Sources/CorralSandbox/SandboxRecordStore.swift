@@ -10,7 +10,8 @@ import Glibc
 ///
 /// Records are written atomically (write, fsync, rename, fsync the directory), so a crash
 /// leaves the old record or the new one, never a torn one. All methods are synchronous and
-/// short; they are safe to call from any task.
+/// short; they are safe to call from any task. Async code writes through `save`, which keeps
+/// the fsyncs off the cooperative pool.
 public struct SandboxRecordStore: Sendable, Hashable {
     public let directory: URL
 
@@ -64,6 +65,12 @@ public struct SandboxRecordStore: Sendable, Hashable {
     }
 
     // MARK: Records
+
+    /// `write` on a thread of its own: its two fsyncs wait on the disk, and on the cooperative
+    /// pool (two threads on two cores) a slow disk would stall every task of the process.
+    public func save(_ record: SandboxRecord) async throws {
+        try await runOnThread(name: "corral-record") { try self.write(record) }
+    }
 
     /// Writes the record atomically and durably.
     public func write(_ record: SandboxRecord) throws {

@@ -165,7 +165,7 @@ struct E2BControlPlane: Sendable {
             if let expires = record.expires, expires < end {
                 var updated = record
                 updated.expires = end
-                try store.write(updated)
+                try await store.save(updated)
             }
         }
         let file = try E2BSandboxFile.readOrMake(store, sandbox.id, template: record.template?.rawValue ?? "base")
@@ -178,7 +178,7 @@ struct E2BControlPlane: Sendable {
         let timeout = try Self.timeout(body["timeout"])
         var (_, record) = try await sandbox(idText, tenant: tenant)
         record.expires = Date().addingTimeInterval(Double(timeout))
-        try provisioner.records().write(record)
+        try await provisioner.records().save(record)
         return Response(status: .noContent)
     }
 
