@@ -462,6 +462,9 @@ final class ReplicaLinks: Sendable {
 
     var anyUp: Bool { state.withLock { !$0.up.isEmpty } }
 
+    /// Tasks waiting in `changed(after:)` now.
+    var waiting: Int { state.withLock { $0.waiters.count } }
+
     /// Read before testing a condition, then passed to `changed(after:)` to wait for it to change.
     var version: UInt64 { state.withLock { $0.version } }
 

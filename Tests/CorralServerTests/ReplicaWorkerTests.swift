@@ -270,7 +270,7 @@ struct ReplicaDirectoryTests {
         links.up(replica: "a", via: ReplicaLinks.door)
         let seen = links.version
         let woken = Task { await links.changed(after: seen) }
-        try? await Task.sleep(for: .milliseconds(20))
+        while links.waiting == 0 { await Task.yield() }
         links.down(via: ReplicaLinks.door)
         await woken.value
         #expect(links.version > seen)
