@@ -681,6 +681,9 @@ extension SessionSuite {
         report.notes.append(
             "postgres: \(url) (schema \(url.schema), dropped after); pgbench: \(pgbench.binary), a custom script of one INSERT of a ~200-byte row per transaction"
         )
+        report.notes.append(
+            "postgres: 'append_one called by pgbench' is the store's own append function (fence, head, event, NOTIFY) run from pgbench's C client: the server's share of a single append, the ceiling for any client"
+        )
         let rounds = context.quick ? 3 : 5
         func progress(_ text: String) { FileHandle.standardError.write(Data("session (postgres): \(text)\n".utf8)) }
         progress("single appends against pgbench")
@@ -688,11 +691,15 @@ extension SessionSuite {
         // One writer, a durable append at a time, against pgbench with one client.
         var single = Samples()
         var pgbenchSingle = Samples()
+        var serverShare = Samples()
         let oneSession = try await store.create().id
         let oneLease = try await store.currentLease(oneSession)
+        let serverSession = try await store.create().id
+        try pgbench.prepareAppend(session: serverSession)
         let perRound = max(50, sizes.fsyncEvents / rounds)
         for _ in 0..<rounds {
             pgbenchSingle.append(try pgbench.insertRate(clients: 1, transactions: perRound))
+            serverShare.append(try pgbench.appendRate(transactions: perRound))
             let (_, milliseconds) = try await measureMilliseconds {
                 for index in 0..<perRound {
                     _ = try await store.append(
@@ -712,6 +719,7 @@ extension SessionSuite {
                 measurements: [
                     Measurement(subject: "corral postgres", unit: "events/s", samples: single),
                     Measurement(subject: "pgbench insert, 1 client", unit: "tx/s", samples: pgbenchSingle),
+                    Measurement(subject: "append_one called by pgbench", unit: "tx/s", samples: serverShare),
                     Measurement(subject: "corral files (same run)", unit: "events/s", value: file.fsyncOne),
                 ],
                 targets: [
@@ -890,6 +898,9 @@ extension SessionSuite {
 
         var table: String { "\(url.schema).pgbench_events" }
 
+        /// The second script: the store's `append_one` on a session of its own, one event a call.
+        var appendScript: URL { script.appendingPathExtension("append.sql") }
+
         func prepare() throws {
             let payload = JSONCodec.string(SessionSuite.smallPayload).replacingOccurrences(of: "'", with: "''")
             try "INSERT INTO \(table) (session_id, data) VALUES ('se-pgbench', '\(payload)');\n"
@@ -914,6 +925,31 @@ extension SessionSuite {
                     script.path, url.database,
                 ],
                 environment: environment)
+            return try Self.tps(output)
+        }
+
+        func prepareAppend(session: SessionID) throws {
+            let payload = JSONCodec.string(SessionSuite.smallPayload).replacingOccurrences(of: "'", with: "''")
+            let channel = "corral_heads_\(url.schema)"
+            try """
+            SELECT r_outcome FROM \(url.schema).append_one('\(session.rawValue)', 1, -1, 0, 'ev-pgbench', false,
+                'brain.response', '\(payload)', true, '\(channel)');
+
+            """.write(to: appendScript, atomically: true, encoding: .utf8)
+        }
+
+        /// `append_one` calls per second from pgbench with one client, in the store's schema.
+        func appendRate(transactions: Int) throws -> Double {
+            var environment = self.environment
+            environment["PGOPTIONS"] = "-c search_path=\(url.schema)"
+            let output = try BenchProcess.output(
+                binary,
+                connection + ["-n", "-c", "1", "-t", String(transactions), "-f", appendScript.path, url.database],
+                environment: environment)
+            return try Self.tps(output)
+        }
+
+        static func tps(_ output: String) throws -> Double {
             guard let line = output.split(separator: "\n").first(where: { $0.hasPrefix("tps = ") }),
                 let value = Double(line.dropFirst("tps = ".count).prefix { $0 == "." || $0.isNumber })
             else {
@@ -924,6 +960,7 @@ extension SessionSuite {
 
         func cleanUp() {
             try? FileManager.default.removeItem(at: script)
+            try? FileManager.default.removeItem(at: appendScript)
         }
     }
 }

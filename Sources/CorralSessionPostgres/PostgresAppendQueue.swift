@@ -29,7 +29,8 @@ final class PostgresAppendQueue: Sendable {
         var durable: Bool
     }
 
-    typealias Commit = @Sendable ([Request]) async throws -> [Outcome]
+    /// Commits a batch; `alone` says that no other transaction of this queue is under way.
+    typealias Commit = @Sendable (_ batch: [Request], _ alone: Bool) async throws -> [Outcome]
 
     private struct Entry: Sendable {
         var request: Request
@@ -163,7 +164,8 @@ final class PostgresAppendQueue: Sendable {
 
     private func run(_ batch: [Entry]) async {
         do {
-            let outcomes = try await commit(batch.map(\.request))
+            let alone = state.withLock { $0.committers == 1 }
+            let outcomes = try await commit(batch.map(\.request), alone)
             for (entry, outcome) in zip(batch, outcomes) { entry.ticket.resolve(.done(.success(outcome))) }
             if outcomes.count < batch.count {
                 let missing = CorralError(

@@ -210,6 +210,12 @@ extension PostgresConnection {
     func rows(_ query: PostgresQuery, logger: Logger) async throws -> PostgresRowSequence {
         try await self.query(query, logger: logger)
     }
+
+    /// Every row of a short answer, gathered on the connection's event loop: the caller is
+    /// resumed once, not once for the answer and again for its rows.
+    func allRows(_ query: PostgresQuery, logger: Logger) async throws -> [PostgresRow] {
+        try await self.query(query, logger: logger).get().rows
+    }
 }
 
 extension AsyncSequence {

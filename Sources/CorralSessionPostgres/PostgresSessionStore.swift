@@ -16,8 +16,9 @@ import Synchronization
 /// - Durability: `.fsync` appends commit with `synchronous_commit` on and return after the
 ///   flush; `.groupCommit` and `.none` commit with it off (the server's WAL writer flushes
 ///   within `wal_writer_delay`), and `sync(_:)` forces a flush.
-/// - Live tails: after appends commit, their sessions' new heads are NOTIFYed on the store's
-///   channel; `waitForHead` LISTENs on one connection per store and then reads the head itself.
+/// - Live tails: their sessions' new heads are NOTIFYed on the store's channel, by a lone
+///   append in its own transaction (`append_one`) and after a batch commits otherwise;
+///   `waitForHead` LISTENs on one connection per store and then reads the head itself.
 ///
 /// Make one with `connect(_:logger:)`, which checks the database and migrates the schema, and
 /// call `shutdown()` when done.
@@ -88,10 +89,10 @@ public final class PostgresSessionStore: SessionStore {
         let queue = PostgresAppendQueue(
             maxCommitters: min(configuration.maxCommitters, configuration.maxConnections),
             maxBatch: configuration.maxBatch, maxBatchBytes: configuration.maxAppendBytes,
-            commit: { [connections, watcher, logger, commitCount] requests in
+            commit: { [connections, watcher, logger, commitCount] requests, alone in
                 commitCount.value.add(1, ordering: .relaxed)
                 return try await Self.commit(
-                    requests, connections: connections, watcher: watcher, logger: logger)
+                    requests, alone: alone, connections: connections, watcher: watcher, logger: logger)
             })
         appends.withLock { $0 = queue }
     }
@@ -195,10 +196,34 @@ public final class PostgresSessionStore: SessionStore {
 
     /// One transaction for every append of `requests`, sorted by session (a stable sort: one
     /// session's appends keep their order) so that batches lock rows in the same order.
+    /// One event with the queue to itself (`alone`) goes through `append_one`, which tells
+    /// the tails in its own transaction; a batch tells them after it commits.
     static func commit(
-        _ requests: [PostgresAppendQueue.Request], connections: PostgresConnections, watcher: PostgresHeadWatcher,
-        logger: Logger
+        _ requests: [PostgresAppendQueue.Request], alone: Bool, connections: PostgresConnections,
+        watcher: PostgresHeadWatcher, logger: Logger
     ) async throws -> [PostgresAppendQueue.Outcome] {
+        typealias Row = (Int32, String, Int64, Int32, Int64, Int64)
+        if alone, requests.count == 1, let request = requests.first, request.events.count == 1 {
+            let event = request.events[0]
+            let query: PostgresQuery = """
+                SELECT r_call, r_outcome, r_first, r_written, r_head, r_epoch FROM append_one(
+                    \(request.session.rawValue), \(Int64(clamping: request.epoch)),
+                    \(request.expectedSeq.map { Int64(clamping: $0) } ?? -1), \(request.time), \(event.id.rawValue),
+                    \(event.callerID), \(String(decoding: event.type, as: UTF8.self)),
+                    \(String(decoding: event.data, as: UTF8.self)), \(request.sync), \(watcher.channel))
+                """
+            let rows = try await connections.withConnection("appending to session \(request.session)") { connection in
+                try await connection.allRows(query, logger: logger).map { try $0.decode(Row.self) }
+            }
+            guard let row = rows.first, row.0 == 1 else {
+                throw CorralError(.internalError, "the session store did not answer an append")
+            }
+            return [
+                PostgresAppendQueue.Outcome(
+                    kind: row.1, first: UInt64(max(row.2, 0)), written: Int(row.3), head: UInt64(max(row.4, 0)),
+                    epoch: UInt64(max(row.5, 0)), durable: request.sync)
+            ]
+        }
         let order = requests.indices.sorted {
             (requests[$0].session.rawValue, $0) < (requests[$1].session.rawValue, $1)
         }
@@ -230,14 +255,13 @@ public final class PostgresSessionStore: SessionStore {
             requests.count == 1
             ? "appending to session \(requests[0].session)" : "appending to \(requests.count) sessions"
         let rows = try await connections.withConnection(what) { connection in
-            let rows = try await connection.rows(
+            try await connection.allRows(
                 """
                 SELECT r_call, r_outcome, r_first, r_written, r_head, r_epoch FROM append_batch(
                     \(sessions), \(epochs), \(expected), \(counts), \(times), \(ids), \(caller), \(types), \(data),
                     \(sync))
                 """, logger: logger
-            ).decode((Int32, String, Int64, Int32, Int64, Int64).self).gather()
-            return rows
+            ).map { try $0.decode(Row.self) }
         }
         // Wake tails, once per session with its newest head, on the watcher's own connection
         // and without waiting for the answer.

@@ -1,5 +1,6 @@
 import CorralCore
 import Foundation
+import Synchronization
 import TestSupport
 import Testing
 
@@ -196,6 +197,48 @@ struct PostgresStoreTests {
             let events = try await store.all(id)
             #expect(events.map(\.seq) == Array(1...16) && Set(events.map(\.id)).count == 16)
         }
+        try await store.dropSchema()
+        await store.shutdown()
+    }
+
+    @Test(
+        "a lone append tells the tails in its own transaction, a batch after it commits: a listener hears both",
+        .enabled(if: enabled, Comment(rawValue: TestEnvironment.storeSkipReason)))
+    func notifications() async throws {
+        guard let url = try testStoreURL() else { return }
+        var configuration = PostgresSessionStore.Configuration(url: url)
+        configuration.maxCommitters = 1
+        let store = try await PostgresSessionStore.connect(configuration, logger: testLogger)
+        let listener = try await store.connections.connect()
+        let heard = Mutex<[String]>([])
+        listener.addListener(channel: store.watcher.channel) { _, notification in
+            heard.withLock { $0.append(notification.payload) }
+        }
+        // The LISTEN goes out ahead of this query on the same connection.
+        let channels = try await listener.rows("SELECT pg_listening_channels()", logger: testLogger)
+            .decode(String.self).gather()
+        #expect(channels == [store.watcher.channel])
+        let id = try await store.create().id
+        let lease = try await store.currentLease(id)
+        _ = try await store.append(id, [event(id: "lone")], lease: lease)
+        let before = store.commits
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for writer in 0..<16 {
+                group.addTask { _ = try await store.append(id, [event(id: "w\(writer)")], lease: lease) }
+            }
+            try await group.waitForAll()
+        }
+        #expect(store.commits - before < 16, "16 concurrent appends were not batched")
+        let deadline = ContinuousClock.now + .seconds(10)
+        while ContinuousClock.now < deadline,
+            !heard.withLock({ $0.contains("\(id) 1") && $0.contains("\(id) 17") })
+        {
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        let payloads = heard.withLock { $0 }
+        #expect(payloads.contains("\(id) 1"), "the lone append told no tail: \(payloads)")
+        #expect(payloads.contains("\(id) 17"), "the batch's last head was not told: \(payloads)")
+        try? await listener.close()
         try await store.dropSchema()
         await store.shutdown()
     }
