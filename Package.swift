@@ -124,10 +124,17 @@ let package = Package(
         // The control plane's end of the worker links: the worker port and its handshake, the
         // HTTP/2 link with the roles reversed, the fleet (heartbeats, placement, lost workers)
         // and worker tokens. CorralServer routes, forwards and places with it.
+        // What both ends of a worker link share: the handshake's head, the listen address, the
+        // link's frame size. Nothing of either end.
+        .target(
+            name: "CorralLink",
+            dependencies: ["CorralCore", .product(name: "NIOCore", package: "swift-nio")],
+            exclude: ["README.md"]
+        ),
         .target(
             name: "CorralFleet",
             dependencies: [
-                "CorralAPI", "CorralCore", "CorralService",
+                "CorralAPI", "CorralCore", "CorralLink", "CorralService",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
@@ -141,10 +148,29 @@ let package = Package(
             ],
             exclude: ["README.md"]
         ),
+        // What an engine host serves over HTTP (sandboxes, commands, files, pools, E2B's API for
+        // its sandboxes): on a worker's link, and inside corrald under the control plane's
+        // additions. Nothing of tenants, sessions, placement or the harness.
+        .target(
+            name: "CorralHost",
+            dependencies: [
+                "CorralAPI", "CorralSandbox", "CorralSession", "CorralCore",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdCore", package: "hummingbird"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTPTypes", package: "swift-nio-extras"),
+                .product(name: "AsyncAlgorithms", package: "swift-async-algorithms"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            exclude: ["README.md"]
+        ),
         .target(
             name: "CorralServer",
             dependencies: [
-                "CorralFleet",
+                "CorralFleet", "CorralHost", "CorralLink",
                 "CorralAPI", "CorralService", "CorralGateway", "CorralSession", "CorralHarness",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Hummingbird", package: "hummingbird"),
@@ -164,11 +190,11 @@ let package = Package(
             exclude: ["README.md"]
         ),
         // The engine host's end of a worker link: it dials the control plane and serves
-        // CorralServer's sandbox routes on the connection it opened (docs/workers.md).
+        // CorralHost's routes on the connection it opened (docs/workers.md).
         .target(
             name: "CorralWorker",
             dependencies: [
-                "CorralServer", "CorralFleet", "CorralAPI", "CorralSandbox",
+                "CorralHost", "CorralLink", "CorralAPI", "CorralSandbox",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "HummingbirdHTTP2", package: "hummingbird"),
@@ -270,7 +296,8 @@ let package = Package(
         .testTarget(
             name: "CorralServerTests",
             dependencies: [
-                "CorralServer", "CorralFleet", "CorralWorker", "CorralAPI", "CorralHarness", "CorralService",
+                "CorralServer", "CorralHost", "CorralLink", "CorralFleet", "CorralWorker", "CorralAPI", "CorralHarness",
+                "CorralService",
                 "TestSupport",
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "NIOHTTP2", package: "swift-nio-http2"),

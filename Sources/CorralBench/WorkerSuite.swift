@@ -132,7 +132,7 @@ struct WorkerSuite: BenchSuite {
         }
         var agentSettings = WorkerAgent.Settings(server: try address("workers"), token: linkToken, name: "bench-worker")
         agentSettings.group = "bench"
-        let agent = WorkerAgent(settings: agentSettings, server: worker, logger: logger)
+        let agent = WorkerAgent(settings: agentSettings, host: worker.host, logger: logger)
         let agentGroup = ServiceGroup(
             configuration: ServiceGroupConfiguration(services: [.init(service: agent)], logger: logger))
         let agentTask = Task { try await agentGroup.run() }

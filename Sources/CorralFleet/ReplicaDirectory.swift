@@ -1,5 +1,6 @@
 import CorralAPI
 import CorralCore
+import CorralLink
 import Foundation
 
 /// The control-plane replicas that share one PostgreSQL store, as each publishes itself: its

@@ -1,5 +1,6 @@
 import CorralAPI
 import CorralCore
+import CorralLink
 import CorralSandbox
 import CorralService
 import Foundation

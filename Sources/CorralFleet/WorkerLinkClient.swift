@@ -1,5 +1,6 @@
 import CorralAPI
 import CorralCore
+import CorralLink
 import Foundation
 import HTTPTypes
 import Hummingbird
@@ -8,14 +9,6 @@ import NIOCore
 import NIOHTTP2
 import NIOHTTPTypes
 import NIOHTTPTypesHTTP2
-
-/// What both ends of a link configure alike.
-package enum WorkerLinkLimits {
-    /// The largest HTTP/2 frame either end of a link takes (the protocol's default is 16 KiB):
-    /// command output and archives in frames of up to 1 MiB, each a hop through a stream's
-    /// channel and tasks fewer.
-    package static let maxFrameSize = 1 << 20
-}
 
 /// The control plane's end of one worker link: after the 101 corrald is the HTTP/2 client on
 /// the connection the worker dialled, and each call is a stream of its own. HTTP/2 gives every

@@ -1,5 +1,6 @@
 import CorralAPI
 import CorralCore
+import CorralLink
 import Foundation
 import Logging
 import NIOCore
@@ -40,7 +41,7 @@ public struct WorkerListener: Service {
     /// is the only one.
     package let directory: ReplicaDirectory?
 
-    package static let readerName = "corral.worker-link.handshake"
+    package static let readerName = LinkAccepted.readerName
 
     package init(
         settings: Settings, fleet: WorkerFleet, tokens: WorkerTokenRegistry, directory: ReplicaDirectory? = nil,
@@ -54,16 +55,7 @@ public struct WorkerListener: Service {
         self.onReady = onReady
     }
 
-    /// A connection and its handshake's head to come: the listener's, and the worker's dial.
-    package struct Accepted: Sendable {
-        package let channel: any Channel
-        package let head: EventLoopFuture<LinkHead>
-
-        package init(channel: any Channel, head: EventLoopFuture<LinkHead>) {
-            self.channel = channel
-            self.head = head
-        }
-    }
+    package typealias Accepted = LinkAccepted
 
     public func run() async throws {
         let (host, port) = try ListenAddress.parse(settings.listen)

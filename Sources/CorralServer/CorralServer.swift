@@ -1,6 +1,8 @@
 import CorralAPI
 import CorralCore
 import CorralFleet
+import CorralHost
+import CorralLink
 import CorralSandbox
 import CorralService
 import CorralSession
@@ -77,12 +79,11 @@ public struct CorralServer: Sendable {
     public let brainEnvironment: [String: String]
     let quotas: QuotaGate
     let workers: HarnessWorkers
-    let serverMetrics: ServerMetrics
-    let activity = ServerActivity()
+    /// The engine host's routes (CorralHost), which this server serves with its own additions
+    /// (`api`); a worker's link serves them as they are.
+    public let host: HostAPI
     /// The console's logins, summaries and charts, shared by both listeners.
     let console: ConsoleState
-    /// Commands this server started and still follows, for their stdin and resizes.
-    let liveCommands = LiveCommands()
     /// The workers dialled in, when `configuration.workers` is set.
     public let fleet: WorkerFleet?
     let logger: Logger
@@ -111,7 +112,7 @@ public struct CorralServer: Sendable {
         }
         self.fleet = fleet
         let provisioner = runner.provisioner
-        self.quotas = QuotaGate(
+        let quotas = QuotaGate(
             locks: sessions.flatMap(SessionStoreSelection.sharedLocks),
             tallies: sessions.flatMap(SessionStoreSelection.sandboxTallies),
             replica: replica, freshWithin: configuration.runLeaseTTL,
@@ -119,111 +120,69 @@ public struct CorralServer: Sendable {
         self.workers = HarnessWorkers(
             logger: logger, leases: sessions.flatMap(SessionStoreSelection.runLeases), owner: Self.replicaName(),
             leaseTTL: configuration.runLeaseTTL)
-        self.serverMetrics = ServerMetrics(factory: PrometheusMetricsFactory(registry: metrics))
+        var limits = HostAPI.Limits()
+        limits.maxArchiveBytes = configuration.maxArchiveBytes
+        limits.maxFileBytes = configuration.maxFileBytes
+        limits.stateDirectory = configuration.stateDirectory
+        limits.headerTimeout = configuration.headerTimeout
+        limits.idleTimeout = configuration.idleTimeout
+        limits.maxHeadBytes = configuration.maxHeadBytes
+        limits.sandboxesPerTenant = configuration.sandboxesPerTenant
+        self.quotas = quotas
+        self.host = HostAPI(
+            provisioner: runner.provisioner, pools: runner.pools, limits: limits, metrics: metrics, quotas: quotas,
+            logger: logger)
         self.console = ConsoleState(configuration: configuration)
         self.logger = logger
     }
 
     var provisioner: Provisioner { runner.provisioner }
+    var serverMetrics: ServerMetrics { host.serverMetrics }
+    var activity: ServerActivity { host.activity }
+    var liveCommands: LiveCommands { host.liveCommands }
+    /// The host's routes with this server's quotas, sessions, tenants and placement around them.
+    var api: HostAPI { host.with(control: self) }
 
     /// What one listener serves: the API, E2B's API (docs/e2b.md) and, unless it is turned off, the
     /// console's pages.
     public func listenerRouter(auth: AuthMode) -> Router<CorralRequestContext> {
         let router = router(auth: auth)
         if configuration.console.enabled { addConsoleRoutes(to: router, auth: auth) }
-        addE2BRoutes(to: router, auth: auth)
+        let api = self.api
+        // On a control plane with workers, the calls for their sandboxes go to them (added
+        // before E2B's routes, so that it runs ahead of them).
+        if let fleet, !auth.isControlPlane {
+            router.add(
+                middleware: E2BWorkerRouting(fleet: fleet, control: E2BControlPlane(host: api, auth: auth)))
+        }
+        api.addE2BRoutes(to: router, auth: auth)
         return router
     }
 
     /// The API's router for one listener (`/v1`, `/metrics`): what docs/openapi.yaml describes.
     public func router(auth: AuthMode) -> Router<CorralRequestContext> {
         let router = Router(context: CorralRequestContext.self)
-        router.add(middleware: ActivityMiddleware(activity: activity))
-        router.add(middleware: MetricsMiddleware(factory: serverMetrics.factory))
-        router.add(
-            middleware: ErrorMiddleware(
-                metrics: serverMetrics,
-                redactions: configuration.stateDirectory.map { [($0, "$STATE")] } ?? []))
-        // A worker's link serves the sandboxes, not the control plane's business.
-        if case .controlPlane(let epoch) = auth { router.add(middleware: WorkerLinkScope(currentEpoch: epoch)) }
-        addHealthRoutes(to: router)
-        let v1 = router.group("v1").add(middleware: AuthMiddleware(mode: auth.middlewareMode(tenants)))
+        let api = self.api
+        api.addBase(to: router, auth: auth)
+        let v1 = api.v1(router, auth: auth)
         if let fleet, !auth.isControlPlane { v1.add(middleware: WorkerRoutingMiddleware(fleet: fleet, server: self)) }
-        addSandboxRoutes(to: v1)
-        addCommandRoutes(to: v1)
-        addFileRoutes(to: v1)
+        api.addSandboxAPI(to: v1)
         addSessionRoutes(to: v1)
         addAgentRoutes(to: v1)
-        addPoolRoutes(to: v1)
         addTenantRoutes(to: v1)
         addWorkerRoutes(to: v1)
         return router
     }
 
-    public enum AuthMode: Sendable {
-        /// Every request is the local tenant's: the unix socket in the state directory.
-        case local
-        /// Bearer tokens name the tenant: TCP.
-        case tokens
-        /// The control plane names the tenant: a worker's link (`WorkerAgent`), for its epoch.
-        case controlPlane(currentEpoch: @Sendable () -> Int64?)
+    public typealias AuthMode = HostAPI.AuthMode
 
-        func middlewareMode(_ registry: TenantRegistry) -> AuthMiddleware.Mode {
-            switch self {
-            case .local: .local
-            case .tokens: .tokens(registry)
-            case .controlPlane(let epoch): .controlPlane(currentEpoch: epoch)
-            }
-        }
-
-        var isControlPlane: Bool {
-            if case .controlPlane = self { return true }
-            return false
-        }
-    }
-
-    /// What a worker serves on its link: the API as the control plane's calls need it, and the
-    /// heartbeat's status.
+    /// What a worker serves on its link (`HostAPI.workerRouter`): this host's routes, without
+    /// the control plane's.
     public func workerRouter(
         currentEpoch: @escaping @Sendable () -> Int64?, status: @escaping @Sendable () async -> WorkerStatus,
         replicas: @escaping @Sendable (WorkerReplicas) async -> WorkerReplicas = { $0 }
     ) -> Router<CorralRequestContext> {
-        let router = router(auth: .controlPlane(currentEpoch: currentEpoch))
-        router.group("v1/worker").add(middleware: AuthMiddleware(mode: .controlPlane(currentEpoch: currentEpoch)))
-            .get("status") { _, _ -> Response in
-                JSONResponse.make(await status())
-            }
-            .put("replicas") { request, context -> Response in
-                let body = try await decodeJSON(WorkerReplicas.self, from: request, context: context)
-                return JSONResponse.make(await replicas(body))
-            }
-            .put("pools") { [runner] request, context -> Response in
-                let body = try await decodeJSON(WorkerPoolTargets.self, from: request, context: context)
-                return JSONResponse.make(try await Self.setPoolTargets(body, pools: runner.pools))
-            }
-        // E2B's API for the sandboxes placed here (docs/e2b.md): the control plane checked the
-        // API key, and forwards envd's calls for them with the sandbox's access token.
-        addE2BRoutes(to: router, auth: .controlPlane(currentEpoch: currentEpoch))
-        return router
-    }
-
-    /// A worker's pools take the targets its control plane set; a pool the control plane does
-    /// not name goes back to its template's `min_idle`. Answers the pools as they are now.
-    static func setPoolTargets(_ body: WorkerPoolTargets, pools: [WarmPool]) async throws -> [WorkerPoolStatus] {
-        var wanted: [String: Int] = [:]
-        for target in body.targets {
-            guard target.minIdle >= 0, wanted.updateValue(target.minIdle, forKey: target.template) == nil else {
-                throw CorralError.invalidArgument(
-                    "pool target for '\(target.template)' is negative or given twice",
-                    hint: "one per template, 0 or more")
-            }
-        }
-        var statuses: [WorkerPoolStatus] = []
-        for pool in pools {
-            await pool.setTarget(minIdle: wanted[pool.template.name.rawValue])
-            statuses.append(WorkerPoolStatus(await pool.currentStatus()))
-        }
-        return statuses
+        host.workerRouter(currentEpoch: currentEpoch, status: status, replicas: replicas)
     }
 
     /// The HTTP listeners as services, to run beside the runner's.
@@ -271,23 +230,9 @@ public struct CorralServer: Sendable {
         onServerRunning: @escaping @Sendable (any Channel) async -> Void = { _ in }
     ) -> some Service {
         Application(
-            router: listenerRouter(auth: auth), server: httpServer(),
+            router: listenerRouter(auth: auth), server: host.httpServer(),
             configuration: .init(address: address, serverName: "corral"), onServerRunning: onServerRunning,
             logger: logger)
-    }
-
-    /// HTTP/1.1 with the connection guard ahead of the decoder and Hummingbird's idle timeout.
-    func httpServer() -> HTTPServerBuilder {
-        let limits = ConnectionLimits(
-            headerTimeout: configuration.headerTimeout, maxHeadBytes: configuration.maxHeadBytes)
-        let idle = TimeAmount.milliseconds(Int64(configuration.idleTimeout.milliseconds.rounded(.up)))
-        return HTTPServerBuilder { responder in
-            GuardedHTTP1Channel(
-                http1: HTTP1Channel(
-                    responder: responder,
-                    configuration: .init(additionalChannelHandlers: [RequestBoundaryObserver()], idleTimeout: idle)),
-                limits: limits)
-        }
     }
 
     /// Runs the pools, the reaper, the gateway and the listeners until SIGTERM or SIGINT,
@@ -362,97 +307,5 @@ public struct CorralServer: Sendable {
             }
             locks[path] = descriptor
         }
-    }
-}
-
-/// Keeps concurrent creates of one tenant from racing past its quota together. Quotas bound
-/// the tenants that come with tokens: the operator on the host's unix socket (`local`), who
-/// could drive the engine directly anyway, is not held to them, and its creates skip the count
-/// (a listing of every container, a few milliseconds of each warm create).
-///
-/// With a store that replicas share (PostgreSQL: `locks` and `tallies`), a count and its
-/// create run under a lock per tenant and kind that every replica takes, so that the quota
-/// holds across them. Sessions are counted in the store itself. Sandboxes are counted where
-/// they run: on this replica's engine, on every worker (each asked for its own count under
-/// the lock, `WorkerFleet.liveCount`: workers keep a link to every replica), and on the other
-/// replicas' engines, by the counts they publish (`SandboxTallies`, fresh within
-/// `freshWithin`; `published`). This replica publishes before it lets the lock go, and
-/// `SandboxTallyService` refreshes.
-actor QuotaGate {
-    /// What a quota counts.
-    enum Kind: String, Sendable {
-        case sandboxes, sessions
-    }
-
-    private struct Key: Hashable {
-        var tenant: TenantID
-        var kind: Kind
-    }
-
-    private var pending: [Key: Int] = [:]
-    let locks: (any SharedLocks)?
-    let tallies: (any SandboxTallies)?
-    let replica: String
-    let freshWithin: Duration
-    /// The count of a tenant's sandboxes this replica publishes for the others.
-    let published: @Sendable (TenantID) async throws -> Int
-
-    init(
-        locks: (any SharedLocks)? = nil, tallies: (any SandboxTallies)? = nil, replica: String = "local",
-        freshWithin: Duration = .seconds(30), published: @escaping @Sendable (TenantID) async throws -> Int = { _ in 0 }
-    ) {
-        self.locks = locks
-        self.tallies = tallies
-        self.replica = replica
-        self.freshWithin = freshWithin
-        self.published = published
-    }
-
-    /// Runs `body` when `current() + pending < limit` (plus, for sandboxes across replicas,
-    /// the other replicas' counts), counting it as pending meanwhile.
-    func admit<T: Sendable>(
-        _ tenant: TenantID, limit: Int, what kind: Kind, current: () async throws -> Int,
-        _ body: @Sendable () async throws -> T
-    ) async throws -> T {
-        if tenant == .local { return try await body() }
-        let key = Key(tenant: tenant, kind: kind)
-        guard let locks, kind == .sessions || tallies != nil else {
-            return try await admitHere(key, limit: limit, current: current, body)
-        }
-        return try await locks.withLock("corral-quota:\(tenant):\(kind.rawValue)", isolation: self) {
-            guard kind == .sandboxes, let tallies else {
-                return try await admitHere(key, limit: limit, current: current, body)
-            }
-            let others = try await tallies.othersCount(tenant: tenant, excluding: replica, freshWithin: freshWithin)
-            let made = try await admitHere(key, limit: limit, current: { try await current() + others }, body)
-            // Before the lock goes: the next replica to count sees this one's new sandbox (a
-            // refusal changed nothing).
-            await publish(tenant)
-            return made
-        }
-    }
-
-    /// Publishes this replica's count of `tenant`'s sandboxes (`published`) for the other
-    /// replicas, after a create or a removal; a count that could not be taken or published
-    /// waits for the next refresh.
-    func publish(_ tenant: TenantID) async {
-        guard let tallies, tenant != .local, let count = try? await published(tenant) else { return }
-        try? await tallies.publish(replica: replica, tenant: tenant, count: count)
-    }
-
-    private func admitHere<T: Sendable>(
-        _ key: Key, limit: Int, current: () async throws -> Int, _ body: @Sendable () async throws -> T
-    ) async throws -> T {
-        let inFlight = pending[key, default: 0]
-        pending[key] = inFlight + 1
-        defer { pending[key, default: 1] -= 1 }
-        let existing = try await current()
-        // Re-read after the await: other admissions may have started meanwhile.
-        guard existing + pending[key, default: 1] - 1 < limit else {
-            throw CorralError(
-                .quotaExceeded, "tenant '\(key.tenant)' has reached its quota of \(limit) \(key.kind.rawValue)",
-                hint: "remove some first, or raise the limit in corral.toml ([limits])")
-        }
-        return try await body()
     }
 }

@@ -1,6 +1,7 @@
 import CorralAPI
 import CorralCore
 import CorralHarness
+import CorralHost
 import CorralSession
 import Logging
 import ServiceLifecycle

@@ -3,6 +3,7 @@ import CorralCore
 import CorralFleet
 import CorralGateway
 import CorralHarness
+import CorralHost
 import CorralSandbox
 import CorralSession
 import Foundation

@@ -1,5 +1,6 @@
 import CorralAPI
 import CorralCore
+import CorralHost
 import CorralSession
 import Foundation
 import Hummingbird

@@ -1,6 +1,7 @@
 import CorralAPI
 import CorralCore
 import CorralFleet
+import CorralHost
 import Foundation
 import Hummingbird
 
@@ -60,7 +61,7 @@ extension CorralServer {
     /// After a request made something for a network tenant: if the tenant was removed (or
     /// replaced by a new one of the same name) while the request ran, `undo` removes it again
     /// and the request fails, so that nothing made for a removed tenant is left to be inherited.
-    func keepOnlyIfTenantRemains(_ context: CorralRequestContext, undo: () async -> Void) async throws {
+    package func keepOnlyIfTenantRemains(_ context: CorralRequestContext, undo: () async -> Void) async throws {
         guard let tenant = context.tenant, let token = context.tokenSHA256 else { return }
         guard try await tenants.isCurrent(tenant, tokenSHA256: token) else {
             await undo()

@@ -1,5 +1,6 @@
 import CorralCore
 import CorralHarness
+import CorralHost
 import CorralSession
 import Foundation
 import ServiceLifecycle

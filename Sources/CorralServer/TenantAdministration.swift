@@ -2,6 +2,7 @@ import CorralAPI
 import CorralCore
 import CorralFleet
 import CorralGateway
+import CorralHost
 import CorralSandbox
 import CorralSession
 import Foundation

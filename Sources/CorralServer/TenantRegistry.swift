@@ -1,5 +1,6 @@
 import CorralAPI
 import CorralCore
+import CorralHost
 import CorralService
 import CorralSession
 import Crypto
@@ -10,7 +11,7 @@ import Synchronization
 /// or the PostgreSQL store's list `tenants`, which every replica of the service shares. Only a
 /// token's SHA-256 is stored: the token itself is printed once, when the tenant is added, and
 /// never again.
-public final class TenantRegistry: Sendable {
+public final class TenantRegistry: TenantTokens {
     public struct Tenant: Codable, Sendable, Hashable {
         public var id: TenantID
         public var tokenSHA256: String
@@ -26,14 +27,7 @@ public final class TenantRegistry: Sendable {
     }
 
     /// What a presented bearer token turned out to be.
-    public enum Authentication: Sendable, Hashable {
-        /// A tenant's token; `tokenSHA256` tells this tenant apart from a later one of the same name.
-        case tenant(TenantID, tokenSHA256: String)
-        /// A token stored under a name the system uses (an old or hand-edited tenants.json):
-        /// never accepted.
-        case reserved(TenantID)
-        case unknown
-    }
+    public typealias Authentication = TenantAuthentication
 
     private let store: any RecordList<Tenant>
     /// Where the tenants are kept, for messages.

@@ -1,8 +1,8 @@
 import CorralAPI
 import CorralCore
-import CorralFleet
+import CorralHost
+import CorralLink
 import CorralSandbox
-import CorralServer
 import Foundation
 import Hummingbird
 import HummingbirdCore
@@ -53,7 +53,8 @@ public struct WorkerAgent: Service {
     }
 
     let settings: Settings
-    let server: CorralServer
+    /// The routes this engine host serves on its link.
+    let host: HostAPI
     let logger: Logger
     let onConnected: @Sendable (String) async -> Void
     /// The links up now, and the replicas they told of.
@@ -62,11 +63,11 @@ public struct WorkerAgent: Service {
     private let snapshot = StatusSnapshot()
 
     public init(
-        settings: Settings, server: CorralServer, logger: Logger,
+        settings: Settings, host: HostAPI, logger: Logger,
         onConnected: @escaping @Sendable (String) async -> Void = { _ in }
     ) {
         self.settings = settings
-        self.server = server
+        self.host = host
         self.logger = logger
         self.onConnected = onConnected
     }
@@ -235,8 +236,8 @@ public struct WorkerAgent: Service {
                     }
                     let promise = channel.eventLoop.makePromise(of: LinkHead.self)
                     try channel.pipeline.syncOperations.addHandler(
-                        LinkHeadReader(promise: promise, readsBody: true), name: WorkerListener.readerName)
-                    return WorkerListener.Accepted(channel: channel, head: promise.futureResult)
+                        LinkHeadReader(promise: promise, readsBody: true), name: LinkAccepted.readerName)
+                    return LinkAccepted(channel: channel, head: promise.futureResult)
                 }
             }
         let channel = accepted.channel
@@ -309,7 +310,7 @@ public struct WorkerAgent: Service {
         let logger = self.logger
         let value = try await channel.eventLoop.submit {
             let value = http2.setup(channel: channel, logger: logger)
-            _ = channel.pipeline.syncOperations.removeHandler(name: WorkerListener.readerName)
+            _ = channel.pipeline.syncOperations.removeHandler(name: LinkAccepted.readerName)
             // Hummingbird's HTTP/2 server announces swift-nio-http2's default of 100 concurrent
             // streams; one link carries every call of a host (long execs, attaches, the
             // heartbeat), so it announces more at once.
@@ -360,7 +361,7 @@ public struct WorkerAgent: Service {
     // MARK: What the worker serves
 
     private func responder(epoch: LinkEpoch, key: String) -> HTTPChannelHandler.Responder {
-        let router = server.workerRouter(
+        let router = host.workerRouter(
             currentEpoch: { epoch.value }, status: { [self] in await self.status(epoch: epoch) },
             replicas: { [links] told in
                 links.told(told.replicas, via: key)
@@ -399,10 +400,9 @@ public struct WorkerAgent: Service {
 
     /// What this engine host offers and runs now.
     func computeStatus() async -> WorkerStatus {
-        let runner = server.runner
         var pools: [WorkerPoolStatus] = []
-        for pool in runner.pools { pools.append(WorkerPoolStatus(await pool.currentStatus())) }
-        let sandboxes = (try? await runner.provisioner.list()) ?? []
+        for pool in host.pools { pools.append(WorkerPoolStatus(await pool.currentStatus())) }
+        let sandboxes = (try? await host.provisioner.list()) ?? []
         return WorkerStatus(
             name: settings.name, group: group.get() ?? settings.group ?? WorkerGroup.defaultName,
             version: CorralVersion.current,
@@ -410,7 +410,7 @@ public struct WorkerAgent: Service {
             capacity: .init(
                 cpus: ProcessInfo.processInfo.activeProcessorCount,
                 memoryBytes: Int64(ProcessInfo.processInfo.physicalMemory), maxSandboxes: settings.maxSandboxes),
-            templates: runner.configuration.templates.map(\.name.rawValue).sorted(), pools: pools,
+            templates: host.provisioner.configuration.templates.map(\.name.rawValue).sorted(), pools: pools,
             sandboxes: sandboxes.map { WorkerSandbox(id: $0.id, tenant: $0.tenant) })
     }
 }

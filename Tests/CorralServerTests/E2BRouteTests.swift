@@ -7,6 +7,7 @@ import NIOCore
 import TestSupport
 import Testing
 
+@testable import CorralHost
 @testable import CorralServer
 
 @Suite("E2B's routes: API keys, tenant isolation, access tokens", .engine, .timeLimit(.minutes(10)))

@@ -2,6 +2,7 @@ import CorralCore
 import Foundation
 import Testing
 
+@testable import CorralHost
 @testable import CorralServer
 
 @Suite("E2B's wire: Connect envelopes, multipart bodies, watch differences")

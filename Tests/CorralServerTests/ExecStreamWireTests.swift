@@ -4,6 +4,7 @@ import Foundation
 import Testing
 
 @testable import CorralAPI
+@testable import CorralHost
 @testable import CorralServer
 
 @Suite("The exec stream read and written by hand, against the Codable forms")
@@ -37,7 +38,7 @@ struct ExecStreamWireTests {
             .finished(CommandStatus(exitCode: -1, timedOut: false, oomKilled: false, durationMilliseconds: 12_345_678)),
         ]
         for event in events {
-            let line = CorralServer.line(event).dropLast()  // without its newline
+            let line = HostAPI.line(event).dropLast()  // without its newline
             #expect(ExecStreamWire.quickEvent(Array(line)) != nil, "\(String(decoding: line, as: UTF8.self))")
             #expect(try ExecStreamWire.decode(Array(line)) == event)
         }
@@ -46,7 +47,7 @@ struct ExecStreamWireTests {
     @Test("an error line, a key it does not know and a \\u escape go to JSONDecoder; broken lines are errors")
     func fallBack() throws {
         let failed = ExecStreamEvent.failed(CorralError(.unavailable, "the sandbox is gone"))
-        let line = Array(CorralServer.line(failed).dropLast())
+        let line = Array(HostAPI.line(failed).dropLast())
         #expect(ExecStreamWire.quickEvent(line) == nil)
         #expect(try ExecStreamWire.decode(line) == failed)
         let unknown = Array(#"{"stream":"stdout","data":"aGk=","later":[1,{"x":null}]}"#.utf8)

@@ -105,7 +105,7 @@ struct WorkerCertificateTests {
                         var settings = WorkerAgent.Settings(server: url, token: token, name: name)
                         settings.group = "vpc"
                         tls(stem)(&settings)
-                        let agent = WorkerAgent(settings: settings, server: host.server, logger: .init(label: name))
+                        let agent = WorkerAgent(settings: settings, host: host.server.host, logger: .init(label: name))
                         let error = await #expect(throws: CorralError.self) { try await agent.run() }
                         return error?.message ?? "no error"
                     }

@@ -1,6 +1,7 @@
 import CorralAPI
 import CorralCore
 import CorralHarness
+import CorralLink
 import CorralSandbox
 import CurlHTTP
 import Foundation
@@ -48,7 +49,7 @@ struct WorkerLinkTests {
         settings.group = group
         settings.longestBackoff = .milliseconds(500)
         configure(&settings)
-        let agent = WorkerAgent(settings: settings, server: host.server, logger: .init(label: "worker"))
+        let agent = WorkerAgent(settings: settings, host: host.server.host, logger: .init(label: "worker"))
         let group = ServiceGroup(
             configuration: ServiceGroupConfiguration(services: [.init(service: agent)], logger: .init(label: "worker")))
         let task = Task { try await group.run() }
@@ -667,7 +668,7 @@ struct WorkerLinkTests {
                 // The worker's side: a refusal no retry mends stops it with the control plane's words.
                 var settings = WorkerAgent.Settings(server: url, token: "corral_nope", name: "w9")
                 settings.longestBackoff = .milliseconds(200)
-                let agent = WorkerAgent(settings: settings, server: control.server, logger: .init(label: "worker"))
+                let agent = WorkerAgent(settings: settings, host: control.server.host, logger: .init(label: "worker"))
                 let error = await #expect(throws: CorralError.self) { try await agent.run() }
                 #expect(error?.message == "the worker token is not valid")
             }
@@ -779,7 +780,7 @@ struct WorkerLinkTests {
                         var settings = WorkerAgent.Settings(server: url, token: other, name: "w1")
                         settings.longestBackoff = .milliseconds(200)
                         let impostor = WorkerAgent(
-                            settings: settings, server: host.server, logger: .init(label: "impostor"))
+                            settings: settings, host: host.server.host, logger: .init(label: "impostor"))
                         let error = await #expect(throws: CorralError.self) { try await impostor.run() }
                         #expect(error?.message.contains("is in group 'vpc'") == true, "\(String(describing: error))")
                         #expect(fleet.summaries().first?.epoch == first.epoch)
@@ -840,7 +841,7 @@ struct WorkerLinkTests {
             func failure(_ configure: (inout WorkerAgent.Settings) -> Void) async -> String? {
                 var settings = WorkerAgent.Settings(server: "https://127.0.0.1:1", token: "t", name: "w")
                 configure(&settings)
-                let agent = WorkerAgent(settings: settings, server: host.server, logger: .init(label: "w"))
+                let agent = WorkerAgent(settings: settings, host: host.server.host, logger: .init(label: "w"))
                 let error = await #expect(throws: CorralError.self) { try await agent.run() }
                 return error?.message
             }
@@ -889,7 +890,7 @@ final class RunningWorker: Sendable {
     init(_ host: ServerFixture, url: String, token: String, name: String) throws {
         var settings = WorkerAgent.Settings(server: url, token: token, name: name)
         settings.longestBackoff = .milliseconds(500)
-        let agent = WorkerAgent(settings: settings, server: host.server, logger: .init(label: name))
+        let agent = WorkerAgent(settings: settings, host: host.server.host, logger: .init(label: name))
         let group = ServiceGroup(
             configuration: ServiceGroupConfiguration(services: [.init(service: agent)], logger: .init(label: name)))
         self.group = group

@@ -84,7 +84,7 @@ struct WorkerRun: AsyncParsableCommand {
         settings.certificateFile = cert
         settings.keyFile = key
         settings.maxSandboxes = maxSandboxes
-        let agent = WorkerAgent(settings: settings, server: server, logger: context.logger) { address in
+        let agent = WorkerAgent(settings: settings, host: server.host, logger: context.logger) { address in
             say("corral worker: connected to \(address)")
         }
         say("corral worker: \(settings.name) for \(controlPlane); state \(service.state.path)")

@@ -1,4 +1,5 @@
 import CorralCore
+import CorralHost
 import CorralSandbox
 import DockerEngine
 import Foundation

@@ -1,4 +1,5 @@
 import CorralCore
+import CorralHost
 
 /// The frame around every console page: the head (the console's own style sheet and script,
 /// nothing else), a skip link, the navigation and who is logged in.

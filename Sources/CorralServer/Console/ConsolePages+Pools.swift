@@ -1,6 +1,7 @@
 import CorralAPI
 import CorralCore
 import CorralFleet
+import CorralHost
 import CorralSandbox
 import Foundation
 import Hummingbird

@@ -1,5 +1,6 @@
 import CorralCore
 import CorralFleet
+import CorralHost
 import CorralSandbox
 import CorralSession
 import DockerEngine

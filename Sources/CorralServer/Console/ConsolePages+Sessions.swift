@@ -1,6 +1,7 @@
 import AsyncAlgorithms
 import CorralCore
 import CorralHarness
+import CorralHost
 import CorralSession
 import Foundation
 import Hummingbird

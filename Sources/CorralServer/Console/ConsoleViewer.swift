@@ -1,4 +1,5 @@
 import CorralCore
+import CorralHost
 
 /// Who looks at the console: the operator sees every tenant's sessions, sandboxes and the
 /// tenants themselves; a tenant sees its own things only, and anything else is as absent as

@@ -1,4 +1,5 @@
 import CorralCore
+import CorralHost
 
 /// A fragment of HTML the console may send as it is. The only ways to make one are string
 /// literals written in this module (trusted markup) and interpolation, where every value that

@@ -1,4 +1,5 @@
 import CorralCore
+import CorralHost
 
 /// An event as indented JSON for reading in a page: keys sorted, every control and
 /// direction-changing character as a `\u` escape, long strings cut in the middle, and the

@@ -1,4 +1,5 @@
 import CorralCore
+import CorralHost
 import CorralService
 import Crypto
 import Foundation

@@ -1,4 +1,5 @@
 import CorralCore
+import CorralHost
 import Foundation
 import Hummingbird
 import Logging

@@ -1,4 +1,5 @@
 import CorralCore
+import CorralHost
 import CorralSession
 
 /// Summaries of sessions, kept up to date by reading only what was appended since the last

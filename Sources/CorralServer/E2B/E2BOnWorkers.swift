@@ -1,6 +1,7 @@
 import CorralAPI
 import CorralCore
 import CorralFleet
+import CorralHost
 import Foundation
 import Hummingbird
 
@@ -91,15 +92,13 @@ struct E2BWorkerRouting: RouterMiddleware {
     }
 }
 
-extension E2BControlPlane {
+extension CorralServer {
     /// Where E2B's create puts a sandbox on a control plane with workers: nil for this host.
     /// E2B's `base` goes to any worker of the tenant's groups (the worker picks its `e2b` or
     /// `base` template, else the default image); another template id, to a worker offering it.
     func placeOnWorker(tenant: TenantID, templateID: String) async throws -> (name: String, link: WorkerLinkClient)? {
-        guard let fleet = server.fleet else { return nil }
-        switch try await server.place(
-            tenant: tenant, template: templateID == "base" ? nil : templateID, fleet: fleet)
-        {
+        guard let fleet else { return nil }
+        switch try await place(tenant: tenant, template: templateID == "base" ? nil : templateID, fleet: fleet) {
         case .worker(let name, let link): return (name, link)
         case .local, .down, .lost: return nil
         }
@@ -107,14 +106,14 @@ extension E2BControlPlane {
 
     /// E2B's create, forwarded to the worker placement chose, within the tenant's quota across
     /// the fleet.
-    func create(
+    func e2bCreate(
         _ body: JSONValue, request: Request, tenant: TenantID, on worker: (name: String, link: WorkerLinkClient)
     ) async throws -> Response {
         let payload = try JSONEncoder().encode(body)
-        let server = self.server
-        let answer = try await server.quotas.admit(
-            tenant, limit: server.configuration.sandboxesPerTenant, what: .sandboxes,
-            current: { try await server.sandboxCount(of: tenant) }
+        let fleet = self.fleet
+        let answer = try await quotas.admit(
+            tenant, limit: configuration.sandboxesPerTenant, what: .sandboxes,
+            current: { try await sandboxCount(of: tenant) }
         ) { () async throws -> (Response, String?) in
             let response = try await WorkerRoutingMiddleware.forward(
                 request, body: WorkerRoutingMiddleware.once(ByteBuffer(bytes: payload)), tenant: tenant,
@@ -124,7 +123,7 @@ extension E2BControlPlane {
             guard let idText = created["sandboxID"]?.stringValue, let id = SandboxID(idText) else {
                 throw E2BAPIError(status: 502, message: "worker '\(worker.name)' answered a create with no sandboxID")
             }
-            server.fleet?.recordPlacement(id, on: worker.name, tenant: tenant)
+            fleet?.recordPlacement(id, on: worker.name, tenant: tenant)
             return (JSONResponse.make(created, status: 201), idText)
         }
         return answer.0
@@ -132,9 +131,8 @@ extension E2BControlPlane {
 
     /// The tenant's sandboxes on workers, as E2B lists them, filtered as `query` asks (paging
     /// is the caller's): each worker of the tenant's groups is asked for its whole list.
-    func workerRows(_ request: Request, tenant: TenantID) async -> [JSONValue] {
-        guard let fleet = server.fleet else { return [] }
-        let groups = tenant == .local ? nil : try? await server.tenants.placementGroups(of: tenant)
+    func e2bWorkerRows(_ request: Request, tenant: TenantID, fleet: WorkerFleet) async -> [JSONValue] {
+        let groups = tenant == .local ? nil : try? await tenants.placementGroups(of: tenant)
         var query: [String] = []
         for key in ["metadata", "state"] {
             if let value = request.uri.queryParameters[Substring(key)] {
@@ -155,7 +153,7 @@ extension E2BControlPlane {
                     row["sandboxID"]?.stringValue.flatMap(SandboxID.init).map { !fleet.isAbandoned($0) } ?? false
                 }
             } catch {
-                server.logger.warning(
+                logger.warning(
                     "a worker did not answer E2B's listing", metadata: ["worker": "\(name)", "error": "\(error)"])
             }
         }

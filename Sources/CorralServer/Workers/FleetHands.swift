@@ -2,6 +2,7 @@ import CorralAPI
 import CorralCore
 import CorralFleet
 import CorralHarness
+import CorralHost
 import CorralSandbox
 import Foundation
 import HTTPTypes

@@ -10,28 +10,28 @@ import Synchronization
 /// from a cancelled task would release it). The pump reads in a task of its own: while a
 /// Start stream is subscribed, each chunk goes to it (waiting for a slow client); once the
 /// client left, output is dropped so that the command never stalls on a full buffer.
-final class E2BCommandPump: Sendable {
-    enum Event: Sendable {
+package final class E2BCommandPump: Sendable {
+    package enum Event: Sendable {
         case output(CommandOutputChunk)
         case ended(CommandStatus)
         case failed(any Error)
     }
 
-    let command: RunningCommand
+    package let command: RunningCommand
     private let subscriber = Mutex<AsyncChannel<Event>?>(nil)
 
-    init(command: RunningCommand) {
+    package init(command: RunningCommand) {
         self.command = command
     }
 
     /// The events from now on, until the command ends or `unsubscribe()`.
-    func subscribe() -> AsyncChannel<Event> {
+    package func subscribe() -> AsyncChannel<Event> {
         let channel = AsyncChannel<Event>()
         subscriber.withLock { $0 = channel }
         return channel
     }
 
-    func unsubscribe() {
+    package func unsubscribe() {
         let channel = subscriber.withLock { current -> AsyncChannel<Event>? in
             defer { current = nil }
             return current
@@ -40,7 +40,7 @@ final class E2BCommandPump: Sendable {
     }
 
     /// Reads until the command ends, then calls `done`.
-    func run(done: @Sendable () -> Void) async {
+    package func run(done: @Sendable () -> Void) async {
         do {
             while let chunk = try await command.nextChunk() {
                 await deliver(.output(chunk))

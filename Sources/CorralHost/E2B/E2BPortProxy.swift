@@ -17,24 +17,24 @@ import NIOCore
 /// Ports are not public as E2B's are by default: every request must carry the sandbox's access
 /// token, as `X-Access-Token` or as E2B's `e2b-traffic-access-token` (the SDK's
 /// `traffic_access_token`, which corral sets to the same token).
-struct E2BPortProxy: Sendable {
-    let plane: E2BDataPlane
+package struct E2BPortProxy: Sendable {
+    package let plane: E2BDataPlane
 
     /// The largest request body carried: it is read whole before the relay starts.
-    static let maxBodyBytes = 16 << 20
+    package static let maxBodyBytes = 16 << 20
     /// The longest one request may take inside the sandbox.
-    static let timeout: Duration = .seconds(300)
+    package static let timeout: Duration = .seconds(300)
     /// The relay's exit status when the port does not accept.
-    static let notOpen = 97
+    package static let notOpen = 97
 
-    struct Target: Sendable {
-        var sandbox: String
-        var port: Int
+    package struct Target: Sendable {
+        package var sandbox: String
+        package var port: Int
     }
 
     /// The sandbox port a request is for, when it is not envd's: `E2b-Sandbox-Port` with
     /// `E2b-Sandbox-Id`, or a Host of E2B's form `PORT-SANDBOXID.DOMAIN`.
-    static func target(_ request: Request) -> Target? {
+    package static func target(_ request: Request) -> Target? {
         if let portText = E2BHeaders.value(request, "e2b-sandbox-port"), portText != E2BDataPlane.envdPort,
             let id = E2BHeaders.value(request, "e2b-sandbox-id")
         {
@@ -48,7 +48,7 @@ struct E2BPortProxy: Sendable {
         return Target(sandbox: String(label[label.index(after: dash)...]), port: port)
     }
 
-    func serve(_ request: Request, target: Target) async -> Response {
+    package func serve(_ request: Request, target: Target) async -> Response {
         do {
             return try await relay(request, target: target)
         } catch {
@@ -119,13 +119,13 @@ struct E2BPortProxy: Sendable {
     }
 
     /// Headers that belong to one hop, or to E2B's routing and tokens: never passed on.
-    static let dropped: Set<String> = [
+    package static let dropped: Set<String> = [
         "connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade",
         "content-length", "host", "x-access-token", "e2b-traffic-access-token", "e2b-sandbox-id",
         "e2b-sandbox-port", "expect",
     ]
 
-    static func head(of request: Request, port: Int, bodyBytes: Int) -> [UInt8] {
+    package static func head(of request: Request, port: Int, bodyBytes: Int) -> [UInt8] {
         var path = request.uri.path.isEmpty ? "/" : request.uri.path
         if let query = request.uri.query, !query.isEmpty { path += "?" + query }
         var text = "\(request.method.rawValue) \(path) HTTP/1.0\r\nHost: localhost:\(port)\r\nConnection: close\r\n"
@@ -138,7 +138,7 @@ struct E2BPortProxy: Sendable {
         return Array((text + "\r\n").utf8)
     }
 
-    static func parseHead(_ head: [UInt8], port: Int) throws -> (HTTPResponse.Status, HTTPFields) {
+    package static func parseHead(_ head: [UInt8], port: Int) throws -> (HTTPResponse.Status, HTTPFields) {
         let lines = String(decoding: head, as: UTF8.self).components(separatedBy: "\r\n")
         let statusParts = lines.first?.split(separator: " ", maxSplits: 2) ?? []
         guard statusParts.count >= 2, statusParts[0].hasPrefix("HTTP/"), let code = Int(statusParts[1]),

@@ -11,14 +11,14 @@ import NIOCore
 /// Pids are the commands' own pids inside the sandbox, as corral-init reports them. Commands
 /// start detached, as envd's do: a client that goes away leaves them running, and Connect
 /// reaches them again by pid.
-struct E2BProcessService: Sendable {
-    let plane: E2BDataPlane
+package struct E2BProcessService: Sendable {
+    package let plane: E2BDataPlane
 
-    var processes: E2BProcessTable { plane.processes }
+    package var processes: E2BProcessTable { plane.processes }
 
     // MARK: Start and Connect
 
-    func start(_ request: Request, context: CorralRequestContext, sandbox: Sandbox) async -> Response {
+    package func start(_ request: Request, context: CorralRequestContext, sandbox: Sandbox) async -> Response {
         let interval = keepaliveInterval(request)
         // As envd does, the call's deadline is the command's: it is stopped when it passes,
         // though the stream ending earlier (the client going away) leaves it running.
@@ -91,7 +91,7 @@ struct E2BProcessService: Sendable {
         }
     }
 
-    func connect(_ request: Request, context: CorralRequestContext, sandbox: Sandbox) async -> Response {
+    package func connect(_ request: Request, context: CorralRequestContext, sandbox: Sandbox) async -> Response {
         let interval = keepaliveInterval(request)
         let presence = await ClientPresence.of(context.channel)
         let message: JSONValue
@@ -117,7 +117,7 @@ struct E2BProcessService: Sendable {
 
     // MARK: Unary calls
 
-    func list(sandbox: Sandbox) async throws -> JSONValue {
+    package func list(sandbox: Sandbox) async throws -> JSONValue {
         let running = try await sandbox.commands().filter { $0.state == .running }
         let table = processes
         let listed: [JSONValue] = running.map { info in
@@ -139,19 +139,19 @@ struct E2BProcessService: Sendable {
         return .object(["processes": .array(listed)])
     }
 
-    func sendInput(_ message: JSONValue, sandbox: Sandbox) async throws -> JSONValue {
+    package func sendInput(_ message: JSONValue, sandbox: Sandbox) async throws -> JSONValue {
         let entry = try held(message["process"], in: sandbox)
         try await write(message["input"], to: entry)
         return .object([:])
     }
 
-    func closeStdin(_ message: JSONValue, sandbox: Sandbox) async throws -> JSONValue {
+    package func closeStdin(_ message: JSONValue, sandbox: Sandbox) async throws -> JSONValue {
         let entry = try held(message["process"], in: sandbox)
         try await entry.command.closeStdin()
         return .object([:])
     }
 
-    func sendSignal(_ message: JSONValue, sandbox: Sandbox) async throws -> JSONValue {
+    package func sendSignal(_ message: JSONValue, sandbox: Sandbox) async throws -> JSONValue {
         let (_, info) = try await find(message["process"], in: sandbox)
         let signal: CommandSignal
         switch message["signal"] {
@@ -163,7 +163,7 @@ struct E2BProcessService: Sendable {
         return .object([:])
     }
 
-    func update(_ message: JSONValue, sandbox: Sandbox) async throws -> JSONValue {
+    package func update(_ message: JSONValue, sandbox: Sandbox) async throws -> JSONValue {
         let entry = try held(message["process"], in: sandbox)
         if let size = message["pty"]?["size"] {
             guard let rows = size["rows"]?.protoIntValue, let columns = size["cols"]?.protoIntValue else {
@@ -175,7 +175,7 @@ struct E2BProcessService: Sendable {
     }
 
     /// StreamInput: a client stream of a start (the process), then input, in order.
-    func streamInput(_ request: Request, sandbox: Sandbox) async -> Response {
+    package func streamInput(_ request: Request, sandbox: Sandbox) async -> Response {
         do {
             var reader = ConnectWire.EnvelopeReader()
             var entry: E2BProcessTable.Entry?
@@ -207,7 +207,7 @@ struct E2BProcessService: Sendable {
     // MARK: Helpers
 
     /// The running command a ProcessSelector names: by pid, or by the tag it was started with.
-    func find(_ selector: JSONValue?, in sandbox: Sandbox) async throws -> (Int, CommandInfo) {
+    package func find(_ selector: JSONValue?, in sandbox: Sandbox) async throws -> (Int, CommandInfo) {
         let pid = try pid(selector, in: sandbox)
         let commands = try await sandbox.commands()
         guard let info = commands.last(where: { $0.pid == pid && $0.state == .running }) else {
@@ -217,7 +217,7 @@ struct E2BProcessService: Sendable {
     }
 
     /// A command this service started and still holds the input of.
-    func held(_ selector: JSONValue?, in sandbox: Sandbox) throws -> E2BProcessTable.Entry {
+    package func held(_ selector: JSONValue?, in sandbox: Sandbox) throws -> E2BProcessTable.Entry {
         let pid = try pid(selector, in: sandbox)
         guard let entry = processes.entry(sandbox: sandbox.id, pid: pid) else {
             throw ConnectError.notFound("process with pid \(pid) not found")
@@ -225,7 +225,7 @@ struct E2BProcessService: Sendable {
         return entry
     }
 
-    func pid(_ selector: JSONValue?, in sandbox: Sandbox) throws -> Int {
+    package func pid(_ selector: JSONValue?, in sandbox: Sandbox) throws -> Int {
         if let pid = selector?["pid"]?.protoIntValue { return Int(pid) }
         if let tag = selector?["tag"]?.stringValue {
             guard let pid = processes.pid(sandbox: sandbox.id, tag: tag) else {
@@ -236,7 +236,7 @@ struct E2BProcessService: Sendable {
         throw ConnectError.invalidArgument("process needs a pid or a tag")
     }
 
-    func write(_ input: JSONValue?, to entry: E2BProcessTable.Entry) async throws {
+    package func write(_ input: JSONValue?, to entry: E2BProcessTable.Entry) async throws {
         guard let input, let bytes = (input["stdin"] ?? input["pty"])?.protoBytesValue else {
             throw ConnectError.invalidArgument("input needs stdin or pty bytes, base64")
         }
@@ -247,26 +247,26 @@ struct E2BProcessService: Sendable {
         }
     }
 
-    func keepaliveInterval(_ request: Request) -> Duration {
+    package func keepaliveInterval(_ request: Request) -> Duration {
         let seconds = E2BHeaders.value(request, "keepalive-ping-interval").flatMap { Int($0) } ?? 50
         return .seconds(min(max(seconds, 1), 3600))
     }
 
-    static func array(_ value: JSONValue) -> [JSONValue]? {
+    package static func array(_ value: JSONValue) -> [JSONValue]? {
         if case .array(let items) = value { return items }
         return nil
     }
 
     /// A StartResponse/ConnectResponse: `{"event": {...}}`.
-    static func event(_ event: JSONValue) -> [UInt8] { ConnectWire.envelope(.object(["event": event])) }
+    package static func event(_ event: JSONValue) -> [UInt8] { ConnectWire.envelope(.object(["event": event])) }
 
-    static func data(_ chunk: CommandOutputChunk, terminal: Bool) -> JSONValue {
+    package static func data(_ chunk: CommandOutputChunk, terminal: Bool) -> JSONValue {
         let stream = terminal ? "pty" : (chunk.stream == .stderr ? "stderr" : "stdout")
         return .object(["data": .object([stream: .protoBytes(chunk.bytes)])])
     }
 
     /// envd's end event: the exit code, and Go's description of how the process ended.
-    static func end(_ status: CommandStatus) -> JSONValue {
+    package static func end(_ status: CommandStatus) -> JSONValue {
         var fields: [String: JSONValue] = [
             "exitCode": .int(Int64(status.exitCode)), "exited": .bool(true),
             "status": .string("exit status \(status.exitCode)"),
@@ -280,10 +280,10 @@ struct E2BProcessService: Sendable {
 /// A server-streaming Connect response fed by a producer, with keepalive messages while it is
 /// quiet and the end-of-stream envelope last. The producer runs in a task that is cancelled
 /// when the client goes away.
-enum E2BStream {
-    static let keepalive = E2BProcessService.event(.object(["keepalive": .object([:])]))
+package enum E2BStream {
+    package static let keepalive = E2BProcessService.event(.object(["keepalive": .object([:])]))
 
-    static func response(
+    package static func response(
         presence: ClientPresence?, keepalive interval: Duration,
         keepaliveFrame: [UInt8] = E2BStream.keepalive,
         produce: @escaping @Sendable (AsyncChannel<[UInt8]>) async throws -> Void
@@ -327,7 +327,7 @@ enum E2BStream {
     }
 
     /// A stream that fails before it starts: status 200, and the error in the last envelope.
-    static func failed(_ error: ConnectError) -> Response {
+    package static func failed(_ error: ConnectError) -> Response {
         Response(
             status: .ok, headers: ConnectWire.streamHeaders,
             body: ResponseBody(byteBuffer: ByteBuffer(bytes: ConnectWire.endStream(error))))

@@ -17,12 +17,12 @@ import Hummingbird
 /// credit, not the output's); output is resumable by offset, so a dropped connection loses
 /// nothing the command's buffer still holds; and a terminal needs nothing more than a resize
 /// call beside the two streams.
-extension CorralServer {
-    static let commandIDHeader: HTTPField.Name? = HTTPField.Name("Corral-Command-Id")
-    static let startOffsetHeader: HTTPField.Name? = HTTPField.Name("Corral-Start-Offset")
-    static let droppedBytesHeader: HTTPField.Name? = HTTPField.Name("Corral-Dropped-Bytes")
+extension HostAPI {
+    package static let commandIDHeader: HTTPField.Name? = HTTPField.Name("Corral-Command-Id")
+    package static let startOffsetHeader: HTTPField.Name? = HTTPField.Name("Corral-Start-Offset")
+    package static let droppedBytesHeader: HTTPField.Name? = HTTPField.Name("Corral-Dropped-Bytes")
 
-    func addCommandRoutes(to group: RouterGroup<CorralRequestContext>) {
+    package func addCommandRoutes(to group: RouterGroup<CorralRequestContext>) {
         group.get("sandboxes/:id/commands") { _, context -> Response in
             JSONResponse.make(try await sandbox(context).commands())
         }
@@ -105,7 +105,7 @@ extension CorralServer {
         }
     }
 
-    func commandID(_ context: CorralRequestContext) throws -> CommandID {
+    package func commandID(_ context: CorralRequestContext) throws -> CommandID {
         let text = try context.parameters.require("command")
         do {
             return try CommandID(validating: text)
@@ -118,7 +118,7 @@ extension CorralServer {
     /// Runs `body` on the command: the `RunningCommand` this server holds for it, or else an
     /// attach (from the end of its output, which is drained) that is let go afterwards. An
     /// unknown command is 404, a finished one 409.
-    func withCommand<T: Sendable>(
+    package func withCommand<T: Sendable>(
         _ id: CommandID, of sandbox: Sandbox, input: Bool, _ body: (RunningCommand) async throws -> T
     ) async throws -> T {
         if let live = liveCommands.command(id, in: sandbox.id) {
@@ -146,7 +146,7 @@ extension CorralServer {
     /// A command's stream: its handle as the first line (and in headers), then its output with
     /// offsets, then its status. The client going away stops the stream, and with it a command
     /// this stream owns that was not detached.
-    func commandStream(
+    package func commandStream(
         _ running: RunningCommand, of sandbox: SandboxID, presence: ClientPresence?, owner: Bool
     ) -> Response {
         var headers = HTTPFields()
@@ -197,7 +197,7 @@ extension CorralServer {
             })
     }
 
-    static func line(_ event: CommandStreamEvent) -> [UInt8] {
+    package static func line(_ event: CommandStreamEvent) -> [UInt8] {
         var data = (try? JSONResponse.encoder.encode(event)) ?? Data()
         data.append(UInt8(ascii: "\n"))
         return Array(data)
@@ -205,7 +205,7 @@ extension CorralServer {
 }
 
 /// Decodes a JSON body already read, with errors that name the field.
-func decodeJSON<T: Decodable>(_ type: T.Type, bytes: [UInt8]) async throws -> T {
+package func decodeJSON<T: Decodable>(_ type: T.Type, bytes: [UInt8]) async throws -> T {
     do {
         return try JSONDecoder().decode(type, from: Data(bytes))
     } catch let error as DecodingError {

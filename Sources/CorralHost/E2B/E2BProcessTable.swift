@@ -6,41 +6,41 @@ import Synchronization
 /// stdin and resizes their terminal, and the configuration `List` reports. An entry leaves when
 /// its command ends. Commands started otherwise (corral's own API) are found by pid through
 /// corral-init's list instead; they take signals and re-attaching, not input.
-final class E2BProcessTable: Sendable {
-    struct Key: Hashable, Sendable {
-        var sandbox: SandboxID
-        var pid: Int
+package final class E2BProcessTable: Sendable {
+    package struct Key: Hashable, Sendable {
+        package var sandbox: SandboxID
+        package var pid: Int
     }
 
-    struct Entry: Sendable {
-        var pump: E2BCommandPump
-        var command: RunningCommand { pump.command }
+    package struct Entry: Sendable {
+        package var pump: E2BCommandPump
+        package var command: RunningCommand { pump.command }
         /// The ProcessConfig it was started with, as the request gave it.
-        var config: JSONValue
-        var tag: String?
+        package var config: JSONValue
+        package var tag: String?
     }
 
     private let entries = Mutex<[Key: Entry]>([:])
 
-    func add(_ entry: Entry, sandbox: SandboxID, pid: Int) {
+    package func add(_ entry: Entry, sandbox: SandboxID, pid: Int) {
         entries.withLock { $0[Key(sandbox: sandbox, pid: pid)] = entry }
     }
 
-    func remove(sandbox: SandboxID, pid: Int) {
+    package func remove(sandbox: SandboxID, pid: Int) {
         _ = entries.withLock { $0.removeValue(forKey: Key(sandbox: sandbox, pid: pid)) }
     }
 
-    func entry(sandbox: SandboxID, pid: Int) -> Entry? {
+    package func entry(sandbox: SandboxID, pid: Int) -> Entry? {
         entries.withLock { $0[Key(sandbox: sandbox, pid: pid)] }
     }
 
-    func pid(sandbox: SandboxID, tag: String) -> Int? {
+    package func pid(sandbox: SandboxID, tag: String) -> Int? {
         entries.withLock { entries in
             entries.first { $0.key.sandbox == sandbox && $0.value.tag == tag }?.key.pid
         }
     }
 
-    func removeAll(sandbox: SandboxID) {
+    package func removeAll(sandbox: SandboxID) {
         entries.withLock { entries in
             for key in entries.keys where key.sandbox == sandbox { entries.removeValue(forKey: key) }
         }

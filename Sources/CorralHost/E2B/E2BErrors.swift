@@ -6,15 +6,15 @@ import Hummingbird
 /// An error of E2B's control plane, in the shape its SDK reads: `{"code": 404, "message": "..."}`
 /// with the same status. The SDK turns 401 into `AuthenticationException`, 404 on a sandbox into
 /// `SandboxNotFoundException`, and any other status into `SandboxException("404: message")`.
-struct E2BAPIError: Error, Sendable {
-    var status: Int
-    var message: String
+package struct E2BAPIError: Error, Sendable {
+    package var status: Int
+    package var message: String
 
-    static func notFound(_ message: String) -> E2BAPIError { E2BAPIError(status: 404, message: message) }
-    static func badRequest(_ message: String) -> E2BAPIError { E2BAPIError(status: 400, message: message) }
+    package static func notFound(_ message: String) -> E2BAPIError { E2BAPIError(status: 404, message: message) }
+    package static func badRequest(_ message: String) -> E2BAPIError { E2BAPIError(status: 400, message: message) }
 
     /// A corral error as E2B's API would have answered it.
-    init(converting error: any Error) {
+    package init(converting error: any Error) {
         if let error = error as? E2BAPIError {
             self = error
             return
@@ -24,15 +24,15 @@ struct E2BAPIError: Error, Sendable {
         self.init(status: status, message: body.message)
     }
 
-    init(status: Int, message: String) {
+    package init(status: Int, message: String) {
         self.status = status
         self.message = message
     }
 
-    var response: Response {
+    package var response: Response {
         struct Body: Encodable {
-            var code: Int
-            var message: String
+            package var code: Int
+            package var message: String
         }
         return JSONResponse.make(Body(code: status, message: message), status: status)
     }
@@ -41,28 +41,30 @@ struct E2BAPIError: Error, Sendable {
 /// An error of envd's Connect RPCs: a code by name (`not_found`), a message. Unary calls answer
 /// it with the code's HTTP status and `{"code", "message"}`; streams end with it in their last
 /// frame.
-struct ConnectError: Error, Sendable {
-    var code: String
-    var message: String
+package struct ConnectError: Error, Sendable {
+    package var code: String
+    package var message: String
 
-    static func invalidArgument(_ message: String) -> ConnectError {
+    package static func invalidArgument(_ message: String) -> ConnectError {
         ConnectError(code: "invalid_argument", message: message)
     }
-    static func notFound(_ message: String) -> ConnectError { ConnectError(code: "not_found", message: message) }
-    static func unauthenticated(_ message: String) -> ConnectError {
+    package static func notFound(_ message: String) -> ConnectError {
+        ConnectError(code: "not_found", message: message)
+    }
+    package static func unauthenticated(_ message: String) -> ConnectError {
         ConnectError(code: "unauthenticated", message: message)
     }
-    static func unimplemented(_ message: String) -> ConnectError {
+    package static func unimplemented(_ message: String) -> ConnectError {
         ConnectError(code: "unimplemented", message: message)
     }
 
-    init(code: String, message: String) {
+    package init(code: String, message: String) {
         self.code = code
         self.message = message
     }
 
     /// A corral error under the Connect code envd gives the same failure.
-    init(converting error: any Error) {
+    package init(converting error: any Error) {
         if let error = error as? ConnectError {
             self = error
             return
@@ -91,7 +93,7 @@ struct ConnectError: Error, Sendable {
     }
 
     /// Connect's mapping of codes to HTTP statuses, for unary answers.
-    var httpStatus: Int {
+    package var httpStatus: Int {
         switch code {
         case "canceled": 499
         case "invalid_argument", "failed_precondition", "out_of_range": 400
@@ -107,5 +109,5 @@ struct ConnectError: Error, Sendable {
         }
     }
 
-    var json: [String: Any] { ["code": code, "message": message] }
+    package var json: [String: Any] { ["code": code, "message": message] }
 }

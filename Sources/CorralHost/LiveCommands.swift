@@ -9,30 +9,30 @@ import Synchronization
 ///
 /// The references are weak: the starter's stream owns its command, and a command whose
 /// stream never ran is released (and stopped) rather than kept alive by this table.
-final class LiveCommands: Sendable {
+package final class LiveCommands: Sendable {
     private struct Key: Hashable {
-        var sandbox: SandboxID
-        var command: CommandID
+        package var sandbox: SandboxID
+        package var command: CommandID
     }
 
     private struct Entry {
-        weak var command: RunningCommand?
+        package weak var command: RunningCommand?
     }
 
     private let commands = Mutex<[Key: Entry]>([:])
 
-    func add(_ command: RunningCommand, in sandbox: SandboxID) {
+    package func add(_ command: RunningCommand, in sandbox: SandboxID) {
         commands.withLock { table in
             table = table.filter { $0.value.command != nil }
             table[Key(sandbox: sandbox, command: command.id)] = Entry(command: command)
         }
     }
 
-    func remove(_ command: CommandID, in sandbox: SandboxID) {
+    package func remove(_ command: CommandID, in sandbox: SandboxID) {
         _ = commands.withLock { $0.removeValue(forKey: Key(sandbox: sandbox, command: command)) }
     }
 
-    func command(_ command: CommandID, in sandbox: SandboxID) -> RunningCommand? {
+    package func command(_ command: CommandID, in sandbox: SandboxID) -> RunningCommand? {
         commands.withLock { $0[Key(sandbox: sandbox, command: command)]?.command }
     }
 }

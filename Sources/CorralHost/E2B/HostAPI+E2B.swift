@@ -1,10 +1,9 @@
 import CorralCore
-import CorralFleet
 import CorralSandbox
 import HTTPTypes
 import Hummingbird
 
-extension CorralServer {
+extension HostAPI {
     /// E2B's API beside corral's (docs/e2b.md): its control plane (`/sandboxes`, `/v2/sandboxes`)
     /// with E2B API keys that are tenant tokens, and envd's data plane (`/process.Process/*`,
     /// `/filesystem.Filesystem/*`, `/files`, `/health`) for requests that name a sandbox with
@@ -13,11 +12,8 @@ extension CorralServer {
     ///
     /// Both answer in E2B's error shapes, never corral's: every handler turns its own failures
     /// into E2B's answer, so the error middleware outside sees none.
-    func addE2BRoutes(to router: Router<CorralRequestContext>, auth: AuthMode) {
-        let control = E2BControlPlane(server: self, auth: auth)
-        // On a control plane with workers, the calls for their sandboxes go to them (added
-        // before E2B's routes, so that it runs ahead of them).
-        if let fleet, !auth.isControlPlane { router.add(middleware: E2BWorkerRouting(fleet: fleet, control: control)) }
+    package func addE2BRoutes(to router: Router<CorralRequestContext>, auth: AuthMode) {
+        let control = E2BControlPlane(host: self, auth: auth)
         for prefix in ["", "v2/"] {
             router.post("\(prefix)sandboxes") { request, context in
                 await control.answer(request, context) { tenant, context in
@@ -51,7 +47,7 @@ extension CorralServer {
             }
         }
 
-        let plane = E2BDataPlane(server: self, processes: E2BProcessTable(), homes: E2BHomeCache())
+        let plane = E2BDataPlane(host: self, processes: E2BProcessTable(), homes: E2BHomeCache())
         let process = E2BProcessService(plane: plane)
         let filesystem = E2BFilesystemService(plane: plane, watchers: E2BWatchers())
         let files = E2BFilesRoute(plane: plane)
@@ -149,7 +145,7 @@ extension CorralServer {
     }
 
     /// A unary Connect call: its JSON request in, its JSON answer or Connect error out.
-    static func unary(_ request: Request, _ body: (JSONValue) async throws -> JSONValue) async -> Response {
+    package static func unary(_ request: Request, _ body: (JSONValue) async throws -> JSONValue) async -> Response {
         do {
             return ConnectWire.unaryResponse(try await body(try await ConnectWire.unaryRequest(request)))
         } catch {

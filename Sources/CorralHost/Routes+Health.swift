@@ -3,8 +3,8 @@ import CorralCore
 import Hummingbird
 import Prometheus
 
-extension CorralServer {
-    func addHealthRoutes(to router: Router<CorralRequestContext>) {
+extension HostAPI {
+    package func addHealthRoutes(to router: Router<CorralRequestContext>) {
         router.get("/v1/health") { _, _ -> Response in
             let engine = (try? await provisioner.engine.ping()) == true ? "ok" : "unavailable"
             return JSONResponse.make(HealthStatus(status: "ok", engine: engine, version: CorralVersion.current))

@@ -10,14 +10,14 @@ import Synchronization
 /// connection when the service holds it (the engine's archive API, which sees only the
 /// workspace, otherwise). Bytes stream both ways; the sandbox's own errors pass through with
 /// their errno name: ENOENT 404, EACCES/EPERM/EROFS 403, ENOSPC/EDQUOT 507, EISDIR 400.
-extension CorralServer {
-    func addFileRoutes(to group: RouterGroup<CorralRequestContext>) {
+extension HostAPI {
+    package func addFileRoutes(to group: RouterGroup<CorralRequestContext>) {
         // One file's bytes in, streamed; it replaces the file once all of it arrived.
         group.put("sandboxes/:id/files") { request, context -> Response in
             let path = try requireQuery(request, "path")
             let mode = try fileMode(request)
             let sandbox = try await sandbox(context)
-            let limit = Int64(configuration.maxFileBytes)
+            let limit = Int64(limits.maxFileBytes)
             let total = Atomic<Int64>(0)
             let chunks = request.body.map { buffer -> [UInt8] in
                 guard total.add(Int64(buffer.readableBytes), ordering: .relaxed).newValue <= limit else {
@@ -101,7 +101,7 @@ extension CorralServer {
     }
 
     /// Runs a file operation, passing the sandbox's errors on with the status that fits.
-    func fileErrors<T>(_ body: () async throws -> T) async throws -> T {
+    package func fileErrors<T>(_ body: () async throws -> T) async throws -> T {
         do {
             return try await body()
         } catch {
@@ -111,7 +111,7 @@ extension CorralServer {
 
     /// A full disk or tmpfs (ENOSPC, EDQUOT) is 507 Insufficient Storage rather than a quota's
     /// 429; the other errors keep their codes.
-    func fileError(_ error: any Error) -> any Error {
+    package func fileError(_ error: any Error) -> any Error {
         guard var error = error as? CorralError, error.code == .resourceExhausted,
             error.message.contains("ENOSPC") || error.message.contains("EDQUOT")
         else { return error }
@@ -121,12 +121,12 @@ extension CorralServer {
     }
 }
 
-func flag(_ request: Request, _ name: String) -> Bool {
+package func flag(_ request: Request, _ name: String) -> Bool {
     guard let value = request.uri.queryParameters[Substring(name)] else { return false }
     return value.isEmpty || value == "true" || value == "1"
 }
 
-func fileMode(_ request: Request, default mode: UInt32 = 0o644) throws -> UInt32 {
+package func fileMode(_ request: Request, default mode: UInt32 = 0o644) throws -> UInt32 {
     guard let text = request.uri.queryParameters["mode"] else { return mode }
     guard let value = UInt32(text, radix: 8), value <= 0o7777 else {
         throw CorralError.invalidArgument("mode must be octal permission bits such as 644 or 755, got '\(text)'")

@@ -11,29 +11,29 @@ import Synchronization
 /// The non-streaming calls (CreateWatcher, GetWatcherEvents, RemoveWatcher: the sync SDK) look
 /// when asked for events; WatchDir (the async SDK) looks every `interval` while its stream is
 /// open.
-final class E2BWatchers: Sendable {
+package final class E2BWatchers: Sendable {
     /// What one look saw of one entry.
-    struct Seen: Sendable, Hashable {
-        var isDirectory: Bool
-        var size: Int64
-        var modified: Date
+    package struct Seen: Sendable, Hashable {
+        package var isDirectory: Bool
+        package var size: Int64
+        package var modified: Date
     }
 
-    struct Watcher: Sendable {
-        var sandbox: SandboxID
-        var path: String
-        var recursive: Bool
-        var snapshot: [String: Seen]
+    package struct Watcher: Sendable {
+        package var sandbox: SandboxID
+        package var path: String
+        package var recursive: Bool
+        package var snapshot: [String: Seen]
     }
 
     /// The most watchers one sandbox holds at once through the non-streaming calls (a client
     /// that never removes its watchers fills only its own sandbox's share).
-    static let maxWatchers = 64
-    static let interval: Duration = .milliseconds(200)
+    package static let maxWatchers = 64
+    package static let interval: Duration = .milliseconds(200)
 
     private let watchers = Mutex<[String: Watcher]>([:])
 
-    func create(sandbox: Sandbox, path: String, recursive: Bool) async throws -> String {
+    package func create(sandbox: Sandbox, path: String, recursive: Bool) async throws -> String {
         let snapshot = try await Self.look(sandbox, path: path, recursive: recursive)
         let id = "w-" + E2BSandboxFile.newToken().prefix(16)
         try watchers.withLock { watchers in
@@ -47,7 +47,7 @@ final class E2BWatchers: Sendable {
         return id
     }
 
-    func events(_ id: String, sandbox: Sandbox) async throws -> [JSONValue] {
+    package func events(_ id: String, sandbox: Sandbox) async throws -> [JSONValue] {
         guard let watcher = watchers.withLock({ $0[id] }), watcher.sandbox == sandbox.id else {
             throw ConnectError.notFound("watcher \(id.prefix(40)) not found")
         }
@@ -56,7 +56,7 @@ final class E2BWatchers: Sendable {
         return Self.difference(from: watcher.snapshot, to: now)
     }
 
-    func remove(_ id: String, sandbox: Sandbox) throws {
+    package func remove(_ id: String, sandbox: Sandbox) throws {
         try watchers.withLock { watchers in
             guard watchers[id]?.sandbox == sandbox.id else {
                 throw ConnectError.notFound("watcher \(id.prefix(40)) not found")
@@ -66,7 +66,7 @@ final class E2BWatchers: Sendable {
     }
 
     /// Paths under `path`, relative to it, with what was seen of each.
-    static func look(_ sandbox: Sandbox, path: String, recursive: Bool) async throws -> [String: Seen] {
+    package static func look(_ sandbox: Sandbox, path: String, recursive: Bool) async throws -> [String: Seen] {
         guard let stat = try await sandbox.stat(path) else { throw ConnectError.notFound("path \(path) not found") }
         guard stat.isDirectory else { throw ConnectError.invalidArgument("path \(path) is not a directory") }
         var seen: [String: Seen] = [:]
@@ -88,7 +88,7 @@ final class E2BWatchers: Sendable {
 
     /// FilesystemEvents, in envd's names: a new entry is CREATE (and WRITE, when a file has
     /// content), a changed file WRITE, a gone entry REMOVE.
-    static func difference(from before: [String: Seen], to after: [String: Seen]) -> [JSONValue] {
+    package static func difference(from before: [String: Seen], to after: [String: Seen]) -> [JSONValue] {
         var events: [JSONValue] = []
         func event(_ name: String, _ type: String) {
             events.append(.object(["name": .string(name), "type": .string(type)]))

@@ -1,5 +1,4 @@
 import CorralAPI
-import CorralFleet
 import CorralSandbox
 import NIOCore
 import NIOHTTPTypes
@@ -21,7 +20,7 @@ package final class StreamPresenceHandler: ChannelInboundHandler, RemovableChann
 
     package init() {}
 
-    let presence = ClientPresence()
+    package let presence = ClientPresence()
 
     package func channelInactive(context: ChannelHandlerContext) {
         presence.markGone()

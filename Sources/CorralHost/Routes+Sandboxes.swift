@@ -6,19 +6,16 @@ import DockerEngine
 import Foundation
 import Hummingbird
 
-extension CorralServer {
-    func addSandboxRoutes(to group: RouterGroup<CorralRequestContext>) {
+extension HostAPI {
+    package func addSandboxRoutes(to group: RouterGroup<CorralRequestContext>) {
         group.post("sandboxes") { request, context -> Response in
             let tenant = try context.requireTenant()
             let body = try await decodeJSON(CreateSandboxRequest.self, from: request, context: context)
             let provisionRequest = try body.provisionRequest(tenant: tenant)
-            if let session = provisionRequest.session { try await requireSession(session, tenant: tenant) }
+            if let session = provisionRequest.session { try await control.requireSession(session, tenant: tenant) }
             let provisioner = self.provisioner
-            let sandbox = try await quotas.admit(
-                tenant, limit: configuration.sandboxesPerTenant, what: .sandboxes,
-                current: { try await sandboxCount(of: tenant) }
-            ) { try await provisioner.provision(provisionRequest) }
-            try await keepOnlyIfTenantRemains(context) { try? await sandbox.remove() }
+            let sandbox = try await control.admitSandbox(tenant) { try await provisioner.provision(provisionRequest) }
+            try await control.keepOnlyIfTenantRemains(context) { try? await sandbox.remove() }
             return JSONResponse.make(CreatedSandbox(sandbox: sandbox), status: 201)
         }
 
@@ -34,7 +31,7 @@ extension CorralServer {
             try await sandbox(context).remove()
             let tenant = try context.requireTenant()
             // Other replicas count this one's sandboxes from what it published.
-            await quotas.publish(tenant)
+            await control.sandboxRemoved(tenant)
             return JSONResponse.empty()
         }
 
@@ -109,7 +106,7 @@ extension CorralServer {
             let path = try requireQuery(request, "path")
             let sandbox = try await sandbox(context)
             let channel = ByteChannel()
-            let limit = configuration.maxArchiveBytes
+            let limit = limits.maxArchiveBytes
             // The copy may end before the body does: a path it refuses, or a tar whose end
             // comes before the body's. Then the channel is abandoned, the loop below stops
             // sending (a send would otherwise wait for ever for a reader that has gone), the
@@ -200,7 +197,7 @@ extension CorralServer {
     /// Whose a sandbox is comes from its record, a local file written when it was handed out,
     /// rather than from the engine: an execute pays no extra engine round trip. A container
     /// that vanished behind its record still answers, as anywhere, with tool errors that say so.
-    func sandbox(_ context: CorralRequestContext) async throws -> Sandbox {
+    package func sandbox(_ context: CorralRequestContext) async throws -> Sandbox {
         let tenant = try context.requireTenant()
         let id = try SandboxID(validating: try context.parameters.require("id"))
         guard let record = try? provisioner.records().read(id), record.tenant == tenant else {
@@ -209,13 +206,7 @@ extension CorralServer {
         return provisioner.handle(id, tenant: tenant)
     }
 
-    func requireSession(_ id: SessionID, tenant: TenantID) async throws {
-        guard let sessions else { throw CorralError(.unsupported, "this service keeps no sessions") }
-        let info = try await sessions.session(id)
-        guard info.tenant == tenant else { throw CorralError.notFound("session \(id) not found") }
-    }
-
-    static func line(_ event: ExecStreamEvent) -> [UInt8] {
+    package static func line(_ event: ExecStreamEvent) -> [UInt8] {
         var data = (try? JSONResponse.encoder.encode(event)) ?? Data()
         data.append(UInt8(ascii: "\n"))
         return Array(data)
@@ -223,14 +214,16 @@ extension CorralServer {
 
     /// Copies a tar from `channel` into the sandbox, and abandons the channel when the copy
     /// ends, however it ends, so that its sender never waits on a reader that has gone.
-    static func copyIn(tar channel: ByteChannel, to path: String, of sandbox: Sandbox) async throws -> Int64 {
+    package static func copyIn(tar channel: ByteChannel, to path: String, of sandbox: Sandbox) async throws -> Int64 {
         defer { channel.cancel() }
         return try await sandbox.copyIn(tar: { try channel.blockingReceive() }, to: path)
     }
 }
 
 /// Reads a JSON body of at most the context's upload size, with errors that name the field.
-func decodeJSON<T: Decodable>(_ type: T.Type, from request: Request, context: CorralRequestContext) async throws -> T {
+package func decodeJSON<T: Decodable>(_ type: T.Type, from request: Request, context: CorralRequestContext) async throws
+    -> T
+{
     let bytes = try await collect(request, limit: context.maxUploadSize)
     guard !bytes.isEmpty else { throw CorralError.invalidArgument("the request has no body; send a JSON object") }
     let decoder = JSONDecoder()
@@ -242,7 +235,7 @@ func decodeJSON<T: Decodable>(_ type: T.Type, from request: Request, context: Co
     }
 }
 
-func collect(_ request: Request, limit: Int) async throws -> [UInt8] {
+package func collect(_ request: Request, limit: Int) async throws -> [UInt8] {
     var bytes: [UInt8] = []
     for try await buffer in request.body {
         guard bytes.count + buffer.readableBytes <= limit else {
@@ -253,7 +246,7 @@ func collect(_ request: Request, limit: Int) async throws -> [UInt8] {
     return bytes
 }
 
-func requireQuery(_ request: Request, _ name: String) throws -> String {
+package func requireQuery(_ request: Request, _ name: String) throws -> String {
     guard let value = request.uri.queryParameters[Substring(name)], !value.isEmpty else {
         throw CorralError.invalidArgument("the query parameter '\(name)' is required")
     }

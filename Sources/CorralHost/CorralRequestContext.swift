@@ -12,7 +12,7 @@ public struct CorralRequestContext: RequestContext {
     public var tokenSHA256: String?
     /// The connection the request came on (nil in the router tests): long work stops when the
     /// client goes away.
-    let channel: (any Channel)?
+    package let channel: (any Channel)?
 
     public init(source: ApplicationRequestContextSource) {
         coreContext = .init(source: source)
@@ -24,7 +24,7 @@ public struct CorralRequestContext: RequestContext {
     /// JSON bodies; archives stream through without this limit (they have their own).
     public var maxUploadSize: Int { 1 << 20 }
 
-    func requireTenant() throws -> TenantID {
+    package func requireTenant() throws -> TenantID {
         guard let tenant else { throw CorralError(.unauthenticated, "no tenant for this request") }
         return tenant
     }

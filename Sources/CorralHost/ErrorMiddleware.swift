@@ -7,13 +7,14 @@ import Logging
 
 /// Turns every error into `{"code", "message", "hint"}` with a fitting status. A client's
 /// mistake is a 4xx; nothing leaks a stack trace or an internal type name.
-struct ErrorMiddleware: RouterMiddleware {
-    typealias Context = CorralRequestContext
-    let metrics: ServerMetrics
+package struct ErrorMiddleware: RouterMiddleware {
+    package typealias Context = CorralRequestContext
+    package let metrics: ServerMetrics
     /// Host paths that must not reach a client (the state directory): replaced by a name.
-    let redactions: [(path: String, name: String)]
+    package let redactions: [(path: String, name: String)]
 
-    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws
+    package func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response)
+        async throws
         -> Response
     {
         do {
@@ -37,7 +38,7 @@ struct ErrorMiddleware: RouterMiddleware {
         }
     }
 
-    static func describe(_ error: any Error) -> (Int, APIErrorBody) {
+    package static func describe(_ error: any Error) -> (Int, APIErrorBody) {
         switch error {
         case let error as CorralError:
             return (APIErrorBody.status(for: error.code), APIErrorBody(error))
@@ -70,7 +71,7 @@ struct ErrorMiddleware: RouterMiddleware {
         }
     }
 
-    static func describe(decoding error: any Error) -> String {
+    package static func describe(decoding error: any Error) -> String {
         guard let error = error as? DecodingError else { return "malformed JSON" }
         func path(_ context: DecodingError.Context) -> String {
             let keys = context.codingPath.map { $0.intValue.map { "[\($0)]" } ?? $0.stringValue }
@@ -88,7 +89,7 @@ struct ErrorMiddleware: RouterMiddleware {
         }
     }
 
-    static func typeName(_ type: Any.Type) -> String {
+    package static func typeName(_ type: Any.Type) -> String {
         switch type {
         case is String.Type: "a string"
         case is Int.Type, is Int64.Type, is Double.Type: "a number"
@@ -101,8 +102,8 @@ struct ErrorMiddleware: RouterMiddleware {
 }
 
 /// JSON responses with corral's encoder settings (ISO 8601 dates, sorted keys).
-enum JSONResponse {
-    static let encoder: JSONEncoder = {
+package enum JSONResponse {
+    package static let encoder: JSONEncoder = {
         let encoder = JSONEncoder()
         // Microseconds, as the session store keeps them: whole seconds would lose the order of
         // events appended within one second.
@@ -114,7 +115,7 @@ enum JSONResponse {
         return encoder
     }()
 
-    static func make(_ value: some Encodable, status: Int = 200) -> Response {
+    package static func make(_ value: some Encodable, status: Int = 200) -> Response {
         let data =
             (try? encoder.encode(value)) ?? Data(#"{"code":"internal","message":"could not encode the answer"}"#.utf8)
         var headers = HTTPFields()
@@ -124,7 +125,7 @@ enum JSONResponse {
             body: ResponseBody(byteBuffer: ByteBuffer(bytes: data)))
     }
 
-    static func empty(status: Int = 204) -> Response {
+    package static func empty(status: Int = 204) -> Response {
         Response(status: HTTPResponse.Status(code: status))
     }
 }

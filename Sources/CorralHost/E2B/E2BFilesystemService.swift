@@ -7,21 +7,21 @@ import Hummingbird
 /// envd's `filesystem.Filesystem` service over corral's file operations, as the sandbox's
 /// user: Stat, MakeDir, Move, ListDir (to a depth) and Remove; WatchDir and the watcher calls
 /// by polling (`E2BWatchers`).
-struct E2BFilesystemService: Sendable {
-    let plane: E2BDataPlane
-    let watchers: E2BWatchers
+package struct E2BFilesystemService: Sendable {
+    package let plane: E2BDataPlane
+    package let watchers: E2BWatchers
 
     /// The deepest ListDir walks, whatever the request asks.
-    static let maxDepth = 16
+    package static let maxDepth = 16
     /// The most entries one ListDir returns.
-    static let maxEntries = 10_000
+    package static let maxEntries = 10_000
 
-    func stat(_ message: JSONValue, sandbox: Sandbox) async throws -> JSONValue {
+    package func stat(_ message: JSONValue, sandbox: Sandbox) async throws -> JSONValue {
         let path = try await plane.resolve(try message.protoString("path"), in: sandbox)
         return .object(["entry": try await entry(path, in: sandbox)])
     }
 
-    func makeDir(_ message: JSONValue, sandbox: Sandbox) async throws -> JSONValue {
+    package func makeDir(_ message: JSONValue, sandbox: Sandbox) async throws -> JSONValue {
         let path = try await plane.resolve(try message.protoString("path"), in: sandbox)
         if try await sandbox.stat(path) != nil {
             throw ConnectError(code: "already_exists", message: "directory \(path) already exists")
@@ -30,21 +30,21 @@ struct E2BFilesystemService: Sendable {
         return .object(["entry": try await entry(path, in: sandbox)])
     }
 
-    func move(_ message: JSONValue, sandbox: Sandbox) async throws -> JSONValue {
+    package func move(_ message: JSONValue, sandbox: Sandbox) async throws -> JSONValue {
         let source = try await plane.resolve(try message.protoString("source"), in: sandbox)
         let destination = try await plane.resolve(try message.protoString("destination"), in: sandbox)
         try await sandbox.rename(source, to: destination)
         return .object(["entry": try await entry(destination, in: sandbox)])
     }
 
-    func remove(_ message: JSONValue, sandbox: Sandbox) async throws -> JSONValue {
+    package func remove(_ message: JSONValue, sandbox: Sandbox) async throws -> JSONValue {
         let path = try await plane.resolve(try message.protoString("path"), in: sandbox)
         guard try await sandbox.stat(path) != nil else { throw ConnectError.notFound("path \(path) not found") }
         try await sandbox.removePath(path, recursive: true)
         return .object([:])
     }
 
-    func listDir(_ message: JSONValue, sandbox: Sandbox) async throws -> JSONValue {
+    package func listDir(_ message: JSONValue, sandbox: Sandbox) async throws -> JSONValue {
         let path = try await plane.resolve(try message.protoString("path"), in: sandbox)
         let depth = min(max(Int(message["depth"]?.protoIntValue ?? 1), 1), Self.maxDepth)
         guard let stat = try await sandbox.stat(path) else { throw ConnectError.notFound("path \(path) not found") }
@@ -65,7 +65,7 @@ struct E2BFilesystemService: Sendable {
 
     // MARK: Watching
 
-    func createWatcher(_ message: JSONValue, sandbox: Sandbox) async throws -> JSONValue {
+    package func createWatcher(_ message: JSONValue, sandbox: Sandbox) async throws -> JSONValue {
         try Self.refuseEntries(message)
         let path = try await plane.resolve(try message.protoString("path"), in: sandbox)
         let id = try await watchers.create(
@@ -73,17 +73,17 @@ struct E2BFilesystemService: Sendable {
         return .object(["watcherId": .string(id)])
     }
 
-    func watcherEvents(_ message: JSONValue, sandbox: Sandbox) async throws -> JSONValue {
+    package func watcherEvents(_ message: JSONValue, sandbox: Sandbox) async throws -> JSONValue {
         .object(["events": .array(try await watchers.events(try message.protoString("watcherId"), sandbox: sandbox))])
     }
 
-    func removeWatcher(_ message: JSONValue, sandbox: Sandbox) throws -> JSONValue {
+    package func removeWatcher(_ message: JSONValue, sandbox: Sandbox) throws -> JSONValue {
         try watchers.remove(try message.protoString("watcherId"), sandbox: sandbox)
         return .object([:])
     }
 
     /// WatchDir: a start event once the directory is seen, then its changes as they are found.
-    func watchDir(_ request: Request, context: CorralRequestContext, sandbox: Sandbox) async -> Response {
+    package func watchDir(_ request: Request, context: CorralRequestContext, sandbox: Sandbox) async -> Response {
         let presence = await ClientPresence.of(context.channel)
         let message: JSONValue
         do {
@@ -115,7 +115,7 @@ struct E2BFilesystemService: Sendable {
 
     /// Entry info in events needs envd 0.6.3, which corral does not claim; an older SDK that
     /// asks anyway is told.
-    static func refuseEntries(_ message: JSONValue) throws {
+    package static func refuseEntries(_ message: JSONValue) throws {
         if message["includeEntry"]?.boolValue == true {
             throw ConnectError.unimplemented("watch events with entry info are not supported")
         }
@@ -124,7 +124,7 @@ struct E2BFilesystemService: Sendable {
     // MARK: Entries
 
     /// EntryInfo for one path: from its directory's listing, which carries the time and kind.
-    func entry(_ path: String, in sandbox: Sandbox) async throws -> JSONValue {
+    package func entry(_ path: String, in sandbox: Sandbox) async throws -> JSONValue {
         let trimmed = path.count > 1 && path.hasSuffix("/") ? String(path.dropLast()) : path
         let (directory, name) = Sandbox.split(trimmed)
         if !name.isEmpty, let listing = try? await sandbox.listDirectory(directory.isEmpty ? "/" : directory),
@@ -141,13 +141,13 @@ struct E2BFilesystemService: Sendable {
             linkTarget: stat.linkTarget, path: trimmed)
     }
 
-    static func entry(_ file: SandboxFileInfo, path: String) -> JSONValue {
+    package static func entry(_ file: SandboxFileInfo, path: String) -> JSONValue {
         entry(
             name: file.name, kind: file.kind, size: file.size, mode: file.mode, modified: file.modified,
             linkTarget: file.linkTarget, path: path)
     }
 
-    static func entry(
+    package static func entry(
         name: String, kind: SandboxFileInfo.Kind, size: Int64, mode: UInt32, modified: Date?, linkTarget: String?,
         path: String
     ) -> JSONValue {
@@ -169,7 +169,7 @@ struct E2BFilesystemService: Sendable {
     }
 
     /// `ls -l`'s mode string, as envd gives it (`drwxr-xr-x`).
-    static func permissions(_ kind: SandboxFileInfo.Kind, _ mode: UInt32) -> String {
+    package static func permissions(_ kind: SandboxFileInfo.Kind, _ mode: UInt32) -> String {
         var text = kind == .directory ? "d" : kind == .symlink ? "L" : "-"
         for shift in stride(from: 6, through: 0, by: -3) {
             let bits = (mode >> UInt32(shift)) & 7
@@ -178,7 +178,7 @@ struct E2BFilesystemService: Sendable {
         return text
     }
 
-    static func join(_ directory: String, _ name: String) -> String {
+    package static func join(_ directory: String, _ name: String) -> String {
         directory.hasSuffix("/") ? directory + name : directory + "/" + name
     }
 }

@@ -10,13 +10,13 @@ import NIOCore
 /// relative ones under the home; parent directories are made as envd makes them. Errors are
 /// envd's `{"code": status, "message"}`: 404 for a missing file (the SDK's
 /// `FileNotFoundException`), 400 for a directory, 403 where the user may not write.
-struct E2BFilesRoute: Sendable {
-    let plane: E2BDataPlane
+package struct E2BFilesRoute: Sendable {
+    package let plane: E2BDataPlane
 
     /// The largest multipart body: it is read whole before its parts are written.
-    static let maxMultipartBytes = 64 << 20
+    package static let maxMultipartBytes = 64 << 20
 
-    func read(_ request: Request, sandbox: Sandbox) async throws -> Response {
+    package func read(_ request: Request, sandbox: Sandbox) async throws -> Response {
         let path = try await plane.resolve(try Self.query(request, "path"), in: sandbox)
         guard let stat = try await sandbox.stat(path) else {
             throw E2BAPIError.notFound("file '\(path)' does not exist")
@@ -34,7 +34,7 @@ struct E2BFilesRoute: Sendable {
             })
     }
 
-    func write(_ request: Request, sandbox: Sandbox) async throws -> Response {
+    package func write(_ request: Request, sandbox: Sandbox) async throws -> Response {
         let contentType = request.headers[.contentType] ?? ""
         var written: [JSONValue] = []
         if contentType.lowercased().hasPrefix("multipart/form-data") {
@@ -63,17 +63,17 @@ struct E2BFilesRoute: Sendable {
         return JSONResponse.make(written)
     }
 
-    func makeParents(_ path: String, in sandbox: Sandbox) async throws {
+    package func makeParents(_ path: String, in sandbox: Sandbox) async throws {
         let (parent, _) = Sandbox.split(path)
         guard parent != "/", try await sandbox.stat(parent) == nil else { return }
         try await sandbox.makeDirectory(parent, parents: true)
     }
 
-    static func info(_ path: String) -> JSONValue {
+    package static func info(_ path: String) -> JSONValue {
         .object(["name": .string(Sandbox.split(path).1), "type": .string("file"), "path": .string(path)])
     }
 
-    static func query(_ request: Request, _ name: String) throws -> String {
+    package static func query(_ request: Request, _ name: String) throws -> String {
         guard let value = request.uri.queryParameters[Substring(name)], !value.isEmpty else {
             throw E2BAPIError.badRequest("the query parameter '\(name)' is required")
         }
@@ -81,7 +81,7 @@ struct E2BFilesRoute: Sendable {
     }
 
     /// A file error as envd's HTTP answers it.
-    static func answer(_ error: any Error) -> Response {
+    package static func answer(_ error: any Error) -> Response {
         if let error = error as? E2BAPIError { return error.response }
         let (status, body) = ErrorMiddleware.describe(error)
         let mapped =
@@ -97,14 +97,14 @@ struct E2BFilesRoute: Sendable {
 }
 
 /// multipart/form-data, as httpx sends it: parts split on the boundary, each with its headers.
-enum E2BMultipart {
-    struct Part: Sendable {
-        var name: String?
-        var filename: String?
-        var body: [UInt8]
+package enum E2BMultipart {
+    package struct Part: Sendable {
+        package var name: String?
+        package var filename: String?
+        package var body: [UInt8]
     }
 
-    static func parse(_ body: [UInt8], contentType: String) throws -> [Part] {
+    package static func parse(_ body: [UInt8], contentType: String) throws -> [Part] {
         guard let range = contentType.range(of: "boundary=") else {
             throw E2BAPIError.badRequest("multipart/form-data without a boundary")
         }
@@ -143,7 +143,7 @@ enum E2BMultipart {
         return parts
     }
 
-    static func parameter(_ key: String, in line: String) -> String? {
+    package static func parameter(_ key: String, in line: String) -> String? {
         for piece in line.split(separator: ";") {
             let trimmed = piece.trimmingCharacters(in: .whitespaces)
             guard trimmed.hasPrefix(key + "=") else { continue }
@@ -156,7 +156,7 @@ enum E2BMultipart {
         return nil
     }
 
-    static func find(_ needle: [UInt8], in haystack: [UInt8], from start: Int) -> Int? {
+    package static func find(_ needle: [UInt8], in haystack: [UInt8], from start: Int) -> Int? {
         guard !needle.isEmpty, haystack.count >= needle.count, start <= haystack.count - needle.count else {
             return nil
         }

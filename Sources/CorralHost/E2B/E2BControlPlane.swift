@@ -1,6 +1,5 @@
 import CorralAPI
 import CorralCore
-import CorralFleet
 import CorralSandbox
 import Foundation
 import HTTPTypes
@@ -9,25 +8,30 @@ import Hummingbird
 /// E2B's control plane (`api.e2b.app`): create, connect, get, list, kill and set the timeout
 /// of sandboxes, with an E2B API key (`X-API-Key`) that is a corral tenant token. Every
 /// sandbox is looked up as the tenant's own: another tenant's id is E2B's 404.
-struct E2BControlPlane: Sendable {
-    let server: CorralServer
-    let auth: CorralServer.AuthMode
+package struct E2BControlPlane: Sendable {
+    package let host: HostAPI
+    package let auth: HostAPI.AuthMode
+
+    package init(host: HostAPI, auth: HostAPI.AuthMode) {
+        self.host = host
+        self.auth = auth
+    }
 
     /// What corral reports as envd's version: the SDK turns features on and off by it. 0.5.7
     /// has stdin, the default user, CloseStdin and octet-stream uploads, and not file metadata
     /// (extended attributes), which corral does not keep.
-    static let envdVersion = "0.5.7"
-    static let clientID = "corral"
+    package static let envdVersion = "0.5.7"
+    package static let clientID = "corral"
     /// E2B's default sandbox timeout, in seconds, and its largest (a day).
-    static let defaultTimeout = 300
-    static let maxTimeout = 86_400
+    package static let defaultTimeout = 300
+    package static let maxTimeout = 86_400
 
-    var provisioner: Provisioner { server.provisioner }
+    package var provisioner: Provisioner { host.provisioner }
 
     // MARK: Authentication
 
     /// The tenant whose API key the request carries; on the unix socket, the local tenant.
-    func authenticate(_ request: Request, context: inout CorralRequestContext) async throws -> TenantID {
+    package func authenticate(_ request: Request, context: inout CorralRequestContext) async throws -> TenantID {
         switch auth {
         case .local:
             context.tenant = .local
@@ -42,7 +46,10 @@ struct E2BControlPlane: Sendable {
                 throw E2BAPIError(
                     status: 401, message: "missing API key: send it in the X-API-Key header (E2B_API_KEY)")
             }
-            switch try await server.tenants.authenticate(token: key) {
+            guard let tokens = host.control.tenantTokens else {
+                throw E2BAPIError(status: 401, message: "Invalid API key: this host takes no API keys")
+            }
+            switch try await tokens.authenticate(token: key) {
             case .tenant(let tenant, let tokenSHA256):
                 context.tenant = tenant
                 context.tokenSHA256 = tokenSHA256
@@ -54,7 +61,7 @@ struct E2BControlPlane: Sendable {
     }
 
     /// Runs `body` for the tenant, answering every failure in E2B's shape.
-    func answer(
+    package func answer(
         _ request: Request, _ context: CorralRequestContext,
         _ body: (TenantID, CorralRequestContext) async throws -> Response
     ) async -> Response {
@@ -76,7 +83,7 @@ struct E2BControlPlane: Sendable {
 
     /// The tenant's live sandbox named in the path. Missing, another tenant's, or past its end:
     /// E2B's 404. One past its end is removed on the way.
-    func sandbox(_ idText: String, tenant: TenantID) async throws -> (Sandbox, SandboxRecord) {
+    package func sandbox(_ idText: String, tenant: TenantID) async throws -> (Sandbox, SandboxRecord) {
         guard let id = SandboxID(idText), let record = try? provisioner.records().read(id), record.tenant == tenant
         else {
             throw E2BAPIError.notFound("sandbox \"\(idText.prefix(80))\" doesn't exist or you don't have access to it")
@@ -89,15 +96,17 @@ struct E2BControlPlane: Sendable {
         return (sandbox, record)
     }
 
-    func create(_ request: Request, tenant: TenantID, context: CorralRequestContext) async throws -> Response {
+    package func create(_ request: Request, tenant: TenantID, context: CorralRequestContext) async throws -> Response {
         let body = try await E2BJSON.object(request)
         guard let templateID = body["templateID"]?.stringValue, !templateID.isEmpty else {
             throw E2BAPIError.badRequest("templateID is required")
         }
         let timeout = try Self.timeout(body["timeout"])
         // On a control plane with workers, placed as corral's own creates are (docs/workers.md).
-        if let worker = try await placeOnWorker(tenant: tenant, templateID: templateID) {
-            return try await create(body, request: request, tenant: tenant, on: worker)
+        if let placed = try await host.control.e2bCreateElsewhere(
+            body, request: request, tenant: tenant, templateID: templateID)
+        {
+            return placed
         }
         var provision = try provisionRequest(template: templateID)
         provision.tenant = tenant
@@ -106,12 +115,9 @@ struct E2BControlPlane: Sendable {
         provision.env = try E2BJSON.stringMap(body["envVars"], field: "envVars")
         let provisioner = self.provisioner
         let request = provision
-        let sandbox = try await server.quotas.admit(
-            tenant, limit: server.configuration.sandboxesPerTenant, what: .sandboxes,
-            current: { try await server.sandboxCount(of: tenant) }
-        ) { try await provisioner.provision(request) }
+        let sandbox = try await host.control.admitSandbox(tenant) { try await provisioner.provision(request) }
         do {
-            try await server.keepOnlyIfTenantRemains(context) { try? await sandbox.remove() }
+            try await host.control.keepOnlyIfTenantRemains(context) { try? await sandbox.remove() }
             let file = E2BSandboxFile(accessToken: E2BSandboxFile.newToken(), templateID: templateID)
             try file.write(try provisioner.records(), sandbox.id)
             return JSONResponse.make(Self.created(sandbox.id, file: file), status: 201)
@@ -124,7 +130,7 @@ struct E2BControlPlane: Sendable {
     /// E2B's template id as a corral template: `base` (the SDK's default) is the template named
     /// `e2b` when the service has one, else the one named `base`, else the default image; any
     /// other id must name one of the service's templates.
-    func provisionRequest(template: String) throws -> ProvisionRequest {
+    package func provisionRequest(template: String) throws -> ProvisionRequest {
         var request = ProvisionRequest()
         let configuration = provisioner.configuration
         let candidates = template == "base" ? ["e2b", "base"] : [template]
@@ -138,7 +144,7 @@ struct E2BControlPlane: Sendable {
         return request
     }
 
-    static func timeout(_ value: JSONValue?) throws -> Int {
+    package static func timeout(_ value: JSONValue?) throws -> Int {
         guard let value, value != .null else { return defaultTimeout }
         guard let seconds = value.intValue, seconds >= 1, seconds <= Int64(maxTimeout) else {
             throw E2BAPIError.badRequest("timeout must be a whole number of seconds from 1 to \(maxTimeout)")
@@ -146,7 +152,7 @@ struct E2BControlPlane: Sendable {
         return Int(seconds)
     }
 
-    static func created(_ id: SandboxID, file: E2BSandboxFile) -> JSONValue {
+    package static func created(_ id: SandboxID, file: E2BSandboxFile) -> JSONValue {
         .object([
             "templateID": .string(file.templateID), "sandboxID": .string(id.rawValue), "clientID": .string(clientID),
             "envdVersion": .string(envdVersion), "envdAccessToken": .string(file.accessToken),
@@ -155,7 +161,7 @@ struct E2BControlPlane: Sendable {
         ])
     }
 
-    func connect(_ request: Request, idText: String, tenant: TenantID) async throws -> Response {
+    package func connect(_ request: Request, idText: String, tenant: TenantID) async throws -> Response {
         let body = try await E2BJSON.object(request, allowEmpty: true)
         let (sandbox, record) = try await sandbox(idText, tenant: tenant)
         let store = try provisioner.records()
@@ -172,7 +178,7 @@ struct E2BControlPlane: Sendable {
         return JSONResponse.make(Self.created(sandbox.id, file: file), status: 200)
     }
 
-    func setTimeout(_ request: Request, idText: String, tenant: TenantID) async throws -> Response {
+    package func setTimeout(_ request: Request, idText: String, tenant: TenantID) async throws -> Response {
         let body = try await E2BJSON.object(request)
         guard body["timeout"] != nil else { throw E2BAPIError.badRequest("timeout is required") }
         let timeout = try Self.timeout(body["timeout"])
@@ -182,13 +188,13 @@ struct E2BControlPlane: Sendable {
         return Response(status: .noContent)
     }
 
-    func kill(idText: String, tenant: TenantID) async throws -> Response {
+    package func kill(idText: String, tenant: TenantID) async throws -> Response {
         let (sandbox, _) = try await sandbox(idText, tenant: tenant)
         try await sandbox.remove()
         return Response(status: .noContent)
     }
 
-    func detail(idText: String, tenant: TenantID) async throws -> Response {
+    package func detail(idText: String, tenant: TenantID) async throws -> Response {
         let (sandbox, record) = try await sandbox(idText, tenant: tenant)
         let store = try provisioner.records()
         var entry = listed(record: record, file: E2BSandboxFile.read(store, sandbox.id))
@@ -204,7 +210,7 @@ struct E2BControlPlane: Sendable {
     /// `GET /v2/sandboxes` (and the older `GET /sandboxes`): the tenant's running sandboxes,
     /// filtered by metadata (`metadata=k%3Dv%26k2%3Dv2`) and state, oldest first, in pages of
     /// `limit` with the next page's token in `x-next-token`.
-    func list(_ request: Request, tenant: TenantID, paged: Bool) async throws -> Response {
+    package func list(_ request: Request, tenant: TenantID, paged: Bool) async throws -> Response {
         let query = request.uri.queryParameters
         let wanted = query["metadata"].map { E2BJSON.formDecode(String($0)) } ?? [:]
         if let states = query["state"], !states.split(separator: ",").contains("running") {
@@ -220,8 +226,8 @@ struct E2BControlPlane: Sendable {
             rows.append(listed(record: record, file: E2BSandboxFile.read(store, info.id)))
         }
         // With workers, theirs too, in the order they started (the timestamps sort as text).
-        if server.fleet != nil {
-            rows += await workerRows(request, tenant: tenant)
+        if let elsewhere = await host.control.e2bRowsElsewhere(request, tenant: tenant) {
+            rows += elsewhere
             rows.sort { ($0["startedAt"]?.stringValue ?? "") < ($1["startedAt"]?.stringValue ?? "") }
         }
         if query["order"] == "desc" { rows.reverse() }
@@ -246,7 +252,7 @@ struct E2BControlPlane: Sendable {
     }
 
     /// A sandbox as E2B's list and get answer it.
-    func listed(record: SandboxRecord, file: E2BSandboxFile?) -> JSONValue {
+    package func listed(record: SandboxRecord, file: E2BSandboxFile?) -> JSONValue {
         let resources =
             record.template.flatMap { provisioner.configuration.template(named: $0)?.resources }
             ?? SandboxResources()
@@ -265,8 +271,8 @@ struct E2BControlPlane: Sendable {
 }
 
 /// Reading E2B's JSON bodies and query strings.
-enum E2BJSON {
-    static func object(_ request: Request, allowEmpty: Bool = false) async throws -> JSONValue {
+package enum E2BJSON {
+    package static func object(_ request: Request, allowEmpty: Bool = false) async throws -> JSONValue {
         let bytes = try await collect(request, limit: 1 << 20)
         if bytes.isEmpty {
             guard allowEmpty else { throw E2BAPIError.badRequest("the request has no body; send a JSON object") }
@@ -278,7 +284,7 @@ enum E2BJSON {
         return value
     }
 
-    static func stringMap(_ value: JSONValue?, field: String) throws -> [String: String] {
+    package static func stringMap(_ value: JSONValue?, field: String) throws -> [String: String] {
         guard let value, value != .null else { return [:] }
         guard let object = value.objectValue else { throw E2BAPIError.badRequest("\(field) must be an object") }
         var map: [String: String] = [:]
@@ -290,7 +296,7 @@ enum E2BJSON {
     }
 
     /// `a=1&b=2` with percent-escapes, as the SDK sends the metadata filter.
-    static func formDecode(_ text: String) -> [String: String] {
+    package static func formDecode(_ text: String) -> [String: String] {
         var map: [String: String] = [:]
         for pair in text.split(separator: "&") {
             let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
@@ -303,7 +309,7 @@ enum E2BJSON {
         return map
     }
 
-    static func timestamp(_ date: Date) -> String {
+    package static func timestamp(_ date: Date) -> String {
         let formatter = ISO8601DateFormatter()
         formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
         return formatter.string(from: date)
@@ -311,8 +317,8 @@ enum E2BJSON {
 }
 
 /// Headers by name, whatever their case.
-enum E2BHeaders {
-    static func value(_ request: Request, _ name: String) -> String? {
+package enum E2BHeaders {
+    package static func value(_ request: Request, _ name: String) -> String? {
         let lowered = name.lowercased()
         return request.headers.first { $0.name.canonicalName == lowered }?.value
     }

@@ -8,12 +8,12 @@ import NIOHTTPTypes
 import Synchronization
 
 /// The limits every connection of both listeners is held to before and between requests.
-struct ConnectionLimits: Sendable {
+package struct ConnectionLimits: Sendable {
     /// A request head must arrive whole within this time: from the connection's start for
     /// the first request, from its first byte for each later one.
-    var headerTimeout: Duration
+    package var headerTimeout: Duration
     /// The largest request head (request line and header fields); a larger one gets 431.
-    var maxHeadBytes: Int
+    package var maxHeadBytes: Int
 }
 
 /// The first handler of every connection's pipeline, on raw bytes, ahead of the HTTP decoder.
@@ -23,10 +23,10 @@ struct ConnectionLimits: Sendable {
 /// error body (the decoder alone would answer 400 with no body), and tells a route when its
 /// client has gone (`ClientPresence`). `RequestBoundaryObserver`, after the decoder, reports
 /// where requests begin and end. Everything runs on the connection's event loop.
-final class ConnectionGuard: ChannelInboundHandler, RemovableChannelHandler {
-    typealias InboundIn = ByteBuffer
-    typealias InboundOut = ByteBuffer
-    typealias OutboundOut = ByteBuffer
+package final class ConnectionGuard: ChannelInboundHandler, RemovableChannelHandler {
+    package typealias InboundIn = ByteBuffer
+    package typealias InboundOut = ByteBuffer
+    package typealias OutboundOut = ByteBuffer
 
     private enum Phase {
         /// Waiting for a head: `bytes` of it so far, the last bytes seen (a terminator may
@@ -41,39 +41,39 @@ final class ConnectionGuard: ChannelInboundHandler, RemovableChannelHandler {
 
     private let limits: ConnectionLimits
     private let logger: Logger
-    let presence = ClientPresence()
+    package let presence = ClientPresence()
     private var phase = Phase.awaitingHead(bytes: 0, recent: [], sawContent: false)
     private var deadline: Scheduled<Void>?
     /// Responses begun and not yet ended: a 408 or 431 is written only between responses.
     private var openResponses = 0
 
-    init(limits: ConnectionLimits, logger: Logger) {
+    package init(limits: ConnectionLimits, logger: Logger) {
         self.limits = limits
         self.logger = logger
     }
 
     // MARK: Lifecycle
 
-    func handlerAdded(context: ChannelHandlerContext) {
+    package func handlerAdded(context: ChannelHandlerContext) {
         if context.channel.isActive { armDeadline(context) }
     }
 
-    func handlerRemoved(context: ChannelHandlerContext) {
+    package func handlerRemoved(context: ChannelHandlerContext) {
         cancelDeadline()
     }
 
-    func channelActive(context: ChannelHandlerContext) {
+    package func channelActive(context: ChannelHandlerContext) {
         armDeadline(context)
         context.fireChannelActive()
     }
 
-    func channelInactive(context: ChannelHandlerContext) {
+    package func channelInactive(context: ChannelHandlerContext) {
         cancelDeadline()
         presence.markGone()
         context.fireChannelInactive()
     }
 
-    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+    package func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         // The server allows half-closure: a client that goes away shows as its input closing.
         if let event = event as? ChannelEvent, case .inputClosed = event { presence.markGone() }
         context.fireUserInboundEventTriggered(event)
@@ -81,7 +81,7 @@ final class ConnectionGuard: ChannelInboundHandler, RemovableChannelHandler {
 
     // MARK: Bytes
 
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+    package func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch phase {
         case .closing:
             return
@@ -119,20 +119,20 @@ final class ConnectionGuard: ChannelInboundHandler, RemovableChannelHandler {
 
     // MARK: Reports from after the decoder
 
-    func headParsed() {
+    package func headParsed() {
         cancelDeadline()
         openResponses += 1
         phase = .inRequest
     }
 
-    func requestEnded() {
+    package func requestEnded() {
         guard case .inRequest = phase else { return }
         // The next head's deadline starts with its first byte: a quiet keep-alive connection
         // is the idle timeout's business.
         phase = .awaitingHead(bytes: 0, recent: [], sawContent: false)
     }
 
-    func responseEnded() {
+    package func responseEnded() {
         openResponses = max(0, openResponses - 1)
     }
 
@@ -212,19 +212,19 @@ final class ConnectionGuard: ChannelInboundHandler, RemovableChannelHandler {
 }
 
 /// After the HTTP decoder: tells the connection's guard where requests begin and end.
-final class RequestBoundaryObserver: ChannelDuplexHandler, RemovableChannelHandler {
-    typealias InboundIn = HTTPRequestPart
-    typealias InboundOut = HTTPRequestPart
-    typealias OutboundIn = HTTPResponsePart
-    typealias OutboundOut = HTTPResponsePart
+package final class RequestBoundaryObserver: ChannelDuplexHandler, RemovableChannelHandler {
+    package typealias InboundIn = HTTPRequestPart
+    package typealias InboundOut = HTTPRequestPart
+    package typealias OutboundIn = HTTPResponsePart
+    package typealias OutboundOut = HTTPResponsePart
 
     private var connectionGuard: ConnectionGuard?
 
-    func handlerAdded(context: ChannelHandlerContext) {
+    package func handlerAdded(context: ChannelHandlerContext) {
         connectionGuard = try? context.pipeline.syncOperations.handler(type: ConnectionGuard.self)
     }
 
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+    package func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch unwrapInboundIn(data) {
         case .head: connectionGuard?.headParsed()
         case .end: connectionGuard?.requestEnded()
@@ -233,7 +233,7 @@ final class RequestBoundaryObserver: ChannelDuplexHandler, RemovableChannelHandl
         context.fireChannelRead(data)
     }
 
-    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+    package func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         if case .end = unwrapOutboundIn(data) { connectionGuard?.responseEnded() }
         context.write(data, promise: promise)
     }
@@ -241,16 +241,16 @@ final class RequestBoundaryObserver: ChannelDuplexHandler, RemovableChannelHandl
 
 /// Whether a request's client is still connected, for work that should stop when it leaves
 /// (a command it started). Safe to use from any task.
-final class ClientPresence: Sendable {
+package final class ClientPresence: Sendable {
     private struct State {
-        var gone = false
-        var waiters: [UInt64: @Sendable () -> Void] = [:]
-        var next: UInt64 = 0
+        package var gone = false
+        package var waiters: [UInt64: @Sendable () -> Void] = [:]
+        package var next: UInt64 = 0
     }
 
     private let state = Mutex(State())
 
-    func markGone() {
+    package func markGone() {
         let waiters = state.withLock { state -> [@Sendable () -> Void] in
             guard !state.gone else { return [] }
             state.gone = true
@@ -261,7 +261,7 @@ final class ClientPresence: Sendable {
     }
 
     /// Calls `action` once the client has gone (at once if it has); the token removes it.
-    func onGone(_ action: @escaping @Sendable () -> Void) -> UInt64? {
+    package func onGone(_ action: @escaping @Sendable () -> Void) -> UInt64? {
         let token = state.withLock { state -> UInt64? in
             guard !state.gone else { return nil }
             state.next += 1
@@ -272,14 +272,14 @@ final class ClientPresence: Sendable {
         return token
     }
 
-    func remove(_ token: UInt64?) {
+    package func remove(_ token: UInt64?) {
         guard let token else { return }
         _ = state.withLock { $0.waiters.removeValue(forKey: token) }
     }
 
     /// The presence of the client on `channel`, or nil when the channel has no guard (the
     /// in-process router tests).
-    static func of(_ channel: (any Channel)?) async -> ClientPresence? {
+    package static func of(_ channel: (any Channel)?) async -> ClientPresence? {
         guard let channel else { return nil }
         return try? await channel.eventLoop.submit {
             // A stream a worker serves has its own (StreamPresenceHandler); a connection, the guard's.
@@ -294,7 +294,7 @@ final class ClientPresence: Sendable {
 /// Runs `body` in a task that is cancelled when the client goes away or the caller's task is
 /// cancelled: a command a client started stops with its client. The sandbox layer turns the
 /// cancellation into a kill of the command.
-func cancellingWhenClientLeaves<T: Sendable>(
+package func cancellingWhenClientLeaves<T: Sendable>(
     _ presence: ClientPresence?, _ body: @escaping @Sendable () async throws -> T
 ) async throws -> T {
     let task = Task { try await body() }
@@ -308,19 +308,19 @@ func cancellingWhenClientLeaves<T: Sendable>(
 }
 
 /// Hummingbird's HTTP/1 channel with `ConnectionGuard` ahead of its decoder.
-struct GuardedHTTP1Channel: ServerChildChannel {
-    typealias Value = HTTP1Channel.Value
-    let http1: HTTP1Channel
-    let limits: ConnectionLimits
+package struct GuardedHTTP1Channel: ServerChildChannel {
+    package typealias Value = HTTP1Channel.Value
+    package let http1: HTTP1Channel
+    package let limits: ConnectionLimits
 
-    func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
+    package func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
         let limits = self.limits
         return channel.eventLoop.makeCompletedFuture {
             try channel.pipeline.syncOperations.addHandler(ConnectionGuard(limits: limits, logger: logger))
         }.flatMap { http1.setup(channel: channel, logger: logger) }
     }
 
-    func handle(value: Value, logger: Logger) async {
+    package func handle(value: Value, logger: Logger) async {
         await http1.handle(value: value, logger: logger)
     }
 }

@@ -1,27 +1,26 @@
 import CorralAPI
 import CorralCore
-import CorralFleet
 import HTTPTypes
 import Hummingbird
 
 /// Decides who is asking. On the unix socket in the state directory (mode 0600) every request
 /// is the local tenant's; on TCP a bearer token names the tenant; on a worker's link the control
 /// plane names it (the worker dialled that control plane and verified it), for the link's epoch.
-struct AuthMiddleware: RouterMiddleware {
-    typealias Context = CorralRequestContext
+package struct AuthMiddleware: RouterMiddleware {
+    package typealias Context = CorralRequestContext
 
-    enum Mode: Sendable {
+    package enum Mode: Sendable {
         case local
-        case tokens(TenantRegistry)
+        case tokens((any TenantTokens)?)
         case controlPlane(currentEpoch: @Sendable () -> Int64?)
     }
 
-    let mode: Mode
+    package let mode: Mode
 
     /// On a worker's link: the epoch must be the link's current one (else 409), and the call
     /// names its tenant in `Corral-Tenant`, which the link alone may carry.
-    static func checkEpoch(_ request: Request, currentEpoch: () -> Int64?) throws {
-        let presented = request.headers[corral: WorkerProtocol.epochHeader].flatMap { Int64($0) }
+    package static func checkEpoch(_ request: Request, currentEpoch: () -> Int64?) throws {
+        let presented = HTTPField.Name(WorkerProtocol.epochHeader).flatMap { request.headers[$0] }.flatMap { Int64($0) }
         guard let presented, presented == currentEpoch() else {
             throw CorralError(
                 .conflict,
@@ -29,15 +28,16 @@ struct AuthMiddleware: RouterMiddleware {
         }
     }
 
-    static func linkTenant(_ request: Request, currentEpoch: () -> Int64?) throws -> TenantID {
+    package static func linkTenant(_ request: Request, currentEpoch: () -> Int64?) throws -> TenantID {
         try checkEpoch(request, currentEpoch: currentEpoch)
-        guard let name = request.headers[corral: WorkerProtocol.tenantHeader] else {
+        guard let name = HTTPField.Name(WorkerProtocol.tenantHeader).flatMap({ request.headers[$0] }) else {
             throw CorralError(.unauthenticated, "a call on the worker link names no tenant")
         }
         return name == TenantID.local.rawValue ? .local : try TenantID(validating: name)
     }
 
-    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws
+    package func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response)
+        async throws
         -> Response
     {
         var context = context
@@ -46,13 +46,14 @@ struct AuthMiddleware: RouterMiddleware {
             context.tenant = .local
         case .controlPlane(let currentEpoch):
             context.tenant = try Self.linkTenant(request, currentEpoch: currentEpoch)
-        case .tokens(let registry):
+        case .tokens(let tokens):
             guard let header = request.headers[.authorization], header.lowercased().hasPrefix("bearer ") else {
                 throw CorralError(
                     .unauthenticated, "this request needs a bearer token",
                     hint: "send Authorization: Bearer TOKEN (corral tenant add NAME makes one)")
             }
             let token = String(header.dropFirst("bearer ".count)).trimmingCharacters(in: .whitespaces)
+            guard let registry = tokens else { throw invalidToken }
             switch try await registry.authenticate(token: token) {
             case .tenant(let tenant, let tokenSHA256):
                 context.tenant = tenant
@@ -72,7 +73,7 @@ struct AuthMiddleware: RouterMiddleware {
         return try await next(request, context)
     }
 
-    var invalidToken: CorralError {
+    package var invalidToken: CorralError {
         CorralError(.unauthenticated, "the bearer token is not valid", hint: "corral tenant add NAME makes a new one")
     }
 }

@@ -8,23 +8,23 @@ import Synchronization
 /// their sandbox with `E2b-Sandbox-Id` and prove they may reach it with `X-Access-Token`, the
 /// token create and connect returned. No tenant token is involved: as with E2B, the access
 /// token alone is the key to one sandbox.
-struct E2BDataPlane: Sendable {
-    let server: CorralServer
-    let processes: E2BProcessTable
-    let homes: E2BHomeCache
+package struct E2BDataPlane: Sendable {
+    package let host: HostAPI
+    package let processes: E2BProcessTable
+    package let homes: E2BHomeCache
 
     /// envd's port: the only one this data plane serves (a sandbox's other ports are not
     /// reachable this way yet).
-    static let envdPort = "49983"
+    package static let envdPort = "49983"
     /// Where E2B code expects its user's home and working directory.
-    static let home = "/home/user"
+    package static let home = "/home/user"
 
-    var provisioner: Provisioner { server.provisioner }
+    package var provisioner: Provisioner { host.provisioner }
 
     /// The sandbox the request names, once its access token checks. A sandbox that does not
     /// exist (or is past its end) answers as E2B's proxy does: 502 with "was not found", which
     /// the SDK raises as `SandboxNotRunningException`.
-    func sandbox(_ request: Request, checkToken: Bool = true) throws -> Sandbox {
+    package func sandbox(_ request: Request, checkToken: Bool = true) throws -> Sandbox {
         guard let idText = E2BHeaders.value(request, "e2b-sandbox-id"), !idText.isEmpty else {
             throw E2BAPIError.badRequest("the E2b-Sandbox-Id header is required")
         }
@@ -41,7 +41,7 @@ struct E2BDataPlane: Sendable {
 
     /// The sandbox `idText` names, once one of the `presented` tokens is its access token (nil:
     /// no check).
-    func sandbox(idText: String, presented: [String?]?) throws -> Sandbox {
+    package func sandbox(idText: String, presented: [String?]?) throws -> Sandbox {
         guard let id = SandboxID(idText), let store = try? provisioner.records(), let record = try? store.read(id),
             record.expires.map({ $0 > Date() }) ?? true
         else {
@@ -66,7 +66,7 @@ struct E2BDataPlane: Sendable {
 
     /// The directory relative paths and commands start from: E2B's home when the sandbox has it
     /// (the `e2b` template's image), else the workspace.
-    func home(of sandbox: Sandbox) async -> String {
+    package func home(of sandbox: Sandbox) async -> String {
         if let known = homes.lookup(sandbox.id) { return known }
         let present = (try? await sandbox.stat(Self.home)) != nil
         let home = present ? Self.home : provisioner.configuration.environment.workspace
@@ -75,7 +75,7 @@ struct E2BDataPlane: Sendable {
     }
 
     /// `path` made absolute against the home.
-    func resolve(_ path: String, in sandbox: Sandbox) async throws -> String {
+    package func resolve(_ path: String, in sandbox: Sandbox) async throws -> String {
         guard !path.isEmpty else { throw ConnectError.invalidArgument("path is required") }
         if path.hasPrefix("/") { return path }
         if path == "~" { return await home(of: sandbox) }
@@ -85,12 +85,12 @@ struct E2BDataPlane: Sendable {
 }
 
 /// Whether each sandbox has E2B's home, learned once.
-final class E2BHomeCache: Sendable {
+package final class E2BHomeCache: Sendable {
     private let homes = Mutex<[SandboxID: String]>([:])
 
-    func lookup(_ id: SandboxID) -> String? { homes.withLock { $0[id] } }
+    package func lookup(_ id: SandboxID) -> String? { homes.withLock { $0[id] } }
 
-    func store(_ id: SandboxID, _ home: String) {
+    package func store(_ id: SandboxID, _ home: String) {
         homes.withLock { homes in
             // Bounded: a long-running service sees many sandboxes come and go.
             if homes.count > 4096 { homes.removeAll() }

@@ -8,18 +8,18 @@ import NIOCore
 /// Unary calls are a plain JSON body each way. Streams (server, client) carry envelopes: one
 /// byte of flags, four bytes of big-endian length, then the message; the response's last
 /// envelope has flag 0x02 and holds `{}` or `{"error": {"code", "message"}}`.
-enum ConnectWire {
-    static let streamContentType = "application/connect+json"
-    static let unaryContentType = "application/json"
-    static let endStreamFlag: UInt8 = 0x02
+package enum ConnectWire {
+    package static let streamContentType = "application/connect+json"
+    package static let unaryContentType = "application/json"
+    package static let endStreamFlag: UInt8 = 0x02
     /// The largest message a request may carry: envd's requests are small (paths, pids, input).
-    static let maxMessageBytes = 4 << 20
+    package static let maxMessageBytes = 4 << 20
 
-    static func envelope(_ message: JSONValue, flags: UInt8 = 0) -> [UInt8] {
+    package static func envelope(_ message: JSONValue, flags: UInt8 = 0) -> [UInt8] {
         envelope(bytes: encode(message), flags: flags)
     }
 
-    static func envelope(bytes payload: [UInt8], flags: UInt8) -> [UInt8] {
+    package static func envelope(bytes payload: [UInt8], flags: UInt8) -> [UInt8] {
         let length = UInt32(payload.count)
         var frame: [UInt8] = [flags, UInt8(length >> 24), UInt8((length >> 16) & 0xff), UInt8((length >> 8) & 0xff)]
         frame.append(UInt8(length & 0xff))
@@ -28,7 +28,7 @@ enum ConnectWire {
     }
 
     /// The last envelope of a stream: success, or the error the stream ended with.
-    static func endStream(_ error: ConnectError?) -> [UInt8] {
+    package static func endStream(_ error: ConnectError?) -> [UInt8] {
         guard let error else { return envelope(.object([:]), flags: endStreamFlag) }
         let body: JSONValue = .object([
             "error": .object(["code": .string(error.code), "message": .string(error.message)])
@@ -36,11 +36,11 @@ enum ConnectWire {
         return envelope(body, flags: endStreamFlag)
     }
 
-    static func encode(_ value: JSONValue) -> [UInt8] {
+    package static func encode(_ value: JSONValue) -> [UInt8] {
         Array((try? JSONEncoder().encode(value)) ?? Data("{}".utf8))
     }
 
-    static func decode(_ bytes: [UInt8]) throws -> JSONValue {
+    package static func decode(_ bytes: [UInt8]) throws -> JSONValue {
         if bytes.isEmpty { return .object([:]) }
         do {
             let value = try JSONDecoder().decode(JSONValue.self, from: Data(bytes))
@@ -54,13 +54,13 @@ enum ConnectWire {
     }
 
     /// Splits a byte stream into envelopes as they complete.
-    struct EnvelopeReader {
+    package struct EnvelopeReader {
         private var buffer: [UInt8] = []
 
-        mutating func append(_ bytes: some Sequence<UInt8>) { buffer.append(contentsOf: bytes) }
+        package mutating func append(_ bytes: some Sequence<UInt8>) { buffer.append(contentsOf: bytes) }
 
         /// The next whole envelope, or nil until more bytes arrive.
-        mutating func next() throws -> (flags: UInt8, payload: [UInt8])? {
+        package mutating func next() throws -> (flags: UInt8, payload: [UInt8])? {
             guard buffer.count >= 5 else { return nil }
             let length = Int(buffer[1]) << 24 | Int(buffer[2]) << 16 | Int(buffer[3]) << 8 | Int(buffer[4])
             guard length <= ConnectWire.maxMessageBytes else {
@@ -77,11 +77,11 @@ enum ConnectWire {
         }
 
         /// Bytes left over that make no whole envelope.
-        var hasPartial: Bool { !buffer.isEmpty }
+        package var hasPartial: Bool { !buffer.isEmpty }
     }
 
     /// The one message of a server-streaming call's request body.
-    static func singleRequest(_ request: Request) async throws -> JSONValue {
+    package static func singleRequest(_ request: Request) async throws -> JSONValue {
         var reader = EnvelopeReader()
         var message: JSONValue?
         var total = 0
@@ -105,7 +105,7 @@ enum ConnectWire {
     }
 
     /// A unary call's request body: one JSON object.
-    static func unaryRequest(_ request: Request) async throws -> JSONValue {
+    package static func unaryRequest(_ request: Request) async throws -> JSONValue {
         var bytes: [UInt8] = []
         for try await buffer in request.body {
             guard bytes.count + buffer.readableBytes <= maxMessageBytes else {
@@ -116,14 +116,14 @@ enum ConnectWire {
         return try decode(bytes)
     }
 
-    static func unaryResponse(_ message: JSONValue) -> Response {
+    package static func unaryResponse(_ message: JSONValue) -> Response {
         var headers = HTTPFields()
         headers[.contentType] = unaryContentType
         return Response(
             status: .ok, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(bytes: encode(message))))
     }
 
-    static func unaryError(_ error: ConnectError) -> Response {
+    package static func unaryError(_ error: ConnectError) -> Response {
         var headers = HTTPFields()
         headers[.contentType] = unaryContentType
         let body: JSONValue = .object(["code": .string(error.code), "message": .string(error.message)])
@@ -132,7 +132,7 @@ enum ConnectWire {
             body: ResponseBody(byteBuffer: ByteBuffer(bytes: encode(body))))
     }
 
-    static var streamHeaders: HTTPFields {
+    package static var streamHeaders: HTTPFields {
         var headers = HTTPFields()
         headers[.contentType] = streamContentType
         return headers
@@ -142,20 +142,20 @@ enum ConnectWire {
 /// proto3's JSON mapping for the few field types envd uses.
 extension JSONValue {
     /// `bytes`: standard base64.
-    static func protoBytes(_ bytes: [UInt8]) -> JSONValue { .string(Data(bytes).base64EncodedString()) }
+    package static func protoBytes(_ bytes: [UInt8]) -> JSONValue { .string(Data(bytes).base64EncodedString()) }
 
     /// `int64` and `uint64`: a decimal string.
-    static func protoInt64(_ value: Int64) -> JSONValue { .string(String(value)) }
+    package static func protoInt64(_ value: Int64) -> JSONValue { .string(String(value)) }
 
     /// `google.protobuf.Timestamp`: RFC 3339 in UTC.
-    static func protoTimestamp(_ date: Date) -> JSONValue {
+    package static func protoTimestamp(_ date: Date) -> JSONValue {
         let formatter = ISO8601DateFormatter()
         formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
         return .string(formatter.string(from: date))
     }
 
     /// A `bytes` field: base64, standard or URL-safe, padded or not.
-    var protoBytesValue: [UInt8]? {
+    package var protoBytesValue: [UInt8]? {
         guard var text = stringValue else { return nil }
         text = text.replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
         while text.count % 4 != 0 { text += "=" }
@@ -163,13 +163,13 @@ extension JSONValue {
     }
 
     /// An integer field, as a number or (proto3 allows both) a decimal string.
-    var protoIntValue: Int64? {
+    package var protoIntValue: Int64? {
         if let value = intValue { return value }
         return stringValue.flatMap { Int64($0) }
     }
 
     /// A string field; absent is proto3's default, the empty string.
-    func protoString(_ key: String) throws -> String {
+    package func protoString(_ key: String) throws -> String {
         guard let value = self[key] else { return "" }
         guard let text = value.stringValue else { throw ConnectError.invalidArgument("'\(key)' must be a string") }
         return text

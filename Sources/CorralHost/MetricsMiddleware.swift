@@ -6,11 +6,12 @@ import Prometheus
 /// Counts requests and their latency per route and status, and executes per tool and result,
 /// on the service's registry (`GET /metrics`). Routes are the router's patterns
 /// (`/v1/sandboxes/{id}`), never raw paths, so ids do not explode the label space.
-struct MetricsMiddleware: RouterMiddleware {
-    typealias Context = CorralRequestContext
-    let factory: PrometheusMetricsFactory
+package struct MetricsMiddleware: RouterMiddleware {
+    package typealias Context = CorralRequestContext
+    package let factory: PrometheusMetricsFactory
 
-    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws
+    package func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response)
+        async throws
         -> Response
     {
         let started = ContinuousClock.now
@@ -36,10 +37,10 @@ struct MetricsMiddleware: RouterMiddleware {
 }
 
 /// The service's own figures beside the request counters.
-struct ServerMetrics: Sendable {
-    let factory: PrometheusMetricsFactory
+package struct ServerMetrics: Sendable {
+    package let factory: PrometheusMetricsFactory
 
-    func executed(tool: String, isError: Bool, seconds: Double) {
+    package func executed(tool: String, isError: Bool, seconds: Double) {
         Counter(
             label: "corral_executes_total", dimensions: [("tool", tool), ("result", isError ? "error" : "ok")],
             factory: factory
@@ -49,7 +50,7 @@ struct ServerMetrics: Sendable {
             .recordNanoseconds(Int64(seconds * 1e9))
     }
 
-    func error(code: String) {
+    package func error(code: String) {
         Counter(label: "corral_errors_total", dimensions: [("code", code)], factory: factory).increment()
     }
 }

@@ -3,8 +3,8 @@ import CorralCore
 import CorralSandbox
 import Hummingbird
 
-extension CorralServer {
-    func addPoolRoutes(to group: RouterGroup<CorralRequestContext>) {
+extension HostAPI {
+    package func addPoolRoutes(to group: RouterGroup<CorralRequestContext>) {
         // The local tenant (the operator) sees the pools as they are. A network tenant sees
         // what is its own business: how many members wait per template, and how many of the
         // pool's sandboxes it holds itself; never other tenants' counts, the host's name, the
@@ -12,7 +12,7 @@ extension CorralServer {
         group.get("pools") { _, context -> Response in
             let tenant = try context.requireTenant()
             var statuses: [PoolStatus] = []
-            for pool in runner.pools { statuses.append(await pool.currentStatus()) }
+            for pool in pools { statuses.append(await pool.currentStatus()) }
             guard tenant != .local else { return JSONResponse.make(statuses) }
             // Without the engine the pools still answer (they report themselves degraded).
             let mine = (try? await provisioner.list(tenant: tenant)) ?? []
