@@ -20,7 +20,8 @@ struct FleetSuite: BenchSuite {
         guard FileManager.default.isExecutableFile(atPath: corral) else {
             throw CorralError(.notFound, "no corral beside corral-bench at \(corral)", hint: "swift build -c release")
         }
-        let workerCount = context.quick ? 2 : 6
+        // Three at least: the load runs with one worker connected and again with three.
+        let workerCount = context.quick ? 3 : 6
         let batches = context.quick ? 1 : 5
         let batchSize = context.quick ? 2 : 6
         let root = context.scratch.appendingPathComponent("fleet-suite-\(UUID().uuidString.prefix(8))")
@@ -133,6 +134,7 @@ struct FleetSuite: BenchSuite {
             return SuiteReport(
                 suite: Self.name,
                 comparisons: [
+                    PlacementSimulation().comparison(seeds: context.quick ? 2 : 10),
                     Comparison(
                         metric: "cold creates through the control plane, concurrency 6",
                         measurements: [
@@ -164,6 +166,7 @@ struct FleetSuite: BenchSuite {
                     "\(workerCount) `corral worker` processes dial one `corral serve` on loopback (plain HTTP/2 after the upgrade), all on this machine's engine; heartbeats every 1 s",
                     "VmRSS from /proc, read 3 s after each worker connected and after each batch of \(batchSize) cold creates through the control plane; one sample per worker and per batch",
                     "resident memory moves in allocator-sized steps: a single sample can be 0 or several hundred KiB; read the median",
+                    "placement, simulated: placement's own choice (`WorkerFleet.bestOfSample`) on a fleet under churn (exponential lifetimes, arrivals spread over each heartbeat), with each worker's count as its last heartbeat listed it; the fullest worker's share of its room at each heartbeat, over 350 heartbeats per seed",
                 ] + scaling)
         } catch {
             await tearDown()

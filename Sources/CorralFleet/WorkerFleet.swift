@@ -646,14 +646,25 @@ public final class WorkerFleet: Sendable {
                     + (template.map { " with template '\($0)'" } ?? ""),
                 hint: "start `corral worker --group \(groups[0])` on an engine host, or check `corral worker ls`")
         }
-        options.shuffle(using: &generator)
-        let sampled = options.prefix(max(1, settings.sample))
-        guard let best = sampled.max(by: { $0.free < $1.free }), best.free > 0 else {
+        guard let best = Self.bestOfSample(options, sample: settings.sample, free: { $0.free }, using: &generator),
+            best.free > 0
+        else {
             throw CorralError(
                 .resourceExhausted, "every worker of group \(groups.joined(separator: ", ")) is full",
                 hint: "remove sandboxes, or add workers")
         }
         return best.route
+    }
+
+    /// Placement's choice: `sample` of `options` drawn at random (all of them when there are
+    /// fewer), and the one with the most free room. The `fleet` bench measures `sample` with
+    /// this function (`PlacementSimulation`).
+    package static func bestOfSample<Option>(
+        _ options: [Option], sample: Int, free: (Option) -> Double, using generator: inout some RandomNumberGenerator
+    ) -> Option? {
+        var options = options
+        options.shuffle(using: &generator)
+        return options.prefix(max(1, sample)).max { free($0) < free($1) }
     }
 
     /// Free room as a fraction of the worker's sandboxes: 1 empty, 0 full.
