@@ -1,6 +1,5 @@
 import CorralCore
 import Foundation
-import Synchronization
 import TestSupport
 import Testing
 
@@ -210,10 +209,8 @@ struct PostgresStoreTests {
         configuration.maxCommitters = 1
         let store = try await PostgresSessionStore.connect(configuration, logger: testLogger)
         let listener = try await store.connections.connect()
-        let heard = Mutex<[String]>([])
-        listener.addListener(channel: store.watcher.channel) { _, notification in
-            heard.withLock { $0.append(notification.payload) }
-        }
+        let (heard, told) = AsyncStream<String>.makeStream()
+        listener.addListener(channel: store.watcher.channel) { _, notification in told.yield(notification.payload) }
         // The LISTEN goes out ahead of this query on the same connection.
         let channels = try await listener.rows("SELECT pg_listening_channels()", logger: testLogger)
             .decode(String.self).gather()
@@ -229,13 +226,22 @@ struct PostgresStoreTests {
             try await group.waitForAll()
         }
         #expect(store.commits - before < 16, "16 concurrent appends were not batched")
-        let deadline = ContinuousClock.now + .seconds(10)
-        while ContinuousClock.now < deadline,
-            !heard.withLock({ $0.contains("\(id) 1") && $0.contains("\(id) 17") })
-        {
-            try await Task.sleep(for: .milliseconds(10))
+        // Both heads are told; a notification that never comes fails after 10 s.
+        let wanted: Set = ["\(id) 1", "\(id) 17"]
+        let reader = Task {
+            var seen: [String] = []
+            for await payload in heard {
+                seen.append(payload)
+                if wanted.isSubset(of: Set(seen)) { break }
+            }
+            return seen
         }
-        let payloads = heard.withLock { $0 }
+        let deadline = Task {
+            try? await Task.sleep(for: .seconds(10))
+            told.finish()
+        }
+        let payloads = await reader.value
+        deadline.cancel()
         #expect(payloads.contains("\(id) 1"), "the lone append told no tail: \(payloads)")
         #expect(payloads.contains("\(id) 17"), "the batch's last head was not told: \(payloads)")
         try? await listener.close()
