@@ -1,3 +1,4 @@
+import CorralCore
 import CorralFleet
 import Foundation
 
@@ -29,7 +30,7 @@ struct PlacementSimulation {
     }
 
     func run(sample: Int, seed: UInt64) -> Outcome {
-        var generator = SimulationRandom(seed: seed)
+        var generator = SplitMix64(seed: seed)
         let room = capacities.reduce(0, +)
         // Little's law: arrivals per heartbeat times the mean lifetime is the mean occupancy.
         let meanLifetime = load * Double(room) / Double(createsPerHeartbeat)
@@ -92,20 +93,5 @@ struct PlacementSimulation {
             metric:
                 "placement, simulated: \(capacities.count) workers (32 or 64 sandboxes), \(createsPerHeartbeat) creates per heartbeat at \(Int(load * 100))% load; creates placed on a full worker: \(overfull.joined(separator: ", "))",
             measurements: measurements)
-    }
-}
-
-/// SplitMix64: the simulation's draws, the same for a seed on every machine.
-struct SimulationRandom: RandomNumberGenerator {
-    var state: UInt64
-
-    init(seed: UInt64) { state = seed }
-
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }

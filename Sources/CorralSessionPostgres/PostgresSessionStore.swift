@@ -137,7 +137,8 @@ public final class PostgresSessionStore: SessionStore {
                 .invalidArgument, "the lease is for session \(lease.session), not \(session)",
                 hint: "wake \(session) (or ask for its current lease) and append with that")
         }
-        var generator = SplitMix(
+        // Event ids for events the caller gave none: the same shape as the file store's.
+        var generator = SplitMix64(
             seed: idSeed.withLock { seed in
                 seed &+= 0x9E37_79B9_7F4A_7C15
                 return seed
@@ -476,21 +477,6 @@ public final class PostgresSessionStore: SessionStore {
                 throw CorralError(.invalidArgument, "metadata value of '\(key)' is over 4096 bytes")
             }
         }
-    }
-}
-
-/// Event ids for events the caller gave none: the same shape as the file store's.
-struct SplitMix: RandomNumberGenerator {
-    var state: UInt64
-
-    init(seed: UInt64) { state = seed }
-
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }
 
