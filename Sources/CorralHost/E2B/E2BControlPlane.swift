@@ -191,6 +191,8 @@ package struct E2BControlPlane: Sendable {
     package func kill(idText: String, tenant: TenantID) async throws -> Response {
         let (sandbox, _) = try await sandbox(idText, tenant: tenant)
         try await sandbox.remove()
+        // As corral's own DELETE: other replicas count this one's sandboxes from what it published.
+        await host.control.sandboxRemoved(tenant)
         return Response(status: .noContent)
     }
 
