@@ -37,9 +37,14 @@ SHELL_SCRIPTS := scripts/engine.sh scripts/postgres.sh scripts/deps.sh scripts/d
 build:
 	$(SWIFT) build
 
+# At most TEST_WIDTH tests at once (Swift Testing's own limit; unbounded by default). With all
+# ~480 at once on two cores the cooperative pool was so crowded that a 0.4 s test took over a
+# minute and a worker's heartbeat went unanswered past its grace; with 8 the run also ended sooner.
+TEST_WIDTH ?= 8
+
 test: postgres
 	$(SWIFT) build
-	eval "$$(scripts/postgres.sh env)" && $(SWIFT) test --skip memoryBound
+	eval "$$(scripts/postgres.sh env)" && SWT_EXPERIMENTAL_MAXIMUM_PARALLELIZATION_WIDTH=$(TEST_WIDTH) $(SWIFT) test --skip memoryBound
 	$(SWIFT) test --skip-build --filter memoryBound
 	scripts/test-console.sh
 	scripts/test-e2b.sh

@@ -207,6 +207,8 @@ struct WorkerSuite: BenchSuite {
         // A warm create on the worker to its first execute, each way, from a full pool each time.
         let warmRuns = context.quick ? 4 : 16
         guard let pool = worker.runner.pools.first else { throw CorralError(.internalError, "no warm pool") }
+        // Its parts are kept too: the create alone, the first execute, and a second one.
+        let parts = Mutex([String: Samples]())
         func warmCreate(_ client: CorralClient, into samples: inout Samples) async throws {
             _ = try await pool.waitForStatus { $0.idle >= 2 }
             var request = CreateSandboxRequest()
@@ -214,12 +216,27 @@ struct WorkerSuite: BenchSuite {
             let clock = ContinuousClock()
             let started = clock.now
             let made = try await client.createSandbox(request)
+            let createdAt = clock.now
             _ = try await client.execute(made.id, tool: "bash", input: Self.trueInput)
-            samples.append((clock.now - started).milliseconds)
+            let executed = clock.now
+            samples.append((executed - started).milliseconds)
+            _ = try await client.execute(made.id, tool: "bash", input: Self.trueInput)
+            let way = client === viaLink ? "via-control-plane" : "worker-api"
+            parts.withLock {
+                $0["create/\(way)", default: Samples()].append((createdAt - started).milliseconds)
+                $0["first/\(way)", default: Samples()].append((executed - createdAt).milliseconds)
+                $0["second/\(way)", default: Samples()].append((clock.now - executed).milliseconds)
+            }
             guard made.path == "warm" else { throw CorralError(.internalError, "a create missed the warm pool") }
             try await client.removeSandbox(made.id)
         }
         let (linkWarm, directWarm) = try await alternating(warmRuns, warmCreate)
+        let warmParts = parts.withLock { $0 }
+        func part(_ name: String) -> [Measurement] {
+            ["via-control-plane", "worker-api"].map {
+                Measurement(subject: $0, unit: "ms", samples: warmParts["\(name)/\($0)"] ?? Samples())
+            }
+        }
 
         // A call whose reader stopped: an exec whose 64 MiB of output nobody reads holds its
         // stream's window full; the other calls on the link go on. (The command then sleeps: its
@@ -284,6 +301,9 @@ struct WorkerSuite: BenchSuite {
                             target: "at most 20 ms at p50 through the control plane",
                             observed: String(format: "%.2f ms", warmP50), met: warmP50 <= 20)
                     ]),
+                Comparison(metric: "its parts: the warm create alone", measurements: part("create")),
+                Comparison(metric: "its parts: the first execute on the new sandbox", measurements: part("first")),
+                Comparison(metric: "its parts: a second execute right after", measurements: part("second")),
                 Comparison(
                     metric: "execute of `true` through the control plane while a reader on the link has stalled",
                     measurements: [

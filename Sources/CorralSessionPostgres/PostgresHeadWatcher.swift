@@ -106,16 +106,21 @@ final class PostgresHeadWatcher: Sendable {
     /// this store's listening connection (made now when there is none), not waited for. A
     /// lost one costs a tail at most `poll`.
     func notify(_ heads: [String: Int64]) async {
-        do {
-            try await ensureListening()
-        } catch {
-            return
+        _ = try? await sendNotification(heads)
+    }
+
+    /// `notify(_:)`'s NOTIFY, sent on the listening connection after everything sent there
+    /// before; the future answers when the server has run it. Throws when there is no
+    /// listening connection to send it on.
+    func sendNotification(_ heads: [String: Int64]) async throws -> EventLoopFuture<PostgresQueryResult> {
+        try await ensureListening()
+        guard let connection = state.withLock({ $0.connection }), !connection.isClosed else {
+            throw CorralError(.unavailable, "the session store's listening connection closed")
         }
-        guard let connection = state.withLock({ $0.connection }), !connection.isClosed else { return }
         let sessions = Array(heads.keys)
         let values = sessions.map { heads[$0] ?? 0 }
         let query: PostgresQuery = "SELECT notify_heads(\(channel), \(sessions), \(values))"
-        connection.query(query, logger: logger).whenComplete { _ in }
+        return connection.query(query, logger: logger)
     }
 
     private func ensureListening() async throws {

@@ -31,10 +31,11 @@ struct WorkerLinkTests {
     {
         var settings = WorkerListener.Settings(listen: "127.0.0.1:0")
         settings.fleet.heartbeat = .milliseconds(200)
-        // Long enough that a loaded machine loses no live worker: with the whole suite in one
-        // process on two cores, a worker's heartbeat answer has taken over 5 s (the link closed
-        // under a create, CI's failure). The tests of lost workers wait for the state, not a time.
-        settings.fleet.grace = .seconds(15)
+        // The default grace, so that a loaded machine loses no live worker: with the whole
+        // suite in one process on two cores, a worker's heartbeat answer has taken over 5 s, and
+        // then over 15 s (each time the link closed under a call, CI's failures). The tests of
+        // lost workers wait for the state, not a time.
+        settings.fleet.grace = .seconds(30)
         configure(&settings)
         return settings
     }
@@ -79,7 +80,7 @@ struct WorkerLinkTests {
 
     /// Waits until `fleet` reports `name` lost (its grace passed since its last heartbeat).
     static func waitLost(_ fleet: WorkerFleet, _ name: String) async throws {
-        try await retrying(for: .seconds(60)) {
+        try await retrying(for: .seconds(120)) {
             guard fleet.summaries().contains(where: { $0.name == name && $0.state == "lost" }) else {
                 throw CorralError(.unavailable, "worker \(name) not lost yet: \(fleet.summaries())")
             }
