@@ -278,7 +278,10 @@ private final class Extraction {
                 }
                 throw diskError(errno, entry, "cannot remove the empty directory in its way")
             }
-            dropCachedParent()  // it may have been that directory, or under it
+            // The cached parent may have been that directory. It may also be `parent`, which
+            // stays valid and which the caller goes on to use: closed, its number could be
+            // another thread's by the next call on it.
+            if cachedParent?.fd != parent { dropCachedParent() }
             return .absent
         }
         guard unlinkat(parent, name, 0) == 0 else { throw diskError(errno, entry, "cannot remove what it replaces") }

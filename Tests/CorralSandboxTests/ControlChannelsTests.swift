@@ -159,8 +159,10 @@ final class PeerSocket: @unchecked Sendable {
                 connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
             }
         }
+        // No close on failure: deinit runs for an init that throws once `fd` is set, and
+        // closes it; a close here came twice, the second on a number another thread may
+        // have been given meanwhile.
         guard connected == 0 else {
-            Glibc.close(fd)
             throw CorralError(.io, "connect \(path): \(errno)")
         }
     }

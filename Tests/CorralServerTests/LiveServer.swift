@@ -94,8 +94,8 @@ final class RawConnection: @unchecked Sendable {
                 Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
             }
         }
+        // On failure, no close here: deinit closes `fd`.
         guard result == 0 else {
-            close(fd)
             throw CorralError(.io, "connect to 127.0.0.1:\(port): \(String(cString: strerror(errno)))")
         }
     }
@@ -112,14 +112,17 @@ final class RawConnection: @unchecked Sendable {
                 Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
             }
         }
+        // On failure, no close here: deinit closes `fd`.
         guard result == 0 else {
-            close(fd)
             throw CorralError(.io, "connect to \(unixPath): \(String(cString: strerror(errno)))")
         }
     }
 
     private var open = true
 
+    /// Runs also when an init throws, since every property is set by then. So the inits do
+    /// not close `fd` themselves: that close came twice, the second on a number that another
+    /// thread may have been given meanwhile.
     deinit { closeNow() }
 
     /// Closes the connection, as a client that goes away does.

@@ -198,6 +198,23 @@ struct ExtractorTests {
         }
     }
 
+    @Test("an empty directory that a later entry replaces is replaced, below the top too")
+    func replacedDirectories() async throws {
+        try await withTemporaryDirectory { directory in
+            // The parent `d` is the extractor's cached one when `d/x` and `d/y` are replaced.
+            let bytes = try makeArchive { writer in
+                try writer.addDirectory(path: "d/x")
+                try writer.addFile(path: "d/x", contents: Array("x".utf8), mode: 0o644)
+                try writer.addDirectory(path: "d/y")
+                try writer.addSymlink(path: "d/y", target: "x")
+            }
+            try TarExtractor.extract(from: TarReader(bytes: bytes), into: directory)
+            let listing = try snapshot(directory)
+            #expect(listing["d/x"] == "file 644 x (1 bytes)")
+            #expect(listing["d/y"] == "link -> x")
+        }
+    }
+
     @Test("a read-only directory in the archive still receives its children")
     func readOnlyDirectory() async throws {
         try await withTemporaryDirectory { directory in

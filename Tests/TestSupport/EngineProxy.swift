@@ -32,24 +32,30 @@ public final class EngineProxy: @unchecked Sendable {
         thread.start()
     }
 
-    /// Stops listening and cuts every open connection: the engine is "out".
+    /// Stops listening and cuts every open connection: the engine is "out". The shutdowns
+    /// end the accept loop and the pumps, which close their descriptors themselves.
     public func down() {
-        let (listener, connections) = state.withLock { state -> (Int32, Set<Int32>) in
-            defer {
-                state.listener = -1
-                state.connections = []
-            }
-            return (state.listener, state.connections)
+        state.withLock { state in
+            // Under the lock the accept loop and the pumps close under: every number here is
+            // still open, never one another thread's socket has taken since.
+            if state.listener >= 0 { shutdown(state.listener, Int32(SHUT_RDWR)) }
+            for fd in state.connections { shutdown(fd, Int32(SHUT_RDWR)) }
+            state.listener = -1
+            state.connections = []
         }
-        if listener >= 0 {
-            shutdown(listener, Int32(SHUT_RDWR))
-            close(listener)
-        }
-        for fd in connections { shutdown(fd, Int32(SHUT_RDWR)) }
         unlink(socketPath)
     }
 
     private func acceptLoop(_ listener: Int32) {
+        // The listener is closed here, when its loop ends, not in `down`: closed there, its
+        // number could go to another thread's new socket before this loop came back to
+        // `accept`, and the loop would then take that socket's connections.
+        defer {
+            state.withLock { state in
+                if state.listener == listener { state.listener = -1 }
+                close(listener)
+            }
+        }
         while true {
             let client = accept(listener, nil, nil)
             if client < 0 {
@@ -82,12 +88,14 @@ public final class EngineProxy: @unchecked Sendable {
                         return count == 2
                     }
                     if both {
+                        // Closed under the lock, with their removal from the set: `down`
+                        // shuts down what the set holds, and must not find closed numbers.
                         state.withLock {
                             $0.connections.remove(client)
                             $0.connections.remove(server)
+                            close(client)
+                            close(server)
                         }
-                        close(client)
-                        close(server)
                     }
                 }.start()
             }

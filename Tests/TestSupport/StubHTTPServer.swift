@@ -92,7 +92,8 @@ public final class StubHTTPServer: @unchecked Sendable {
     private let listenFD: Int32
     private let handler: Handler
     private let stats = Mutex((connections: 0, requests: [StubRequest]()))
-    private let stopped = Mutex(false)
+    /// `stop` was called; the accept thread has closed `listenFD`.
+    private let listener = Mutex((stopped: false, closed: false))
 
     /// Listens on a unix socket at `path`.
     public init(unixSocket path: String, handler: @escaping Handler) throws {
@@ -160,14 +161,17 @@ public final class StubHTTPServer: @unchecked Sendable {
     public var connectionCount: Int { stats.withLock { $0.connections } }
     public var requests: [StubRequest] { stats.withLock { $0.requests } }
 
+    /// Stops accepting: the shutdown makes the accept thread's `accept` fail (now, or as soon
+    /// as it calls it), and that thread closes the descriptor.
     public func stop() {
-        let first = stopped.withLock { wasStopped in
-            defer { wasStopped = true }
-            return !wasStopped
+        let first = listener.withLock { state in
+            defer { state.stopped = true }
+            guard !state.stopped else { return false }
+            // Under the lock the accept thread closes under, so the number is still ours.
+            if !state.closed { shutdown(listenFD, Int32(SHUT_RDWR)) }
+            return true
         }
         guard first else { return }
-        shutdown(listenFD, Int32(SHUT_RDWR))
-        Glibc.close(listenFD)
         if let socketPath { unlink(socketPath) }
     }
 
@@ -177,11 +181,20 @@ public final class StubHTTPServer: @unchecked Sendable {
                 let client = accept(listenFD, nil, nil)
                 if client < 0 {
                     if errno == EINTR { continue }
-                    return
+                    break
                 }
                 stats.withLock { $0.connections += 1 }
                 let worker = Thread { [self] in serve(StubConnection(fd: client)) }
                 worker.start()
+            }
+            // Closed here, by the one thread that uses it, not in `stop`. Closed there, the
+            // number could go to another test's new socket before this loop came back to
+            // `accept` (a thread not yet started, or descheduled after an accept): this
+            // loop would then take that socket's connections and answer them with this
+            // server's handler.
+            listener.withLock { state in
+                Glibc.close(listenFD)
+                state.closed = true
             }
         }
         thread.start()

@@ -88,9 +88,13 @@ func standardInputStream() -> AsyncThrowingStream<[UInt8], any Error> {
 }
 
 /// What `descriptor` gives until its end, read on a thread of its own; `name` is for errors.
-func inputStream(reading descriptor: Int32, name: String) -> AsyncThrowingStream<[UInt8], any Error> {
+/// `onEnd` runs on that thread once it no longer reads `descriptor`.
+func inputStream(reading descriptor: Int32, name: String, onEnd: (@Sendable () -> Void)? = nil)
+    -> AsyncThrowingStream<[UInt8], any Error>
+{
     let channel = ByteChannel()
     Thread {
+        defer { onEnd?() }
         var buffer = [UInt8](repeating: 0, count: 64 << 10)
         while true {
             let count = buffer.withUnsafeMutableBytes { read(descriptor, $0.baseAddress, $0.count) }

@@ -2,6 +2,7 @@ import ArgumentParser
 import CorralCore
 import CorralSandbox
 import Foundation
+import Synchronization
 
 #if canImport(Glibc)
 import Glibc
@@ -52,10 +53,11 @@ struct PortForwardCommand: AsyncParsableCommand {
     /// One connection: a command in the sandbox that dials the port, fed with what the client
     /// sends; its output goes back to the client. Errors end this connection only.
     static func relay(_ client: Int32, to port: Int, in sandbox: SandboxID, backend: any SandboxBackend) async {
+        let shared = SharedDescriptor(client)
         defer {
-            // Wakes the thread still reading the client, before the descriptor is given up.
+            // Wakes the thread still reading the client; whichever of the two ends last closes.
             shutdown(client, Int32(SHUT_RDWR))
-            Glibc.close(client)
+            shared.release()
         }
         // bash's /dev/tcp dials inside the sandbox. The copy in runs in the background (its
         // stdin named, or bash would give it /dev/null); the copy out ends the command when
@@ -64,7 +66,8 @@ struct PortForwardCommand: AsyncParsableCommand {
         let command = SandboxCommand(["bash", "-c", script, String(port)])
         do {
             let status = try await backend.interact(
-                sandbox, command, stdin: inputStream(reading: client, name: "the forwarded connection"),
+                sandbox, command,
+                stdin: inputStream(reading: client, name: "the forwarded connection", onEnd: shared.release),
                 terminal: nil, resizes: nil
             ) { chunk in
                 guard chunk.stream == .stdout else { return }
@@ -109,6 +112,25 @@ private func writeAll(_ descriptor: Int32, _ bytes: [UInt8]) throws {
             throw CorralError(.io, "the forwarded connection closed: \(String(cString: strerror(errno)))")
         }
         offset += written
+    }
+}
+
+/// A forwarded connection's descriptor, closed once both its users are done with it: the
+/// relay, which writes to it, and the thread that reads it (`inputStream`). Closed while the
+/// other still used it, its number could go to another connection first, whose bytes that
+/// other would then read or write.
+private final class SharedDescriptor: Sendable {
+    let descriptor: Int32
+    private let users = Mutex(2)
+
+    init(_ descriptor: Int32) { self.descriptor = descriptor }
+
+    func release() {
+        let last = users.withLock { users -> Bool in
+            users -= 1
+            return users == 0
+        }
+        if last { Glibc.close(descriptor) }
     }
 }
 
