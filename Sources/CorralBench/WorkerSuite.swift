@@ -226,6 +226,9 @@ struct WorkerSuite: BenchSuite {
                 $0["create/\(way)", default: Samples()].append((createdAt - started).milliseconds)
                 $0["first/\(way)", default: Samples()].append((executed - createdAt).milliseconds)
                 $0["second/\(way)", default: Samples()].append((clock.now - executed).milliseconds)
+                for phase in ["claim", "workspace", "ready"] {
+                    $0["\(phase)/\(way)", default: Samples()].append(made.phases[phase] ?? 0)
+                }
             }
             guard made.path == "warm" else { throw CorralError(.internalError, "a create missed the warm pool") }
             try await client.removeSandbox(made.id)
@@ -302,6 +305,13 @@ struct WorkerSuite: BenchSuite {
                             observed: String(format: "%.2f ms", warmP50), met: warmP50 <= 20)
                     ]),
                 Comparison(metric: "its parts: the warm create alone", measurements: part("create")),
+                Comparison(
+                    metric: "its parts: on the worker, the claim (marker and the engine's rename)",
+                    measurements: part("claim")),
+                Comparison(
+                    metric: "its parts: on the worker, the gateway's attach", measurements: part("workspace")),
+                Comparison(
+                    metric: "its parts: on the worker, the record (written and synced)", measurements: part("ready")),
                 Comparison(metric: "its parts: the first execute on the new sandbox", measurements: part("first")),
                 Comparison(metric: "its parts: a second execute right after", measurements: part("second")),
                 Comparison(
@@ -326,7 +336,7 @@ struct WorkerSuite: BenchSuite {
             notes: [
                 "both servers in this process, on loopback; the control plane is HTTP/1.1 to corrald (libcurl), then one HTTP/2 stream on the worker's link (no TLS here); worker-api is the same sandbox through the worker's own TCP API",
                 "heartbeats every 1 s run during the measurement, as they would",
-                "the warm creates wait for the worker's pool to hold two members first, so each claims a warm one; their removal is not timed",
+                "the warm creates wait for the worker's pool to hold two members first, so each claims a warm one; their removal is not timed; 'its parts' split each: the create as the client sees it, the worker's own phases (from the create's answer), the first execute and a second one right after",
                 "the stalled reader: 64 MiB of output, then a sleep, on another sandbox of the same worker, through the control plane, whose output handler stopped reading once its windows filled; just-before is the same calls taken right before it started",
                 "not measured here: control-plane memory per worker and per remote sandbox, and three workers against one (every engine on this machine shares its two cores)",
             ])
