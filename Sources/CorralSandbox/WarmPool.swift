@@ -63,6 +63,8 @@ public actor WarmPool {
     /// A claim happened while no sleep was in progress: skip the next sleep.
     private var wakePending = false
     private var sleeper: Task<Void, Never>?
+    /// A wake already set for `refillDelay` after a claim: a burst of claims sets one.
+    private var wakeScheduled = false
     /// Idle members wanted, set at run time (a control plane's push to its worker); nil: the
     /// template's `min_idle`. While it is set, idle members past it are retired.
     private var targetOverride: Int?
@@ -122,7 +124,7 @@ public actor WarmPool {
         wakePending = false
     }
 
-    /// Starts the next pass now (after a claim, so the pool refills at once).
+    /// Starts the next pass now (after a claim that took the last idle member, a new target).
     private func wake() {
         if let sleeper {
             sleeper.cancel()
@@ -136,10 +138,18 @@ public actor WarmPool {
     private func wakeSoon() {
         let delay = configuration.refillDelay
         guard delay > .zero else { return wake() }
+        guard !wakeScheduled else { return }
+        wakeScheduled = true
         Task { [weak self] in
+            // Time is the point here: the refill waits out the claimer's first calls.
             try? await Task.sleep(for: delay)
-            await self?.wake()
+            await self?.scheduledWake()
         }
+    }
+
+    private func scheduledWake() {
+        wakeScheduled = false
+        wake()
     }
 
     // MARK: Status
